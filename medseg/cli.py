@@ -1,0 +1,110 @@
+"""The ``medseg`` command line: each command parses its flags and makes one library call."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import MedsegError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="medseg: train, run and report medical image segmentation models (MONAI + PyTorch).")
+datasets_app = typer.Typer(no_args_is_help=True, help="Inspect data sets in their on-disk layouts.")
+app.add_typer(datasets_app, name="datasets")
+
+
+def _run(fn, *args, **kwargs):
+    """Call into the library; print user errors as one line and exit 2."""
+    try:
+        return fn(*args, **kwargs)
+    except MedsegError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; resume a training run with --resume", err=True)
+        raise typer.Exit(130)
+
+
+def _echo(msg: str) -> None:
+    typer.echo(msg, err=False)
+
+
+@app.command()
+def train(
+    config: str = typer.Argument(..., help="Recipe name (ph2, lgg, brats, demo) or path to a YAML config."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default datasets/NAME)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME-<timestamp>)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or the newest runs/NAME-*) from last.pt."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override train.seed."),
+    set_: List[str] = typer.Option([], "--set", "-s", help="Override any config key: --set train.lr=3e-4 (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+):
+    """Train a model on a data set recipe."""
+    from .api import train_from_cli
+
+    _run(train_from_cli, config, data_dir=data_dir, out=out, epochs=epochs, device=device, resume=resume,
+         force=force, seed=seed, overrides=set_, progress=not quiet, log=_echo)
+
+
+@datasets_app.command("check")
+def datasets_check(
+    name: str = typer.Argument(..., help="Recipe name or config path."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default datasets/NAME)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    set_: List[str] = typer.Option([], "--set", "-s", help="Override config keys."),
+):
+    """Report what a recipe finds in DATA_DIR; exit 1 if any file has a problem."""
+    from .api import check_from_cli
+    from .data.check import format_report
+
+    report = _run(check_from_cli, name, data_dir=data_dir, overrides=set_, progress=not as_json)
+    typer.echo(json.dumps(report, indent=None if as_json else 1) if as_json else format_report(report))
+    if report["problems"]:
+        raise typer.Exit(1)
+
+
+@datasets_app.command("list")
+def datasets_list():
+    """List the data recipes and configs available."""
+    from .config import config_search_dirs
+    from .data import list_recipes
+
+    typer.echo("recipes: " + ", ".join(list_recipes()))
+    configs = sorted({c.stem for d in config_search_dirs() if d.is_dir() for c in d.glob("*.yaml")})
+    typer.echo("configs: " + ", ".join(configs))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("reports/demo"), "--out", help="Where the demo writes its outputs."),
+    device: str = typer.Option("auto", "--device"),
+    force: bool = typer.Option(False, "--force", help="Overwrite an earlier demo in --out."),
+    quiet: bool = typer.Option(False, "--quiet"),
+):
+    """Run the whole product on synthetic data (no download, a few minutes on a CPU)."""
+    from .api import run_demo
+
+    _run(run_demo, out=out, device=device, force=force, progress=not quiet, log=_echo)
+
+
+@app.command()
+def version():
+    """Print the medseg version."""
+    from . import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:  # console-script entry point
+    app(prog_name="medseg")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

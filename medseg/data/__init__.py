@@ -1,0 +1,14 @@
+"""Dataset recipes: a data directory in its real on-disk layout -> sample dicts.
+
+Each recipe returns a :class:`RecipeResult` whose samples are MONAI-style dicts::
+
+    {"image": path | [path, ...], "label": path, "case_id": str,
+     "group": str,            # what splits keep together (patient)
+     "meta": {...}}           # clinical / csv metadata, JSON-serialisable
+
+Every recipe has a synthetic twin in :mod:`medseg.data.synthetic` that writes a
+small fake data set in the same layout, used by the tests and the demo.
+"""
+
+from .base import IMAGE, LABEL, RecipeResult, get_recipe, list_recipes, load_samples  # noqa: F401
+from . import ph2, lgg, brats, nifti, folder, demo  # noqa: F401,E402  (register recipes)

@@ -1,0 +1,96 @@
+"""Recipe registry and shared helpers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import MedsegError, fail
+
+IMAGE = "image"
+LABEL = "label"
+
+_RECIPES: dict[str, Callable] = {}
+
+
+@dataclass
+class RecipeResult:
+    samples: list[dict]
+    warnings: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+def register(name: str):
+    def deco(fn):
+        _RECIPES[name] = fn
+        return fn
+
+    return deco
+
+
+def list_recipes() -> list[str]:
+    return sorted(_RECIPES)
+
+
+def get_recipe(name: str) -> Callable:
+    if name not in _RECIPES:
+        raise MedsegError(f"unknown data recipe '{name}'; fix: use one of {list_recipes()}")
+    return _RECIPES[name]
+
+
+def load_samples(recipe: str, data_dir: str | Path, options: dict | None = None) -> RecipeResult:
+    """Run a recipe on ``data_dir``; raises MedsegError for a missing or empty layout."""
+    data_dir = Path(data_dir)
+    fn = get_recipe(recipe)
+    if getattr(fn, "generates_data", False):
+        data_dir.mkdir(parents=True, exist_ok=True)
+    if not data_dir.exists():
+        raise fail(data_dir, "data directory does not exist",
+                   f"pass --data-dir pointing at your {recipe} data (see datasets/README.md)")
+    if not data_dir.is_dir():
+        raise fail(data_dir, "is not a directory", f"pass the folder that holds the {recipe} data")
+    result = fn(data_dir, dict(options or {}))
+    if not result.samples:
+        raise fail(data_dir, f"no {recipe} cases found", result.info.get("expected", "check the layout in datasets/README.md"))
+    ids = [s["case_id"] for s in result.samples]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+        raise fail(data_dir, f"duplicate case ids {dup}", "give every case a unique file or folder name")
+    return result
+
+
+def natural_key(text: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(text))]
+
+
+def files_with_ext(folder: Path, exts: tuple[str, ...]) -> list[Path]:
+    from ..io import file_ext
+
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and file_ext(p) in exts), key=lambda p: natural_key(p.name))
+
+
+def glob_ci(folder: Path, pattern: str) -> list[Path]:
+    """Case-insensitive glob within one folder."""
+    import fnmatch
+
+    if not folder.is_dir():
+        return []
+    pat = pattern.lower()
+    return sorted(p for p in folder.iterdir() if fnmatch.fnmatch(p.name.lower(), pat) and not p.name.startswith("."))
+
+
+MASK_SUFFIXES = ("_mask", "_seg", "_label", "_labels", "_lesion", "_gt", "-mask", "-seg", "-label")
+
+
+def mask_stem(stem: str) -> str:
+    """Strip a trailing mask suffix (``_mask``, ``_seg``, ...) so images and masks pair by name."""
+    low = stem.lower()
+    for suf in MASK_SUFFIXES:
+        if low.endswith(suf):
+            return stem[: -len(suf)]
+    return stem

@@ -1,0 +1,95 @@
+"""``medseg datasets check``: what a recipe finds in a data directory, and what is wrong with it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..errors import MedsegError
+from ..io import read_image_2d, read_volume
+from .base import IMAGE, LABEL, load_samples
+
+
+def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> dict:
+    """Read every case of ``data_dir`` with ``cfg``'s recipe and validators.
+
+    Returns a JSON-serialisable report with ``n_cases`` (samples), ``n_groups``
+    (patients), sizes, spacings, label values, metadata keys, warnings and
+    ``problems`` (one line per bad file). Raises MedsegError when the layout
+    itself is wrong or empty.
+    """
+    from tqdm.auto import tqdm
+
+    from ..transforms import LoadImage2Dd, LoadVolumed
+
+    result = load_samples(cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels})
+    samples = result.samples
+    dims = cfg.data.spatial_dims
+    loader = (LoadImage2Dd if dims == 2 else LoadVolumed)(len(cfg.data.channels), cfg.num_classes)
+    sizes, spacings, values, channels, problems = Counter(), Counter(), Counter(), Counter(), []
+    fg_fraction = []
+    for s in tqdm(samples, disable=not progress, desc="checking", unit="case"):
+        try:
+            if dims == 2:
+                lab = read_image_2d(s[LABEL], kind="mask")
+                img = read_image_2d(s[IMAGE])
+                sizes[f"{img.shape[0]}x{img.shape[1]}"] += 1
+                channels[1 if img.ndim == 2 else img.shape[2]] += 1
+            else:
+                lab, geom = read_volume(s[LABEL])
+                sizes["x".join(str(v) for v in geom.shape)] += 1
+                spacings["x".join(f"{v:.3g}" for v in geom.spacing)] += 1
+                channels[len(s[IMAGE]) if isinstance(s[IMAGE], list) else 1] += 1
+            uniq = np.unique(np.asarray(lab))
+            values.update(int(v) if float(v).is_integer() else float(v) for v in uniq[:50])
+            out = loader({IMAGE: s[IMAGE], LABEL: s[LABEL]})
+            fg_fraction.append(float((np.asarray(out[LABEL]) > 0).mean()))
+        except MedsegError as exc:
+            problems.append(str(exc))
+    meta_keys = sorted({k for s in samples for k in s.get("meta", {})})
+    report = {
+        "recipe": cfg.data.recipe,
+        "data_dir": str(Path(data_dir)),
+        "n_cases": len(samples),
+        "n_groups": len({s["group"] for s in samples}),
+        "subsets": dict(Counter(s.get("subset", "none") for s in samples)),
+        "spatial_dims": dims,
+        "channels_expected": list(cfg.data.channels),
+        "channels_found": {str(k): v for k, v in channels.items()},
+        "classes": list(cfg.data.labels),
+        "label_values_found": sorted(values),
+        "image_sizes": dict(sizes.most_common(10)),
+        "spacings_mm": dict(spacings.most_common(10)),
+        "foreground_fraction_mean": round(float(np.mean(fg_fraction)), 5) if fg_fraction else None,
+        "empty_masks": int(sum(f == 0 for f in fg_fraction)),
+        "metadata_keys": meta_keys,
+        "warnings": result.warnings,
+        "problems": problems,
+    }
+    if "diagnosis" in meta_keys:
+        report["diagnosis_counts"] = dict(Counter(str(s["meta"].get("diagnosis")) for s in samples))
+    return report
+
+
+def format_report(r: dict) -> str:
+    lines = [f"{r['recipe']} data in {r['data_dir']}",
+             f"  cases: {r['n_cases']} ({r['n_groups']} groups/patients)"
+             + (f", subsets {r['subsets']}" if set(r["subsets"]) != {"none"} else ""),
+             f"  channels: expected {r['channels_expected']}, found {r['channels_found']}",
+             f"  classes: {r['classes']}; label values found: {r['label_values_found']}",
+             f"  image sizes: {r['image_sizes']}"]
+    if r["spacings_mm"]:
+        lines.append(f"  spacing (mm): {r['spacings_mm']}")
+    if r["foreground_fraction_mean"] is not None:
+        lines.append(f"  mean foreground fraction {r['foreground_fraction_mean']:.4f}; empty masks: {r['empty_masks']}")
+    if r.get("diagnosis_counts"):
+        lines.append(f"  diagnosis counts: {r['diagnosis_counts']}")
+    if r["metadata_keys"]:
+        lines.append(f"  metadata: {', '.join(r['metadata_keys'][:12])}{' ...' if len(r['metadata_keys']) > 12 else ''}")
+    lines += [f"  warning: {w}" for w in r["warnings"]]
+    lines += [f"  PROBLEM: {p}" for p in r["problems"]]
+    lines.append("  OK" if not r["problems"] else f"  {len(r['problems'])} problem(s) found")
+    return "\n".join(lines)

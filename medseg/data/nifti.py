@@ -1,0 +1,98 @@
+"""Generic 3D recipe: Medical Segmentation Decathlon / nnU-Net layouts and plain folders.
+
+* MSD: ``dataset.json`` with a ``training`` list of ``{"image", "label"}`` paths
+  (images may be 4D with modalities on the last axis).
+* nnU-Net v2: ``dataset.json`` with ``channel_names`` and ``file_ending``;
+  ``imagesTr/<case>_0000<ending>``, ``labelsTr/<case><ending>``.
+* Plain folders: ``images/`` and ``labels/`` (or ``masks/``) holding NIfTI,
+  NRRD or MHA files paired by name (``_seg``/``_label``/``_mask`` suffixes and
+  ``_0000`` channel suffixes are ignored when pairing).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ..errors import fail
+from ..io import VOLUME_EXTS, file_ext, strip_ext
+from .base import IMAGE, LABEL, RecipeResult, files_with_ext, mask_stem, natural_key, register
+
+IMAGE_DIRS = ["imagesTr", "images", "image", "imgs", "volumes"]
+LABEL_DIRS = ["labelsTr", "labels", "label", "masks", "mask", "segmentations", "segs"]
+CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
+EXPECTED = ("expected dataset.json with imagesTr/ and labelsTr/ (MSD or nnU-Net), or images/ and labels/ "
+            "folders of .nii.gz/.nrrd/.mha files paired by name")
+
+
+def _first_dir(root: Path, names: list[str]) -> Path | None:
+    for n in names:
+        for cand in (root / n, root / n.lower()):
+            if cand.is_dir():
+                return cand
+    return None
+
+
+def _from_dataset_json(root: Path, spec: dict) -> RecipeResult:
+    samples, info = [], {"dataset_json": str(root / "dataset.json")}
+    labels = spec.get("labels") or {}
+    if labels:
+        pairs = sorted(((int(v), k) for k, v in labels.items()) if not str(next(iter(labels))).isdigit()
+                       else ((int(k), v) for k, v in labels.items()))
+        info["labels"] = [name for _, name in pairs]
+    chans = spec.get("channel_names") or spec.get("modality") or {}
+    if chans:
+        info["channels"] = [chans[k] for k in sorted(chans, key=int)]
+    if isinstance(spec.get("training"), list) and spec["training"] and isinstance(spec["training"][0], dict):
+        for entry in spec["training"]:
+            img, lab = root / entry["image"], root / entry["label"]
+            for p in (img, lab):
+                if not p.exists():
+                    raise fail(p, "listed in dataset.json but missing", "restore the file or remove its entry from dataset.json")
+            samples.append({IMAGE: str(img), LABEL: str(lab), "case_id": strip_ext(img), "group": strip_ext(img), "meta": {}})
+        return RecipeResult(samples, [], info)
+    ending = spec.get("file_ending", ".nii.gz")
+    img_dir, lab_dir = root / "imagesTr", root / "labelsTr"
+    n_ch = max(1, len(chans))
+    for lab in sorted(lab_dir.glob(f"*{ending}"), key=lambda p: natural_key(p.name)):
+        case = lab.name[: -len(ending)]
+        imgs = [img_dir / f"{case}_{c:04d}{ending}" for c in range(n_ch)]
+        for p in imgs:
+            if not p.exists():
+                raise fail(p, "channel file missing for this case", f"add it or remove {lab.name}")
+        samples.append({IMAGE: [str(p) for p in imgs] if n_ch > 1 else str(imgs[0]), LABEL: str(lab),
+                        "case_id": case, "group": case, "meta": {}})
+    return RecipeResult(samples, [], info)
+
+
+@register("nifti")
+def nifti_samples(data_dir: Path, options: dict) -> RecipeResult:
+    spec_path = data_dir / "dataset.json"
+    if spec_path.is_file():
+        try:
+            spec = json.loads(spec_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise fail(spec_path, f"is not valid JSON (line {exc.lineno})", "fix the JSON syntax") from None
+        return _from_dataset_json(data_dir, spec)
+    img_dir = _first_dir(data_dir, options.get("image_dirs") or IMAGE_DIRS)
+    lab_dir = _first_dir(data_dir, options.get("label_dirs") or LABEL_DIRS)
+    if img_dir is None or lab_dir is None:
+        return RecipeResult([], info={"expected": EXPECTED})
+    labels = {mask_stem(strip_ext(p)): p for p in files_with_ext(lab_dir, VOLUME_EXTS)}
+    groups: dict[str, list[Path]] = {}
+    for p in files_with_ext(img_dir, VOLUME_EXTS):
+        stem = strip_ext(p)
+        m = CHANNEL_RE.match(stem)
+        groups.setdefault(m.group("case") if m else stem, []).append(p)
+    samples = []
+    for case in sorted(groups, key=natural_key):
+        files = sorted(groups[case], key=lambda p: natural_key(p.name))
+        lab = labels.get(case)
+        if lab is None:
+            raise fail(files[0], "image has no label map", f"add {lab_dir.name}/{case}{file_ext(files[0])} or remove the image")
+        samples.append({IMAGE: [str(f) for f in files] if len(files) > 1 else str(files[0]), LABEL: str(lab),
+                        "case_id": case, "group": case, "meta": {}})
+    orphans = sorted(set(labels) - set(groups))
+    warnings = [f"{lab_dir}: {len(orphans)} label maps without an image were ignored ({', '.join(orphans[:3])})"] if orphans else []
+    return RecipeResult(samples, warnings, {"expected": EXPECTED})

@@ -1,0 +1,117 @@
+"""PH2 dermoscopy recipe (Mendonca et al., EMBC 2013).
+
+Layout::
+
+    <data_dir>/PH2 Dataset images/IMD003/IMD003_Dermoscopic_Image/IMD003.bmp|jpg|png
+                                        /IMD003_lesion/IMD003_lesion.bmp|png
+    <data_dir>/PH2_dataset.txt   ('||'-delimited clinical table, optional)
+
+Rows of the table with no images on disk are skipped with a warning; cases on
+disk with no row keep empty metadata.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..errors import fail
+from ..io import IMAGE_2D_EXTS
+from .base import IMAGE, LABEL, RecipeResult, files_with_ext, natural_key, register
+
+CASE_RE = re.compile(r"^IMD\d+$", re.IGNORECASE)
+DIAGNOSIS_NAMES = {0: "common nevus", 1: "atypical nevus", 2: "melanoma"}
+CRITERIA = ["asymmetry", "pigment_network", "dots_globules", "streaks", "regression_areas", "blue_whitish_veil"]
+COLOUR_NAMES = {1: "white", 2: "red", 3: "light-brown", 4: "dark-brown", 5: "blue-gray", 6: "black"}
+EXPECTED = ("expected 'PH2 Dataset images/IMDxxx/IMDxxx_Dermoscopic_Image/IMDxxx.<bmp|jpg|png>' and "
+            "'IMDxxx_lesion/IMDxxx_lesion.<ext>' under the data directory")
+
+
+def find_case_root(data_dir: Path) -> Path | None:
+    """The folder whose children are IMDxxx case folders (searched 3 levels deep)."""
+    frontier = [data_dir]
+    for _ in range(4):
+        nxt = []
+        for d in frontier:
+            kids = [k for k in d.iterdir() if k.is_dir()] if d.is_dir() else []
+            if any(CASE_RE.match(k.name) for k in kids):
+                return d
+            nxt.extend(kids)
+        frontier = nxt
+    return None
+
+
+def find_table(data_dir: Path, case_root: Path | None) -> Path | None:
+    for d in [data_dir] + ([case_root, case_root.parent] if case_root else []):
+        for p in sorted(d.glob("*.txt")):
+            if p.name.lower().replace(" ", "_").startswith("ph2_dataset"):
+                return p
+    return None
+
+
+def parse_table(path: Path) -> dict[str, dict]:
+    """Parse ``PH2_dataset.txt`` into ``{case: metadata}``."""
+    rows: dict[str, dict] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip().startswith("||"):
+            continue
+        fields = [f.strip() for f in line.strip().strip("|").split("||")]
+        if len(fields) < 3 or not CASE_RE.match(fields[0]):
+            continue
+        name, histo, clinical = fields[0].upper(), fields[1], fields[2]
+        meta: dict = {"histological_diagnosis": histo or None}
+        try:
+            meta["diagnosis"] = int(clinical)
+            meta["diagnosis_name"] = DIAGNOSIS_NAMES.get(int(clinical))
+        except ValueError:
+            meta["diagnosis"] = None
+        if len(fields) > 3:
+            crit = [c.strip() for c in fields[3].split("|")]
+            for key, val in zip(CRITERIA, crit):
+                meta[key] = int(val) if val.isdigit() else (val or None)
+        if len(fields) > 4:
+            colours = [int(c) for c in fields[4].split() if c.isdigit()]
+            meta["colours"] = [COLOUR_NAMES.get(c, str(c)) for c in colours]
+        rows[name] = meta
+    return rows
+
+
+def _single_file(folder: Path, stem: str) -> Path | None:
+    """The image file in ``folder``, preferring one named ``stem``."""
+    files = files_with_ext(folder, IMAGE_2D_EXTS)
+    exact = [f for f in files if f.stem.lower() == stem.lower()]
+    return (exact or files or [None])[0]
+
+
+@register("ph2")
+def ph2_samples(data_dir: Path, options: dict) -> RecipeResult:
+    case_root = find_case_root(data_dir)
+    if case_root is None:
+        return RecipeResult([], info={"expected": EXPECTED})
+    table_path = find_table(data_dir, case_root)
+    table = parse_table(table_path) if table_path else {}
+    warnings = [] if table_path else [f"{data_dir}: no PH2_dataset.txt found; diagnoses unavailable (stratified splits fall back to random)"]
+    samples = []
+    for case_dir in sorted((d for d in case_root.iterdir() if d.is_dir() and CASE_RE.match(d.name)),
+                           key=lambda d: natural_key(d.name)):
+        case = case_dir.name.upper()
+        img_dir = next((d for d in case_dir.iterdir() if d.is_dir() and "dermoscopic" in d.name.lower()), None)
+        les_dir = next((d for d in case_dir.iterdir() if d.is_dir() and d.name.lower().endswith("_lesion")), None)
+        image = _single_file(img_dir, case_dir.name) if img_dir else None
+        if image is None:
+            raise fail(case_dir, "no dermoscopic image found",
+                       f"put the image in {case_dir.name}_Dermoscopic_Image/{case_dir.name}.bmp (or .jpg/.png), or remove the case folder")
+        label = _single_file(les_dir, f"{case_dir.name}_lesion") if les_dir else None
+        if label is None:
+            raise fail(case_dir / f"{case_dir.name}_lesion", "lesion mask missing",
+                       f"add {case_dir.name}_lesion/{case_dir.name}_lesion.bmp or remove the case folder")
+        meta = dict(table.get(case, {}))
+        if table and case not in table:
+            warnings.append(f"{case}: no row in {table_path.name}; diagnosis unknown")
+        samples.append({IMAGE: str(image), LABEL: str(label), "case_id": case, "group": case, "meta": meta})
+    on_disk = {s["case_id"] for s in samples}
+    missing = sorted(set(table) - on_disk, key=natural_key)
+    if missing:
+        warnings.append(f"{len(missing)} rows of {table_path.name} have no images on disk and were skipped "
+                        f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+    return RecipeResult(samples, warnings, {"table": str(table_path) if table_path else None, "root": str(case_root)})

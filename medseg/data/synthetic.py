@@ -1,0 +1,284 @@
+"""Synthetic twins of every recipe: small fake data sets in the real on-disk layouts.
+
+They exercise the same variation real data has (BMP/JPEG/PNG, 1-bit, 8-bit and
+3-channel masks, metadata rows without images, float label maps, oblique
+affines) and carry a known object, so a model trained on them can be checked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# ----------------------------------------------------------------------------
+# shapes
+# ----------------------------------------------------------------------------
+
+
+def _smooth_noise(rng, shape, scale: int) -> np.ndarray:
+    """Low-frequency noise in [-1, 1] by upsampling a coarse random grid."""
+    coarse = rng.uniform(-1, 1, size=tuple(max(2, s // scale) for s in shape))
+    img = Image.fromarray(((coarse + 1) * 127.5).astype(np.uint8)) if len(shape) == 2 else None
+    if img is not None:
+        return np.asarray(img.resize((shape[1], shape[0]), Image.BICUBIC), dtype=np.float32) / 127.5 - 1
+    from scipy.ndimage import zoom
+
+    return zoom(coarse, [s / c for s, c in zip(shape, coarse.shape)], order=1)[tuple(slice(0, s) for s in shape)]
+
+
+def lesion_2d(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A dermoscopy-like RGB image ``(H, W, 3)`` uint8 and its lesion mask ``(H, W)`` bool."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cy, cx = rng.uniform(0.38, 0.62) * h, rng.uniform(0.38, 0.62) * w
+    ay, ax = rng.uniform(0.16, 0.3) * h, rng.uniform(0.16, 0.3) * w
+    th = rng.uniform(0, np.pi)
+    dy, dx = yy - cy, xx - cx
+    u = dx * np.cos(th) + dy * np.sin(th)
+    v = -dx * np.sin(th) + dy * np.cos(th)
+    r = np.sqrt((u / ax) ** 2 + (v / ay) ** 2)
+    ang = np.arctan2(v, u)
+    wobble = 1 + 0.12 * np.sin(3 * ang + rng.uniform(0, 6.3)) + 0.06 * np.sin(7 * ang + rng.uniform(0, 6.3))
+    mask = r < wobble
+    soft = np.clip((wobble - r) * 6 + 0.5, 0, 1)[..., None]
+    skin = np.array(rng.uniform([190, 140, 120], [230, 180, 160]), dtype=np.float32)
+    lesion = np.array(rng.uniform([70, 40, 25], [140, 90, 70]), dtype=np.float32)
+    texture = _smooth_noise(rng, (h, w), 8)[..., None]
+    img = skin * (1 - soft) + lesion * soft + 12 * texture + rng.normal(0, 6, (h, w, 3))
+    vignette = 1 - 0.25 * (((yy - h / 2) / h) ** 2 + ((xx - w / 2) / w) ** 2)[..., None]
+    return np.clip(img * vignette, 0, 255).astype(np.uint8), mask
+
+
+def blob_3d(rng: np.random.Generator, shape: tuple[int, int, int], radius_frac=(0.15, 0.3)) -> np.ndarray:
+    """A smooth random blob mask ``shape`` bool."""
+    grid = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
+    centre = [rng.uniform(0.35, 0.65) * s for s in shape]
+    radii = [rng.uniform(*radius_frac) * s for s in shape]
+    r = np.sqrt(sum(((g - c) / rad) ** 2 for g, c, rad in zip(grid, centre, radii)))
+    return r < 1 + 0.15 * _smooth_noise(rng, shape, 6)
+
+
+def mri_from_mask(rng, mask: np.ndarray, contrast: float = 1.0) -> np.ndarray:
+    """A float32 MRI-like volume: a brain ellipsoid with a brighter (or darker) lesion."""
+    shape = mask.shape
+    grid = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape], indexing="ij")
+    brain = sum(g ** 2 for g in grid) < 0.85
+    vol = brain * (1.0 + 0.1 * _smooth_noise(rng, shape, 5)) + contrast * mask * 1.2
+    return (vol + rng.normal(0, 0.08, shape)).astype(np.float32) * brain
+
+
+# ----------------------------------------------------------------------------
+# 2D layouts
+# ----------------------------------------------------------------------------
+
+
+def _save_mask(mask: np.ndarray, path: Path, style: str) -> None:
+    m = mask.astype(bool)
+    if style == "1bit":
+        Image.fromarray(m).convert("1").save(path)
+    elif style == "rgb":
+        Image.fromarray(np.repeat((m * 255).astype(np.uint8)[..., None], 3, axis=2)).save(path)
+    elif style == "01":
+        Image.fromarray(m.astype(np.uint8)).save(path)
+    else:
+        Image.fromarray((m * 255).astype(np.uint8)).save(path)
+
+
+def make_ph2(root: str | Path, n: int = 12, size=(72, 96), seed: int = 0, missing_rows: int = 3) -> Path:
+    """PH2 layout with BMP/JPEG/PNG images, 1-bit / 3-channel / 8-bit masks and the clinical table."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    base = root / "PH2 Dataset images"
+    rows = []
+    img_formats = ["bmp", "jpg", "jpg", "png"]
+    mask_styles = ["1bit", "rgb", "255"]
+    for i in range(n + missing_rows):
+        case = f"IMD{3 + i * 7:03d}"
+        diag = i % 3
+        rows.append(f"|| {case} ||                        ||                  {diag} ||         {i % 3} |"
+                    f"               T |             A |       A |                A |                 A ||             3  4 ||")
+        if i >= n:
+            continue  # a table row with no images on disk, as in the real distribution
+        img, mask = lesion_2d(rng, *size)
+        if diag == 2:  # melanomas a little darker
+            img = (img * 0.85).astype(np.uint8)
+        d = base / case
+        (d / f"{case}_Dermoscopic_Image").mkdir(parents=True, exist_ok=True)
+        (d / f"{case}_lesion").mkdir(parents=True, exist_ok=True)
+        fmt = img_formats[i % len(img_formats)]
+        Image.fromarray(img).save(d / f"{case}_Dermoscopic_Image" / f"{case}.{fmt}", quality=95)
+        _save_mask(mask, d / f"{case}_lesion" / f"{case}_lesion.bmp", mask_styles[i % len(mask_styles)])
+    header = ("||   Name || Histological Diagnosis || Clinical Diagnosis || Asymmetry | Pigment Network | "
+              "Dots/Globules | Streaks | Regression Areas | Blue-Whitish Veil ||           Colors ||")
+    legend = "\n\nLegends for Clinical Diagnosis: \n   0 - Common Nevus;\n   1 - Atypical Nevus;\n   2 - Melanoma.\n"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "PH2_dataset.txt").write_text(header + "\n" + "\n".join(rows) + legend)
+    return root
+
+
+def make_lgg(root: str | Path, n_patients: int = 4, n_slices: int = 10, size: int = 64, seed: int = 0,
+             csv_missing: int = 1) -> Path:
+    """Kaggle LGG layout: TCGA patient folders of 3-channel TIFF slices and 0/255 TIFF masks, plus data.csv."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    base = root / "kaggle_3m"
+    base.mkdir(parents=True, exist_ok=True)
+    csv_rows = ["Patient,RNASeqCluster,MethylationCluster,histological_type,neoplasm_histologic_grade,gender,age_at_initial_pathologic"]
+    for p in range(n_patients):
+        inst = ["CS", "DU", "FG", "HT"][p % 4]
+        pid = f"TCGA_{inst}_{4941 + p * 13}"
+        folder = base / f"{pid}_{19960909 + p * 10000}"
+        folder.mkdir(exist_ok=True)
+        mask3d = blob_3d(rng, (size, size, n_slices), radius_frac=(0.12, 0.25))
+        mask3d[:, :, : max(1, n_slices // 5)] = False  # empty slices at the ends, as in the real set
+        flair = mri_from_mask(rng, mask3d, 1.0)
+        pre = mri_from_mask(rng, mask3d, 0.3)
+        post = mri_from_mask(rng, mask3d, 0.6)
+        vol = np.stack([pre, flair, post], axis=-1)
+        vol = np.clip(vol / max(vol.max(), 1e-6) * 255, 0, 255).astype(np.uint8)
+        for z in range(n_slices):
+            stem = f"{folder.name}_{z + 1}"
+            Image.fromarray(vol[:, :, z]).save(folder / f"{stem}.tif")
+            Image.fromarray((mask3d[:, :, z] * 255).astype(np.uint8)).save(folder / f"{stem}_mask.tif")
+        if p < n_patients - csv_missing:
+            csv_rows.append(f"{pid},{1 + p % 3},{1 + p % 4},1,{2 + p % 2},{1 + p % 2},{40 + p}")
+    csv_rows.append("TCGA_ZZ_0000,,,,,,")  # a row with no images
+    (base / "data.csv").write_text("\n".join(csv_rows) + "\n")
+    return root
+
+
+def make_folder_2d(root: str | Path, n: int = 16, size=(64, 80), seed: int = 0) -> Path:
+    """images/*.png and masks/*_mask.png pairs."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img, mask = lesion_2d(rng, *size)
+        Image.fromarray(img).save(root / "images" / f"case_{i:03d}.png")
+        _save_mask(mask, root / "masks" / f"case_{i:03d}_mask.png", "255")
+    return root
+
+
+# ----------------------------------------------------------------------------
+# 3D layouts
+# ----------------------------------------------------------------------------
+
+
+def oblique_affine(spacing=(1.2, 0.9, 2.5), angle_deg: float = 20.0, origin=(-30.0, 12.5, 40.0)) -> np.ndarray:
+    """A non-diagonal voxel-to-RAS affine (rotation about z and a tilt about x)."""
+    a, b = np.deg2rad(angle_deg), np.deg2rad(angle_deg / 2)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    aff = np.eye(4)
+    aff[:3, :3] = rz @ rx @ np.diag(spacing)
+    aff[:3, 3] = origin
+    return aff
+
+
+def _save_nifti(arr: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(arr, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    nib.save(img, str(path))
+
+
+def make_brats(root: str | Path, n_train: int = 3, n_val: int = 1, shape=(32, 32, 24), seed: int = 0) -> Path:
+    """BraTS 2013 layout: train/ and validation/ case folders with Flair, T1c and a float 5-class label map."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    for i in range(n_train + n_val):
+        subset = "train" if i < n_train else "validation"
+        case = root / subset / f"brats_2013_pat{i + 1:04d}_1"
+        case.mkdir(parents=True, exist_ok=True)
+        oedema = blob_3d(rng, shape, (0.2, 0.3))
+        core = oedema & blob_3d(np.random.default_rng(seed + 100 + i), shape, (0.1, 0.16))
+        labels = np.zeros(shape, np.float32)
+        labels[oedema] = 2
+        labels[core] = 4
+        grid = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+        centre = [np.mean(g[core]) if core.any() else s / 2 for g, s in zip(grid, shape)]
+        inner = sum((g - c) ** 2 for g, c in zip(grid, centre)) < (min(shape) * 0.06) ** 2
+        labels[core & inner] = 1
+        labels[oedema & ~core & (grid[0] < centre[0] - shape[0] * 0.12)] = 3
+        flair = mri_from_mask(rng, oedema, 1.0)
+        t1c = mri_from_mask(rng, labels == 4, 1.5) - 0.8 * (labels == 1)
+        brain = flair != 0
+        for name, vol in (("Flair", flair), ("T1c", t1c)):
+            v = (vol - vol[brain].mean()) / (vol[brain].std() + 1e-6) * brain
+            _save_nifti(v.astype(np.float32), affine, case / f"{name}_subtrMeanDivStd.nii.gz")
+        _save_nifti(labels, affine, case / "OTMultiClass.nii.gz")
+        _save_nifti(brain.astype(np.uint8), affine, case / "brainmask.nii.gz")
+    return root
+
+
+def make_nifti_folder(root: str | Path, n: int = 6, shape=(32, 32, 24), seed: int = 0, ext: str = ".nii.gz") -> Path:
+    """images/ and labels/ folders of binary-blob volumes (oblique affines for NIfTI)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        mask = blob_3d(rng, shape)
+        img = mri_from_mask(rng, mask)
+        aff = oblique_affine(angle_deg=10.0 * (i % 3))
+        if ext in (".nii", ".nii.gz"):
+            _save_nifti(img, aff, root / "images" / f"vol_{i:03d}{ext}")
+            _save_nifti(mask.astype(np.uint8), aff, root / "labels" / f"vol_{i:03d}{ext}")
+        else:
+            write_itk(img, aff, root / "images" / f"vol_{i:03d}{ext}")
+            write_itk(mask.astype(np.uint8), aff, root / "labels" / f"vol_{i:03d}_seg{ext}")
+    return root
+
+
+def write_itk(arr: np.ndarray, affine_ras: np.ndarray, path: Path) -> None:
+    """Write an ``(X, Y, Z)`` array with a RAS affine through SimpleITK (LPS on disk)."""
+    import SimpleITK as sitk
+
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_ras
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    img = sitk.GetImageFromArray(np.transpose(arr, (2, 1, 0)))
+    img.SetSpacing(spacing.tolist())
+    img.SetOrigin(lps[:3, 3].tolist())
+    img.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
+    sitk.WriteImage(img, str(path))
+
+
+def make_msd(root: str | Path, n: int = 4, shape=(24, 24, 16), seed: int = 0) -> Path:
+    """Medical Segmentation Decathlon layout: 4D two-modality images and dataset.json."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    training = []
+    for i in range(n):
+        mask = blob_3d(rng, shape)
+        img = np.stack([mri_from_mask(rng, mask), mri_from_mask(rng, mask, 0.5)], axis=-1)
+        _save_nifti(img, np.diag([1.5, 1.5, 2.0, 1.0]), root / "imagesTr" / f"case_{i:03d}.nii.gz")
+        _save_nifti(mask.astype(np.uint8), np.diag([1.5, 1.5, 2.0, 1.0]), root / "labelsTr" / f"case_{i:03d}.nii.gz")
+        training.append({"image": f"./imagesTr/case_{i:03d}.nii.gz", "label": f"./labelsTr/case_{i:03d}.nii.gz"})
+    spec = {"name": "synthetic", "modality": {"0": "FLAIR", "1": "T1w"}, "labels": {"0": "background", "1": "tumour"},
+            "numTraining": n, "training": training}
+    (root / "dataset.json").write_text(json.dumps(spec, indent=2))
+    return root
+
+
+def make_nnunet(root: str | Path, n: int = 4, shape=(24, 24, 16), seed: int = 0) -> Path:
+    """nnU-Net v2 raw layout: imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz, dataset.json."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        mask = blob_3d(rng, shape)
+        _save_nifti(mri_from_mask(rng, mask), np.eye(4), root / "imagesTr" / f"pat_{i:03d}_0000.nii.gz")
+        _save_nifti(mask.astype(np.uint8), np.eye(4), root / "labelsTr" / f"pat_{i:03d}.nii.gz")
+    spec = {"channel_names": {"0": "T2"}, "labels": {"background": 0, "lesion": 1}, "numTraining": n,
+            "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(spec, indent=2))
+    return root

@@ -1,0 +1,22 @@
+"""Loss construction: Dice+BCE for binary tasks, Dice+CE for multi-class."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+from monai.losses import DiceCELoss
+
+from .config import Config
+
+
+def build_loss(cfg: Config) -> nn.Module:
+    """Return a loss taking ``logits (B, K, ...)`` and ``label (B, 1, ...)`` class indices.
+
+    Binary: one sigmoid channel, soft Dice + BCE-with-logits.
+    Multi-class: softmax over K channels, soft Dice (background excluded unless
+    ``loss.include_background``) + cross-entropy.
+    """
+    lc = cfg.train.loss
+    if cfg.binary:
+        return DiceCELoss(sigmoid=True, lambda_dice=lc.dice_weight, lambda_ce=lc.ce_weight, smooth_nr=1e-5, smooth_dr=1e-5)
+    return DiceCELoss(softmax=True, to_onehot_y=True, include_background=lc.include_background,
+                      lambda_dice=lc.dice_weight, lambda_ce=lc.ce_weight, smooth_nr=1e-5, smooth_dr=1e-5)

@@ -1,0 +1,90 @@
+"""Model registry: networks are created by name, and their constructor arguments
+are saved beside the weights so a checkpoint alone rebuilds the model."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+from .config import Config
+from .errors import MedsegError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        _MODELS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+@register("unet")
+def _unet(spatial_dims, in_channels, out_channels, channels, strides, num_res_units=2, dropout=0.0, norm="instance", **kw):
+    from monai.networks.nets import UNet
+
+    return UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, channels=channels,
+                strides=strides, num_res_units=num_res_units, dropout=dropout, norm=norm, **kw)
+
+
+@register("attention_unet")
+def _attention_unet(spatial_dims, in_channels, out_channels, channels, strides, dropout=0.0, **kw):
+    from monai.networks.nets import AttentionUnet
+
+    kw.pop("num_res_units", None)
+    kw.pop("norm", None)
+    return AttentionUnet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
+                         channels=channels, strides=strides, dropout=dropout, **kw)
+
+
+@register("basicunet")
+def _basicunet(spatial_dims, in_channels, out_channels, channels, strides=None, dropout=0.0, norm="instance", **kw):
+    from monai.networks.nets import BasicUNet
+
+    kw.pop("num_res_units", None)
+    feats = list(channels) + [channels[0]] if len(channels) == 5 else channels
+    return BasicUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
+                     features=feats, dropout=dropout, norm=norm, **kw)
+
+
+@register("segresnet")
+def _segresnet(spatial_dims, in_channels, out_channels, channels, strides=None, dropout=0.0, **kw):
+    from monai.networks.nets import SegResNet
+
+    kw.pop("num_res_units", None)
+    kw.pop("norm", None)
+    return SegResNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
+                     init_filters=channels[0], dropout_prob=dropout or None, **kw)
+
+
+def model_spec(cfg: Config) -> dict:
+    """The constructor call that :func:`build_model` makes, as plain data."""
+    m = cfg.model
+    return {"name": m.name, "kwargs": {"spatial_dims": cfg.data.spatial_dims, "in_channels": len(cfg.data.channels),
+                                       "out_channels": cfg.out_channels, "channels": list(m.channels),
+                                       "strides": list(m.strides), "num_res_units": m.num_res_units,
+                                       "dropout": m.dropout, "norm": m.norm, **m.extra}}
+
+
+def build_model(spec: dict) -> nn.Module:
+    name = spec["name"]
+    if name not in _MODELS:
+        raise MedsegError(f"unknown model '{name}'; fix: set model.name to one of {list_models()}")
+    try:
+        return _MODELS[name](**spec["kwargs"])
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise MedsegError(f"model '{name}' cannot be built from {spec['kwargs']} ({exc}); fix: check the model section of the config") from None
+
+
+def size_divisor(spec: dict) -> int:
+    """Input sides must be multiples of this (product of strides)."""
+    div = 1
+    for s in spec["kwargs"].get("strides") or [2] * (len(spec["kwargs"].get("channels", [])) - 1):
+        div *= int(s)
+    return max(div, 1)

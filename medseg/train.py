@@ -1,0 +1,411 @@
+"""The training loop: ``train(cfg, data_dir, ...)`` is what ``medseg train`` calls.
+
+One loop serves 2D and 3D, binary and multi-class. Per epoch the random state
+of augmentation, shuffling and dropout is re-seeded from ``seed + epoch``, so a
+run resumed from ``last.pt`` continues exactly as if it had never stopped (on
+CPU with ``num_workers: 0``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import Config, save_config
+from .data import IMAGE, LABEL, load_samples
+from .data.splits import make_split, save_split, select
+from .errors import MedsegError, fail, user_errors
+from .losses import build_loss
+from .models import build_model, model_spec, size_divisor
+from .transforms import train_transforms, val_transforms
+
+RUN_FILES = ("last.pt", "best.pt", "config.yaml", "split.json", "history.csv", "tb")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_metric: float
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MedsegError("--device cuda was asked for but no CUDA GPU is visible; fix: use --device cpu or auto")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise MedsegError(f"unknown device '{device}'; fix: use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def configure_cpu_threads(num_workers: int = 0) -> None:
+    """Use every core for intra-op parallelism unless loader workers need some."""
+    n = os.cpu_count() or 1
+    torch.set_num_threads(max(1, n - num_workers) if num_workers else n)
+
+
+def default_run_dir(name: str) -> Path:
+    return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def latest_run_dir(name: str, root: Path = Path("runs")) -> Path | None:
+    cands = sorted((p for p in root.glob(f"{name}-*") if (p / "last.pt").is_file()), key=lambda p: p.stat().st_mtime)
+    return cands[-1] if cands else None
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise fail(run_dir, "has no last.pt to resume from", "drop --resume to start a new run, or point --out at an earlier run")
+        return
+    existing = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if existing:
+        if not force:
+            raise fail(run_dir, f"already holds a run ({', '.join(existing)})",
+                       "pass --resume to continue it, --force to overwrite it, or choose another --out")
+        for f in existing:  # remove only what medseg wrote, never the user's other files
+            p = run_dir / f
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _lr_lambda(cfg: Config, total_steps: int, steps_per_epoch: int):
+    warm = cfg.train.warmup_epochs * steps_per_epoch
+    kind = cfg.train.scheduler
+    if kind not in ("cosine", "poly", "constant"):
+        raise MedsegError(f"train.scheduler '{kind}' is unknown; fix: use cosine, poly or constant")
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total_steps - warm))
+        if kind == "cosine":
+            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
+        if kind == "poly":
+            return max(0.0, 1 - t) ** 0.9
+        return 1.0
+
+    return f
+
+
+def build_optimizer(cfg: Config, params):
+    t = cfg.train
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=0.99, nesterov=True, weight_decay=t.weight_decay)
+    raise MedsegError(f"train.optimizer '{t.optimizer}' is unknown; fix: use adamw, adam or sgd")
+
+
+def roi_size(cfg: Config) -> list[int]:
+    if cfg.infer.roi_size:
+        return list(cfg.infer.roi_size)
+    if cfg.data.spatial_dims == 3:
+        return list(cfg.train.patch_size or [96, 96, 96])
+    return list(cfg.preprocess.spatial_size or [256, 256])
+
+
+def check_config(cfg: Config) -> None:
+    spec = model_spec(cfg)
+    div = size_divisor(spec)
+    for name, size in (("preprocess.spatial_size", cfg.preprocess.spatial_size), ("train.patch_size", cfg.train.patch_size),
+                       ("infer.roi_size", cfg.infer.roi_size)):
+        if size and any(int(s) % div for s in size):
+            fixed = [int(math.ceil(int(s) / div) * div) for s in size]
+            raise MedsegError(f"{name} {list(size)} must be a multiple of {div} (the model's total stride); fix: use {fixed}")
+    if cfg.data.spatial_dims not in (2, 3):
+        raise MedsegError(f"data.spatial_dims must be 2 or 3, not {cfg.data.spatial_dims}")
+    if len(cfg.model.strides) != len(cfg.model.channels) - 1 and cfg.model.name in ("unet", "attention_unet"):
+        raise MedsegError("model.strides must have one entry fewer than model.channels; fix: e.g. channels [16,32,64], strides [2,2]")
+
+
+def predict_logits(model, image: torch.Tensor, cfg: Config, device: torch.device, roi: list[int] | None = None,
+                   sw_device: torch.device | None = None) -> torch.Tensor:
+    """Sliding-window logits for a batch ``(B, C, *spatial)`` with Gaussian blending."""
+    from monai.inferers import sliding_window_inference
+
+    roi = roi or roi_size(cfg)
+    amp = device.type == "cuda" and cfg.train.amp
+    with torch.autocast(device_type=device.type, enabled=amp):
+        out = sliding_window_inference(image, roi, cfg.infer.sw_batch_size, model, overlap=cfg.infer.overlap,
+                                       mode="gaussian", sw_device=device, device=sw_device or device)
+    return out.float()
+
+
+def logits_to_labels(logits: torch.Tensor, binary: bool, threshold: float = 0.5) -> torch.Tensor:
+    """``(B, K, ...)`` logits -> ``(B, 1, ...)`` integer class map."""
+    if binary:
+        return (torch.sigmoid(logits) > threshold).to(torch.uint8)
+    return logits.argmax(dim=1, keepdim=True).to(torch.uint8)
+
+
+def per_class_dice(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Dice per foreground class for ``(B, 1, ...)`` class maps; 1.0 where both are empty."""
+    from monai.metrics import compute_dice
+    from monai.networks.utils import one_hot
+
+    p = one_hot(pred.long(), num_classes)
+    g = one_hot(label.long(), num_classes)
+    d = compute_dice(p, g, include_background=False, ignore_empty=False)
+    return d.mean(dim=0).cpu().numpy()
+
+
+@torch.no_grad()
+def validate(model, val_ds, cfg: Config, device: torch.device) -> tuple[np.ndarray, dict | None]:
+    """Mean per-class Dice over the validation set, plus one example for the image panel."""
+    model.eval()
+    scores, example, best_fg = [], None, -1
+    for item in val_ds:
+        img = torch.as_tensor(item[IMAGE])[None].to(device)
+        lab = torch.as_tensor(item[LABEL])[None]
+        pred = logits_to_labels(predict_logits(model, img, cfg, device), cfg.binary, cfg.infer.threshold).cpu()
+        scores.append(per_class_dice(pred, lab, cfg.num_classes))
+        fg = int((lab > 0).sum())
+        if fg > best_fg:
+            best_fg, example = fg, {"image": img[0].cpu().numpy(), "label": lab[0, 0].numpy(), "pred": pred[0, 0].numpy()}
+    return np.mean(scores, axis=0), example
+
+
+def _panel(example: dict) -> np.ndarray:
+    from .viz import overlay, to_display_rgb
+
+    img, gt, pred = example["image"], example["label"], example["pred"]
+    if img.ndim == 4:  # 3D: the axial slice with the most ground truth
+        z = int(np.argmax((gt > 0).sum(axis=(0, 1)))) if gt.any() else gt.shape[2] // 2
+        img, gt, pred = img[..., z], gt[..., z], pred[..., z]
+    return overlay(to_display_rgb(img), gt > 0, pred > 0)
+
+
+def _intensity_stats(ds) -> dict:
+    stats = [item["image_meta"]["stats"] for item in getattr(ds, "_cache", []) if isinstance(item, dict) and "image_meta" in item]
+    if not stats:
+        return {}
+    means = np.array([s[0] for s in stats])
+    stds = np.array([s[1] for s in stats])
+    return {"mean": means.mean(axis=0).round(4).tolist(), "std": np.sqrt((stds ** 2).mean(axis=0)).round(4).tolist(),
+            "n_images": len(stats)}
+
+
+def _flat_hparams(cfg: Config) -> dict:
+    out = {}
+    for sec in ("model", "train", "preprocess", "augment"):
+        for k, v in getattr(cfg, sec).__dict__.items():
+            if isinstance(v, (int, float, str, bool)):
+                out[f"{sec}.{k}"] = v
+            elif isinstance(v, list):
+                out[f"{sec}.{k}"] = str(v)
+    return out
+
+
+def train(cfg: Config, *args, **kwargs) -> TrainResult:
+    """Train ``cfg``; see :func:`_train` for the arguments. Errors in data loading surface as MedsegError."""
+    with user_errors():
+        return _train(cfg, *args, **kwargs)
+
+
+def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None, device: str = "auto",
+          resume: bool = False, force: bool = False, progress: bool = True, log=print,
+          on_epoch_end=None) -> TrainResult:
+    """Train ``cfg`` on the data in ``data_dir`` and write checkpoints and TensorBoard logs to ``out_dir``.
+
+    ``on_epoch_end(epoch, row)`` is called after each epoch's checkpoints are on
+    disk (``row`` is that epoch's history row), e.g. for notebooks or early stopping.
+
+    Returns a :class:`TrainResult`; raises :class:`MedsegError` on bad input.
+    """
+    from monai.data import CacheDataset, DataLoader, Dataset
+    from monai.utils import set_determinism
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+
+    check_config(cfg)
+    run_dir = Path(out_dir) if out_dir else default_run_dir(cfg.name)
+    prepare_run_dir(run_dir, resume, force)
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        configure_cpu_threads(cfg.train.num_workers)
+    set_determinism(seed=cfg.train.seed)
+
+    result = load_samples(cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels})
+    for w in result.warnings[:10]:
+        log(f"warning: {w}")
+    if len(result.warnings) > 10:
+        log(f"warning: ... and {len(result.warnings) - 10} more")
+    samples = result.samples
+    if resume and (run_dir / "split.json").is_file():
+        import json
+
+        split = json.loads((run_dir / "split.json").read_text())
+    else:
+        split = make_split(samples, cfg.data.split)
+        save_split(split, run_dir / "split.json")
+        save_config(cfg, run_dir / "config.yaml")
+    train_samples, val_samples = select(samples, split["train"]), select(samples, split["val"])
+    if not val_samples:
+        log("warning: no validation cases; the best checkpoint will track the training loss instead")
+    log(f"{cfg.name}: {len(train_samples)} training and {len(val_samples)} validation samples ({split['method']}) -> {run_dir}")
+
+    t0 = time.time()
+    if cfg.train.cache:
+        kw = {"cache_rate": 1.0, "num_workers": min(4, os.cpu_count() or 1), "progress": progress}
+        train_ds = CacheDataset(train_samples, train_transforms(cfg), **kw)
+        val_ds = CacheDataset(val_samples, val_transforms(cfg), **kw) if val_samples else []
+    else:
+        train_ds = Dataset(train_samples, train_transforms(cfg))
+        val_ds = Dataset(val_samples, val_transforms(cfg)) if val_samples else []
+    intensity_stats = _intensity_stats(train_ds)
+    log(f"data ready in {time.time() - t0:.1f}s")
+
+    spec = model_spec(cfg)
+    model = build_model(spec).to(dev)
+    loss_fn = build_loss(cfg)
+    optimizer = build_optimizer(cfg, model.parameters())
+    gen = torch.Generator()
+    loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=cfg.train.num_workers,
+                        drop_last=len(train_ds) > cfg.train.batch_size, generator=gen,
+                        persistent_workers=cfg.train.num_workers > 0)
+    steps_per_epoch = len(loader) if not cfg.train.max_steps_per_epoch else min(len(loader), cfg.train.max_steps_per_epoch)
+    total_steps = cfg.train.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps, steps_per_epoch))
+    use_amp = dev.type == "cuda" and cfg.train.amp
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best_metric, best_epoch, history = 0, -math.inf, -1, []
+    if resume:
+        ck = load_checkpoint(run_dir / "last.pt", map_location=dev)
+        model.load_state_dict(ck["state_dict"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck.get("scaler", {})) if ck.get("scaler") else None
+        set_rng_state(ck["rng"])
+        start_epoch, best_metric, best_epoch = ck["epoch"], ck["best_metric"], ck["best_epoch"]
+        history = _read_history(run_dir / "history.csv")
+        log(f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.train.epochs}")
+        if start_epoch >= cfg.train.epochs:
+            log("nothing to do: the run already reached train.epochs (raise it with --epochs)")
+
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch * steps_per_epoch if resume else None)
+    base = {"model": spec, "config": cfg.to_dict(), "labels": list(cfg.data.labels), "channels": list(cfg.data.channels),
+            "preprocess": cfg.to_dict()["preprocess"], "infer": cfg.to_dict()["infer"], "intensity_stats": intensity_stats,
+            "roi_size": roi_size(cfg), "split": {k: split[k] for k in ("train", "val", "test")},
+            "data": {"recipe": cfg.data.recipe, "data_dir": str(data_dir), "n_train": len(train_samples),
+                     "n_val": len(val_samples), "split_method": split["method"]}}
+    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, disable=not progress, unit="step",
+               dynamic_ncols=True, desc=cfg.name)
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, cfg.train.epochs):
+        seed = cfg.train.seed + epoch
+        torch.manual_seed(seed)
+        gen.manual_seed(seed)
+        if hasattr(train_ds, "transform"):
+            train_ds.transform.set_random_state(seed=seed)
+        model.train()
+        t_epoch, losses = time.time(), []
+        for i, batch in enumerate(loader):
+            if i >= steps_per_epoch:
+                break
+            x, y = batch[IMAGE].to(dev, non_blocking=True), batch[LABEL].to(dev, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=dev.type, enabled=use_amp):
+                loss = loss_fn(model(x), y)
+            if not torch.isfinite(loss):
+                raise MedsegError(f"training diverged at epoch {epoch + 1} (loss is {loss.item()}); fix: lower train.lr "
+                                  "or check the images for extreme values")
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            losses.append(loss.item())
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=f"{epoch + 1}/{cfg.train.epochs}", loss=f"{np.mean(losses):.4f}")
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        writer.add_scalar("train/loss", train_loss, step)
+        writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+        writer.add_scalar("train/epoch_seconds", time.time() - t_epoch, step)
+        row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "lr": optimizer.param_groups[0]["lr"],
+               "seconds": round(time.time() - t_epoch, 2)}
+        metric = None
+        is_val_epoch = (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs
+        if val_samples and is_val_epoch:
+            dice, example = validate(model, val_ds, cfg, dev)
+            metric = float(np.mean(dice))
+            for name, v in zip(cfg.data.labels[1:], dice):
+                writer.add_scalar(f"val/dice_{name}", float(v), step)
+                row[f"val_dice_{name}"] = round(float(v), 5)
+            writer.add_scalar("val/mean_dice", metric, step)
+            row["val_mean_dice"] = round(metric, 5)
+            if example is not None and (epoch % max(1, cfg.train.image_log_every) == 0 or epoch + 1 == cfg.train.epochs):
+                writer.add_image("val/overlay", _panel(example), step, dataformats="HWC")
+            bar.write(f"epoch {epoch + 1}: loss {train_loss:.4f}, val Dice " +
+                      ", ".join(f"{n} {v:.4f}" for n, v in zip(cfg.data.labels[1:], dice)))
+        elif not val_samples:
+            metric = -train_loss
+        history.append(row)
+        _write_history(run_dir / "history.csv", history)
+        improved = metric is not None and metric > best_metric
+        if improved:
+            best_metric, best_epoch = metric, epoch + 1
+        payload = {**base, "state_dict": model.state_dict(), "epoch": epoch + 1, "best_metric": best_metric,
+                   "best_epoch": best_epoch, "val_metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
+        if improved:
+            save_checkpoint(payload, run_dir / "best.pt")
+        save_checkpoint({**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "scaler": scaler.state_dict() if use_amp else {}, "rng": rng_state()}, run_dir / "last.pt")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, row)
+    bar.close()
+    if not (run_dir / "best.pt").exists() and (run_dir / "last.pt").exists():
+        ck = load_checkpoint(run_dir / "last.pt")
+        save_checkpoint({k: v for k, v in ck.items() if k not in ("optimizer", "scheduler", "scaler", "rng", "format",
+                                                                  "format_version", "medseg_version", "created")},
+                        run_dir / "best.pt")
+    hp = _flat_hparams(cfg)
+    writer.add_hparams(hp, {"hparam/best_val_dice": best_metric if math.isfinite(best_metric) else 0.0},
+                       run_name="hparams")
+    writer.close()
+    seconds = time.time() - t0
+    log(f"done in {seconds:.0f}s: best validation Dice {best_metric:.4f} at epoch {best_epoch}; "
+        f"checkpoints in {run_dir}")
+    return TrainResult(run_dir, best_metric, best_epoch, len(history), seconds, history)
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _read_history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [dict(r) for r in csv.DictReader(fh)]
+
+
+def load_run_config(run_dir: Path) -> dict:
+    p = run_dir / "config.yaml"
+    if not p.is_file():
+        raise fail(run_dir, "has no config.yaml", "resume only runs started by medseg train")
+    return yaml.safe_load(p.read_text())

@@ -1,0 +1,298 @@
+"""MONAI dictionary-transform pipelines built from the config.
+
+Each pipeline has a deterministic part (load, validate, reorient, resample,
+normalise, resize) that :class:`monai.data.CacheDataset` computes once, and a
+random part (augmentation, patch sampling) run every step on plain tensors:
+MetaTensor bookkeeping is dropped after the cached part because it is slow in
+hot loops.
+
+Shapes: 2D samples are ``image (C, H, W)`` float32 and ``label (1, H, W)``
+float32 class indices; 3D samples ``(C, X, Y, Z)`` and ``(1, X, Y, Z)``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    EnsureTyped,
+    FgBgToIndicesd,
+    MapTransform,
+    NormalizeIntensityd,
+    Orientationd,
+    RandAdjustContrastd,
+    RandAffined,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandGaussianNoised,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    Resized,
+    SelectItemsd,
+    ScaleIntensityd,
+    Spacingd,
+    SpatialPadd,
+    Transform,
+)
+
+from .config import Config
+from .data.base import IMAGE, LABEL
+from .errors import MedsegError, fail, find_user_error
+from .io import read_image_2d, read_volume
+
+# ----------------------------------------------------------------------------
+# image / label adaptation shared by training and inference
+# ----------------------------------------------------------------------------
+
+
+def adapt_channels_2d(img: np.ndarray, n_channels: int, path) -> np.ndarray:
+    """``(H, W[, C])`` image -> ``(n_channels, H, W)`` float32 (grey is repeated, alpha dropped)."""
+    arr = img[..., None] if img.ndim == 2 else img
+    c = arr.shape[-1]
+    if c == 4 and n_channels in (1, 3):
+        arr, c = arr[..., :3], 3
+    if c == n_channels:
+        out = arr
+    elif c == 1:
+        out = np.repeat(arr, n_channels, axis=-1)
+    elif n_channels == 1 and c == 3:
+        out = (arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    else:
+        raise fail(path, f"image has {c} channels but the model expects {n_channels}",
+                   "convert the image or use a config/checkpoint with matching data.channels")
+    return np.ascontiguousarray(np.moveaxis(out.astype(np.float32), -1, 0))
+
+
+def binarise_mask_2d(mask: np.ndarray) -> np.ndarray:
+    """Any 2D mask (1-bit, 0/1, 0/255, 3-channel, lossy JPEG) -> ``(H, W)`` uint8 0/1."""
+    m = mask.max(axis=-1) if mask.ndim == 3 else mask
+    if m.dtype == bool:
+        return m.astype(np.uint8)
+    top = float(m.max()) if m.size else 0.0
+    thr = 0 if top <= 1 else (np.iinfo(m.dtype).max / 2 if np.issubdtype(m.dtype, np.integer) and top > 1 else top / 2)
+    return (m > thr).astype(np.uint8)
+
+
+def labels_to_classes(label: np.ndarray, num_classes: int, path) -> np.ndarray:
+    """Check and convert a label map to integer classes ``0..num_classes-1`` (binary: anything > 0 is 1)."""
+    if not np.isfinite(label).all():
+        raise fail(path, "label map contains NaN or infinite values", "repair the label file")
+    if num_classes == 2:
+        return (label > 0).astype(np.uint8)
+    rounded = np.rint(label)
+    if np.abs(rounded - label).max(initial=0) > 1e-3:
+        raise fail(path, "label map has non-integer values", "save labels as integers (nearest-neighbour resampling)")
+    values = np.unique(rounded).astype(int)
+    bad = values[(values < 0) | (values >= num_classes)]
+    if bad.size:
+        raise fail(path, f"label values {bad.tolist()} are outside the configured classes 0..{num_classes - 1}",
+                   "fix the label map or list every class in data.labels")
+    return rounded.astype(np.uint8)
+
+
+def _check_finite(arr: np.ndarray, path) -> None:
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        n = int((~np.isfinite(arr)).sum())
+        raise fail(path, f"contains {n} NaN/infinite voxels", "replace them (e.g. with 0) or exclude the case")
+
+
+def _channel_stats(img: np.ndarray, axis) -> list[list[float]]:
+    return [img.mean(axis=axis).tolist(), img.std(axis=axis).tolist()]
+
+
+class LoadImage2Dd(MapTransform):
+    """Load a 2D image and optional mask with :func:`medseg.io.read_image_2d` and validate them.
+
+    Writes ``image (C, H, W)`` float32, ``label (1, H, W)`` uint8 classes and
+    ``image_meta`` (original size, path, raw per-channel mean/std).
+    """
+
+    def __init__(self, n_channels: int, num_classes: int, keys=(IMAGE, LABEL), allow_missing_keys=True):
+        super().__init__(keys, allow_missing_keys)
+        self.n_channels = n_channels
+        self.num_classes = num_classes
+
+    def __call__(self, data):
+        d = dict(data)
+        path = d[IMAGE]
+        raw = read_image_2d(path, kind="image")
+        _check_finite(raw, path)
+        img = adapt_channels_2d(raw, self.n_channels, path)
+        d[IMAGE] = img
+        d["image_meta"] = {"path": str(path), "original_size": list(img.shape[1:]), "stats": _channel_stats(img, (1, 2))}
+        if LABEL in d and d[LABEL] is not None:
+            lpath = d[LABEL]
+            mask = read_image_2d(lpath, kind="mask")
+            if mask.shape[:2] != img.shape[1:]:
+                raise fail(lpath, f"mask is {mask.shape[0]}x{mask.shape[1]} but its image {Path(path).name} is "
+                           f"{img.shape[1]}x{img.shape[2]}", "re-export the mask at the image's size or remove the case")
+            if self.num_classes == 2:
+                lab = binarise_mask_2d(mask)
+            else:
+                lab = labels_to_classes(mask if mask.ndim == 2 else mask[..., 0], self.num_classes, lpath)
+            d[LABEL] = lab[None]
+        return d
+
+
+class LoadVolumed(MapTransform):
+    """Load a (multi-modal) volume and its label map as MetaTensors with RAS affines.
+
+    ``image`` may be one path (3D or 4D with modalities last) or a list of 3D
+    paths, one per channel; all must share one grid.
+    """
+
+    def __init__(self, n_channels: int, num_classes: int, keys=(IMAGE, LABEL), allow_missing_keys=True):
+        super().__init__(keys, allow_missing_keys)
+        self.n_channels = n_channels
+        self.num_classes = num_classes
+
+    def __call__(self, data):
+        d = dict(data)
+        paths = d[IMAGE] if isinstance(d[IMAGE], (list, tuple)) else [d[IMAGE]]
+        chans, geom0 = [], None
+        for p in paths:
+            arr, geom = read_volume(p)
+            _check_finite(arr, p)
+            if geom0 is None:
+                geom0 = geom
+            elif geom.shape != geom0.shape or not np.allclose(geom.affine, geom0.affine, atol=1e-3):
+                raise fail(p, f"grid {geom.shape} differs from {Path(paths[0]).name} {geom0.shape}",
+                           "resample all modalities of a case onto one grid")
+            chans.extend([arr[..., i] for i in range(arr.shape[3])] if arr.ndim == 4 else [arr])
+        if len(chans) != self.n_channels:
+            raise fail(paths[0], f"has {len(chans)} modalities but {self.n_channels} are expected",
+                       "give one file per configured channel (data.channels) or a 4D file with that many")
+        img = np.stack([c.astype(np.float32) for c in chans])
+        meta = {"original_affine": torch.as_tensor(geom0.affine), "spatial_shape": np.array(geom0.shape),
+                "filename_or_obj": str(paths[0])}
+        d[IMAGE] = MetaTensor(torch.from_numpy(img), affine=torch.as_tensor(geom0.affine), meta=dict(meta))
+        d["image_meta"] = {"path": str(paths[0]), "original_size": list(geom0.shape),
+                           "spacing": [float(s) for s in geom0.spacing], "stats": _channel_stats(img, (1, 2, 3))}
+        if LABEL in d and d[LABEL] is not None:
+            lp = d[LABEL]
+            lab, lgeom = read_volume(lp)
+            if lab.ndim == 4 and lab.shape[3] == 1:
+                lab = lab[..., 0]
+            if lgeom.shape != geom0.shape:
+                raise fail(lp, f"label grid {lgeom.shape} differs from image {Path(paths[0]).name} {geom0.shape}",
+                           "resample the label map onto the image grid (nearest neighbour)")
+            if not np.allclose(lgeom.affine, geom0.affine, atol=1e-2):
+                raise fail(lp, "label geometry (origin/direction/spacing) differs from its image",
+                           "copy the image geometry into the label file")
+            lab = labels_to_classes(np.asarray(lab, dtype=np.float32), self.num_classes, lp)
+            d[LABEL] = MetaTensor(torch.from_numpy(lab[None]), affine=torch.as_tensor(geom0.affine), meta=dict(meta))
+        return d
+
+
+class Guarded(Transform):
+    """Run a deterministic pipeline; turn any failure into a one-line MedsegError naming the case files."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, data):
+        try:
+            return self.transform(data)
+        except MedsegError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - report which file failed
+            found = find_user_error(exc)
+            if found is not None:
+                raise found from None
+            cause = exc.__cause__ or exc
+            where = data.get(IMAGE) if isinstance(data, dict) else data
+            where = where[0] if isinstance(where, (list, tuple)) else where
+            msg = " ".join(str(cause).split())[:200]
+            raise fail(where, f"failed in preprocessing ({type(cause).__name__}: {msg})",
+                       "check that the image and its label are complete and readable") from None
+
+
+# ----------------------------------------------------------------------------
+# pipelines
+# ----------------------------------------------------------------------------
+
+
+def _intensity(cfg: Config):
+    p = cfg.preprocess
+    if p.intensity == "zscore":
+        return [NormalizeIntensityd(keys=IMAGE, nonzero=p.nonzero, channel_wise=True)]
+    if p.intensity == "scale":
+        return [ScaleIntensityd(keys=IMAGE, channel_wise=True)]
+    if p.intensity == "none":
+        return []
+    raise MedsegError(f"preprocess.intensity '{p.intensity}' is unknown; fix: use zscore, scale or none")
+
+
+def deterministic_transforms(cfg: Config, with_label: bool = True, for_training: bool = True) -> Compose:
+    """Load -> validate -> (2D: resize; 3D: orient, resample) -> normalise -> (3D: crop) -> plain tensors."""
+    keys = [IMAGE, LABEL] if with_label else [IMAGE]
+    n_ch, k = len(cfg.data.channels), cfg.num_classes
+    p = cfg.preprocess
+    if cfg.data.spatial_dims == 2:
+        ts = [LoadImage2Dd(n_ch, k, keys=keys)]
+        if p.spatial_size:
+            ts.append(Resized(keys=IMAGE, spatial_size=p.spatial_size, mode="area"))
+            if with_label:
+                ts.append(Resized(keys=LABEL, spatial_size=p.spatial_size, mode="nearest"))
+        ts += _intensity(cfg)
+    else:
+        ts = [LoadVolumed(n_ch, k, keys=keys)]
+        if p.orientation:
+            ts.append(Orientationd(keys=keys, axcodes=p.orientation))
+        if p.spacing:
+            ts.append(Spacingd(keys=keys, pixdim=p.spacing, mode=("bilinear", "nearest")[: len(keys)]))
+        ts += _intensity(cfg)
+        if p.crop_foreground and for_training:
+            ts.append(CropForegroundd(keys=keys, source_key=IMAGE, allow_smaller=True, margin=4))
+        if for_training and with_label and cfg.train.patch_size:
+            ts.append(SpatialPadd(keys=keys, spatial_size=cfg.train.patch_size))
+            ts.append(FgBgToIndicesd(keys=LABEL, fg_postfix="_fg", bg_postfix="_bg", image_key=IMAGE, image_threshold=-1e9))
+    if for_training:
+        ts.append(EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False))
+    return Compose(ts)
+
+
+def random_transforms(cfg: Config) -> Compose:
+    """Augmentation (and, in 3D, foreground-aware patch sampling) from ``cfg.augment``."""
+    a, dims = cfg.augment, cfg.data.spatial_dims
+    keys = [IMAGE, LABEL]
+    ts = []
+    if dims == 3 and cfg.train.patch_size:
+        pos = cfg.train.pos_fraction
+        ts.append(RandCropByPosNegLabeld(keys=keys, label_key=LABEL, spatial_size=cfg.train.patch_size,
+                                         pos=pos, neg=1 - pos, num_samples=cfg.train.samples_per_volume,
+                                         fg_indices_key=f"{LABEL}_fg", bg_indices_key=f"{LABEL}_bg"))
+    if a.flip_prob > 0:
+        ts += [RandFlipd(keys=keys, prob=a.flip_prob, spatial_axis=ax) for ax in range(dims)]
+    if a.rot90_prob > 0:
+        ts.append(RandRotate90d(keys=keys, prob=a.rot90_prob, spatial_axes=(0, 1)))
+    if a.affine_prob > 0:
+        rot = math.radians(a.rotate_deg)
+        ts.append(RandAffined(keys=keys, prob=a.affine_prob, rotate_range=[rot] if dims == 2 else [rot, rot, rot],
+                              scale_range=[a.scale_range] * dims, mode=("bilinear", "nearest"), padding_mode="zeros"))
+    if a.intensity_prob > 0:
+        ts.append(RandScaleIntensityd(keys=IMAGE, factors=a.intensity_scale, prob=a.intensity_prob, channel_wise=True))
+        ts.append(RandShiftIntensityd(keys=IMAGE, offsets=a.intensity_shift, prob=a.intensity_prob, channel_wise=True))
+    if a.contrast_prob > 0:
+        ts.append(RandAdjustContrastd(keys=IMAGE, prob=a.contrast_prob, gamma=(0.7, 1.5)))
+    if a.noise_prob > 0:
+        ts.append(RandGaussianNoised(keys=IMAGE, prob=a.noise_prob, std=a.noise_std))
+    return Compose(ts)
+
+
+def train_transforms(cfg: Config) -> Compose:
+    """Cached deterministic part (guarded) followed by the random part."""
+    return Compose([Guarded(deterministic_transforms(cfg)), *random_transforms(cfg).transforms,
+                    SelectItemsd(keys=[IMAGE, LABEL])])
+
+
+def val_transforms(cfg: Config) -> Compose:
+    """Deterministic part only; ``image_meta`` is dropped later (see :func:`medseg.train.strip_meta`)."""
+    return Compose([Guarded(deterministic_transforms(cfg))])

@@ -1,0 +1,49 @@
+"""Small image helpers shared by TensorBoard panels, overlays and reports.
+
+Colours are from the Okabe-Ito colour-blind-safe palette.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GT_COLOUR = (0, 158, 115)  # bluish green
+PRED_COLOUR = (230, 159, 0)  # orange
+FP_COLOUR = (213, 94, 0)  # vermillion
+FN_COLOUR = (86, 180, 233)  # sky blue
+CLASS_COLOURS = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (240, 228, 66), (86, 180, 233),
+                 (213, 94, 0), (0, 0, 0)]
+
+
+def to_display_rgb(image: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` float image -> ``(H, W, 3)`` uint8 with a robust 1-99 percentile window."""
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 2:
+        img = img[None]
+    img = img[:3] if img.shape[0] >= 3 else np.repeat(img[:1], 3, axis=0)
+    lo, hi = np.percentile(img, [1, 99])
+    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+    return (np.moveaxis(img, 0, -1) * 255).astype(np.uint8)
+
+
+def boundary(mask: np.ndarray) -> np.ndarray:
+    """One-pixel inner boundary of a 2D boolean mask."""
+    m = np.asarray(mask, dtype=bool)
+    if not m.any():
+        return m
+    pad = np.pad(m, 1, mode="edge")
+    inner = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    return m & ~inner
+
+
+def overlay(rgb: np.ndarray, gt: np.ndarray | None, pred: np.ndarray | None, alpha: float = 0.35) -> np.ndarray:
+    """Draw GT (green) and prediction (orange) contours, shade false positives and negatives."""
+    out = rgb.astype(np.float32).copy()
+    if gt is not None and pred is not None:
+        g, p = gt.astype(bool), pred.astype(bool)
+        for region, colour in ((p & ~g, FP_COLOUR), (g & ~p, FN_COLOUR)):
+            out[region] = (1 - alpha) * out[region] + alpha * np.array(colour, np.float32)
+    for mask, colour in ((gt, GT_COLOUR), (pred, PRED_COLOUR)):
+        if mask is not None:
+            out[boundary(mask)] = colour
+    return out.astype(np.uint8)

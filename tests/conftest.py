@@ -1,0 +1,60 @@
+"""Shared fixtures: synthetic twins of every recipe, and the real data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from medseg.data import synthetic
+
+SHARED = Path(os.environ.get("MEDSEG_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+def shared(sub: str) -> Path:
+    """Path into ../shared/data; skips the test when the real data is absent (a user's clone)."""
+    p = SHARED / sub
+    if not p.exists():
+        pytest.skip(f"real data not available at {p}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def ph2_dir(tmp_path_factory):
+    return synthetic.make_ph2(tmp_path_factory.mktemp("ph2"), n=12)
+
+
+@pytest.fixture(scope="session")
+def lgg_dir(tmp_path_factory):
+    return synthetic.make_lgg(tmp_path_factory.mktemp("lgg"), n_patients=4, n_slices=12, size=48)
+
+
+@pytest.fixture(scope="session")
+def brats_dir(tmp_path_factory):
+    return synthetic.make_brats(tmp_path_factory.mktemp("brats"), n_train=3, n_val=1, shape=(32, 32, 24))
+
+
+@pytest.fixture(scope="session")
+def folder_dir(tmp_path_factory):
+    return synthetic.make_folder_2d(tmp_path_factory.mktemp("folder"), n=12, size=(48, 64))
+
+
+@pytest.fixture(scope="session")
+def nifti_dir(tmp_path_factory):
+    return synthetic.make_nifti_folder(tmp_path_factory.mktemp("nifti"), n=4, shape=(24, 24, 16))
+
+
+@pytest.fixture()
+def small_2d_overrides():
+    """Settings that make a 2D training run take seconds."""
+    return ["model.channels=[4,8,16]", "model.strides=[2,2]", "model.num_res_units=1", "preprocess.spatial_size=[48,64]",
+            "train.batch_size=4", "train.val_every=1"]
+
+
+@pytest.fixture(autouse=True)
+def _chdir_tmp(tmp_path, monkeypatch):
+    """Run every test in its own folder so default outputs (runs/, reports/) never land in the repo."""
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("MEDSEG_CONFIG_DIR", str(repo / "configs"))
+    monkeypatch.chdir(tmp_path)

@@ -1,0 +1,119 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medseg.data import load_samples, synthetic
+from medseg.data.lgg import group_by_volume, stack_patient
+from medseg.data.ph2 import parse_table
+from medseg.errors import MedsegError
+
+
+def test_ph2_twin(ph2_dir):
+    res = load_samples("ph2", ph2_dir)
+    assert len(res.samples) == 12
+    exts = {s["image"].rsplit(".", 1)[1] for s in res.samples}
+    assert exts == {"bmp", "jpg", "png"}
+    assert any("3 rows" in w and "skipped" in w for w in res.warnings)
+    diag = [s["meta"]["diagnosis"] for s in res.samples]
+    assert sorted(set(diag)) == [0, 1, 2]
+    assert res.samples[0]["meta"]["diagnosis_name"] == "common nevus"
+
+
+def test_ph2_table_parser_ignores_legend(ph2_dir):
+    rows = parse_table(ph2_dir / "PH2_dataset.txt")
+    assert len(rows) == 15  # 12 on disk + 3 rows without images
+    assert rows["IMD003"]["colours"] == ["light-brown", "dark-brown"]
+
+
+def test_ph2_missing_mask_is_one_line_error(tmp_path):
+    root = synthetic.make_ph2(tmp_path / "p", n=3)
+    victim = next((root / "PH2 Dataset images").glob("IMD*/IMD*_lesion/*.bmp"))
+    victim.unlink()
+    with pytest.raises(MedsegError, match="lesion mask missing.*fix:"):
+        load_samples("ph2", root)
+
+
+def test_empty_dir_names_path_and_layout(tmp_path):
+    with pytest.raises(MedsegError) as err:
+        load_samples("ph2", tmp_path)
+    assert str(tmp_path) in str(err.value) and "IMDxxx" in str(err.value)
+
+
+def test_lgg_twin_sorted_numerically_and_grouped(lgg_dir):
+    res = load_samples("lgg", lgg_dir)
+    assert len(res.samples) == 4 * 12
+    vols = group_by_volume(res.samples)
+    assert len(vols) == 4
+    first = next(iter(vols.values()))
+    assert [s["slice_index"] for s in first] == list(range(1, 13))  # 1,2,...,10,11,12 not 1,10,11,12,2
+    assert len({s["group"] for s in res.samples}) == 4
+    assert any("no row" in w for w in res.warnings)  # one patient missing from data.csv
+    with_meta = [s for s in res.samples if s["meta"]]
+    assert with_meta and "age_at_initial_pathologic" in with_meta[0]["meta"]
+
+
+def test_lgg_stack_patient(lgg_dir):
+    vols = group_by_volume(load_samples("lgg", lgg_dir).samples)
+    img, mask = stack_patient(next(iter(vols.values())))
+    assert img.shape == (48, 48, 12, 3) and mask.shape == (48, 48, 12)
+    assert set(np.unique(mask)) <= {0, 1} and mask.sum() > 0
+
+
+def test_brats_twin_predefined_subsets(brats_dir):
+    res = load_samples("brats", brats_dir, {"channels": ["flair", "t1c"]})
+    assert len(res.samples) == 4
+    assert sorted(s["subset"] for s in res.samples) == ["train", "train", "train", "val"]
+    assert all(len(s["image"]) == 2 and "Flair" in s["image"][0] for s in res.samples)
+
+
+def test_brats_missing_modality(brats_dir):
+    with pytest.raises(MedsegError, match="modality 't2' missing"):
+        load_samples("brats", brats_dir, {"channels": ["flair", "t2"]})
+
+
+def test_nifti_plain_folder_and_nrrd(tmp_path):
+    root = synthetic.make_nifti_folder(tmp_path / "n", n=3, shape=(16, 16, 8), ext=".nrrd")
+    res = load_samples("nifti", root)
+    assert [s["case_id"] for s in res.samples] == ["vol_000", "vol_001", "vol_002"]
+    assert res.samples[0]["label"].endswith("vol_000_seg.nrrd")
+
+
+def test_nifti_msd_and_nnunet(tmp_path):
+    msd = load_samples("nifti", synthetic.make_msd(tmp_path / "msd", n=3))
+    assert len(msd.samples) == 3 and msd.info["channels"] == ["FLAIR", "T1w"]
+    nn = load_samples("nifti", synthetic.make_nnunet(tmp_path / "nn", n=2))
+    assert nn.info["labels"] == ["background", "lesion"]
+    assert nn.samples[0]["image"].endswith("pat_000_0000.nii.gz")
+
+
+def test_nifti_dataset_json_missing_file(tmp_path):
+    root = synthetic.make_msd(tmp_path / "msd", n=2)
+    spec = json.loads((root / "dataset.json").read_text())
+    spec["training"].append({"image": "./imagesTr/ghost.nii.gz", "label": "./labelsTr/ghost.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps(spec))
+    with pytest.raises(MedsegError, match="ghost.nii.gz: listed in dataset.json but missing"):
+        load_samples("nifti", root)
+
+
+def test_folder_twin_and_unpaired_image(folder_dir, tmp_path):
+    res = load_samples("folder", folder_dir)
+    assert len(res.samples) == 12 and res.samples[0]["label"].endswith("_mask.png")
+    (tmp_path / "f" / "images").mkdir(parents=True)
+    (tmp_path / "f" / "masks").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "f" / "images" / "lonely.png")
+    with pytest.raises(MedsegError, match="lonely.png: image has no mask"):
+        load_samples("folder", tmp_path / "f")
+
+
+def test_demo_generates_once(tmp_path):
+    res = load_samples("demo", tmp_path / "demo", {"n_cases": 6, "size": [32, 40]})
+    assert len(res.samples) == 6
+    again = load_samples("demo", tmp_path / "demo", {"n_cases": 6, "size": [32, 40]})
+    assert [s["case_id"] for s in again.samples] == [s["case_id"] for s in res.samples]
+
+
+def test_demo_3d(tmp_path):
+    res = load_samples("demo", tmp_path / "d3", {"dims": 3, "n_cases": 2, "size": [16, 16, 8]})
+    assert len(res.samples) == 2 and res.samples[0]["image"].endswith(".nii.gz")

@@ -1,0 +1,120 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.checkpoint import load_checkpoint
+from medseg.config import load_config
+from medseg.errors import MedsegError
+from medseg.models import build_model
+from medseg.train import train
+
+
+def _cfg(overrides, *more):
+    return load_config("demo", ["data.recipe=folder", *overrides, *more])
+
+
+def _quiet(*_a, **_k):
+    pass
+
+
+def test_train_2d_outputs(folder_dir, tmp_path, small_2d_overrides):
+    res = train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, tmp_path / "run", progress=False, log=_quiet)
+    run = tmp_path / "run"
+    for f in ("best.pt", "last.pt", "config.yaml", "split.json", "history.csv"):
+        assert (run / f).is_file(), f
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert res.epochs_run == 2 and 0.0 <= res.best_metric <= 1.0
+    ck = torch.load(run / "best.pt", map_location="cpu", weights_only=True)  # safe path works
+    for key in ("model", "state_dict", "config", "labels", "channels", "preprocess", "intensity_stats", "medseg_version"):
+        assert key in ck
+    assert ck["labels"] == ["background", "lesion"] and ck["channels"] == ["red", "green", "blue"]
+    assert len(ck["intensity_stats"]["mean"]) == 3
+    model = build_model(ck["model"])
+    model.load_state_dict(ck["state_dict"])  # rebuilt from the file alone
+    assert "optimizer" in load_checkpoint(run / "last.pt")
+    with open(run / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and "val_dice_lesion" in rows[0]
+
+
+def _weights(path):
+    return load_checkpoint(path)["state_dict"]
+
+
+def test_resume_matches_uninterrupted_run(folder_dir, tmp_path, small_2d_overrides):
+    cfg = _cfg(small_2d_overrides, "train.epochs=3")
+    train(cfg, folder_dir, tmp_path / "straight", progress=False, log=_quiet)
+
+    def kill_after_first_epoch(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, folder_dir, tmp_path / "split", progress=False, log=_quiet, on_epoch_end=kill_after_first_epoch)
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 1
+    train(cfg, folder_dir, tmp_path / "split", resume=True, progress=False, log=_quiet)
+    a, b = _weights(tmp_path / "straight" / "last.pt"), _weights(tmp_path / "split" / "last.pt")
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 3
+    diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert diff < 1e-5
+
+
+def test_seed_changes_and_reproduces(folder_dir, tmp_path, small_2d_overrides):
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train(_cfg(small_2d_overrides, "train.epochs=1", f"train.seed={seed}"), folder_dir, tmp_path / name,
+              progress=False, log=_quiet)
+    a, b, c = (_weights(tmp_path / n / "last.pt") for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_existing_run_needs_resume_or_force(folder_dir, tmp_path, small_2d_overrides):
+    cfg = _cfg(small_2d_overrides, "train.epochs=1")
+    train(cfg, folder_dir, tmp_path / "r", progress=False, log=_quiet)
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    before = (tmp_path / "r" / "last.pt").read_bytes()
+    with pytest.raises(MedsegError, match="already holds a run.*--resume.*--force"):
+        train(cfg, folder_dir, tmp_path / "r", progress=False, log=_quiet)
+    assert (tmp_path / "r" / "last.pt").read_bytes() == before
+    train(cfg, folder_dir, tmp_path / "r", force=True, progress=False, log=_quiet)
+    assert (tmp_path / "r" / "notes.txt").read_text() == "mine"  # --force only replaces medseg's files
+
+
+def test_demo_model_learns(folder_dir, tmp_path):
+    cfg = _cfg(["preprocess.spatial_size=[48,64]", "train.epochs=60", "train.batch_size=2", "train.val_every=60"])
+    res = train(cfg, folder_dir, tmp_path / "learn", progress=False, log=_quiet)
+    assert res.best_metric > 0.8
+
+
+def test_train_3d_multiclass(brats_dir, tmp_path):
+    cfg = load_config("brats", ["preprocess.spacing=[2,2,2]", "train.patch_size=[16,16,16]", "infer.roi_size=[16,16,16]",
+                                "model.channels=[4,8,16]", "model.strides=[2,2]", "train.epochs=2", "train.batch_size=2"])
+    res = train(cfg, brats_dir, tmp_path / "b3", progress=False, log=_quiet)
+    ck = load_checkpoint(tmp_path / "b3" / "best.pt")
+    assert ck["model"]["kwargs"]["out_channels"] == 5 and ck["model"]["kwargs"]["spatial_dims"] == 3
+    assert ck["split"]["val"] == ["brats_2013_pat0004_1"]  # the validation/ folder
+    assert len(res.history) == 2 and "val_dice_enhancing" in res.history[-1]
+
+
+def test_bad_patch_size_says_the_fix(brats_dir, tmp_path):
+    cfg = load_config("brats", ["train.patch_size=[20,20,20]"])
+    with pytest.raises(MedsegError, match=r"multiple of 8.*\[24, 24, 24\]"):
+        train(cfg, brats_dir, tmp_path / "x", progress=False, log=_quiet)
+
+
+def test_label_outside_classes_stops_training(tmp_path):
+    import nibabel as nib
+
+    from medseg.data import synthetic
+
+    root = synthetic.make_brats(tmp_path / "bad", n_train=2, n_val=1, shape=(16, 16, 12))
+    lab = next(root.glob("train/*/OTMultiClass.nii.gz"))
+    img = nib.load(str(lab))
+    arr = np.asarray(img.dataobj).copy()
+    arr[0, 0, 0] = 9
+    nib.save(nib.Nifti1Image(arr, img.affine), str(lab))
+    cfg = load_config("brats", ["train.patch_size=[16,16,16]", "model.channels=[4,8,16]", "model.strides=[2,2]"])
+    with pytest.raises(MedsegError, match=r"OTMultiClass.nii.gz: label values \[9\] are outside"):
+        train(cfg, root, tmp_path / "r", progress=False, log=_quiet)

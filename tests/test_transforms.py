@@ -1,0 +1,106 @@
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from medseg.config import load_config
+from medseg.data import IMAGE, LABEL
+from medseg.errors import MedsegError
+from medseg.transforms import (LoadImage2Dd, LoadVolumed, adapt_channels_2d, binarise_mask_2d,
+                               deterministic_transforms, labels_to_classes, train_transforms)
+
+
+def test_binarise_handles_real_mask_styles():
+    m = np.zeros((4, 4), np.uint8)
+    m[1:3, 1:3] = 255
+    expected = (m > 0).astype(np.uint8)
+    assert (binarise_mask_2d(m) == expected).all()  # 0/255
+    assert (binarise_mask_2d(m // 255) == expected).all()  # 0/1
+    assert (binarise_mask_2d(np.stack([m] * 3, -1)) == expected).all()  # 3-channel
+    assert (binarise_mask_2d(m.astype(bool)) == expected).all()  # 1-bit
+    jpeg_like = m.copy()
+    jpeg_like[0, 0] = 9  # compression noise near black stays background
+    jpeg_like[1, 1] = 240
+    assert (binarise_mask_2d(jpeg_like) == expected).all()
+
+
+def test_labels_to_classes_rejects_unknown_values(tmp_path):
+    with pytest.raises(MedsegError, match=r"label values \[7\] are outside"):
+        labels_to_classes(np.array([0, 1, 7], np.float32), 5, tmp_path / "seg.nii.gz")
+    assert labels_to_classes(np.array([0.0, 4.0, 2.0]), 5, "x").tolist() == [0, 4, 2]
+    assert labels_to_classes(np.array([0.0, 4.0]), 2, "x").tolist() == [0, 1]
+
+
+def test_adapt_channels():
+    grey = np.full((3, 5), 7, np.uint8)
+    assert adapt_channels_2d(grey, 3, "g").shape == (3, 3, 5)
+    rgba = np.zeros((3, 5, 4), np.uint8)
+    assert adapt_channels_2d(rgba, 3, "a").shape == (3, 3, 5)
+    with pytest.raises(MedsegError, match="has 2 channels but the model expects 3"):
+        adapt_channels_2d(np.zeros((3, 5, 2)), 3, "two.tif")
+
+
+def _pair(tmp_path, img_size=(20, 30), mask_size=(20, 30)):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (*img_size, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros(mask_size, np.uint8)).save(tmp_path / "a_mask.png")
+    return {IMAGE: str(tmp_path / "a.png"), LABEL: str(tmp_path / "a_mask.png")}
+
+
+def test_size_mismatch_names_mask(tmp_path):
+    with pytest.raises(MedsegError, match=r"a_mask.png: mask is 10x30 but its image a.png is 20x30"):
+        LoadImage2Dd(3, 2)(_pair(tmp_path, mask_size=(10, 30)))
+
+
+def test_truncated_image(tmp_path):
+    d = _pair(tmp_path)
+    Image.fromarray(np.zeros((200, 200, 3), np.uint8) + 50).save(tmp_path / "b.jpg", quality=90)
+    data = (tmp_path / "b.jpg").read_bytes()
+    (tmp_path / "b.jpg").write_bytes(data[: len(data) // 2])
+    d[IMAGE] = str(tmp_path / "b.jpg")
+    with pytest.raises(MedsegError, match="b.jpg: cannot be read as an image"):
+        LoadImage2Dd(3, 2)(d)
+
+
+def test_2d_pipeline_shapes(tmp_path):
+    cfg = load_config("ph2", ["preprocess.spatial_size=[32,48]"])
+    out = deterministic_transforms(cfg)(_pair(tmp_path))
+    assert tuple(out[IMAGE].shape) == (3, 32, 48) and tuple(out[LABEL].shape) == (1, 32, 48)
+    assert abs(float(out[IMAGE].mean())) < 0.05 and 0.8 < float(out[IMAGE].std()) < 1.2  # z-scored
+    aug = train_transforms(cfg)(_pair(tmp_path))
+    assert set(aug) == {IMAGE, LABEL}
+
+
+def _nifti(path, arr, affine=np.eye(4)):
+    nib.save(nib.Nifti1Image(arr, affine), str(path))
+    return str(path)
+
+
+def test_nan_voxels_rejected(tmp_path):
+    img = np.ones((8, 8, 4), np.float32)
+    img[2, 2, 2] = np.nan
+    d = {IMAGE: [_nifti(tmp_path / "f.nii.gz", img)], LABEL: _nifti(tmp_path / "l.nii.gz", np.zeros((8, 8, 4), np.uint8))}
+    with pytest.raises(MedsegError, match="f.nii.gz: contains 1 NaN/infinite voxels"):
+        LoadVolumed(1, 2)(d)
+
+
+def test_volume_modality_count_and_grid_checks(tmp_path):
+    a = _nifti(tmp_path / "a.nii.gz", np.ones((8, 8, 4), np.float32))
+    b = _nifti(tmp_path / "b.nii.gz", np.ones((8, 8, 5), np.float32))
+    lab = _nifti(tmp_path / "l.nii.gz", np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(MedsegError, match="has 1 modalities but 2 are expected"):
+        LoadVolumed(2, 2)({IMAGE: [a], LABEL: lab})
+    with pytest.raises(MedsegError, match="b.nii.gz: grid"):
+        LoadVolumed(2, 2)({IMAGE: [a, b], LABEL: lab})
+    out = LoadVolumed(2, 2)({IMAGE: [a, a], LABEL: lab})
+    assert tuple(out[IMAGE].shape) == (2, 8, 8, 4)
+
+
+def test_truncated_nifti(tmp_path):
+    p = tmp_path / "t.nii.gz"
+    _nifti(p, np.random.default_rng(0).random((30, 30, 30)).astype(np.float32))
+    raw = gzip.decompress(p.read_bytes())
+    p.write_bytes(gzip.compress(raw[: len(raw) // 3]))
+    with pytest.raises(MedsegError, match="t.nii.gz: cannot be read as NIfTI"):
+        LoadVolumed(1, 2)({IMAGE: str(p)})
