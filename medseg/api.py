@@ -83,3 +83,20 @@ def run_demo(out: Path = Path("reports/demo"), device: str = "auto", force: bool
     log(f"demo finished in {summary['seconds']}s; checkpoint {run_dir / 'best.pt'}; "
         f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return summary
+
+
+def infer_from_cli(inputs, model=None, out=None, device="auto", tta=False, probabilities=False, force=False,
+                   report=False, progress=True, log=print, **post):
+    """``medseg infer``: segment, write masks and findings, optionally a PDF per case."""
+    from .infer import infer
+
+    summary = infer(inputs, model=model, out=out, device=device, tta=tta, probabilities=probabilities, force=force,
+                    progress=progress, log=log, **post)
+    if report:
+        from .report import case_report
+
+        for res in summary.outputs:
+            pdf = case_report(res["findings_json"], force=force)
+            log(f"report: {pdf}")
+    log(f"outputs in {summary.out_dir}")
+    return summary

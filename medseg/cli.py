@@ -95,6 +95,33 @@ def demo(
 
 
 @app.command()
+def infer(
+    inputs: List[str] = typer.Argument(..., help="Volumes (.nii/.nii.gz/.nrrd/.mha), DICOM folders, 2D images, folders "
+                                                  "of these, or 'a.nii.gz,b.nii.gz' for one multi-modal case."),
+    model: List[Path] = typer.Option([], "--model", "-m", help="Checkpoint(s); several are ensembled. Default: newest runs/**/best.pt."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/infer-<timestamp>)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    tta: bool = typer.Option(False, "--tta", help="Average predictions over flips (test-time augmentation)."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Also write <case>_prob.nii.gz (.tif for 2D)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Binary threshold (default from the checkpoint)."),
+    keep_largest: Optional[bool] = typer.Option(None, "--keep-largest/--no-keep-largest", help="Keep the largest component per class."),
+    min_size: Optional[float] = typer.Option(None, "--min-size", help="Drop components under this size (mm³ in 3D, mm² in 2D)."),
+    fill_holes: Optional[bool] = typer.Option(None, "--fill-holes/--no-fill-holes", help="Fill holes in each class."),
+    overlap: Optional[float] = typer.Option(None, "--overlap", help="Sliding-window overlap (0-1)."),
+    sw_batch_size: Optional[int] = typer.Option(None, "--sw-batch-size", help="Windows per forward pass."),
+    report: bool = typer.Option(False, "--report", help="Also write a single-case PDF report per input."),
+    quiet: bool = typer.Option(False, "--quiet"),
+):
+    """Segment new images; masks are written in each input's exact geometry, with findings JSON."""
+    from .api import infer_from_cli
+
+    _run(infer_from_cli, inputs, model=[str(m) for m in model], out=out, device=device, tta=tta,
+         probabilities=probabilities, force=force, report=report, progress=not quiet, log=_echo, threshold=threshold,
+         keep_largest=keep_largest, min_size=min_size, fill_holes=fill_holes, overlap=overlap, sw_batch_size=sw_batch_size)
+
+
+@app.command()
 def version():
     """Print the medseg version."""
     from . import __version__

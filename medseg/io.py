@@ -180,12 +180,11 @@ def _pil_format(path) -> str:
     return {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}.get(ext, "PNG")
 
 
-def geometry_2d(path: str | Path, array: np.ndarray, spacing: list[float] | None = None) -> Geometry:
+def geometry_2d(path: str | Path, shape, spacing: list[float] | None = None, channels: int = 1) -> Geometry:
+    """Geometry of a 2D image: ``spacing`` in mm per (row, column); 1 mm assumed (and flagged) when unknown."""
     sp = tuple(float(s) for s in spacing) if spacing else (1.0, 1.0)
-    return Geometry(shape=tuple(array.shape[:2]), spacing=sp, affine=np.diag([sp[0], sp[1], 1.0, 1.0]),
-                    fmt="2d", path=str(path),
-                    meta={"channels": 1 if array.ndim == 2 else int(array.shape[2]), "dtype": str(array.dtype),
-                          "spacing_known": bool(spacing)})
+    return Geometry(shape=tuple(int(s) for s in shape[:2]), spacing=sp, affine=np.diag([sp[0], sp[1], 1.0, 1.0]),
+                    fmt="2d", path=str(path), meta={"channels": int(channels), "spacing_known": bool(spacing)})
 
 
 # ----------------------------------------------------------------------------

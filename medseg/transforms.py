@@ -173,7 +173,7 @@ class LoadVolumed(MapTransform):
         meta = {"original_affine": torch.as_tensor(geom0.affine), "spatial_shape": np.array(geom0.shape),
                 "filename_or_obj": str(paths[0])}
         d[IMAGE] = MetaTensor(torch.from_numpy(img), affine=torch.as_tensor(geom0.affine), meta=dict(meta))
-        d["image_meta"] = {"path": str(paths[0]), "original_size": list(geom0.shape),
+        d["image_meta"] = {"path": str(paths[0]), "original_size": list(geom0.shape), "geometry": geom0,
                            "spacing": [float(s) for s in geom0.spacing], "stats": _channel_stats(img, (1, 2, 3))}
         if LABEL in d and d[LABEL] is not None:
             lp = d[LABEL]

@@ -8,6 +8,7 @@ from medseg.checkpoint import load_checkpoint
 from medseg.config import load_config
 from medseg.data import load_samples
 from medseg.data.lgg import group_by_volume, stack_patient
+from medseg.infer import infer
 from medseg.train import train
 
 from .conftest import shared
@@ -54,29 +55,108 @@ def test_brats_real_check():
     assert report["subsets"] == {"train": 2, "val": 2}
 
 
-@pytest.mark.slow
-def test_train_ph2_real(tmp_path):
+@pytest.fixture(scope="module")
+def ph2_model(tmp_path_factory):
     cfg = load_config("ph2", ["train.epochs=1", "train.max_steps_per_epoch=2", "preprocess.spatial_size=[96,128]",
                               "data.split.val_fraction=0.05"])
-    res = train(cfg, shared("ph2"), tmp_path / "ph2", progress=False, log=_quiet)
-    ck = load_checkpoint(tmp_path / "ph2" / "best.pt")
-    assert ck["data"]["n_train"] + ck["data"]["n_val"] == 150 and res.epochs_run == 1
+    out = tmp_path_factory.mktemp("ph2") / "run"
+    res = train(cfg, shared("ph2"), out, progress=False, log=_quiet)
+    assert res.epochs_run == 1
+    return out / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def lgg_model(tmp_path_factory):
+    cfg = load_config("lgg", ["train.epochs=1", "train.max_steps_per_epoch=2", "preprocess.spatial_size=[64,64]",
+                              "data.split.val_fraction=0.1"])
+    out = tmp_path_factory.mktemp("lgg") / "run"
+    train(cfg, shared("lgg"), out, progress=False, log=_quiet)
+    return out / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def brats_model(tmp_path_factory):
+    cfg = load_config("brats", ["train.epochs=1", "preprocess.spacing=[4,4,4]", "train.patch_size=[32,32,32]",
+                                "infer.roi_size=[32,32,32]"])
+    out = tmp_path_factory.mktemp("brats") / "run"
+    res = train(cfg, shared("brats"), out, progress=False, log=_quiet)
+    assert np.isfinite(res.history[0]["train_loss"])
+    return out / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def radiomics_model(tmp_path_factory):
+    """A 1-channel 3D model trained for one epoch on the pyradiomics NRRD pairs (for geometry checks)."""
+    cfg = load_config("brats", ["data.recipe=nifti", "data.labels=[background,lesion]", "data.channels=[mr]",
+                                "preprocess.spacing=[3,3,6]", "train.patch_size=[32,32,16]", "infer.roi_size=[32,32,16]",
+                                "model.channels=[4,8,16]", "model.strides=[2,2]", "train.epochs=1",
+                                "data.split.use_predefined=false", "data.split.val_fraction=0.34"])
+    out = tmp_path_factory.mktemp("rad") / "run"
+    train(cfg, shared("volumes/pyradiomics"), out, progress=False, log=_quiet)
+    return out / "best.pt"
 
 
 @pytest.mark.slow
-def test_train_lgg_real_patient_split(tmp_path):
-    cfg = load_config("lgg", ["train.epochs=1", "train.max_steps_per_epoch=2", "preprocess.spatial_size=[64,64]",
-                              "data.split.val_fraction=0.1"])
-    train(cfg, shared("lgg"), tmp_path / "lgg", progress=False, log=_quiet)
-    split = load_checkpoint(tmp_path / "lgg" / "last.pt")["split"]
+def test_train_ph2_real(ph2_model):
+    ck = load_checkpoint(ph2_model)
+    assert ck["data"]["n_train"] + ck["data"]["n_val"] == 150
+
+
+@pytest.mark.slow
+def test_train_lgg_real_patient_split(lgg_model):
+    split = load_checkpoint(lgg_model)["split"]
     pts = lambda ids: {"_".join(i.split("_")[:3]) for i in ids}  # noqa: E731
     assert pts(split["train"]).isdisjoint(pts(split["val"])) and len(pts(split["val"])) == 2
 
 
 @pytest.mark.slow
-def test_train_brats_real(tmp_path):
-    cfg = load_config("brats", ["train.epochs=1", "preprocess.spacing=[4,4,4]", "train.patch_size=[32,32,32]",
-                                "infer.roi_size=[32,32,32]"])
-    res = train(cfg, shared("brats"), tmp_path / "brats", progress=False, log=_quiet)
-    assert np.isfinite(res.history[0]["train_loss"])
-    assert set(load_checkpoint(tmp_path / "brats" / "best.pt")["split"]["val"]) == {"brats_2013_pat0003_1", "brats_2013_pat0004_1"}
+def test_train_brats_real(brats_model):
+    assert set(load_checkpoint(brats_model)["split"]["val"]) == {"brats_2013_pat0003_1", "brats_2013_pat0004_1"}
+
+
+@pytest.mark.slow
+def test_infer_real_brats_case_folder(brats_model, tmp_path):
+    import nibabel as nib
+
+    case = shared("brats") / "validation" / "brats_2013_pat0003_1"
+    res = infer([str(case)], model=[str(brats_model)], out=tmp_path, progress=False, log=_quiet).outputs[0]
+    assert [p.split("/")[-1] for p in res["input"]] == ["Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz"]
+    seg, ref = nib.load(res["segmentation"]), nib.load(str(case / "Flair_subtrMeanDivStd.nii.gz"))
+    assert seg.shape == ref.shape and np.allclose(seg.affine, ref.affine)
+    assert set(res["classes"]) == {"necrosis", "oedema", "non_enhancing", "enhancing"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pyradiomics/brain1_image.nrrd", "pyradiomics/breast1_image.nrrd",
+                                  "totalsegmentator/example_ct_sm.nii.gz", "totalsegmentator/example_mr_sm.nii.gz"])
+def test_infer_real_volume_geometry(radiomics_model, tmp_path, name):
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    src = shared("volumes") / name
+    res = infer([str(src)], model=[str(radiomics_model)], out=tmp_path, progress=False, log=_quiet).outputs[0]
+    a, b = sitk.ReadImage(str(src)), sitk.ReadImage(res["segmentation"])
+    assert a.GetSize() == b.GetSize()
+    assert np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6) and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
+    assert np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
+    if name.endswith(".nii.gz"):
+        x, y = nib.load(str(src)), nib.load(res["segmentation"])
+        assert np.allclose(x.affine, y.affine)
+        for code in ("qform_code", "sform_code"):
+            assert int(x.header[code]) == int(y.header[code])
+
+
+@pytest.mark.slow
+def test_infer_real_2d(ph2_model, lgg_model, tmp_path):
+    from PIL import Image
+
+    ph2 = load_samples("ph2", shared("ph2")).samples
+    jpg = next(s["image"] for s in ph2 if s["image"].endswith(".jpg"))
+    bmp = next(s["image"] for s in ph2 if s["image"].endswith(".bmp"))
+    infer([jpg, bmp], model=[str(ph2_model)], out=tmp_path / "ph2", progress=False, log=_quiet)
+    for src in (jpg, bmp):
+        stem = src.rsplit("/", 1)[1].rsplit(".", 1)[0]
+        assert Image.open(tmp_path / "ph2" / f"{stem}_seg.png").size == Image.open(src).size
+    lgg = load_samples("lgg", shared("lgg")).samples[10]["image"]
+    res = infer([lgg], model=[str(lgg_model)], out=tmp_path / "lgg", progress=False, log=_quiet).outputs[0]
+    assert Image.open(res["segmentation"]).size == (256, 256)

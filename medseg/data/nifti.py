@@ -7,6 +7,7 @@
 * Plain folders: ``images/`` and ``labels/`` (or ``masks/``) holding NIfTI,
   NRRD or MHA files paired by name (``_seg``/``_label``/``_mask`` suffixes and
   ``_0000`` channel suffixes are ignored when pairing).
+* One flat folder of ``<case>_image.nrrd`` + ``<case>_label.nrrd`` pairs (the pyradiomics layout).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def nifti_samples(data_dir: Path, options: dict) -> RecipeResult:
     img_dir = _first_dir(data_dir, options.get("image_dirs") or IMAGE_DIRS)
     lab_dir = _first_dir(data_dir, options.get("label_dirs") or LABEL_DIRS)
     if img_dir is None or lab_dir is None:
-        return RecipeResult([], info={"expected": EXPECTED})
+        return _single_folder(data_dir)
     labels = {mask_stem(strip_ext(p)): p for p in files_with_ext(lab_dir, VOLUME_EXTS)}
     groups: dict[str, list[Path]] = {}
     for p in files_with_ext(img_dir, VOLUME_EXTS):
@@ -96,3 +97,21 @@ def nifti_samples(data_dir: Path, options: dict) -> RecipeResult:
     orphans = sorted(set(labels) - set(groups))
     warnings = [f"{lab_dir}: {len(orphans)} label maps without an image were ignored ({', '.join(orphans[:3])})"] if orphans else []
     return RecipeResult(samples, warnings, {"expected": EXPECTED})
+
+
+IMAGE_SUFFIXES = ("_image", "_img", "_volume", "_vol")
+
+
+def _single_folder(data_dir: Path) -> RecipeResult:
+    """One folder of ``<case>_image.nrrd`` + ``<case>_label.nrrd`` (or ``_seg``/``_mask``) pairs."""
+    files = files_with_ext(data_dir, VOLUME_EXTS)
+    labels = {mask_stem(strip_ext(p)): p for p in files if mask_stem(strip_ext(p)) != strip_ext(p)}
+    samples = []
+    for p in files:
+        stem = strip_ext(p)
+        if stem in {strip_ext(v) for v in labels.values()}:
+            continue
+        case = next((stem[: -len(s)] for s in IMAGE_SUFFIXES if stem.lower().endswith(s)), stem)
+        if case in labels:
+            samples.append({IMAGE: str(p), LABEL: str(labels[case]), "case_id": case, "group": case, "meta": {}})
+    return RecipeResult(samples, [], {"expected": EXPECTED})

@@ -1,0 +1,56 @@
+"""Findings in physical units: per class volume (mL) or area (mm^2), lesions, centroids, boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .io import Geometry
+
+
+def _world(geom: Geometry, ijk: np.ndarray) -> list[float]:
+    """Voxel index (2D: row, col) -> physical coordinates (3D: RAS mm; 2D: mm from the top-left)."""
+    ijk = np.asarray(ijk, dtype=np.float64)
+    if geom.ndim == 2:
+        return [round(float(v), 2) for v in ijk * np.asarray(geom.spacing)]
+    return [round(float(v), 2) for v in (geom.affine @ np.append(ijk, 1.0))[:3]]
+
+
+def lesion_findings(labels: np.ndarray, geom: Geometry, label_names: list[str], max_lesions: int = 50) -> dict:
+    """Per foreground class: total size, lesion count and per-lesion size, centroid and bounding box.
+
+    Sizes are mL for volumes and mm^2 for 2D images; coordinates are RAS mm for
+    volumes and (row, column) mm for 2D. Lesions are connected components with
+    full connectivity (26 in 3D, 8 in 2D), largest first.
+    """
+    ndim = labels.ndim
+    unit_size = float(np.prod(geom.spacing))  # mm^3 or mm^2 per voxel
+    to_unit = (lambda n: n * unit_size / 1000.0) if ndim == 3 else (lambda n: n * unit_size)
+    unit = "ml" if ndim == 3 else "mm2"
+    out = {}
+    structure = ndimage.generate_binary_structure(ndim, ndim)
+    for c, name in enumerate(label_names):
+        if c == 0:
+            continue
+        mask = labels == c
+        comp, n = ndimage.label(mask, structure=structure)
+        sizes = np.bincount(comp.ravel())[1:] if n else np.array([], dtype=np.int64)
+        order = np.argsort(-sizes)
+        slices = ndimage.find_objects(comp)
+        centroids = ndimage.center_of_mass(mask, comp, index=np.arange(1, n + 1)) if n else []
+        lesions = []
+        for rank, idx in enumerate(order[:max_lesions]):
+            sl = slices[idx]
+            lo = np.array([s.start for s in sl], dtype=np.float64)
+            hi = np.array([s.stop - 1 for s in sl], dtype=np.float64)
+            corners = np.array(np.meshgrid(*[[a, b] for a, b in zip(lo, hi)], indexing="ij")).reshape(ndim, -1).T
+            world = np.array([_world(geom, c_) for c_ in corners])
+            lesions.append({"id": rank + 1, f"size_{unit}": round(to_unit(int(sizes[idx])), 4), "voxels": int(sizes[idx]),
+                            "centroid_mm": _world(geom, np.array(centroids[idx])),
+                            "centroid_voxel": [round(float(v), 1) for v in centroids[idx]],
+                            "bbox_mm": {"min": world.min(axis=0).round(2).tolist(), "max": world.max(axis=0).round(2).tolist()},
+                            "bbox_voxel": {"min": lo.astype(int).tolist(), "max": hi.astype(int).tolist()}})
+        out[name] = {f"total_{unit}": round(to_unit(int(mask.sum())), 4), "voxels": int(mask.sum()), "n_lesions": int(n),
+                     f"largest_{unit}": lesions[0][f"size_{unit}"] if lesions else 0.0, "lesions": lesions}
+    return {"unit": unit, "coordinates": "RAS mm" if ndim == 3 else "row/column mm from the top-left pixel",
+            "classes": out}

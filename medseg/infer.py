@@ -1,0 +1,372 @@
+"""Inference: checkpoint(s) + new images -> masks in each input's exact geometry, and findings.
+
+The checkpoint alone defines preprocessing (channels, orientation, spacing,
+intensity normalisation, resize): the same deterministic MONAI pipeline used
+in training runs here with MetaTensor tracking on, the network runs as a
+Gaussian-blended sliding window, and the probabilities are resampled from the
+network's grid back onto the input's voxel grid through the two affines
+(``monai.transforms.SpatialResample``), so any reorientation, resampling or
+oblique direction is undone exactly. Masks are written with the input's own
+header (NIfTI qform/sform kept), spacing, origin and direction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .checkpoint import describe, file_hash, load_checkpoint, require_keys
+from .config import Config, config_from_dict
+from .data.base import IMAGE, glob_ci, mask_stem
+from .errors import MedsegError, fail, find_user_error
+from .findings import lesion_findings
+from .io import (IMAGE_2D_EXTS, VOLUME_EXTS, Geometry, atomic_write, file_ext, geometry_2d, is_dicom_dir, strip_ext,
+                 write_image_2d, write_volume)
+from .models import build_model
+from .postprocess import postprocess
+from .train import resolve_device
+
+LARGE_VOLUME_VOXELS = 160 ** 3  # stitch on the CPU above this (keeps GPU memory bounded)
+
+
+@dataclass
+class Case:
+    case_id: str
+    paths: list[str]
+    source: str  # what the user named
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    ckpt: dict
+    cfg: Config
+    model: torch.nn.Module
+    sha: str
+
+
+@dataclass
+class InferSummary:
+    out_dir: Path
+    outputs: list[dict] = field(default_factory=list)  # one findings dict per case
+    failures: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------
+
+def find_default_model(root: Path = Path("runs")) -> Path:
+    cands = sorted(root.glob("**/best.pt"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    if not cands:
+        raise MedsegError("no --model given and no runs/*/best.pt found; fix: train one with 'medseg train NAME' "
+                          "or pass --model path/to/best.pt")
+    return cands[-1]
+
+
+def load_models(paths: list[str | Path], device: torch.device) -> list[LoadedModel]:
+    models = []
+    for p in paths:
+        ck = load_checkpoint(p, map_location="cpu")
+        require_keys(ck, p)
+        cfg = config_from_dict(ck["config"], source=str(p))
+        net = build_model(ck["model"])
+        try:
+            net.load_state_dict(ck["state_dict"])
+        except RuntimeError as exc:
+            raise fail(p, f"weights do not fit the saved model ({str(exc).splitlines()[0]})", "re-export the checkpoint") from None
+        net.to(device).eval()
+        models.append(LoadedModel(Path(p), ck, cfg, net, file_hash(p)))
+    first = models[0]
+    for m in models[1:]:
+        for what in ("labels", "channels"):
+            if m.ckpt[what] != first.ckpt[what]:
+                raise fail(m.path, f"{what} {m.ckpt[what]} differ from {first.path.name}'s {first.ckpt[what]}",
+                           "ensemble only checkpoints trained for the same task")
+        if m.cfg.data.spatial_dims != first.cfg.data.spatial_dims:
+            raise fail(m.path, "mixes 2D and 3D models in one ensemble", "pass checkpoints of one kind")
+    return models
+
+
+# ----------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------
+
+def _is_supported(p: Path) -> bool:
+    return file_ext(p) in VOLUME_EXTS + IMAGE_2D_EXTS
+
+
+def expand_inputs(inputs: list[str], cfg: Config) -> tuple[list[Case], list[str]]:
+    """Turn the user's INPUT arguments into cases; unusable inputs become error lines."""
+    cases, errors = [], []
+    n_ch, dims = len(cfg.data.channels), cfg.data.spatial_dims
+    for raw in inputs:
+        raw = str(raw)
+        if "," in raw:  # one multi-modal case given as comma-separated files
+            parts = [Path(x) for x in raw.split(",") if x]
+            missing = [str(x) for x in parts if not x.exists()]
+            if missing:
+                errors.append(f"{missing[0]}: file not found; fix: check the path")
+            else:
+                cases.append(Case(strip_ext(parts[0]), [str(x) for x in parts], raw))
+            continue
+        p = Path(raw)
+        if not p.exists():
+            errors.append(f"{p}: input not found; fix: check the path")
+        elif p.is_dir():
+            if is_dicom_dir(p):
+                cases.append(Case(p.name, [str(p)], raw))
+                continue
+            if dims == 3 and n_ch > 1:
+                mod = _modality_files(p, cfg)
+                if mod:
+                    cases.append(Case(p.name, mod, raw))
+                    continue
+            files = sorted(f for f in p.iterdir() if f.is_file() and _is_supported(f) and not f.name.startswith(".")
+                           and mask_stem(strip_ext(f)) == strip_ext(f))
+            subdirs = sorted(d for d in p.iterdir() if d.is_dir() and is_dicom_dir(d))
+            if not files and not subdirs:
+                errors.append(f"{p}: no supported images in this folder; fix: give .nii.gz/.nrrd/.mha/.png/.jpg/.bmp/.tif "
+                              "files or a DICOM series folder")
+            cases += [Case(strip_ext(f), [str(f)], str(f)) for f in files]
+            cases += [Case(d.name, [str(d)], str(d)) for d in subdirs]
+        elif not _is_supported(p):
+            errors.append(f"{p}: unsupported file type '{file_ext(p) or p.suffix or '(none)'}'; fix: use NIfTI, NRRD, MHA, "
+                          "a DICOM folder, or PNG/JPEG/BMP/TIFF")
+        else:
+            cases.append(Case(strip_ext(p), [str(p)], raw))
+    seen: dict[str, int] = {}
+    for c in cases:  # keep output names unique
+        if c.case_id in seen:
+            seen[c.case_id] += 1
+            c.case_id = f"{Path(c.paths[0]).parent.name}_{c.case_id}"
+        seen.setdefault(c.case_id, 0)
+    return cases, errors
+
+
+def _modality_files(folder: Path, cfg: Config) -> list[str] | None:
+    from .data.brats import DEFAULT_MODALITIES
+
+    patterns = {**DEFAULT_MODALITIES, **(cfg.data.options.get("modalities") or {})}
+    found = []
+    for ch in cfg.data.channels:
+        hits = [h for pat in patterns.get(ch, [f"{ch}*.nii*", f"*_{ch}.nii*"]) for h in glob_ci(folder, pat)]
+        if not hits:
+            return None
+        found.append(str(hits[0]))
+    return found
+
+
+# ----------------------------------------------------------------------------
+# prediction
+# ----------------------------------------------------------------------------
+
+def _flip_dims(spatial_dims: int, tta: bool) -> list[tuple[int, ...]]:
+    return [()] + ([(2 + a,) for a in range(spatial_dims)] if tta else [])
+
+
+@torch.no_grad()
+def predict_probabilities(lm: LoadedModel, x: torch.Tensor, device: torch.device, tta: bool,
+                          stitch_on_cpu: bool = False) -> torch.Tensor:
+    """``(1, C, *spatial)`` preprocessed input -> ``(1, K, *spatial)`` probabilities (sigmoid or softmax)."""
+    from monai.inferers import sliding_window_inference
+
+    cfg = lm.cfg
+    roi = list(lm.ckpt.get("roi_size") or cfg.infer.roi_size)
+    amp = device.type == "cuda"
+    out_device = torch.device("cpu") if stitch_on_cpu else device
+    total = None
+    flips = _flip_dims(cfg.data.spatial_dims, tta)
+    for dims in flips:
+        xi = torch.flip(x, dims) if dims else x
+        with torch.autocast(device_type=device.type, enabled=amp):
+            logits = sliding_window_inference(xi.to(device), roi, cfg.infer.sw_batch_size, lm.model,
+                                              overlap=cfg.infer.overlap, mode="gaussian", sw_device=device,
+                                              device=out_device)
+        logits = logits.float()
+        probs = torch.sigmoid(logits) if cfg.binary else torch.softmax(logits, dim=1)
+        probs = torch.flip(probs, dims) if dims else probs
+        total = probs if total is None else total.add_(probs)
+    return total / len(flips)
+
+
+def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: bool) -> tuple[np.ndarray, Geometry, dict]:
+    """Run one model on one case; return probabilities on the input's own grid ``(K, *shape)``."""
+    from monai.data import MetaTensor
+    from monai.transforms import SpatialResample
+
+    from .transforms import deterministic_transforms
+
+    cfg = lm.cfg
+    pipeline = deterministic_transforms(cfg, with_label=False, for_training=False)
+    image = case.paths if (cfg.data.spatial_dims == 3 and len(case.paths) > 1) else case.paths[0]
+    t0 = time.time()
+    try:
+        d = pipeline({IMAGE: image})
+    except Exception as exc:  # noqa: BLE001
+        found = find_user_error(exc)
+        if found:
+            raise found from None
+        raise fail(case.paths[0], f"cannot be preprocessed ({type(exc).__name__}: {exc})", "check the file") from None
+    t_pre = time.time() - t0
+    img = d[IMAGE]
+    x = (img.as_tensor() if hasattr(img, "as_tensor") else torch.as_tensor(img)).float()[None]
+    meta = d["image_meta"]
+    t0 = time.time()
+    if cfg.data.spatial_dims == 2:
+        if x.ndim != 4:
+            raise fail(case.paths[0], "is a volume but the model is 2D", "use a 3D checkpoint for volumes")
+        probs = predict_probabilities(lm, x, device, tta)
+        size = tuple(meta["original_size"])
+        if tuple(probs.shape[2:]) != size:
+            probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+        geom = geometry_2d(case.paths[0], size, cfg.data.pixel_spacing_mm, channels=x.shape[1])
+        out = probs[0].numpy()
+    else:
+        geom = meta["geometry"]
+        big = int(np.prod(x.shape[2:])) * max(1, cfg.out_channels) > LARGE_VOLUME_VOXELS
+        probs = predict_probabilities(lm, x, device, tta, stitch_on_cpu=device.type == "cuda" and big).cpu()
+        src = MetaTensor(probs[0].as_tensor() if hasattr(probs, "as_tensor") else probs[0], affine=img.affine)
+        back = SpatialResample(mode="bilinear", padding_mode="border", dtype=np.float32)(
+            src, dst_affine=torch.as_tensor(geom.affine), spatial_size=list(geom.shape))
+        out = np.asarray(back.array if hasattr(back, "array") else back, dtype=np.float32)
+    return out, geom, {"preprocess_s": round(t_pre, 3), "predict_s": round(time.time() - t0, 3)}
+
+
+def probabilities_to_labels(probs: np.ndarray, binary: bool, threshold: float) -> np.ndarray:
+    if binary:
+        return (probs[0] > threshold).astype(np.uint8)
+    return probs.argmax(axis=0).astype(np.uint8)
+
+
+def output_ext(case: Case) -> str:
+    p = Path(case.paths[0])
+    if p.is_dir():
+        return ".nii.gz"
+    ext = file_ext(p)
+    if ext in IMAGE_2D_EXTS:
+        return ".png"
+    return {".nhdr": ".nrrd"}.get(ext, ext)
+
+
+def segment_case(models: list[LoadedModel], case: Case, out_dir: Path, device: torch.device, tta: bool = False,
+                 probabilities: bool = False, force: bool = False, post: dict | None = None) -> dict:
+    """Segment one case with an ensemble; write the mask (and probabilities) and return its findings."""
+    t_start = time.time()
+    lm0 = models[0]
+    cfg = lm0.cfg
+    post = {**cfg.to_dict()["infer"], **{k: v for k, v in (post or {}).items() if v is not None}}
+    ext = output_ext(case)
+    seg_path = out_dir / f"{case.case_id}_seg{ext}"
+    prob_path = out_dir / f"{case.case_id}_prob{'.nii.gz' if cfg.data.spatial_dims == 3 else '.tif'}"
+    json_path = out_dir / f"{case.case_id}_findings.json"
+    targets = [seg_path, json_path] + ([prob_path] if probabilities else [])
+    if not force:
+        for t in targets:
+            if t.exists():
+                raise fail(t, "already exists", "pass --force to overwrite or choose another --out")
+    acc, geom, timings = None, None, {}
+    for lm in models:
+        probs, g, t = _case_probabilities(lm, case, device, tta)
+        acc = probs if acc is None else acc + probs
+        geom = geom or g
+        for k, v in t.items():
+            timings[k] = round(timings.get(k, 0.0) + v, 3)
+    probs = acc / len(models)
+    t0 = time.time()
+    labels = probabilities_to_labels(probs, cfg.binary, float(post["threshold"]))
+    labels = postprocess(labels, cfg.num_classes, geom.spacing, keep_largest=bool(post["keep_largest"]),
+                         min_size=float(post["min_size"]), fill_holes=bool(post["fill_holes"]))
+    timings["postprocess_s"] = round(time.time() - t0, 3)
+    t0 = time.time()
+    if geom.ndim == 2:
+        write_image_2d(labels * 255 if cfg.binary else labels, seg_path)
+        if probabilities:
+            import tifffile
+
+            atomic_write(prob_path, lambda tmp: tifffile.imwrite(tmp, probs.astype(np.float32)), suffix=".tif")
+    else:
+        write_volume(labels, geom, seg_path, force=True)
+        if probabilities:
+            p = probs[0] if cfg.binary else np.moveaxis(probs, 0, -1)
+            pg = Geometry(geom.shape, geom.spacing, geom.affine, geom.fmt, geom.path, header=None, meta=geom.meta)
+            write_volume(p.astype(np.float32), pg, prob_path, force=True)
+    timings["write_s"] = round(time.time() - t0, 3)
+    timings["total_s"] = round(time.time() - t_start, 3)
+    findings = lesion_findings(labels, geom, list(cfg.data.labels))
+    result = {
+        "case_id": case.case_id,
+        "input": [str(Path(p).resolve()) for p in case.paths],
+        "segmentation": str(seg_path.resolve()),
+        "probabilities": str(prob_path.resolve()) if probabilities else None,
+        "geometry": geom.summary(),
+        "spacing_assumed": geom.ndim == 2 and not geom.meta.get("spacing_known", False),
+        "metadata": geom.meta.get("dicom", {}),
+        "labels": list(cfg.data.labels),
+        "channels": list(cfg.data.channels),
+        **findings,
+        "models": [{"path": str(m.path.resolve()), "sha256_12": m.sha, "description": describe(m.ckpt)} for m in models],
+        "postprocess": {k: post[k] for k in ("threshold", "keep_largest", "min_size", "fill_holes")},
+        "tta": bool(tta),
+        "device": str(device),
+        "timings": timings,
+        "medseg_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write(json_path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)), suffix=".json")
+    result["findings_json"] = str(json_path)
+    return result
+
+
+def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | None = None, device: str = "auto",
+          tta: bool = False, probabilities: bool = False, force: bool = False, progress: bool = True, log=print,
+          **post) -> InferSummary:
+    """Segment every input; keep going past bad files and raise one MedsegError listing them at the end.
+
+    ``post`` may override ``threshold``, ``keep_largest``, ``min_size``, ``fill_holes``, ``overlap`` and
+    ``sw_batch_size`` from the checkpoint's ``infer`` config.
+    """
+    from tqdm.auto import tqdm
+
+    if not inputs:
+        raise MedsegError("no INPUT given; fix: medseg infer scan.nii.gz --model runs/NAME/best.pt")
+    dev = resolve_device(device)
+    if not model:
+        chosen = find_default_model()
+        log(f"using the newest checkpoint: {chosen}")
+        model = [str(chosen)]
+    models = load_models(model, dev)
+    for m in models:
+        for key in ("overlap", "sw_batch_size"):
+            if post.get(key) is not None:
+                setattr(m.cfg.infer, key, post[key])
+    out_dir = Path(out) if out else Path("runs") / f"infer-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases, failures = expand_inputs([str(i) for i in inputs], models[0].cfg)
+    summary = InferSummary(out_dir, failures=list(failures))
+    for case in tqdm(cases, disable=not progress or len(cases) < 2, desc="infer", unit="case"):
+        try:
+            res = segment_case(models, case, out_dir, dev, tta=tta, probabilities=probabilities, force=force, post=post)
+            summary.outputs.append(res)
+            cls = ", ".join(f"{n}: {v.get('total_ml', v.get('total_mm2'))} {findings_unit(res)} in {v['n_lesions']} lesion(s)"
+                            for n, v in res["classes"].items())
+            log(f"{case.case_id}: {cls} -> {res['segmentation']}")
+        except MedsegError as exc:
+            summary.failures.append(str(exc))
+            log(f"error: {exc}")
+    if summary.failures:
+        raise MedsegError(f"{len(summary.failures)} of {len(cases) + len(failures)} inputs failed (first: "
+                          f"{summary.failures[0]}); the others were written to {out_dir}")
+    return summary
+
+
+def findings_unit(res: dict) -> str:
+    return "mL" if res["unit"] == "ml" else ("mm² (1 mm/pixel assumed)" if res.get("spacing_assumed") else "mm²")

@@ -1,0 +1,205 @@
+"""Inference: geometry round trips on oblique, LPS, anisotropic, 4D, DICOM and odd-sized 2D inputs."""
+
+import hashlib
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from PIL import Image
+
+from medseg.config import load_config
+from medseg.data import synthetic
+from medseg.errors import MedsegError
+from medseg.infer import infer
+from medseg.train import train
+
+
+def _quiet(*_a, **_k):
+    pass
+
+
+def _dice(a, b):
+    a, b = a.astype(bool), b.astype(bool)
+    return 2 * (a & b).sum() / max(1, a.sum() + b.sum())
+
+
+@pytest.fixture(scope="session")
+def model3d(tmp_path_factory):
+    """A real 3D U-Net trained briefly on bright synthetic blobs (1 channel, 1.5 mm grid)."""
+    root = tmp_path_factory.mktemp("m3")
+    data = synthetic.make_nifti_folder(root / "data", n=8, shape=(28, 28, 20), seed=1)
+    cfg = load_config("brats", ["data.recipe=nifti", "data.labels=[background,blob]", "data.channels=[mr]",
+                                "preprocess.spacing=[1.5,1.5,1.5]", "preprocess.crop_foreground=false",
+                                "train.patch_size=[24,24,24]", "infer.roi_size=[24,24,24]", "model.channels=[8,16,32]",
+                                "model.strides=[2,2]", "train.epochs=50", "train.batch_size=2", "train.lr=0.005",
+                                "train.samples_per_volume=4",
+                                "train.val_every=50", "data.split.use_predefined=false", "train.pos_fraction=0.5"])
+    res = train(cfg, data, root / "run", progress=False, log=_quiet)
+    assert res.best_metric > 0.7, res.history[-1]
+    return root / "run" / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def model2d(tmp_path_factory):
+    root = tmp_path_factory.mktemp("m2")
+    data = synthetic.make_folder_2d(root / "data", n=12, size=(48, 64))
+    cfg = load_config("demo", ["data.recipe=folder", "preprocess.spatial_size=[48,64]", "train.epochs=60",
+                               "train.batch_size=2", "train.val_every=60"])
+    train(cfg, data, root / "run", progress=False, log=_quiet)
+    return root / "run" / "best.pt"
+
+
+def _blob_volume(shape, seed=5):
+    rng = np.random.default_rng(seed)
+    mask = synthetic.blob_3d(rng, shape, (0.2, 0.28))
+    return synthetic.mri_from_mask(rng, mask), mask
+
+
+def _run(inputs, model, out, **kw):
+    return infer([str(i) for i in inputs], model=[str(model)], out=out, progress=False, log=_quiet, **kw)
+
+
+def test_oblique_nifti_round_trip(model3d, tmp_path):
+    img, mask = _blob_volume((36, 34, 22))
+    aff = synthetic.oblique_affine(spacing=(1.3, 1.1, 1.8), angle_deg=25)
+    src = nib.Nifti1Image(img, aff)
+    src.set_qform(aff, code=1)
+    src.set_sform(aff, code=2)
+    nib.save(src, str(tmp_path / "obl.nii.gz"))
+    before = hashlib.sha256((tmp_path / "obl.nii.gz").read_bytes()).hexdigest()
+    summary = _run([tmp_path / "obl.nii.gz"], model3d, tmp_path / "out")
+    seg = nib.load(str(tmp_path / "out" / "obl_seg.nii.gz"))
+    assert seg.shape == img.shape
+    assert np.allclose(seg.affine, aff, atol=1e-5)
+    assert np.allclose(seg.get_qform(), src.get_qform(), atol=1e-5) and np.allclose(seg.get_sform(), aff, atol=1e-5)
+    assert int(seg.header["qform_code"]) == 1 and int(seg.header["sform_code"]) == 2
+    assert np.allclose(seg.header.get_zooms(), src.header.get_zooms())
+    assert _dice(np.asarray(seg.dataobj), mask) > 0.7  # the blob is found where it is
+    assert hashlib.sha256((tmp_path / "obl.nii.gz").read_bytes()).hexdigest() == before  # input untouched
+    f = json.loads((tmp_path / "out" / "obl_findings.json").read_text())
+    expected_ml = mask.sum() * 1.3 * 1.1 * 1.8 / 1000
+    assert abs(f["classes"]["blob"]["total_ml"] - expected_ml) / expected_ml < 0.35
+    centroid = (aff @ np.append(np.argwhere(mask).mean(axis=0), 1))[:3]
+    assert np.linalg.norm(np.array(f["classes"]["blob"]["lesions"][0]["centroid_mm"]) - centroid) < 3.0
+    assert summary.outputs[0]["models"][0]["sha256_12"]
+
+
+def test_lps_nrrd_anisotropic(model3d, tmp_path):
+    img, mask = _blob_volume((40, 30, 16), seed=8)
+    aff = np.array([[0, -0.9, 0, 30.0], [-0.8, 0, 0, -20.0], [0, 0, 2.6, 11.0], [0, 0, 0, 1]])  # axes swapped, anisotropic
+    synthetic.write_itk(img, aff, tmp_path / "lps.nrrd")
+    _run([tmp_path / "lps.nrrd"], model3d, tmp_path / "out")
+    a, b = sitk.ReadImage(str(tmp_path / "lps.nrrd")), sitk.ReadImage(str(tmp_path / "out" / "lps_seg.nrrd"))
+    assert a.GetSize() == b.GetSize()
+    assert np.allclose(a.GetSpacing(), b.GetSpacing()) and np.allclose(a.GetOrigin(), b.GetOrigin())
+    assert np.allclose(a.GetDirection(), b.GetDirection())
+    seg = np.transpose(sitk.GetArrayFromImage(b), (2, 1, 0))
+    assert _dice(seg, mask) > 0.6
+
+
+def test_dicom_series_to_nifti(model3d, tmp_path):
+    img, mask = _blob_volume((32, 30, 14), seed=11)
+    folder = synthetic.make_dicom_series(tmp_path / "dcm", img * 400, spacing=(1.1, 1.2, 2.0), origin=(-50, 20, -10))
+    res = _run([folder], model3d, tmp_path / "out").outputs[0]
+    seg = nib.load(str(tmp_path / "out" / "dcm_seg.nii.gz"))
+    ref = sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
+    assert seg.shape == (32, 30, 14)
+    lps_origin = np.diag([-1, -1, 1]) @ seg.affine[:3, 3]
+    assert np.allclose(lps_origin, ref.GetOrigin(), atol=1e-3)
+    assert np.allclose(seg.header.get_zooms(), ref.GetSpacing(), atol=1e-4)
+    assert res["metadata"]["modality"] == "CT"
+    assert _dice(np.asarray(seg.dataobj), mask) > 0.6
+
+
+def test_2d_odd_sizes(model2d, tmp_path):
+    rng = np.random.default_rng(3)
+    for h, w in ((50, 70), (61, 45)):
+        img, mask = synthetic.lesion_2d(rng, h, w)
+        Image.fromarray(img).save(tmp_path / f"odd_{h}x{w}.jpg", quality=95)
+        np.save(tmp_path / f"odd_{h}x{w}.npy", mask)
+    _run([tmp_path], model2d, tmp_path / "out")
+    for h, w in ((50, 70), (61, 45)):
+        seg = np.array(Image.open(tmp_path / "out" / f"odd_{h}x{w}_seg.png"))
+        assert seg.shape == (h, w) and set(np.unique(seg)) <= {0, 255}
+        assert _dice(seg > 0, np.load(tmp_path / f"odd_{h}x{w}.npy")) > 0.7
+
+
+def test_lgg_style_tiff_slice(model2d, tmp_path):
+    img = np.zeros((40, 56, 3), np.uint8) + 30
+    img[10:25, 20:40] = 220
+    Image.fromarray(img).save(tmp_path / "TCGA_XX_0001_19990101_7.tif")
+    Image.fromarray(np.zeros((40, 56), np.uint8)).save(tmp_path / "TCGA_XX_0001_19990101_7_mask.tif")
+    summary = _run([tmp_path], model2d, tmp_path / "out")
+    assert [o["case_id"] for o in summary.outputs] == ["TCGA_XX_0001_19990101_7"]  # the mask file is not an input
+
+
+def test_4d_multimodal_and_modality_mismatch(tmp_path):
+    data = synthetic.make_msd(tmp_path / "msd", n=4, shape=(20, 20, 12))
+    cfg = load_config("brats", ["data.recipe=nifti", "data.labels=[background,tumour]", "data.channels=[flair,t1w]",
+                                "preprocess.spacing=null", "train.patch_size=[16,16,16]", "infer.roi_size=[16,16,16]",
+                                "model.channels=[4,8,16]", "model.strides=[2,2]", "train.epochs=1",
+                                "data.split.use_predefined=false", "preprocess.crop_foreground=false"])
+    train(cfg, data, tmp_path / "run", progress=False, log=_quiet)
+    model = tmp_path / "run" / "best.pt"
+    _run([data / "imagesTr" / "case_000.nii.gz"], model, tmp_path / "out")
+    seg = nib.load(str(tmp_path / "out" / "case_000_seg.nii.gz"))
+    assert seg.shape == (20, 20, 12)  # 4D input -> 3D mask on the same grid
+    assert np.allclose(seg.affine, nib.load(str(data / "imagesTr" / "case_000.nii.gz")).affine)
+    single = nib.Nifti1Image(np.zeros((20, 20, 12), np.float32), np.eye(4))
+    nib.save(single, str(tmp_path / "one.nii.gz"))
+    with pytest.raises(MedsegError, match="one.nii.gz: has 1 modalities but 2 are expected"):
+        _run([tmp_path / "one.nii.gz"], model, tmp_path / "out2")
+
+
+def test_batch_continues_past_bad_file_and_never_overwrites(model2d, tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(synthetic.lesion_2d(rng, 48, 64)[0]).save(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(MedsegError, match=r"1 of 2 inputs failed.*bad.png"):
+        _run([tmp_path / "good.png", tmp_path / "bad.png"], model2d, tmp_path / "out")
+    assert (tmp_path / "out" / "good_seg.png").exists()
+    stamp = (tmp_path / "out" / "good_seg.png").stat().st_mtime_ns
+    with pytest.raises(MedsegError, match="good_seg.png: already exists"):
+        _run([tmp_path / "good.png"], model2d, tmp_path / "out")
+    assert (tmp_path / "out" / "good_seg.png").stat().st_mtime_ns == stamp
+    _run([tmp_path / "good.png"], model2d, tmp_path / "out", force=True)
+
+
+def test_bad_checkpoints(tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(MedsegError, match="other.pt: is not a medseg checkpoint"):
+        _run([tmp_path], tmp_path / "other.pt", tmp_path / "o")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": "medseg-checkpoint", "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(MedsegError, match="evil.pt: is not a readable medseg checkpoint"):
+        _run([tmp_path], tmp_path / "evil.pt", tmp_path / "o")
+
+
+def test_default_model_is_newest_run(model2d, tmp_path, monkeypatch):
+    with pytest.raises(MedsegError, match="no --model given"):
+        infer([str(tmp_path)], out=tmp_path / "o", progress=False, log=_quiet)
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "runs" / "x" / "best.pt").write_bytes(model2d.read_bytes())
+    Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(tmp_path / "img.png")
+    said = []
+    infer([str(tmp_path / "img.png")], out=tmp_path / "o", progress=False, log=said.append)
+    assert "runs/x/best.pt" in said[0]
+
+
+def test_tta_and_probabilities(model2d, tmp_path):
+    rng = np.random.default_rng(4)
+    img, mask = synthetic.lesion_2d(rng, 48, 64)
+    Image.fromarray(img).save(tmp_path / "t.png")
+    res = _run([tmp_path / "t.png"], model2d, tmp_path / "out", tta=True, probabilities=True).outputs[0]
+    import tifffile
+
+    prob = tifffile.imread(tmp_path / "out" / "t_prob.tif")
+    assert prob.shape == (1, 48, 64) and 0 <= prob.min() and prob.max() <= 1
+    assert res["tta"] is True and _dice(prob[0] > 0.5, mask) > 0.7
