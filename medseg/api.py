@@ -79,8 +79,23 @@ def run_demo(out: Path = Path("reports/demo"), device: str = "auto", force: bool
     data_dir = out / "data"
     log(f"demo: synthetic data in {data_dir}")
     result = train(cfg, data_dir, run_dir, device=device, force=force, progress=progress, log=log)
-    summary = {"run_dir": str(run_dir), "best_val_dice": result.best_metric, "seconds": round(time.time() - t0, 1)}
-    log(f"demo finished in {summary['seconds']}s; checkpoint {run_dir / 'best.pt'}; "
+    from .evaluate import evaluate_model
+    from .infer import infer
+    from .report import case_report, cohort_report
+
+    model = run_dir / "best.pt"
+    ev = evaluate_model(model, "demo", data_dir, out / "evaluation", split="val", device=device, force=force,
+                        progress=False, log=log)
+    _print_summary(ev, log)
+    cohort = cohort_report(ev.out_dir, out=out / "cohort_report.pdf", force=force)
+    case = ev.info["ranked"]["median"]
+    single = infer([ev.info["cases"][case]["image"]], model=[str(model)], out=out / "infer", device=device, force=force,
+                   progress=False, log=log)
+    pdf = case_report(single.outputs[0]["findings_json"], out=out / "case_report.pdf",
+                      gt=ev.info["cases"][case]["ground_truth"], force=force)
+    summary = {"run_dir": str(run_dir), "best_val_dice": result.best_metric, "cohort_report": str(cohort),
+               "case_report": str(pdf), "seconds": round(time.time() - t0, 1)}
+    log(f"demo finished in {summary['seconds']}s: cohort report {cohort}, case report {pdf}; "
         f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return summary
 
@@ -96,7 +111,56 @@ def infer_from_cli(inputs, model=None, out=None, device="auto", tta=False, proba
         from .report import case_report
 
         for res in summary.outputs:
-            pdf = case_report(res["findings_json"], force=force)
+            pdf = case_report(res["findings_json"], out=summary.out_dir / f"{res['case_id']}_report.pdf", force=force)
             log(f"report: {pdf}")
     log(f"outputs in {summary.out_dir}")
     return summary
+
+
+def evaluate_from_cli(pred=None, gt=None, model=None, data=None, data_dir=None, split="val", out=None, labels=None,
+                      images=None, device="auto", tta=False, report=False, force=False, progress=True, log=print):
+    """``medseg evaluate``: folders (--pred/--gt) or a model on a recipe (--model/--data/--data-dir)."""
+    from .evaluate import evaluate_folders, evaluate_model
+
+    if model is not None:
+        if pred is not None or gt is not None:
+            raise MedsegError("give either --pred/--gt or --model/--data, not both")
+        if not data:
+            raise MedsegError("--model needs --data NAME (the recipe) and --data-dir; fix: e.g. --data ph2 --data-dir datasets/ph2")
+        res = evaluate_model(model, data, Path(data_dir) if data_dir else default_data_dir(data), out, split=split,
+                             device=device, tta=tta, force=force, progress=progress, log=log)
+    else:
+        if pred is None or gt is None:
+            raise MedsegError("medseg evaluate needs --pred and --gt folders (or --model with --data)")
+        res = evaluate_folders(pred, gt, out, labels=labels, images=images, force=force, progress=progress, log=log)
+    _print_summary(res, log)
+    if report:
+        from .report import cohort_report
+
+        log(f"report: {cohort_report(res.out_dir, force=force)}")
+    return res
+
+
+def _print_summary(res, log) -> None:
+    s = res.summary
+    for cls in dict.fromkeys(s["class"]):
+        d = s[(s["class"] == cls) & (s["metric"] == "dice")].iloc[0]
+        j = s[(s["class"] == cls) & (s["metric"] == "jaccard")].iloc[0]
+        log(f"{cls}: Dice {d['mean']:.4f} (95% CI {d['ci95_low']:.4f}-{d['ci95_high']:.4f}), Jaccard {j['mean']:.4f}, n={int(d['n'])}")
+    log(f"metrics: {res.out_dir / 'metrics.csv'}, summary: {res.out_dir / 'summary.csv'}")
+
+
+def report_from_cli(source, out=None, gt=None, force=False, log=print):
+    """``medseg report``: a findings JSON gives a single-case PDF, an evaluation folder a cohort PDF."""
+    from .report import case_report, cohort_report
+
+    source = Path(source)
+    if source.is_dir():
+        pdf = cohort_report(source, out=out, force=force)
+    elif source.suffix == ".json":
+        pdf = case_report(source, out=out, gt=gt, force=force)
+    else:
+        raise fail(source, "is neither a findings JSON nor an evaluation folder",
+                   "pass <case>_findings.json from medseg infer or the --out folder of medseg evaluate")
+    log(f"report: {pdf}")
+    return pdf

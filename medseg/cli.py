@@ -122,6 +122,44 @@ def infer(
 
 
 @app.command()
+def evaluate(
+    pred: Optional[Path] = typer.Option(None, "--pred", help="Folder of predicted masks (<case>_seg.<ext>)."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="Folder of ground-truth masks."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint to run on a data set instead of --pred."),
+    data: Optional[str] = typer.Option(None, "--data", help="Recipe name with --model (ph2, lgg, brats, nifti, folder)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder with --model."),
+    split: str = typer.Option("val", "--split", help="all, val or test (the checkpoint's own split)."),
+    out: Path = typer.Option(..., "--out", help="Output folder for metrics.csv, summary.csv and plots."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label names, background first."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of the images, for overlays (with --pred)."),
+    device: str = typer.Option("auto", "--device"),
+    tta: bool = typer.Option(False, "--tta"),
+    report: bool = typer.Option(False, "--report", help="Also write the cohort PDF."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an earlier evaluation in --out."),
+    quiet: bool = typer.Option(False, "--quiet"),
+):
+    """Per-case, per-class metrics (Dice, Jaccard, precision, recall, HD95, ASSD, lesion counts)."""
+    from .api import evaluate_from_cli
+
+    _run(evaluate_from_cli, pred=pred, gt=gt, model=model, data=data, data_dir=data_dir, split=split, out=out,
+         labels=labels.split(",") if labels else None, images=images, device=device, tta=tta, report=report,
+         force=force, progress=not quiet, log=_echo)
+
+
+@app.command()
+def report(
+    source: Path = typer.Argument(..., help="<case>_findings.json (single case) or an evaluation folder (cohort)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="PDF path or folder (default reports/ or the evaluation folder)."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="Ground-truth mask for a single-case report."),
+    force: bool = typer.Option(False, "--force"),
+):
+    """Write a clinical-style PDF report."""
+    from .api import report_from_cli
+
+    _run(report_from_cli, source, out=out, gt=gt, force=force, log=_echo)
+
+
+@app.command()
 def version():
     """Print the medseg version."""
     from . import __version__

@@ -1,0 +1,42 @@
+"""Helpers shared by the benchmark scripts (not part of the package)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+from datetime import date
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} cores ({cpu}), {dev}, torch {torch.__version__}"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_isolated(args: list[str]) -> dict:
+    """Run ``python THIS_SCRIPT args`` in a fresh process (own peak-memory counter); parse its JSON line."""
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def line(metric: str, value, unit: str, peer=None, **extra) -> None:
+    """Print one figure per line: metric, value, unit, the peer's value, machine and date."""
+    rec = {"metric": metric, "value": value, "unit": unit, "peer": peer, "machine": machine(), "date": str(date.today()), **extra}
+    print(json.dumps(rec))

@@ -1,0 +1,284 @@
+"""``medseg evaluate``: per-case, per-class metrics at each case's original resolution.
+
+Two entry points:
+
+* :func:`evaluate_folders` pairs prediction and ground-truth files by case name
+  (``_seg``/``_mask``/``_label`` suffixes and extensions ignored).
+* :func:`evaluate_model` runs a checkpoint on a recipe's cases (all, or the
+  checkpoint's own val/test split) and evaluates the result. Cases that are
+  slices of one volume (LGG) are stacked back into that volume first, so the
+  metrics are per patient.
+
+Both write ``metrics.csv`` (one row per case and class), ``summary.csv``
+(mean, std, median and 95% bootstrap interval per class and metric), plots,
+overlays of the best, median and worst cases, and ``eval.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .data.base import IMAGE, LABEL, mask_stem
+from .errors import MedsegError, fail
+from .io import IMAGE_2D_EXTS, VOLUME_EXTS, atomic_write, file_ext, read_image_2d, read_volume, strip_ext
+from .metrics import METRICS, bootstrap_ci, case_metrics
+
+ROW_KEYS = ["case_id", "class", *METRICS, "gt_size", "pred_size", "lesions_gt", "lesions_pred", "lesions_detected"]
+OUTPUTS = ("metrics.csv", "summary.csv", "eval.json")
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    metrics: pd.DataFrame
+    summary: pd.DataFrame
+    info: dict
+
+
+# ----------------------------------------------------------------------------
+# reading and pairing
+# ----------------------------------------------------------------------------
+
+def case_key(path: str | Path) -> str:
+    return mask_stem(strip_ext(path))
+
+
+def _mask_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and file_ext(p) in VOLUME_EXTS + IMAGE_2D_EXTS
+                  and not p.name.startswith(".") and "_prob" not in p.name)
+
+
+def pair_cases(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
+    """Return ``(pairs, predictions_without_gt, gt_without_prediction)``."""
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    for d, what in ((pred_dir, "--pred"), (gt_dir, "--gt")):
+        if not d.is_dir():
+            raise fail(d, "is not a folder", f"pass {what} as a folder of masks")
+    preds = {case_key(p): p for p in _mask_files(pred_dir)}
+    gts = {case_key(p): p for p in _mask_files(gt_dir)}
+    if not preds:
+        raise fail(pred_dir, "holds no mask files", "point --pred at the folder medseg infer wrote")
+    pairs = [(k, preds[k], gts[k]) for k in sorted(preds) if k in gts]
+    return pairs, sorted(set(preds) - set(gts)), sorted(set(gts) - set(preds))
+
+
+def read_label_map(path: Path, num_classes: int) -> tuple[np.ndarray, tuple, np.ndarray | None]:
+    """A mask file -> ``(class map, spacing, affine or None)``; binary tasks threshold anything > 0."""
+    from .transforms import binarise_mask_2d, labels_to_classes
+
+    if file_ext(path) in IMAGE_2D_EXTS:
+        raw = read_image_2d(path, kind="mask")
+        if num_classes == 2:
+            return binarise_mask_2d(raw), (1.0, 1.0), None
+        return labels_to_classes(raw if raw.ndim == 2 else raw[..., 0], num_classes, path), (1.0, 1.0), None
+    arr, geom = read_volume(path)
+    if arr.ndim == 4:
+        arr = arr[..., 0]
+    return labels_to_classes(np.asarray(arr, dtype=np.float32), num_classes, path), tuple(geom.spacing), geom.affine
+
+
+def guess_labels(gt_files: list[Path]) -> list[str]:
+    values = set()
+    for p in gt_files[:20]:
+        arr = read_image_2d(p, kind="mask") if file_ext(p) in IMAGE_2D_EXTS else read_volume(p)[0]
+        values |= {int(v) for v in np.unique(np.asarray(arr)) if float(v).is_integer()}
+    if values <= {0, 1} or values <= {0, 255}:
+        return ["background", "lesion"]
+    return ["background"] + [f"class_{i}" for i in range(1, max(values) + 1)]
+
+
+# ----------------------------------------------------------------------------
+# computing
+# ----------------------------------------------------------------------------
+
+def metrics_rows(case_id: str, pred: np.ndarray, gt: np.ndarray, spacing, labels: list[str]) -> list[dict]:
+    rows = []
+    for c, name in enumerate(labels):
+        if c == 0:
+            continue
+        m = case_metrics(pred == c, gt == c, spacing)
+        rows.append({"case_id": case_id, "class": name, **m})
+    if len(labels) > 2:  # whole foreground ("whole tumour" for BraTS)
+        rows.append({"case_id": case_id, "class": "all_foreground", **case_metrics(pred > 0, gt > 0, spacing)})
+    return rows
+
+
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for cls, g in df.groupby("class", sort=False):
+        for metric in METRICS + ["gt_size", "pred_size"]:
+            v = g[metric].to_numpy(dtype=float)
+            finite = v[np.isfinite(v)]
+            lo, hi = bootstrap_ci(finite)
+            out.append({"class": cls, "metric": metric, "n": int(finite.size), "n_undefined": int(v.size - finite.size),
+                        "mean": float(finite.mean()) if finite.size else np.nan,
+                        "std": float(finite.std(ddof=1)) if finite.size > 1 else np.nan,
+                        "median": float(np.median(finite)) if finite.size else np.nan, "ci95_low": lo, "ci95_high": hi})
+    return pd.DataFrame(out)
+
+
+def _check_out(out_dir: Path, force: bool) -> None:
+    existing = [f for f in OUTPUTS if (out_dir / f).exists()]
+    if existing and not force:
+        raise fail(out_dir, f"already holds an evaluation ({', '.join(existing)})", "pass --force to overwrite or choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _write(out_dir: Path, df: pd.DataFrame, info: dict) -> EvalResult:
+    df = df[[k for k in ROW_KEYS if k in df.columns]]
+    summary = summarise(df)
+    atomic_write(out_dir / "metrics.csv", lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"), suffix=".csv")
+    atomic_write(out_dir / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False, float_format="%.6g"), suffix=".csv")
+    from .overlays import evaluation_plots
+
+    info["plots"] = evaluation_plots(df, out_dir, info.get("size_unit", "mL"))
+    atomic_write(out_dir / "eval.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1, default=str)), suffix=".json")
+    return EvalResult(out_dir, df, summary, info)
+
+
+def _rank_cases(df: pd.DataFrame) -> dict[str, str]:
+    """Best, median and worst case by mean Dice over foreground classes."""
+    per_case = df[df["class"] != "all_foreground"].groupby("case_id")["dice"].mean().sort_values()
+    if per_case.empty:
+        return {}
+    return {"worst": per_case.index[0], "median": per_case.index[len(per_case) // 2], "best": per_case.index[-1]}
+
+
+def evaluate_folders(pred_dir, gt_dir, out, labels: list[str] | None = None, images: str | Path | None = None,
+                     force: bool = False, progress: bool = True, log=print) -> EvalResult:
+    """Evaluate a folder of predictions against a folder of ground truth."""
+    from tqdm.auto import tqdm
+
+    from .overlays import save_case_overlay
+
+    out_dir = Path(out)
+    _check_out(out_dir, force)
+    pairs, pred_only, gt_only = pair_cases(pred_dir, gt_dir)
+    if pred_only:
+        log(f"warning: {len(pred_only)} predictions have no ground truth and are not scored: {', '.join(pred_only[:5])}")
+    if gt_only:
+        log(f"warning: {len(gt_only)} ground-truth cases have no prediction: {', '.join(gt_only[:5])}")
+    if not pairs:
+        raise fail(pred_dir, f"no prediction matches a ground-truth file in {gt_dir}",
+                   "name predictions <case>_seg.<ext> and ground truth <case>.<ext> (or <case>_mask.<ext>)")
+    labels = list(labels) if labels else guess_labels([p[2] for p in pairs])
+    image_files = {case_key(p): p for p in _mask_files(Path(images))} if images else {}
+    rows, cases = [], {}
+    for case_id, pp, gp in tqdm(pairs, disable=not progress, desc="evaluate", unit="case"):
+        pred, _, paff = read_label_map(pp, len(labels))
+        gt, spacing, gaff = read_label_map(gp, len(labels))
+        if pred.shape != gt.shape:
+            raise MedsegError(f"{pp} and {gp}: shapes differ {pred.shape} vs {gt.shape}; fix: predict on the ground truth's "
+                              "grid (medseg infer writes masks in the input geometry)")
+        if paff is not None and gaff is not None and not np.allclose(paff, gaff, atol=1e-3 * max(1.0, float(np.max(spacing)))):
+            raise MedsegError(f"{pp} and {gp}: geometry differs (origin/direction/spacing); fix: resample the prediction "
+                              "onto the ground-truth grid")
+        rows += metrics_rows(case_id, pred, gt, spacing, labels)
+        cases[case_id] = {"prediction": str(pp), "ground_truth": str(gp), "image": str(image_files.get(case_id, "")) or None}
+    df = pd.DataFrame(rows)
+    ranks = _rank_cases(df)
+    for tag, cid in ranks.items():
+        c = cases[cid]
+        cases[cid]["overlay"] = save_case_overlay(c["image"], c["ground_truth"], c["prediction"], labels,
+                                                  out_dir / "overlays" / f"{cid}.png", title=f"{cid} ({tag})")
+    info = {"mode": "folders", "size_unit": "mm²" if file_ext(pairs[0][2]) in IMAGE_2D_EXTS else "mL", "pred_dir": str(pred_dir), "gt_dir": str(gt_dir), "labels": labels, "n_cases": len(pairs),
+            "predictions_without_gt": pred_only, "gt_without_prediction": gt_only, "cases": cases, "ranked": ranks,
+            "medseg_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return _write(out_dir, df, info)
+
+
+def evaluate_model(model: str | Path, data: str, data_dir, out, split: str = "val", device: str = "auto",
+                   tta: bool = False, force: bool = False, progress: bool = True, log=print) -> EvalResult:
+    """Run ``model`` on a recipe's cases and evaluate at each case's original resolution."""
+    from tqdm.auto import tqdm
+
+    from .data import load_samples
+    from .data.lgg import group_by_volume
+    from .infer import Case, load_models, segment_case
+    from .overlays import save_case_overlay, save_volume_overlay
+    from .train import resolve_device
+
+    out_dir = Path(out)
+    _check_out(out_dir, force)
+    dev = resolve_device(device)
+    models = load_models([model], dev)
+    lm = models[0]
+    cfg = lm.cfg
+    samples = load_samples(data, data_dir, {**cfg.data.options, "channels": cfg.data.channels}).samples
+    if split != "all":
+        ids = set(lm.ckpt.get("split", {}).get(split) or [])
+        if not ids:
+            raise fail(model, f"has no '{split}' cases in its split", "use --split all (or val/test when the run had them)")
+        samples = [s for s in samples if s["case_id"] in ids]
+        if not samples:
+            raise fail(data_dir, f"none of the checkpoint's '{split}' cases are in this folder", "use --split all")
+    labels = list(cfg.data.labels)
+    pred_dir = out_dir / "predictions"
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    predicted = {}
+    for s in tqdm(samples, disable=not progress, desc="predict", unit="case"):
+        case = Case(s["case_id"], s[IMAGE] if isinstance(s[IMAGE], list) else [s[IMAGE]], s["case_id"])
+        res = segment_case(models, case, pred_dir, dev, tta=tta, force=True)
+        predicted[s["case_id"]] = res["segmentation"]
+    infer_s = time.time() - t0
+    rows, cases = [], {}
+    volumes = group_by_volume(samples) if all("volume_id" in s for s in samples) else None
+    if volumes:  # slices of one patient -> one volume (per-patient metrics, as in Buda et al. 2019)
+        for vid, sl in volumes.items():
+            pred = np.stack([read_label_map(Path(predicted[s["case_id"]]), len(labels))[0] for s in sl], axis=-1)
+            gt = np.stack([read_label_map(Path(s[LABEL]), len(labels))[0] for s in sl], axis=-1)
+            rows += metrics_rows(vid, pred, gt, (1.0, 1.0, 1.0), labels)
+            cases[vid] = {"slices": [s["case_id"] for s in sl], "meta": sl[0].get("meta", {}),
+                          "image": [s[IMAGE] for s in sl], "ground_truth": [s[LABEL] for s in sl],
+                          "prediction": [predicted[s["case_id"]] for s in sl]}
+    else:
+        for s in samples:
+            pred, _, _ = read_label_map(Path(predicted[s["case_id"]]), len(labels))
+            gt, spacing, _ = read_label_map(Path(s[LABEL]), len(labels))
+            if cfg.data.spatial_dims == 2 and cfg.data.pixel_spacing_mm:
+                spacing = tuple(cfg.data.pixel_spacing_mm)
+            rows += metrics_rows(s["case_id"], pred, gt, spacing, labels)
+            cases[s["case_id"]] = {"meta": s.get("meta", {}), "image": s[IMAGE], "ground_truth": s[LABEL],
+                                   "prediction": predicted[s["case_id"]]}
+    df = pd.DataFrame(rows)
+    ranks = _rank_cases(df)
+    for tag, cid in ranks.items():
+        c = cases[cid]
+        target = out_dir / "overlays" / f"{cid}.png"
+        if volumes:
+            c["overlay"] = save_volume_overlay(c, labels, target, title=f"{cid} ({tag})")
+        else:
+            img = c["image"][0] if isinstance(c["image"], list) else c["image"]
+            c["overlay"] = save_case_overlay(img, c["ground_truth"], c["prediction"], labels, target, title=f"{cid} ({tag})")
+    ck = lm.ckpt
+    info = {"mode": "model", "size_unit": "mm²" if cfg.data.spatial_dims == 2 and not volumes else "mL",
+            "model": str(Path(model).resolve()), "model_sha256_12": lm.sha, "data": data,
+            "data_dir": str(data_dir), "split": split, "labels": labels, "n_cases": len(cases),
+            "per_volume": bool(volumes), "infer_seconds": round(infer_s, 1), "cases": cases, "ranked": ranks,
+            "model_card": model_card(ck, lm.sha), "medseg_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    log(f"evaluated {len(cases)} {'volumes' if volumes else 'cases'} in {time.time() - t0:.0f}s")
+    return _write(out_dir, df, info)
+
+
+def model_card(ck: dict, sha: str) -> dict:
+    d = ck.get("data", {})
+    spec = ck["model"]
+    kw = spec["kwargs"]
+    return {"architecture": f"{spec['name']} {kw.get('spatial_dims')}D, channels {kw.get('channels')}, "
+                            f"strides {kw.get('strides')}, residual units {kw.get('num_res_units')}",
+            "inputs": ", ".join(ck.get("channels", [])), "labels": ", ".join(ck.get("labels", [])),
+            "training_data": f"{d.get('recipe')} from {d.get('data_dir')}",
+            "split": f"{d.get('n_train')} train / {d.get('n_val')} validation ({d.get('split_method')})",
+            "validation": ", ".join(f"{k.replace('val_', '')} {float(v):.4f}" for k, v in (ck.get("val_metrics") or {}).items()),
+            "epochs": ck.get("epoch"), "medseg_version": ck.get("medseg_version"), "checkpoint_sha256_12": sha,
+            "trained": ck.get("created")}

@@ -1,0 +1,106 @@
+"""Segmentation metrics: pure functions of two boolean masks and the voxel spacing.
+
+Empty-mask rules (explicit, documented in the README, tested):
+
+====================  ==========================  ===========================
+metric                GT and prediction empty     only one of them empty
+====================  ==========================  ===========================
+dice, jaccard         1.0                         0.0
+precision             NaN (nothing predicted)     NaN if nothing predicted, else 0.0
+recall                NaN (nothing to find)       NaN if GT empty, else 0.0
+specificity           TN / (TN + FP), NaN if there are no negatives
+hd95_mm, assd_mm      0.0                         NaN (no surface to measure to)
+====================  ==========================  ===========================
+
+NaN means *undefined*, never silently 0: summaries skip it and count it.
+Surface distances are MONAI's kernels with the voxel spacing, so they are in
+millimetres. Lesions are connected components (full connectivity); a ground
+truth lesion counts as detected when any predicted voxel overlaps it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import ndimage
+
+METRICS = ["dice", "jaccard", "precision", "recall", "specificity", "hd95_mm", "assd_mm"]
+
+
+def confusion(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int, int]:
+    """``(tp, fp, fn, tn)`` voxel counts of two boolean masks of one shape."""
+    p, g = np.asarray(pred, bool), np.asarray(gt, bool)
+    if p.shape != g.shape:
+        raise ValueError(f"shape mismatch {p.shape} vs {g.shape}")
+    tp = int(np.count_nonzero(p & g))
+    fp = int(np.count_nonzero(p)) - tp
+    fn = int(np.count_nonzero(g)) - tp
+    return tp, fp, fn, int(p.size) - tp - fp - fn
+
+
+def overlap_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    tp, fp, fn, tn = confusion(pred, gt)
+    nan = float("nan")
+    both_empty = tp + fp + fn == 0
+    return {
+        "dice": 1.0 if both_empty else 2 * tp / (2 * tp + fp + fn),
+        "jaccard": 1.0 if both_empty else tp / (tp + fp + fn),
+        "precision": tp / (tp + fp) if tp + fp else nan,
+        "recall": tp / (tp + fn) if tp + fn else nan,
+        "specificity": tn / (tn + fp) if tn + fp else nan,
+    }
+
+
+def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing) -> dict[str, float]:
+    """95th-percentile Hausdorff distance and average symmetric surface distance in mm."""
+    p, g = np.asarray(pred, bool), np.asarray(gt, bool)
+    if not p.any() and not g.any():
+        return {"hd95_mm": 0.0, "assd_mm": 0.0}
+    if not p.any() or not g.any():
+        return {"hd95_mm": float("nan"), "assd_mm": float("nan")}
+    import torch
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
+    # crop to the joint bounding box (plus a margin) so large volumes stay cheap
+    box = ndimage.find_objects((p | g).astype(np.uint8))[0]
+    box = tuple(slice(max(0, s.start - 2), s.stop + 2) for s in box)
+    tp_ = torch.from_numpy(np.ascontiguousarray(p[box]))[None, None]
+    tg_ = torch.from_numpy(np.ascontiguousarray(g[box]))[None, None]
+    sp = [float(s) for s in spacing]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hd = compute_hausdorff_distance(tp_, tg_, include_background=True, percentile=95, spacing=sp)
+        asd = compute_average_surface_distance(tp_, tg_, include_background=True, symmetric=True, spacing=sp)
+    return {"hd95_mm": float(hd.item()), "assd_mm": float(asd.item())}
+
+
+def lesion_counts(pred: np.ndarray, gt: np.ndarray) -> dict[str, int]:
+    """Connected components in GT and prediction, and GT lesions overlapped by the prediction."""
+    p, g = np.asarray(pred, bool), np.asarray(gt, bool)
+    structure = ndimage.generate_binary_structure(g.ndim, g.ndim)
+    gl, ng = ndimage.label(g, structure=structure)
+    _, npred = ndimage.label(p, structure=structure)
+    detected = int(np.unique(gl[p & g]).size) if ng else 0
+    return {"lesions_gt": int(ng), "lesions_pred": int(npred), "lesions_detected": detected}
+
+
+def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing, distances: bool = True) -> dict[str, float]:
+    """All per-class metrics for one binary pair, plus sizes in mL (3D) or mm^2 (2D)."""
+    unit = float(np.prod(spacing)) / (1000.0 if np.asarray(gt).ndim == 3 else 1.0)
+    out = overlap_metrics(pred, gt)
+    out.update(surface_distances(pred, gt, spacing) if distances else {"hd95_mm": float("nan"), "assd_mm": float("nan")})
+    out["gt_size"] = float(np.count_nonzero(gt)) * unit
+    out["pred_size"] = float(np.count_nonzero(pred)) * unit
+    out.update(lesion_counts(pred, gt))
+    return out
+
+
+def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean, ignoring NaN; (nan, nan) with fewer than 2 values."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
+    if v.size < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
