@@ -26,6 +26,7 @@ from . import __version__
 from .checkpoint import describe, file_hash, load_checkpoint, require_keys
 from .config import Config, config_from_dict
 from .data.base import IMAGE, glob_ci, mask_stem
+from .data.lookup import lookup_metadata
 from .errors import MedsegError, fail, find_user_error
 from .findings import lesion_findings
 from .io import (IMAGE_2D_EXTS, VOLUME_EXTS, Geometry, atomic_write, file_ext, geometry_2d, is_dicom_dir, strip_ext,
@@ -309,7 +310,7 @@ def segment_case(models: list[LoadedModel], case: Case, out_dir: Path, device: t
         "probabilities": str(prob_path.resolve()) if probabilities else None,
         "geometry": geom.summary(),
         "spacing_assumed": geom.ndim == 2 and not geom.meta.get("spacing_known", False),
-        "metadata": geom.meta.get("dicom", {}),
+        "metadata": {**geom.meta.get("dicom", {}), **lookup_metadata(case.paths[0])},
         "labels": list(cfg.data.labels),
         "channels": list(cfg.data.channels),
         **findings,

@@ -85,7 +85,12 @@ def labels_to_classes(label: np.ndarray, num_classes: int, path) -> np.ndarray:
     if not np.isfinite(label).all():
         raise fail(path, "label map contains NaN or infinite values", "repair the label file")
     if num_classes == 2:
-        return (label > 0).astype(np.uint8)
+        fg_values = np.unique(label[label != 0])
+        if fg_values.size > 1:
+            shown = [int(v) if float(v).is_integer() else float(v) for v in fg_values[:6]]
+            raise fail(path, f"label values {shown} are outside the configured classes (one foreground class)",
+                       "list every class in data.labels (or --labels), or merge the values into one")
+        return (label != 0).astype(np.uint8)
     rounded = np.rint(label)
     if np.abs(rounded - label).max(initial=0) > 1e-3:
         raise fail(path, "label map has non-integer values", "save labels as integers (nearest-neighbour resampling)")

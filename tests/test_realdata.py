@@ -160,3 +160,31 @@ def test_infer_real_2d(ph2_model, lgg_model, tmp_path):
     lgg = load_samples("lgg", shared("lgg")).samples[10]["image"]
     res = infer([lgg], model=[str(lgg_model)], out=tmp_path / "lgg", progress=False, log=_quiet).outputs[0]
     assert Image.open(res["segmentation"]).size == (256, 256)
+
+
+@pytest.mark.slow
+def test_evaluate_and_report_real(ph2_model, lgg_model, brats_model, tmp_path):
+    import pandas as pd
+    from pypdf import PdfReader
+
+    from medseg.evaluate import evaluate_model
+    from medseg.report import case_report, cohort_report, fmt
+
+    ph2 = evaluate_model(ph2_model, "ph2", shared("ph2"), tmp_path / "ph2", split="val", progress=False, log=_quiet)
+    assert len(ph2.metrics) == load_checkpoint(ph2_model)["data"]["n_val"]
+    assert all("diagnosis" in c["meta"] for c in ph2.info["cases"].values())
+    lgg = evaluate_model(lgg_model, "lgg", shared("lgg"), tmp_path / "lgg", split="val", progress=False, log=_quiet)
+    assert lgg.info["per_volume"] and len(lgg.metrics) == 2  # two validation patients, one row each
+    brats = evaluate_model(brats_model, "brats", shared("brats"), tmp_path / "brats", split="val", progress=False, log=_quiet)
+    assert set(brats.metrics["class"]) == {"necrosis", "oedema", "non_enhancing", "enhancing", "all_foreground"}
+    pdf = cohort_report(tmp_path / "brats")
+    text = " ".join(" ".join(pg.extract_text() for pg in PdfReader(str(pdf)).pages).split())
+    s = pd.read_csv(tmp_path / "brats" / "summary.csv")
+    d = s[(s["class"] == "all_foreground") & (s["metric"] == "dice")].iloc[0]
+    assert f"{fmt(d['mean'])} ± {fmt(d['std'])}" in text
+    case = next(iter(ph2.info["cases"].values()))
+    res = infer([case["image"]], model=[str(ph2_model)], out=tmp_path / "inf", progress=False, log=_quiet).outputs[0]
+    assert "diagnosis" in res["metadata"]  # looked up from PH2_dataset.txt
+    single = case_report(res["findings_json"], gt=case["ground_truth"], out=tmp_path / "case.pdf")
+    text = " ".join(" ".join(pg.extract_text() for pg in PdfReader(str(single)).pages).split())
+    assert "Diagnosis" in text and "Agreement with ground truth" in text

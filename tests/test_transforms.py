@@ -31,6 +31,8 @@ def test_labels_to_classes_rejects_unknown_values(tmp_path):
         labels_to_classes(np.array([0, 1, 7], np.float32), 5, tmp_path / "seg.nii.gz")
     assert labels_to_classes(np.array([0.0, 4.0, 2.0]), 5, "x").tolist() == [0, 4, 2]
     assert labels_to_classes(np.array([0.0, 4.0]), 2, "x").tolist() == [0, 1]
+    with pytest.raises(MedsegError, match="one foreground class"):
+        labels_to_classes(np.array([0.0, 1.0, 2.0]), 2, "x")
 
 
 def test_adapt_channels():

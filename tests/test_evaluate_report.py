@@ -1,0 +1,141 @@
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from pypdf import PdfReader
+
+from medseg.errors import MedsegError
+from medseg.evaluate import evaluate_folders
+from medseg.metrics import case_metrics
+from medseg.report import case_report, cohort_report, fmt
+
+
+def _quiet(*_a, **_k):
+    pass
+
+
+def _masks(tmp_path, n=4):
+    rng = np.random.default_rng(0)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "img").mkdir()
+    truth = {}
+    for i in range(n):
+        g = np.zeros((30, 40), np.uint8)
+        p = np.zeros((30, 40), np.uint8)
+        r, c = rng.integers(5, 15, 2)
+        g[r:r + 10, c:c + 12] = 255
+        p[r + i:r + 10 + i, c:c + 12] = 255  # shifted by i rows: Dice falls with i
+        Image.fromarray(g).save(tmp_path / "gt" / f"case{i}_mask.png")
+        Image.fromarray(p).save(tmp_path / "pred" / f"case{i}_seg.png")
+        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "img" / f"case{i}.png")
+        truth[f"case{i}"] = (p > 0, g > 0)
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "pred" / "orphan_seg.png")
+    return truth
+
+
+def test_evaluate_folders_tables(tmp_path):
+    truth = _masks(tmp_path)
+    said = []
+    res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", images=tmp_path / "img",
+                           progress=False, log=said.append)
+    df = pd.read_csv(tmp_path / "ev" / "metrics.csv")
+    assert list(df.columns[:4]) == ["case_id", "class", "dice", "jaccard"]
+    assert {"hd95_mm", "assd_mm", "gt_size", "pred_size", "lesions_gt", "lesions_pred", "lesions_detected"} <= set(df.columns)
+    for cid, (p, g) in truth.items():
+        row = df[df["case_id"] == cid].iloc[0]
+        assert row["dice"] == pytest.approx(case_metrics(p, g, (1, 1))["dice"], abs=1e-5)
+    assert df[df["case_id"] == "case0"]["dice"].iloc[0] == pytest.approx(1.0)
+    summary = pd.read_csv(tmp_path / "ev" / "summary.csv")
+    dice = summary[(summary["metric"] == "dice")].iloc[0]
+    assert dice["mean"] == pytest.approx(df["dice"].mean(), abs=1e-5) and dice["n"] == 4
+    info = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert info["predictions_without_gt"] == ["orphan"]  # reported, not silently dropped
+    assert any("orphan" in s for s in said)
+    assert info["ranked"]["best"] == "case0" and info["ranked"]["worst"] == "case3"
+    for f in ("boxplots.png", "dice_vs_size.png"):
+        assert (tmp_path / "ev" / f).stat().st_size > 1000
+    assert res.info["cases"]["case0"]["overlay"].endswith("case0.png")
+    with pytest.raises(MedsegError, match="already holds an evaluation"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=_quiet)
+
+
+def test_evaluate_shape_and_geometry_mismatch(tmp_path):
+    for d in ("p", "g", "p2", "g2"):
+        (tmp_path / d).mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.eye(4)), str(tmp_path / "p" / "a_seg.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 5), np.uint8), np.eye(4)), str(tmp_path / "g" / "a.nii.gz"))
+    with pytest.raises(MedsegError, match=r"a_seg.nii.gz and .*a.nii.gz: shapes differ"):
+        evaluate_folders(tmp_path / "p", tmp_path / "g", tmp_path / "o", progress=False, log=_quiet)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.eye(4)), str(tmp_path / "p2" / "a_seg.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.diag([2, 1, 1, 1.0])), str(tmp_path / "g2" / "a.nii.gz"))
+    with pytest.raises(MedsegError, match="geometry differs"):
+        evaluate_folders(tmp_path / "p2", tmp_path / "g2", tmp_path / "o2", progress=False, log=_quiet)
+
+
+def test_evaluate_multiclass_3d_and_bad_labels(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "g").mkdir()
+    g = np.zeros((10, 10, 6), np.uint8)
+    g[2:5, 2:5, 1:3] = 1
+    g[6:9, 6:9, 2:5] = 2
+    p = g.copy()
+    p[6:9, 6:9, 4] = 0
+    aff = np.diag([0.8, 0.8, 2.5, 1])
+    nib.save(nib.Nifti1Image(g, aff), str(tmp_path / "g" / "v.nii.gz"))
+    nib.save(nib.Nifti1Image(p, aff), str(tmp_path / "p" / "v_seg.nii.gz"))
+    res = evaluate_folders(tmp_path / "p", tmp_path / "g", tmp_path / "o", labels=["background", "core", "edema"],
+                           progress=False, log=_quiet)
+    df = res.metrics.set_index("class")
+    assert df.loc["core", "dice"] == pytest.approx(1.0)
+    assert df.loc["edema", "dice"] == pytest.approx(2 * 18 / (18 + 27))
+    assert df.loc["edema", "gt_size"] == pytest.approx(27 * 0.8 * 0.8 * 2.5 / 1000)
+    assert "all_foreground" in df.index
+    with pytest.raises(MedsegError, match=r"label values \[1, 2\] are outside"):
+        evaluate_folders(tmp_path / "p", tmp_path / "g", tmp_path / "o2", labels=["background", "core"],
+                         progress=False, log=_quiet)
+
+
+def _pdf_text(path):
+    return " ".join(" ".join(page.extract_text() for page in PdfReader(str(path)).pages).split())
+
+
+def test_cohort_pdf_numbers_match_csv(tmp_path):
+    _masks(tmp_path)
+    evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", images=tmp_path / "img", progress=False, log=_quiet)
+    pdf = cohort_report(tmp_path / "ev")
+    text = _pdf_text(pdf)
+    summary = pd.read_csv(tmp_path / "ev" / "summary.csv")
+    dice = summary[summary["metric"] == "dice"].iloc[0]
+    assert f"{fmt(dice['mean'])} ± {fmt(dice['std'])}" in text
+    assert f"{fmt(dice['ci95_low'])} - {fmt(dice['ci95_high'])}" in text
+    for _, r in pd.read_csv(tmp_path / "ev" / "metrics.csv").iterrows():
+        assert f"{r['case_id']} lesion {fmt(r['dice'])} {fmt(r['jaccard'])}" in text
+    assert "Page 1" in text and "not a diagnosis" in text
+    with pytest.raises(MedsegError, match="already exists"):
+        cohort_report(tmp_path / "ev")
+
+
+def test_case_pdf_numbers_match_findings(tmp_path):
+    from medseg.config import load_config
+    from medseg.data import synthetic
+    from medseg.infer import infer
+    from medseg.train import train
+
+    data = synthetic.make_folder_2d(tmp_path / "d", n=6, size=(32, 48))
+    cfg = load_config("demo", ["data.recipe=folder", "preprocess.spatial_size=[32,48]", "train.epochs=2",
+                               "model.channels=[4,8,16]", "model.strides=[2,2]"])
+    train(cfg, data, tmp_path / "run", progress=False, log=_quiet)
+    res = infer([str(data / "images" / "case_000.png")], model=[str(tmp_path / "run" / "best.pt")], out=tmp_path / "inf",
+                progress=False, log=_quiet).outputs[0]
+    pdf = case_report(res["findings_json"], gt=data / "masks" / "case_000_mask.png")
+    assert pdf.parent.name == "reports"
+    text = _pdf_text(pdf)
+    f = json.loads(open(res["findings_json"]).read())
+    c = f["classes"]["lesion"]
+    assert f"lesion {c['n_lesions']} {fmt(c['total_mm2'])}" in text
+    assert "case_000.png" in text and "Agreement with ground truth" in text and "Model card" in text
+    assert f["models"][0]["sha256_12"] in text
