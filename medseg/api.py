@@ -25,7 +25,7 @@ def default_data_dir(name: str) -> Path:
 
 
 def train_from_cli(config: str, data_dir=None, out=None, epochs=None, device="auto", resume=False, force=False,
-                   seed=None, overrides=None, progress=True, log=print) -> TrainResult:
+                   seed=None, overrides=None, progress=True, log=print, nproc=1) -> TrainResult:
     """Resolve config, data and run directory the way ``medseg train`` documents, then train."""
     overrides = _cli_overrides(overrides, epochs, seed)
     if resume:
@@ -41,13 +41,13 @@ def train_from_cli(config: str, data_dir=None, out=None, epochs=None, device="au
             from .checkpoint import load_checkpoint
 
             data_dir = load_checkpoint(run_dir / "last.pt", map_location="cpu")["data"]["data_dir"]
-        return train(cfg, data_dir, run_dir, device=device, resume=True, progress=progress, log=log)
+        return train(cfg, data_dir, run_dir, device=device, resume=True, progress=progress, log=log, nproc=nproc)
     cfg = load_config(config, overrides)
     data_dir = Path(data_dir) if data_dir else default_data_dir(cfg.name)
     if not data_dir.exists() and cfg.data.recipe != "demo":
         raise fail(data_dir, "data directory does not exist",
                    f"pass --data-dir or put the data in datasets/{cfg.name} (see datasets/{cfg.name}/README.md)")
-    return train(cfg, data_dir, out, device=device, resume=False, force=force, progress=progress, log=log)
+    return train(cfg, data_dir, out, device=device, resume=False, force=force, progress=progress, log=log, nproc=nproc)
 
 
 def check_from_cli(name: str, data_dir=None, overrides=None, progress=False) -> dict:

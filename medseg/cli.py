@@ -44,13 +44,14 @@ def train(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override train.seed."),
     set_: List[str] = typer.Option([], "--set", "-s", help="Override any config key: --set train.lr=3e-4 (repeatable)."),
+    nproc: int = typer.Option(1, "--nproc", help="Processes for DistributedDataParallel (GPUs: one per GPU; CPU: gloo)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ):
     """Train a model on a data set recipe."""
     from .api import train_from_cli
 
     _run(train_from_cli, config, data_dir=data_dir, out=out, epochs=epochs, device=device, resume=resume,
-         force=force, seed=seed, overrides=set_, progress=not quiet, log=_echo)
+         force=force, seed=seed, overrides=set_, progress=not quiet, log=_echo, nproc=nproc)
 
 
 @datasets_app.command("check")

@@ -214,15 +214,106 @@ def _flat_hparams(cfg: Config) -> dict:
     return out
 
 
-def train(cfg: Config, *args, **kwargs) -> TrainResult:
-    """Train ``cfg``; see :func:`_train` for the arguments. Errors in data loading surface as MedsegError."""
+class _NullWriter:
+    """Stands in for SummaryWriter on ranks other than 0."""
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+@dataclass
+class DistInfo:
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _backend(device: str) -> str:
+    return "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, data_dir: str, run_dir: str, device: str,
+                resume: bool, progress: bool) -> None:
+    import torch.distributed as dist
+
+    from .config import config_from_dict
+
+    dist.init_process_group(_backend(device), init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        with user_errors():
+            _train(config_from_dict(cfg_dict), data_dir, run_dir, device=device, resume=resume, progress=progress,
+                   prepared=True, dist_info=DistInfo(rank, world, rank))
+    finally:
+        dist.destroy_process_group()
+
+
+def train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None, device: str = "auto",
+          resume: bool = False, force: bool = False, progress: bool = True, log=print, on_epoch_end=None,
+          nproc: int = 1) -> TrainResult:
+    """Train ``cfg`` on ``data_dir`` into ``out_dir``; see :func:`_train`.
+
+    ``nproc > 1`` runs DistributedDataParallel in that many local processes (NCCL on GPUs, gloo on CPUs);
+    under ``torchrun`` (``WORLD_SIZE`` set) each launched process joins the group itself. The data are split
+    across ranks, ``train.batch_size`` is the global batch, and only rank 0 writes checkpoints and TensorBoard.
+    Errors in data loading surface as MedsegError.
+    """
+    import os
+
     with user_errors():
-        return _train(cfg, *args, **kwargs)
+        world_env = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_env > 1:  # launched by torchrun
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group(_backend(device))
+            info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+            box = [str(Path(out_dir) if out_dir else default_run_dir(cfg.name))]
+            dist.broadcast_object_list(box, src=0)
+            if info.main:
+                prepare_run_dir(Path(box[0]), resume, force)
+            dist.barrier()
+            return _train(cfg, data_dir, box[0], device, resume, progress=progress, log=log, on_epoch_end=on_epoch_end,
+                          prepared=True, dist_info=info)
+        if nproc > 1:
+            import torch.multiprocessing as mp
+
+            check_config(cfg)
+            if cfg.train.batch_size % nproc:
+                raise MedsegError(f"train.batch_size {cfg.train.batch_size} (the global batch) is not divisible by "
+                                  f"--nproc {nproc}; fix: use a batch size that is a multiple of {nproc}")
+            if device != "cpu" and torch.cuda.is_available() and torch.cuda.device_count() < nproc:
+                raise MedsegError(f"--nproc {nproc} needs {nproc} GPUs, {torch.cuda.device_count()} visible; fix: lower --nproc")
+            run_dir = Path(out_dir) if out_dir else default_run_dir(cfg.name)
+            prepare_run_dir(run_dir, resume, force)
+            t0 = time.time()
+            log(f"starting {nproc} processes ({_backend(device)})")
+            mp.spawn(_ddp_worker, args=(nproc, _free_port(), cfg.to_dict(), str(data_dir), str(run_dir), device, resume,
+                                        progress), nprocs=nproc, join=True)
+            history = _read_history(run_dir / "history.csv")
+            best = load_checkpoint(run_dir / "best.pt")
+            res = TrainResult(run_dir, float(best["best_metric"]), int(best["best_epoch"]), len(history), time.time() - t0,
+                              history)
+            log(f"done in {res.seconds:.0f}s on {nproc} processes: best validation Dice {res.best_metric:.4f} "
+                f"at epoch {res.best_epoch}; checkpoints in {run_dir}")
+            return res
+        return _train(cfg, data_dir, out_dir, device, resume, force, progress, log, on_epoch_end)
 
 
 def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None, device: str = "auto",
-          resume: bool = False, force: bool = False, progress: bool = True, log=print,
-          on_epoch_end=None) -> TrainResult:
+           resume: bool = False, force: bool = False, progress: bool = True, log=print,
+           on_epoch_end=None, prepared: bool = False, dist_info: DistInfo | None = None) -> TrainResult:
     """Train ``cfg`` on the data in ``data_dir`` and write checkpoints and TensorBoard logs to ``out_dir``.
 
     ``on_epoch_end(epoch, row)`` is called after each epoch's checkpoints are on
@@ -236,11 +327,21 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     from tqdm.auto import tqdm
 
     check_config(cfg)
+    info = dist_info or DistInfo(0, 1, 0)
+    world = info.world
+    if not info.main:
+        log, progress, on_epoch_end = (lambda *a, **k: None), False, None
     run_dir = Path(out_dir) if out_dir else default_run_dir(cfg.name)
-    prepare_run_dir(run_dir, resume, force)
+    if not prepared:
+        prepare_run_dir(run_dir, resume, force)
     dev = resolve_device(device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(dev)
     if dev.type == "cpu":
         configure_cpu_threads(cfg.train.num_workers)
+        if world > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     set_determinism(seed=cfg.train.seed)
 
     result = load_samples(cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels})
@@ -255,12 +356,20 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         split = json.loads((run_dir / "split.json").read_text())
     else:
         split = make_split(samples, cfg.data.split)
-        save_split(split, run_dir / "split.json")
-        save_config(cfg, run_dir / "config.yaml")
+        if info.main:
+            save_split(split, run_dir / "split.json")
+            save_config(cfg, run_dir / "config.yaml")
     train_samples, val_samples = select(samples, split["train"]), select(samples, split["val"])
+    n_train_total = len(train_samples)
+    if world > 1:  # each rank caches and trains on its own share of the data
+        from monai.data import partition_dataset
+
+        train_samples = partition_dataset(train_samples, num_partitions=world, shuffle=True, seed=cfg.train.seed,
+                                          even_divisible=True)[info.rank]
+        val_samples = val_samples if info.main else []
     if not val_samples:
         log("warning: no validation cases; the best checkpoint will track the training loss instead")
-    log(f"{cfg.name}: {len(train_samples)} training and {len(val_samples)} validation samples ({split['method']}) -> {run_dir}")
+    log(f"{cfg.name}: {n_train_total} training and {len(val_samples)} validation samples ({split['method']}) -> {run_dir}")
 
     t0 = time.time()
     if cfg.train.cache:
@@ -274,12 +383,18 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     log(f"data ready in {time.time() - t0:.1f}s")
 
     spec = model_spec(cfg)
-    model = build_model(spec).to(dev)
+    net = build_model(spec).to(dev)
+    model = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[dev] if dev.type == "cuda" else None)
     loss_fn = build_loss(cfg)
     optimizer = build_optimizer(cfg, model.parameters())
     gen = torch.Generator()
-    loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=cfg.train.num_workers,
-                        drop_last=len(train_ds) > cfg.train.batch_size, generator=gen,
+    batch = cfg.train.batch_size // world
+    loader = DataLoader(train_ds, batch_size=batch, shuffle=True, num_workers=cfg.train.num_workers,
+                        drop_last=len(train_ds) > batch, generator=gen,
                         persistent_workers=cfg.train.num_workers > 0)
     steps_per_epoch = len(loader) if not cfg.train.max_steps_per_epoch else min(len(loader), cfg.train.max_steps_per_epoch)
     total_steps = cfg.train.epochs * steps_per_epoch
@@ -290,7 +405,7 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     start_epoch, best_metric, best_epoch, history = 0, -math.inf, -1, []
     if resume:
         ck = load_checkpoint(run_dir / "last.pt", map_location=dev)
-        model.load_state_dict(ck["state_dict"])
+        net.load_state_dict(ck["state_dict"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck.get("scaler", {})) if ck.get("scaler") else None
@@ -301,11 +416,12 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         if start_epoch >= cfg.train.epochs:
             log("nothing to do: the run already reached train.epochs (raise it with --epochs)")
 
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch * steps_per_epoch if resume else None)
+    writer = (SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch * steps_per_epoch if resume else None)
+              if info.main else _NullWriter())
     base = {"model": spec, "config": cfg.to_dict(), "labels": list(cfg.data.labels), "channels": list(cfg.data.channels),
             "preprocess": cfg.to_dict()["preprocess"], "infer": cfg.to_dict()["infer"], "intensity_stats": intensity_stats,
             "roi_size": roi_size(cfg), "split": {k: split[k] for k in ("train", "val", "test")},
-            "data": {"recipe": cfg.data.recipe, "data_dir": str(data_dir), "n_train": len(train_samples),
+            "data": {"recipe": cfg.data.recipe, "data_dir": str(data_dir), "n_train": n_train_total,
                      "n_val": len(val_samples), "split_method": split["method"]}}
     bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, disable=not progress, unit="step",
                dynamic_ncols=True, desc=cfg.name)
@@ -313,9 +429,9 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     for epoch in range(start_epoch, cfg.train.epochs):
         seed = cfg.train.seed + epoch
         torch.manual_seed(seed)
-        gen.manual_seed(seed)
+        gen.manual_seed(seed + 7919 * info.rank)
         if hasattr(train_ds, "transform"):
-            train_ds.transform.set_random_state(seed=seed)
+            train_ds.transform.set_random_state(seed=seed + 7919 * info.rank)
         model.train()
         t_epoch, losses = time.time(), []
         for i, batch in enumerate(loader):
@@ -345,7 +461,7 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         metric = None
         is_val_epoch = (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs
         if val_samples and is_val_epoch:
-            dice, example = validate(model, val_ds, cfg, dev)
+            dice, example = validate(net, val_ds, cfg, dev)
             metric = float(np.mean(dice))
             for name, v in zip(cfg.data.labels[1:], dice):
                 writer.add_scalar(f"val/dice_{name}", float(v), step)
@@ -359,20 +475,26 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         elif not val_samples:
             metric = -train_loss
         history.append(row)
-        _write_history(run_dir / "history.csv", history)
         improved = metric is not None and metric > best_metric
         if improved:
             best_metric, best_epoch = metric, epoch + 1
-        payload = {**base, "state_dict": model.state_dict(), "epoch": epoch + 1, "best_metric": best_metric,
-                   "best_epoch": best_epoch, "val_metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
-        if improved:
-            save_checkpoint(payload, run_dir / "best.pt")
-        save_checkpoint({**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "scaler": scaler.state_dict() if use_amp else {}, "rng": rng_state()}, run_dir / "last.pt")
+        if info.main:
+            _write_history(run_dir / "history.csv", history)
+            payload = {**base, "state_dict": net.state_dict(), "epoch": epoch + 1, "best_metric": best_metric,
+                       "best_epoch": best_epoch, "val_metrics": {k: v for k, v in row.items() if k.startswith("val_")},
+                       "world_size": world}
+            if improved:
+                save_checkpoint(payload, run_dir / "best.pt")
+            save_checkpoint({**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "scaler": scaler.state_dict() if use_amp else {}, "rng": rng_state()}, run_dir / "last.pt")
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
     bar.close()
-    if not (run_dir / "best.pt").exists() and (run_dir / "last.pt").exists():
+    if info.main and not (run_dir / "best.pt").exists() and (run_dir / "last.pt").exists():
         ck = load_checkpoint(run_dir / "last.pt")
         save_checkpoint({k: v for k, v in ck.items() if k not in ("optimizer", "scheduler", "scaler", "rng", "format",
                                                                   "format_version", "medseg_version", "created")},
