@@ -62,7 +62,7 @@ def worker(side: str, data_dir: str, steps: int, overrides: list[str]) -> dict:
     from medseg.data import load_samples
     from medseg.losses import build_loss
     from medseg.models import build_model, model_spec
-    from medseg.train import build_optimizer, configure_cpu_threads
+    from medseg.train import build_optimizer, configure_cpu_threads, make_loader
     from medseg.transforms import random_transforms, train_transforms
 
     cfg = _cfg(overrides)
@@ -75,7 +75,7 @@ def worker(side: str, data_dir: str, steps: int, overrides: list[str]) -> dict:
         t0 = time.perf_counter()
         ds = CacheDataset(data, train_transforms(cfg), cache_rate=1.0, num_workers=2, progress=False)
         t_cache = time.perf_counter() - t0
-        loader = DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=cfg.train.num_workers)
+        loader = make_loader(ds, cfg.train.batch_size, cfg.train.num_workers, torch.Generator())
     else:
         torch.set_num_threads(2)
         size = cfg.preprocess.spatial_size
@@ -84,7 +84,7 @@ def worker(side: str, data_dir: str, steps: int, overrides: list[str]) -> dict:
                Resized(keys="image", spatial_size=size, mode="area"),
                Resized(keys="label", spatial_size=size, mode="nearest"),
                NormalizeIntensityd(keys="image", channel_wise=True)]
-        ds = Dataset(data, Compose(det + random_transforms(cfg).transforms))
+        ds = Dataset(data, Compose(det + list(random_transforms(cfg).transforms)))
         loader = DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=2, persistent_workers=True)
     model = build_model(model_spec(cfg))
     opt = build_optimizer(cfg, model.parameters())
@@ -96,7 +96,7 @@ def worker(side: str, data_dir: str, steps: int, overrides: list[str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default="../shared/data/ph2")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--_worker", choices=["medseg", "plain"])
     a = ap.parse_args()

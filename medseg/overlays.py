@@ -1,7 +1,7 @@
 """Overlay PNGs and evaluation plots (matplotlib, colour-blind-safe Okabe-Ito colours).
 
 Contours: ground truth solid, prediction dashed. Binary tasks shade false
-positives (vermillion) and false negatives (sky blue); multi-class tasks use one
+positives (reddish purple) and false negatives (sky blue); multi-class tasks use one
 colour per label, named in the legend. Every panel has a scale bar in mm.
 3D volumes are shown in radiological convention (patient right on the left).
 """

@@ -193,6 +193,17 @@ def _panel(example: dict) -> np.ndarray:
     return overlay(to_display_rgb(img), gt > 0, pred > 0)
 
 
+def make_loader(ds, batch: int, num_workers: int, generator):
+    """Shuffled batches. With no worker processes, a background thread prefetches the next batch (augmentation
+    overlaps the training step: MONAI's ThreadDataLoader); with workers, an ordinary multi-process DataLoader."""
+    from monai.data import DataLoader, ThreadDataLoader
+
+    common = {"batch_size": batch, "shuffle": True, "drop_last": len(ds) > batch, "generator": generator}
+    if num_workers == 0:
+        return ThreadDataLoader(ds, buffer_size=2, num_workers=0, **common)
+    return DataLoader(ds, num_workers=num_workers, persistent_workers=True, **common)
+
+
 def _intensity_stats(ds) -> dict:
     stats = [item["image_meta"]["stats"] for item in getattr(ds, "_cache", []) if isinstance(item, dict) and "image_meta" in item]
     if not stats:
@@ -321,7 +332,7 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
 
     Returns a :class:`TrainResult`; raises :class:`MedsegError` on bad input.
     """
-    from monai.data import CacheDataset, DataLoader, Dataset
+    from monai.data import CacheDataset, Dataset
     from monai.utils import set_determinism
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
@@ -393,9 +404,7 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     optimizer = build_optimizer(cfg, model.parameters())
     gen = torch.Generator()
     batch = cfg.train.batch_size // world
-    loader = DataLoader(train_ds, batch_size=batch, shuffle=True, num_workers=cfg.train.num_workers,
-                        drop_last=len(train_ds) > batch, generator=gen,
-                        persistent_workers=cfg.train.num_workers > 0)
+    loader = make_loader(train_ds, batch, cfg.train.num_workers, gen)
     steps_per_epoch = len(loader) if not cfg.train.max_steps_per_epoch else min(len(loader), cfg.train.max_steps_per_epoch)
     total_steps = cfg.train.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps, steps_per_epoch))

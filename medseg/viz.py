@@ -9,7 +9,7 @@ import numpy as np
 
 GT_COLOUR = (0, 158, 115)  # bluish green
 PRED_COLOUR = (230, 159, 0)  # orange
-FP_COLOUR = (213, 94, 0)  # vermillion
+FP_COLOUR = (204, 121, 167)  # reddish purple
 FN_COLOUR = (86, 180, 233)  # sky blue
 CLASS_COLOURS = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (240, 228, 66), (86, 180, 233),
                  (213, 94, 0), (0, 0, 0)]

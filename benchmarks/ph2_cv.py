@@ -1,0 +1,10 @@
+"""PH2: k-fold cross-validation of configs/ph2.yaml; per-image Dice/Jaccard at each image's original resolution.
+
+    python benchmarks/ph2_cv.py --data-dir ../shared/data/ph2                 # 5 folds
+    python benchmarks/ph2_cv.py --data-dir ../shared/data/ph2 --only 0 --tta  # one fold, flip TTA
+"""
+
+from _cv import run_cv
+
+if __name__ == "__main__":
+    run_cv("ph2", "../shared/data/ph2")
