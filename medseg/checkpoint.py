@@ -14,9 +14,7 @@ config as a dict), ``labels``, ``channels``, ``preprocess``,
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 
 from . import __version__
 from .errors import MedsegError, fail
+from .io import atomic_write
 
 FORMAT = "medseg-checkpoint"
 FORMAT_VERSION = 1
@@ -36,18 +35,7 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "medseg_version": __version__,
                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save(payload, tmp), suffix=".tmp")
     return path
 
 
@@ -105,8 +93,3 @@ def require_keys(ckpt: dict, path) -> None:
         if key not in ckpt:
             raise MedsegError(f"{path}: checkpoint lacks '{key}'; fix: re-train with this medseg version")
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

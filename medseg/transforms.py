@@ -112,17 +112,21 @@ def _channel_stats(img: np.ndarray, axis) -> list[list[float]]:
     return [img.mean(axis=axis).tolist(), img.std(axis=axis).tolist()]
 
 
-class LoadImage2Dd(MapTransform):
-    """Load a 2D image and optional mask with :func:`medseg.io.read_image_2d` and validate them.
-
-    Writes ``image (C, H, W)`` float32, ``label (1, H, W)`` uint8 classes and
-    ``image_meta`` (original size, path, raw per-channel mean/std).
-    """
+class _LoadPaird(MapTransform):
+    """Base of the loaders: knows the expected channel count and number of classes."""
 
     def __init__(self, n_channels: int, num_classes: int, keys=(IMAGE, LABEL), allow_missing_keys=True):
         super().__init__(keys, allow_missing_keys)
         self.n_channels = n_channels
         self.num_classes = num_classes
+
+
+class LoadImage2Dd(_LoadPaird):
+    """Load a 2D image and optional mask with :func:`medseg.io.read_image_2d` and validate them.
+
+    Writes ``image (C, H, W)`` float32, ``label (1, H, W)`` uint8 classes and
+    ``image_meta`` (original size, path, raw per-channel mean/std).
+    """
 
     def __call__(self, data):
         d = dict(data)
@@ -146,17 +150,12 @@ class LoadImage2Dd(MapTransform):
         return d
 
 
-class LoadVolumed(MapTransform):
+class LoadVolumed(_LoadPaird):
     """Load a (multi-modal) volume and its label map as MetaTensors with RAS affines.
 
     ``image`` may be one path (3D or 4D with modalities last) or a list of 3D
     paths, one per channel; all must share one grid.
     """
-
-    def __init__(self, n_channels: int, num_classes: int, keys=(IMAGE, LABEL), allow_missing_keys=True):
-        super().__init__(keys, allow_missing_keys)
-        self.n_channels = n_channels
-        self.num_classes = num_classes
 
     def __call__(self, data):
         d = dict(data)
