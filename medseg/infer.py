@@ -207,6 +207,11 @@ def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: 
     from .transforms import deterministic_transforms
 
     cfg = lm.cfg
+    is_2d_input = file_ext(case.paths[0]) in IMAGE_2D_EXTS
+    if is_2d_input and cfg.data.spatial_dims == 3:
+        raise fail(case.paths[0], "is a 2D image but the model is 3D", "use a 2D checkpoint (e.g. trained on ph2 or lgg)")
+    if not is_2d_input and cfg.data.spatial_dims == 2:
+        raise fail(case.paths[0], "is a volume but the model is 2D", "use a 3D checkpoint (e.g. trained on brats)")
     pipeline = deterministic_transforms(cfg, with_label=False, for_training=False)
     image = case.paths if (cfg.data.spatial_dims == 3 and len(case.paths) > 1) else case.paths[0]
     t0 = time.time()
@@ -223,8 +228,6 @@ def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: 
     meta = d["image_meta"]
     t0 = time.time()
     if cfg.data.spatial_dims == 2:
-        if x.ndim != 4:
-            raise fail(case.paths[0], "is a volume but the model is 2D", "use a 3D checkpoint for volumes")
         probs = predict_probabilities(lm, x, device, tta)
         size = tuple(meta["original_size"])
         if tuple(probs.shape[2:]) != size:

@@ -203,3 +203,9 @@ def test_tta_and_probabilities(model2d, tmp_path):
     prob = tifffile.imread(tmp_path / "out" / "t_prob.tif")
     assert prob.shape == (1, 48, 64) and 0 <= prob.min() and prob.max() <= 1
     assert res["tta"] is True and _dice(prob[0] > 0.5, mask) > 0.7
+
+
+def test_dimension_mismatch_is_explained(model2d, tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), str(tmp_path / "v.nii.gz"))
+    with pytest.raises(MedsegError, match="v.nii.gz: is a volume but the model is 2D"):
+        _run([tmp_path / "v.nii.gz"], model2d, tmp_path / "o")
