@@ -150,7 +150,7 @@ def evaluate(
 @app.command()
 def report(
     source: Path = typer.Argument(..., help="<case>_findings.json (single case) or an evaluation folder (cohort)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="PDF path or folder (default reports/ or the evaluation folder)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="PDF path or folder (default reports/)."),
     gt: Optional[Path] = typer.Option(None, "--gt", help="Ground-truth mask for a single-case report."),
     force: bool = typer.Option(False, "--force"),
 ):

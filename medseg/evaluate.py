@@ -11,7 +11,7 @@ Two entry points:
 
 Both write ``metrics.csv`` (one row per case and class), ``summary.csv``
 (mean, std, median and 95% bootstrap interval per class and metric), plots,
-overlays of the best, median and worst cases, and ``eval.json``.
+an overlay PNG per case (``overlays/``), and ``eval.json``.
 """
 
 from __future__ import annotations
@@ -185,10 +185,11 @@ def evaluate_folders(pred_dir, gt_dir, out, labels: list[str] | None = None, ima
         cases[case_id] = {"prediction": str(pp), "ground_truth": str(gp), "image": str(image_files.get(case_id, "")) or None}
     df = pd.DataFrame(rows)
     ranks = _rank_cases(df)
-    for tag, cid in ranks.items():
-        c = cases[cid]
-        cases[cid]["overlay"] = save_case_overlay(c["image"], c["ground_truth"], c["prediction"], labels,
-                                                  out_dir / "overlays" / f"{cid}.png", title=f"{cid} ({tag})")
+    tags = {cid: tag for tag, cid in ranks.items()}
+    for cid, c in tqdm(cases.items(), disable=not progress, desc="overlays", unit="case"):
+        title = f"{cid} ({tags[cid]})" if cid in tags else cid
+        c["overlay"] = save_case_overlay(c["image"], c["ground_truth"], c["prediction"], labels,
+                                         out_dir / "overlays" / f"{cid}.png", title=title)
     info = {"mode": "folders", "size_unit": "mm²" if file_ext(pairs[0][2]) in IMAGE_2D_EXTS else "mL", "pred_dir": str(pred_dir), "gt_dir": str(gt_dir), "labels": labels, "n_cases": len(pairs),
             "predictions_without_gt": pred_only, "gt_without_prediction": gt_only, "cases": cases, "ranked": ranks,
             "medseg_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -221,6 +222,7 @@ def evaluate_model(model: str | Path, data: str, data_dir, out, split: str = "va
         if not samples:
             raise fail(data_dir, f"none of the checkpoint's '{split}' cases are in this folder", "use --split all")
     labels = list(cfg.data.labels)
+    tta = tta or bool(cfg.infer.tta)
     pred_dir = out_dir / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -251,14 +253,14 @@ def evaluate_model(model: str | Path, data: str, data_dir, out, split: str = "va
                                    "prediction": predicted[s["case_id"]]}
     df = pd.DataFrame(rows)
     ranks = _rank_cases(df)
-    for tag, cid in ranks.items():
-        c = cases[cid]
+    tags = {cid: tag for tag, cid in ranks.items()}
+    for cid, c in tqdm(cases.items(), disable=not progress, desc="overlays", unit="case"):
         target = out_dir / "overlays" / f"{cid}.png"
+        title = f"{cid} ({tags[cid]})" if cid in tags else cid
         if volumes:
-            c["overlay"] = save_volume_overlay(c, labels, target, title=f"{cid} ({tag})")
+            c["overlay"] = save_volume_overlay(c, labels, target, title=title)
         else:
-            img = c["image"][0] if isinstance(c["image"], list) else c["image"]
-            c["overlay"] = save_case_overlay(img, c["ground_truth"], c["prediction"], labels, target, title=f"{cid} ({tag})")
+            c["overlay"] = save_case_overlay(c["image"], c["ground_truth"], c["prediction"], labels, target, title=title)
     ck = lm.ckpt
     info = {"mode": "model", "size_unit": "mm²" if cfg.data.spatial_dims == 2 and not volumes else "mL",
             "model": str(Path(model).resolve()), "model_sha256_12": lm.sha, "data": data,

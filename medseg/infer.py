@@ -348,6 +348,7 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
         log(f"using the newest checkpoint: {chosen}")
         model = [str(chosen)]
     models = load_models(model, dev)
+    tta = tta or bool(models[0].cfg.infer.tta)  # the checkpoint's own setting unless the user asks for TTA
     for m in models:
         for key in ("overlap", "sw_batch_size"):
             if post.get(key) is not None:

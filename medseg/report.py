@@ -233,7 +233,7 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
     info = json.loads((eval_dir / "eval.json").read_text())
     df = pd.read_csv(eval_dir / "metrics.csv", dtype={"case_id": str})
     summary = pd.read_csv(eval_dir / "summary.csv")
-    target = _target(out, eval_dir / "cohort_report.pdf", force)
+    target = _target(out, Path("reports") / f"{eval_dir.resolve().name}_cohort_report.pdf", force)
     st = _styles()
     what = (f"{info.get('data')} data, split '{info.get('split')}'" if info.get("mode") == "model"
             else f"predictions {info.get('pred_dir')} vs ground truth {info.get('gt_dir')}")

@@ -59,6 +59,7 @@ def test_evaluate_folders_tables(tmp_path):
     for f in ("boxplots.png", "dice_vs_size.png"):
         assert (tmp_path / "ev" / f).stat().st_size > 1000
     assert res.info["cases"]["case0"]["overlay"].endswith("case0.png")
+    assert sorted(p.name for p in (tmp_path / "ev" / "overlays").glob("*.png")) == [f"case{i}.png" for i in range(4)]
     with pytest.raises(MedsegError, match="already holds an evaluation"):
         evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=_quiet)
 
@@ -107,6 +108,7 @@ def test_cohort_pdf_numbers_match_csv(tmp_path):
     _masks(tmp_path)
     evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", images=tmp_path / "img", progress=False, log=_quiet)
     pdf = cohort_report(tmp_path / "ev")
+    assert pdf.parent.name == "reports"
     text = _pdf_text(pdf)
     summary = pd.read_csv(tmp_path / "ev" / "summary.csv")
     dice = summary[summary["metric"] == "dice"].iloc[0]

@@ -209,3 +209,18 @@ def test_dimension_mismatch_is_explained(model2d, tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), str(tmp_path / "v.nii.gz"))
     with pytest.raises(MedsegError, match="v.nii.gz: is a volume but the model is 2D"):
         _run([tmp_path / "v.nii.gz"], model2d, tmp_path / "o")
+
+
+def test_ensemble_averages_checkpoints(model2d, tmp_path):
+    rng = np.random.default_rng(9)
+    img, mask = synthetic.lesion_2d(rng, 48, 64)
+    Image.fromarray(img).save(tmp_path / "e.png")
+    other = tmp_path / "copy.pt"
+    other.write_bytes(model2d.read_bytes())
+    res = infer([str(tmp_path / "e.png")], model=[str(model2d), str(other)], out=tmp_path / "out", progress=False,
+                log=_quiet).outputs[0]
+    assert len(res["models"]) == 2
+    single = _run([tmp_path / "e.png"], model2d, tmp_path / "out1").outputs[0]
+    a = np.array(Image.open(res["segmentation"]))
+    b = np.array(Image.open(single["segmentation"]))
+    assert np.array_equal(a, b)  # averaging two identical models changes nothing

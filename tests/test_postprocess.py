@@ -1,0 +1,51 @@
+"""Post-processing and findings on hand-made label maps, in physical units."""
+
+import numpy as np
+
+from medseg.findings import lesion_findings
+from medseg.io import Geometry, geometry_2d
+from medseg.postprocess import postprocess
+
+
+def _two_blobs():
+    m = np.zeros((20, 20), np.uint8)
+    m[2:8, 2:8] = 1  # 36 px
+    m[12:14, 12:14] = 1  # 4 px
+    return m
+
+
+def test_keep_largest():
+    out = postprocess(_two_blobs(), 2, (1.0, 1.0), keep_largest=True)
+    assert out.sum() == 36 and out[12, 12] == 0
+
+
+def test_min_size_is_in_mm2():
+    # pixels of 0.5 x 0.5 mm: the small blob is 4 px = 1 mm^2, the large one 9 mm^2
+    out = postprocess(_two_blobs(), 2, (0.5, 0.5), min_size=2.0)
+    assert out.sum() == 36
+    out = postprocess(_two_blobs(), 2, (0.5, 0.5), min_size=0.5)
+    assert out.sum() == 40
+
+
+def test_fill_holes():
+    m = np.zeros((10, 10), np.uint8)
+    m[2:8, 2:8] = 1
+    m[4:6, 4:6] = 0
+    assert postprocess(m, 2, (1, 1), fill_holes=True).sum() == 36
+
+
+def test_findings_2d_and_3d_units():
+    f = lesion_findings(_two_blobs(), geometry_2d("x.png", (20, 20), [0.5, 0.5]), ["background", "lesion"])
+    les = f["classes"]["lesion"]
+    assert les["n_lesions"] == 2 and les["total_mm2"] == 10.0 and les["largest_mm2"] == 9.0
+    assert les["lesions"][0]["centroid_mm"] == [2.25, 2.25]  # centre of rows/cols 2..7 at 0.5 mm
+    v = np.zeros((10, 10, 10), np.uint8)
+    v[1:3, 1:3, 1:3] = 2
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    aff[:3, 3] = [10, 20, 30]
+    g = Geometry((10, 10, 10), (2.0, 2.0, 2.0), aff, "nifti")
+    f3 = lesion_findings(v, g, ["background", "a", "b"])
+    assert f3["classes"]["a"]["n_lesions"] == 0
+    b = f3["classes"]["b"]
+    assert b["total_ml"] == 8 * 8 / 1000 and b["lesions"][0]["centroid_mm"] == [13.0, 23.0, 33.0]
+    assert b["lesions"][0]["bbox_mm"] == {"min": [12.0, 22.0, 32.0], "max": [14.0, 24.0, 34.0]}
