@@ -47,15 +47,6 @@ def strip_ext(path: str | Path) -> str:
     return name[: len(name) - len(ext)] if ext else name
 
 
-def is_2d_image(path: str | Path) -> bool:
-    return file_ext(path) in IMAGE_2D_EXTS
-
-
-def is_volume(path: str | Path) -> bool:
-    p = Path(path)
-    return file_ext(p) in VOLUME_EXTS or (p.is_dir() and is_dicom_dir(p))
-
-
 def is_dicom_dir(path: Path) -> bool:
     if not path.is_dir():
         return False

@@ -298,5 +298,5 @@ def train_transforms(cfg: Config) -> Compose:
 
 
 def val_transforms(cfg: Config) -> Compose:
-    """Deterministic part only; ``image_meta`` is dropped later (see :func:`medseg.train.strip_meta`)."""
+    """Deterministic part only; items keep ``image_meta`` (validation reads only image and label)."""
     return Compose([Guarded(deterministic_transforms(cfg))])
