@@ -33,7 +33,7 @@ from .io import (IMAGE_2D_EXTS, VOLUME_EXTS, Geometry, atomic_write, file_ext, g
                  write_image_2d, write_volume)
 from .models import build_model
 from .postprocess import postprocess
-from .train import resolve_device
+from .train import predict_logits, resolve_device
 
 LARGE_VOLUME_VOXELS = 160 ** 3  # stitch on the CPU above this (keeps GPU memory bounded)
 
@@ -178,21 +178,14 @@ def _flip_dims(spatial_dims: int, tta: bool) -> list[tuple[int, ...]]:
 def predict_probabilities(lm: LoadedModel, x: torch.Tensor, device: torch.device, tta: bool,
                           stitch_on_cpu: bool = False) -> torch.Tensor:
     """``(1, C, *spatial)`` preprocessed input -> ``(1, K, *spatial)`` probabilities (sigmoid or softmax)."""
-    from monai.inferers import sliding_window_inference
-
     cfg = lm.cfg
     roi = list(lm.ckpt.get("roi_size") or cfg.infer.roi_size)
-    amp = device.type == "cuda"
     out_device = torch.device("cpu") if stitch_on_cpu else device
     total = None
     flips = _flip_dims(cfg.data.spatial_dims, tta)
     for dims in flips:
         xi = torch.flip(x, dims) if dims else x
-        with torch.autocast(device_type=device.type, enabled=amp):
-            logits = sliding_window_inference(xi.to(device), roi, cfg.infer.sw_batch_size, lm.model,
-                                              overlap=cfg.infer.overlap, mode="gaussian", sw_device=device,
-                                              device=out_device)
-        logits = logits.float()
+        logits = predict_logits(lm.model, xi.to(device), cfg, device, roi, sw_device=out_device, amp=True)
         probs = torch.sigmoid(logits) if cfg.binary else torch.softmax(logits, dim=1)
         probs = torch.flip(probs, dims) if dims else probs
         total = probs if total is None else total.add_(probs)

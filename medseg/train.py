@@ -137,12 +137,15 @@ def check_config(cfg: Config) -> None:
 
 
 def predict_logits(model, image: torch.Tensor, cfg: Config, device: torch.device, roi: list[int] | None = None,
-                   sw_device: torch.device | None = None) -> torch.Tensor:
-    """Sliding-window logits for a batch ``(B, C, *spatial)`` with Gaussian blending."""
+                   sw_device: torch.device | None = None, amp: bool | None = None) -> torch.Tensor:
+    """Sliding-window logits for a batch ``(B, C, *spatial)`` with Gaussian blending.
+
+    ``sw_device`` is where the stitched output lives (default ``device``); ``amp`` defaults to ``train.amp`` on CUDA.
+    """
     from monai.inferers import sliding_window_inference
 
     roi = roi or roi_size(cfg)
-    amp = device.type == "cuda" and cfg.train.amp
+    amp = device.type == "cuda" and (cfg.train.amp if amp is None else amp)
     with torch.autocast(device_type=device.type, enabled=amp):
         out = sliding_window_inference(image, roi, cfg.infer.sw_batch_size, model, overlap=cfg.infer.overlap,
                                        mode="gaussian", sw_device=device, device=sw_device or device)

@@ -61,6 +61,12 @@ def load_samples(recipe: str, data_dir: str | Path, options: dict | None = None)
     return result
 
 
+def first_subdir(root: Path, names: list[str]) -> Path | None:
+    """The first of ``names`` that exists as a sub-folder of ``root``, matched case-insensitively."""
+    lower = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    return next((lower[n.lower()] for n in names if n.lower() in lower), None)
+
+
 def natural_key(text: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(text))]
 

@@ -12,22 +12,17 @@ from pathlib import Path
 
 from ..errors import fail
 from ..io import IMAGE_2D_EXTS
-from .base import IMAGE, LABEL, RecipeResult, files_with_ext, mask_stem, register
+from .base import IMAGE, LABEL, RecipeResult, files_with_ext, first_subdir, mask_stem, register
 
 IMAGE_DIRS = ["images", "image", "imgs", "img"]
 MASK_DIRS = ["masks", "mask", "labels", "label", "gt", "annotations", "segmentations"]
 EXPECTED = "expected images/ and masks/ folders of PNG/JPEG/BMP/TIFF files paired by name"
 
 
-def _first_dir(root: Path, names: list[str]) -> Path | None:
-    lower = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    return next((lower[n] for n in names if n in lower), None)
-
-
 @register("folder")
 def folder_samples(data_dir: Path, options: dict) -> RecipeResult:
-    img_dir = _first_dir(data_dir, [d.lower() for d in options.get("image_dirs", IMAGE_DIRS)])
-    mask_dir = _first_dir(data_dir, [d.lower() for d in options.get("mask_dirs", MASK_DIRS)])
+    img_dir = first_subdir(data_dir, options.get("image_dirs", IMAGE_DIRS))
+    mask_dir = first_subdir(data_dir, options.get("mask_dirs", MASK_DIRS))
     if img_dir is None or mask_dir is None:
         return RecipeResult([], info={"expected": EXPECTED})
     masks = {mask_stem(p.stem).lower(): p for p in files_with_ext(mask_dir, IMAGE_2D_EXTS)}

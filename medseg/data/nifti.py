@@ -18,21 +18,13 @@ from pathlib import Path
 
 from ..errors import fail
 from ..io import VOLUME_EXTS, file_ext, strip_ext
-from .base import IMAGE, LABEL, RecipeResult, files_with_ext, mask_stem, natural_key, register
+from .base import IMAGE, LABEL, RecipeResult, files_with_ext, first_subdir, mask_stem, natural_key, register
 
 IMAGE_DIRS = ["imagesTr", "images", "image", "imgs", "volumes"]
 LABEL_DIRS = ["labelsTr", "labels", "label", "masks", "mask", "segmentations", "segs"]
 CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 EXPECTED = ("expected dataset.json with imagesTr/ and labelsTr/ (MSD or nnU-Net), or images/ and labels/ "
             "folders of .nii.gz/.nrrd/.mha files paired by name")
-
-
-def _first_dir(root: Path, names: list[str]) -> Path | None:
-    for n in names:
-        for cand in (root / n, root / n.lower()):
-            if cand.is_dir():
-                return cand
-    return None
 
 
 def _from_dataset_json(root: Path, spec: dict) -> RecipeResult:
@@ -76,8 +68,8 @@ def nifti_samples(data_dir: Path, options: dict) -> RecipeResult:
         except json.JSONDecodeError as exc:
             raise fail(spec_path, f"is not valid JSON (line {exc.lineno})", "fix the JSON syntax") from None
         return _from_dataset_json(data_dir, spec)
-    img_dir = _first_dir(data_dir, options.get("image_dirs") or IMAGE_DIRS)
-    lab_dir = _first_dir(data_dir, options.get("label_dirs") or LABEL_DIRS)
+    img_dir = first_subdir(data_dir, options.get("image_dirs") or IMAGE_DIRS)
+    lab_dir = first_subdir(data_dir, options.get("label_dirs") or LABEL_DIRS)
     if img_dir is None or lab_dir is None:
         return _single_folder(data_dir)
     labels = {mask_stem(strip_ext(p)): p for p in files_with_ext(lab_dir, VOLUME_EXTS)}
