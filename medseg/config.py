@@ -85,6 +85,7 @@ class LossConfig:
     dice_weight: float = 1.0
     ce_weight: float = 1.0  # BCE for binary, CE for multi-class
     include_background: bool = False  # multi-class Dice term only
+    batch_dice: bool = False  # Dice over the whole batch, not per sample (2D slices that are often empty)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class TrainConfig:
     patch_size: list[int] | None = None  # 3D: random patch size
     samples_per_volume: int = 2  # 3D: patches drawn per volume per step
     pos_fraction: float = 0.67  # 3D: share of patches centred on foreground
+    pos_slice_fraction: float | None = None  # 2D: expected share of drawn samples whose mask is not empty
     val_every: int = 1
     amp: bool = True  # used on CUDA only
     num_workers: int = 0

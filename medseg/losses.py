@@ -14,9 +14,12 @@ def build_loss(cfg: Config) -> nn.Module:
     Binary: one sigmoid channel, soft Dice + BCE-with-logits.
     Multi-class: softmax over K channels, soft Dice (background excluded unless
     ``loss.include_background``) + cross-entropy.
+    ``loss.batch_dice`` pools the Dice terms over the batch (nnU-Net's "batch Dice"): a slice with an empty mask
+    then no longer contributes a near-maximal Dice loss of its own, which matters when most slices are empty.
     """
     lc = cfg.train.loss
     if cfg.binary:
-        return DiceCELoss(sigmoid=True, lambda_dice=lc.dice_weight, lambda_ce=lc.ce_weight, smooth_nr=1e-5, smooth_dr=1e-5)
+        return DiceCELoss(sigmoid=True, lambda_dice=lc.dice_weight, lambda_ce=lc.ce_weight, smooth_nr=1e-5, smooth_dr=1e-5,
+                          batch=lc.batch_dice)
     return DiceCELoss(softmax=True, to_onehot_y=True, include_background=lc.include_background,
-                      lambda_dice=lc.dice_weight, lambda_ce=lc.ce_weight, smooth_nr=1e-5, smooth_dr=1e-5)
+                      lambda_dice=lc.dice_weight, lambda_ce=lc.ce_weight, smooth_nr=1e-5, smooth_dr=1e-5, batch=lc.batch_dice)

@@ -159,31 +159,42 @@ def logits_to_labels(logits: torch.Tensor, binary: bool, threshold: float = 0.5)
     return logits.argmax(dim=1, keepdim=True).to(torch.uint8)
 
 
-def per_class_dice(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> np.ndarray:
-    """Dice per foreground class for ``(B, 1, ...)`` class maps; 1.0 where both are empty."""
-    from monai.metrics import compute_dice
-    from monai.networks.utils import one_hot
+def _counts(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> np.ndarray:
+    """``(K-1, 3)`` overlap, predicted and true voxel counts per foreground class of two class maps."""
+    out = np.zeros((num_classes - 1, 3), dtype=np.float64)
+    for c in range(1, num_classes):
+        p, g = pred == c, label == c
+        out[c - 1] = (int((p & g).sum()), int(p.sum()), int(g.sum()))
+    return out
 
-    p = one_hot(pred.long(), num_classes)
-    g = one_hot(label.long(), num_classes)
-    d = compute_dice(p, g, include_background=False, ignore_empty=False)
-    return d.mean(dim=0).cpu().numpy()
+
+def _dice_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Dice per class from ``(K-1, 3)`` counts; 1.0 where prediction and truth are both empty."""
+    tp, n_pred, n_true = counts.T
+    denom = n_pred + n_true
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 1.0)
 
 
 @torch.no_grad()
 def validate(model, val_ds, cfg: Config, device: torch.device) -> tuple[np.ndarray, dict | None]:
-    """Mean per-class Dice over the validation set, plus one example for the image panel."""
+    """Mean per-class Dice over the validation volumes, plus one example for the image panel.
+
+    Items that carry a ``volume_id`` (LGG slices) are pooled per volume first, so the score is per patient, the
+    way ``medseg evaluate`` and Buda et al. score it, rather than per slice with empty slices counting as perfect.
+    """
     model.eval()
-    scores, example, best_fg = [], None, -1
-    for item in val_ds:
+    counts: dict = {}
+    example, best_fg = None, -1
+    for i, item in enumerate(val_ds):
         img = torch.as_tensor(item[IMAGE])[None].to(device)
         lab = torch.as_tensor(item[LABEL])[None]
         pred = logits_to_labels(predict_logits(model, img, cfg, device), cfg.binary, cfg.infer.threshold).cpu()
-        scores.append(per_class_dice(pred, lab, cfg.num_classes))
+        key = item.get("volume_id", i) if isinstance(item, dict) else i
+        counts[key] = counts.get(key, 0) + _counts(pred, lab, cfg.num_classes)
         fg = int((lab > 0).sum())
         if fg > best_fg:
             best_fg, example = fg, {"image": img[0].cpu().numpy(), "label": lab[0, 0].numpy(), "pred": pred[0, 0].numpy()}
-    return np.mean(scores, axis=0), example
+    return np.mean([_dice_from_counts(c) for c in counts.values()], axis=0), example
 
 
 def _panel(example: dict) -> np.ndarray:
@@ -196,15 +207,45 @@ def _panel(example: dict) -> np.ndarray:
     return overlay(to_display_rgb(img), gt > 0, pred > 0)
 
 
-def make_loader(ds, batch: int, num_workers: int, generator):
-    """Shuffled batches. With no worker processes, a background thread prefetches the next batch (augmentation
-    overlaps the training step: MONAI's ThreadDataLoader); with workers, an ordinary multi-process DataLoader."""
+def make_loader(ds, batch: int, num_workers: int, generator, weights=None):
+    """Shuffled batches, or with ``weights`` batches drawn with replacement in proportion to them (one epoch is
+    still ``len(ds)`` samples). With no worker processes, a background thread prefetches the next batch
+    (augmentation overlaps the training step: MONAI's ThreadDataLoader); with workers, a multi-process DataLoader."""
     from monai.data import DataLoader, ThreadDataLoader
+    from torch.utils.data import WeightedRandomSampler
 
-    common = {"batch_size": batch, "shuffle": True, "drop_last": len(ds) > batch, "generator": generator}
+    common = {"batch_size": batch, "drop_last": len(ds) > batch, "generator": generator}
+    if weights is not None:
+        common["sampler"] = WeightedRandomSampler(weights, len(ds), replacement=True, generator=generator)
+    else:
+        common["shuffle"] = True
     if num_workers == 0:
         return ThreadDataLoader(ds, buffer_size=2, num_workers=0, **common)
     return DataLoader(ds, num_workers=num_workers, persistent_workers=True, **common)
+
+
+def positive_weights(has_fg: list[bool], pos_fraction: float | None) -> list[float] | None:
+    """Sampling weights that make ``pos_fraction`` of the drawn samples ones with foreground (None: no reweighting,
+    also when every or no sample has foreground)."""
+    if pos_fraction is None:
+        return None
+    if not 0 < pos_fraction < 1:
+        raise MedsegError(f"train.pos_slice_fraction must be between 0 and 1, not {pos_fraction}; fix: e.g. 0.5")
+    n_pos = sum(has_fg)
+    n_neg = len(has_fg) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    return [pos_fraction / n_pos if f else (1 - pos_fraction) / n_neg for f in has_fg]
+
+
+def _has_foreground(ds, samples: list[dict]) -> list[bool]:
+    """Whether each training sample's mask has foreground: from the cache when there is one, else by reading it."""
+    cache = getattr(ds, "_cache", None)
+    if cache and len(cache) == len(samples) and all(isinstance(c, dict) and LABEL in c for c in cache):
+        return [bool(torch.as_tensor(c[LABEL]).any()) for c in cache]
+    from .io import read_image_2d
+
+    return [bool(np.asarray(read_image_2d(s[LABEL], kind="mask")).any()) for s in samples]
 
 
 def _intensity_stats(ds) -> dict:
@@ -407,7 +448,13 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     optimizer = build_optimizer(cfg, model.parameters())
     gen = torch.Generator()
     batch = cfg.train.batch_size // world
-    loader = make_loader(train_ds, batch, cfg.train.num_workers, gen)
+    weights = None
+    if cfg.data.spatial_dims == 2 and cfg.train.pos_slice_fraction is not None:
+        flags = _has_foreground(train_ds, train_samples)
+        weights = positive_weights(flags, cfg.train.pos_slice_fraction)
+        log(f"{sum(flags)} of {len(flags)} training samples have foreground; drawn as "
+            f"{cfg.train.pos_slice_fraction:.0%} of each epoch" if weights else "positive-slice oversampling not needed")
+    loader = make_loader(train_ds, batch, cfg.train.num_workers, gen, weights)
     steps_per_epoch = len(loader) if not cfg.train.max_steps_per_epoch else min(len(loader), cfg.train.max_steps_per_epoch)
     total_steps = cfg.train.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps, steps_per_epoch))

@@ -118,3 +118,55 @@ def test_label_outside_classes_stops_training(tmp_path):
     cfg = load_config("brats", ["train.patch_size=[16,16,16]", "model.channels=[4,8,16]", "model.strides=[2,2]"])
     with pytest.raises(MedsegError, match=r"OTMultiClass.nii.gz: label values \[9\] are outside"):
         train(cfg, root, tmp_path / "r", progress=False, log=_quiet)
+
+
+def test_positive_weights_hand_case():
+    from medseg.train import positive_weights
+
+    w = positive_weights([True, False, False, False], 0.5)
+    assert w == pytest.approx([0.5, 1 / 6, 1 / 6, 1 / 6])  # positives drawn half the time, 1 in 4 otherwise
+    assert positive_weights([True, True], 0.5) is None and positive_weights([True, False], None) is None
+    with pytest.raises(MedsegError, match="pos_slice_fraction"):
+        positive_weights([True, False], 1.5)
+
+
+def test_weighted_loader_draws_the_asked_share_of_positives():
+    from medseg.train import make_loader, positive_weights
+
+    flags = [i < 10 for i in range(100)]  # 10% positive
+    ds = [{"image": torch.zeros(1, 2, 2), "label": torch.full((1, 2, 2), float(f))} for f in flags]
+    loader = make_loader(ds, 10, 0, torch.Generator().manual_seed(0), positive_weights(flags, 0.6))
+    drawn = [bool(b["label"][j].any()) for _ in range(5) for b in loader for j in range(len(b["label"]))]
+    assert len(drawn) == 500
+    assert 0.5 < np.mean(drawn) < 0.7
+
+
+class _LabelAsLogits(torch.nn.Module):
+    """Predicts whatever the second image channel says (positive = foreground)."""
+
+    def forward(self, x):
+        return x[:, 1:2]
+
+
+def test_validation_pools_slices_per_volume():
+    from medseg.train import validate
+
+    cfg = load_config("demo", ["preprocess.spatial_size=[4,4]"])
+    gt = [np.zeros((4, 4)), np.zeros((4, 4)), np.zeros((4, 4))]
+    gt[1][:2, :2] = 1  # 4 true pixels in slice 1 of volume "a"
+    pr = [np.zeros((4, 4)), np.zeros((4, 4)), np.zeros((4, 4))]
+    pr[0][0, 0] = 1  # 1 false positive on an otherwise empty slice
+    pr[1][:2, :2] = 1
+    pr[2][3, 3] = 1  # volume "b": one false positive, no truth -> Dice 0
+    items = [{"image": torch.tensor(np.stack([np.zeros((4, 4)), np.where(p > 0, 10.0, -10.0)]), dtype=torch.float32),
+              "label": torch.tensor(g[None], dtype=torch.float32), "volume_id": v} for p, g, v in zip(pr, gt, "aab")]
+    dice, _ = validate(_LabelAsLogits(), items, cfg, torch.device("cpu"))
+    # volume a: tp 4, pred 5, true 4 -> 8/9; volume b: 0; mean 4/9 (per slice it would be (0 + 1 + 0) / 3)
+    assert dice[0] == pytest.approx((8 / 9 + 0) / 2)
+
+
+def test_batch_dice_option_reaches_the_loss():
+    from medseg.losses import build_loss
+
+    assert build_loss(load_config("demo", ["train.loss.batch_dice=true"])).dice.batch is True
+    assert build_loss(load_config("demo")).dice.batch is False
