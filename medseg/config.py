@@ -49,7 +49,8 @@ class PreprocessConfig:
     spatial_size: list[int] | None = None  # 2D: resize every image to this (H, W)
     spacing: list[float] | None = None  # 3D: resample to this voxel size (mm)
     orientation: str = "RAS"  # 3D: reorient to these axis codes
-    intensity: str = "zscore"  # zscore | scale | none
+    intensity: str = "zscore"  # zscore (per image) | scale (per-image min-max) | fixed (intensity_range -> [-1, 1]) | none
+    intensity_range: list[float] = field(default_factory=lambda: [0.0, 255.0])  # for intensity: fixed
     nonzero: bool = False  # zscore over non-zero voxels only (skull-stripped MRI)
     crop_foreground: bool = False  # 3D: crop to the non-zero bounding box
 
@@ -77,6 +78,7 @@ class ModelConfig:
     num_res_units: int = 2
     dropout: float = 0.0
     norm: str = "instance"
+    head: bool = False  # unet: keep channels[0] feature maps at the top and add a 1x1 output convolution
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -25,12 +25,26 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
+class _WithHead(nn.Sequential):
+    """A network that ends in ``width`` feature channels followed by a 1x1 convolution to the output channels."""
+
+    def __init__(self, body: nn.Module, width: int, out_channels: int, spatial_dims: int):
+        conv = (nn.Conv2d if spatial_dims == 2 else nn.Conv3d)(width, out_channels, kernel_size=1)
+        super().__init__(body, conv)
+
+
 @register("unet")
-def _unet(spatial_dims, in_channels, out_channels, channels, strides, num_res_units=2, dropout=0.0, norm="instance", **kw):
+def _unet(spatial_dims, in_channels, out_channels, channels, strides, num_res_units=2, dropout=0.0, norm="instance",
+          head=False, **kw):
+    """MONAI's UNet. Its top decoder block has only ``out_channels`` feature maps, normalised per image, which
+    leaves a binary network one channel wide at full resolution; ``head=True`` keeps ``channels[0]`` maps at the top
+    and adds a 1x1 convolution, which learns large, near-empty or near-full masks much faster."""
     from monai.networks.nets import UNet
 
-    return UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, channels=channels,
-                strides=strides, num_res_units=num_res_units, dropout=dropout, norm=norm, **kw)
+    width = channels[0] if head else out_channels
+    net = UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=width, channels=channels,
+               strides=strides, num_res_units=num_res_units, dropout=dropout, norm=norm, **kw)
+    return _WithHead(net, width, out_channels, spatial_dims) if head else net
 
 
 @register("attention_unet")
@@ -69,7 +83,8 @@ def model_spec(cfg: Config) -> dict:
     return {"name": m.name, "kwargs": {"spatial_dims": cfg.data.spatial_dims, "in_channels": len(cfg.data.channels),
                                        "out_channels": cfg.out_channels, "channels": list(m.channels),
                                        "strides": list(m.strides), "num_res_units": m.num_res_units,
-                                       "dropout": m.dropout, "norm": m.norm, **m.extra}}
+                                       "dropout": m.dropout, "norm": m.norm, **({"head": True} if m.head else {}),
+                                       **m.extra}}
 
 
 def build_model(spec: dict) -> nn.Module:

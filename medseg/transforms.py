@@ -37,6 +37,7 @@ from monai.transforms import (
     Resized,
     SelectItemsd,
     ScaleIntensityd,
+    ScaleIntensityRanged,
     Spacingd,
     SpatialPadd,
     Transform,
@@ -229,9 +230,15 @@ def _intensity(cfg: Config):
         return [NormalizeIntensityd(keys=IMAGE, nonzero=p.nonzero, channel_wise=True)]
     if p.intensity == "scale":
         return [ScaleIntensityd(keys=IMAGE, channel_wise=True)]
+    if p.intensity == "fixed":  # one mapping for every image: absolute brightness survives normalisation
+        lo, hi = (float(v) for v in p.intensity_range)
+        if not hi > lo:
+            raise MedsegError(f"preprocess.intensity_range {p.intensity_range} must be [low, high] with high > low; "
+                              "fix: e.g. [0, 255] for 8-bit images")
+        return [ScaleIntensityRanged(keys=IMAGE, a_min=lo, a_max=hi, b_min=-1.0, b_max=1.0, clip=False)]
     if p.intensity == "none":
         return []
-    raise MedsegError(f"preprocess.intensity '{p.intensity}' is unknown; fix: use zscore, scale or none")
+    raise MedsegError(f"preprocess.intensity '{p.intensity}' is unknown; fix: use zscore, scale, fixed or none")
 
 
 def deterministic_transforms(cfg: Config, with_label: bool = True, for_training: bool = True) -> Compose:

@@ -170,3 +170,20 @@ def test_batch_dice_option_reaches_the_loss():
 
     assert build_loss(load_config("demo", ["train.loss.batch_dice=true"])).dice.batch is True
     assert build_loss(load_config("demo")).dice.batch is False
+
+
+def test_unet_head_keeps_feature_maps_at_the_top():
+    from medseg.models import model_spec
+
+    plain = build_model(model_spec(load_config("demo", ["model.channels=[8,16,32]", "model.strides=[2,2]"])))
+    cfg = load_config("demo", ["model.channels=[8,16,32]", "model.strides=[2,2]", "model.head=true"])
+    spec = model_spec(cfg)
+    assert spec["kwargs"]["head"] is True
+    net = build_model(spec)
+    last = list(net.modules())[-1]
+    assert isinstance(last, torch.nn.Conv2d) and (last.in_channels, last.out_channels, last.kernel_size) == (8, 1, (1, 1))
+    plain_last = [m for m in plain.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert plain_last.in_channels == 1  # MONAI's UNet: a one-channel top block for a binary task
+    x = torch.randn(2, 3, 32, 32)
+    assert net(x).shape == (2, 1, 32, 32)
+    assert "head" not in model_spec(load_config("demo"))["kwargs"]  # older checkpoints' specs still rebuild

@@ -106,3 +106,18 @@ def test_truncated_nifti(tmp_path):
     p.write_bytes(gzip.compress(raw[: len(raw) // 3]))
     with pytest.raises(MedsegError, match="t.nii.gz: cannot be read as NIfTI"):
         LoadVolumed(1, 2)({IMAGE: str(p)})
+
+
+def test_fixed_intensity_keeps_absolute_brightness(tmp_path):
+    from PIL import Image
+
+    cfg = load_config("ph2", ["preprocess.spatial_size=[8,8]", "preprocess.intensity=fixed"])
+    means = []
+    for v in (51, 204):  # a dark and a bright image: z-score would map both to mean 0
+        Image.fromarray(np.full((16, 16, 3), v, np.uint8)).save(tmp_path / f"i{v}.png")
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / f"m{v}.png")
+        out = deterministic_transforms(cfg)({IMAGE: str(tmp_path / f"i{v}.png"), LABEL: str(tmp_path / f"m{v}.png")})
+        means.append(float(out[IMAGE].mean()))
+    assert means == pytest.approx([51 / 255 * 2 - 1, 204 / 255 * 2 - 1], abs=1e-4)
+    with pytest.raises(MedsegError, match="intensity_range"):
+        deterministic_transforms(load_config("ph2", ["preprocess.intensity=fixed", "preprocess.intensity_range=[5,5]"]))
