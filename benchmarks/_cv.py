@@ -49,7 +49,7 @@ def run_cv(recipe: str, default_data: str, argv=None) -> None:
                               "dice_best_pt": scores["best"]["dice"], "jaccard_best_pt": scores["best"]["jaccard"],
                               "train_minutes": round(train_min, 2), "best_val_dice_training_grid": tr.best_metric,
                               "best_epoch": tr.best_epoch, "n_val": ev.info["n_cases"],
-                              "per_volume": ev.info.get("per_volume", False), "overrides": a.overrides, "tta": a.tta}
+                              "per_volume": ev.info.get("per_volume", False), "overrides": a.overrides, "tta": bool(a.tta or cfg.infer.tta)}
         results_path.write_text(json.dumps(results, indent=1))
         unit = "patients" if ev.info.get("per_volume") else "images"
         line(f"{recipe} fold {fold}/{a.folds} mean Dice ({ev.info['n_cases']} val {unit}, original resolution)",
