@@ -40,6 +40,7 @@ def run_fold(data_dir: str, fold: int, folds: int, minutes: float) -> dict:
     from medseg.data.splits import make_split, select
     from medseg.io import read_image_2d
     from medseg.metrics import overlap_metrics
+    from medseg.transforms import binarise_mask_2d
 
     set_determinism(0)
     torch.set_num_threads(2)
@@ -91,8 +92,7 @@ def run_fold(data_dir: str, fold: int, folds: int, minutes: float) -> dict:
         with torch.no_grad():
             for s in va:
                 raw = read_image_2d(s["image"])
-                gt = read_image_2d(s["label"], kind="mask")
-                gt = (gt.max(axis=-1) if gt.ndim == 3 else gt) > (127 if gt.max() > 1 else 0)
+                gt = binarise_mask_2d(read_image_2d(s["label"], kind="mask")) > 0
                 x = Compose(base)({"image": s["image"], "label": s["label"]})["image"][None]
                 prob = torch.sigmoid(model(torch.as_tensor(x)))
                 prob = F.interpolate(prob, size=raw.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()

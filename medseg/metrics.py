@@ -39,12 +39,17 @@ def confusion(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int, int]:
     return tp, fp, fn, int(p.size) - tp - fp - fn
 
 
+def dice_from_counts(tp: float, fp: float, fn: float) -> float:
+    """Dice from voxel counts (also counts pooled over slices); 1.0 when prediction and truth are both empty."""
+    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
 def overlap_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     tp, fp, fn, tn = confusion(pred, gt)
     nan = float("nan")
     both_empty = tp + fp + fn == 0
     return {
-        "dice": 1.0 if both_empty else 2 * tp / (2 * tp + fp + fn),
+        "dice": dice_from_counts(tp, fp, fn),
         "jaccard": 1.0 if both_empty else tp / (tp + fp + fn),
         "precision": tp / (tp + fp) if tp + fp else nan,
         "recall": tp / (tp + fn) if tp + fn else nan,

@@ -160,19 +160,11 @@ def logits_to_labels(logits: torch.Tensor, binary: bool, threshold: float = 0.5)
 
 
 def _counts(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> np.ndarray:
-    """``(K-1, 3)`` overlap, predicted and true voxel counts per foreground class of two class maps."""
-    out = np.zeros((num_classes - 1, 3), dtype=np.float64)
-    for c in range(1, num_classes):
-        p, g = pred == c, label == c
-        out[c - 1] = (int((p & g).sum()), int(p.sum()), int(g.sum()))
-    return out
+    """``(K-1, 3)`` true-positive, false-positive and false-negative voxel counts per foreground class."""
+    from .metrics import confusion
 
-
-def _dice_from_counts(counts: np.ndarray) -> np.ndarray:
-    """Dice per class from ``(K-1, 3)`` counts; 1.0 where prediction and truth are both empty."""
-    tp, n_pred, n_true = counts.T
-    denom = n_pred + n_true
-    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 1.0)
+    p, g = pred.numpy(), label.numpy()
+    return np.array([confusion(p == c, g == c)[:3] for c in range(1, num_classes)], dtype=np.float64)
 
 
 @torch.no_grad()
@@ -194,7 +186,9 @@ def validate(model, val_ds, cfg: Config, device: torch.device) -> tuple[np.ndarr
         fg = int((lab > 0).sum())
         if fg > best_fg:
             best_fg, example = fg, {"image": img[0].cpu().numpy(), "label": lab[0, 0].numpy(), "pred": pred[0, 0].numpy()}
-    return np.mean([_dice_from_counts(c) for c in counts.values()], axis=0), example
+    from .metrics import dice_from_counts
+
+    return np.mean([[dice_from_counts(*row) for row in c] for c in counts.values()], axis=0), example
 
 
 def _panel(example: dict) -> np.ndarray:
@@ -244,8 +238,9 @@ def _has_foreground(ds, samples: list[dict]) -> list[bool]:
     if cache and len(cache) == len(samples) and all(isinstance(c, dict) and LABEL in c for c in cache):
         return [bool(torch.as_tensor(c[LABEL]).any()) for c in cache]
     from .io import read_image_2d
+    from .transforms import binarise_mask_2d
 
-    return [bool(np.asarray(read_image_2d(s[LABEL], kind="mask")).any()) for s in samples]
+    return [bool(binarise_mask_2d(read_image_2d(s[LABEL], kind="mask")).any()) for s in samples]
 
 
 def _intensity_stats(ds) -> dict:

@@ -106,14 +106,14 @@ def group_by_volume(samples: list[dict]) -> dict[str, list[dict]]:
 
 def stack_patient(samples: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Stack one patient's slices (sorted numerically) into ``(H, W, Z, C)`` image and ``(H, W, Z)`` mask."""
+    from ..transforms import binarise_mask_2d
+
     ordered = sorted(samples, key=lambda s: s["slice_index"])
     imgs, masks = [], []
     for s in ordered:
         img = read_image_2d(s[IMAGE])
         imgs.append(img if img.ndim == 3 else img[..., None])
-        m = read_image_2d(s[LABEL], kind="mask")
-        m = m.max(axis=-1) if m.ndim == 3 else m
-        masks.append(m > (127 if m.max() > 1 else 0))
+        masks.append(binarise_mask_2d(read_image_2d(s[LABEL], kind="mask")))
     shapes = {i.shape for i in imgs}
     if len(shapes) != 1:
         raise fail(ordered[0][IMAGE], f"slices of this patient differ in size {sorted(shapes)}",
