@@ -108,6 +108,7 @@ class TrainConfig:
     num_workers: int = 0
     cache: bool = True
     max_steps_per_epoch: int | None = None
+    ema: float | None = None  # decay of an exponential moving average of the weights, e.g. 0.99; validated and saved
     loss: LossConfig = field(default_factory=LossConfig)
     seed: int = 0
     image_log_every: int = 5  # epochs between TensorBoard image panels

@@ -84,6 +84,26 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+RESUME_ONLY = ("optimizer", "scheduler", "scaler", "rng", "train_state_dict", "ema_updates")
+
+
+def build_ema(net: torch.nn.Module, decay: float | None):
+    """An exponential moving average of ``net``'s weights (PyTorch's ``AveragedModel``), or None.
+
+    Small medical sets give a noisy last epoch; the average over the last ~1/(1-decay) steps is smoother.
+    Buffers are averaged too, so a model with running statistics stays consistent.
+    """
+    if decay is None:
+        return None
+    if not 0.0 < float(decay) < 1.0:
+        raise MedsegError(f"train.ema {decay} must be a decay between 0 and 1; fix: e.g. 0.99, or null to turn it off")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
+    ema.module.eval()
+    return ema
+
+
 def _lr_lambda(cfg: Config, total_steps: int, steps_per_epoch: int):
     warm = cfg.train.warmup_epochs * steps_per_epoch
     kind = cfg.train.scheduler
@@ -441,6 +461,7 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         model = DistributedDataParallel(net, device_ids=[dev] if dev.type == "cuda" else None)
     loss_fn = build_loss(cfg)
     optimizer = build_optimizer(cfg, model.parameters())
+    ema = build_ema(net, cfg.train.ema)
     gen = torch.Generator()
     batch = cfg.train.batch_size // world
     weights = None
@@ -459,7 +480,12 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     start_epoch, best_metric, best_epoch, history = 0, -math.inf, -1, []
     if resume:
         ck = load_checkpoint(run_dir / "last.pt", map_location=dev)
-        net.load_state_dict(ck["state_dict"])
+        net.load_state_dict(ck.get("train_state_dict", ck["state_dict"]))
+        if ema is not None:
+            if "train_state_dict" not in ck:
+                raise fail(run_dir / "last.pt", "was trained without train.ema", "resume with the run's own config.yaml")
+            ema.module.load_state_dict(ck["state_dict"])
+            ema.n_averaged.fill_(int(ck.get("ema_updates", 1)))
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck.get("scaler", {})) if ck.get("scaler") else None
@@ -502,6 +528,8 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(net)
             losses.append(loss.item())
             step += 1
             bar.update(1)
@@ -515,7 +543,7 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         metric = None
         is_val_epoch = (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs
         if val_samples and is_val_epoch:
-            dice, example = validate(net, val_ds, cfg, dev)
+            dice, example = validate(ema.module if ema is not None else net, val_ds, cfg, dev)
             metric = float(np.mean(dice))
             for name, v in zip(cfg.data.labels[1:], dice):
                 writer.add_scalar(f"val/dice_{name}", float(v), step)
@@ -534,13 +562,17 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
             best_metric, best_epoch = metric, epoch + 1
         if info.main:
             _write_history(run_dir / "history.csv", history)
-            payload = {**base, "state_dict": net.state_dict(), "epoch": epoch + 1, "best_metric": best_metric,
+            # With train.ema the averaged weights are the model (validated, inferred with); the raw ones resume.
+            weights = ema.module.state_dict() if ema is not None else net.state_dict()
+            payload = {**base, "state_dict": weights, "epoch": epoch + 1, "best_metric": best_metric,
                        "best_epoch": best_epoch, "val_metrics": {k: v for k, v in row.items() if k.startswith("val_")},
                        "world_size": world}
             if improved:
                 save_checkpoint(payload, run_dir / "best.pt")
             save_checkpoint({**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "scaler": scaler.state_dict() if use_amp else {}, "rng": rng_state()}, run_dir / "last.pt")
+                             "scaler": scaler.state_dict() if use_amp else {}, "rng": rng_state(),
+                             **({"train_state_dict": net.state_dict(), "ema_updates": int(ema.n_averaged)}
+                                if ema is not None else {})}, run_dir / "last.pt")
         if world > 1:
             import torch.distributed as dist
 
@@ -550,7 +582,7 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     bar.close()
     if info.main and not (run_dir / "best.pt").exists() and (run_dir / "last.pt").exists():
         ck = load_checkpoint(run_dir / "last.pt")
-        save_checkpoint({k: v for k, v in ck.items() if k not in ("optimizer", "scheduler", "scaler", "rng", "format",
+        save_checkpoint({k: v for k, v in ck.items() if k not in RESUME_ONLY + ("format",
                                                                   "format_version", "medseg_version", "created")},
                         run_dir / "best.pt")
     hp = _flat_hparams(cfg)

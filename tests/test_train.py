@@ -43,8 +43,9 @@ def _weights(path):
     return load_checkpoint(path)["state_dict"]
 
 
-def test_resume_matches_uninterrupted_run(folder_dir, tmp_path, small_2d_overrides):
-    cfg = _cfg(small_2d_overrides, "train.epochs=3")
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_resume_matches_uninterrupted_run(folder_dir, tmp_path, small_2d_overrides, ema):
+    cfg = _cfg(small_2d_overrides, "train.epochs=3", f"train.ema={'null' if ema is None else ema}")
     train(cfg, folder_dir, tmp_path / "straight", progress=False, log=_quiet)
 
     def kill_after_first_epoch(epoch, row):
@@ -59,6 +60,25 @@ def test_resume_matches_uninterrupted_run(folder_dir, tmp_path, small_2d_overrid
     assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 3
     diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     assert diff < 1e-5
+
+
+def test_ema_weights_are_the_saved_model(folder_dir, tmp_path, small_2d_overrides):
+    """Decay 0.5 over two steps: the first update copies w1, the second gives 0.5 * w1 + 0.5 * w2."""
+    one_step = [*small_2d_overrides, "train.max_steps_per_epoch=1", "train.scheduler=constant"]
+    train(_cfg(one_step, "train.epochs=1"), folder_dir, tmp_path / "plain", progress=False, log=_quiet)
+    train(_cfg(one_step, "train.epochs=2", "train.ema=0.5"), folder_dir, tmp_path / "ema", progress=False, log=_quiet)
+    w1 = _weights(tmp_path / "plain" / "last.pt")
+    last = load_checkpoint(tmp_path / "ema" / "last.pt")
+    w2, saved = last["train_state_dict"], last["state_dict"]
+    assert last["ema_updates"] == 2
+    assert any(not torch.equal(w1[k], w2[k]) for k in w1)  # the second step moved the weights
+    for k in w1:
+        assert torch.allclose(saved[k].float(), 0.5 * w1[k].float() + 0.5 * w2[k].float(), atol=1e-6), k
+    best = load_checkpoint(tmp_path / "ema" / "best.pt")
+    assert "train_state_dict" not in best and "optimizer" not in best
+    build_model(best["model"]).load_state_dict(best["state_dict"])
+    with pytest.raises(MedsegError, match="train.ema.*between 0 and 1"):
+        train(_cfg(one_step, "train.ema=1.5"), folder_dir, tmp_path / "bad", progress=False, log=_quiet)
 
 
 def test_seed_changes_and_reproduces(folder_dir, tmp_path, small_2d_overrides):
