@@ -137,8 +137,9 @@ def _canonical(arr: np.ndarray, affine: np.ndarray):
     return nib.orientations.apply_orientation(arr, tr), tr
 
 
-def _views(vol, gt, pred, spacing) -> list[tuple]:
-    """Up to three axial slices with the most lesion, then sagittal and coronal through the largest lesion."""
+def _views(vol, gt, pred, spacing, n_axial: int = 3, through_plane: bool = True) -> list[tuple]:
+    """Up to ``n_axial`` axial slices with the most lesion, then (``through_plane``) sagittal and coronal
+    through the largest lesion. Slice stacks of unknown thickness skip the last two: they would be thin strips."""
     from scipy import ndimage
 
     ref = gt if gt is not None and gt.any() else pred
@@ -146,7 +147,7 @@ def _views(vol, gt, pred, spacing) -> list[tuple]:
     sx, sy, sz = spacing
     if ref is not None and ref.any():
         per_z = (ref > 0).sum(axis=(0, 1))
-        zs = [int(z) for z in np.argsort(-per_z)[:3] if per_z[z] > 0]
+        zs = [int(z) for z in np.argsort(-per_z)[:n_axial] if per_z[z] > 0]
         lab, n = ndimage.label(ref > 0)
         biggest = np.argmax(np.bincount(lab.ravel())[1:]) + 1
         cx, cy, _ = (int(round(v)) for v in ndimage.center_of_mass(lab == biggest))
@@ -158,6 +159,8 @@ def _views(vol, gt, pred, spacing) -> list[tuple]:
 
     for z in sorted(zs):
         panels.append((ax_(vol, z), ax_(gt, z), ax_(pred, z), f"axial z={z}", (sy, sx)))
+    if not through_plane:
+        return panels
     sag = lambda a: None if a is None else a[cx, ::-1, ::-1].T  # noqa: E731
     cor = lambda a: None if a is None else a[::-1, cy, ::-1].T  # noqa: E731
     panels.append((sag(vol), sag(gt), sag(pred), f"sagittal x={cx}", (sz, sy)))
@@ -165,9 +168,10 @@ def _views(vol, gt, pred, spacing) -> list[tuple]:
     return panels
 
 
-def render_volume(vol, gt, pred, spacing, labels, target: Path, title: str) -> str:
+def render_volume(vol, gt, pred, spacing, labels, target: Path, title: str, n_axial: int = 3,
+                  through_plane: bool = True) -> str:
     plt = _plt()
-    panels = _views(vol, gt, pred, spacing)
+    panels = _views(vol, gt, pred, spacing, n_axial, through_plane)
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.3))
     axes = np.atleast_1d(axes)
     lo, hi = np.percentile(vol, [1, 99.5]) if vol.size else (0, 1)
@@ -201,7 +205,9 @@ def save_volume_overlay(case: dict, labels, target: Path, title: str = "") -> st
     imgs = [adapt_channels_2d(read_image_2d(p), 3, p)[1] for p in case["image"]]  # FLAIR channel
     vol = np.stack(imgs, axis=-1).transpose(1, 0, 2)[::-1, ::-1]  # rows/cols -> x, y so the axial view is upright
     stack = lambda ps: np.stack([_labels_of(p, len(labels)) for p in ps], axis=-1).transpose(1, 0, 2)[::-1, ::-1]  # noqa: E731
-    return render_volume(vol, stack(case["ground_truth"]), stack(case["prediction"]), (1.0, 1.0, 1.0), labels, target, title)
+    # Slice thickness is unknown for stacked 2D slices, so only axial panels are drawn (no through-plane strips).
+    return render_volume(vol, stack(case["ground_truth"]), stack(case["prediction"]), (1.0, 1.0, 1.0), labels, target, title,
+                         n_axial=5, through_plane=False)
 
 
 def evaluation_plots(df, out_dir: Path, size_unit: str = "mL") -> dict:

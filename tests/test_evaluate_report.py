@@ -141,3 +141,17 @@ def test_case_pdf_numbers_match_findings(tmp_path):
     assert f"lesion {c['n_lesions']} {fmt(c['total_mm2'])}" in text
     assert "case_000.png" in text and "Agreement with ground truth" in text and "Model card" in text
     assert f["models"][0]["sha256_12"] in text
+
+
+def test_volume_views_pick_lesion_slices_and_skip_strips_for_stacks():
+    from medseg.overlays import _views
+
+    vol = np.zeros((32, 32, 10), np.float32)
+    gt = np.zeros_like(vol, dtype=np.uint8)
+    for z, n in ((2, 4), (5, 9), (7, 2)):  # lesion area per slice: 16, 81, 4 pixels
+        gt[10:10 + n, 10:10 + n, z] = 1
+    full = _views(vol, gt, None, (1.0, 1.0, 3.0))
+    assert [p[3] for p in full] == ["axial z=2", "axial z=5", "axial z=7", "sagittal x=14", "coronal y=14"]  # centre of the 9x9 block
+    assert full[3][4] == (3.0, 1.0)  # through-plane panels carry the slice thickness for the aspect ratio
+    stack = _views(vol, gt, None, (1.0, 1.0, 1.0), n_axial=2, through_plane=False)
+    assert [p[3] for p in stack] == ["axial z=2", "axial z=5"]  # the two largest, in slice order
