@@ -52,7 +52,7 @@ class PreprocessConfig:
     intensity: str = "zscore"  # zscore (per image) | scale (per-image min-max) | fixed (intensity_range -> [-1, 1]) | none
     intensity_range: list[float] = field(default_factory=lambda: [0.0, 255.0])  # for intensity: fixed
     nonzero: bool = False  # zscore over non-zero voxels only (skull-stripped MRI)
-    crop_foreground: bool = False  # 3D: crop to the non-zero bounding box
+    crop_foreground: bool = False  # 3D: crop to the box of non-zero voxels (before normalisation; also at inference)
 
 
 @dataclass

@@ -231,11 +231,33 @@ def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: 
         geom = meta["geometry"]
         big = int(np.prod(x.shape[2:])) * max(1, cfg.out_channels) > LARGE_VOLUME_VOXELS
         probs = predict_probabilities(lm, x, device, tta, stitch_on_cpu=device.type == "cuda" and big).cpu()
-        src = MetaTensor(probs[0].as_tensor() if hasattr(probs, "as_tensor") else probs[0], affine=img.affine)
+        probs = probs[0].as_tensor() if hasattr(probs, "as_tensor") else probs[0]
+        affine = torch.as_tensor(img.affine, dtype=torch.float64)
+        if "crop_box" in d:  # trained on the non-zero box: background outside it, then the uncropped grid
+            probs, affine = uncrop(probs, affine, d["crop_box"], cfg.binary)
+        src = MetaTensor(probs, affine=affine)
         back = SpatialResample(mode="bilinear", padding_mode="border", dtype=np.float32)(
             src, dst_affine=torch.as_tensor(geom.affine), spatial_size=list(geom.shape))
         out = np.asarray(back.array if hasattr(back, "array") else back, dtype=np.float32)
     return out, geom, {"preprocess_s": round(t_pre, 3), "predict_s": round(time.time() - t0, 3)}
+
+
+def uncrop(probs: torch.Tensor, affine: torch.Tensor, box: dict, binary: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Place ``(K, *crop)`` probabilities back into the uncropped grid of ``box`` (from ``CropNonzerod``).
+
+    Outside the box every voxel is background (probability 0 for a sigmoid output; 1 for softmax channel 0), and
+    the affine moves back by the crop's start index.
+    """
+    start, full = [int(v) for v in box["start"]], [int(v) for v in box["full_shape"]]
+    if list(probs.shape[1:]) == full:
+        return probs, affine
+    out = torch.zeros((probs.shape[0], *full), dtype=probs.dtype)
+    if not binary:
+        out[0] = 1.0
+    out[(slice(None), *(slice(s, s + n) for s, n in zip(start, probs.shape[1:])))] = probs
+    shift = torch.eye(affine.shape[0], dtype=affine.dtype)
+    shift[: len(start), -1] = -torch.tensor(start, dtype=affine.dtype)
+    return out, affine @ shift
 
 
 def probabilities_to_labels(probs: np.ndarray, binary: bool, threshold: float) -> np.ndarray:

@@ -196,6 +196,38 @@ class LoadVolumed(_LoadPaird):
         return d
 
 
+def _nonzero(x):
+    return x != 0
+
+
+class CropNonzerod(MapTransform):
+    """Crop ``keys`` to the box of voxels that are non-zero in any image channel (plus ``margin``), before
+    intensity normalisation, so "zero" means the scanner's or skull-stripping's own background.
+
+    Applied in training, validation and inference alike; ``d["crop_box"]`` keeps the start index and the
+    uncropped shape, so inference pads its prediction back (background outside the box) before resampling to the
+    input grid. An image with no non-zero voxel is left whole.
+    """
+
+    def __init__(self, keys, source_key: str = "image", margin: int = 4):
+        super().__init__(keys)
+        self.source_key = source_key
+        self.crop = CropForegroundd(keys=keys, source_key=source_key, select_fn=_nonzero, allow_smaller=True,
+                                    margin=margin)
+
+    def __call__(self, data):
+        d = dict(data)
+        img = d[self.source_key]
+        full = [int(v) for v in img.shape[1:]]
+        if not bool((torch.as_tensor(img) != 0).any()):
+            d["crop_box"] = {"start": [0] * len(full), "full_shape": full}
+            return d
+        d = self.crop(d)
+        d["crop_box"] = {"start": [int(v) for v in d.pop("foreground_start_coord")], "full_shape": full}
+        d.pop("foreground_end_coord", None)
+        return d
+
+
 class Guarded(Transform):
     """Run a deterministic pipeline; turn any failure into a one-line MedsegError naming the case files."""
 
@@ -259,9 +291,9 @@ def deterministic_transforms(cfg: Config, with_label: bool = True, for_training:
             ts.append(Orientationd(keys=keys, axcodes=p.orientation))
         if p.spacing:
             ts.append(Spacingd(keys=keys, pixdim=p.spacing, mode=("bilinear", "nearest")[: len(keys)]))
+        if p.crop_foreground:  # same box in training, validation and inference (inference pads back)
+            ts.append(CropNonzerod(keys=keys, source_key=IMAGE, margin=4))
         ts += _intensity(cfg)
-        if p.crop_foreground and for_training:
-            ts.append(CropForegroundd(keys=keys, source_key=IMAGE, allow_smaller=True, margin=4))
         if for_training and with_label and cfg.train.patch_size:
             ts.append(SpatialPadd(keys=keys, spatial_size=cfg.train.patch_size))
             ts.append(FgBgToIndicesd(keys=LABEL, fg_postfix="_fg", bg_postfix="_bg", image_key=IMAGE, image_threshold=-1e9))
