@@ -3,7 +3,7 @@
     python benchmarks/ph2_peer.py --data-dir ../shared/data/ph2 --only 0 --minutes 9
 
 The loop is written the way MONAI's 2D segmentation tutorials write it: LoadImaged(PILReader) ->
-EnsureChannelFirstd -> Resized (192x256) -> ScaleIntensityd -> RandFlipd on both axes (the tutorials' RandRotate90d
+EnsureChannelFirstd -> Resized (256x192 in PILReader's width-first frame) -> ScaleIntensityd -> RandFlipd on both axes (the tutorials' RandRotate90d
 would turn some 192x256 images into 256x192 and break batching), a `Dataset` decoded every
 step, a `DataLoader` with 2 workers, `UNet(channels 16-256, strides 2, 2 residual units)`, `DiceLoss(sigmoid)`,
 Adam 1e-3, batch 8, a `DiceMetric` validation each epoch that keeps the best weights. It trains for a fixed
@@ -49,7 +49,7 @@ def run_fold(data_dir: str, fold: int, folds: int, minutes: float) -> dict:
     samples = load_samples("ph2", data_dir).samples
     split = make_split(samples, cfg.data.split)
     tr, va = select(samples, split["train"]), select(samples, split["val"])
-    size = (192, 256)
+    size = (256, 192)  # PILReader's default array is (width, height): 765x572 -> 256x192 keeps the aspect
     keys = ["image", "label"]
     base = [LoadImaged(keys=keys, reader="PILReader"), EnsureChannelFirstd(keys=keys),
             Lambdad(keys="label", func=lambda m: (m.max(dim=0, keepdim=True).values > 127).float()),
@@ -95,7 +95,9 @@ def run_fold(data_dir: str, fold: int, folds: int, minutes: float) -> dict:
                 gt = binarise_mask_2d(read_image_2d(s["label"], kind="mask")) > 0
                 x = Compose(base)({"image": s["image"], "label": s["label"]})["image"][None]
                 prob = torch.sigmoid(model(torch.as_tensor(x)))
-                prob = F.interpolate(prob, size=raw.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
+                # back to (width, height) at full size, then transposed into the (rows, columns) frame of the mask
+                prob = F.interpolate(prob, size=(raw.shape[1], raw.shape[0]), mode="bilinear",
+                                     align_corners=False)[0, 0].numpy().T
                 m = overlap_metrics(prob > 0.5, gt)
                 dice.append(m["dice"])
                 jac.append(m["jaccard"])
