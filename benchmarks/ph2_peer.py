@@ -3,8 +3,8 @@
     python benchmarks/ph2_peer.py --data-dir ../shared/data/ph2 --only 0 --minutes 9
 
 The loop is written the way MONAI's 2D segmentation tutorials write it: LoadImaged(PILReader) ->
-EnsureChannelFirstd -> Resized (256x192 in PILReader's width-first frame) -> ScaleIntensityd -> RandFlipd on both axes (the tutorials' RandRotate90d
-would turn some 192x256 images into 256x192 and break batching), a `Dataset` decoded every
+EnsureChannelFirstd -> Resized (256x192 in PILReader's width-first frame) -> ScaleIntensityd -> RandFlipd on both
+axes (the tutorials' RandRotate90d would turn some images portrait and break batching), a `Dataset` decoded every
 step, a `DataLoader` with 2 workers, `UNet(channels 16-256, strides 2, 2 residual units)`, `DiceLoss(sigmoid)`,
 Adam 1e-3, batch 8, a `DiceMetric` validation each epoch that keeps the best weights. It trains for a fixed
 wall-clock budget (the issue quotes about 0.93 Dice in 9 minutes), then both its best (picked on the held-out fold,

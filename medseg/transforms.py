@@ -217,15 +217,14 @@ class CropNonzerod(MapTransform):
 
     def __call__(self, data):
         d = dict(data)
-        img = d[self.source_key]
-        full = [int(v) for v in img.shape[1:]]
-        if not bool((torch.as_tensor(img) != 0).any()):
+        full = [int(v) for v in d[self.source_key].shape[1:]]
+        out = self.crop(d)  # one pass over the volume: the box comes back with the crop
+        start, end = out.pop("foreground_start_coord"), out.pop("foreground_end_coord")
+        if any(int(e) <= int(s) for s, e in zip(start, end)):  # no non-zero voxel: MONAI's box is empty
             d["crop_box"] = {"start": [0] * len(full), "full_shape": full}
             return d
-        d = self.crop(d)
-        d["crop_box"] = {"start": [int(v) for v in d.pop("foreground_start_coord")], "full_shape": full}
-        d.pop("foreground_end_coord", None)
-        return d
+        out["crop_box"] = {"start": [int(v) for v in start], "full_shape": full}
+        return out
 
 
 class Guarded(Transform):
