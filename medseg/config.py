@@ -78,7 +78,7 @@ class ModelConfig:
     num_res_units: int = 2
     dropout: float = 0.0
     norm: str = "instance"
-    head: bool = False  # unet: keep channels[0] feature maps at the top and add a 1x1 output convolution
+    head: bool | int = False  # unet: keep channels[0] (true) or this many feature maps at the top + a 1x1 output conv
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -186,7 +186,15 @@ def _coerce(value: Any, hint: Any, where: str, source: str) -> Any:
         raise fail(source, f"config key '{where}' may not be empty", "give it a value")
     if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where, source)
+        if len(inner) == 1:
+            return _coerce(value, inner[0], where, source)
+        for hint_i in inner:  # e.g. bool | int: the first type that takes the value wins
+            try:
+                return _coerce(value, hint_i, where, source)
+            except MedsegError:
+                pass
+        names = " or ".join(getattr(h, "__name__", str(h)) for h in inner)
+        raise fail(source, f"config key '{where}' = {value!r} is not a valid {names}", "correct the value's type")
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string

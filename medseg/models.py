@@ -41,7 +41,7 @@ def _unet(spatial_dims, in_channels, out_channels, channels, strides, num_res_un
     and adds a 1x1 convolution, which learns large, near-empty or near-full masks much faster."""
     from monai.networks.nets import UNet
 
-    width = channels[0] if head else out_channels
+    width = (channels[0] if head is True else int(head)) if head else out_channels
     net = UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=width, channels=channels,
                strides=strides, num_res_units=num_res_units, dropout=dropout, norm=norm, **kw)
     return _WithHead(net, width, out_channels, spatial_dims) if head else net
@@ -83,7 +83,7 @@ def model_spec(cfg: Config) -> dict:
     return {"name": m.name, "kwargs": {"spatial_dims": cfg.data.spatial_dims, "in_channels": len(cfg.data.channels),
                                        "out_channels": cfg.out_channels, "channels": list(m.channels),
                                        "strides": list(m.strides), "num_res_units": m.num_res_units,
-                                       "dropout": m.dropout, "norm": m.norm, **({"head": True} if m.head else {}),
+                                       "dropout": m.dropout, "norm": m.norm, **({"head": m.head} if m.head else {}),
                                        **m.extra}}
 
 

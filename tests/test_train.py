@@ -207,3 +207,18 @@ def test_unet_head_keeps_feature_maps_at_the_top():
     x = torch.randn(2, 3, 32, 32)
     assert net(x).shape == (2, 1, 32, 32)
     assert "head" not in model_spec(load_config("demo"))["kwargs"]  # older checkpoints' specs still rebuild
+
+
+def test_unet_head_width_can_be_set_apart_from_the_first_level():
+    from medseg.errors import MedsegError
+    from medseg.models import model_spec
+
+    cfg = load_config("demo", ["model.channels=[8,16,32]", "model.strides=[2,2]", "model.head=4"])
+    assert cfg.model.head == 4 and model_spec(cfg)["kwargs"]["head"] == 4
+    net = build_model(model_spec(cfg))
+    last = list(net.modules())[-1]
+    assert (last.in_channels, last.out_channels) == (4, 1)
+    assert net(torch.randn(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+    assert load_config("demo", ["model.head=false"]).model.head is False
+    with pytest.raises(MedsegError, match="'model.head' = 'wide' is not a valid bool or int"):
+        load_config("demo", ["model.head=wide"])
