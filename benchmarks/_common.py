@@ -40,3 +40,9 @@ def line(metric: str, value, unit: str, peer=None, **extra) -> None:
     """Print one figure per line: metric, value, unit, the peer's value, machine and date."""
     rec = {"metric": metric, "value": value, "unit": unit, "peer": peer, "machine": machine(), "date": str(date.today()), **extra}
     print(json.dumps(rec))
+
+
+def binarise_peer_mask(m):
+    """PH2 masks come as 1-bit BMPs (0/1), 8-bit (0/255), 3-channel or JPEG: half the maximum separates them all."""
+    v = m.max(dim=0, keepdim=True).values
+    return (v > v.max() / 2).float()

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import line  # noqa: E402
+from _common import binarise_peer_mask, line  # noqa: E402
 
 
 def run_fold(data_dir: str, fold: int, folds: int, minutes: float, loss: str = "dice") -> dict:
@@ -53,7 +53,7 @@ def run_fold(data_dir: str, fold: int, folds: int, minutes: float, loss: str = "
     size = (256, 192)  # PILReader's default array is (width, height): 765x572 -> 256x192 keeps the aspect
     keys = ["image", "label"]
     base = [LoadImaged(keys=keys, reader="PILReader"), EnsureChannelFirstd(keys=keys),
-            Lambdad(keys="label", func=lambda m: (m.max(dim=0, keepdim=True).values > 127).float()),
+            Lambdad(keys="label", func=binarise_peer_mask),
             Resized(keys="image", spatial_size=size, mode="area"), Resized(keys="label", spatial_size=size, mode="nearest"),
             ScaleIntensityd(keys="image")]
     aug = [RandFlipd(keys=keys, prob=0.5, spatial_axis=0), RandFlipd(keys=keys, prob=0.5, spatial_axis=1)]

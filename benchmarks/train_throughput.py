@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import line, run_isolated  # noqa: E402
+from _common import binarise_peer_mask, line, run_isolated  # noqa: E402
 
 
 def _cfg(overrides):
@@ -80,7 +80,7 @@ def worker(side: str, data_dir: str, steps: int, overrides: list[str]) -> dict:
         torch.set_num_threads(2)
         size = cfg.preprocess.spatial_size
         det = [LoadImaged(keys=["image", "label"], reader="PILReader"), EnsureChannelFirstd(keys=["image", "label"]),
-               Lambdad(keys="label", func=lambda m: (m.max(dim=0, keepdim=True).values > 127).float()),
+               Lambdad(keys="label", func=binarise_peer_mask),
                Resized(keys="image", spatial_size=size, mode="area"),
                Resized(keys="label", spatial_size=size, mode="nearest"),
                NormalizeIntensityd(keys="image", channel_wise=True)]
