@@ -43,6 +43,12 @@ def line(metric: str, value, unit: str, peer=None, **extra) -> None:
 
 
 def binarise_peer_mask(m):
-    """PH2 masks come as 1-bit BMPs (0/1), 8-bit (0/255), 3-channel or JPEG: half the maximum separates them all."""
-    v = m.max(dim=0, keepdim=True).values
-    return (v > v.max() / 2).float()
+    """A channel-first mask as MONAI's loaders give it -> one 0/1 float channel, by medseg's own rule
+    (`binarise_mask_2d`: 1-bit, 0/1, 0/255, 3-channel and JPEG masks), the rule the peer's scoring uses too."""
+    import numpy as np
+    import torch
+
+    from medseg.transforms import binarise_mask_2d
+
+    binary = torch.from_numpy(binarise_mask_2d(np.moveaxis(np.asarray(m), 0, -1)))
+    return m[:1].clone().copy_(binary[None])  # clone keeps the MetaTensor type the peer's pipeline runs on

@@ -7,7 +7,8 @@ The loop is written the way MONAI's 2D segmentation tutorials write it: LoadImag
 EnsureChannelFirstd -> Resized (256x192 in PILReader's width-first frame) -> ScaleIntensityd -> RandFlipd on both
 axes (the tutorials' RandRotate90d would turn some images portrait and break batching), a `Dataset` decoded every
 step, a `DataLoader` with 2 workers, `UNet(channels 16-256, strides 2, 2 residual units)`, `DiceLoss(sigmoid)`
-(or, with `--loss dicece`, `DiceCELoss(sigmoid)` as in MONAI's newer tutorials), Adam 1e-3, batch 8, a `DiceMetric` validation each epoch that keeps the best weights. It trains for a fixed
+(or, with `--loss dicece`, `DiceCELoss(sigmoid)` as in MONAI's newer tutorials), Adam 1e-3, batch 8, a `DiceMetric`
+validation each epoch that keeps the best weights. It trains for a fixed
 wall-clock budget (the issue quotes about 0.93 Dice in 9 minutes), then both its best (picked on the held-out fold,
 the tutorial's way) and its final weights are scored per image at the original resolution (probabilities resized
 back bilinearly, threshold 0.5), with the same metric code medseg uses. Only the fold assignment is medseg's.
