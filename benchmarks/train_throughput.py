@@ -2,12 +2,15 @@
 
     python benchmarks/train_throughput.py --data-dir ../shared/data/ph2            # PH2 recipe
     python benchmarks/train_throughput.py --data-dir ../shared/data/ph2 --steps 30
+    python benchmarks/train_throughput.py --data-dir ../shared/data/ph2 --device cuda --steps 300   # GPU, AMP
 
 Same model (configs/ph2.yaml U-Net), batch size, input size and augmentation on both sides; each side runs in its
 own process and is timed over --steps optimisation steps after 2 warm-up steps. The peer is written the way MONAI's
 tutorials write it: LoadImaged (PILReader) -> EnsureChannelFirstd -> binarise -> Resized -> NormalizeIntensityd ->
 the same random transforms, decoded every step, MetaTensors throughout, DataLoader with 2 workers. medseg decodes
 and resizes once (CacheDataset), drops MetaTensor bookkeeping after the cache and feeds plain tensors.
+With --device cuda both sides train on the GPU with mixed precision (fp16 autocast + GradScaler, as `medseg train`
+does there) and the timer waits for the GPU before it stops.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ def _cfg(overrides):
     return load_config("ph2", overrides)
 
 
-def _timed_steps(loader, model, loss_fn, opt, steps: int) -> tuple[float, int]:
+def _timed_steps(loader, model, loss_fn, opt, steps: int, device: str = "cpu") -> tuple[float, int]:
     import torch
 
+    cuda = device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     it = iter(loader)
     done, n_img, t0 = 0, 0, None
     while done < steps + 2:
@@ -40,19 +45,26 @@ def _timed_steps(loader, model, loss_fn, opt, steps: int) -> tuple[float, int]:
             it = iter(loader)
             continue
         if done == 2:
+            if cuda:
+                torch.cuda.synchronize()
             t0 = time.perf_counter()
-        x = torch.as_tensor(batch["image"]).float()
-        y = torch.as_tensor(batch["label"]).float()
+        x = torch.as_tensor(batch["image"]).float().to(device, non_blocking=True)
+        y = torch.as_tensor(batch["label"]).float().to(device, non_blocking=True)
         opt.zero_grad()
-        loss_fn(model(x), y).backward()
-        opt.step()
+        with torch.autocast(device_type="cuda" if cuda else "cpu", enabled=cuda):
+            loss = loss_fn(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         if done >= 2:
             n_img += x.shape[0]
         done += 1
+    if cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - t0, n_img
 
 
-def worker(side: str, data_dir: str, steps: int, overrides: list[str]) -> dict:
+def worker(side: str, data_dir: str, steps: int, overrides: list[str], device: str = "cpu") -> dict:
     import numpy as np
     import torch
     from monai.data import CacheDataset, DataLoader, Dataset
@@ -86,11 +98,11 @@ def worker(side: str, data_dir: str, steps: int, overrides: list[str]) -> dict:
                NormalizeIntensityd(keys="image", channel_wise=True)]
         ds = Dataset(data, Compose(det + list(random_transforms(cfg).transforms)))
         loader = DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=2, persistent_workers=True)
-    model = build_model(model_spec(cfg))
+    model = build_model(model_spec(cfg)).to(device)
     opt = build_optimizer(cfg, model.parameters())
-    secs, n = _timed_steps(loader, model, build_loss(cfg), opt, steps)
+    secs, n = _timed_steps(loader, model, build_loss(cfg), opt, steps, device)
     return {"images_per_s": n / secs, "seconds": secs, "images": n, "cache_s": t_cache, "threads": torch.get_num_threads(),
-            "np": np.__version__}
+            "np": np.__version__, "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"}
 
 
 def main() -> None:
@@ -98,17 +110,21 @@ def main() -> None:
     ap.add_argument("--data-dir", default="../shared/data/ph2")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda: mixed precision on both sides)")
     ap.add_argument("--_worker", choices=["medseg", "plain"])
     a = ap.parse_args()
     if a._worker:
-        print(json.dumps(worker(a._worker, a.data_dir, a.steps, a.overrides)))
+        print(json.dumps(worker(a._worker, a.data_dir, a.steps, a.overrides, a.device)))
         return
-    common = [__file__, "--data-dir", a.data_dir, "--steps", str(a.steps)] + [x for o in a.overrides for x in ("--set", o)]
+    common = [__file__, "--data-dir", a.data_dir, "--steps", str(a.steps), "--device", a.device] + \
+        [x for o in a.overrides for x in ("--set", o)]
     plain = run_isolated(common + ["--_worker", "plain"])
     ours = run_isolated(common + ["--_worker", "medseg"])
     cmd = "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:])
     cfg = _cfg(a.overrides)
     what = f"PH2 {cfg.preprocess.spatial_size[0]}x{cfg.preprocess.spatial_size[1]}, batch {cfg.train.batch_size}"
+    if a.device != "cpu":
+        what += f", {ours['device']}, AMP"
     line(f"training throughput ({what})", round(ours["images_per_s"], 2), "images/s", round(plain["images_per_s"], 2),
          command=cmd, speedup=round(ours["images_per_s"] / plain["images_per_s"], 2))
     line("one-off cache build (decode + resize all 150 images)", round(ours["cache_s"], 1), "s", None, command=cmd)

@@ -35,7 +35,7 @@ from .models import build_model
 from .postprocess import postprocess
 from .train import predict_logits, resolve_device
 
-LARGE_VOLUME_VOXELS = 160 ** 3  # stitch on the CPU above this (keeps GPU memory bounded)
+LARGE_VOLUME_VOXELS = 160 ** 3  # stitch on the CPU above this when the GPU cannot report its free memory
 
 
 @dataclass
@@ -192,6 +192,23 @@ def predict_probabilities(lm: LoadedModel, x: torch.Tensor, device: torch.device
     return total / len(flips)
 
 
+def _stitch_on_cpu(x: torch.Tensor, cfg, device: torch.device, tta: bool) -> bool:
+    """Stitch the sliding-window output in host memory when the GPU could not hold it comfortably.
+
+    On the GPU the stitched output, its weight map and the probabilities (plus a running sum with TTA) need
+    about ``(2K + 2) * voxels * 4`` bytes; keep that under half of the memory the GPU has free. Without a way
+    to ask (or a CPU device) fall back to a fixed size."""
+    if device.type != "cuda":
+        return False
+    k = max(1, cfg.out_channels)
+    need = int(np.prod(x.shape[2:])) * (2 * k + 2 + (k if tta else 0)) * 4
+    try:
+        free, _total = torch.cuda.mem_get_info(device)
+    except Exception:  # noqa: BLE001  (a driver that cannot say)
+        return int(np.prod(x.shape[2:])) * k > LARGE_VOLUME_VOXELS
+    return need > free // 2
+
+
 def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: bool) -> tuple[np.ndarray, Geometry, dict]:
     """Run one model on one case; return probabilities on the input's own grid ``(K, *shape)``."""
     from monai.data import MetaTensor
@@ -226,11 +243,10 @@ def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: 
         if tuple(probs.shape[2:]) != size:
             probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
         geom = geometry_2d(case.paths[0], size, cfg.data.pixel_spacing_mm, channels=x.shape[1])
-        out = probs[0].numpy()
+        out = probs[0].cpu().numpy()
     else:
         geom = meta["geometry"]
-        big = int(np.prod(x.shape[2:])) * max(1, cfg.out_channels) > LARGE_VOLUME_VOXELS
-        probs = predict_probabilities(lm, x, device, tta, stitch_on_cpu=device.type == "cuda" and big).cpu()
+        probs = predict_probabilities(lm, x, device, tta, stitch_on_cpu=_stitch_on_cpu(x, cfg, device, tta)).cpu()
         probs = probs[0].as_tensor() if hasattr(probs, "as_tensor") else probs[0]
         affine = torch.as_tensor(img.affine, dtype=torch.float64)
         if "crop_box" in d:  # trained on the non-zero box: background outside it, then the uncropped grid
@@ -319,8 +335,10 @@ def segment_case(models: list[LoadedModel], case: Case, out_dir: Path, device: t
             pg = Geometry(geom.shape, geom.spacing, geom.affine, geom.fmt, geom.path, header=None, meta=geom.meta)
             write_volume(p.astype(np.float32), pg, prob_path, force=True)
     timings["write_s"] = round(time.time() - t0, 3)
-    timings["total_s"] = round(time.time() - t_start, 3)
+    t0 = time.time()
     findings = lesion_findings(labels, geom, list(cfg.data.labels))
+    timings["findings_s"] = round(time.time() - t0, 3)
+    timings["total_s"] = round(time.time() - t_start, 3)
     result = {
         "case_id": case.case_id,
         "input": [str(Path(p).resolve()) for p in case.paths],

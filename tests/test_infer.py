@@ -272,3 +272,23 @@ def test_model_trained_on_nonzero_box_segments_in_place(model3d, tmp_path):
     pred = np.asarray(seg.dataobj)
     assert _dice(pred, mask) > 0.7
     assert not pred[~keep].any() or pred[~keep].sum() < 0.02 * pred.sum()
+
+
+def test_stitching_moves_to_host_memory_only_when_the_gpu_is_short(monkeypatch):
+    from medseg.infer import _stitch_on_cpu
+
+    cfg = load_config("brats", [])
+    assert cfg.out_channels == 5  # softmax over 5 classes: (2*5 + 2) * 4 bytes = 48 bytes per voxel
+    cuda = torch.device("cuda")
+    x = torch.empty(1, 2, 100, 100, 100)  # 1e6 voxels -> 48 MB
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100 * 2 ** 20, 80 * 2 ** 30))
+    assert not _stitch_on_cpu(x, cfg, cuda, tta=False)  # 48 MB < half of 100 MiB
+    assert _stitch_on_cpu(x, cfg, cuda, tta=True)  # + 20 bytes per voxel for the TTA sum: 68 MB > 52 MB
+    assert not _stitch_on_cpu(x, cfg, torch.device("cpu"), tta=True)
+
+    def no_answer(device=None):
+        raise RuntimeError("driver cannot say")
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", no_answer)
+    assert not _stitch_on_cpu(torch.empty(1, 2, 80, 80, 80), cfg, cuda, tta=False)  # 5 * 80**3 < 160**3: fixed rule
+    assert _stitch_on_cpu(x, cfg, cuda, tta=False)  # 5 * 100**3 > 160**3

@@ -49,3 +49,17 @@ def test_findings_2d_and_3d_units():
     b = f3["classes"]["b"]
     assert b["total_ml"] == 8 * 8 / 1000 and b["lesions"][0]["centroid_mm"] == [13.0, 23.0, 33.0]
     assert b["lesions"][0]["bbox_mm"] == {"min": [12.0, 22.0, 32.0], "max": [14.0, 24.0, 34.0]}
+
+
+def test_findings_report_the_largest_lesions_first_with_their_own_centroids():
+    v = np.zeros((30, 30, 30), np.uint8)
+    v[20:24, 20:24, 20:24] = 1  # 64 voxels, centre 21.5
+    v[5:7, 5:7, 5:7] = 1  # 8 voxels, centre 5.5
+    v[10:13, 25:28, 2:5] = 1  # 27 voxels, centre (11, 26, 3)
+    g = Geometry((30, 30, 30), (1.0, 1.0, 1.0), np.eye(4), "nifti")
+    les = lesion_findings(v, g, ["background", "lesion"], max_lesions=2)["classes"]["lesion"]
+    assert les["n_lesions"] == 3 and les["voxels"] == 99 and len(les["lesions"]) == 2
+    assert [x["voxels"] for x in les["lesions"]] == [64, 27]
+    assert les["lesions"][0]["centroid_voxel"] == [21.5, 21.5, 21.5]
+    assert les["lesions"][1]["centroid_voxel"] == [11.0, 26.0, 3.0]
+    assert les["lesions"][1]["bbox_voxel"] == {"min": [10, 25, 2], "max": [12, 27, 4]}
