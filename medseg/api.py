@@ -119,10 +119,11 @@ def infer_from_cli(inputs, model=None, out=None, device="auto", tta=False, proba
 
 def evaluate_from_cli(pred=None, gt=None, model=None, data=None, data_dir=None, split="val", out=None, labels=None,
                       images=None, device="auto", tta=False, report=False, force=False, progress=True, log=print):
-    """``medseg evaluate``: folders (--pred/--gt) or a model on a recipe (--model/--data/--data-dir)."""
+    """``medseg evaluate``: folders (--pred/--gt) or a model (or a list of models, ensembled) on a recipe
+    (--model/--data/--data-dir)."""
     from .evaluate import evaluate_folders, evaluate_model
 
-    if model is not None:
+    if model:
         if pred is not None or gt is not None:
             raise MedsegError("give either --pred/--gt or --model/--data, not both")
         if not data:

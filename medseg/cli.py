@@ -126,7 +126,8 @@ def infer(
 def evaluate(
     pred: Optional[Path] = typer.Option(None, "--pred", help="Folder of predicted masks (<case>_seg.<ext>)."),
     gt: Optional[Path] = typer.Option(None, "--gt", help="Folder of ground-truth masks."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint to run on a data set instead of --pred."),
+    model: List[Path] = typer.Option([], "--model", "-m", help="Checkpoint to run on a data set instead of --pred; "
+                                     "repeat to evaluate an ensemble (same split)."),
     data: Optional[str] = typer.Option(None, "--data", help="Recipe name with --model (ph2, lgg, brats, nifti, folder)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder with --model."),
     split: str = typer.Option("val", "--split", help="all, val or test (the checkpoint's own split)."),
@@ -142,7 +143,7 @@ def evaluate(
     """Per-case, per-class metrics (Dice, Jaccard, precision, recall, HD95, ASSD, lesion counts)."""
     from .api import evaluate_from_cli
 
-    _run(evaluate_from_cli, pred=pred, gt=gt, model=model, data=data, data_dir=data_dir, split=split, out=out,
+    _run(evaluate_from_cli, pred=pred, gt=gt, model=list(model) or None, data=data, data_dir=data_dir, split=split, out=out,
          labels=labels.split(",") if labels else None, images=images, device=device, tta=tta, report=report,
          force=force, progress=not quiet, log=_echo)
 

@@ -196,9 +196,10 @@ def evaluate_folders(pred_dir, gt_dir, out, labels: list[str] | None = None, ima
     return _write(out_dir, df, info)
 
 
-def evaluate_model(model: str | Path, data: str, data_dir, out, split: str = "val", device: str = "auto",
+def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: str = "val", device: str = "auto",
                    tta: bool = False, force: bool = False, progress: bool = True, log=print) -> EvalResult:
-    """Run ``model`` on a recipe's cases and evaluate at each case's original resolution."""
+    """Run ``model`` (one checkpoint, or a list of them to ensemble: probabilities averaged, as ``medseg infer``
+    does) on a recipe's cases and evaluate at each case's original resolution."""
     from tqdm.auto import tqdm
 
     from .data import load_samples
@@ -210,9 +211,19 @@ def evaluate_model(model: str | Path, data: str, data_dir, out, split: str = "va
     out_dir = Path(out)
     _check_out(out_dir, force)
     dev = resolve_device(device)
-    models = load_models([model], dev)
+    paths = [str(m) for m in model] if isinstance(model, (list, tuple)) else [str(model)]
+    if not paths:
+        raise MedsegError("no checkpoint given; fix: --model runs/NAME/best.pt (repeat --model to ensemble)")
+    model = paths[0]
+    models = load_models(paths, dev)
     lm = models[0]
     cfg = lm.cfg
+    if split != "all":
+        for other in models[1:]:
+            if sorted(other.ckpt.get("split", {}).get(split) or []) != sorted(lm.ckpt.get("split", {}).get(split) or []):
+                raise fail(other.path, f"was trained on another split than {paths[0]}, so its '{split}' cases differ "
+                           "(an ensemble could score cases one member trained on)",
+                           "ensemble checkpoints of the same split, or use --split all on data none of them saw")
     samples = load_samples(data, data_dir, {**cfg.data.options, "channels": cfg.data.channels}).samples
     if split != "all":
         ids = set(lm.ckpt.get("split", {}).get(split) or [])
@@ -264,6 +275,7 @@ def evaluate_model(model: str | Path, data: str, data_dir, out, split: str = "va
     ck = lm.ckpt
     info = {"mode": "model", "size_unit": "mm²" if cfg.data.spatial_dims == 2 and not volumes else "mL",
             "model": str(Path(model).resolve()), "model_sha256_12": lm.sha, "data": data,
+            "ensemble": [str(Path(p).resolve()) for p in paths] if len(paths) > 1 else None,
             "data_dir": str(data_dir), "split": split, "labels": labels, "n_cases": len(cases),
             "per_volume": bool(volumes), "infer_seconds": round(infer_s, 1), "cases": cases, "ranked": ranks,
             "model_card": model_card(ck, lm.sha), "medseg_version": __version__,

@@ -55,3 +55,24 @@ def test_train_then_refuse_then_resume(folder_dir, tmp_path, small_2d_overrides)
     assert r.exit_code == 0, r.output
     assert "resuming" in r.output
     assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
+
+
+def test_evaluate_ensembles_models_of_one_split_and_refuses_mixed_splits(folder_dir, tmp_path, small_2d_overrides):
+    from medseg.config import load_config
+    from medseg.train import train
+
+    def fit(name, *more):
+        cfg = load_config("demo", ["data.recipe=folder", *small_2d_overrides, "train.epochs=2", *more])
+        train(cfg, folder_dir, tmp_path / name, progress=False, log=lambda *a, **k: None)
+        return tmp_path / name / "last.pt"
+
+    a, b, c = fit("a"), fit("b", "train.seed=5"), fit("c", "data.split.seed=3")
+    r = _run("evaluate", "--model", a, "--model", b, "--data", "folder", "--data-dir", folder_dir, "--out",
+             tmp_path / "ev", "--quiet")
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert [p.split("/")[-2] for p in info["ensemble"]] == ["a", "b"]
+    assert info["n_cases"] == len(json.loads((tmp_path / "a" / "split.json").read_text())["val"])
+    r = _run("evaluate", "--model", a, "--model", c, "--data", "folder", "--data-dir", folder_dir, "--out",
+             tmp_path / "ev2", "--quiet")
+    assert r.exit_code == 2 and "another split" in r.output and "last.pt" in r.output and "fix:" in r.output
