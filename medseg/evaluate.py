@@ -70,6 +70,9 @@ def pair_cases(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[tuple[str
     return pairs, sorted(set(preds) - set(gts)), sorted(set(gts) - set(preds))
 
 
+NOMINAL_MM2 = "mm² (1 mm spacing assumed)"
+
+
 def read_label_map(path: Path, num_classes: int) -> tuple[np.ndarray, tuple, np.ndarray | None]:
     """A mask file -> ``(class map, spacing, affine or None)``; binary tasks threshold anything > 0."""
     from .transforms import binarise_mask_2d, labels_to_classes
@@ -190,7 +193,8 @@ def evaluate_folders(pred_dir, gt_dir, out, labels: list[str] | None = None, ima
         title = f"{cid} ({tags[cid]})" if cid in tags else cid
         c["overlay"] = save_case_overlay(c["image"], c["ground_truth"], c["prediction"], labels,
                                          out_dir / "overlays" / f"{cid}.png", title=title)
-    info = {"mode": "folders", "size_unit": "mm²" if file_ext(pairs[0][2]) in IMAGE_2D_EXTS else "mL", "pred_dir": str(pred_dir), "gt_dir": str(gt_dir), "labels": labels, "n_cases": len(pairs),
+    nominal = file_ext(pairs[0][2]) in IMAGE_2D_EXTS  # 2D masks carry no pixel spacing: 1 mm is assumed
+    info = {"mode": "folders", "size_unit": NOMINAL_MM2 if nominal else "mL", "spacing_assumed": nominal, "pred_dir": str(pred_dir), "gt_dir": str(gt_dir), "labels": labels, "n_cases": len(pairs),
             "predictions_without_gt": pred_only, "gt_without_prediction": gt_only, "cases": cases, "ranked": ranks,
             "medseg_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return _write(out_dir, df, info)
@@ -273,7 +277,9 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
         else:
             c["overlay"] = save_case_overlay(c["image"], c["ground_truth"], c["prediction"], labels, target, title=title)
     ck = lm.ckpt
-    info = {"mode": "model", "size_unit": "mm²" if cfg.data.spatial_dims == 2 and not volumes else "mL",
+    nominal = cfg.data.spatial_dims == 2 and not cfg.data.pixel_spacing_mm  # 2D files carry no spacing: 1 mm assumed
+    unit = "mL" if volumes else "mm²"
+    info = {"mode": "model", "size_unit": f"{unit} (1 mm spacing assumed)" if nominal else unit, "spacing_assumed": nominal,
             "model": str(Path(model).resolve()), "model_sha256_12": lm.sha, "data": data,
             "ensemble": [str(Path(p).resolve()) for p in paths] if len(paths) > 1 else None,
             "data_dir": str(data_dir), "split": split, "labels": labels, "n_cases": len(cases),

@@ -251,7 +251,10 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
                      f"{fmt(r['mean'])} ± {fmt(r['std'])}", fmt(r["median"]), f"{fmt(r['ci95_low'])} - {fmt(r['ci95_high'])}"])
     body.append(_table(rows))
     body.append(Paragraph("n/a: undefined (e.g. precision with nothing predicted, distances with an empty mask); "
-                          "see the README for the empty-mask rules.", st["small"]))
+                          "see the README for the empty-mask rules." +
+                          (" These images carry no pixel spacing: sizes and distances assume 1 mm per pixel "
+                           "(set data.pixel_spacing_mm for true millimetres)." if info.get("spacing_assumed") else ""),
+                          st["small"]))
     plots = info.get("plots", {})
     if plots.get("boxplots"):
         body += [Paragraph("Distribution per class", st["h2"]), _image(plots["boxplots"], max_h_mm=60)]

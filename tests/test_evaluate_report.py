@@ -155,3 +155,12 @@ def test_volume_views_pick_lesion_slices_and_skip_strips_for_stacks():
     assert full[3][4] == (3.0, 1.0)  # through-plane panels carry the slice thickness for the aspect ratio
     stack = _views(vol, gt, None, (1.0, 1.0, 1.0), n_axial=2, through_plane=False)
     assert [p[3] for p in stack] == ["axial z=2", "axial z=5"]  # the two largest, in slice order
+
+
+def test_2d_sizes_without_pixel_spacing_are_labelled_nominal(tmp_path):
+    _masks(tmp_path)
+    res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=_quiet)
+    assert res.info["spacing_assumed"] is True and res.info["size_unit"] == "mm² (1 mm spacing assumed)"
+    pdf = cohort_report(tmp_path / "ev", out=tmp_path / "c.pdf")
+    text = " ".join(" ".join(page.extract_text() for page in PdfReader(str(pdf)).pages).split())
+    assert "carry no pixel spacing: sizes and distances assume 1 mm per pixel" in text
