@@ -255,6 +255,26 @@ class Guarded(Transform):
 # ----------------------------------------------------------------------------
 
 
+class CheckRanged(Transform):
+    """Stop with the file's name when an image lies far outside the fixed intensity range (a 16-bit file fed to an
+    8-bit recipe would otherwise be mapped to values in the hundreds and segmented as noise, silently)."""
+
+    def __init__(self, lo: float, hi: float):
+        self.lo, self.hi = lo, hi
+
+    def __call__(self, data):
+        img = data[IMAGE]
+        lo, hi = float(img.min()), float(img.max())
+        span = self.hi - self.lo
+        if hi > self.hi + span or lo < self.lo - span:
+            meta = getattr(img, "meta", None) or {}
+            where = (data.get("image_meta") or {}).get("path") or meta.get("filename_or_obj") or "an input image"
+            raise fail(where, f"has intensities {lo:g} to {hi:g}, far outside preprocess.intensity_range "
+                       f"[{self.lo:g}, {self.hi:g}] (a 16-bit image for an 8-bit recipe?)",
+                       "set preprocess.intensity_range to the data's range, or use preprocess.intensity: zscore")
+        return data
+
+
 def _intensity(cfg: Config):
     p = cfg.preprocess
     if p.intensity == "zscore":
@@ -266,7 +286,7 @@ def _intensity(cfg: Config):
         if not hi > lo:
             raise MedsegError(f"preprocess.intensity_range {p.intensity_range} must be [low, high] with high > low; "
                               "fix: e.g. [0, 255] for 8-bit images")
-        return [ScaleIntensityRanged(keys=IMAGE, a_min=lo, a_max=hi, b_min=-1.0, b_max=1.0, clip=False)]
+        return [CheckRanged(lo, hi), ScaleIntensityRanged(keys=IMAGE, a_min=lo, a_max=hi, b_min=-1.0, b_max=1.0, clip=False)]
     if p.intensity == "none":
         return []
     raise MedsegError(f"preprocess.intensity '{p.intensity}' is unknown; fix: use zscore, scale, fixed or none")

@@ -8,7 +8,7 @@ from PIL import Image
 from medseg.config import load_config
 from medseg.data import IMAGE, LABEL
 from medseg.errors import MedsegError
-from medseg.transforms import (LoadImage2Dd, LoadVolumed, adapt_channels_2d, binarise_mask_2d,
+from medseg.transforms import (Guarded, LoadImage2Dd, LoadVolumed, adapt_channels_2d, binarise_mask_2d,
                                deterministic_transforms, labels_to_classes, train_transforms)
 
 
@@ -121,3 +121,7 @@ def test_fixed_intensity_keeps_absolute_brightness(tmp_path):
     assert means == pytest.approx([51 / 255 * 2 - 1, 204 / 255 * 2 - 1], abs=1e-4)
     with pytest.raises(MedsegError, match="intensity_range"):
         deterministic_transforms(load_config("ph2", ["preprocess.intensity=fixed", "preprocess.intensity_range=[5,5]"]))
+    # a 16-bit image under an 8-bit range is refused by name instead of being scaled to values in the hundreds
+    Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(MedsegError, match=r"deep\.png.*40000.*intensity_range \[0, 255\]"):
+        Guarded(deterministic_transforms(cfg))({IMAGE: str(tmp_path / "deep.png"), LABEL: str(tmp_path / "m51.png")})
