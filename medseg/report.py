@@ -222,6 +222,14 @@ def case_report(findings_json: str | Path, out: str | Path | None = None, gt: st
 SUMMARY_METRICS = ["dice", "jaccard", "precision", "recall", "hd95_mm", "assd_mm"]
 
 
+def _model_rows(info: dict) -> list[tuple[str, str]]:
+    """The checkpoint(s) an evaluation ran, for the cohort report's header table."""
+    if info.get("ensemble"):
+        return [("Models", f"ensemble of {len(info['ensemble'])} (probabilities averaged): "
+                           + ", ".join(info["ensemble"]))]
+    return [("Model", f"{info['model']} (sha256 {info.get('model_sha256_12')})")] if info.get("model") else []
+
+
 def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
     """Write a cohort PDF from an evaluation folder (metrics.csv, summary.csv, eval.json, plots)."""
     from reportlab.platypus import PageBreak, Paragraph
@@ -240,7 +248,7 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
     unit = info.get("size_unit", "mL")
     body = [Paragraph("Evaluation", st["h2"]),
             _kv_table([("Cases", f"{info['n_cases']}" + (" volumes (slices stacked per patient)" if info.get("per_volume") else "")),
-                       ("Data", what), ("Labels", ", ".join(info["labels"])),
+                       ("Data", what), *_model_rows(info), ("Labels", ", ".join(info["labels"])),
                        ("Unscored", f"{len(info.get('predictions_without_gt', []))} predictions without ground truth, "
                                     f"{len(info.get('gt_without_prediction', []))} ground truths without prediction"),
                        ("Created", info.get("created"))]),

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -68,8 +69,13 @@ def test_evaluate_ensembles_models_of_one_split_and_refuses_mixed_splits(folder_
 
     a, b, c = fit("a"), fit("b", "train.seed=5"), fit("c", "data.split.seed=3")
     r = _run("evaluate", "--model", a, "--model", b, "--data", "folder", "--data-dir", folder_dir, "--out",
-             tmp_path / "ev", "--quiet")
+             tmp_path / "ev", "--quiet", "--report")
     assert r.exit_code == 0, r.output
+    from pypdf import PdfReader
+
+    pdf = next(Path("reports").glob("ev_cohort_report.pdf"))
+    text = " ".join(" ".join(pg.extract_text() for pg in PdfReader(str(pdf)).pages).split())
+    assert "ensemble of 2 (probabilities averaged)" in text
     info = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert [p.split("/")[-2] for p in info["ensemble"]] == ["a", "b"]
     assert info["n_cases"] == len(json.loads((tmp_path / "a" / "split.json").read_text())["val"])
