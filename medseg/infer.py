@@ -195,13 +195,13 @@ def predict_probabilities(lm: LoadedModel, x: torch.Tensor, device: torch.device
 def _stitch_on_cpu(x: torch.Tensor, cfg, device: torch.device, tta: bool) -> bool:
     """Stitch the sliding-window output in host memory when the GPU could not hold it comfortably.
 
-    On the GPU the stitched output, its weight map and the probabilities (plus a running sum with TTA) need
-    about ``(2K + 2) * voxels * 4`` bytes; keep that under half of the memory the GPU has free. Without a way
-    to ask (or a CPU device) fall back to a fixed size."""
+    On the GPU the input (C channels), the stitched output, its weight map and the probabilities (plus a running
+    sum with TTA) need about ``(C + 2K + 2) * voxels * 4`` bytes; keep that under half of the memory the GPU has
+    free. Without a way to ask (or a CPU device) fall back to a fixed size."""
     if device.type != "cuda":
         return False
     k = max(1, cfg.out_channels)
-    need = int(np.prod(x.shape[2:])) * (2 * k + 2 + (k if tta else 0)) * 4
+    need = int(np.prod(x.shape[2:])) * (x.shape[1] + 2 * k + 2 + (k if tta else 0)) * 4
     try:
         free, _total = torch.cuda.mem_get_info(device)
     except Exception:  # noqa: BLE001  (a driver that cannot say)
