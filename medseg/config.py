@@ -40,6 +40,7 @@ class DataConfig:
     channels: list[str] = field(default_factory=lambda: ["image"])
     spatial_dims: int = 2
     pixel_spacing_mm: list[float] | None = None  # 2D only: physical pixel size if known
+    context_slices: int = 0  # 2D slices of a volume: neighbours on each side fed as extra channels (2.5D)
     options: dict[str, Any] = field(default_factory=dict)  # recipe-specific
     split: SplitConfig = field(default_factory=SplitConfig)
 
@@ -149,6 +150,12 @@ class Config:
     @property
     def out_channels(self) -> int:
         return 1 if self.binary else self.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        """Network inputs: the channels, times (2 * context_slices + 1) slices in 2.5D."""
+        ctx = self.data.context_slices if self.data.spatial_dims == 2 else 0
+        return len(self.data.channels) * (2 * ctx + 1)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -242,7 +242,9 @@ def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: 
         size = tuple(meta["original_size"])
         if tuple(probs.shape[2:]) != size:
             probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
-        geom = geometry_2d(case.paths[0], size, cfg.data.pixel_spacing_mm, channels=x.shape[1])
+        geom = geometry_2d(case.paths[0], size, cfg.data.pixel_spacing_mm, channels=len(cfg.data.channels))
+        if cfg.data.context_slices:  # 2.5D model: say how many neighbouring slices were really there
+            geom.meta["context_slices_found"] = int(meta.get("context_found", 0))
         out = probs[0].cpu().numpy()
     else:
         geom = meta["geometry"]
@@ -346,6 +348,7 @@ def segment_case(models: list[LoadedModel], case: Case, out_dir: Path, device: t
         "probabilities": str(prob_path.resolve()) if probabilities else None,
         "geometry": geom.summary(),
         "spacing_assumed": geom.ndim == 2 and not geom.meta.get("spacing_known", False),
+        **({"context_slices_found": geom.meta["context_slices_found"]} if "context_slices_found" in geom.meta else {}),
         "metadata": {**geom.meta.get("dicom", {}), **lookup_metadata(case.paths[0])},
         "labels": list(cfg.data.labels),
         "channels": list(cfg.data.channels),
@@ -397,6 +400,9 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
             cls = ", ".join(f"{n}: {v.get('total_ml', v.get('total_mm2'))} {findings_unit(res)} in {v['n_lesions']} lesion(s)"
                             for n, v in res["classes"].items())
             log(f"{case.case_id}: {cls} -> {res['segmentation']}")
+            if res.get("context_slices_found") == 0:
+                log(f"warning: {case.paths[0]}: no neighbouring slices found for this 2.5D model, so it saw the slice "
+                    "repeated; fix: keep the volume's slices side by side, named <stem>_<n>.<ext>")
         except MedsegError as exc:
             summary.failures.append(str(exc))
             log(f"error: {exc}")

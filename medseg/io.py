@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,37 @@ def strip_ext(path: str | Path) -> str:
     name = Path(path).name
     ext = file_ext(name)
     return name[: len(name) - len(ext)] if ext else name
+
+
+_SLICE_NUMBER = re.compile(r"^(?P<base>.*?)(?P<n>\d+)$")
+
+
+def slice_neighbours(path: str | Path, context: int) -> tuple[list[Path], int]:
+    """The 2D slice ``path`` and its ``context`` neighbours on each side, found by the number that ends the file
+    name (``case_7.tif`` -> ``case_6.tif``, ``case_8.tif``; zero-padded numbers too). Ordered centre first, then
+    the nearest pair below/above, then the next pair; at the ends of a volume, or for an unnumbered file, the
+    nearest existing slice stands in. Also returns how many neighbours were really found."""
+    p = Path(path)
+    stem = strip_ext(p)
+    ext = p.name[len(stem):]
+    m = _SLICE_NUMBER.match(stem)
+    out, found = [p], 0
+    if not m or context <= 0:
+        return out + [p] * (2 * context), 0
+    base, n, width = m.group("base"), int(m.group("n")), len(m.group("n"))
+    last, ended = {-1: p, 1: p}, {-1: False, 1: False}
+    for k in range(1, context + 1):
+        for side in (-1, 1):
+            idx = n + side * k
+            names = {f"{base}{idx}{ext}", f"{base}{idx:0{width}d}{ext}"} if idx >= 0 else set()
+            hit = next((p.parent / nm for nm in sorted(names) if (p.parent / nm).is_file()), None)
+            if hit is None or ended[side]:
+                ended[side] = True  # the volume ends on this side: the nearest slice stands in
+            else:
+                last[side] = hit
+                found += 1
+            out.append(last[side])
+    return out, found
 
 
 def is_dicom_dir(path: Path) -> bool:

@@ -80,7 +80,7 @@ def _segresnet(spatial_dims, in_channels, out_channels, channels, strides=None, 
 def model_spec(cfg: Config) -> dict:
     """The constructor call that :func:`build_model` makes, as plain data."""
     m = cfg.model
-    return {"name": m.name, "kwargs": {"spatial_dims": cfg.data.spatial_dims, "in_channels": len(cfg.data.channels),
+    return {"name": m.name, "kwargs": {"spatial_dims": cfg.data.spatial_dims, "in_channels": cfg.in_channels,
                                        "out_channels": cfg.out_channels, "channels": list(m.channels),
                                        "strides": list(m.strides), "num_res_units": m.num_res_units,
                                        "dropout": m.dropout, "norm": m.norm, **({"head": m.head} if m.head else {}),

@@ -152,6 +152,9 @@ def check_config(cfg: Config) -> None:
             raise MedsegError(f"{name} {list(size)} must be a multiple of {div} (the model's total stride); fix: use {fixed}")
     if cfg.data.spatial_dims not in (2, 3):
         raise MedsegError(f"data.spatial_dims must be 2 or 3, not {cfg.data.spatial_dims}")
+    if cfg.data.context_slices < 0 or (cfg.data.context_slices and cfg.data.spatial_dims != 2):
+        raise MedsegError(f"data.context_slices {cfg.data.context_slices} applies to 2D slices only and must be >= 0; "
+                          "fix: 0 (no context), or 1-2 for slices of a volume (e.g. lgg)")
     if len(cfg.model.strides) != len(cfg.model.channels) - 1 and cfg.model.name in ("unet", "attention_unet"):
         raise MedsegError("model.strides must have one entry fewer than model.channels; fix: e.g. channels [16,32,64], strides [2,2]")
 

@@ -46,7 +46,7 @@ from monai.transforms import (
 from .config import Config
 from .data.base import IMAGE, LABEL
 from .errors import MedsegError, fail, find_user_error
-from .io import read_image_2d, read_volume
+from .io import read_image_2d, read_volume, slice_neighbours
 
 # ----------------------------------------------------------------------------
 # image / label adaptation shared by training and inference
@@ -129,14 +129,34 @@ class LoadImage2Dd(_LoadPaird):
     ``image_meta`` (original size, path, raw per-channel mean/std).
     """
 
+    def __init__(self, n_channels: int, num_classes: int, keys=(IMAGE, LABEL), allow_missing_keys=True,
+                 context: int = 0):
+        super().__init__(n_channels, num_classes, keys, allow_missing_keys)
+        self.context = context
+
+    def _read(self, path) -> np.ndarray:
+        raw = read_image_2d(path, kind="image")
+        _check_finite(raw, path)
+        return adapt_channels_2d(raw, self.n_channels, path)
+
     def __call__(self, data):
         d = dict(data)
         path = d[IMAGE]
-        raw = read_image_2d(path, kind="image")
-        _check_finite(raw, path)
-        img = adapt_channels_2d(raw, self.n_channels, path)
+        img = self._read(path)
+        found = 0
+        if self.context:  # 2.5D: the neighbouring slices become extra channels, centre first
+            paths, found = slice_neighbours(path, self.context)
+            parts = [img]
+            for q in paths[1:]:
+                nb = img if Path(q) == Path(path) else self._read(q)
+                if nb.shape != img.shape:
+                    raise fail(q, f"neighbouring slice is {nb.shape[1]}x{nb.shape[2]} but {Path(path).name} is "
+                               f"{img.shape[1]}x{img.shape[2]}", "re-export the volume's slices at one size")
+                parts.append(nb)
+            img = np.concatenate(parts, axis=0)
         d[IMAGE] = img
-        d["image_meta"] = {"path": str(path), "original_size": list(img.shape[1:]), "stats": _channel_stats(img, (1, 2))}
+        d["image_meta"] = {"path": str(path), "original_size": list(img.shape[1:]), "stats": _channel_stats(img, (1, 2)),
+                           **({"context_found": found} if self.context else {})}
         if LABEL in d and d[LABEL] is not None:
             lpath = d[LABEL]
             mask = read_image_2d(lpath, kind="mask")
@@ -298,7 +318,7 @@ def deterministic_transforms(cfg: Config, with_label: bool = True, for_training:
     n_ch, k = len(cfg.data.channels), cfg.num_classes
     p = cfg.preprocess
     if cfg.data.spatial_dims == 2:
-        ts = [LoadImage2Dd(n_ch, k, keys=keys)]
+        ts = [LoadImage2Dd(n_ch, k, keys=keys, context=cfg.data.context_slices)]
         if p.spatial_size:
             ts.append(Resized(keys=IMAGE, spatial_size=p.spatial_size, mode="area"))
             if with_label:

@@ -28,7 +28,8 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
     result = load_samples(cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels})
     samples = result.samples
     dims = cfg.data.spatial_dims
-    loader = (LoadImage2Dd if dims == 2 else LoadVolumed)(len(cfg.data.channels), cfg.num_classes)
+    loader = (LoadImage2Dd(len(cfg.data.channels), cfg.num_classes, context=cfg.data.context_slices) if dims == 2
+              else LoadVolumed(len(cfg.data.channels), cfg.num_classes))
     sizes, spacings, values, channels, problems = Counter(), Counter(), Counter(), Counter(), []
     fg_fraction = []
     for s in tqdm(samples, disable=not progress, desc="checking", unit="case"):

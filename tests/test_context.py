@@ -1,0 +1,79 @@
+"""2.5D input (data.context_slices): neighbouring slices found by file name and stacked as extra channels."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medseg.config import load_config
+from medseg.data import IMAGE
+from medseg.errors import MedsegError
+from medseg.infer import infer
+from medseg.io import slice_neighbours
+from medseg.train import check_config, train
+from medseg.transforms import LoadImage2Dd
+
+
+def _slices(folder: Path, values: dict, fmt="s_{}.png"):
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, v in values.items():
+        Image.fromarray(np.full((6, 8), v, np.uint8)).save(folder / fmt.format(n))
+    return folder
+
+
+def test_neighbours_by_number_centre_first_and_edges_repeat(tmp_path):
+    d = _slices(tmp_path, {1: 10, 2: 20, 3: 30})
+    paths, found = slice_neighbours(d / "s_2.png", 1)
+    assert [p.name for p in paths] == ["s_2.png", "s_1.png", "s_3.png"] and found == 2
+    paths, found = slice_neighbours(d / "s_1.png", 2)  # below the first slice: the first slice stands in
+    assert [p.name for p in paths] == ["s_1.png", "s_1.png", "s_2.png", "s_1.png", "s_3.png"] and found == 2
+    z = _slices(tmp_path / "padded", {8: 1, 9: 2, 10: 3}, fmt="img{:03d}.png")
+    assert [p.name for p in slice_neighbours(z / "img009.png", 1)[0]] == ["img009.png", "img008.png", "img010.png"]
+    Image.fromarray(np.zeros((6, 8), np.uint8)).save(tmp_path / "lonely.png")
+    paths, found = slice_neighbours(tmp_path / "lonely.png", 1)
+    assert [p.name for p in paths] == ["lonely.png"] * 3 and found == 0
+
+
+def test_loader_stacks_neighbours_as_channels(tmp_path):
+    d = _slices(tmp_path, {1: 10, 2: 20, 3: 30})
+    out = LoadImage2Dd(1, 2, keys=[IMAGE], context=1)({IMAGE: str(d / "s_2.png")})
+    assert out[IMAGE].shape == (3, 6, 8)
+    assert [float(c.mean()) for c in out[IMAGE]] == [20.0, 10.0, 30.0]  # centre, below, above
+    assert out["image_meta"]["context_found"] == 2
+    Image.fromarray(np.zeros((5, 8), np.uint8)).save(d / "s_4.png")
+    with pytest.raises(MedsegError, match=r"s_4\.png.*one size"):
+        LoadImage2Dd(1, 2, keys=[IMAGE], context=1)({IMAGE: str(d / "s_3.png")})
+
+
+def test_context_is_for_2d_only():
+    with pytest.raises(MedsegError, match="context_slices"):
+        check_config(load_config("brats", ["data.context_slices=1"]))
+
+
+def test_lgg_2p5d_trains_and_infers_with_its_neighbours(lgg_dir, tmp_path):
+    cfg = load_config("lgg", ["data.context_slices=1", "model.channels=[4,8,16]", "model.strides=[2,2]",
+                              "model.num_res_units=1", "preprocess.spatial_size=[48,48]", "train.epochs=1",
+                              "train.batch_size=4", "train.val_every=1"])
+    train(cfg, lgg_dir, tmp_path / "run", progress=False, log=lambda *a, **k: None)
+    from medseg.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["model"]["kwargs"]["in_channels"] == 9  # 3 MRI channels x 3 slices
+    patient = sorted(p for p in (lgg_dir / "kaggle_3m").iterdir() if p.is_dir())[0]
+    middle = patient / f"{patient.name}_5.tif"
+    lone = tmp_path / "lone" / "scan.tif"
+    lone.parent.mkdir()
+    shutil.copy(middle, lone)
+    logs = []
+    infer([str(middle)], model=[str(tmp_path / "run" / "last.pt")], out=tmp_path / "o1", device="cpu", progress=False,
+          log=logs.append)
+    infer([str(lone)], model=[str(tmp_path / "run" / "last.pt")], out=tmp_path / "o2", device="cpu", progress=False,
+          log=logs.append)
+    found = json.loads((tmp_path / "o1" / f"{middle.stem}_findings.json").read_text())
+    assert found["context_slices_found"] == 2
+    assert json.loads((tmp_path / "o2" / "scan_findings.json").read_text())["context_slices_found"] == 0
+    assert any("no neighbouring slices" in m and "scan.tif" in m for m in logs)
+    assert Image.open(found["segmentation"]).size == Image.open(middle).size
