@@ -116,10 +116,17 @@ def _channel_stats(img: np.ndarray, axis) -> list[list[float]]:
 class _LoadPaird(MapTransform):
     """Base of the loaders: knows the expected channel count and number of classes."""
 
-    def __init__(self, n_channels: int, num_classes: int, keys=(IMAGE, LABEL), allow_missing_keys=True):
+    def __init__(self, n_channels: int, num_classes: int, keys=(IMAGE, LABEL), allow_missing_keys=True,
+                 describe: bool = False):
         super().__init__(keys, allow_missing_keys)
         self.n_channels = n_channels
         self.num_classes = num_classes
+        self.describe = describe  # also report what is on disk (channels, label values): `medseg datasets check`
+
+    @staticmethod
+    def _raw_values(lab: np.ndarray) -> list:
+        uniq = np.unique(np.asarray(lab))[:50]
+        return [int(v) if float(v).is_integer() else float(v) for v in uniq]
 
 
 class LoadImage2Dd(_LoadPaird):
@@ -130,25 +137,25 @@ class LoadImage2Dd(_LoadPaird):
     """
 
     def __init__(self, n_channels: int, num_classes: int, keys=(IMAGE, LABEL), allow_missing_keys=True,
-                 context: int = 0):
-        super().__init__(n_channels, num_classes, keys, allow_missing_keys)
+                 context: int = 0, describe: bool = False):
+        super().__init__(n_channels, num_classes, keys, allow_missing_keys, describe)
         self.context = context
 
-    def _read(self, path) -> np.ndarray:
+    def _read(self, path) -> tuple[np.ndarray, int]:
         raw = read_image_2d(path, kind="image")
         _check_finite(raw, path)
-        return adapt_channels_2d(raw, self.n_channels, path)
+        return adapt_channels_2d(raw, self.n_channels, path), 1 if raw.ndim == 2 else raw.shape[2]
 
     def __call__(self, data):
         d = dict(data)
         path = d[IMAGE]
-        img = self._read(path)
+        img, raw_channels = self._read(path)
         found = 0
         if self.context:  # 2.5D: the neighbouring slices become extra channels, centre first
             paths, found = slice_neighbours(path, self.context)
             parts = [img]
             for q in paths[1:]:
-                nb = img if Path(q) == Path(path) else self._read(q)
+                nb = img if Path(q) == Path(path) else self._read(q)[0]
                 if nb.shape != img.shape:
                     raise fail(q, f"neighbouring slice is {nb.shape[1]}x{nb.shape[2]} but {Path(path).name} is "
                                f"{img.shape[1]}x{img.shape[2]}", "re-export the volume's slices at one size")
@@ -156,10 +163,13 @@ class LoadImage2Dd(_LoadPaird):
             img = np.concatenate(parts, axis=0)
         d[IMAGE] = img
         d["image_meta"] = {"path": str(path), "original_size": list(img.shape[1:]), "stats": _channel_stats(img, (1, 2)),
-                           **({"context_found": found} if self.context else {})}
+                           **({"context_found": found} if self.context else {}),
+                           **({"channels_on_disk": raw_channels} if self.describe else {})}
         if LABEL in d and d[LABEL] is not None:
             lpath = d[LABEL]
             mask = read_image_2d(lpath, kind="mask")
+            if self.describe:
+                d["label_meta"] = {"values_on_disk": self._raw_values(mask)}
             if mask.shape[:2] != img.shape[1:]:
                 raise fail(lpath, f"mask is {mask.shape[0]}x{mask.shape[1]} but its image {Path(path).name} is "
                            f"{img.shape[1]}x{img.shape[2]}", "re-export the mask at the image's size or remove the case")
@@ -199,12 +209,15 @@ class LoadVolumed(_LoadPaird):
                 "filename_or_obj": str(paths[0])}
         d[IMAGE] = MetaTensor(torch.from_numpy(img), affine=torch.as_tensor(geom0.affine), meta=dict(meta))
         d["image_meta"] = {"path": str(paths[0]), "original_size": list(geom0.shape), "geometry": geom0,
-                           "spacing": [float(s) for s in geom0.spacing], "stats": _channel_stats(img, (1, 2, 3))}
+                           "spacing": [float(s) for s in geom0.spacing], "stats": _channel_stats(img, (1, 2, 3)),
+                           **({"channels_on_disk": len(chans)} if self.describe else {})}
         if LABEL in d and d[LABEL] is not None:
             lp = d[LABEL]
             lab, lgeom = read_volume(lp)
             if lab.ndim == 4 and lab.shape[3] == 1:
                 lab = lab[..., 0]
+            if self.describe:
+                d["label_meta"] = {"values_on_disk": self._raw_values(lab)}
             if lgeom.shape != geom0.shape:
                 raise fail(lp, f"label grid {lgeom.shape} differs from image {Path(paths[0]).name} {geom0.shape}",
                            "resample the label map onto the image grid (nearest neighbour)")

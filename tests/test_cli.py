@@ -20,6 +20,26 @@ def test_check_json(ph2_dir):
     assert report["diagnosis_counts"] == {"0": 4, "1": 4, "2": 4}
 
 
+def test_check_reads_each_file_once_and_reports_what_is_on_disk(ph2_dir, brats_dir, monkeypatch):
+    import medseg.transforms as tr
+    from medseg.config import load_config
+    from medseg.data.check import check_dataset
+
+    reads = []
+    for name in ("read_image_2d", "read_volume"):
+        real = getattr(tr, name)
+        monkeypatch.setattr(tr, name, lambda p, *a, _real=real, **k: reads.append(str(p)) or _real(p, *a, **k))
+    r = check_dataset(load_config("ph2"), ph2_dir)
+    assert len(reads) == 24 and len(set(reads)) == 24  # 12 images + 12 masks, each once
+    assert r["channels_found"] == {"3": 12} and r["label_values_found"] == [0, 1, 255]  # the synthetic set mixes 1-bit and 8-bit masks
+    assert sum(r["image_sizes"].values()) == 12 and r["spacings_mm"] == {}
+    reads.clear()
+    r = check_dataset(load_config("brats"), brats_dir)
+    assert len(reads) == len(set(reads)) == 4 * 3  # 2 modalities + 1 label map per case
+    assert r["channels_found"] == {"2": 4} and r["label_values_found"] == [0, 1, 2, 3, 4]
+    assert r["image_sizes"] == {"32x32x24": 4} and len(r["spacings_mm"]) >= 1
+
+
 def test_check_wrong_layout_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     r = _run("datasets", "check", "ph2", "--data-dir", tmp_path / "empty")

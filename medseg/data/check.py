@@ -9,7 +9,6 @@ import numpy as np
 
 from ..config import Config
 from ..errors import MedsegError
-from ..io import read_image_2d, read_volume
 from .base import IMAGE, LABEL, load_samples
 
 
@@ -28,25 +27,19 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
     result = load_samples(cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels})
     samples = result.samples
     dims = cfg.data.spatial_dims
-    loader = (LoadImage2Dd(len(cfg.data.channels), cfg.num_classes, context=cfg.data.context_slices) if dims == 2
-              else LoadVolumed(len(cfg.data.channels), cfg.num_classes))
+    loader = (LoadImage2Dd(len(cfg.data.channels), cfg.num_classes, context=cfg.data.context_slices, describe=True)
+              if dims == 2 else LoadVolumed(len(cfg.data.channels), cfg.num_classes, describe=True))
     sizes, spacings, values, channels, problems = Counter(), Counter(), Counter(), Counter(), []
     fg_fraction = []
     for s in tqdm(samples, disable=not progress, desc="checking", unit="case"):
-        try:
-            if dims == 2:
-                lab = read_image_2d(s[LABEL], kind="mask")
-                img = read_image_2d(s[IMAGE])
-                sizes[f"{img.shape[0]}x{img.shape[1]}"] += 1
-                channels[1 if img.ndim == 2 else img.shape[2]] += 1
-            else:
-                lab, geom = read_volume(s[LABEL])
-                sizes["x".join(str(v) for v in geom.shape)] += 1
-                spacings["x".join(f"{v:.3g}" for v in geom.spacing)] += 1
-                channels[len(s[IMAGE]) if isinstance(s[IMAGE], list) else 1] += 1
-            uniq = np.unique(np.asarray(lab))
-            values.update(int(v) if float(v).is_integer() else float(v) for v in uniq[:50])
+        try:  # each file is read once, by the same loader (and validators) that training uses
             out = loader({IMAGE: s[IMAGE], LABEL: s[LABEL]})
+            meta = out["image_meta"]
+            sizes["x".join(str(v) for v in meta["original_size"])] += 1
+            if dims == 3:
+                spacings["x".join(f"{v:.3g}" for v in meta["spacing"])] += 1
+            channels[meta["channels_on_disk"]] += 1
+            values.update(out["label_meta"]["values_on_disk"])
             fg_fraction.append(float((np.asarray(out[LABEL]) > 0).mean()))
         except MedsegError as exc:
             problems.append(str(exc))
