@@ -70,7 +70,7 @@ def pair_cases(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[tuple[str
     return pairs, sorted(set(preds) - set(gts)), sorted(set(gts) - set(preds))
 
 
-NOMINAL_MM2 = "mm² (1 mm spacing assumed)"
+NOMINAL_MM2 = "mm², 1 mm spacing assumed"
 
 
 def read_label_map(path: Path, num_classes: int) -> tuple[np.ndarray, tuple, np.ndarray | None]:
@@ -279,7 +279,7 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
     ck = lm.ckpt
     nominal = cfg.data.spatial_dims == 2 and not cfg.data.pixel_spacing_mm  # 2D files carry no spacing: 1 mm assumed
     unit = "mL" if volumes else "mm²"
-    info = {"mode": "model", "size_unit": f"{unit} (1 mm spacing assumed)" if nominal else unit, "spacing_assumed": nominal,
+    info = {"mode": "model", "size_unit": f"{unit}, 1 mm spacing assumed" if nominal else unit, "spacing_assumed": nominal,
             "model": str(Path(model).resolve()), "model_sha256_12": lm.sha, "data": data,
             "ensemble": [str(Path(p).resolve()) for p in paths] if len(paths) > 1 else None,
             "data_dir": str(data_dir), "split": split, "labels": labels, "n_cases": len(cases),

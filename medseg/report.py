@@ -260,7 +260,7 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
     body.append(_table(rows))
     body.append(Paragraph("n/a: undefined (e.g. precision with nothing predicted, distances with an empty mask); "
                           "see the README for the empty-mask rules." +
-                          (" These images carry no pixel spacing: sizes and distances assume 1 mm per pixel "
+                          (" These images carry no pixel spacing (* below): sizes and distances assume 1 mm per pixel "
                            "(set data.pixel_spacing_mm for true millimetres)." if info.get("spacing_assumed") else ""),
                           st["small"]))
     plots = info.get("plots", {})
@@ -279,7 +279,8 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
             if case.get("overlay") and Path(case["overlay"]).is_file():
                 body.append(_image(case["overlay"], max_h_mm=62))
     body += [PageBreak(), Paragraph("Per-case results", st["h2"])]
-    prow = [["Case", "Class", "Dice", "Jaccard", "Precision", "Recall", "HD95 (mm)", f"GT size ({unit})", "Lesions found"]]
+    short_unit = unit.split(",")[0].split(" (")[0] + ("*" if info.get("spacing_assumed") else "")  # note on page 1
+    prow = [["Case", "Class", "Dice", "Jaccard", "Precision", "Recall", "HD95 (mm)", f"GT size ({short_unit})", "Lesions found"]]
     for _, r in df.iterrows():
         prow.append([r["case_id"], r["class"], fmt(r["dice"]), fmt(r["jaccard"]), fmt(r["precision"]), fmt(r["recall"]),
                      fmt(r["hd95_mm"], 2), fmt(r["gt_size"], 2), f"{int(r['lesions_detected'])}/{int(r['lesions_gt'])}"])

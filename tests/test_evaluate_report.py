@@ -160,7 +160,8 @@ def test_volume_views_pick_lesion_slices_and_skip_strips_for_stacks():
 def test_2d_sizes_without_pixel_spacing_are_labelled_nominal(tmp_path):
     _masks(tmp_path)
     res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=_quiet)
-    assert res.info["spacing_assumed"] is True and res.info["size_unit"] == "mm² (1 mm spacing assumed)"
+    assert res.info["spacing_assumed"] is True and res.info["size_unit"] == "mm², 1 mm spacing assumed"
     pdf = cohort_report(tmp_path / "ev", out=tmp_path / "c.pdf")
     text = " ".join(" ".join(page.extract_text() for page in PdfReader(str(pdf)).pages).split())
-    assert "carry no pixel spacing: sizes and distances assume 1 mm per pixel" in text
+    assert "carry no pixel spacing (* below): sizes and distances assume 1 mm per pixel" in text
+    assert "GT size (mm²*)" in text  # the per-case table marks the nominal unit instead of spelling it out
