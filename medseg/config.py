@@ -50,8 +50,9 @@ class PreprocessConfig:
     spatial_size: list[int] | None = None  # 2D: resize every image to this (H, W)
     spacing: list[float] | None = None  # 3D: resample to this voxel size (mm)
     orientation: str = "RAS"  # 3D: reorient to these axis codes
-    intensity: str = "zscore"  # zscore (per image) | scale (per-image min-max) | fixed (intensity_range -> [-1, 1]) | none
+    intensity: str = "zscore"  # zscore (per image) | volume (per scan) | scale (per-image min-max) | fixed | none
     intensity_range: list[float] = field(default_factory=lambda: [0.0, 255.0])  # for intensity: fixed
+    volume_percentiles: list[float] = field(default_factory=lambda: [10.0, 99.0])  # for intensity: volume (clip)
     nonzero: bool = False  # zscore over non-zero voxels only (skull-stripped MRI)
     crop_foreground: bool = False  # 3D: crop to the box of non-zero voxels (before normalisation; also at inference)
 

@@ -245,6 +245,8 @@ def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: 
         geom = geometry_2d(case.paths[0], size, cfg.data.pixel_spacing_mm, channels=len(cfg.data.channels))
         if cfg.data.context_slices:  # 2.5D model: say how many neighbouring slices were really there
             geom.meta["context_slices_found"] = int(meta.get("context_found", 0))
+        if "volume_slices" in meta:  # normalised with its volume's statistics: say over how many slices
+            geom.meta["volume_slices"] = int(meta["volume_slices"])
         out = probs[0].cpu().numpy()
     else:
         geom = meta["geometry"]
@@ -349,6 +351,7 @@ def segment_case(models: list[LoadedModel], case: Case, out_dir: Path, device: t
         "geometry": geom.summary(),
         "spacing_assumed": geom.ndim == 2 and not geom.meta.get("spacing_known", False),
         **({"context_slices_found": geom.meta["context_slices_found"]} if "context_slices_found" in geom.meta else {}),
+        **({"volume_slices": geom.meta["volume_slices"]} if "volume_slices" in geom.meta else {}),
         "metadata": {**geom.meta.get("dicom", {}), **lookup_metadata(case.paths[0])},
         "labels": list(cfg.data.labels),
         "channels": list(cfg.data.channels),
@@ -403,6 +406,10 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
             if res.get("context_slices_found") == 0:
                 log(f"warning: {case.paths[0]}: no neighbouring slices found for this 2.5D model, so it saw the slice "
                     "repeated; fix: keep the volume's slices side by side, named <stem>_<n>.<ext>")
+            if res.get("volume_slices") == 1:
+                log(f"warning: {case.paths[0]}: this model normalises each slice with its whole volume's statistics, "
+                    "but no other slice of the volume was found, so this slice's own were used; fix: keep the "
+                    "volume's slices side by side, named <stem>_<n>.<ext>")
         except MedsegError as exc:
             summary.failures.append(str(exc))
             log(f"error: {exc}")

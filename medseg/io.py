@@ -79,6 +79,25 @@ def slice_neighbours(path: str | Path, context: int) -> tuple[list[Path], int]:
     return out, found
 
 
+def volume_slices(path: str | Path) -> list[Path]:
+    """Every 2D slice of the volume ``path`` belongs to: the files beside it whose names differ only in the number
+    that ends them (``case_7.tif`` -> ``case_1.tif`` ... ``case_40.tif``, not ``case_7_mask.tif``), same extension,
+    in numeric order. An unnumbered file is a volume of one slice."""
+    p = Path(path)
+    stem = strip_ext(p)
+    ext = p.name[len(stem):]
+    m = _SLICE_NUMBER.match(stem)
+    if not m:
+        return [p]
+    pattern = re.compile(re.escape(m.group("base")) + r"(\d+)" + re.escape(ext) + "$")
+    hits = []
+    for q in p.parent.iterdir():
+        k = pattern.match(q.name)
+        if k and q.is_file():
+            hits.append((int(k.group(1)), q.name, q))
+    return [q for _n, _name, q in sorted(hits)] or [p]
+
+
 def is_dicom_dir(path: Path) -> bool:
     if not path.is_dir():
         return False

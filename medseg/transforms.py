@@ -12,6 +12,7 @@ float32 class indices; 3D samples ``(C, X, Y, Z)`` and ``(1, X, Y, Z)``.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from monai.transforms import (
 from .config import Config
 from .data.base import IMAGE, LABEL
 from .errors import MedsegError, fail, find_user_error
-from .io import read_image_2d, read_volume, slice_neighbours
+from .io import read_image_2d, read_volume, slice_neighbours, volume_slices
 
 # ----------------------------------------------------------------------------
 # image / label adaptation shared by training and inference
@@ -308,6 +309,68 @@ class CheckRanged(Transform):
         return data
 
 
+@functools.lru_cache(maxsize=64)
+def _volume_stats(slices: tuple[tuple[str, float, int], ...], n_channels: int, lower: float, upper: float) -> np.ndarray:
+    """``(C, 4)`` clip-low, clip-high, mean and std per channel over all slices of one volume (cached: the key holds
+    each file's path, modification time and size, so an edited slice is read again)."""
+    per_channel: list[list[np.ndarray]] = [[] for _ in range(n_channels)]
+    for path, _mtime, _size in slices:
+        raw = read_image_2d(path, kind="image")
+        _check_finite(raw, path)
+        img = adapt_channels_2d(raw, n_channels, path)
+        for c in range(n_channels):
+            per_channel[c].append(img[c].ravel())
+    out = np.zeros((n_channels, 4), dtype=np.float64)
+    for c, parts in enumerate(per_channel):
+        v = np.concatenate(parts).astype(np.float32)
+        lo, hi = np.percentile(v, [lower, upper])
+        v = np.clip(v, lo, hi)
+        out[c] = lo, hi, v.mean(), max(float(v.std()), 1e-6)
+    return out
+
+
+class NormalizeByVolumed(MapTransform):
+    """z-score every channel of a 2D slice with the statistics of the whole volume it was cut from (Buda et al.
+    2019 on LGG): clip to the volume's ``lower``/``upper`` percentiles, subtract its mean, divide by its std.
+
+    The volume is the slices beside the file that differ only in their number (:func:`medseg.io.volume_slices`),
+    found again at inference, so training, evaluation and ``medseg infer`` of one slice normalise alike. Unlike
+    a per-slice z-score, a slice with little tissue (the skull base, the vertex) keeps its place on the volume's
+    intensity scale instead of being stretched. A 3D image is its own volume. 2.5D inputs reuse the centre
+    slice's statistics for the neighbours' channels."""
+
+    def __init__(self, n_channels: int, lower: float = 10.0, upper: float = 99.0, keys=(IMAGE,)):
+        super().__init__(keys)
+        self.n_channels, self.lower, self.upper = n_channels, float(lower), float(upper)
+
+    def _stats_3d(self, img) -> np.ndarray:
+        arr = np.asarray(img.detach().cpu() if isinstance(img, torch.Tensor) else img, dtype=np.float32)
+        out = np.zeros((arr.shape[0], 4))
+        for c in range(arr.shape[0]):
+            lo, hi = np.percentile(arr[c], [self.lower, self.upper])
+            v = np.clip(arr[c], lo, hi)
+            out[c] = lo, hi, v.mean(), max(float(v.std()), 1e-6)
+        return out
+
+    def __call__(self, data):
+        d = dict(data)
+        img = d[IMAGE]
+        meta = d.get("image_meta")
+        if img.ndim == 3 and meta and meta.get("path"):
+            files = volume_slices(meta["path"])
+            key = tuple((str(f), f.stat().st_mtime, f.stat().st_size) for f in files)
+            stats = _volume_stats(key, self.n_channels, self.lower, self.upper)
+            stats = np.tile(stats, (img.shape[0] // self.n_channels, 1))
+            d["image_meta"] = {**meta, "volume_slices": len(files)}
+        else:
+            stats = self._stats_3d(img)
+        shape = (-1,) + (1,) * (img.ndim - 1)
+        lo, hi, mean, std = (torch.as_tensor(stats[:, i], dtype=torch.float32).reshape(shape) for i in range(4))
+        x = img if isinstance(img, torch.Tensor) else torch.as_tensor(img)
+        d[IMAGE] = (torch.maximum(torch.minimum(x.float(), hi), lo) - mean) / std
+        return d
+
+
 def _intensity(cfg: Config):
     p = cfg.preprocess
     if p.intensity == "zscore":
@@ -320,9 +383,15 @@ def _intensity(cfg: Config):
             raise MedsegError(f"preprocess.intensity_range {p.intensity_range} must be [low, high] with high > low; "
                               "fix: e.g. [0, 255] for 8-bit images")
         return [CheckRanged(lo, hi), ScaleIntensityRanged(keys=IMAGE, a_min=lo, a_max=hi, b_min=-1.0, b_max=1.0, clip=False)]
+    if p.intensity == "volume":  # per-volume statistics (2D slices of one scan normalised alike)
+        lo, hi = (float(v) for v in p.volume_percentiles)
+        if not 0 <= lo < hi <= 100:
+            raise MedsegError(f"preprocess.volume_percentiles {p.volume_percentiles} must be [low, high] with "
+                              "0 <= low < high <= 100; fix: e.g. [10, 99]")
+        return [NormalizeByVolumed(len(cfg.data.channels), lo, hi)]
     if p.intensity == "none":
         return []
-    raise MedsegError(f"preprocess.intensity '{p.intensity}' is unknown; fix: use zscore, scale, fixed or none")
+    raise MedsegError(f"preprocess.intensity '{p.intensity}' is unknown; fix: use zscore, volume, scale, fixed or none")
 
 
 def deterministic_transforms(cfg: Config, with_label: bool = True, for_training: bool = True) -> Compose:
