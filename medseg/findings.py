@@ -37,6 +37,17 @@ def _centroid(comp: np.ndarray, box: tuple[slice, ...], label: int) -> np.ndarra
     return np.array(centre)
 
 
+def _component_sizes(comp: np.ndarray, n: int, chunk: int = 1 << 24) -> np.ndarray:
+    """Voxel count of components 1..n. ``np.bincount`` of the whole int32 label image would first copy it to int64
+    (630 MB more for a 512x512x300 box); counting chunk by chunk keeps the extra memory to one chunk."""
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    if n:
+        flat = comp.reshape(-1)
+        for start in range(0, flat.size, chunk):
+            sizes += np.bincount(flat[start:start + chunk], minlength=n + 1)
+    return sizes[1:]
+
+
 def lesion_findings(labels: np.ndarray, geom: Geometry, label_names: list[str], max_lesions: int = 50) -> dict:
     """Per foreground class: total size, lesion count and per-lesion size, centroid and bounding box.
 
@@ -60,7 +71,7 @@ def lesion_findings(labels: np.ndarray, geom: Geometry, label_names: list[str], 
         offset = np.array([b.start for b in box], dtype=np.float64)
         mask = full[box]
         comp, n = ndimage.label(mask, structure=structure)
-        sizes = np.bincount(comp.ravel())[1:] if n else np.array([], dtype=np.int64)
+        sizes = _component_sizes(comp, n)
         order = np.argsort(-sizes, kind="stable")[:max_lesions]
         slices = ndimage.find_objects(comp)
         lesions = []

@@ -63,3 +63,12 @@ def test_findings_report_the_largest_lesions_first_with_their_own_centroids():
     assert les["lesions"][0]["centroid_voxel"] == [21.5, 21.5, 21.5]
     assert les["lesions"][1]["centroid_voxel"] == [11.0, 26.0, 3.0]
     assert les["lesions"][1]["bbox_voxel"] == {"min": [10, 25, 2], "max": [12, 27, 4]}
+
+
+def test_component_sizes_are_counted_chunk_by_chunk():
+    from medseg.findings import _component_sizes
+
+    comp = np.array([[0, 1, 1, 0, 2], [3, 3, 3, 0, 2], [0, 0, 0, 0, 2]], dtype=np.int32)  # sizes 2, 3, 3
+    for chunk in (1, 4, 7, 1 << 24):  # chunk borders inside components must not change the counts
+        assert _component_sizes(comp, 3, chunk=chunk).tolist() == [2, 3, 3]
+    assert _component_sizes(np.zeros((2, 2), np.int32), 0).tolist() == []
