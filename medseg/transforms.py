@@ -320,13 +320,15 @@ def _volume_stats(slices: tuple[tuple[str, float, int], ...], n_channels: int, l
         img = adapt_channels_2d(raw, n_channels, path)
         for c in range(n_channels):
             per_channel[c].append(img[c].ravel())
-    out = np.zeros((n_channels, 4), dtype=np.float64)
-    for c, parts in enumerate(per_channel):
-        v = np.concatenate(parts).astype(np.float32)
-        lo, hi = np.percentile(v, [lower, upper])
-        v = np.clip(v, lo, hi)
-        out[c] = lo, hi, v.mean(), max(float(v.std()), 1e-6)
-    return out
+    return np.array([_clipped_stats(np.concatenate(parts), lower, upper) for parts in per_channel])
+
+
+def _clipped_stats(values: np.ndarray, lower: float, upper: float) -> tuple[float, float, float, float]:
+    """Percentile clip bounds, then mean and std of the clipped values."""
+    v = np.asarray(values, dtype=np.float32)
+    lo, hi = np.percentile(v, [lower, upper])
+    v = np.clip(v, lo, hi)
+    return float(lo), float(hi), float(v.mean()), max(float(v.std()), 1e-6)
 
 
 class NormalizeByVolumed(MapTransform):
@@ -345,12 +347,7 @@ class NormalizeByVolumed(MapTransform):
 
     def _stats_3d(self, img) -> np.ndarray:
         arr = np.asarray(img.detach().cpu() if isinstance(img, torch.Tensor) else img, dtype=np.float32)
-        out = np.zeros((arr.shape[0], 4))
-        for c in range(arr.shape[0]):
-            lo, hi = np.percentile(arr[c], [self.lower, self.upper])
-            v = np.clip(arr[c], lo, hi)
-            out[c] = lo, hi, v.mean(), max(float(v.std()), 1e-6)
-        return out
+        return np.array([_clipped_stats(arr[c], self.lower, self.upper) for c in range(arr.shape[0])])
 
     def __call__(self, data):
         d = dict(data)

@@ -85,3 +85,14 @@ def test_lgg_with_volume_normalisation_trains_and_infers(lgg_dir, tmp_path):
     assert json.loads((tmp_path / "o2" / "scan_findings.json").read_text())["volume_slices"] == 1
     assert any("whole volume's statistics" in m and "scan.tif" in m for m in logs)
     assert not any("whole volume's statistics" in m and middle.name in m for m in logs)
+
+
+def test_a_3d_image_is_its_own_volume():
+    import torch
+
+    x = torch.zeros(2, 2, 2, 2)
+    x[0, 0] = 4.0  # channel 0: half 4, half 0 -> mean 2, std 2; channel 1: constant 3 -> std floored, all zero
+    x[1] = 3.0
+    out = NormalizeByVolumed(2, 0, 100)({IMAGE: x})[IMAGE]
+    assert out[0, 0].unique().tolist() == [1.0] and out[0, 1].unique().tolist() == [-1.0]
+    assert out[1].abs().max().item() == 0.0
