@@ -81,6 +81,7 @@ class ModelConfig:
     dropout: float = 0.0
     norm: str = "instance"
     head: bool | int = False  # unet: keep channels[0] (true) or this many feature maps at the top + a 1x1 output conv
+    deep_supervision: int = 0  # unet: also score the decoder's outputs at this many lower resolutions in training
     extra: dict[str, Any] = field(default_factory=dict)
 
 

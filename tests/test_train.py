@@ -222,3 +222,51 @@ def test_unet_head_width_can_be_set_apart_from_the_first_level():
     assert load_config("demo", ["model.head=false"]).model.head is False
     with pytest.raises(MedsegError, match="'model.head' = 'wide' is not a valid bool or int"):
         load_config("demo", ["model.head=wide"])
+
+
+def test_deep_supervision_outputs_and_loss():
+    """Training mode returns the full-resolution logits plus one per supervised decoder level (1/2, 1/4); evaluation
+    mode returns the full-resolution logits alone."""
+    from monai.losses import DeepSupervisionLoss
+
+    from medseg.models import is_deeply_supervised, model_spec
+
+    cfg = load_config("demo", ["model.channels=[8,16,32,64]", "model.strides=[2,2,2]", "model.head=4",
+                               "model.deep_supervision=2", "model.norm=batch"])
+    spec = model_spec(cfg)
+    assert is_deeply_supervised(spec) and not is_deeply_supervised(model_spec(load_config("demo")))
+    net = build_model(spec)
+    x = torch.randn(2, 3, 32, 48)
+    torch.manual_seed(0)
+    outs = net.train()(x)
+    assert [tuple(o.shape) for o in outs] == [(2, 1, 32, 48), (2, 1, 16, 24), (2, 1, 8, 12)]
+    assert [h.in_channels for h in net.heads] == [8, 16]  # decoder widths one and two levels below the top
+    ev = net.eval()(x)
+    assert torch.is_tensor(ev) and ev.shape == (2, 1, 32, 48)
+    assert all(t.kept is None for t in net.taps)  # nothing is kept outside training
+    # the loss: exp weights 1, 0.5, 0.25 over the three outputs, labels nearest-downsampled (worked by hand: a
+    # constant loss of 1 per output gives 1.75)
+    y = (torch.rand(2, 1, 32, 48) > 0.5).float()
+    base = lambda o, t: (o * 0 + 1).mean() + 0 * t.mean()  # noqa: E731
+    assert DeepSupervisionLoss(base, weight_mode="exp")(outs, y).item() == pytest.approx(1.75)
+    loss = DeepSupervisionLoss(torch.nn.BCEWithLogitsLoss(), weight_mode="exp")(outs, y)
+    loss.backward()
+    assert all(h.weight.grad is not None and h.weight.grad.abs().sum() > 0 for h in net.heads)
+    with pytest.raises(MedsegError, match="deep_supervision must be between 1 and 2"):
+        build_model(model_spec(load_config("demo", ["model.channels=[8,16,32,64]", "model.strides=[2,2,2]",
+                                                    "model.deep_supervision=3"])))
+
+
+def test_deep_supervision_trains_and_infers(folder_dir, tmp_path, small_2d_overrides):
+    """A deeply supervised run trains with EMA (a copy of the network with its own taps), saves, and its checkpoint
+    rebuilds a network whose evaluation output is one tensor."""
+    res = train(_cfg(small_2d_overrides, "train.epochs=2", "model.deep_supervision=1", "train.ema=0.9"), folder_dir,
+                tmp_path / "run", progress=False, log=_quiet)
+    assert res.epochs_run == 2 and 0.0 <= res.best_metric <= 1.0
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["model"]["kwargs"]["deep_supervision"] == 1
+    net = build_model(ck["model"])
+    net.load_state_dict(ck["state_dict"])
+    assert any(k.startswith("heads.0.") for k in ck["state_dict"])
+    out = net.eval()(torch.randn(1, 3, 32, 32))
+    assert torch.is_tensor(out) and out.shape == (1, 1, 32, 32)
