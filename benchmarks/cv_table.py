@@ -9,6 +9,10 @@ import json
 import sys
 
 
+def _num(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)  # best.pt is not scored with --skip-best-pt
+
+
 def table(path: str) -> str:
     res = json.loads(open(path).read())
     folds = sorted(res, key=int)
@@ -16,9 +20,12 @@ def table(path: str) -> str:
             "|---|---|---|---|---|"]
     for f in folds:
         r = res[f]
-        rows.append(f"| {f} | {r['dice']:.4f} | {r['jaccard']:.4f} | {r['dice_best_pt']:.4f} | {r['train_minutes']:.1f} |")
-    mean = lambda k: sum(res[f][k] for f in folds) / len(folds)  # noqa: E731
-    rows.append(f"| **mean** | **{mean('dice'):.4f}** | **{mean('jaccard'):.4f}** | {mean('dice_best_pt'):.4f} | "
+        rows.append(f"| {f} | {r['dice']:.4f} | {r['jaccard']:.4f} | {_num(r.get('dice_best_pt'), '.4f')} | {r['train_minutes']:.1f} |")
+    def mean(k):
+        vals = [res[f].get(k) for f in folds]
+        return None if None in vals else sum(vals) / len(vals)
+
+    rows.append(f"| **mean** | **{mean('dice'):.4f}** | **{mean('jaccard'):.4f}** | {_num(mean('dice_best_pt'), '.4f')} | "
                 f"{mean('train_minutes'):.1f} |")
     return "\n".join(rows)
 

@@ -98,10 +98,6 @@ def _unet(spatial_dims, in_channels, out_channels, channels, strides, num_res_un
     return net
 
 
-def is_deeply_supervised(spec: dict) -> bool:
-    return bool(spec["kwargs"].get("deep_supervision"))
-
-
 @register("attention_unet")
 def _attention_unet(spatial_dims, in_channels, out_channels, channels, strides, dropout=0.0, **kw):
     from monai.networks.nets import AttentionUnet

@@ -27,7 +27,7 @@ from .data import IMAGE, LABEL, load_samples
 from .data.splits import make_split, save_split, select
 from .errors import MedsegError, fail, user_errors
 from .losses import build_loss
-from .models import build_model, is_deeply_supervised, model_spec, size_divisor
+from .models import build_model, model_spec, size_divisor
 from .transforms import train_transforms, val_transforms
 
 RUN_FILES = ("last.pt", "best.pt", "config.yaml", "split.json", "history.csv", "tb")
@@ -463,10 +463,6 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
 
         model = DistributedDataParallel(net, device_ids=[dev] if dev.type == "cuda" else None)
     loss_fn = build_loss(cfg)
-    if is_deeply_supervised(spec):  # the model returns [full, 1/2, 1/4, ...] logits in training mode
-        from monai.losses import DeepSupervisionLoss
-
-        loss_fn = DeepSupervisionLoss(loss_fn, weight_mode="exp")
     optimizer = build_optimizer(cfg, model.parameters())
     ema = build_ema(net, cfg.train.ema)
     gen = torch.Generator()

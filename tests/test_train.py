@@ -229,12 +229,15 @@ def test_deep_supervision_outputs_and_loss():
     mode returns the full-resolution logits alone."""
     from monai.losses import DeepSupervisionLoss
 
-    from medseg.models import is_deeply_supervised, model_spec
+    from medseg.losses import build_loss
+    from medseg.models import model_spec
 
     cfg = load_config("demo", ["model.channels=[8,16,32,64]", "model.strides=[2,2,2]", "model.head=4",
                                "model.deep_supervision=2", "model.norm=batch"])
     spec = model_spec(cfg)
-    assert is_deeply_supervised(spec) and not is_deeply_supervised(model_spec(load_config("demo")))
+    assert spec["kwargs"]["deep_supervision"] == 2 and "deep_supervision" not in model_spec(load_config("demo"))["kwargs"]
+    assert isinstance(build_loss(cfg), DeepSupervisionLoss) and not isinstance(build_loss(load_config("demo")),
+                                                                               DeepSupervisionLoss)
     net = build_model(spec)
     x = torch.randn(2, 3, 32, 48)
     torch.manual_seed(0)
