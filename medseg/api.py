@@ -20,8 +20,13 @@ def _cli_overrides(overrides, epochs=None, seed=None) -> list[str]:
     return out
 
 
-def default_data_dir(name: str) -> Path:
-    return Path("datasets") / name
+def default_data_dir(name: str, recipe: str | None = None) -> Path:
+    """``datasets/NAME``; a config named apart from its recipe (``ph2-fast`` reads PH2) falls back to
+    ``datasets/RECIPE`` when only that folder exists."""
+    own = Path("datasets") / name
+    if recipe and recipe != name and not own.exists() and (Path("datasets") / recipe).exists():
+        return Path("datasets") / recipe
+    return own
 
 
 def train_from_cli(config: str, data_dir=None, out=None, epochs=None, device="auto", resume=False, force=False,
@@ -43,7 +48,7 @@ def train_from_cli(config: str, data_dir=None, out=None, epochs=None, device="au
             data_dir = load_checkpoint(run_dir / "last.pt", map_location="cpu")["data"]["data_dir"]
         return train(cfg, data_dir, run_dir, device=device, resume=True, progress=progress, log=log, nproc=nproc)
     cfg = load_config(config, overrides)
-    data_dir = Path(data_dir) if data_dir else default_data_dir(cfg.name)
+    data_dir = Path(data_dir) if data_dir else default_data_dir(cfg.name, cfg.data.recipe)
     if not data_dir.exists() and cfg.data.recipe != "demo":
         raise fail(data_dir, "data directory does not exist",
                    f"pass --data-dir or put the data in datasets/{cfg.name} (see datasets/{cfg.name}/README.md)")
@@ -61,7 +66,7 @@ def check_from_cli(name: str, data_dir=None, overrides=None, progress=False) -> 
         if name not in list_recipes():
             raise
         cfg = config_from_dict({"name": name, "data": {"recipe": name}})
-    data_dir = Path(data_dir) if data_dir else default_data_dir(cfg.name)
+    data_dir = Path(data_dir) if data_dir else default_data_dir(cfg.name, cfg.data.recipe)
     return check_dataset(cfg, data_dir, progress=progress)
 
 

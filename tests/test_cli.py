@@ -102,3 +102,16 @@ def test_evaluate_ensembles_models_of_one_split_and_refuses_mixed_splits(folder_
     r = _run("evaluate", "--model", a, "--model", c, "--data", "folder", "--data-dir", folder_dir, "--out",
              tmp_path / "ev2", "--quiet")
     assert r.exit_code == 2 and "another split" in r.output and "last.pt" in r.output and "fix:" in r.output
+
+
+def test_default_data_dir_falls_back_to_the_recipe_folder(tmp_path):
+    """A config named apart from its recipe (ph2-fast reads PH2) finds datasets/ph2; its own folder wins when it
+    exists; with neither, the config's own folder is named, so the error message points there."""
+    from medseg.api import default_data_dir
+
+    assert default_data_dir("ph2-fast", "ph2") == Path("datasets/ph2-fast")
+    (tmp_path / "datasets" / "ph2").mkdir(parents=True)
+    assert default_data_dir("ph2-fast", "ph2") == Path("datasets/ph2")
+    assert default_data_dir("ph2") == Path("datasets/ph2")
+    (tmp_path / "datasets" / "ph2-fast").mkdir()
+    assert default_data_dir("ph2-fast", "ph2") == Path("datasets/ph2-fast")
