@@ -20,7 +20,9 @@ def table(path: str) -> str:
             "|---|---|---|---|---|"]
     for f in folds:
         r = res[f]
-        rows.append(f"| {f} | {r['dice']:.4f} | {r['jaccard']:.4f} | {_num(r.get('dice_best_pt'), '.4f')} | {r['train_minutes']:.1f} |")
+        rows.append(f"| {f} | {r['dice']:.4f} | {r['jaccard']:.4f} | {_num(r.get('dice_best_pt'), '.4f')} | "
+                    f"{r['train_minutes']:.1f} |")
+
     def mean(k):
         vals = [res[f].get(k) for f in folds]
         return None if None in vals else sum(vals) / len(vals)

@@ -21,7 +21,7 @@ def _cli_overrides(overrides, epochs=None, seed=None) -> list[str]:
 
 
 def default_data_dir(name: str, recipe: str | None = None) -> Path:
-    """``datasets/NAME``; a config named apart from its recipe (``ph2-fast`` reads PH2) falls back to
+    """``datasets/NAME``; a config named apart from its recipe (a user's ``my-ph2`` that reads PH2) falls back to
     ``datasets/RECIPE`` when only that folder exists."""
     own = Path("datasets") / name
     if recipe and recipe != name and not own.exists() and (Path("datasets") / recipe).exists():

@@ -56,12 +56,13 @@ class _DeepSupervised(nn.Module):
     validation and inference see the same network as without it. (Taps are submodules, not hooks, so copies such
     as the weight average of ``train.ema`` keep their own.)"""
 
-    def __init__(self, net: nn.Module, unet: nn.Module, channels, levels: int, out_channels: int, spatial_dims: int):
+    def __init__(self, net: nn.Module, channels, levels: int, out_channels: int, spatial_dims: int):
         super().__init__()
         if not 1 <= levels <= len(channels) - 2:
             raise ValueError(f"deep_supervision must be between 1 and {len(channels) - 2} for {len(channels)} levels")
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         self.taps: list[_Tap] = []
+        unet = net[0] if isinstance(net, _WithHead) else net
         block = unet.model  # MONAI builds Sequential(down, SkipConnection(next level), up) recursively
         for _ in range(levels):
             block = block[1].submodule
@@ -94,7 +95,7 @@ def _unet(spatial_dims, in_channels, out_channels, channels, strides, num_res_un
                 strides=strides, num_res_units=num_res_units, dropout=dropout, norm=norm, **kw)
     net = _WithHead(unet, width, out_channels, spatial_dims) if head else unet
     if deep_supervision:
-        return _DeepSupervised(net, unet, channels, int(deep_supervision), out_channels, spatial_dims)
+        return _DeepSupervised(net, channels, int(deep_supervision), out_channels, spatial_dims)
     return net
 
 

@@ -105,13 +105,13 @@ def test_evaluate_ensembles_models_of_one_split_and_refuses_mixed_splits(folder_
 
 
 def test_default_data_dir_falls_back_to_the_recipe_folder(tmp_path):
-    """A config named apart from its recipe (ph2-fast reads PH2) finds datasets/ph2; its own folder wins when it
+    """A config named apart from its recipe (a user's my-ph2 reads PH2) finds datasets/ph2; its own folder wins when it
     exists; with neither, the config's own folder is named, so the error message points there."""
     from medseg.api import default_data_dir
 
-    assert default_data_dir("ph2-fast", "ph2") == Path("datasets/ph2-fast")
+    assert default_data_dir("my-ph2", "ph2") == Path("datasets/my-ph2")
     (tmp_path / "datasets" / "ph2").mkdir(parents=True)
-    assert default_data_dir("ph2-fast", "ph2") == Path("datasets/ph2")
+    assert default_data_dir("my-ph2", "ph2") == Path("datasets/ph2")
     assert default_data_dir("ph2") == Path("datasets/ph2")
-    (tmp_path / "datasets" / "ph2-fast").mkdir()
-    assert default_data_dir("ph2-fast", "ph2") == Path("datasets/ph2-fast")
+    (tmp_path / "datasets" / "my-ph2").mkdir()
+    assert default_data_dir("my-ph2", "ph2") == Path("datasets/my-ph2")

@@ -240,7 +240,6 @@ def test_deep_supervision_outputs_and_loss():
                                                                                DeepSupervisionLoss)
     net = build_model(spec)
     x = torch.randn(2, 3, 32, 48)
-    torch.manual_seed(0)
     outs = net.train()(x)
     assert [tuple(o.shape) for o in outs] == [(2, 1, 32, 48), (2, 1, 16, 24), (2, 1, 8, 12)]
     assert [h.in_channels for h in net.heads] == [8, 16]  # decoder widths one and two levels below the top
