@@ -54,6 +54,7 @@ class PreprocessConfig:
     intensity_range: list[float] = field(default_factory=lambda: [0.0, 255.0])  # for intensity: fixed
     volume_percentiles: list[float] = field(default_factory=lambda: [10.0, 99.0])  # for intensity: volume (clip)
     nonzero: bool = False  # zscore over non-zero voxels only (skull-stripped MRI)
+    channel_wise: bool = True  # zscore/scale each channel alone; false: one mean/std over all (keeps hue)
     crop_foreground: bool = False  # 3D: crop to the box of non-zero voxels (before normalisation; also at inference)
 
 

@@ -371,9 +371,9 @@ class NormalizeByVolumed(MapTransform):
 def _intensity(cfg: Config):
     p = cfg.preprocess
     if p.intensity == "zscore":
-        return [NormalizeIntensityd(keys=IMAGE, nonzero=p.nonzero, channel_wise=True)]
+        return [NormalizeIntensityd(keys=IMAGE, nonzero=p.nonzero, channel_wise=p.channel_wise)]
     if p.intensity == "scale":
-        return [ScaleIntensityd(keys=IMAGE, channel_wise=True)]
+        return [ScaleIntensityd(keys=IMAGE, channel_wise=p.channel_wise)]
     if p.intensity == "fixed":  # one mapping for every image: absolute brightness survives normalisation
         lo, hi = (float(v) for v in p.intensity_range)
         if not hi > lo:

@@ -3,6 +3,7 @@ import gzip
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from medseg.config import load_config
@@ -125,3 +126,25 @@ def test_fixed_intensity_keeps_absolute_brightness(tmp_path):
     Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(tmp_path / "deep.png")
     with pytest.raises(MedsegError, match=r"deep\.png.*40000.*intensity_range \[0, 255\]"):
         Guarded(deterministic_transforms(cfg))({IMAGE: str(tmp_path / "deep.png"), LABEL: str(tmp_path / "m51.png")})
+
+
+def test_joint_zscore_keeps_the_colour_balance(tmp_path):
+    from PIL import Image
+
+    # left half (100, 50, 50), right half (200, 50, 150): per-channel z-score erases the green channel (constant) and
+    # puts red and blue on the same scale; one mean/std over all channels keeps how the channels differ
+    img = np.zeros((8, 8, 3), np.uint8)
+    img[:, :4] = (100, 50, 50)
+    img[:, 4:] = (200, 50, 150)
+    Image.fromarray(img).save(tmp_path / "i.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "m.png")
+    d = {IMAGE: str(tmp_path / "i.png"), LABEL: str(tmp_path / "m.png")}
+    per = deterministic_transforms(load_config("ph2", ["preprocess.spatial_size=[8,8]"]))(dict(d))[IMAGE]
+    joint = deterministic_transforms(load_config("ph2", ["preprocess.spatial_size=[8,8]",
+                                                         "preprocess.channel_wise=false"]))(dict(d))[IMAGE]
+    assert torch.allclose(per[1], torch.zeros(8, 8)) and torch.allclose(per[0], per[2])
+    values = np.array([100, 50, 50, 200, 50, 150], float)  # each value covers half of one channel
+    mean, std = values.mean(), values.std()
+    for c, (left, right) in enumerate([(100, 200), (50, 50), (50, 150)]):
+        assert float(joint[c, 0, 0]) == pytest.approx((left - mean) / std, abs=1e-4)
+        assert float(joint[c, 0, 7]) == pytest.approx((right - mean) / std, abs=1e-4)
