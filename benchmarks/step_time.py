@@ -1,0 +1,73 @@
+"""Network step time: one forward + backward + optimiser step of a config's model on random tensors (no data loading).
+
+    python benchmarks/step_time.py                                          # configs/ph2.yaml as shipped
+    python benchmarks/step_time.py --set model.num_res_units=1 --set model.num_res_units=3
+    python benchmarks/step_time.py --config lgg --steps 20
+
+Each ``--set KEY=VALUE`` is one variant, timed against the config as shipped in the same process, so the ratio is
+what to compare (this machine's speed drifts between sessions). The model, loss (with deep supervision when the
+config sets it), optimiser, batch size and input size are the ones `medseg train` builds from the config; the
+figure isolates what a model change costs per step from the data pipeline, validation and evaluation around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import line  # noqa: E402
+
+
+def step_seconds(config: str, overrides: list[str], steps: int, warmup: int = 3, seed: int = 0) -> tuple[float, int]:
+    import torch
+
+    from medseg.config import load_config
+    from medseg.losses import build_loss
+    from medseg.models import build_model, model_spec
+
+    cfg = load_config(config, overrides)
+    if cfg.data.spatial_dims != 2 or not cfg.preprocess.spatial_size:
+        raise SystemExit(f"{config}: step_time.py times 2D configs with preprocess.spatial_size")
+    torch.manual_seed(seed)
+    net = build_model(model_spec(cfg)).train()
+    loss_fn = build_loss(cfg)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    b, (h, w) = cfg.train.batch_size, cfg.preprocess.spatial_size
+    x = torch.randn(b, cfg.in_channels, h, w)
+    y = torch.randint(0, cfg.num_classes, (b, 1, h, w)).float()
+    times = []
+    for _ in range(warmup + steps):
+        t0 = time.perf_counter()
+        loss = loss_fn(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return sum(times[warmup:]) / steps, sum(p.numel() for p in net.parameters())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="ph2")
+    ap.add_argument("--set", dest="variants", action="append", default=[], metavar="KEY=VALUE",
+                    help="one variant per --set (each timed against the shipped config)")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base, n_base = step_seconds(args.config, [], args.steps)
+    line(f"{args.config} step time, config as shipped", round(base, 4), "s/step", params=n_base)
+    for v in args.variants:
+        t, n = step_seconds(args.config, [v], args.steps)
+        line(f"{args.config} step time, {v}", round(t, 4), "s/step", params=n, ratio_to_shipped=round(t / base, 3))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
