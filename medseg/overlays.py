@@ -210,6 +210,14 @@ def save_volume_overlay(case: dict, labels, target: Path, title: str = "") -> st
                          n_axial=5, through_plane=False)
 
 
+def _compact_number(v: float) -> str:
+    """A tick label short enough for a log axis: 0.05, 2, 500, 20k, 1.5M."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:g}{suffix}"
+    return f"{v:g}"
+
+
 def evaluation_plots(df, out_dir: Path, size_unit: str = "mL") -> dict:
     """Per-class box plots of the overlap metrics and Dice against lesion size."""
     plt = _plt()
@@ -234,7 +242,13 @@ def evaluation_plots(df, out_dir: Path, size_unit: str = "mL") -> dict:
         ax.scatter(sub["gt_size"], sub["dice"], s=14, label=c, color=_rgb(CLASS_COLOURS[i % len(CLASS_COLOURS)]))
     sizes = df.loc[df["gt_size"] > 0, "gt_size"]
     if len(sizes) and sizes.max() / max(sizes.min(), 1e-9) > 20:
-        ax.set_xscale("log")
+        ax.set_xscale("log")  # ticks at 1, 2, 5 per decade with short labels: minor labels overlap otherwise
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _compact_number(v)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(axis="x", labelsize=7)
     ax.set_xlabel(f"ground-truth size [{size_unit}]", fontsize=8)
     ax.set_ylabel("Dice", fontsize=8)
     ax.set_ylim(-0.02, 1.02)

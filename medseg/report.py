@@ -230,6 +230,16 @@ def _model_rows(info: dict) -> list[tuple[str, str]]:
     return [("Model", f"{info['model']} (sha256 {info.get('model_sha256_12')})")] if info.get("model") else []
 
 
+def _beside(eval_dir: Path, stored: str) -> str:
+    """A picture of an evaluation folder, found in the folder itself (``name`` or ``overlays/name``), so a moved or
+    copied folder reports its own files; eval.json keeps the paths they were first written to, the fallback."""
+    p = Path(stored)
+    for cand in (eval_dir / p.parent.name / p.name, eval_dir / p.name):
+        if cand.is_file():
+            return str(cand)
+    return stored
+
+
 def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
     """Write a cohort PDF from an evaluation folder (metrics.csv, summary.csv, eval.json, plots)."""
     from reportlab.platypus import PageBreak, Paragraph
@@ -263,7 +273,7 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
                           (" These images carry no pixel spacing (* below): sizes and distances assume 1 mm per pixel "
                            "(set data.pixel_spacing_mm for true millimetres)." if info.get("spacing_assumed") else ""),
                           st["small"]))
-    plots = info.get("plots", {})
+    plots = {k: _beside(eval_dir, v) for k, v in info.get("plots", {}).items() if v}
     if plots.get("boxplots"):
         body += [Paragraph("Distribution per class", st["h2"]), _image(plots["boxplots"], max_h_mm=60)]
     if plots.get("dice_vs_size"):
@@ -276,8 +286,9 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
             case = info["cases"].get(cid, {}) if cid else {}
             d = df[(df["case_id"] == cid) & (df["class"] != "all_foreground")]["dice"].mean() if cid else float("nan")
             body.append(Paragraph(f"<b>{tag.capitalize()}</b>: {cid} - mean Dice {fmt(d)}", st["body"]))
-            if case.get("overlay") and Path(case["overlay"]).is_file():
-                body.append(_image(case["overlay"], max_h_mm=62))
+            overlay = _beside(eval_dir, case["overlay"]) if case.get("overlay") else None
+            if overlay and Path(overlay).is_file():
+                body.append(_image(overlay, max_h_mm=62))
     body += [PageBreak(), Paragraph("Per-case results", st["h2"])]
     short_unit = unit.split(",")[0].split(" (")[0] + ("*" if info.get("spacing_assumed") else "")  # note on page 1
     prow = [["Case", "Class", "Dice", "Jaccard", "Precision", "Recall", "HD95 (mm)", f"GT size ({short_unit})", "Lesions found"]]

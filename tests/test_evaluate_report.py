@@ -119,6 +119,12 @@ def test_cohort_pdf_numbers_match_csv(tmp_path):
     assert "Page 1" in text and "not a diagnosis" in text
     with pytest.raises(MedsegError, match="already exists"):
         cohort_report(tmp_path / "ev")
+    # a moved evaluation folder reports the plots beside its own metrics.csv, not the paths eval.json was written with
+    n_images = pdf.read_bytes().count(b"/Subtype /Image")
+    assert n_images >= 2
+    (tmp_path / "ev").rename(tmp_path / "moved")
+    moved = cohort_report(tmp_path / "moved", out=tmp_path / "moved.pdf")
+    assert moved.read_bytes().count(b"/Subtype /Image") == n_images
 
 
 def test_case_pdf_numbers_match_findings(tmp_path):
@@ -165,3 +171,9 @@ def test_2d_sizes_without_pixel_spacing_are_labelled_nominal(tmp_path):
     text = " ".join(" ".join(page.extract_text() for page in PdfReader(str(pdf)).pages).split())
     assert "carry no pixel spacing (* below): sizes and distances assume 1 mm per pixel" in text
     assert "GT size (mm²*)" in text  # the per-case table marks the nominal unit instead of spelling it out
+
+
+def test_log_size_axis_has_short_labels():
+    from medseg.overlays import _compact_number
+
+    assert [_compact_number(v) for v in (0.05, 2, 500, 2e4, 1.5e6)] == ["0.05", "2", "500", "20k", "1.5M"]
