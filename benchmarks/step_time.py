@@ -21,20 +21,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import line  # noqa: E402
 
 
-def step_seconds(config: str, overrides: list[str], steps: int, warmup: int = 3, seed: int = 0) -> tuple[float, int]:
+def step_seconds(config: str, overrides: list[str], steps: int, threads: int = 0, warmup: int = 3,
+                 seed: int = 0) -> tuple[float, int]:
     import torch
 
     from medseg.config import load_config
     from medseg.losses import build_loss
     from medseg.models import build_model, model_spec
+    from medseg.train import build_optimizer, configure_cpu_threads
 
     cfg = load_config(config, overrides)
     if cfg.data.spatial_dims != 2 or not cfg.preprocess.spatial_size:
         raise SystemExit(f"{config}: step_time.py times 2D configs with preprocess.spatial_size")
+    if threads:
+        torch.set_num_threads(threads)
+    else:
+        configure_cpu_threads(cfg.train.num_workers)  # as `medseg train` sets them
     torch.manual_seed(seed)
     net = build_model(model_spec(cfg)).train()
     loss_fn = build_loss(cfg)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    opt = build_optimizer(cfg, net.parameters())
     b, (h, w) = cfg.train.batch_size, cfg.preprocess.spatial_size
     x = torch.randn(b, cfg.in_channels, h, w)
     y = torch.randint(0, cfg.num_classes, (b, 1, h, w)).float()
@@ -55,16 +61,12 @@ def main(argv=None) -> int:
     ap.add_argument("--set", dest="variants", action="append", default=[], metavar="KEY=VALUE",
                     help="one variant per --set (each timed against the shipped config)")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: as `medseg train` sets them)")
     args = ap.parse_args(argv)
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    base, n_base = step_seconds(args.config, [], args.steps)
+    base, n_base = step_seconds(args.config, [], args.steps, args.threads)
     line(f"{args.config} step time, config as shipped", round(base, 4), "s/step", params=n_base)
     for v in args.variants:
-        t, n = step_seconds(args.config, [v], args.steps)
+        t, n = step_seconds(args.config, [v], args.steps, args.threads)
         line(f"{args.config} step time, {v}", round(t, 4), "s/step", params=n, ratio_to_shipped=round(t / base, 3))
     return 0
 
