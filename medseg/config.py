@@ -31,6 +31,7 @@ class SplitConfig:
     seed: int = 0
     stratify: str | None = None  # metadata key to stratify by (e.g. "diagnosis")
     use_predefined: bool = True  # honour a recipe's own train/validation folders
+    max_train_groups: int = 0  # >0: train on only this many of the training groups (learning curves); 0 = all
 
 
 @dataclass

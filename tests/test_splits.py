@@ -52,3 +52,23 @@ def test_predefined_subsets_win():
 def test_bad_fold_rejected():
     with pytest.raises(MedsegError, match="fold"):
         make_split(_samples(), SplitConfig(folds=3, fold=3))
+
+
+def test_max_train_groups_gives_nested_subsets_and_leaves_validation_alone():
+    s = _samples(20, 3)
+    full = make_split(s, SplitConfig(folds=5, fold=2, seed=0))
+    subsets = {n: make_split(s, SplitConfig(folds=5, fold=2, seed=0, max_train_groups=n)) for n in (4, 8, 12)}
+    for n, sp in subsets.items():
+        assert sp["val"] == full["val"]                        # the held-out fold does not move
+        assert len(_groups(sp["train"])) == n                  # whole groups: 3 slices each
+        assert len(sp["train"]) == 3 * n
+        assert f"{n} of 16 training groups" in sp["method"]
+    assert _groups(subsets[4]["train"]) < _groups(subsets[8]["train"]) < _groups(subsets[12]["train"])
+    assert _groups(subsets[12]["train"]) < _groups(full["train"])
+    assert make_split(s, SplitConfig(folds=5, fold=2, seed=0, max_train_groups=99))["train"] == full["train"]
+
+
+def test_max_train_groups_refuses_predefined_folders():
+    s = [{"case_id": "a", "group": "a", "subset": "train"}, {"case_id": "b", "group": "b", "subset": "val"}]
+    with pytest.raises(MedsegError, match="use_predefined=false"):
+        make_split(s, SplitConfig(max_train_groups=1))

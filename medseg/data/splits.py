@@ -33,6 +33,9 @@ def make_split(samples: list[dict], cfg: SplitConfig) -> dict:
     """Return ``{"train": [...], "val": [...], "test": [...]}`` lists of case ids plus how they were made."""
     subsets = {s.get("subset") for s in samples}
     if cfg.use_predefined and cfg.folds <= 1 and {"train", "val"} <= subsets:
+        if cfg.max_train_groups:
+            raise MedsegError("split.max_train_groups needs a drawn split, but the data has its own train/val folders; "
+                              "fix: --set data.split.use_predefined=false")
         out = {k: [s["case_id"] for s in samples if s.get("subset") == k] for k in ("train", "val", "test")}
         out["train"] += [s["case_id"] for s in samples if s.get("subset") is None]
         out["method"] = "predefined folders"
@@ -66,6 +69,16 @@ def make_split(samples: list[dict], cfg: SplitConfig) -> dict:
             first_train = next(g for g in sorted(side) if side[g] == "train")
             side[first_train] = "val"
         method = f"random val={cfg.val_fraction} test={cfg.test_fraction}"
+    if cfg.max_train_groups < 0:
+        raise MedsegError(f"split.max_train_groups={cfg.max_train_groups} must be >= 0; fix: --set data.split.max_train_groups=0")
+    if cfg.max_train_groups:
+        # A seeded order of the training groups, independent of the fold's draw, so that the subsets of one fold are
+        # nested (the 8 groups of a smaller run are among the 12 of a larger one) and a learning curve adds data only.
+        train_groups = sorted(g for g in side if side[g] == "train")
+        order = [train_groups[i] for i in np.random.default_rng([cfg.seed, 1]).permutation(len(train_groups))]
+        for g in order[cfg.max_train_groups:]:
+            side[g] = "unused"
+        method += f", {min(cfg.max_train_groups, len(order))} of {len(order)} training groups"
     out = {k: [s["case_id"] for s in samples if side[s["group"]] == k] for k in ("train", "val", "test")}
     out["method"] = method + (f", stratified by {cfg.stratify}" if cfg.stratify else "") + f", seed {cfg.seed}"
     if not out["train"]:
