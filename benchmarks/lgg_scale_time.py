@@ -14,6 +14,7 @@ this run means nothing and is not printed; cross-validation on the real patients
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -33,7 +34,7 @@ def replicate(src: Path, dst: Path, n_slices: int) -> tuple[int, int]:
     if not patients:
         raise SystemExit(f"{src}: no LGG patient folders found; fix: --data-dir pointing at kaggle_3m or its parent")
     done = n_patients = 0
-    for copy in range(10_000):
+    for copy in itertools.count():
         for p in patients:
             if done >= n_slices:
                 return n_patients, done
@@ -44,9 +45,8 @@ def replicate(src: Path, dst: Path, n_slices: int) -> tuple[int, int]:
             for f in p.iterdir():
                 if f.is_file() and f.name.startswith(p.name):
                     (out / (name + f.name[len(p.name):])).symlink_to(f.resolve())
-            done += sum(1 for f in out.iterdir() if "_mask" not in f.name)
+                    done += not f.stem.lower().endswith("_mask")
             n_patients += 1
-    return n_patients, done
 
 
 def main(argv=None) -> None:

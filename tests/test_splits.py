@@ -72,3 +72,9 @@ def test_max_train_groups_refuses_predefined_folders():
     s = [{"case_id": "a", "group": "a", "subset": "train"}, {"case_id": "b", "group": "b", "subset": "val"}]
     with pytest.raises(MedsegError, match="use_predefined=false"):
         make_split(s, SplitConfig(max_train_groups=1))
+
+
+def test_negative_max_train_groups_is_named_even_with_predefined_folders():
+    s = [{"case_id": "a", "group": "a", "subset": "train"}, {"case_id": "b", "group": "b", "subset": "val"}]
+    with pytest.raises(MedsegError, match="must be >= 0"):
+        make_split(s, SplitConfig(max_train_groups=-1))

@@ -31,6 +31,8 @@ def _strata(samples: list[dict], key: str | None) -> dict[str, list[str]]:
 
 def make_split(samples: list[dict], cfg: SplitConfig) -> dict:
     """Return ``{"train": [...], "val": [...], "test": [...]}`` lists of case ids plus how they were made."""
+    if cfg.max_train_groups < 0:
+        raise MedsegError(f"split.max_train_groups={cfg.max_train_groups} must be >= 0; fix: --set data.split.max_train_groups=0")
     subsets = {s.get("subset") for s in samples}
     if cfg.use_predefined and cfg.folds <= 1 and {"train", "val"} <= subsets:
         if cfg.max_train_groups:
@@ -69,8 +71,6 @@ def make_split(samples: list[dict], cfg: SplitConfig) -> dict:
             first_train = next(g for g in sorted(side) if side[g] == "train")
             side[first_train] = "val"
         method = f"random val={cfg.val_fraction} test={cfg.test_fraction}"
-    if cfg.max_train_groups < 0:
-        raise MedsegError(f"split.max_train_groups={cfg.max_train_groups} must be >= 0; fix: --set data.split.max_train_groups=0")
     if cfg.max_train_groups:
         # A seeded order of the training groups, independent of the fold's draw, so that the subsets of one fold are
         # nested (the 8 groups of a smaller run are among the 12 of a larger one) and a learning curve adds data only.
