@@ -3,11 +3,12 @@
     python benchmarks/step_time.py                                          # configs/ph2.yaml as shipped
     python benchmarks/step_time.py --set model.num_res_units=1 --set model.num_res_units=3
     python benchmarks/step_time.py --config lgg --steps 20
+    python benchmarks/step_time.py --set train.amp=false                    # float32 against bfloat16 autocast
 
 Each ``--set KEY=VALUE`` is one variant, timed against the config as shipped in the same process, so the ratio is
 what to compare (this machine's speed drifts between sessions). The model, loss (with deep supervision when the
-config sets it), optimiser, batch size and input size are the ones `medseg train` builds from the config; the
-figure isolates what a model change costs per step from the data pipeline, validation and evaluation around it.
+config sets it), optimiser, batch size, input size and precision (``train.amp``) are the ones `medseg train` builds
+from the config; the figure isolates what a model change costs per step from the data pipeline, validation and evaluation around it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def step_seconds(config: str, overrides: list[str], steps: int, threads: int = 0
     from medseg.config import load_config
     from medseg.losses import build_loss
     from medseg.models import build_model, model_spec
-    from medseg.train import build_optimizer, configure_cpu_threads
+    from medseg.train import amp_dtype, build_optimizer, configure_cpu_threads
 
     cfg = load_config(config, overrides)
     if cfg.data.spatial_dims != 2 or not cfg.preprocess.spatial_size:
@@ -44,15 +45,18 @@ def step_seconds(config: str, overrides: list[str], steps: int, threads: int = 0
     b, (h, w) = cfg.train.batch_size, cfg.preprocess.spatial_size
     x = torch.randn(b, cfg.in_channels, h, w)
     y = torch.randint(0, cfg.num_classes, (b, 1, h, w)).float()
+    dtype = amp_dtype(torch.device("cpu"), cfg.train.amp)  # as `medseg train` autocasts (bfloat16 where native)
     times = []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
-        loss = loss_fn(net(x), y)
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            out = net(x)
+        loss = loss_fn([o.float() for o in out] if isinstance(out, list) else out.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
-    return sum(times[warmup:]) / steps, sum(p.numel() for p in net.parameters())
+    return sum(times[warmup:]) / steps, sum(p.numel() for p in net.parameters()), str(dtype or torch.float32)[6:]
 
 
 def main(argv=None) -> int:
@@ -63,11 +67,12 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: as `medseg train` sets them)")
     args = ap.parse_args(argv)
-    base, n_base = step_seconds(args.config, [], args.steps, args.threads)
-    line(f"{args.config} step time, config as shipped", round(base, 4), "s/step", params=n_base)
+    base, n_base, prec = step_seconds(args.config, [], args.steps, args.threads)
+    line(f"{args.config} step time, config as shipped", round(base, 4), "s/step", params=n_base, precision=prec)
     for v in args.variants:
-        t, n = step_seconds(args.config, [v], args.steps, args.threads)
-        line(f"{args.config} step time, {v}", round(t, 4), "s/step", params=n, ratio_to_shipped=round(t / base, 3))
+        t, n, prec = step_seconds(args.config, [v], args.steps, args.threads)
+        line(f"{args.config} step time, {v}", round(t, 4), "s/step", params=n, precision=prec,
+             ratio_to_shipped=round(t / base, 3))
     return 0
 
 

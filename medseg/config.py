@@ -109,7 +109,7 @@ class TrainConfig:
     pos_fraction: float = 0.67  # 3D: share of patches centred on foreground
     pos_slice_fraction: float | None = None  # 2D: expected share of drawn samples whose mask is not empty
     val_every: int = 1
-    amp: bool = True  # used on CUDA only
+    amp: bool = True  # mixed precision: float16 on CUDA, bfloat16 on CPUs with native bfloat16, else off
     num_workers: int = 0
     cache: bool = True
     max_steps_per_epoch: int | None = None

@@ -159,20 +159,45 @@ def check_config(cfg: Config) -> None:
         raise MedsegError("model.strides must have one entry fewer than model.channels; fix: e.g. channels [16,32,64], strides [2,2]")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX). Without it, oneDNN emulates bfloat16 and a
+    training step is over ten times slower than in float32 (BENCHMARKS.md), so mixed precision stays off there."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp`` on ``device``: float16 on CUDA, bfloat16 on a CPU with native bfloat16,
+    None (full float32) elsewhere or when ``enabled`` is False."""
+    if not enabled:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
 def predict_logits(model, image: torch.Tensor, cfg: Config, device: torch.device, roi: list[int] | None = None,
                    sw_device: torch.device | None = None, amp: bool | None = None) -> torch.Tensor:
-    """Sliding-window logits for a batch ``(B, C, *spatial)`` with Gaussian blending.
+    """Sliding-window logits for a batch ``(B, C, *spatial)`` with Gaussian blending, returned as float32.
 
-    ``sw_device`` is where the stitched output lives (default ``device``); ``amp`` defaults to ``train.amp`` on CUDA.
+    ``sw_device`` is where the stitched output lives (default ``device``); ``amp`` defaults to ``train.amp`` (see
+    :func:`amp_dtype` for what it means on each device).
     """
     from monai.inferers import sliding_window_inference
 
     roi = roi or roi_size(cfg)
-    amp = device.type == "cuda" and (cfg.train.amp if amp is None else amp)
-    with torch.autocast(device_type=device.type, enabled=amp):
+    dtype = amp_dtype(device, cfg.train.amp if amp is None else amp)
+    with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
         out = sliding_window_inference(image, roi, cfg.infer.sw_batch_size, model, overlap=cfg.infer.overlap,
                                        mode="gaussian", sw_device=device, device=sw_device or device)
     return out.float()
+
+
+def _as_float(out):
+    """Network output (a tensor, or a list of them with deep supervision) as float32."""
+    return [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
 
 
 def logits_to_labels(logits: torch.Tensor, binary: bool, threshold: float = 0.5) -> torch.Tensor:
@@ -477,8 +502,11 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     steps_per_epoch = len(loader) if not cfg.train.max_steps_per_epoch else min(len(loader), cfg.train.max_steps_per_epoch)
     total_steps = cfg.train.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps, steps_per_epoch))
-    use_amp = dev.type == "cuda" and cfg.train.amp
+    autocast = amp_dtype(dev, cfg.train.amp)
+    use_amp = autocast == torch.float16  # float16 needs loss scaling; bfloat16 has float32's range and does not
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if autocast is not None:
+        log(f"mixed precision: {str(autocast).removeprefix('torch.')} on {dev.type} (train.amp: false turns it off)")
 
     start_epoch, best_metric, best_epoch, history = 0, -math.inf, -1, []
     if resume:
@@ -522,8 +550,9 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
                 break
             x, y = batch[IMAGE].to(dev, non_blocking=True), batch[LABEL].to(dev, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=dev.type, enabled=use_amp):
-                loss = loss_fn(model(x), y)
+            with torch.autocast(device_type=dev.type, dtype=autocast, enabled=autocast is not None):
+                out = model(x)
+            loss = loss_fn(_as_float(out), y)  # the loss's sums and logs in float32 on every device
             if not torch.isfinite(loss):
                 raise MedsegError(f"training diverged at epoch {epoch + 1} (loss is {loss.item()}); fix: lower train.lr "
                                   "or check the images for extreme values")

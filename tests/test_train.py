@@ -272,3 +272,41 @@ def test_deep_supervision_trains_and_infers(folder_dir, tmp_path, small_2d_overr
     assert any(k.startswith("heads.0.") for k in ck["state_dict"])
     out = net.eval()(torch.randn(1, 3, 32, 32))
     assert torch.is_tensor(out) and out.shape == (1, 1, 32, 32)
+
+
+def test_amp_dtype_per_device(monkeypatch):
+    import medseg.train as T
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert T.amp_dtype(cuda) == torch.float16 and T.amp_dtype(cuda, enabled=False) is None
+    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: True)
+    assert T.amp_dtype(cpu) == torch.bfloat16 and T.amp_dtype(cpu, enabled=False) is None
+    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: False)  # emulated bfloat16 is >10x slower: stay in float32
+    assert T.amp_dtype(cpu) is None
+    assert T.amp_dtype(torch.device("mps")) is None
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_cpu_bfloat16_training(folder_dir, tmp_path, small_2d_overrides, monkeypatch, amp):
+    """With native bfloat16 (forced here, so the test runs on any CPU) the network computes in bfloat16, the loss and
+    the saved weights stay float32; train.amp=false keeps everything in float32."""
+    import medseg.train as T
+
+    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: True)
+    seen, original = [], T.build_model
+
+    def recording_model(spec):
+        net = original(spec)
+        net.register_forward_hook(lambda m, i, o: seen.append((o[0] if isinstance(o, list) else o).dtype)
+                                  if m.training else None)
+        return net
+
+    monkeypatch.setattr(T, "build_model", recording_model)
+    messages = []
+    res = train(_cfg(small_2d_overrides, "train.epochs=2", f"train.amp={str(amp).lower()}"), folder_dir,
+                tmp_path / "run", progress=False, log=lambda m, *a, **k: messages.append(str(m)))
+    assert seen and set(seen) == {torch.bfloat16 if amp else torch.float32}
+    assert any("mixed precision: bfloat16 on cpu" in m for m in messages) == amp
+    assert np.isfinite(res.history[-1]["train_loss"]) and 0.0 <= res.best_metric <= 1.0
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert all(v.dtype == torch.float32 for v in ck["state_dict"].values() if v.is_floating_point())
