@@ -185,7 +185,7 @@ def predict_probabilities(lm: LoadedModel, x: torch.Tensor, device: torch.device
     flips = _flip_dims(cfg.data.spatial_dims, tta)
     for dims in flips:
         xi = torch.flip(x, dims) if dims else x
-        logits = predict_logits(lm.model, xi.to(device), cfg, device, roi, sw_device=out_device, amp=True)
+        logits = predict_logits(lm.model, xi.to(device), cfg, device, roi, sw_device=out_device)
         probs = torch.sigmoid(logits) if cfg.binary else torch.softmax(logits, dim=1)
         probs = torch.flip(probs, dims) if dims else probs
         total = probs if total is None else total.add_(probs)

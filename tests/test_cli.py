@@ -40,6 +40,18 @@ def test_check_reads_each_file_once_and_reports_what_is_on_disk(ph2_dir, brats_d
     assert r["image_sizes"] == {"32x32x24": 4} and len(r["spacings_mm"]) >= 1
 
 
+def test_check_lists_every_missing_mask_and_exits_1(tmp_path):
+    from medseg.data import synthetic
+
+    root = synthetic.make_folder_2d(tmp_path / "f", n=4, size=(16, 16))
+    for m in sorted((root / "masks").iterdir())[:2]:
+        m.unlink()
+    r = _run("datasets", "check", "folder", "--data-dir", root)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output.count("PROBLEM") == 2 and r.output.count("image has no mask") == 2
+    assert "cases: 2" in r.output and "2 problem(s) found" in r.output
+
+
 def test_check_wrong_layout_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     r = _run("datasets", "check", "ph2", "--data-dir", tmp_path / "empty")

@@ -35,6 +35,42 @@ def test_ph2_missing_mask_is_one_line_error(tmp_path):
         load_samples("ph2", root)
 
 
+def test_every_bad_case_is_counted_and_listed_on_request(tmp_path):
+    """Two cases without a mask and one without an image: training stops at the first with a count of the others;
+    `datasets check` (collect_problems) gets all three and the nine good cases."""
+    import shutil
+
+    root = synthetic.make_ph2(tmp_path / "p", n=12)
+    cases = sorted((root / "PH2 Dataset images").glob("IMD*"))
+    for case in cases[2:4]:
+        next(case.glob("*_lesion/*")).unlink()
+    shutil.rmtree(next(cases[7].glob("*_Dermoscopic_Image")))
+    with pytest.raises(MedsegError, match=r"lesion mask missing; fix: .* \(2 more cases with problems: "
+                                          r"`medseg datasets check` lists them all\)$"):
+        load_samples("ph2", root)
+    res = load_samples("ph2", root, collect_problems=True)
+    assert len(res.samples) == 9 and len(res.problems) == 3
+    assert {p.split(":")[0].split("/")[-1] for p in res.problems} == {
+        f"{cases[2].name}_lesion", f"{cases[3].name}_lesion", cases[7].name}
+    assert all("; fix: " in p and "\n" not in p for p in res.problems)
+
+
+def test_lgg_and_nifti_bad_cases_are_collected(tmp_path):
+    lgg_dir = synthetic.make_lgg(tmp_path / "lgg", n_patients=4, n_slices=12, size=48)  # own copy: masks get deleted
+    slices = sorted(lgg_dir.rglob("*_mask.tif"))
+    for m in slices[:2]:
+        m.unlink()
+    res = load_samples("lgg", lgg_dir, collect_problems=True)
+    assert len(res.samples) == 4 * 12 - 2 and len(res.problems) == 2
+    assert all("slice has no mask" in p for p in res.problems)
+    with pytest.raises(MedsegError, match=r"slice has no mask.*\(1 more case with problems"):
+        load_samples("lgg", lgg_dir)
+    root = synthetic.make_nnunet(tmp_path / "nn", n=3)
+    next((root / "imagesTr").glob("*_0000.nii.gz")).unlink()
+    res = load_samples("nifti", root, collect_problems=True)
+    assert len(res.samples) == 2 and "channel file missing" in res.problems[0]
+
+
 def test_empty_dir_names_path_and_layout(tmp_path):
     with pytest.raises(MedsegError) as err:
         load_samples("ph2", tmp_path)

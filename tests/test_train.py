@@ -310,3 +310,22 @@ def test_cpu_bfloat16_training(folder_dir, tmp_path, small_2d_overrides, monkeyp
     assert np.isfinite(res.history[-1]["train_loss"]) and 0.0 <= res.best_metric <= 1.0
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
     assert all(v.dtype == torch.float32 for v in ck["state_dict"].values() if v.is_floating_point())
+
+
+def test_cpu_bfloat16_inference_tracks_float32(monkeypatch):
+    """Sliding-window logits in bfloat16 autocast stay close to float32 ones (and differ, so the path really ran);
+    a checkpoint config with train.amp=false is inferred in float32."""
+    import medseg.train as T
+
+    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: True)
+    cfg = load_config("demo", ["model.channels=[4,8,16]", "model.strides=[2,2]", "preprocess.spatial_size=[32,32]"])
+    torch.manual_seed(0)
+    net = build_model(T.model_spec(cfg)).eval()
+    x, cpu = torch.randn(1, 3, 40, 48), torch.device("cpu")
+    a = T.predict_logits(net, x, cfg, cpu, roi=[32, 32])
+    b = T.predict_logits(net, x, cfg, cpu, roi=[32, 32], amp=False)
+    assert a.dtype == b.dtype == torch.float32 and a.shape == b.shape == (1, 1, 40, 48)
+    assert not torch.equal(a, b)
+    assert (a - b).abs().max().item() < 0.05 * max(1.0, b.abs().max().item())
+    off = load_config("demo", ["model.channels=[4,8,16]", "model.strides=[2,2]", "train.amp=false"])
+    assert torch.equal(T.predict_logits(net, x, off, cpu, roi=[32, 32]), b)

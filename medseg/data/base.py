@@ -20,6 +20,7 @@ class RecipeResult:
     samples: list[dict]
     warnings: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # one "PATH: PROBLEM; fix: FIX" line per case left out
 
 
 def register(name: str):
@@ -40,8 +41,13 @@ def get_recipe(name: str) -> Callable:
     return _RECIPES[name]
 
 
-def load_samples(recipe: str, data_dir: str | Path, options: dict | None = None) -> RecipeResult:
-    """Run a recipe on ``data_dir``; raises MedsegError for a missing or empty layout."""
+def load_samples(recipe: str, data_dir: str | Path, options: dict | None = None,
+                 collect_problems: bool = False) -> RecipeResult:
+    """Run a recipe on ``data_dir``; raises MedsegError for a missing or empty layout.
+
+    A recipe leaves out a case it cannot use (an image without a mask, a missing modality) and records why in
+    ``problems``. By default the first problem is raised, saying how many more there are; with ``collect_problems``
+    (``medseg datasets check``) they are returned, so that one run lists every bad case."""
     data_dir = Path(data_dir)
     fn = get_recipe(recipe)
     if getattr(fn, "generates_data", False):
@@ -52,7 +58,11 @@ def load_samples(recipe: str, data_dir: str | Path, options: dict | None = None)
     if not data_dir.is_dir():
         raise fail(data_dir, "is not a directory", f"pass the folder that holds the {recipe} data")
     result = fn(data_dir, dict(options or {}))
-    if not result.samples:
+    if result.problems and not collect_problems:
+        more = len(result.problems) - 1
+        raise MedsegError(result.problems[0] + (f" ({more} more case{'s' if more > 1 else ''} with problems: "
+                                                f"`medseg datasets check` lists them all)" if more else ""))
+    if not result.samples and not result.problems:
         raise fail(data_dir, f"no {recipe} cases found", result.info.get("expected", "check the layout in datasets/README.md"))
     ids = [s["case_id"] for s in result.samples]
     if len(set(ids)) != len(ids):

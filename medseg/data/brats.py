@@ -45,18 +45,20 @@ def brats_samples(data_dir: Path, options: dict) -> RecipeResult:
     label_patterns = options.get("label") or DEFAULT_LABEL
     expected = (f"expected one folder per case holding {', '.join(mod_patterns[c][0] for c in channels)} "
                 f"and a label map {label_patterns[0]}")
-    samples, warnings = [], []
+    samples, warnings, problems = [], [], []
     folders = sorted({p.parent for pat in label_patterns for p in data_dir.rglob("*") if p.is_file()
                       and p in glob_ci(p.parent, pat)}, key=lambda p: natural_key(str(p)))
     for case_dir in folders:
         label = _match(case_dir, label_patterns)
-        images = []
-        for ch in channels:
-            f = _match(case_dir, mod_patterns[ch])
-            if f is None:
-                raise fail(case_dir, f"modality '{ch}' missing (looked for {mod_patterns[ch][0]})",
-                           f"add the {ch} volume or set data.options.modalities.{ch} to its file pattern")
-            images.append(str(f))
+        found = {ch: _match(case_dir, mod_patterns[ch]) for ch in channels}
+        missing = [ch for ch, f in found.items() if f is None]
+        if missing:
+            problems.append(str(fail(case_dir, f"modality {', '.join(repr(m) for m in missing)} missing (looked for "
+                                               f"{', '.join(mod_patterns[m][0] for m in missing)})",
+                                     f"add the {missing[0]} volume or set data.options.modalities.{missing[0]} to its "
+                                     "file pattern")))
+            continue
+        images = [str(found[ch]) for ch in channels]
         rel = case_dir.relative_to(data_dir).parts
         subset = SUBSETS.get(rel[0].lower()) if len(rel) > 1 else None
         sample = {IMAGE: images, LABEL: str(label), "case_id": case_dir.name, "group": case_dir.name,
@@ -64,4 +66,4 @@ def brats_samples(data_dir: Path, options: dict) -> RecipeResult:
         if subset:
             sample["subset"] = subset
         samples.append(sample)
-    return RecipeResult(samples, warnings, {"expected": expected})
+    return RecipeResult(samples, warnings, {"expected": expected}, problems)

@@ -24,12 +24,14 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
 
     from ..transforms import LoadImage2Dd, LoadVolumed
 
-    result = load_samples(cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels})
+    result = load_samples(cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels},
+                          collect_problems=True)
     samples = result.samples
     dims = cfg.data.spatial_dims
     loader = (LoadImage2Dd(len(cfg.data.channels), cfg.num_classes, context=cfg.data.context_slices, describe=True)
               if dims == 2 else LoadVolumed(len(cfg.data.channels), cfg.num_classes, describe=True))
-    sizes, spacings, values, channels, problems = Counter(), Counter(), Counter(), Counter(), []
+    sizes, spacings, values, channels = Counter(), Counter(), Counter(), Counter()
+    problems = list(result.problems)  # cases the recipe had to leave out, then files the loader rejects
     fg_fraction = []
     for s in tqdm(samples, disable=not progress, desc="checking", unit="case"):
         try:  # each file is read once, by the same loader (and validators) that training uses

@@ -26,12 +26,14 @@ def folder_samples(data_dir: Path, options: dict) -> RecipeResult:
     if img_dir is None or mask_dir is None:
         return RecipeResult([], info={"expected": EXPECTED})
     masks = {mask_stem(p.stem).lower(): p for p in files_with_ext(mask_dir, IMAGE_2D_EXTS)}
-    samples = []
+    samples, problems = [], []
     for img in files_with_ext(img_dir, IMAGE_2D_EXTS):
         mask = masks.get(img.stem.lower())
         if mask is None:
-            raise fail(img, "image has no mask", f"add {mask_dir.name}/{img.stem}.png (or _mask.png) or remove the image")
+            problems.append(str(fail(img, "image has no mask",
+                                     f"add {mask_dir.name}/{img.stem}.png (or _mask.png) or remove the image")))
+            continue
         samples.append({IMAGE: str(img), LABEL: str(mask), "case_id": img.stem, "group": img.stem, "meta": {}})
     orphans = sorted(set(masks) - {s["case_id"].lower() for s in samples})
     warnings = [f"{mask_dir}: {len(orphans)} masks without an image were ignored"] if orphans else []
-    return RecipeResult(samples, warnings, {"expected": EXPECTED})
+    return RecipeResult(samples, warnings, {"expected": EXPECTED}, problems)

@@ -68,7 +68,7 @@ def _num(v):
 def lgg_samples(data_dir: Path, options: dict) -> RecipeResult:
     csv_rows, csv_path = _read_csv(data_dir)
     warnings = [] if csv_path else [f"{data_dir}: no data.csv found; patient metadata unavailable"]
-    samples = []
+    samples, problems = [], []
     for pdir in _patient_dirs(data_dir):
         pid = patient_key(pdir.name)
         if csv_path and pid not in csv_rows:
@@ -83,7 +83,9 @@ def lgg_samples(data_dir: Path, options: dict) -> RecipeResult:
                 continue
             mask = masks.get(img.stem.lower())
             if mask is None:
-                raise fail(img, "slice has no mask", f"add {img.stem}_mask{img.suffix} beside it or remove the slice")
+                problems.append(str(fail(img, "slice has no mask",
+                                         f"add {img.stem}_mask{img.suffix} beside it or remove the slice")))
+                continue
             n_slices += 1
             samples.append({IMAGE: str(img), LABEL: str(mask), "case_id": img.stem, "group": pid,
                             "slice_index": int(m.group("n")), "volume_id": pdir.name,
@@ -92,7 +94,8 @@ def lgg_samples(data_dir: Path, options: dict) -> RecipeResult:
         if orphans:
             warnings.append(f"{pdir.name}: {len(orphans)} masks without an image were ignored")
     samples.sort(key=lambda s: (natural_key(s["volume_id"]), s["slice_index"]))
-    return RecipeResult(samples, warnings, {"csv": str(csv_path) if csv_path else None, "expected": EXPECTED})
+    return RecipeResult(samples, warnings, {"csv": str(csv_path) if csv_path else None, "expected": EXPECTED},
+                        problems)
 
 
 def group_by_volume(samples: list[dict]) -> dict[str, list[dict]]:

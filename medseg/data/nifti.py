@@ -28,7 +28,7 @@ EXPECTED = ("expected dataset.json with imagesTr/ and labelsTr/ (MSD or nnU-Net)
 
 
 def _from_dataset_json(root: Path, spec: dict) -> RecipeResult:
-    samples, info = [], {"dataset_json": str(root / "dataset.json")}
+    samples, problems, info = [], [], {"dataset_json": str(root / "dataset.json")}
     labels = spec.get("labels") or {}
     if labels:
         pairs = sorted(((int(v), k) for k, v in labels.items()) if not str(next(iter(labels))).isdigit()
@@ -40,23 +40,26 @@ def _from_dataset_json(root: Path, spec: dict) -> RecipeResult:
     if isinstance(spec.get("training"), list) and spec["training"] and isinstance(spec["training"][0], dict):
         for entry in spec["training"]:
             img, lab = root / entry["image"], root / entry["label"]
-            for p in (img, lab):
-                if not p.exists():
-                    raise fail(p, "listed in dataset.json but missing", "restore the file or remove its entry from dataset.json")
+            gone = [p for p in (img, lab) if not p.exists()]
+            if gone:
+                problems.append(str(fail(gone[0], "listed in dataset.json but missing",
+                                         "restore the file or remove its entry from dataset.json")))
+                continue
             samples.append({IMAGE: str(img), LABEL: str(lab), "case_id": strip_ext(img), "group": strip_ext(img), "meta": {}})
-        return RecipeResult(samples, [], info)
+        return RecipeResult(samples, [], info, problems)
     ending = spec.get("file_ending", ".nii.gz")
     img_dir, lab_dir = root / "imagesTr", root / "labelsTr"
     n_ch = max(1, len(chans))
     for lab in sorted(lab_dir.glob(f"*{ending}"), key=lambda p: natural_key(p.name)):
         case = lab.name[: -len(ending)]
         imgs = [img_dir / f"{case}_{c:04d}{ending}" for c in range(n_ch)]
-        for p in imgs:
-            if not p.exists():
-                raise fail(p, "channel file missing for this case", f"add it or remove {lab.name}")
+        gone = [p for p in imgs if not p.exists()]
+        if gone:
+            problems.append(str(fail(gone[0], "channel file missing for this case", f"add it or remove {lab.name}")))
+            continue
         samples.append({IMAGE: [str(p) for p in imgs] if n_ch > 1 else str(imgs[0]), LABEL: str(lab),
                         "case_id": case, "group": case, "meta": {}})
-    return RecipeResult(samples, [], info)
+    return RecipeResult(samples, [], info, problems)
 
 
 @register("nifti")
@@ -78,17 +81,19 @@ def nifti_samples(data_dir: Path, options: dict) -> RecipeResult:
         stem = strip_ext(p)
         m = CHANNEL_RE.match(stem)
         groups.setdefault(m.group("case") if m else stem, []).append(p)
-    samples = []
+    samples, problems = [], []
     for case in sorted(groups, key=natural_key):
         files = sorted(groups[case], key=lambda p: natural_key(p.name))
         lab = labels.get(case)
         if lab is None:
-            raise fail(files[0], "image has no label map", f"add {lab_dir.name}/{case}{file_ext(files[0])} or remove the image")
+            problems.append(str(fail(files[0], "image has no label map",
+                                     f"add {lab_dir.name}/{case}{file_ext(files[0])} or remove the image")))
+            continue
         samples.append({IMAGE: [str(f) for f in files] if len(files) > 1 else str(files[0]), LABEL: str(lab),
                         "case_id": case, "group": case, "meta": {}})
     orphans = sorted(set(labels) - set(groups))
     warnings = [f"{lab_dir}: {len(orphans)} label maps without an image were ignored ({', '.join(orphans[:3])})"] if orphans else []
-    return RecipeResult(samples, warnings, {"expected": EXPECTED})
+    return RecipeResult(samples, warnings, {"expected": EXPECTED}, problems)
 
 
 IMAGE_SUFFIXES = ("_image", "_img", "_volume", "_vol")

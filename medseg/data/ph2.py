@@ -91,7 +91,7 @@ def ph2_samples(data_dir: Path, options: dict) -> RecipeResult:
     table_path = find_table(data_dir, case_root)
     table = parse_table(table_path) if table_path else {}
     warnings = [] if table_path else [f"{data_dir}: no PH2_dataset.txt found; diagnoses unavailable (stratified splits fall back to random)"]
-    samples = []
+    samples, problems = [], []
     for case_dir in sorted((d for d in case_root.iterdir() if d.is_dir() and CASE_RE.match(d.name)),
                            key=lambda d: natural_key(d.name)):
         case = case_dir.name.upper()
@@ -99,12 +99,15 @@ def ph2_samples(data_dir: Path, options: dict) -> RecipeResult:
         les_dir = next((d for d in case_dir.iterdir() if d.is_dir() and d.name.lower().endswith("_lesion")), None)
         image = _single_file(img_dir, case_dir.name) if img_dir else None
         if image is None:
-            raise fail(case_dir, "no dermoscopic image found",
-                       f"put the image in {case_dir.name}_Dermoscopic_Image/{case_dir.name}.bmp (or .jpg/.png), or remove the case folder")
+            problems.append(str(fail(case_dir, "no dermoscopic image found",
+                                     f"put the image in {case_dir.name}_Dermoscopic_Image/{case_dir.name}.bmp "
+                                     "(or .jpg/.png), or remove the case folder")))
+            continue
         label = _single_file(les_dir, f"{case_dir.name}_lesion") if les_dir else None
         if label is None:
-            raise fail(case_dir / f"{case_dir.name}_lesion", "lesion mask missing",
-                       f"add {case_dir.name}_lesion/{case_dir.name}_lesion.bmp or remove the case folder")
+            problems.append(str(fail(case_dir / f"{case_dir.name}_lesion", "lesion mask missing",
+                                     f"add {case_dir.name}_lesion/{case_dir.name}_lesion.bmp or remove the case folder")))
+            continue
         meta = dict(table.get(case, {}))
         if table and case not in table:
             warnings.append(f"{case}: no row in {table_path.name}; diagnosis unknown")
@@ -114,4 +117,5 @@ def ph2_samples(data_dir: Path, options: dict) -> RecipeResult:
     if missing:
         warnings.append(f"{len(missing)} rows of {table_path.name} have no images on disk and were skipped "
                         f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
-    return RecipeResult(samples, warnings, {"table": str(table_path) if table_path else None, "root": str(case_root)})
+    return RecipeResult(samples, warnings, {"table": str(table_path) if table_path else None, "root": str(case_root)},
+                        problems)
