@@ -29,7 +29,7 @@ def step_seconds(config: str, overrides: list[str], steps: int, threads: int = 0
     from medseg.config import load_config
     from medseg.losses import build_loss
     from medseg.models import build_model, model_spec
-    from medseg.train import amp_dtype, build_optimizer, configure_cpu_threads
+    from medseg.train import amp_dtype, as_float, build_optimizer, configure_cpu_threads, precision_name
 
     cfg = load_config(config, overrides)
     if cfg.data.spatial_dims != 2 or not cfg.preprocess.spatial_size:
@@ -51,12 +51,12 @@ def step_seconds(config: str, overrides: list[str], steps: int, threads: int = 0
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
             out = net(x)
-        loss = loss_fn([o.float() for o in out] if isinstance(out, list) else out.float(), y)
+        loss = loss_fn(as_float(out), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
-    return sum(times[warmup:]) / steps, sum(p.numel() for p in net.parameters()), str(dtype or torch.float32)[6:]
+    return sum(times[warmup:]) / steps, sum(p.numel() for p in net.parameters()), precision_name(dtype)
 
 
 def main(argv=None) -> int:

@@ -36,6 +36,8 @@ def _cfg(overrides):
 def _timed_steps(loader, model, loss_fn, opt, steps: int, device: str = "cpu", dtype=None) -> tuple[float, int]:
     import torch
 
+    from medseg.train import as_float
+
     cuda = device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     it = iter(loader)
@@ -55,7 +57,7 @@ def _timed_steps(loader, model, loss_fn, opt, steps: int, device: str = "cpu", d
         opt.zero_grad()
         with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=dtype, enabled=dtype is not None):
             out = model(x)
-        loss = loss_fn([o.float() for o in out] if isinstance(out, list) else out.float(), y)
+        loss = loss_fn(as_float(out), y)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
@@ -78,7 +80,7 @@ def worker(side: str, data_dir: str, steps: int, overrides: list[str], device: s
     from medseg.data import load_samples
     from medseg.losses import build_loss
     from medseg.models import build_model, model_spec
-    from medseg.train import amp_dtype, build_optimizer, configure_cpu_threads, make_loader
+    from medseg.train import amp_dtype, build_optimizer, configure_cpu_threads, make_loader, precision_name
     from medseg.transforms import random_transforms, train_transforms
 
     cfg = _cfg(overrides)
@@ -108,7 +110,7 @@ def worker(side: str, data_dir: str, steps: int, overrides: list[str], device: s
     dtype = amp_dtype(dev, cfg.train.amp if side == "medseg" else dev.type == "cuda" or peer_amp)
     secs, n = _timed_steps(loader, model, build_loss(cfg), opt, steps, device, dtype)
     return {"images_per_s": n / secs, "seconds": secs, "images": n, "cache_s": t_cache, "threads": torch.get_num_threads(),
-            "precision": str(dtype or torch.float32).removeprefix("torch."),
+            "precision": precision_name(dtype),
             "np": np.__version__, "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"}
 
 

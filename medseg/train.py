@@ -9,6 +9,7 @@ CPU with ``num_workers: 0``).
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import shutil
@@ -159,6 +160,7 @@ def check_config(cfg: Config) -> None:
         raise MedsegError("model.strides must have one entry fewer than model.channels; fix: e.g. channels [16,32,64], strides [2,2]")
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX). Without it, oneDNN emulates bfloat16 and a
     training step is over ten times slower than in float32 (BENCHMARKS.md), so mixed precision stays off there."""
@@ -178,6 +180,11 @@ def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
     return None
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """What :func:`amp_dtype` returned, for logs and benchmark lines: ``bfloat16``, ``float16`` or ``float32``."""
+    return str(dtype or torch.float32).removeprefix("torch.")
+
+
 def predict_logits(model, image: torch.Tensor, cfg: Config, device: torch.device, roi: list[int] | None = None,
                    sw_device: torch.device | None = None, amp: bool | None = None) -> torch.Tensor:
     """Sliding-window logits for a batch ``(B, C, *spatial)`` with Gaussian blending, returned as float32.
@@ -195,7 +202,7 @@ def predict_logits(model, image: torch.Tensor, cfg: Config, device: torch.device
     return out.float()
 
 
-def _as_float(out):
+def as_float(out):
     """Network output (a tensor, or a list of them with deep supervision) as float32."""
     return [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
 
@@ -506,7 +513,7 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     use_amp = autocast == torch.float16  # float16 needs loss scaling; bfloat16 has float32's range and does not
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if autocast is not None:
-        log(f"mixed precision: {str(autocast).removeprefix('torch.')} on {dev.type} (train.amp: false turns it off)")
+        log(f"mixed precision: {precision_name(autocast)} on {dev.type} (train.amp: false turns it off)")
 
     start_epoch, best_metric, best_epoch, history = 0, -math.inf, -1, []
     if resume:
@@ -552,7 +559,7 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=dev.type, dtype=autocast, enabled=autocast is not None):
                 out = model(x)
-            loss = loss_fn(_as_float(out), y)  # the loss's sums and logs in float32 on every device
+            loss = loss_fn(as_float(out), y)  # the loss's sums and logs in float32 on every device
             if not torch.isfinite(loss):
                 raise MedsegError(f"training diverged at epoch {epoch + 1} (loss is {loss.item()}); fix: lower train.lr "
                                   "or check the images for extreme values")
