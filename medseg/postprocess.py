@@ -18,7 +18,7 @@ def postprocess(labels: np.ndarray, num_classes: int, spacing, keep_largest: boo
         min_size: drop components smaller than this many mm^2 (2D) or mm^3 (3D).
         fill_holes: fill enclosed holes of each class.
     """
-    from monai.transforms import FillHoles, KeepLargestConnectedComponent, RemoveSmallObjects
+    from monai.transforms import FillHoles, KeepLargestConnectedComponent
 
     out = torch.as_tensor(np.asarray(labels, dtype=np.uint8))[None]
     fg = list(range(1, num_classes))
@@ -27,10 +27,23 @@ def postprocess(labels: np.ndarray, num_classes: int, spacing, keep_largest: boo
     if min_size > 0:
         cleaned = torch.zeros_like(out)
         for c in fg:
-            m = RemoveSmallObjects(min_size=float(min_size), connectivity=out.ndim - 1, by_measure=True,
-                                   pixdim=[float(s) for s in spacing])((out == c))
-            cleaned[torch.as_tensor(m).bool()] = c
+            cleaned[torch.as_tensor(_drop_small((out[0] == c).numpy(), min_size, spacing))[None]] = c
         out = cleaned
     if keep_largest:
         out = KeepLargestConnectedComponent(applied_labels=fg, is_onehot=False, connectivity=out.ndim - 1)(out)
     return np.asarray(out[0], dtype=np.uint8)
+
+
+def _drop_small(mask: np.ndarray, min_size: float, spacing) -> np.ndarray:
+    """``mask`` without its components (full connectivity) whose area or volume is below ``min_size`` mm^2 / mm^3.
+
+    Not MONAI's ``RemoveSmallObjects``: on scikit-image 0.26 it warns on every call and also drops components of
+    exactly ``min_size`` (scikit-image changed what its deprecated argument means), so the result depended on the
+    installed version. Here a component of exactly ``min_size`` is kept, whatever the version."""
+    from skimage.measure import label
+
+    lab = label(mask, connectivity=mask.ndim)
+    size = np.bincount(lab.ravel()) * float(np.prod([float(s) for s in spacing]))
+    keep = size >= float(min_size) * (1 - 1e-9)
+    keep[0] = False
+    return keep[lab]

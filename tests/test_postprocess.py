@@ -1,5 +1,7 @@
 """Post-processing and findings on hand-made label maps, in physical units."""
 
+import warnings
+
 import numpy as np
 
 from medseg.findings import lesion_findings
@@ -24,6 +26,15 @@ def test_min_size_is_in_mm2():
     out = postprocess(_two_blobs(), 2, (0.5, 0.5), min_size=2.0)
     assert out.sum() == 36
     out = postprocess(_two_blobs(), 2, (0.5, 0.5), min_size=0.5)
+    assert out.sum() == 40
+
+
+def test_min_size_keeps_a_component_of_exactly_that_size_and_warns_nothing():
+    # the 4-px blob is exactly 1 mm^2: "smaller than min_size" is strict, and the scikit-image deprecation warning
+    # that MONAI's kernel triggers is not passed on to the user
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = postprocess(_two_blobs(), 2, (0.5, 0.5), min_size=1.0)
     assert out.sum() == 40
 
 
