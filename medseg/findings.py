@@ -37,7 +37,7 @@ def _centroid(comp: np.ndarray, box: tuple[slice, ...], label: int) -> np.ndarra
     return np.array(centre)
 
 
-def _component_sizes(comp: np.ndarray, n: int, chunk: int = 1 << 24) -> np.ndarray:
+def component_sizes(comp: np.ndarray, n: int, chunk: int = 1 << 24) -> np.ndarray:
     """Voxel count of components 1..n. ``np.bincount`` of the whole int32 label image would first copy it to int64
     (630 MB more for a 512x512x300 box); counting chunk by chunk keeps the extra memory to one chunk."""
     sizes = np.zeros(n + 1, dtype=np.int64)
@@ -71,7 +71,7 @@ def lesion_findings(labels: np.ndarray, geom: Geometry, label_names: list[str], 
         offset = np.array([b.start for b in box], dtype=np.float64)
         mask = full[box]
         comp, n = ndimage.label(mask, structure=structure)
-        sizes = _component_sizes(comp, n)
+        sizes = component_sizes(comp, n)
         order = np.argsort(-sizes, kind="stable")[:max_lesions]
         slices = ndimage.find_objects(comp)
         lesions = []

@@ -40,10 +40,12 @@ def _drop_small(mask: np.ndarray, min_size: float, spacing) -> np.ndarray:
     Not MONAI's ``RemoveSmallObjects``: on scikit-image 0.26 it warns on every call and also drops components of
     exactly ``min_size`` (scikit-image changed what its deprecated argument means), so the result depended on the
     installed version. Here a component of exactly ``min_size`` is kept, whatever the version."""
-    from skimage.measure import label
+    from scipy import ndimage
 
-    lab = label(mask, connectivity=mask.ndim)
-    size = np.bincount(lab.ravel()) * float(np.prod([float(s) for s in spacing]))
+    from .findings import component_sizes
+
+    comp, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))
+    size = np.concatenate([[0.0], component_sizes(comp, n) * float(np.prod([float(s) for s in spacing]))])
     keep = size >= float(min_size) * (1 - 1e-9)
     keep[0] = False
-    return keep[lab]
+    return keep[comp]

@@ -76,10 +76,21 @@ def test_findings_report_the_largest_lesions_first_with_their_own_centroids():
     assert les["lesions"][1]["bbox_voxel"] == {"min": [10, 25, 2], "max": [12, 27, 4]}
 
 
-def test_component_sizes_are_counted_chunk_by_chunk():
-    from medseg.findings import _component_sizes
+def testcomponent_sizes_are_counted_chunk_by_chunk():
+    from medseg.findings import component_sizes
 
     comp = np.array([[0, 1, 1, 0, 2], [3, 3, 3, 0, 2], [0, 0, 0, 0, 2]], dtype=np.int32)  # sizes 2, 3, 3
     for chunk in (1, 4, 7, 1 << 24):  # chunk borders inside components must not change the counts
-        assert _component_sizes(comp, 3, chunk=chunk).tolist() == [2, 3, 3]
-    assert _component_sizes(np.zeros((2, 2), np.int32), 0).tolist() == []
+        assert component_sizes(comp, 3, chunk=chunk).tolist() == [2, 3, 3]
+    assert component_sizes(np.zeros((2, 2), np.int32), 0).tolist() == []
+
+
+def test_min_size_in_3d_is_in_mm3_with_anisotropic_voxels():
+    m = np.zeros((10, 10, 10), np.uint8)
+    m[1:3, 1:3, 1:3] = 1  # 8 voxels of 1 x 1 x 2 mm = 16 mm^3
+    m[5:9, 5:9, 5:9] = 2  # class 2: 64 voxels = 128 mm^3
+    m[9, 0, 9] = 2  # class 2: one voxel = 2 mm^3, touching nothing
+    out = postprocess(m, 3, (1.0, 1.0, 2.0), min_size=16.0)
+    assert (out == 1).sum() == 8 and (out == 2).sum() == 64
+    out = postprocess(m, 3, (1.0, 1.0, 2.0), min_size=17.0)
+    assert (out == 1).sum() == 0 and (out == 2).sum() == 64
