@@ -138,7 +138,8 @@ def _canonical(arr: np.ndarray, affine: np.ndarray):
 
 
 def _views(vol, gt, pred, spacing, n_axial: int = 3, through_plane: bool = True) -> list[tuple]:
-    """Up to ``n_axial`` axial slices with the most lesion, then (``through_plane``) sagittal and coronal
+    """Up to ``n_axial`` axial slices with the most lesion, plus the slices with the most false-positive and
+    false-negative pixels when those are not among them, then (``through_plane``) sagittal and coronal
     through the largest lesion. Slice stacks of unknown thickness skip the last two: they would be thin strips."""
     from scipy import ndimage
 
@@ -154,11 +155,21 @@ def _views(vol, gt, pred, spacing, n_axial: int = 3, through_plane: bool = True)
     else:
         zs, cx, cy = [vol.shape[2] // 2], vol.shape[0] // 2, vol.shape[1] // 2
 
+    names = {z: f"axial z={z}" for z in zs}
+    if gt is not None and pred is not None:
+        # Errors away from the lesion's largest slices would not be seen: add the slice with the most false-positive
+        # (then false-negative) pixels when it is not shown already, e.g. a false lesion a few slices away.
+        for kind, err in (("false positive", (pred > 0) & (pred != gt)), ("false negative", (gt > 0) & (pred != gt))):
+            per_z = err.sum(axis=(0, 1))
+            z = int(np.argmax(per_z)) if per_z.size else 0
+            if per_z.size and per_z[z] > 0 and z not in names:
+                names[z] = f"axial z={z}, most {kind}"
+
     def ax_(a, z):
         return None if a is None else a[::-1, ::-1, z].T
 
-    for z in sorted(zs):
-        panels.append((ax_(vol, z), ax_(gt, z), ax_(pred, z), f"axial z={z}", (sy, sx)))
+    for z in sorted(names):
+        panels.append((ax_(vol, z), ax_(gt, z), ax_(pred, z), names[z], (sy, sx)))
     if not through_plane:
         return panels
     sag = lambda a: None if a is None else a[cx, ::-1, ::-1].T  # noqa: E731

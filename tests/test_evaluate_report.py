@@ -161,6 +161,13 @@ def test_volume_views_pick_lesion_slices_and_skip_strips_for_stacks():
     assert full[3][4] == (3.0, 1.0)  # through-plane panels carry the slice thickness for the aspect ratio
     stack = _views(vol, gt, None, (1.0, 1.0, 1.0), n_axial=2, through_plane=False)
     assert [p[3] for p in stack] == ["axial z=2", "axial z=5"]  # the two largest, in slice order
+    pred = gt.copy()
+    pred[0:3, 0:3, 8] = 1  # a false lesion three slices below the last true one
+    pred[10:12, 10:12, 7] = 0  # a missed lesion (false negatives only on this slice)
+    err = _views(vol, gt, pred, (1.0, 1.0, 1.0), n_axial=2, through_plane=False)
+    assert [p[3] for p in err] == ["axial z=2", "axial z=5", "axial z=7, most false negative",
+                                   "axial z=8, most false positive"]
+    assert err[3][2].sum() == 9 and err[3][1].sum() == 0  # the panel carries that slice's prediction and truth
 
 
 def test_2d_sizes_without_pixel_spacing_are_labelled_nominal(tmp_path):
