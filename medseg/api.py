@@ -123,18 +123,25 @@ def infer_from_cli(inputs, model=None, out=None, device="auto", tta=False, proba
 
 
 def evaluate_from_cli(pred=None, gt=None, model=None, data=None, data_dir=None, split="val", out=None, labels=None,
-                      images=None, device="auto", tta=False, report=False, force=False, progress=True, log=print):
+                      images=None, device="auto", tta=False, report=False, force=False, progress=True, log=print,
+                      **post):
     """``medseg evaluate``: folders (--pred/--gt) or a model (or a list of models, ensembled) on a recipe
-    (--model/--data/--data-dir)."""
+    (--model/--data/--data-dir). ``post`` (threshold, keep_largest, min_size, fill_holes) overrides the
+    checkpoint's post-processing, as for ``medseg infer``."""
     from .evaluate import evaluate_folders, evaluate_model
 
+    post = {k: v for k, v in post.items() if v is not None}
+    if post and not model:
+        flags = ", ".join("--" + k.replace("_", "-") for k in post)
+        raise MedsegError(f"{flags} post-process a model's output; with --pred/--gt the masks are already final "
+                          "(fix: use --model with --data, or post-process with medseg infer first)")
     if model:
         if pred is not None or gt is not None:
             raise MedsegError("give either --pred/--gt or --model/--data, not both")
         if not data:
             raise MedsegError("--model needs --data NAME (the recipe) and --data-dir; fix: e.g. --data ph2 --data-dir datasets/ph2")
         res = evaluate_model(model, data, Path(data_dir) if data_dir else default_data_dir(data), out, split=split,
-                             device=device, tta=tta, force=force, progress=progress, log=log)
+                             device=device, tta=tta, force=force, progress=progress, log=log, post=post)
     else:
         if pred is None or gt is None:
             raise MedsegError("medseg evaluate needs --pred and --gt folders (or --model with --data)")

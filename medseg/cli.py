@@ -33,6 +33,13 @@ def _echo(msg: str) -> None:
     typer.echo(msg, err=False)
 
 
+# Post-processing flags shared by `infer` and `evaluate --model` (None: the checkpoint's own setting).
+THRESHOLD = typer.Option(None, "--threshold", help="Binary threshold (default from the checkpoint).")
+KEEP_LARGEST = typer.Option(None, "--keep-largest/--no-keep-largest", help="Keep the largest component per class.")
+MIN_SIZE = typer.Option(None, "--min-size", help="Drop components under this size (mm³ in 3D, mm² in 2D).")
+FILL_HOLES = typer.Option(None, "--fill-holes/--no-fill-holes", help="Fill holes in each class.")
+
+
 @app.command()
 def train(
     config: str = typer.Argument(..., help="Recipe name (ph2, lgg, brats, demo) or path to a YAML config."),
@@ -105,10 +112,10 @@ def infer(
     tta: bool = typer.Option(False, "--tta", help="Average predictions over flips (test-time augmentation)."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write <case>_prob.nii.gz (.tif for 2D)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Binary threshold (default from the checkpoint)."),
-    keep_largest: Optional[bool] = typer.Option(None, "--keep-largest/--no-keep-largest", help="Keep the largest component per class."),
-    min_size: Optional[float] = typer.Option(None, "--min-size", help="Drop components under this size (mm³ in 3D, mm² in 2D)."),
-    fill_holes: Optional[bool] = typer.Option(None, "--fill-holes/--no-fill-holes", help="Fill holes in each class."),
+    threshold: Optional[float] = THRESHOLD,
+    keep_largest: Optional[bool] = KEEP_LARGEST,
+    min_size: Optional[float] = MIN_SIZE,
+    fill_holes: Optional[bool] = FILL_HOLES,
     overlap: Optional[float] = typer.Option(None, "--overlap", help="Sliding-window overlap (0-1)."),
     sw_batch_size: Optional[int] = typer.Option(None, "--sw-batch-size", help="Windows per forward pass."),
     report: bool = typer.Option(False, "--report", help="Also write a single-case PDF report per input."),
@@ -136,6 +143,10 @@ def evaluate(
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of the images, for overlays (with --pred)."),
     device: str = typer.Option("auto", "--device"),
     tta: bool = typer.Option(False, "--tta"),
+    threshold: Optional[float] = THRESHOLD,
+    keep_largest: Optional[bool] = KEEP_LARGEST,
+    min_size: Optional[float] = MIN_SIZE,
+    fill_holes: Optional[bool] = FILL_HOLES,
     report: bool = typer.Option(False, "--report", help="Also write the cohort PDF."),
     force: bool = typer.Option(False, "--force", help="Overwrite an earlier evaluation in --out."),
     quiet: bool = typer.Option(False, "--quiet"),
@@ -145,7 +156,8 @@ def evaluate(
 
     _run(evaluate_from_cli, pred=pred, gt=gt, model=list(model) or None, data=data, data_dir=data_dir, split=split, out=out,
          labels=labels.split(",") if labels else None, images=images, device=device, tta=tta, report=report,
-         force=force, progress=not quiet, log=_echo)
+         force=force, progress=not quiet, log=_echo, threshold=threshold, keep_largest=keep_largest, min_size=min_size,
+         fill_holes=fill_holes)
 
 
 @app.command()

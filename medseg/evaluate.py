@@ -201,9 +201,13 @@ def evaluate_folders(pred_dir, gt_dir, out, labels: list[str] | None = None, ima
 
 
 def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: str = "val", device: str = "auto",
-                   tta: bool = False, force: bool = False, progress: bool = True, log=print) -> EvalResult:
+                   tta: bool = False, force: bool = False, progress: bool = True, log=print,
+                   post: dict | None = None) -> EvalResult:
     """Run ``model`` (one checkpoint, or a list of them to ensemble: probabilities averaged, as ``medseg infer``
-    does) on a recipe's cases and evaluate at each case's original resolution."""
+    does) on a recipe's cases and evaluate at each case's original resolution.
+
+    ``post`` overrides the checkpoint's post-processing (``threshold``, ``keep_largest``, ``min_size``,
+    ``fill_holes``), so a choice can be measured on held-out cases without retraining."""
     from tqdm.auto import tqdm
 
     from .data import load_samples
@@ -244,7 +248,7 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
     predicted = {}
     for s in tqdm(samples, disable=not progress, desc="predict", unit="case"):
         case = Case(s["case_id"], s[IMAGE] if isinstance(s[IMAGE], list) else [s[IMAGE]], s["case_id"])
-        res = segment_case(models, case, pred_dir, dev, tta=tta, force=True)
+        res = segment_case(models, case, pred_dir, dev, tta=tta, force=True, post=post)
         predicted[s["case_id"]] = res["segmentation"]
     infer_s = time.time() - t0
     rows, cases = [], {}
@@ -283,7 +287,10 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
             "model": str(Path(model).resolve()), "model_sha256_12": lm.sha, "data": data,
             "ensemble": [str(Path(p).resolve()) for p in paths] if len(paths) > 1 else None,
             "data_dir": str(data_dir), "split": split, "labels": labels, "n_cases": len(cases),
-            "per_volume": bool(volumes), "infer_seconds": round(infer_s, 1), "cases": cases, "ranked": ranks,
+            "per_volume": bool(volumes), "infer_seconds": round(infer_s, 1), "tta": tta,
+            "postprocess": {k: (post or {}).get(k, getattr(cfg.infer, k))
+                            for k in ("threshold", "keep_largest", "min_size", "fill_holes")},
+            "cases": cases, "ranked": ranks,
             "model_card": model_card(ck, lm.sha), "medseg_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     log(f"evaluated {len(cases)} {'volumes' if volumes else 'cases'} in {time.time() - t0:.0f}s")

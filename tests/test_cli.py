@@ -116,6 +116,35 @@ def test_evaluate_ensembles_models_of_one_split_and_refuses_mixed_splits(folder_
     assert r.exit_code == 2 and "another split" in r.output and "last.pt" in r.output and "fix:" in r.output
 
 
+def test_evaluate_overrides_the_checkpoints_postprocessing(folder_dir, tmp_path, small_2d_overrides):
+    """`evaluate --model` takes infer's post-processing flags, so a choice is measured on held-out cases without
+    retraining; with --pred/--gt they would silently do nothing, so they are refused."""
+    import pandas as pd
+
+    from medseg.config import load_config
+    from medseg.train import train
+
+    cfg = load_config("demo", ["data.recipe=folder", *small_2d_overrides, "train.epochs=1"])
+    train(cfg, folder_dir, tmp_path / "run", progress=False, log=lambda *a, **k: None)
+    common = ["evaluate", "--model", tmp_path / "run" / "last.pt", "--data", "folder", "--data-dir", folder_dir, "--quiet"]
+    r = _run(*common, "--out", tmp_path / "ev", "--threshold", "0", "--fill-holes")
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert info["postprocess"] == {"threshold": 0.0, "keep_largest": cfg.infer.keep_largest, "min_size": cfg.infer.min_size,
+                                   "fill_holes": True}
+    fg = pd.read_csv(tmp_path / "ev" / "metrics.csv").query("`class` != 'background'")
+    assert len(fg) == info["n_cases"] and (fg["recall"] == 1.0).all()  # every pixel is above a threshold of 0
+    finding = json.loads(next((tmp_path / "ev" / "predictions").glob("*_findings.json")).read_text())
+    assert finding["postprocess"]["threshold"] == 0.0 and finding["postprocess"]["fill_holes"] is True
+    r = _run(*common, "--out", tmp_path / "ev2", "--min-size", "1e9")  # larger than any image: nothing is kept
+    assert r.exit_code == 0, r.output
+    fg = pd.read_csv(tmp_path / "ev2" / "metrics.csv").query("`class` != 'background'")
+    assert (fg["pred_size"] == 0).all() and json.loads((tmp_path / "ev2" / "eval.json").read_text())["postprocess"]["min_size"] == 1e9
+    r = _run("evaluate", "--pred", tmp_path / "ev" / "predictions", "--gt", folder_dir / "masks", "--out", tmp_path / "ev3",
+             "--threshold", "0.3")
+    assert r.exit_code == 2 and "--threshold" in r.output and "fix:" in r.output and not (tmp_path / "ev3").exists()
+
+
 def test_default_data_dir_falls_back_to_the_recipe_folder(tmp_path):
     """A config named apart from its recipe (a user's my-ph2 reads PH2) finds datasets/ph2; its own folder wins when it
     exists; with neither, the config's own folder is named, so the error message points there."""
