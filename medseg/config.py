@@ -81,6 +81,7 @@ class ModelConfig:
     strides: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
     num_res_units: int = 2
     dropout: float = 0.0
+    dropout_mode: str = "element"  # element: single activations | channel: whole feature maps (far cheaper on a CPU)
     norm: str = "instance"
     head: bool | int = False  # unet: keep channels[0] (true) or this many feature maps at the top + a 1x1 output conv
     deep_supervision: int = 0  # unet: also score the decoder's outputs at this many lower resolutions in training

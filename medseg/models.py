@@ -136,6 +136,7 @@ def model_spec(cfg: Config) -> dict:
                                        "out_channels": cfg.out_channels, "channels": list(m.channels),
                                        "strides": list(m.strides), "num_res_units": m.num_res_units,
                                        "dropout": m.dropout, "norm": m.norm, **({"head": m.head} if m.head else {}),
+                                       **({"dropout_mode": m.dropout_mode} if m.dropout_mode != "element" else {}),
                                        **({"deep_supervision": m.deep_supervision} if m.deep_supervision else {}),
                                        **m.extra}}
 
@@ -144,10 +145,28 @@ def build_model(spec: dict) -> nn.Module:
     name = spec["name"]
     if name not in _MODELS:
         raise MedsegError(f"unknown model '{name}'; fix: set model.name to one of {list_models()}")
+    kwargs = dict(spec["kwargs"])
+    mode = kwargs.pop("dropout_mode", "element")
+    if mode not in ("element", "channel"):
+        raise MedsegError(f"model.dropout_mode is '{mode}'; fix: use 'element' or 'channel'")
     try:
-        return _MODELS[name](**spec["kwargs"])
+        net = _MODELS[name](**kwargs)
     except (TypeError, ValueError, AssertionError) as exc:
         raise MedsegError(f"model '{name}' cannot be built from {spec['kwargs']} ({exc}); fix: check the model section of the config") from None
+    return _channel_dropout(net, kwargs["spatial_dims"]) if mode == "channel" else net
+
+
+def _channel_dropout(net: nn.Module, spatial_dims: int) -> nn.Module:
+    """Swap every element-wise ``nn.Dropout`` for ``nn.Dropout2d``/``3d`` of the same rate, which zeroes whole
+    feature maps (spatial dropout, Tompson et al. 2015). MONAI's UNet has no switch for this. Element-wise dropout
+    draws one random number per activation, and on a CPU that draw dominated the step: 2.1 s against 0.38 s without
+    dropout for the LGG U-Net (batch 16, 128x128, bfloat16, 2 cores), while channel dropout took 0.54 s."""
+    cls = nn.Dropout2d if spatial_dims == 2 else nn.Dropout3d
+    for module in list(net.modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is nn.Dropout:
+                setattr(module, child_name, cls(child.p, inplace=child.inplace))
+    return net
 
 
 def size_divisor(spec: dict) -> int:

@@ -224,6 +224,34 @@ def test_unet_head_width_can_be_set_apart_from_the_first_level():
         load_config("demo", ["model.head=wide"])
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channel_dropout_zeroes_whole_feature_maps(dims):
+    from medseg.errors import MedsegError
+    from medseg.models import model_spec
+
+    base = ["model.channels=[8,16,32]", "model.strides=[2,2]", "model.dropout=0.5"] + (
+        ["data.spatial_dims=3"] if dims == 3 else [])
+    element = build_model(model_spec(load_config("demo", base)))
+    spec = model_spec(load_config("demo", base + ["model.dropout_mode=channel"]))
+    assert spec["kwargs"]["dropout_mode"] == "channel" and "dropout_mode" not in model_spec(load_config("demo", base))["kwargs"]
+    net = build_model(spec)
+    kind = torch.nn.Dropout2d if dims == 2 else torch.nn.Dropout3d
+    swapped = [m for m in net.modules() if isinstance(m, kind)]
+    assert len(swapped) == sum(type(m) is torch.nn.Dropout for m in element.modules()) > 0
+    assert not any(type(m) is torch.nn.Dropout for m in net.modules()) and all(m.p == 0.5 for m in swapped)
+    torch.manual_seed(0)
+    out = swapped[0].train()(torch.ones((4, 16) + (6,) * dims))
+    per_map = out.flatten(2)
+    assert ((per_map == 0).all(-1) | (per_map == 2.0).all(-1)).all()  # each map kept (scaled 1/(1-p)) or dropped whole
+    assert 0 < (per_map[..., 0] == 0).float().mean() < 1
+    x = torch.randn((1, 3) + (16,) * dims)
+    net.eval()
+    assert torch.equal(net(x), net(x))  # no dropout at inference
+    element.load_state_dict(net.state_dict())  # same parameters: checkpoints move between the two modes
+    with pytest.raises(MedsegError, match="dropout_mode is 'pixel'"):
+        build_model({**spec, "kwargs": {**spec["kwargs"], "dropout_mode": "pixel"}})
+
+
 def test_deep_supervision_outputs_and_loss():
     """Training mode returns the full-resolution logits plus one per supervised decoder level (1/2, 1/4); evaluation
     mode returns the full-resolution logits alone."""
