@@ -4,8 +4,9 @@
     python benchmarks/step_time.py --set model.num_res_units=1 --set model.num_res_units=3
     python benchmarks/step_time.py --config lgg --steps 20
     python benchmarks/step_time.py --set train.amp=false                    # float32 against bfloat16 autocast
+    python benchmarks/step_time.py --config lgg --set model.dropout=0.2 --set "model.dropout=0.2;model.dropout_mode=channel"
 
-Each ``--set KEY=VALUE`` is one variant, timed against the config as shipped in the same process, so the ratio is
+Each ``--set KEY=VALUE`` is one variant (several overrides in one variant: ``--set "A=1;B=2"``), timed against the config as shipped in the same process, so the ratio is
 what to compare (this machine's speed drifts between sessions). The model, loss (with deep supervision when the
 config sets it), optimiser, batch size, input size and precision (``train.amp``) are the ones `medseg train` builds
 from the config; the figure isolates what a model change costs per step from the data pipeline, validation and evaluation around it.
@@ -63,14 +64,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="ph2")
     ap.add_argument("--set", dest="variants", action="append", default=[], metavar="KEY=VALUE",
-                    help="one variant per --set (each timed against the shipped config)")
+                    help="one variant per --set, overrides of one variant separated by ';' (each timed against "
+                         "the shipped config)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: as `medseg train` sets them)")
     args = ap.parse_args(argv)
     base, n_base, prec = step_seconds(args.config, [], args.steps, args.threads)
     line(f"{args.config} step time, config as shipped", round(base, 4), "s/step", params=n_base, precision=prec)
     for v in args.variants:
-        t, n, prec = step_seconds(args.config, [v], args.steps, args.threads)
+        t, n, prec = step_seconds(args.config, [o.strip() for o in v.split(";") if o.strip()], args.steps, args.threads)
         line(f"{args.config} step time, {v}", round(t, 4), "s/step", params=n, precision=prec,
              ratio_to_shipped=round(t / base, 3))
     return 0
