@@ -212,7 +212,7 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
 
     from .data import load_samples
     from .data.lgg import group_by_volume
-    from .infer import Case, load_models, segment_case
+    from .infer import Case, effective_post, load_models, segment_case
     from .overlays import save_case_overlay, save_volume_overlay
     from .train import resolve_device
 
@@ -288,8 +288,7 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
             "ensemble": [str(Path(p).resolve()) for p in paths] if len(paths) > 1 else None,
             "data_dir": str(data_dir), "split": split, "labels": labels, "n_cases": len(cases),
             "per_volume": bool(volumes), "infer_seconds": round(infer_s, 1), "tta": tta,
-            "postprocess": {k: (post or {}).get(k, getattr(cfg.infer, k))
-                            for k in ("threshold", "keep_largest", "min_size", "fill_holes")},
+            "postprocess": effective_post(cfg, post),
             "cases": cases, "ranked": ranks,
             "model_card": model_card(ck, lm.sha), "medseg_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -296,13 +296,22 @@ def output_ext(case: Case) -> str:
     return {".nhdr": ".nrrd"}.get(ext, ext)
 
 
+POST_KEYS = ("threshold", "keep_largest", "min_size", "fill_holes")
+
+
+def effective_post(cfg: Config, post: dict | None = None) -> dict:
+    """The post-processing a case gets: the checkpoint's ``infer`` settings, overridden by ``post``'s non-None values."""
+    given = {k: v for k, v in (post or {}).items() if v is not None}
+    return {k: given.get(k, getattr(cfg.infer, k)) for k in POST_KEYS}
+
+
 def segment_case(models: list[LoadedModel], case: Case, out_dir: Path, device: torch.device, tta: bool = False,
                  probabilities: bool = False, force: bool = False, post: dict | None = None) -> dict:
     """Segment one case with an ensemble; write the mask (and probabilities) and return its findings."""
     t_start = time.time()
     lm0 = models[0]
     cfg = lm0.cfg
-    post = {**cfg.to_dict()["infer"], **{k: v for k, v in (post or {}).items() if v is not None}}
+    post = effective_post(cfg, post)
     ext = output_ext(case)
     seg_path = out_dir / f"{case.case_id}_seg{ext}"
     prob_path = out_dir / f"{case.case_id}_prob{'.nii.gz' if cfg.data.spatial_dims == 3 else '.tif'}"
@@ -357,7 +366,7 @@ def segment_case(models: list[LoadedModel], case: Case, out_dir: Path, device: t
         "channels": list(cfg.data.channels),
         **findings,
         "models": [{"path": str(m.path.resolve()), "sha256_12": m.sha, "description": describe(m.ckpt)} for m in models],
-        "postprocess": {k: post[k] for k in ("threshold", "keep_largest", "min_size", "fill_holes")},
+        "postprocess": post,
         "tta": bool(tta),
         "device": str(device),
         "timings": timings,

@@ -161,9 +161,9 @@ def _views(vol, gt, pred, spacing, n_axial: int = 3, through_plane: bool = True)
         # (then false-negative) pixels when it is not shown already, e.g. a false lesion a few slices away.
         for kind, err in (("false positive", (pred > 0) & (pred != gt)), ("false negative", (gt > 0) & (pred != gt))):
             per_z = err.sum(axis=(0, 1))
-            z = int(np.argmax(per_z)) if per_z.size else 0
-            if per_z.size and per_z[z] > 0 and z not in names:
-                names[z] = f"axial z={z}, most {kind}"
+            if per_z.size and per_z.max() > 0:
+                z = int(np.argmax(per_z))
+                names.setdefault(z, f"axial z={z}, most {kind}")
 
     def ax_(a, z):
         return None if a is None else a[::-1, ::-1, z].T
