@@ -94,6 +94,7 @@ class LossConfig:
     ce_weight: float = 1.0  # BCE for binary, CE for multi-class
     include_background: bool = False  # multi-class Dice term only
     batch_dice: bool = False  # Dice over the whole batch, not per sample (2D slices that are often empty)
+    fn_weight: float = 0.5  # overlap term as a Tversky loss: weight of false negatives (false positives: 1 - it); 0.5 = Dice
 
 
 @dataclass

@@ -192,6 +192,36 @@ def test_batch_dice_option_reaches_the_loss():
     assert build_loss(load_config("demo")).dice.batch is False
 
 
+def test_fn_weight_turns_the_dice_term_into_tversky():
+    from medseg.losses import build_loss
+
+    gt = torch.zeros(1, 1, 4, 4)
+    gt[0, 0, 0, :] = 1  # four foreground pixels
+    under = torch.full((1, 1, 4, 4), -20.0)
+    under[0, 0, 0, :2] = 20.0  # finds 2 of them: TP 2, FN 2
+    under[0, 0, 3, 3] = 20.0  # and one false alarm: FP 1
+    over = torch.full((1, 1, 4, 4), -20.0)
+    over[0, 0, 0, :3] = 20.0  # TP 3, FN 1
+    over[0, 0, 3, 2:] = 20.0  # FP 2
+    dice = build_loss(load_config("demo", ["train.loss.ce_weight=0"]))
+    tv = build_loss(load_config("demo", ["train.loss.ce_weight=0", "train.loss.fn_weight=0.7"]))
+    # Dice: 1 - 2TP / (2TP + FP + FN); Tversky: 1 - TP / (TP + 0.3 FP + 0.7 FN)
+    assert dice(under, gt).item() == pytest.approx(1 - 4 / 7, abs=1e-4)
+    assert dice(over, gt).item() == pytest.approx(1 - 6 / 9, abs=1e-4)
+    assert tv(under, gt).item() == pytest.approx(1 - 2 / 3.7, abs=1e-4)
+    assert tv(over, gt).item() == pytest.approx(1 - 3 / 4.3, abs=1e-4)
+    # the (B)CE half is MONAI's and unchanged
+    both = build_loss(load_config("demo", ["train.loss.fn_weight=0.7"]))
+    assert both(under, gt).item() > tv(under, gt).item()
+    # multi-class: softmax Tversky over the foreground classes + CE, as for Dice
+    mc = build_loss(load_config("demo", ["data.labels=[bg,a,b]", "train.loss.fn_weight=0.7"]))
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    mc(logits, torch.randint(0, 3, (2, 1, 8, 8))).backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    with pytest.raises(MedsegError, match="fn_weight"):
+        build_loss(load_config("demo", ["train.loss.fn_weight=1.5"]))
+
+
 def test_unet_head_keeps_feature_maps_at_the_top():
     from medseg.models import model_spec
 
