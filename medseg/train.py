@@ -448,6 +448,7 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         if world > 1:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     set_determinism(seed=cfg.train.seed)
+    loss_fn = build_loss(cfg)  # config-only (draws no random numbers): a bad loss setting fails before the data work
 
     result = load_samples(cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels})
     for w in result.warnings[:10]:
@@ -494,7 +495,6 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(net, device_ids=[dev] if dev.type == "cuda" else None)
-    loss_fn = build_loss(cfg)
     optimizer = build_optimizer(cfg, model.parameters())
     ema = build_ema(net, cfg.train.ema)
     gen = torch.Generator()

@@ -222,6 +222,14 @@ def test_fn_weight_turns_the_dice_term_into_tversky():
         build_loss(load_config("demo", ["train.loss.fn_weight=1.5"]))
 
 
+def test_bad_loss_setting_fails_before_any_data_work(tmp_path):
+    # the data folder does not exist: the loss error must come first, and nothing is written into the run folder
+    with pytest.raises(MedsegError, match="fn_weight is 1.5"):
+        train(load_config("demo", ["train.loss.fn_weight=1.5"]), tmp_path / "no-data", tmp_path / "run",
+              progress=False, log=_quiet)
+    assert not (tmp_path / "run" / "split.json").exists() and not (tmp_path / "run" / "config.yaml").exists()
+
+
 def test_unet_head_keeps_feature_maps_at_the_top():
     from medseg.models import model_spec
 
