@@ -158,6 +158,19 @@ def check_config(cfg: Config) -> None:
                           "fix: 0 (no context), or 1-2 for slices of a volume (e.g. lgg)")
     if len(cfg.model.strides) != len(cfg.model.channels) - 1 and cfg.model.name in ("unet", "attention_unet"):
         raise MedsegError("model.strides must have one entry fewer than model.channels; fix: e.g. channels [16,32,64], strides [2,2]")
+    # Build what training builds from the config alone, before any data is read or cached: the model on PyTorch's
+    # meta device (shapes only: no memory, no weight initialisation, so no seeded random number is drawn and seeded
+    # runs train bit-identically), its optimiser, the schedule, weight averaging, the loss and the sampling weights.
+    try:
+        with torch.device("meta"):
+            net = build_model(spec)
+    except (RuntimeError, NotImplementedError):  # a registered model that computes with tensor values while being built
+        net = torch.nn.Linear(1, 1, device="meta")  # the real build, after the data work, will judge it
+    build_optimizer(cfg, net.parameters())
+    build_ema(net, cfg.train.ema)
+    _lr_lambda(cfg, 1, 1)
+    build_loss(cfg)
+    positive_weights([True, False], cfg.train.pos_slice_fraction)
 
 
 @functools.cache

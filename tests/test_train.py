@@ -222,12 +222,30 @@ def test_fn_weight_turns_the_dice_term_into_tversky():
         build_loss(load_config("demo", ["train.loss.fn_weight=1.5"]))
 
 
-def test_bad_loss_setting_fails_before_any_data_work(tmp_path):
-    # the data folder does not exist: the loss error must come first, and nothing is written into the run folder
-    with pytest.raises(MedsegError, match="fn_weight is 1.5"):
-        train(load_config("demo", ["train.loss.fn_weight=1.5"]), tmp_path / "no-data", tmp_path / "run",
-              progress=False, log=_quiet)
-    assert not (tmp_path / "run" / "split.json").exists() and not (tmp_path / "run" / "config.yaml").exists()
+@pytest.mark.parametrize("override, message", [
+    ("train.loss.fn_weight=1.5", "fn_weight is 1.5"),
+    ("model.dropout_mode=spatial", "dropout_mode is 'spatial'"),
+    ("model.deep_supervision=5", "deep_supervision must be between 1 and 2"),
+    ("model.name=basicunet", "Sequence must have length 6"),
+    ("train.optimizer=lion", "optimizer 'lion' is unknown"),
+    ("train.scheduler=step", "scheduler 'step' is unknown"),
+    ("train.ema=1.5", "ema 1.5 must be a decay"),
+    ("train.pos_slice_fraction=0", "pos_slice_fraction must be between 0 and 1"),
+])
+def test_bad_setting_fails_before_any_data_work(tmp_path, override, message):
+    # the data folder does not exist: the config error must come first, and the run folder is not even created
+    with pytest.raises(MedsegError, match=message):
+        train(load_config("demo", [override]), tmp_path / "no-data", tmp_path / "run", progress=False, log=_quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_check_builds_nothing_real_and_draws_no_random_numbers():
+    from medseg.train import check_config
+
+    torch.manual_seed(3)
+    state = torch.get_rng_state().clone()
+    check_config(load_config("lgg"))  # builds the model on the meta device
+    assert torch.equal(state, torch.get_rng_state())
 
 
 def test_unet_head_keeps_feature_maps_at_the_top():
@@ -395,3 +413,20 @@ def test_cpu_bfloat16_inference_tracks_float32(monkeypatch):
     assert (a - b).abs().max().item() < 0.05 * max(1.0, b.abs().max().item())
     off = load_config("demo", ["model.channels=[4,8,16]", "model.strides=[2,2]", "train.amp=false"])
     assert torch.equal(T.predict_logits(net, x, off, cpu, roi=[32, 32]), b)
+
+
+def test_config_check_leaves_models_that_cannot_be_built_on_meta_to_the_real_build(monkeypatch):
+    from medseg import models
+    from medseg.train import check_config
+
+    def value_dependent(spatial_dims, in_channels, out_channels, channels, strides, **kw):
+        scale = torch.ones(1).item()  # needs real values: fails on the meta device
+        return torch.nn.Conv2d(in_channels, out_channels, 1, bias=scale > 0)
+
+    monkeypatch.setitem(models._MODELS, "value_dependent", value_dependent)
+    cfg = load_config("demo", ["model.name=value_dependent"])
+    with pytest.raises(RuntimeError):
+        with torch.device("meta"):
+            models.build_model(models.model_spec(cfg))
+    check_config(cfg)  # no error: the real build after the data work judges this model
+    assert isinstance(models.build_model(models.model_spec(cfg)), torch.nn.Conv2d)
