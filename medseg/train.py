@@ -423,8 +423,11 @@ def train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None, 
             best = load_checkpoint(run_dir / "best.pt")
             res = TrainResult(run_dir, float(best["best_metric"]), int(best["best_epoch"]), len(history), time.time() - t0,
                               history)
-            log(f"done in {res.seconds:.0f}s on {nproc} processes: best validation Dice {res.best_metric:.4f} "
-                f"at epoch {res.best_epoch}; checkpoints in {run_dir}")
+            validated = any(k.startswith("val_") for row in history for k in row)
+            summary = (f"best validation Dice {res.best_metric:.4f}" if validated
+                       else f"lowest training loss {-res.best_metric:.4f}")
+            log(f"done in {res.seconds:.0f}s on {nproc} processes: {summary} at epoch {res.best_epoch}; "
+                f"checkpoints in {run_dir}")
             return res
         return _train(cfg, data_dir, out_dir, device, resume, force, progress, log, on_epoch_end)
 
@@ -638,12 +641,14 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
                                                                   "format_version", "medseg_version", "created")},
                         run_dir / "best.pt")
     hp = _flat_hparams(cfg)
-    writer.add_hparams(hp, {"hparam/best_val_dice": best_metric if math.isfinite(best_metric) else 0.0},
-                       run_name="hparams")
+    if val_samples:
+        summary, hp_metric = f"best validation Dice {best_metric:.4f}", {"hparam/best_val_dice": best_metric}
+    else:  # best.pt tracked the training loss (stored negated, so that higher is better throughout)
+        summary, hp_metric = f"lowest training loss {-best_metric:.4f}", {"hparam/best_train_loss": -best_metric}
+    writer.add_hparams(hp, {k: v if math.isfinite(v) else 0.0 for k, v in hp_metric.items()}, run_name="hparams")
     writer.close()
     seconds = time.time() - t0
-    log(f"done in {seconds:.0f}s: best validation Dice {best_metric:.4f} at epoch {best_epoch}; "
-        f"checkpoints in {run_dir}")
+    log(f"done in {seconds:.0f}s: {summary} at epoch {best_epoch}; checkpoints in {run_dir}")
     return TrainResult(run_dir, best_metric, best_epoch, len(history), seconds, history)
 
 

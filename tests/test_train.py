@@ -39,6 +39,22 @@ def test_train_2d_outputs(folder_dir, tmp_path, small_2d_overrides):
     assert [r["epoch"] for r in rows] == ["1", "2"] and "val_dice_lesion" in rows[0]
 
 
+def test_final_model_on_every_case_tracks_the_training_loss(folder_dir, tmp_path, small_2d_overrides):
+    # after cross-validation, the model to ship trains on every case: no validation split at all
+    lines = []
+    res = train(_cfg(small_2d_overrides, "train.epochs=3", "data.split.val_fraction=0"), folder_dir, tmp_path / "run",
+                progress=False, log=lines.append)
+    import json
+
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["val"] == [] and len(split["train"]) == len(list((folder_dir / "images").iterdir()))
+    losses = [float(r["train_loss"]) for r in res.history]
+    assert not any(k.startswith("val_") for r in res.history for k in r)
+    assert res.best_epoch == 1 + int(np.argmin(losses)) and res.best_metric == pytest.approx(-min(losses), abs=1e-5)
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == res.best_epoch
+    assert "no validation cases" in lines[0] and f"lowest training loss {min(losses):.4f}" in lines[-1]
+
+
 def _weights(path):
     return load_checkpoint(path)["state_dict"]
 
