@@ -424,10 +424,8 @@ def train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None, 
             res = TrainResult(run_dir, float(best["best_metric"]), int(best["best_epoch"]), len(history), time.time() - t0,
                               history)
             validated = any(k.startswith("val_") for row in history for k in row)
-            summary = (f"best validation Dice {res.best_metric:.4f}" if validated
-                       else f"lowest training loss {-res.best_metric:.4f}")
-            log(f"done in {res.seconds:.0f}s on {nproc} processes: {summary} at epoch {res.best_epoch}; "
-                f"checkpoints in {run_dir}")
+            log(f"done in {res.seconds:.0f}s on {nproc} processes: {_best_summary(res.best_metric, validated)} "
+                f"at epoch {res.best_epoch}; checkpoints in {run_dir}")
             return res
         return _train(cfg, data_dir, out_dir, device, resume, force, progress, log, on_epoch_end)
 
@@ -464,7 +462,7 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         if world > 1:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     set_determinism(seed=cfg.train.seed)
-    loss_fn = build_loss(cfg)  # config-only (draws no random numbers): a bad loss setting fails before the data work
+    loss_fn = build_loss(cfg)  # draws no random numbers; check_config has already refused bad loss settings
 
     result = load_samples(cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels})
     for w in result.warnings[:10]:
@@ -641,15 +639,19 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
                                                                   "format_version", "medseg_version", "created")},
                         run_dir / "best.pt")
     hp = _flat_hparams(cfg)
-    if val_samples:
-        summary, hp_metric = f"best validation Dice {best_metric:.4f}", {"hparam/best_val_dice": best_metric}
-    else:  # best.pt tracked the training loss (stored negated, so that higher is better throughout)
-        summary, hp_metric = f"lowest training loss {-best_metric:.4f}", {"hparam/best_train_loss": -best_metric}
+    hp_metric = {"hparam/best_val_dice": best_metric} if val_samples else {"hparam/best_train_loss": -best_metric}
     writer.add_hparams(hp, {k: v if math.isfinite(v) else 0.0 for k, v in hp_metric.items()}, run_name="hparams")
     writer.close()
     seconds = time.time() - t0
-    log(f"done in {seconds:.0f}s: {summary} at epoch {best_epoch}; checkpoints in {run_dir}")
+    log(f"done in {seconds:.0f}s: {_best_summary(best_metric, bool(val_samples))} at epoch {best_epoch}; "
+        f"checkpoints in {run_dir}")
     return TrainResult(run_dir, best_metric, best_epoch, len(history), seconds, history)
+
+
+def _best_summary(best_metric: float, validated: bool) -> str:
+    """What picked ``best.pt``: the validation Dice, or without validation cases the training loss (which training
+    stores negated, so that higher is better throughout)."""
+    return f"best validation Dice {best_metric:.4f}" if validated else f"lowest training loss {-best_metric:.4f}"
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
