@@ -1,4 +1,5 @@
-"""The statistics of benchmarks/cv_compare.py on cross-validation folders written by hand."""
+"""The statistics of benchmarks/cv_compare.py on cross-validation folders written by hand, and the resize round
+trip of benchmarks/resize_ceiling.py on masks worked out by hand."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import pytest
 _spec = importlib.util.spec_from_file_location("cv_compare", Path(__file__).parents[1] / "benchmarks" / "cv_compare.py")
 cv_compare = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cv_compare)
+_spec = importlib.util.spec_from_file_location("resize_ceiling", Path(__file__).parents[1] / "benchmarks" / "resize_ceiling.py")
+resize_ceiling = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(resize_ceiling)
 
 
 def _run(root: Path, folds: dict[int, dict[str, float]]) -> Path:
@@ -67,3 +71,32 @@ def test_mismatched_runs_are_refused(tmp_path):
     twice = _run(tmp_path / "t", {0: {"a": 0.5}, 1: {"a": 0.6}})
     with pytest.raises(SystemExit, match="held out by two folds"):
         cv_compare.case_scores(twice)
+
+
+def test_resize_round_trip_keeps_an_aligned_half_and_loses_a_lone_pixel():
+    half = np.zeros((8, 8), bool)
+    half[:, :4] = True  # 8x8 -> 2x2 by area is [[1, 0], [1, 0]]; bilinear back puts 0.625 at column 3, 0.375 at 4
+    assert np.array_equal(resize_ceiling.round_trip(half, (2, 2)), half)
+    dot = np.zeros((8, 8), bool)
+    dot[5, 2] = True  # averages to 1/16 in its 4x4 block: nothing comes back above 0.5
+    assert not resize_ceiling.round_trip(dot, (2, 2)).any()
+    assert np.array_equal(resize_ceiling.round_trip(dot, (8, 8)), dot)
+
+
+def test_resize_ceiling_pools_the_slices_of_a_volume(tmp_path):
+    from PIL import Image
+
+    masks = {"s1": np.zeros((8, 8), np.uint8), "s2": np.zeros((8, 8), np.uint8), "solo": np.zeros((8, 8), np.uint8)}
+    masks["s1"][:, :4] = 255  # 32 pixels, kept whole
+    masks["s2"][1, 1] = 255   # 1 pixel, lost
+    masks["solo"][6, 6] = 255
+    samples = []
+    for name, m in masks.items():
+        Image.fromarray(m).save(tmp_path / f"{name}.png")
+        s = {"label": str(tmp_path / f"{name}.png"), "case_id": name}
+        if name != "solo":
+            s["volume_id"] = "patient"
+        samples.append(s)
+    d = resize_ceiling.ceiling(samples, (2, 2))
+    assert d["patient"] == pytest.approx(2 * 32 / (2 * 32 + 1))  # tp 32, fn 1 over both slices
+    assert d["solo"] == 0.0
