@@ -210,8 +210,14 @@ def predict_logits(model, image: torch.Tensor, cfg: Config, device: torch.device
     roi = roi or roi_size(cfg)
     dtype = amp_dtype(device, cfg.train.amp if amp is None else amp)
     with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
-        out = sliding_window_inference(image, roi, cfg.infer.sw_batch_size, model, overlap=cfg.infer.overlap,
-                                       mode="gaussian", sw_device=device, device=sw_device or device)
+        if [int(s) for s in image.shape[2:]] == [int(r) for r in roi]:
+            # One window covers the input exactly (2D slices resized to the training size): blending a single window
+            # with its own weights is the identity, and the sliding-window set-up per call costs more than a small
+            # forward pass, so the whole batch goes through the model at once.
+            out = model(image).to(sw_device or device)
+        else:
+            out = sliding_window_inference(image, roi, cfg.infer.sw_batch_size, model, overlap=cfg.infer.overlap,
+                                           mode="gaussian", sw_device=device, device=sw_device or device)
     return out.float()
 
 
@@ -235,6 +241,11 @@ def _counts(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> np.nda
     return np.array([confusion(p == c, g == c)[:3] for c in range(1, num_classes)], dtype=np.float64)
 
 
+def _plain(x) -> torch.Tensor:
+    """A tensor without MONAI's metadata (a MetaTensor carries its meta through every operation)."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
+
+
 @torch.no_grad()
 def validate(model, val_ds, cfg: Config, device: torch.device) -> tuple[np.ndarray, dict | None]:
     """Mean per-class Dice over the validation volumes, plus one example for the image panel.
@@ -245,15 +256,30 @@ def validate(model, val_ds, cfg: Config, device: torch.device) -> tuple[np.ndarr
     model.eval()
     counts: dict = {}
     example, best_fg = None, -1
+    # 2D items of one size go through the model a training batch at a time (one slice at a time spent most of its
+    # time in per-call overhead); 3D volumes one at a time, each through the sliding window.
+    per_call = max(1, cfg.train.batch_size) if cfg.data.spatial_dims == 2 else 1
+    pending: list = []
+
+    def run() -> None:
+        nonlocal example, best_fg
+        imgs = torch.stack([_plain(item[IMAGE]) for _i, item in pending]).to(device)
+        preds = logits_to_labels(predict_logits(model, imgs, cfg, device), cfg.binary, cfg.infer.threshold).cpu()
+        for (i, item), img, pred in zip(pending, imgs, preds):
+            lab = _plain(item[LABEL])
+            key = item.get("volume_id", i) if isinstance(item, dict) else i
+            counts[key] = counts.get(key, 0) + _counts(pred[None], lab[None], cfg.num_classes)
+            fg = int((lab > 0).sum())
+            if fg > best_fg:
+                best_fg, example = fg, {"image": img.cpu().numpy(), "label": lab[0].numpy(), "pred": pred[0].numpy()}
+        pending.clear()
+
     for i, item in enumerate(val_ds):
-        img = torch.as_tensor(item[IMAGE])[None].to(device)
-        lab = torch.as_tensor(item[LABEL])[None]
-        pred = logits_to_labels(predict_logits(model, img, cfg, device), cfg.binary, cfg.infer.threshold).cpu()
-        key = item.get("volume_id", i) if isinstance(item, dict) else i
-        counts[key] = counts.get(key, 0) + _counts(pred, lab, cfg.num_classes)
-        fg = int((lab > 0).sum())
-        if fg > best_fg:
-            best_fg, example = fg, {"image": img[0].cpu().numpy(), "label": lab[0, 0].numpy(), "pred": pred[0, 0].numpy()}
+        if pending and (len(pending) == per_call or pending[0][1][IMAGE].shape != item[IMAGE].shape):
+            run()
+        pending.append((i, item))
+    if pending:
+        run()
     from .metrics import dice_from_counts
 
     return np.mean([[dice_from_counts(*row) for row in c] for c in counts.values()], axis=0), example
@@ -596,7 +622,10 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         metric = None
         is_val_epoch = (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs
         if val_samples and is_val_epoch:
+            t_val = time.time()
             dice, example = validate(ema.module if ema is not None else net, val_ds, cfg, dev)
+            row["validation_seconds"] = round(time.time() - t_val, 2)
+            writer.add_scalar("val/seconds", row["validation_seconds"], step)
             metric = float(np.mean(dice))
             for name, v in zip(cfg.data.labels[1:], dice):
                 writer.add_scalar(f"val/dice_{name}", float(v), step)

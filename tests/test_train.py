@@ -37,6 +37,8 @@ def test_train_2d_outputs(folder_dir, tmp_path, small_2d_overrides):
     with open(run / "history.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["epoch"] for r in rows] == ["1", "2"] and "val_dice_lesion" in rows[0]
+    assert float(rows[0]["validation_seconds"]) > 0  # the validation pass is timed apart from the training epoch
+    assert "validation_seconds" not in ck["val_metrics"]
 
 
 def test_final_model_on_every_case_tracks_the_training_loss(folder_dir, tmp_path, small_2d_overrides):
@@ -199,6 +201,51 @@ def test_validation_pools_slices_per_volume():
     dice, _ = validate(_LabelAsLogits(), items, cfg, torch.device("cpu"))
     # volume a: tp 4, pred 5, true 4 -> 8/9; volume b: 0; mean 4/9 (per slice it would be (0 + 1 + 0) / 3)
     assert dice[0] == pytest.approx((8 / 9 + 0) / 2)
+
+
+def test_validation_batches_same_size_slices_without_changing_the_score():
+    from medseg.train import validate
+
+    rng = np.random.default_rng(0)
+    items = []
+    for k in range(7):  # 4x4 slices (one model call per 2 with batch_size 2) and an 8x8 one (sliding window)
+        n = 8 if k == 3 else 4
+        logit = np.where(rng.random((n, n)) > 0.6, 10.0, -10.0)
+        gt = (rng.random((n, n)) > 0.5).astype(np.float32)
+        items.append({"image": torch.tensor(np.stack([np.zeros((n, n)), logit]), dtype=torch.float32),
+                      "label": torch.tensor(gt[None]), "volume_id": "ab"[k % 2]})
+    expect = []
+    for v in "ab":
+        tp = fp = fn = 0
+        for it in items:
+            if it["volume_id"] == v:
+                p, g = it["image"][1].numpy() > 0, it["label"][0].numpy() > 0
+                tp, fp, fn = tp + (p & g).sum(), fp + (p & ~g).sum(), fn + (~p & g).sum()
+        expect.append(2 * tp / (2 * tp + fp + fn))
+    for batch in (1, 2, 16):
+        cfg = load_config("demo", ["preprocess.spatial_size=[4,4]", f"train.batch_size={batch}"])
+        dice, example = validate(_LabelAsLogits(), items, cfg, torch.device("cpu"))
+        assert dice[0] == pytest.approx(np.mean(expect))
+        assert example["image"].shape == (2, 8, 8)  # the item with the most foreground is the 8x8 one
+
+
+def test_one_window_inputs_skip_the_sliding_window_with_the_same_logits():
+    from monai.inferers import sliding_window_inference
+
+    from medseg.models import build_model
+    from medseg.train import model_spec, predict_logits
+
+    cfg = load_config("demo", ["train.amp=false", "preprocess.spatial_size=[32,32]"])
+    torch.manual_seed(0)
+    net = build_model(model_spec(cfg)).eval()
+    calls = []
+    net.register_forward_hook(lambda _m, inp, _o: calls.append(tuple(inp[0].shape)))
+    x = torch.randn(3, len(cfg.data.channels), 32, 32)
+    with torch.no_grad():
+        fast = predict_logits(net, x, cfg, torch.device("cpu"))
+        assert calls == [(3, len(cfg.data.channels), 32, 32)]  # one call for the batch
+        slow = sliding_window_inference(x, [32, 32], 1, net, mode="gaussian")
+    assert torch.allclose(fast, slow, atol=1e-5)
 
 
 def test_batch_dice_option_reaches_the_loss():
