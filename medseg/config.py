@@ -72,6 +72,10 @@ class AugmentConfig:
     contrast_prob: float = 0.0
     noise_prob: float = 0.0
     noise_std: float = 0.05
+    blur_prob: float = 0.0  # Gaussian blur per image, sigma drawn per axis from blur_sigma (in voxels)
+    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    lowres_prob: float = 0.0  # simulated lower resolution: down by a factor drawn from lowres_zoom, back up
+    lowres_zoom: list[float] = field(default_factory=lambda: [0.5, 1.0])
 
 
 @dataclass

@@ -156,6 +156,11 @@ def check_config(cfg: Config) -> None:
     if cfg.data.context_slices < 0 or (cfg.data.context_slices and cfg.data.spatial_dims != 2):
         raise MedsegError(f"data.context_slices {cfg.data.context_slices} applies to 2D slices only and must be >= 0; "
                           "fix: 0 (no context), or 1-2 for slices of a volume (e.g. lgg)")
+    for name, rng, top in (("augment.blur_sigma", cfg.augment.blur_sigma, None), ("augment.lowres_zoom", cfg.augment.lowres_zoom, 1.0)):
+        ok = isinstance(rng, (list, tuple)) and len(rng) == 2 and all(isinstance(v, (int, float)) for v in rng)
+        if not ok or not 0 < rng[0] <= rng[1] or (top is not None and rng[1] > top):
+            raise MedsegError(f"{name} {rng} must be [low, high] with 0 < low <= high{' <= 1' if top else ''}; "
+                              f"fix: e.g. {[0.5, 1.0]}")
     if len(cfg.model.strides) != len(cfg.model.channels) - 1 and cfg.model.name in ("unet", "attention_unet"):
         raise MedsegError("model.strides must have one entry fewer than model.channels; fix: e.g. channels [16,32,64], strides [2,2]")
     # Build what training builds from the config alone, before any data is read or cached: the model on PyTorch's

@@ -32,9 +32,11 @@ from monai.transforms import (
     RandCropByPosNegLabeld,
     RandFlipd,
     RandGaussianNoised,
+    RandGaussianSmoothd,
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandSimulateLowResolutiond,
     Resized,
     SelectItemsd,
     ScaleIntensityd,
@@ -445,6 +447,14 @@ def random_transforms(cfg: Config) -> Compose:
         ts.append(RandAdjustContrastd(keys=IMAGE, prob=a.contrast_prob, gamma=(0.7, 1.5)))
     if a.noise_prob > 0:
         ts.append(RandGaussianNoised(keys=IMAGE, prob=a.noise_prob, std=a.noise_std))
+    if a.blur_prob > 0:
+        sigma = tuple(float(v) for v in a.blur_sigma)
+        ts.append(RandGaussianSmoothd(keys=IMAGE, prob=a.blur_prob, sigma_x=sigma, sigma_y=sigma, sigma_z=sigma))
+    if a.lowres_prob > 0:
+        # nnU-Net's "simulate low resolution": nearest-neighbour down, linear back up, image only
+        ts.append(RandSimulateLowResolutiond(keys=IMAGE, prob=a.lowres_prob, downsample_mode="nearest",
+                                             upsample_mode="bilinear" if dims == 2 else "trilinear",
+                                             zoom_range=tuple(float(v) for v in a.lowres_zoom)))
     return Compose(ts)
 
 

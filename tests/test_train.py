@@ -294,6 +294,8 @@ def test_fn_weight_turns_the_dice_term_into_tversky():
     ("train.scheduler=step", "scheduler 'step' is unknown"),
     ("train.ema=1.5", "ema 1.5 must be a decay"),
     ("train.pos_slice_fraction=0", "pos_slice_fraction must be between 0 and 1"),
+    ("augment.blur_sigma=[1.0,0.5]", r"augment.blur_sigma \[1.0, 0.5\] must be \[low, high\]"),
+    ("augment.lowres_zoom=[0.5,2]", r"augment.lowres_zoom .* <= 1"),
 ])
 def test_bad_setting_fails_before_any_data_work(tmp_path, override, message):
     # the data folder does not exist: the config error must come first, and the run folder is not even created

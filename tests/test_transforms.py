@@ -10,7 +10,7 @@ from medseg.config import load_config
 from medseg.data import IMAGE, LABEL
 from medseg.errors import MedsegError
 from medseg.transforms import (Guarded, LoadImage2Dd, LoadVolumed, adapt_channels_2d, binarise_mask_2d,
-                               deterministic_transforms, labels_to_classes, train_transforms)
+                               deterministic_transforms, labels_to_classes, random_transforms, train_transforms)
 
 
 def test_binarise_handles_real_mask_styles():
@@ -148,3 +148,26 @@ def test_joint_zscore_keeps_the_colour_balance(tmp_path):
     for c, (left, right) in enumerate([(100, 200), (50, 50), (50, 150)]):
         assert float(joint[c, 0, 0]) == pytest.approx((left - mean) / std, abs=1e-4)
         assert float(joint[c, 0, 7]) == pytest.approx((right - mean) / std, abs=1e-4)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_blur_and_low_resolution_change_the_image_only(dims):
+    name = "ph2" if dims == 2 else "brats"
+    shape = (2,) + (32,) * dims
+    rng = np.random.default_rng(0)
+    image = torch.as_tensor(rng.normal(size=shape).astype(np.float32))
+    label = torch.as_tensor((rng.random((1,) + shape[1:]) > 0.7).astype(np.float32))
+    for override, check in (("augment.blur_prob=1", "smoother"), ("augment.lowres_prob=1", "blocky")):
+        cfg = load_config(name, ["augment.flip_prob=0", "augment.affine_prob=0", "augment.intensity_prob=0",
+                                 "augment.contrast_prob=0", "augment.noise_prob=0", "augment.rot90_prob=0",
+                                 "train.patch_size=null", override])
+        t = random_transforms(cfg)
+        assert len(t.transforms) == 1, [type(x).__name__ for x in t.transforms]
+        t.set_random_state(1)
+        out = t({IMAGE: image.clone(), LABEL: label.clone()})
+        assert torch.equal(torch.as_tensor(out[LABEL]), label)  # the mask is never blurred or resampled
+        new = torch.as_tensor(out[IMAGE])
+        assert new.shape == image.shape and not torch.allclose(new, image)
+        # white noise loses high-frequency energy under both: neighbouring voxels become alike
+        diff = lambda x: float((x[:, 1:] - x[:, :-1]).abs().mean())  # noqa: E731
+        assert diff(new) < 0.8 * diff(image), check
