@@ -90,6 +90,20 @@ def test_lgg_twin_sorted_numerically_and_grouped(lgg_dir):
     assert with_meta and "age_at_initial_pathologic" in with_meta[0]["meta"]
 
 
+@pytest.mark.parametrize("header, sep, bom", [("Patient", ",", True), ("patient", ";", False), (" Patient ", "\t", False)])
+def test_lgg_csv_from_a_spreadsheet(tmp_path, header, sep, bom):
+    """A data.csv saved by a spreadsheet (byte-order mark, ';' or tab separators, odd header case) still matches."""
+    lgg_dir = synthetic.make_lgg(tmp_path / "lgg", n_patients=2, n_slices=2, size=16)
+    for old in lgg_dir.rglob("*.csv"):
+        old.unlink()
+    pids = sorted({"_".join(d.name.split("_")[:3]) for d in lgg_dir.rglob("TCGA_*") if d.is_dir()})
+    lines = [sep.join([header, "age_at_initial_pathologic", "gender"])] + [sep.join([p, "61", "2"]) for p in pids]
+    (lgg_dir / "data.csv").write_text(("\ufeff" if bom else "") + "\r\n".join(lines) + "\r\n", encoding="utf-8")
+    res = load_samples("lgg", lgg_dir)
+    assert not [w for w in res.warnings if "no row" in w]
+    assert all(s["meta"] == {"age_at_initial_pathologic": 61, "gender": 2} for s in res.samples)
+
+
 def test_lgg_stack_patient(lgg_dir):
     vols = group_by_volume(load_samples("lgg", lgg_dir).samples)
     img, mask = stack_patient(next(iter(vols.values())))

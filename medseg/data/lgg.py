@@ -46,11 +46,18 @@ def _read_csv(data_dir: Path) -> tuple[dict[str, dict], Path | None]:
     if not cands:
         return {}, None
     rows = {}
-    with open(cands[0], newline="", errors="replace") as fh:
-        for row in csv.DictReader(fh):
-            key = (row.get("Patient") or row.get("patient") or "").strip()
-            if key:
-                rows[key] = {k: _num(v) for k, v in row.items() if k and k.lower() != "patient"}
+    # utf-8-sig: a spreadsheet-saved CSV starts with a byte-order mark that would otherwise hide the first header
+    text = cands[0].read_text(encoding="utf-8-sig", errors="replace")
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    for row in csv.DictReader(text.splitlines(), dialect=dialect):
+        row = {(k or "").strip(): v for k, v in row.items() if isinstance(k, str)}
+        pcol = next((k for k in row if k.lower() in ("patient", "patient_id", "patientid", "patient id")), None)
+        key = (row.get(pcol) or "").strip() if pcol else ""
+        if key:
+            rows[key] = {k: _num(v) for k, v in row.items() if k and k != pcol}
     return rows, cands[0]
 
 
