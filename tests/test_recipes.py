@@ -118,6 +118,27 @@ def test_brats_twin_predefined_subsets(brats_dir):
     assert all(len(s["image"]) == 2 and "Flair" in s["image"][0] for s in res.samples)
 
 
+@pytest.mark.parametrize("names, label", [
+    ({"flair": "{c}_flair", "t1c": "{c}_t1ce", "t1": "{c}_t1", "t2": "{c}_t2"}, "{c}_seg"),  # BraTS 2018-2021
+    ({"flair": "{c}-t2f", "t1c": "{c}-t1c", "t1": "{c}-t1n", "t2": "{c}-t2w"}, "{c}-seg"),  # BraTS 2023+
+])
+def test_brats_later_challenge_names(tmp_path, names, label):
+    import nibabel as nib
+
+    vol = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    for case in ("BraTS-GLI-00000-000", "BraTS-GLI-00002-000"):
+        d = tmp_path / "train" / case
+        d.mkdir(parents=True)
+        for stem in list(names.values()) + [label]:
+            nib.save(vol, d / f"{stem.format(c=case)}.nii.gz")
+    res = load_samples("brats", tmp_path, {"channels": ["flair", "t1c", "t1", "t2"]})
+    assert len(res.samples) == 2 and not res.problems
+    for s in res.samples:
+        got = [p.split("/")[-1] for p in s["image"]]
+        assert got == [f"{names[ch].format(c=s['case_id'])}.nii.gz" for ch in ("flair", "t1c", "t1", "t2")]
+        assert s["label"].endswith(f"{label.format(c=s['case_id'])}.nii.gz") and s["subset"] == "train"
+
+
 def test_brats_missing_modality(brats_dir):
     with pytest.raises(MedsegError, match="modality 't2' missing"):
         load_samples("brats", brats_dir, {"channels": ["flair", "t2"]})

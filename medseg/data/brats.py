@@ -17,13 +17,15 @@ from pathlib import Path
 from ..errors import fail
 from .base import IMAGE, LABEL, RecipeResult, glob_ci, natural_key, register
 
+# BraTS 2013 (Flair_*, T1c_*), 2018-2021 (<case>_flair, _t1ce, _t1, _t2, _seg) and 2023+ (<case>-t2f, -t1c, -t1n,
+# -t2w, -seg) names
 DEFAULT_MODALITIES = {
-    "flair": ["flair*.nii*", "*_flair.nii*", "*flair*.nii*"],
-    "t1c": ["t1c*.nii*", "*_t1ce.nii*", "*_t1c.nii*", "*t1c*.nii*"],
-    "t1": ["t1_*.nii*", "*_t1.nii*"],
-    "t2": ["t2_*.nii*", "*_t2.nii*"],
+    "flair": ["flair*.nii*", "*_flair.nii*", "*-t2f.nii*", "*_t2f.nii*", "*flair*.nii*"],
+    "t1c": ["t1c*.nii*", "*_t1ce.nii*", "*_t1c.nii*", "*-t1c.nii*", "*t1c*.nii*"],
+    "t1": ["t1_*.nii*", "*_t1.nii*", "*-t1n.nii*", "*_t1n.nii*"],
+    "t2": ["t2_*.nii*", "*_t2.nii*", "*-t2w.nii*", "*_t2w.nii*"],
 }
-DEFAULT_LABEL = ["otmulticlass*.nii*", "*_seg.nii*", "seg.nii*"]
+DEFAULT_LABEL = ["otmulticlass*.nii*", "*_seg.nii*", "*-seg.nii*", "seg.nii*"]
 SUBSETS = {"train": "train", "training": "train", "tr": "train", "val": "val", "validation": "val",
            "valid": "val", "test": "test", "testing": "test", "ts": "test"}
 
@@ -41,7 +43,7 @@ def brats_samples(data_dir: Path, options: dict) -> RecipeResult:
     channels = options.get("channels") or ["flair", "t1c"]
     mod_patterns = {**DEFAULT_MODALITIES, **(options.get("modalities") or {})}
     for ch in channels:
-        mod_patterns.setdefault(ch, [f"{ch}*.nii*", f"*_{ch}.nii*"])
+        mod_patterns.setdefault(ch, [f"{ch}*.nii*", f"*_{ch}.nii*", f"*-{ch}.nii*"])
     label_patterns = options.get("label") or DEFAULT_LABEL
     expected = (f"expected one folder per case holding {', '.join(mod_patterns[c][0] for c in channels)} "
                 f"and a label map {label_patterns[0]}")
