@@ -104,6 +104,25 @@ def test_lgg_csv_from_a_spreadsheet(tmp_path, header, sep, bom):
     assert all(s["meta"] == {"age_at_initial_pathologic": 61, "gender": 2} for s in res.samples)
 
 
+def test_folder_recipe_reads_an_isic_layout(tmp_path):
+    """ISIC challenge folders: *_Input / *_Data images (+ superpixel maps), *_GroundTruth/<id>_segmentation.png."""
+    rng = np.random.default_rng(0)
+    train_in, val_in = tmp_path / "ISIC2018_Task1-2_Training_Input", tmp_path / "ISIC2018_Task1-2_Validation_Input"
+    gt = tmp_path / "ISIC2018_Task1_Training_GroundTruth"
+    for d in (train_in, val_in, gt):
+        d.mkdir()
+    for i in range(3):
+        img, mask = synthetic.lesion_2d(rng, 24, 32)
+        Image.fromarray(img).save(train_in / f"ISIC_{i:07d}.jpg")
+        Image.fromarray(img).save(train_in / f"ISIC_{i:07d}_superpixels.png")
+        Image.fromarray(img).save(val_in / f"ISIC_{i + 10:07d}.jpg")
+        Image.fromarray((mask > 0).astype(np.uint8) * 255).save(gt / f"ISIC_{i:07d}_segmentation.png")
+    res = load_samples("folder", tmp_path)
+    assert [s["case_id"] for s in res.samples] == ["ISIC_0000000", "ISIC_0000001", "ISIC_0000002"]
+    assert all(s["image"].endswith(".jpg") and "_segmentation" in s["label"] for s in res.samples)
+    assert not res.problems and not res.warnings
+
+
 def test_lgg_stack_patient(lgg_dir):
     vols = group_by_volume(load_samples("lgg", lgg_dir).samples)
     img, mask = stack_patient(next(iter(vols.values())))

@@ -100,7 +100,8 @@ def glob_ci(folder: Path, pattern: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if fnmatch.fnmatch(p.name.lower(), pat) and not p.name.startswith("."))
 
 
-MASK_SUFFIXES = ("_mask", "_seg", "_label", "_labels", "_lesion", "_gt", "-mask", "-seg", "-label")
+MASK_SUFFIXES = ("_mask", "_seg", "_segmentation", "_label", "_labels", "_lesion", "_gt", "_annotation",
+                 "-mask", "-seg", "-segmentation", "-label")
 
 
 def mask_stem(stem: str) -> str:

@@ -3,7 +3,11 @@
 Layout::
 
     <data_dir>/images/<name>.<png|jpg|bmp|tif>
-    <data_dir>/masks/<name>[_mask|_seg|_label].<png|bmp|tif>
+    <data_dir>/masks/<name>[_mask|_seg|_segmentation|_label].<png|bmp|tif>
+
+When no folder has one of those names, folders named as the ISIC challenges name them are recognised by what their
+name contains (``..._GroundTruth`` holds masks; ``..._Input`` / ``..._Data`` holds images, a training one preferred),
+and ISIC's ``*_superpixels.png`` files beside the images are skipped.
 """
 
 from __future__ import annotations
@@ -17,17 +21,37 @@ from .base import IMAGE, LABEL, RecipeResult, files_with_ext, first_subdir, mask
 IMAGE_DIRS = ["images", "image", "imgs", "img"]
 MASK_DIRS = ["masks", "mask", "labels", "label", "gt", "annotations", "segmentations"]
 EXPECTED = "expected images/ and masks/ folders of PNG/JPEG/BMP/TIFF files paired by name"
+MASK_HINTS = ("groundtruth", "ground_truth", "mask", "segmentation", "label", "annotation")
+IMAGE_HINTS = ("input", "image", "data", "img")
+NOT_IMAGES = ("_superpixels",)  # ISIC 2017 ships superpixel maps beside the images
+
+
+def _by_hint(root: Path, hints: tuple[str, ...], exclude: Path | None = None) -> Path | None:
+    """The sub-folder whose name contains one of ``hints``; among several, the one for training."""
+    dirs = sorted(d for d in root.iterdir() if d.is_dir() and d != exclude and not d.name.startswith("."))
+    for hint in hints:
+        found = [d for d in dirs if hint in d.name.lower().replace("-", "_").replace(" ", "_")]
+        training = [d for d in found if "train" in d.name.lower()]
+        if len(training) == 1 or len(found) == 1:
+            return (training or found)[0]
+    return None
 
 
 @register("folder")
 def folder_samples(data_dir: Path, options: dict) -> RecipeResult:
     img_dir = first_subdir(data_dir, options.get("image_dirs", IMAGE_DIRS))
     mask_dir = first_subdir(data_dir, options.get("mask_dirs", MASK_DIRS))
+    if mask_dir is None and "mask_dirs" not in options:
+        mask_dir = _by_hint(data_dir, MASK_HINTS)
+    if img_dir is None and mask_dir is not None and "image_dirs" not in options:
+        img_dir = _by_hint(data_dir, IMAGE_HINTS, exclude=mask_dir)
     if img_dir is None or mask_dir is None:
         return RecipeResult([], info={"expected": EXPECTED})
     masks = {mask_stem(p.stem).lower(): p for p in files_with_ext(mask_dir, IMAGE_2D_EXTS)}
     samples, problems = [], []
     for img in files_with_ext(img_dir, IMAGE_2D_EXTS):
+        if img.stem.lower().endswith(NOT_IMAGES):
+            continue
         mask = masks.get(img.stem.lower())
         if mask is None:
             problems.append(str(fail(img, "image has no mask",
