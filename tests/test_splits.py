@@ -32,6 +32,15 @@ def test_stratified_split_keeps_every_class_in_val():
     assert val_classes == [0, 0, 1, 1, 2, 2]
 
 
+def test_split_says_when_the_stratify_key_is_missing_everywhere():
+    s = _samples(30, 1)
+    assert "stratified by diagnosis" in make_split(s, SplitConfig(val_fraction=0.2, stratify="diagnosis"))["method"]
+    for x in s:
+        x["meta"] = {}
+    method = make_split(s, SplitConfig(val_fraction=0.2, stratify="diagnosis"))["method"]
+    assert "not stratified (no case has a diagnosis)" in method and "stratified by" not in method
+
+
 def test_kfold_covers_every_group_once():
     s = _samples(10, 2)
     seen = []

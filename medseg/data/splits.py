@@ -80,7 +80,11 @@ def make_split(samples: list[dict], cfg: SplitConfig) -> dict:
             side[g] = "unused"
         method += f", {min(cfg.max_train_groups, len(order))} of {len(order)} training groups"
     out = {k: [s["case_id"] for s in samples if side[s["group"]] == k] for k in ("train", "val", "test")}
-    out["method"] = method + (f", stratified by {cfg.stratify}" if cfg.stratify else "") + f", seed {cfg.seed}"
+    if cfg.stratify and set(strata) == {"None"}:
+        method += f", not stratified (no case has a {cfg.stratify})"
+    elif cfg.stratify:
+        method += f", stratified by {cfg.stratify}"
+    out["method"] = method + f", seed {cfg.seed}"
     if not out["train"]:
         raise MedsegError(f"the split left no training cases ({n_groups} groups); fix: add data or lower val/test fractions")
     return out
