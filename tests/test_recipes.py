@@ -27,6 +27,30 @@ def test_ph2_table_parser_ignores_legend(ph2_dir):
     assert rows["IMD003"]["colours"] == ["light-brown", "dark-brown"]
 
 
+@pytest.mark.parametrize("flat", ["images+masks", "one folder"])
+def test_ph2_flattened_copy(ph2_dir, tmp_path, flat):
+    """A PH2 copy without IMDxxx case folders pairs IMDxxx.<ext> with IMDxxx_lesion.<ext> and keeps the table."""
+    import shutil
+
+    img_dir, mask_dir = (tmp_path / "images", tmp_path / "masks") if flat == "images+masks" else (tmp_path, tmp_path)
+    img_dir.mkdir(exist_ok=True), mask_dir.mkdir(exist_ok=True)
+    for f in (ph2_dir / "PH2 Dataset images").rglob("*"):
+        if f.is_file() and "dermoscopic" in f.parent.name.lower():
+            shutil.copy(f, img_dir / f.name)
+        elif f.is_file() and f.parent.name.endswith("_lesion"):
+            shutil.copy(f, mask_dir / f.name)
+    shutil.copy(ph2_dir / "PH2_dataset.txt", tmp_path / "PH2_dataset.txt")
+    nested = load_samples("ph2", ph2_dir)
+    res = load_samples("ph2", tmp_path)
+    assert [s["case_id"] for s in res.samples] == [s["case_id"] for s in nested.samples]
+    assert [s["meta"] for s in res.samples] == [s["meta"] for s in nested.samples]
+    assert all(s["label"].split("/")[-1].startswith(s["case_id"] + "_lesion") for s in res.samples)
+    assert any("3 rows" in w for w in res.warnings)
+    next(mask_dir.glob("IMD*_lesion.*")).unlink()
+    with pytest.raises(MedsegError, match="lesion mask missing.*fix:"):
+        load_samples("ph2", tmp_path)
+
+
 def test_ph2_missing_mask_is_one_line_error(tmp_path):
     root = synthetic.make_ph2(tmp_path / "p", n=3)
     victim = next((root / "PH2 Dataset images").glob("IMD*/IMD*_lesion/*.bmp"))

@@ -7,7 +7,10 @@ Layout::
     <data_dir>/PH2_dataset.txt   ('||'-delimited clinical table, optional)
 
 Rows of the table with no images on disk are skipped with a warning; cases on
-disk with no row keep empty metadata.
+disk with no row keep empty metadata. Copies that were flattened on the way
+(``images/IMD003.jpg`` + ``masks/IMD003_lesion.png``, or all in one folder) are
+read too: without IMDxxx case folders, image and lesion files are paired by
+name wherever they sit under the data directory.
 """
 
 from __future__ import annotations
@@ -83,11 +86,58 @@ def _single_file(folder: Path, stem: str) -> Path | None:
     return (exact or files or [None])[0]
 
 
+FLAT_IMAGE_RE = re.compile(r"^(IMD\d+)$", re.IGNORECASE)
+FLAT_MASK_RE = re.compile(r"^(IMD\d+)_lesion$", re.IGNORECASE)
+
+
+def _flat_samples(data_dir: Path, table: dict, table_path: Path | None) -> RecipeResult | None:
+    """Pair ``IMDxxx.<ext>`` with ``IMDxxx_lesion.<ext>`` anywhere below ``data_dir``; None when there are none."""
+    images, masks = {}, {}
+    for f in sorted(data_dir.rglob("*"), key=lambda p: (len(p.parts), str(p)))[:200000]:
+        if not f.is_file() or f.suffix.lower() not in IMAGE_2D_EXTS or f.name.startswith("."):
+            continue
+        if m := FLAT_IMAGE_RE.match(f.stem):
+            images.setdefault(m.group(1).upper(), f)
+        elif m := FLAT_MASK_RE.match(f.stem):
+            masks.setdefault(m.group(1).upper(), f)
+    if not masks:
+        return None
+    samples, problems, warnings = [], [], []
+    for case in sorted(set(images) | set(masks), key=natural_key):
+        if case not in images:
+            problems.append(str(fail(masks[case], "lesion mask has no image",
+                                     f"add {case}.bmp (or .jpg/.png) beside it or remove the mask")))
+            continue
+        if case not in masks:
+            problems.append(str(fail(images[case], "lesion mask missing",
+                                     f"add {case}_lesion.bmp (or .png) beside it or remove the image")))
+            continue
+        if table and case not in table:
+            warnings.append(f"{case}: no row in {table_path.name}; diagnosis unknown")
+        samples.append({IMAGE: str(images[case]), LABEL: str(masks[case]), "case_id": case, "group": case,
+                        "meta": dict(table.get(case, {}))})
+    warnings += _rows_not_on_disk(table, samples, table_path)
+    return RecipeResult(samples, warnings, {"table": str(table_path) if table_path else None, "root": str(data_dir),
+                                            "layout": "flat"}, problems)
+
+
+def _rows_not_on_disk(table: dict, samples: list[dict], table_path: Path | None) -> list[str]:
+    missing = sorted(set(table) - {s["case_id"] for s in samples}, key=natural_key)
+    if not missing:
+        return []
+    return [f"{len(missing)} rows of {table_path.name} have no images on disk and were skipped "
+            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})"]
+
+
 @register("ph2")
 def ph2_samples(data_dir: Path, options: dict) -> RecipeResult:
     case_root = find_case_root(data_dir)
     if case_root is None:
-        return RecipeResult([], info={"expected": EXPECTED})
+        table_path = find_table(data_dir, None) or next(
+            (p for p in sorted(data_dir.rglob("*.txt")) if p.name.lower().replace(" ", "_").startswith("ph2_dataset")),
+            None)
+        flat = _flat_samples(data_dir, parse_table(table_path) if table_path else {}, table_path)
+        return flat or RecipeResult([], info={"expected": EXPECTED})
     table_path = find_table(data_dir, case_root)
     table = parse_table(table_path) if table_path else {}
     warnings = [] if table_path else [f"{data_dir}: no PH2_dataset.txt found; diagnoses unavailable (stratified splits fall back to random)"]
@@ -112,10 +162,6 @@ def ph2_samples(data_dir: Path, options: dict) -> RecipeResult:
         if table and case not in table:
             warnings.append(f"{case}: no row in {table_path.name}; diagnosis unknown")
         samples.append({IMAGE: str(image), LABEL: str(label), "case_id": case, "group": case, "meta": meta})
-    on_disk = {s["case_id"] for s in samples}
-    missing = sorted(set(table) - on_disk, key=natural_key)
-    if missing:
-        warnings.append(f"{len(missing)} rows of {table_path.name} have no images on disk and were skipped "
-                        f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+    warnings += _rows_not_on_disk(table, samples, table_path)
     return RecipeResult(samples, warnings, {"table": str(table_path) if table_path else None, "root": str(case_root)},
                         problems)
