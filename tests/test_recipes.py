@@ -147,6 +147,23 @@ def test_folder_recipe_reads_an_isic_layout(tmp_path):
     assert not res.problems and not res.warnings
 
 
+def test_lgg_flattened_copy_groups_slices_by_patient(lgg_dir, tmp_path):
+    """Slices of every patient copied into one images/ and one masks/ folder keep their patients and order."""
+    import shutil
+
+    (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
+    for f in lgg_dir.rglob("TCGA_*.tif"):
+        shutil.copy(f, tmp_path / ("masks" if f.stem.endswith("_mask") else "images") / f.name)
+    shutil.copy(next(lgg_dir.rglob("data.csv")), tmp_path / "data.csv")
+    (tmp_path / "images" / "overview.png").write_bytes((tmp_path / "images").glob("*.tif").__next__().read_bytes())
+    nested, flat = load_samples("lgg", lgg_dir), load_samples("lgg", tmp_path)
+    keys = ("case_id", "group", "slice_index", "volume_id", "meta")
+    assert [[s[k] for k in keys] for s in flat.samples] == [[s[k] for k in keys] for s in nested.samples]
+    assert all("/masks/" in s["label"] for s in flat.samples)
+    assert any("1 image files not named" in w for w in flat.warnings)
+    assert sum("no row" in w for w in flat.warnings) == sum("no row" in w for w in nested.warnings) == 1
+
+
 def test_lgg_stack_patient(lgg_dir):
     vols = group_by_volume(load_samples("lgg", lgg_dir).samples)
     img, mask = stack_patient(next(iter(vols.values())))

@@ -7,7 +7,9 @@ Layout::
     <data_dir>/[kaggle_3m/]data.csv   (one row per patient, optional)
 
 Slices are 2D samples; ``group`` is the patient so splits never share a
-patient. :func:`stack_patient` rebuilds a patient's 3D volume.
+patient. :func:`stack_patient` rebuilds a patient's 3D volume. A copy flattened
+into ``images/`` and ``masks/`` folders (or one folder) works too: a folder that
+holds several patients' slices groups them by the name before ``_<n>``.
 """
 
 from __future__ import annotations
@@ -33,12 +35,22 @@ def patient_key(folder_name: str) -> str:
     return "_".join(parts[:3]) if len(parts) >= 3 else folder_name
 
 
+def _slice_files(data_dir: Path) -> dict[Path, list[Path]]:
+    """Image and mask files under ``data_dir`` (any depth), by folder, folders in natural order."""
+    by_dir: dict[Path, list[Path]] = {}
+    for f in sorted(data_dir.rglob("*"))[:500000]:
+        if f.is_file() and not f.name.startswith(".") and file_ext(f) in IMAGE_2D_EXTS:
+            by_dir.setdefault(f.parent, []).append(f)
+    return dict(sorted(by_dir.items(), key=lambda kv: natural_key(kv[0].name)))
+
+
+def _is_mask(f: Path) -> bool:
+    return f.stem.lower().endswith("_mask")
+
+
 def _patient_dirs(data_dir: Path) -> list[Path]:
-    found = []
-    for d in [data_dir] + [p for p in data_dir.rglob("*") if p.is_dir()][:5000]:
-        if any(f.name.lower().endswith(tuple("_mask" + e for e in IMAGE_2D_EXTS)) for f in d.iterdir() if f.is_file()):
-            found.append(d)
-    return sorted(found, key=lambda p: natural_key(p.name))
+    """Folders that hold masks (the patient folders of the original layout)."""
+    return [d for d, files in _slice_files(data_dir).items() if any(_is_mask(f) for f in files)]
 
 
 def _read_csv(data_dir: Path) -> tuple[dict[str, dict], Path | None]:
@@ -76,30 +88,51 @@ def lgg_samples(data_dir: Path, options: dict) -> RecipeResult:
     csv_rows, csv_path = _read_csv(data_dir)
     warnings = [] if csv_path else [f"{data_dir}: no data.csv found; patient metadata unavailable"]
     samples, problems = [], []
-    for pdir in _patient_dirs(data_dir):
-        pid = patient_key(pdir.name)
-        if csv_path and pid not in csv_rows:
-            warnings.append(f"{pdir.name}: no row for {pid} in {csv_path.name}; metadata left empty")
-        files = [f for f in pdir.iterdir() if f.is_file() and file_ext(f) in IMAGE_2D_EXTS]
-        masks = {f.stem[: -len("_mask")].lower(): f for f in files if f.stem.lower().endswith("_mask")}
-        images = [f for f in files if not f.stem.lower().endswith("_mask")]
-        n_slices = 0
-        for img in sorted(images, key=lambda f: natural_key(f.stem)):
-            m = SLICE_RE.match(img.stem)
-            if not m:
-                continue
-            mask = masks.get(img.stem.lower())
+    by_dir = _slice_files(data_dir)
+    # a mask pairs with the image of the same name in its own folder, or, in a copy flattened into images/ and
+    # masks/ folders, with the one image of that name anywhere in the tree
+    local = {d: {f.stem[: -len("_mask")].lower(): f for f in files if _is_mask(f)} for d, files in by_dir.items()}
+    anywhere: dict[str, list[Path]] = {}
+    for masks in local.values():
+        for key, f in masks.items():
+            anywhere.setdefault(key, []).append(f)
+    used: set[Path] = set()
+    unnamed = 0
+    for d, files in by_dir.items():
+        images = [(f, SLICE_RE.match(f.stem)) for f in files if not _is_mask(f)]
+        unnamed += sum(m is None for _, m in images)
+        images = [(f, m) for f, m in images if m]
+
+        def mask_of(img: Path) -> Path | None:
+            key = img.stem.lower()
+            hit = local[d].get(key)
+            return hit or (anywhere[key][0] if len(anywhere.get(key, [])) == 1 else None)
+
+        if not images or not any(mask_of(f) for f, _ in images):
+            continue  # a folder of images without any masks (a test set, say) is not training data
+        one_patient = len({m.group("stem") for _, m in images}) == 1
+        for img, m in sorted(images, key=lambda fm: natural_key(fm[0].stem)):
+            mask = mask_of(img)
             if mask is None:
                 problems.append(str(fail(img, "slice has no mask",
                                          f"add {img.stem}_mask{img.suffix} beside it or remove the slice")))
                 continue
-            n_slices += 1
+            used.add(mask)
+            volume = d.name if one_patient else m.group("stem")
+            pid = patient_key(volume)
             samples.append({IMAGE: str(img), LABEL: str(mask), "case_id": img.stem, "group": pid,
-                            "slice_index": int(m.group("n")), "volume_id": pdir.name,
+                            "slice_index": int(m.group("n")), "volume_id": volume,
                             "meta": dict(csv_rows.get(pid, {}))})
-        orphans = set(masks) - {i.stem.lower() for i in images}
-        if orphans:
-            warnings.append(f"{pdir.name}: {len(orphans)} masks without an image were ignored")
+    if csv_path:
+        for vol in sorted({s["volume_id"] for s in samples}, key=natural_key):
+            if patient_key(vol) not in csv_rows:
+                warnings.append(f"{vol}: no row for {patient_key(vol)} in {csv_path.name}; metadata left empty")
+    orphans = [f for masks in local.values() for f in masks.values() if f not in used]
+    if orphans and samples:
+        warnings.append(f"{len(orphans)} masks without an image were ignored ({orphans[0]}"
+                        f"{', ...' if len(orphans) > 1 else ''})")
+    if unnamed and samples:
+        warnings.append(f"{unnamed} image files not named '<patient>_<slice number>' were ignored")
     samples.sort(key=lambda s: (natural_key(s["volume_id"]), s["slice_index"]))
     return RecipeResult(samples, warnings, {"csv": str(csv_path) if csv_path else None, "expected": EXPECTED},
                         problems)
