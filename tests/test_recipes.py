@@ -211,6 +211,18 @@ def test_nifti_plain_folder_and_nrrd(tmp_path):
     assert res.samples[0]["label"].endswith("vol_000_seg.nrrd")
 
 
+def test_nifti_flat_folder_with_slicer_segmentations(tmp_path):
+    """3D Slicer saves <case>.seg.nrrd beside <case>.nrrd; its label maps use '-label'."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16))
+    for name in ("knee.nrrd", "knee.seg.nrrd", "hip.nrrd", "hip-label.nrrd", "notes.nrrd"):
+        sitk.WriteImage(img, str(tmp_path / name))
+    res = load_samples("nifti", tmp_path)
+    assert [(s["case_id"], s["label"].split("/")[-1]) for s in res.samples] == [("hip", "hip-label.nrrd"),
+                                                                                 ("knee", "knee.seg.nrrd")]
+
+
 def test_nifti_msd_and_nnunet(tmp_path):
     msd = load_samples("nifti", synthetic.make_msd(tmp_path / "msd", n=3))
     assert len(msd.samples) == 3 and msd.info["channels"] == ["FLAIR", "T1w"]

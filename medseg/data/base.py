@@ -101,7 +101,7 @@ def glob_ci(folder: Path, pattern: str) -> list[Path]:
 
 
 MASK_SUFFIXES = ("_mask", "_seg", "_segmentation", "_label", "_labels", "_lesion", "_gt", "_annotation",
-                 "-mask", "-seg", "-segmentation", "-label")
+                 "-mask", "-seg", "-segmentation", "-label", ".seg")  # .seg: 3D Slicer's <case>.seg.nrrd
 
 
 def mask_stem(stem: str) -> str:
