@@ -75,13 +75,20 @@ def adapt_channels_2d(img: np.ndarray, n_channels: int, path) -> np.ndarray:
 
 
 def binarise_mask_2d(mask: np.ndarray) -> np.ndarray:
-    """Any 2D mask (1-bit, 0/1, 0/255, 3-channel, lossy JPEG) -> ``(H, W)`` uint8 0/1."""
+    """Any 2D mask (1-bit, 0/1, 0/255, 0/any value, 3-channel, palette indices, lossy JPEG) -> ``(H, W)`` uint8 0/1.
+
+    A mask with one foreground value, or only small label values (palette indices up to 16), is foreground wherever
+    it is not 0. A mask with a range of values (JPEG noise, anti-aliased edges) is foreground above half its maximum.
+    """
     m = mask.max(axis=-1) if mask.ndim == 3 else mask
-    if m.dtype == bool:
+    if m.dtype == bool or not m.size:
         return m.astype(np.uint8)
-    top = float(m.max()) if m.size else 0.0
-    thr = 0 if top <= 1 else (np.iinfo(m.dtype).max / 2 if np.issubdtype(m.dtype, np.integer) and top > 1 else top / 2)
-    return (m > thr).astype(np.uint8)
+    top = float(m.max())
+    if top <= 0:
+        return np.zeros(m.shape, np.uint8)
+    if len(np.unique(m)) <= 2 or (np.issubdtype(m.dtype, np.integer) and top <= 16):
+        return (m > 0).astype(np.uint8)
+    return (m > top / 2).astype(np.uint8)
 
 
 def labels_to_classes(label: np.ndarray, num_classes: int, path) -> np.ndarray:

@@ -25,6 +25,16 @@ def test_binarise_handles_real_mask_styles():
     jpeg_like[0, 0] = 9  # compression noise near black stays background
     jpeg_like[1, 1] = 240
     assert (binarise_mask_2d(jpeg_like) == expected).all()
+    assert (binarise_mask_2d((m // 255) * 100) == expected).all()  # 0/100: foreground below half of 255
+    assert (binarise_mask_2d((m // 255) * 2) == expected).all()  # palette index 2
+    two_kinds = expected.copy()
+    two_kinds[1, 1] = 2  # palette indices 1 and 2 (two lesion types) in a binary task: both are lesion
+    assert (binarise_mask_2d(two_kinds) == expected).all()
+    assert (binarise_mask_2d(expected.astype(np.uint16) * 65535) == expected).all()  # 16-bit
+    soft = expected.astype(np.float32) * 0.9
+    soft[0, 0] = 0.2  # anti-aliased float mask
+    assert (binarise_mask_2d(soft) == expected).all()
+    assert not binarise_mask_2d(np.zeros((4, 4), np.float32)).any()
 
 
 def test_labels_to_classes_rejects_unknown_values(tmp_path):
