@@ -40,6 +40,17 @@ def test_check_reads_each_file_once_and_reports_what_is_on_disk(ph2_dir, brats_d
     assert r["image_sizes"] == {"32x32x24": 4} and len(r["spacings_mm"]) >= 1
 
 
+def test_check_warns_when_colour_would_be_lost(ph2_dir):
+    from medseg.config import load_config
+    from medseg.data.check import check_dataset
+
+    assert not [w for w in check_dataset(load_config("ph2"), ph2_dir)["warnings"] if "channel" in w]
+    cfg = load_config("ph2", ["data.channels=[image]"])
+    warned = [w for w in check_dataset(cfg, ph2_dir)["warnings"] if "channel" in w]
+    assert warned == ["12 images have 3 channels but the config expects 1 (image): they will be turned to grey "
+                      "(colour is lost); set data.channels to [red, green, blue] to keep colour"]
+
+
 def test_check_lists_every_missing_mask_and_exits_1(tmp_path):
     from medseg.data import synthetic
 

@@ -46,6 +46,7 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
         except MedsegError as exc:
             problems.append(str(exc))
     meta_keys = sorted({k for s in samples for k in s.get("meta", {})})
+    warnings = list(result.warnings) + (_channel_warnings(channels, cfg.data.channels) if dims == 2 else [])
     report = {
         "recipe": cfg.data.recipe,
         "data_dir": str(Path(data_dir)),
@@ -62,12 +63,28 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
         "foreground_fraction_mean": round(float(np.mean(fg_fraction)), 5) if fg_fraction else None,
         "empty_masks": int(sum(f == 0 for f in fg_fraction)),
         "metadata_keys": meta_keys,
-        "warnings": result.warnings,
+        "warnings": warnings,
         "problems": problems,
     }
     if "diagnosis" in meta_keys:
         report["diagnosis_counts"] = dict(Counter(str(s["meta"].get("diagnosis")) for s in samples))
     return report
+
+
+def _channel_warnings(found: Counter, expected: list[str]) -> list[str]:
+    """What the 2D loader will do to images whose channel count differs from the config's ``data.channels``."""
+    n, out = len(expected), []
+    for c, count in sorted(found.items()):
+        c = int(c)
+        if c == n or (c == 4 and n == 3):
+            continue
+        what = ("turned to grey (colour is lost)" if n == 1 and c in (3, 4) else
+                f"repeated into {n} identical channels" if c == 1 else "refused")
+        fix = ("set data.channels to [red, green, blue] to keep colour" if n == 1 and c in (3, 4) else
+               "set data.channels to one name, e.g. [image]" if c == 1 else f"set data.channels to {c} names")
+        out.append(f"{count} images have {c} channel{'s' if c > 1 else ''} but the config expects {n} "
+                   f"({', '.join(expected)}): they will be {what}; {fix}")
+    return out
 
 
 def format_report(r: dict) -> str:
