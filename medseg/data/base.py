@@ -90,6 +90,14 @@ def files_with_ext(folder: Path, exts: tuple[str, ...]) -> list[Path]:
                    and file_ext(p) in exts), key=lambda p: natural_key(p.name))
 
 
+def files_below(folder: Path, exts: tuple[str, ...], limit: int = 500000) -> list[Path]:
+    """Files of ``exts`` at any depth below ``folder`` (hidden ones skipped), in path order, at most ``limit``."""
+    from ..io import file_ext
+
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+                  and file_ext(p) in exts)[:limit]
+
+
 def glob_ci(folder: Path, pattern: str) -> list[Path]:
     """Case-insensitive glob within one folder."""
     import fnmatch

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import fail
-from ..io import IMAGE_2D_EXTS, file_ext, read_image_2d
-from .base import IMAGE, LABEL, RecipeResult, natural_key, register
+from ..io import IMAGE_2D_EXTS, read_image_2d
+from .base import IMAGE, LABEL, RecipeResult, files_below, natural_key, register
 
 SLICE_RE = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)$")
 EXPECTED = ("expected patient folders 'TCGA_<inst>_<id>_<date>/' holding '<folder>_<n>.tif' slices and "
@@ -38,9 +38,8 @@ def patient_key(folder_name: str) -> str:
 def _slice_files(data_dir: Path) -> dict[Path, list[Path]]:
     """Image and mask files under ``data_dir`` (any depth), by folder, folders in natural order."""
     by_dir: dict[Path, list[Path]] = {}
-    for f in sorted(data_dir.rglob("*"))[:500000]:
-        if f.is_file() and not f.name.startswith(".") and file_ext(f) in IMAGE_2D_EXTS:
-            by_dir.setdefault(f.parent, []).append(f)
+    for f in files_below(data_dir, IMAGE_2D_EXTS):
+        by_dir.setdefault(f.parent, []).append(f)
     return dict(sorted(by_dir.items(), key=lambda kv: natural_key(kv[0].name)))
 
 

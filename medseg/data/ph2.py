@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import fail
 from ..io import IMAGE_2D_EXTS
-from .base import IMAGE, LABEL, RecipeResult, files_with_ext, natural_key, register
+from .base import IMAGE, LABEL, RecipeResult, files_below, files_with_ext, natural_key, register
 
 CASE_RE = re.compile(r"^IMD\d+$", re.IGNORECASE)
 DIAGNOSIS_NAMES = {0: "common nevus", 1: "atypical nevus", 2: "melanoma"}
@@ -44,10 +44,14 @@ def find_case_root(data_dir: Path) -> Path | None:
     return None
 
 
+def _is_table(p: Path) -> bool:
+    return p.suffix.lower() == ".txt" and p.name.lower().replace(" ", "_").startswith("ph2_dataset")
+
+
 def find_table(data_dir: Path, case_root: Path | None) -> Path | None:
     for d in [data_dir] + ([case_root, case_root.parent] if case_root else []):
         for p in sorted(d.glob("*.txt")):
-            if p.name.lower().replace(" ", "_").startswith("ph2_dataset"):
+            if _is_table(p):
                 return p
     return None
 
@@ -93,16 +97,14 @@ FLAT_MASK_RE = re.compile(r"^(IMD\d+)_lesion$", re.IGNORECASE)
 def _flat_samples(data_dir: Path, table: dict, table_path: Path | None) -> RecipeResult | None:
     """Pair ``IMDxxx.<ext>`` with ``IMDxxx_lesion.<ext>`` anywhere below ``data_dir``; None when there are none."""
     images, masks = {}, {}
-    for f in sorted(data_dir.rglob("*"), key=lambda p: (len(p.parts), str(p)))[:200000]:
-        if not f.is_file() or f.suffix.lower() not in IMAGE_2D_EXTS or f.name.startswith("."):
-            continue
+    for f in sorted(files_below(data_dir, IMAGE_2D_EXTS), key=lambda p: len(p.parts)):  # shallowest copy wins
         if m := FLAT_IMAGE_RE.match(f.stem):
             images.setdefault(m.group(1).upper(), f)
         elif m := FLAT_MASK_RE.match(f.stem):
             masks.setdefault(m.group(1).upper(), f)
     if not masks:
         return None
-    samples, problems, warnings = [], [], []
+    samples, problems = [], []
     for case in sorted(set(images) | set(masks), key=natural_key):
         if case not in images:
             problems.append(str(fail(masks[case], "lesion mask has no image",
@@ -112,30 +114,30 @@ def _flat_samples(data_dir: Path, table: dict, table_path: Path | None) -> Recip
             problems.append(str(fail(images[case], "lesion mask missing",
                                      f"add {case}_lesion.bmp (or .png) beside it or remove the image")))
             continue
-        if table and case not in table:
-            warnings.append(f"{case}: no row in {table_path.name}; diagnosis unknown")
         samples.append({IMAGE: str(images[case]), LABEL: str(masks[case]), "case_id": case, "group": case,
                         "meta": dict(table.get(case, {}))})
-    warnings += _rows_not_on_disk(table, samples, table_path)
-    return RecipeResult(samples, warnings, {"table": str(table_path) if table_path else None, "root": str(data_dir),
+    return RecipeResult(samples, _table_warnings(table, samples, table_path), {"table": str(table_path) if table_path else None, "root": str(data_dir),
                                             "layout": "flat"}, problems)
 
 
-def _rows_not_on_disk(table: dict, samples: list[dict], table_path: Path | None) -> list[str]:
-    missing = sorted(set(table) - {s["case_id"] for s in samples}, key=natural_key)
-    if not missing:
+def _table_warnings(table: dict, samples: list[dict], table_path: Path | None) -> list[str]:
+    """Cases on disk without a row in the table, then rows of the table without a case on disk."""
+    if not table:
         return []
-    return [f"{len(missing)} rows of {table_path.name} have no images on disk and were skipped "
-            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})"]
+    out = [f"{s['case_id']}: no row in {table_path.name}; diagnosis unknown" for s in samples if s["case_id"] not in table]
+    missing = sorted(set(table) - {s["case_id"] for s in samples}, key=natural_key)
+    if missing:
+        out.append(f"{len(missing)} rows of {table_path.name} have no images on disk and were skipped "
+                   f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+    return out
 
 
 @register("ph2")
 def ph2_samples(data_dir: Path, options: dict) -> RecipeResult:
     case_root = find_case_root(data_dir)
     if case_root is None:
-        table_path = find_table(data_dir, None) or next(
-            (p for p in sorted(data_dir.rglob("*.txt")) if p.name.lower().replace(" ", "_").startswith("ph2_dataset")),
-            None)
+        table_path = find_table(data_dir, None) or next((p for p in sorted(data_dir.rglob("*.txt")) if _is_table(p)),
+                                                        None)
         flat = _flat_samples(data_dir, parse_table(table_path) if table_path else {}, table_path)
         return flat or RecipeResult([], info={"expected": EXPECTED})
     table_path = find_table(data_dir, case_root)
@@ -158,10 +160,8 @@ def ph2_samples(data_dir: Path, options: dict) -> RecipeResult:
             problems.append(str(fail(case_dir / f"{case_dir.name}_lesion", "lesion mask missing",
                                      f"add {case_dir.name}_lesion/{case_dir.name}_lesion.bmp or remove the case folder")))
             continue
-        meta = dict(table.get(case, {}))
-        if table and case not in table:
-            warnings.append(f"{case}: no row in {table_path.name}; diagnosis unknown")
-        samples.append({IMAGE: str(image), LABEL: str(label), "case_id": case, "group": case, "meta": meta})
-    warnings += _rows_not_on_disk(table, samples, table_path)
+        samples.append({IMAGE: str(image), LABEL: str(label), "case_id": case, "group": case,
+                        "meta": dict(table.get(case, {}))})
+    warnings += _table_warnings(table, samples, table_path)
     return RecipeResult(samples, warnings, {"table": str(table_path) if table_path else None, "root": str(case_root)},
                         problems)
