@@ -46,6 +46,8 @@ def test_ph2_flattened_copy(ph2_dir, tmp_path, flat):
     assert [s["meta"] for s in res.samples] == [s["meta"] for s in nested.samples]
     assert all(s["label"].split("/")[-1].startswith(s["case_id"] + "_lesion") for s in res.samples)
     assert any("3 rows" in w for w in res.warnings)
+    (tmp_path / "PH2_dataset.txt").unlink()
+    assert any("no PH2_dataset.txt found" in w for w in load_samples("ph2", tmp_path).warnings)
     next(mask_dir.glob("IMD*_lesion.*")).unlink()
     with pytest.raises(MedsegError, match="lesion mask missing.*fix:"):
         load_samples("ph2", tmp_path)

@@ -116,12 +116,15 @@ def _flat_samples(data_dir: Path, table: dict, table_path: Path | None) -> Recip
             continue
         samples.append({IMAGE: str(images[case]), LABEL: str(masks[case]), "case_id": case, "group": case,
                         "meta": dict(table.get(case, {}))})
-    return RecipeResult(samples, _table_warnings(table, samples, table_path), {"table": str(table_path) if table_path else None, "root": str(data_dir),
-                                            "layout": "flat"}, problems)
+    return RecipeResult(samples, _table_warnings(table, samples, table_path, data_dir),
+                        {"table": str(table_path) if table_path else None, "root": str(data_dir), "layout": "flat"},
+                        problems)
 
 
-def _table_warnings(table: dict, samples: list[dict], table_path: Path | None) -> list[str]:
-    """Cases on disk without a row in the table, then rows of the table without a case on disk."""
+def _table_warnings(table: dict, samples: list[dict], table_path: Path | None, data_dir: Path) -> list[str]:
+    """No table at all; or cases on disk without a row in the table, then rows of the table without a case on disk."""
+    if table_path is None:
+        return [f"{data_dir}: no PH2_dataset.txt found; diagnoses unavailable (stratified splits fall back to random)"]
     if not table:
         return []
     out = [f"{s['case_id']}: no row in {table_path.name}; diagnosis unknown" for s in samples if s["case_id"] not in table]
@@ -142,7 +145,6 @@ def ph2_samples(data_dir: Path, options: dict) -> RecipeResult:
         return flat or RecipeResult([], info={"expected": EXPECTED})
     table_path = find_table(data_dir, case_root)
     table = parse_table(table_path) if table_path else {}
-    warnings = [] if table_path else [f"{data_dir}: no PH2_dataset.txt found; diagnoses unavailable (stratified splits fall back to random)"]
     samples, problems = [], []
     for case_dir in sorted((d for d in case_root.iterdir() if d.is_dir() and CASE_RE.match(d.name)),
                            key=lambda d: natural_key(d.name)):
@@ -162,6 +164,5 @@ def ph2_samples(data_dir: Path, options: dict) -> RecipeResult:
             continue
         samples.append({IMAGE: str(image), LABEL: str(label), "case_id": case, "group": case,
                         "meta": dict(table.get(case, {}))})
-    warnings += _table_warnings(table, samples, table_path)
-    return RecipeResult(samples, warnings, {"table": str(table_path) if table_path else None, "root": str(case_root)},
-                        problems)
+    return RecipeResult(samples, _table_warnings(table, samples, table_path, data_dir),
+                        {"table": str(table_path) if table_path else None, "root": str(case_root)}, problems)
