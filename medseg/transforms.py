@@ -56,21 +56,34 @@ from .io import read_image_2d, read_volume, slice_neighbours, volume_slices
 # ----------------------------------------------------------------------------
 
 
+def channel_plan(stored: int, wanted: int) -> str:
+    """What :func:`adapt_channels_2d` does with ``stored`` channels for a model of ``wanted``: ``"keep"``,
+    ``"drop_alpha"`` (RGBA to RGB), ``"grey"`` (RGB or RGBA to luminance), ``"repeat"`` (grey copied) or ``"refuse"``."""
+    if stored == 4 and wanted in (1, 3):
+        return "drop_alpha" if wanted == 3 else "grey"
+    if stored == wanted:
+        return "keep"
+    if stored == 1:
+        return "repeat"
+    return "grey" if wanted == 1 and stored == 3 else "refuse"
+
+
 def adapt_channels_2d(img: np.ndarray, n_channels: int, path) -> np.ndarray:
     """``(H, W[, C])`` image -> ``(n_channels, H, W)`` float32 (grey is repeated, alpha dropped)."""
     arr = img[..., None] if img.ndim == 2 else img
     c = arr.shape[-1]
-    if c == 4 and n_channels in (1, 3):
-        arr, c = arr[..., :3], 3
-    if c == n_channels:
-        out = arr
-    elif c == 1:
-        out = np.repeat(arr, n_channels, axis=-1)
-    elif n_channels == 1 and c == 3:
-        out = (arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
-    else:
+    plan = channel_plan(c, n_channels)
+    if plan == "refuse":
         raise fail(path, f"image has {c} channels but the model expects {n_channels}",
                    "convert the image or use a config/checkpoint with matching data.channels")
+    if c == 4 and plan != "keep":
+        arr = arr[..., :3]
+    if plan == "repeat":
+        out = np.repeat(arr, n_channels, axis=-1)
+    elif plan == "grey":
+        out = (arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    else:
+        out = arr
     return np.ascontiguousarray(np.moveaxis(out.astype(np.float32), -1, 0))
 
 

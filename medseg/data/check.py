@@ -73,15 +73,19 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
 
 def _channel_warnings(found: Counter, expected: list[str]) -> list[str]:
     """What the 2D loader will do to images whose channel count differs from the config's ``data.channels``."""
+    from ..transforms import channel_plan
+
     n, out = len(expected), []
     for c, count in sorted(found.items()):
         c = int(c)
-        if c == n or (c == 4 and n == 3):
+        plan = channel_plan(c, n)
+        if plan in ("keep", "drop_alpha"):
             continue
-        what = ("turned to grey (colour is lost)" if n == 1 and c in (3, 4) else
-                f"repeated into {n} identical channels" if c == 1 else "refused")
-        fix = ("set data.channels to [red, green, blue] to keep colour" if n == 1 and c in (3, 4) else
-               "set data.channels to one name, e.g. [image]" if c == 1 else f"set data.channels to {c} names")
+        what, fix = {
+            "grey": ("turned to grey (colour is lost)", "set data.channels to [red, green, blue] to keep colour"),
+            "repeat": (f"repeated into {n} identical channels", "set data.channels to one name, e.g. [image]"),
+            "refuse": ("refused", f"set data.channels to {c} names"),
+        }[plan]
         out.append(f"{count} images have {c} channel{'s' if c > 1 else ''} but the config expects {n} "
                    f"({', '.join(expected)}): they will be {what}; {fix}")
     return out
