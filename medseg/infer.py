@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from . import __version__
 from .checkpoint import describe, file_hash, load_checkpoint, require_keys
 from .config import Config, config_from_dict
-from .data.base import IMAGE, glob_ci, mask_stem
+from .data.base import IMAGE, mask_stem
 from .data.lookup import lookup_metadata
 from .errors import MedsegError, fail, find_user_error
 from .findings import lesion_findings
@@ -154,16 +154,15 @@ def expand_inputs(inputs: list[str], cfg: Config) -> tuple[list[Case], list[str]
 
 
 def _modality_files(folder: Path, cfg: Config) -> list[str] | None:
-    from .data.brats import DEFAULT_MODALITIES
+    """One multi-modal case in a folder, found by the brats recipe's file-name patterns (and the config's own)."""
+    from .data.brats import case_files, find_modalities, modality_patterns
 
-    patterns = {**DEFAULT_MODALITIES, **(cfg.data.options.get("modalities") or {})}
-    found = []
-    for ch in cfg.data.channels:
-        hits = [h for pat in patterns.get(ch, [f"{ch}*.nii*", f"*_{ch}.nii*"]) for h in glob_ci(folder, pat)]
-        if not hits:
-            return None
-        found.append(str(hits[0]))
-    return found
+    channels = list(cfg.data.channels)
+    found = find_modalities(case_files(folder), channels,
+                            modality_patterns(channels, cfg.data.options.get("modalities")))
+    if any(f is None for f in found.values()):
+        return None
+    return [str(found[ch]) for ch in channels]
 
 
 # ----------------------------------------------------------------------------

@@ -201,6 +201,87 @@ def test_brats_later_challenge_names(tmp_path, names, label):
         assert s["label"].endswith(f"{label.format(c=s['case_id'])}.nii.gz") and s["subset"] == "train"
 
 
+def _vsd_copy(brats_dir, root, ext=".mha"):
+    """The BraTS twin rewritten as the VSD releases (BraTS 2013/2015) ship it: HGG/ and LGG/ case folders, every
+    volume alone in a folder of its own name, MetaImage files, the label map named ...OT.<id>."""
+    import SimpleITK as sitk
+
+    names = {"Flair_subtrMeanDivStd": "VSD.Brain.XX.O.MR_Flair", "T1c_subtrMeanDivStd": "VSD.Brain.XX.O.MR_T1c",
+             "OTMultiClass": "VSD.Brain_3more.XX.O.OT"}
+    uid = 54512
+    for i, case in enumerate(sorted(p for p in brats_dir.glob("*/*") if p.is_dir())):
+        grade = "HGG" if i % 2 == 0 else "LGG"
+        for src in sorted(case.glob("*.nii.gz")):
+            stem = src.name[: -len(".nii.gz")]
+            if stem not in names:
+                continue
+            uid += 1
+            folder = root / grade / case.name / f"{names[stem]}.{uid}"
+            folder.mkdir(parents=True)
+            img = sitk.ReadImage(str(src))
+            out = sitk.GetImageFromArray(sitk.GetArrayFromImage(img))  # geometry only: NIfTI header fields
+            out.CopyInformation(img)                                  # make ITK's MetaImage writer warn
+            sitk.WriteImage(out, str(folder / f"{folder.name}{ext}"))
+    return root
+
+
+def test_brats_vsd_layout_mha(brats_dir, tmp_path):
+    """BraTS 2013/2015 as distributed (VSD names, .mha, one folder per file, HGG/LGG): the cases, their channel
+    order and grade are found, every file reads through training's loader with the NIfTI twin's voxels, and
+    `medseg infer CASE_FOLDER` finds the modalities the same way."""
+    from medseg.config import load_config
+    from medseg.data.check import check_dataset
+    from medseg.infer import expand_inputs
+    from medseg.transforms import LoadVolumed
+
+    root = _vsd_copy(brats_dir, tmp_path / "BRATS2015_Training")
+    res = load_samples("brats", root, {"channels": ["flair", "t1c"]})
+    assert len(res.samples) == 4 and not res.problems
+    assert [s["meta"]["grade"] for s in res.samples] == ["HGG", "HGG", "LGG", "LGG"]
+    assert all("subset" not in s for s in res.samples)
+    for s in res.samples:
+        assert [p.split("/")[-1].split(".")[4] for p in s["image"]] == ["MR_Flair", "MR_T1c"]
+        assert "_3more" in s["label"] and s["label"].endswith(".mha")
+    twin = {s["case_id"]: s for s in load_samples("brats", brats_dir, {"channels": ["flair", "t1c"]}).samples}
+    load = LoadVolumed(2, 5)
+    s = res.samples[0]
+    a, b = load({"image": s["image"], "label": s["label"]}), load(dict(twin[s["case_id"]]))
+    np.testing.assert_allclose(np.asarray(a["image"]), np.asarray(b["image"]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(a["image"].affine), np.asarray(b["image"].affine), atol=1e-5)
+    assert np.array_equal(np.asarray(a["label"]), np.asarray(b["label"]))
+
+    cfg = load_config("brats")
+    report = check_dataset(cfg, root)
+    assert report["n_cases"] == 4 and not report["problems"]
+    case_dir = root / "LGG" / res.samples[2]["case_id"]
+    cases, errors = expand_inputs([str(case_dir)], cfg)
+    assert not errors and len(cases) == 1 and cases[0].paths == res.samples[2]["image"]
+
+
+def test_brats_grade_folders_stratify_the_split(tmp_path):
+    """BraTS 2018-2020 training sets sit in HGG/ and LGG/: the grade goes into the metadata, and a split asked
+    to stratify by it puts both grades on both sides."""
+    import nibabel as nib
+
+    from medseg.config import SplitConfig
+    from medseg.data.splits import make_split
+
+    vol = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    for grade, n in (("HGG", 6), ("LGG", 4)):
+        for i in range(n):
+            case = f"Brats18_{grade}_{i}"
+            d = tmp_path / grade / case
+            d.mkdir(parents=True)
+            for suffix in ("flair", "t1ce", "seg"):
+                nib.save(vol, d / f"{case}_{suffix}.nii.gz")
+    res = load_samples("brats", tmp_path, {"channels": ["flair", "t1c"]})
+    assert sorted(s["meta"]["grade"] for s in res.samples) == ["HGG"] * 6 + ["LGG"] * 4
+    split = make_split(res.samples, SplitConfig(val_fraction=0.5, stratify="grade"))
+    grade = {s["case_id"]: s["meta"]["grade"] for s in res.samples}
+    assert sorted(grade[c] for c in split["val"]) == ["HGG"] * 3 + ["LGG"] * 2
+    assert "stratified by grade" in split["method"]
+
+
 def test_brats_missing_modality(brats_dir):
     with pytest.raises(MedsegError, match="modality 't2' missing"):
         load_samples("brats", brats_dir, {"channels": ["flair", "t2"]})

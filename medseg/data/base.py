@@ -98,16 +98,6 @@ def files_below(folder: Path, exts: tuple[str, ...], limit: int = 500000) -> lis
                   and file_ext(p) in exts)[:limit]
 
 
-def glob_ci(folder: Path, pattern: str) -> list[Path]:
-    """Case-insensitive glob within one folder."""
-    import fnmatch
-
-    if not folder.is_dir():
-        return []
-    pat = pattern.lower()
-    return sorted(p for p in folder.iterdir() if fnmatch.fnmatch(p.name.lower(), pat) and not p.name.startswith("."))
-
-
 MASK_SUFFIXES = ("_mask", "_seg", "_segmentation", "_label", "_labels", "_lesion", "_gt", "_annotation",
                  "-mask", "-seg", "-segmentation", "-label", ".seg")  # .seg: 3D Slicer's <case>.seg.nrrd
 
