@@ -314,6 +314,30 @@ def test_nifti_msd_and_nnunet(tmp_path):
     assert nn.samples[0]["image"].endswith("pat_000_0000.nii.gz")
 
 
+def test_nifti_nnunet_v1_and_v2_variations(tmp_path):
+    """What real nnU-Net folders hold beyond the synthetic twin: v1's dataset.json lists ./imagesTr/<case>.nii.gz
+    while the files are <case>_0000.nii.gz; v2 region-based labels are lists; macOS leaves ._* files in unpacked
+    archives."""
+    root = synthetic.make_nnunet(tmp_path / "nn", n=3)
+    (root / "labelsTr" / "._pat_001.nii.gz").write_bytes(b"\x00\x05\x16\x07")
+    spec = json.loads((root / "dataset.json").read_text())
+    spec["labels"] = {"background": 0, "lesion": 1, "lesion and rim": [1, 2]}
+    (root / "dataset.json").write_text(json.dumps(spec))
+    v2 = load_samples("nifti", root)
+    assert [s["case_id"] for s in v2.samples] == ["pat_000", "pat_001", "pat_002"] and not v2.problems
+    assert v2.info["labels"] == ["background", "lesion"]
+    v1 = {"name": "Task500_Lesion", "modality": {"0": "T2"}, "labels": {"0": "background", "1": "lesion"},
+          "numTraining": 3, "training": [{"image": f"./imagesTr/pat_{i:03d}.nii.gz",
+                                           "label": f"./labelsTr/pat_{i:03d}.nii.gz"} for i in range(3)]}
+    (root / "dataset.json").write_text(json.dumps(v1))
+    res = load_samples("nifti", root)
+    assert [(s["case_id"], s["image"].split("/")[-1]) for s in res.samples] == [
+        (f"pat_{i:03d}", f"pat_{i:03d}_0000.nii.gz") for i in range(3)]
+    (root / "imagesTr" / "pat_002_0000.nii.gz").unlink()
+    with pytest.raises(MedsegError, match=r"imagesTr/pat_002.nii.gz: listed in dataset.json but missing"):
+        load_samples("nifti", root)
+
+
 def test_nifti_dataset_json_missing_file(tmp_path):
     root = synthetic.make_msd(tmp_path / "msd", n=2)
     spec = json.loads((root / "dataset.json").read_text())

@@ -27,30 +27,54 @@ EXPECTED = ("expected dataset.json with imagesTr/ and labelsTr/ (MSD or nnU-Net)
             "folders of .nii.gz/.nrrd/.mha files paired by name")
 
 
+def _label_names(labels: dict) -> list[str]:
+    """Class names in label-value order from MSD (``{"0": "background"}``) or nnU-Net v2 (``{"background": 0}``)
+    labels; nnU-Net's region entries (``"whole tumour": [1, 2, 3]``) name no single value and are left out."""
+    pairs = []
+    for key, value in labels.items():
+        if str(key).strip().isdigit():
+            pairs.append((int(key), str(value)))
+        elif isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+            pairs.append((int(value), str(key)))
+    return [name for _, name in sorted(pairs)]
+
+
+def _listed_image(root: Path, listed: str, n_ch: int) -> list[Path] | None:
+    """The file(s) of a ``training`` entry: the path as listed, or, as nnU-Net v1 writes dataset.json, the
+    ``<case>_0000<ext>`` ... channel files beside it."""
+    img = root / listed
+    if img.is_file():
+        return [img]
+    ext = file_ext(img)
+    chans = [img.with_name(f"{strip_ext(img)}_{c:04d}{ext}") for c in range(n_ch)]
+    return chans if all(c.is_file() for c in chans) else None
+
+
 def _from_dataset_json(root: Path, spec: dict) -> RecipeResult:
     samples, problems, info = [], [], {"dataset_json": str(root / "dataset.json")}
     labels = spec.get("labels") or {}
-    if labels:
-        pairs = sorted(((int(v), k) for k, v in labels.items()) if not str(next(iter(labels))).isdigit()
-                       else ((int(k), v) for k, v in labels.items()))
-        info["labels"] = [name for _, name in pairs]
+    if isinstance(labels, dict) and labels:
+        info["labels"] = _label_names(labels)
     chans = spec.get("channel_names") or spec.get("modality") or {}
     if chans:
         info["channels"] = [chans[k] for k in sorted(chans, key=int)]
+    n_ch = max(1, len(chans))
     if isinstance(spec.get("training"), list) and spec["training"] and isinstance(spec["training"][0], dict):
         for entry in spec["training"]:
-            img, lab = root / entry["image"], root / entry["label"]
-            gone = [p for p in (img, lab) if not p.exists()]
+            imgs, lab = _listed_image(root, entry["image"], n_ch), root / entry["label"]
+            gone = [p for p, ok in ((root / entry["image"], imgs is not None), (lab, lab.is_file())) if not ok]
             if gone:
                 problems.append(str(fail(gone[0], "listed in dataset.json but missing",
                                          "restore the file or remove its entry from dataset.json")))
                 continue
-            samples.append({IMAGE: str(img), LABEL: str(lab), "case_id": strip_ext(img), "group": strip_ext(img), "meta": {}})
+            case = strip_ext(root / entry["image"])
+            samples.append({IMAGE: [str(p) for p in imgs] if len(imgs) > 1 else str(imgs[0]), LABEL: str(lab),
+                            "case_id": case, "group": case, "meta": {}})
         return RecipeResult(samples, [], info, problems)
     ending = spec.get("file_ending", ".nii.gz")
     img_dir, lab_dir = root / "imagesTr", root / "labelsTr"
-    n_ch = max(1, len(chans))
-    for lab in sorted(lab_dir.glob(f"*{ending}"), key=lambda p: natural_key(p.name)):
+    for lab in sorted((p for p in lab_dir.glob(f"*{ending}") if not p.name.startswith(".")),
+                      key=lambda p: natural_key(p.name)):  # ._* files: macOS metadata in unpacked archives
         case = lab.name[: -len(ending)]
         imgs = [img_dir / f"{case}_{c:04d}{ending}" for c in range(n_ch)]
         gone = [p for p in imgs if not p.exists()]
