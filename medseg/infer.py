@@ -361,6 +361,7 @@ def segment_case(models: list[LoadedModel], case: Case, out_dir: Path, device: t
         **({"context_slices_found": geom.meta["context_slices_found"]} if "context_slices_found" in geom.meta else {}),
         **({"volume_slices": geom.meta["volume_slices"]} if "volume_slices" in geom.meta else {}),
         "metadata": {**geom.meta.get("dicom", {}), **lookup_metadata(case.paths[0])},
+        **({"dicom_series": geom.meta["dicom_series"]} if "dicom_series" in geom.meta else {}),
         "labels": list(cfg.data.labels),
         "channels": list(cfg.data.channels),
         **findings,
@@ -414,6 +415,13 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
             if res.get("context_slices_found") == 0:
                 log(f"warning: {case.paths[0]}: no neighbouring slices found for this 2.5D model, so it saw the slice "
                     "repeated; fix: keep the volume's slices side by side, named <stem>_<n>.<ext>")
+            others = res.get("dicom_series", {}).get("other_series")
+            if others:
+                chosen = res["dicom_series"]
+                log(f"warning: {case.paths[0]}: the folder holds {len(others) + 1} DICOM series; the largest was "
+                    f"segmented ({chosen['files']} files, '{chosen['description']}'), not "
+                    + ", ".join(f"'{o['description']}' ({o['files']} files)" for o in others)
+                    + "; fix: put each series in a folder of its own to segment another one")
             if res.get("volume_slices") == 1:
                 log(f"warning: {case.paths[0]}: this model normalises each slice with its whole volume's statistics, "
                     "but no other slice of the volume was found, so this slice's own were used; fix: keep the "

@@ -325,7 +325,25 @@ def _read_dicom_dir(path: Path) -> tuple[np.ndarray, Geometry]:
     for tag, name in DICOM_TAGS.items():
         if reader.HasMetaDataKey(0, tag):
             tags[name] = reader.GetMetaData(0, tag).strip()
-    return _from_sitk(img, path, fmt="itk", meta={"dicom": tags, "series_uid": best, "n_files": len(files)})
+    series_info = {"series_uid": best, "files": len(files), "description": tags.get("series_description", ""),
+                   "other_series": [_series_summary(path, s) for s in series if s != best]}
+    return _from_sitk(img, path, fmt="itk", meta={"dicom": tags, "dicom_series": series_info})
+
+
+def _series_summary(folder: Path, uid: str) -> dict:
+    """UID, file count and description of one series in a folder (its first file's header only)."""
+    import SimpleITK as sitk
+
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    desc = ""
+    try:
+        r = sitk.ImageFileReader()
+        r.SetFileName(files[0])
+        r.ReadImageInformation()
+        desc = r.GetMetaData("0008|103e").strip() if r.HasMetaDataKey("0008|103e") else ""
+    except RuntimeError:
+        pass
+    return {"series_uid": uid, "files": len(files), "description": desc}
 
 
 def write_volume(array: np.ndarray, geom: Geometry, path: str | Path, force: bool = False) -> Path:

@@ -178,6 +178,10 @@ def case_report(findings_json: str | Path, out: str | Path | None = None, gt: st
              ("Voxel spacing", " x ".join(fmt(s, 3) for s in geo["spacing_mm"]) + " mm" + (" (assumed: unknown)" if assumed else ""))]
     study += [(k.replace("_", " ").capitalize(), ", ".join(map(str, v)) if isinstance(v, list) else v)
               for k, v in meta.items() if k != "modality" and v not in (None, "")]
+    others = (f.get("dicom_series") or {}).get("other_series") or []
+    if others:  # the reader took the largest series of the folder: say which ones it did not segment
+        study.append(("Not segmented", "<br/>".join(f"series '{o['description'] or o['series_uid']}' ({o['files']} files)"
+                                                    for o in others)))
     body = [Paragraph("Study information", st["h2"]), _kv_table(study), Paragraph("Findings", st["h2"])]
     rows = [["Class", "Lesions", f"Total size ({unit})", f"Largest lesion ({unit})", "Largest lesion centre (mm)"]]
     for name, c in f["classes"].items():

@@ -20,6 +20,13 @@ def shared(sub: str) -> Path:
     return p
 
 
+def pdf_text(path) -> str:
+    """The text of every page of a PDF, whitespace folded to single spaces."""
+    from pypdf import PdfReader
+
+    return " ".join(" ".join(page.extract_text() for page in PdfReader(str(path)).pages).split())
+
+
 @pytest.fixture(scope="session")
 def ph2_dir(tmp_path_factory):
     return synthetic.make_ph2(tmp_path_factory.mktemp("ph2"), n=12)

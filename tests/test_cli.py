@@ -5,6 +5,8 @@ from typer.testing import CliRunner
 
 from medseg.cli import app
 
+from .conftest import pdf_text
+
 runner = CliRunner()
 
 
@@ -114,10 +116,8 @@ def test_evaluate_ensembles_models_of_one_split_and_refuses_mixed_splits(folder_
     r = _run("evaluate", "--model", a, "--model", b, "--data", "folder", "--data-dir", folder_dir, "--out",
              tmp_path / "ev", "--quiet", "--report")
     assert r.exit_code == 0, r.output
-    from pypdf import PdfReader
-
     pdf = next(Path("reports").glob("ev_cohort_report.pdf"))
-    text = " ".join(" ".join(pg.extract_text() for pg in PdfReader(str(pdf)).pages).split())
+    text = pdf_text(pdf)
     assert "ensemble of 2 (probabilities averaged)" in text
     info = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert [p.split("/")[-2] for p in info["ensemble"]] == ["a", "b"]

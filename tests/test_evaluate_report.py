@@ -5,12 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from pypdf import PdfReader
 
 from medseg.errors import MedsegError
 from medseg.evaluate import evaluate_folders
 from medseg.metrics import case_metrics
 from medseg.report import case_report, cohort_report, fmt
+
+from .conftest import pdf_text
 
 
 def _quiet(*_a, **_k):
@@ -100,16 +101,12 @@ def test_evaluate_multiclass_3d_and_bad_labels(tmp_path):
                          progress=False, log=_quiet)
 
 
-def _pdf_text(path):
-    return " ".join(" ".join(page.extract_text() for page in PdfReader(str(path)).pages).split())
-
-
 def test_cohort_pdf_numbers_match_csv(tmp_path):
     _masks(tmp_path)
     evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", images=tmp_path / "img", progress=False, log=_quiet)
     pdf = cohort_report(tmp_path / "ev")
     assert pdf.parent.name == "reports"
-    text = _pdf_text(pdf)
+    text = pdf_text(pdf)
     summary = pd.read_csv(tmp_path / "ev" / "summary.csv")
     dice = summary[summary["metric"] == "dice"].iloc[0]
     assert f"{fmt(dice['mean'])} ± {fmt(dice['std'])}" in text
@@ -141,7 +138,7 @@ def test_case_pdf_numbers_match_findings(tmp_path):
                 progress=False, log=_quiet).outputs[0]
     pdf = case_report(res["findings_json"], gt=data / "masks" / "case_000_mask.png")
     assert pdf.parent.name == "reports"
-    text = _pdf_text(pdf)
+    text = pdf_text(pdf)
     f = json.loads(open(res["findings_json"]).read())
     c = f["classes"]["lesion"]
     assert f"lesion {c['n_lesions']} {fmt(c['total_mm2'])}" in text
@@ -175,7 +172,7 @@ def test_2d_sizes_without_pixel_spacing_are_labelled_nominal(tmp_path):
     res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=_quiet)
     assert res.info["spacing_assumed"] is True and res.info["size_unit"] == "mm², 1 mm spacing assumed"
     pdf = cohort_report(tmp_path / "ev", out=tmp_path / "c.pdf")
-    text = " ".join(" ".join(page.extract_text() for page in PdfReader(str(pdf)).pages).split())
+    text = pdf_text(pdf)
     assert "carry no pixel spacing (* below): sizes and distances assume 1 mm per pixel" in text
     assert "GT size (mm²*)" in text  # the per-case table marks the nominal unit instead of spelling it out
 

@@ -16,6 +16,8 @@ from medseg.errors import MedsegError
 from medseg.infer import infer
 from medseg.train import train
 
+from .conftest import pdf_text
+
 
 def _quiet(*_a, **_k):
     pass
@@ -112,6 +114,33 @@ def test_dicom_series_to_nifti(model3d, tmp_path):
     assert np.allclose(seg.header.get_zooms(), ref.GetSpacing(), atol=1e-4)
     assert res["metadata"]["modality"] == "CT"
     assert _dice(np.asarray(seg.dataobj), mask) > 0.6
+
+
+def test_dicom_folder_with_several_series(model3d, tmp_path):
+    """A study folder as exported from a PACS: the scan and a 3-slice localizer side by side. The scan (the
+    largest series) is segmented, the findings name both series, and the log warns which one was taken."""
+    img, mask = _blob_volume((32, 30, 14), seed=11)
+    folder = tmp_path / "study"
+    synthetic.make_dicom_series(folder, img * 400, spacing=(1.1, 1.2, 2.0), series_uid="1.2.3.4.1",
+                                description="AX T2", prefix="ax")
+    synthetic.make_dicom_series(folder, img[:, :, 5:8] * 400, spacing=(1.1, 1.2, 5.0), series_uid="1.2.3.4.2",
+                                description="LOCALIZER", prefix="loc")
+    lines = []
+    res = infer([str(folder)], model=[str(model3d)], out=tmp_path / "out", progress=False, log=lines.append).outputs[0]
+    seg = nib.load(str(tmp_path / "out" / "study_seg.nii.gz"))
+    assert seg.shape == (32, 30, 14) and _dice(np.asarray(seg.dataobj), mask) > 0.6
+    series = res["dicom_series"]
+    assert (series["series_uid"], series["files"], series["description"]) == ("1.2.3.4.1", 14, "AX T2")
+    assert series["other_series"] == [{"series_uid": "1.2.3.4.2", "files": 3, "description": "LOCALIZER"}]
+    warning = [line for line in lines if line.startswith("warning:")]
+    assert len(warning) == 1 and "2 DICOM series" in warning[0] and "'AX T2'" in warning[0] and "LOCALIZER" in warning[0]
+    from medseg.report import case_report
+
+    pdf = case_report(res["findings_json"], out=tmp_path / "study.pdf")
+    text = pdf_text(pdf)
+    assert "Not segmented" in text and "LOCALIZER" in text and "AX T2" in text
+    single = _run([synthetic.make_dicom_series(tmp_path / "one", img * 400)], model3d, tmp_path / "out1").outputs[0]
+    assert single["dicom_series"]["other_series"] == []
 
 
 def test_2d_odd_sizes(model2d, tmp_path):

@@ -11,7 +11,7 @@ from medseg.data.lgg import group_by_volume, stack_patient
 from medseg.infer import infer
 from medseg.train import train
 
-from .conftest import shared
+from .conftest import pdf_text, shared
 
 pytestmark = pytest.mark.realdata
 
@@ -165,8 +165,6 @@ def test_infer_real_2d(ph2_model, lgg_model, tmp_path):
 @pytest.mark.slow
 def test_evaluate_and_report_real(ph2_model, lgg_model, brats_model, tmp_path):
     import pandas as pd
-    from pypdf import PdfReader
-
     from medseg.evaluate import evaluate_model
     from medseg.report import case_report, cohort_report, fmt
 
@@ -178,7 +176,7 @@ def test_evaluate_and_report_real(ph2_model, lgg_model, brats_model, tmp_path):
     brats = evaluate_model(brats_model, "brats", shared("brats"), tmp_path / "brats", split="val", progress=False, log=_quiet)
     assert set(brats.metrics["class"]) == {"necrosis", "oedema", "non_enhancing", "enhancing", "all_foreground"}
     pdf = cohort_report(tmp_path / "brats")
-    text = " ".join(" ".join(pg.extract_text() for pg in PdfReader(str(pdf)).pages).split())
+    text = pdf_text(pdf)
     s = pd.read_csv(tmp_path / "brats" / "summary.csv")
     d = s[(s["class"] == "all_foreground") & (s["metric"] == "dice")].iloc[0]
     assert f"{fmt(d['mean'])} ± {fmt(d['std'])}" in text
@@ -186,5 +184,5 @@ def test_evaluate_and_report_real(ph2_model, lgg_model, brats_model, tmp_path):
     res = infer([case["image"]], model=[str(ph2_model)], out=tmp_path / "inf", progress=False, log=_quiet).outputs[0]
     assert "diagnosis" in res["metadata"]  # looked up from PH2_dataset.txt
     single = case_report(res["findings_json"], gt=case["ground_truth"], out=tmp_path / "case.pdf")
-    text = " ".join(" ".join(pg.extract_text() for pg in PdfReader(str(single)).pages).split())
+    text = pdf_text(single)
     assert "Diagnosis" in text and "Agreement with ground truth" in text

@@ -285,8 +285,10 @@ def make_nnunet(root: str | Path, n: int = 4, shape=(24, 24, 16), seed: int = 0)
 
 
 def make_dicom_series(folder: str | Path, arr: np.ndarray, spacing=(0.8, 0.8, 2.0), origin=(-100.0, -120.0, 30.0),
-                      direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)) -> Path:
-    """Write an ``(X, Y, Z)`` int16 array as a CT-like DICOM series (one file per slice, LPS geometry)."""
+                      direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), series_uid: str | None = None,
+                      description: str = "synthetic series", prefix: str = "slice") -> Path:
+    """Write an ``(X, Y, Z)`` int16 array as a CT-like DICOM series (one file per slice, LPS geometry); several
+    series can share a folder when each gets its own ``series_uid`` and file ``prefix``."""
     import SimpleITK as sitk
 
     folder = Path(folder)
@@ -295,7 +297,7 @@ def make_dicom_series(folder: str | Path, arr: np.ndarray, spacing=(0.8, 0.8, 2.
     img.SetSpacing([float(s) for s in spacing])
     img.SetOrigin([float(o) for o in origin])
     img.SetDirection([float(d) for d in direction])
-    series_uid = "1.2.826.0.1.3680043.2.1125.1." + str(abs(hash(str(folder))) % 10 ** 12)
+    series_uid = series_uid or "1.2.826.0.1.3680043.2.1125.1." + str(abs(hash(str(folder))) % 10 ** 12)
     study_uid = series_uid + ".1"
     dir_tag = "\\".join(str(float(v)) for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7]))
     writer = sitk.ImageFileWriter()
@@ -305,11 +307,11 @@ def make_dicom_series(folder: str | Path, arr: np.ndarray, spacing=(0.8, 0.8, 2.
         pos = img.TransformIndexToPhysicalPoint((0, 0, z))
         for tag, value in (("0008|0060", "CT"), ("0010|0020", "SYNTH001"), ("0010|0010", "Synthetic^Patient"),
                            ("0020|000d", study_uid), ("0020|000e", series_uid), ("0008|0020", "20260101"),
-                           ("0008|103e", "synthetic series"), ("0020|0032", "\\".join(f"{p:.4f}" for p in pos)),
+                           ("0008|103e", description), ("0020|0032", "\\".join(f"{p:.4f}" for p in pos)),
                            ("0020|0037", dir_tag), ("0020|0013", str(z + 1)), ("0018|0050", f"{spacing[2]:.3f}"),
                            ("0028|0030", f"{spacing[1]:.4f}\\{spacing[0]:.4f}"),
                            ("0008|0018", f"{series_uid}.{z + 1}")):
             sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice_{z:04d}.dcm"))
+        writer.SetFileName(str(folder / f"{prefix}_{z:04d}.dcm"))
         writer.Execute(sl)
     return folder
