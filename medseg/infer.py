@@ -405,6 +405,10 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
     out_dir.mkdir(parents=True, exist_ok=True)
     cases, failures = expand_inputs([str(i) for i in inputs], models[0].cfg)
     summary = InferSummary(out_dir, failures=list(failures))
+    cfg0 = models[0].cfg
+    if cases and (cfg0.data.spatial_dims == 3 or not cfg0.binary):  # masks hold class indices: name them
+        tables = write_label_tables(out_dir, list(cfg0.data.labels), force)
+        log(f"class names for the viewers: {tables[0]} (3D Slicer), {tables[1]} (ITK-SNAP)")
     for case in tqdm(cases, disable=not progress or len(cases) < 2, desc="infer", unit="case"):
         try:
             res = segment_case(models, case, out_dir, dev, tta=tta, probabilities=probabilities, force=force, post=post)
@@ -433,6 +437,23 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
         raise MedsegError(f"{len(summary.failures)} of {len(cases) + len(failures)} inputs failed (first: "
                           f"{summary.failures[0]}); the others were written to {out_dir}")
     return summary
+
+
+def write_label_tables(out_dir: Path, labels: list[str], force: bool = False) -> list[Path]:
+    """Write ``labels.ctbl`` (3D Slicer) and ``labels_itksnap.txt`` (ITK-SNAP) naming the mask values; an existing
+    table with other classes (masks of another model in this folder) is only replaced with ``force``."""
+    from .viz import label_tables
+
+    paths = []
+    for name, text in label_tables(labels).items():
+        path = out_dir / name
+        if path.is_file() and path.read_text() != text and not force:
+            raise fail(path, "already exists with other class names (masks of another model are in this folder)",
+                       "choose another --out or pass --force")
+        if not path.is_file() or path.read_text() != text:
+            atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text), suffix=path.suffix)
+        paths.append(path)
+    return paths
 
 
 def findings_unit(res: dict) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import IMAGE_2D_EXTS, file_ext, read_image_2d, read_volume
-from .viz import CLASS_COLOURS, FN_COLOUR, FP_COLOUR, GT_COLOUR, PRED_COLOUR, to_display_rgb
+from .viz import CLASS_COLOURS, FN_COLOUR, FP_COLOUR, GT_COLOUR, PRED_COLOUR, class_colour, to_display_rgb
 
 
 def _plt():
@@ -32,7 +32,7 @@ def _rgb(c) -> tuple:
 def _class_colour(c: int, binary: bool, kind: str):
     if binary:
         return _rgb(GT_COLOUR if kind == "gt" else PRED_COLOUR)
-    return _rgb(CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)])
+    return _rgb(class_colour(c))
 
 
 def _scale_bar(ax, shape, spacing_col: float, spacing_known: bool = True) -> None:

@@ -47,3 +47,27 @@ def overlay(rgb: np.ndarray, gt: np.ndarray | None, pred: np.ndarray | None, alp
         if mask is not None:
             out[boundary(mask)] = colour
     return out.astype(np.uint8)
+
+
+def class_colour(c: int) -> tuple[int, int, int]:
+    """The colour of class ``c`` (1, 2, ...) in overlays and viewer colour tables."""
+    return CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)]
+
+
+def label_tables(labels: list[str]) -> dict[str, str]:
+    """Colour tables that name a label map's values in the viewers: ``labels.ctbl`` for 3D Slicer (load it, then
+    pick it as the label map's colour table) and ``labels_itksnap.txt`` for ITK-SNAP (Segmentation > Import
+    Label Descriptions). Value ``c`` is ``labels[c]``; the background is transparent."""
+    import re
+
+    slicer = ["# Color table file labels.ctbl", f"# {len(labels)} values", "0 background 0 0 0 0"]
+    snap = ["################################################", "# ITK-SnAP Label Description File",
+            "# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL", "################################################",
+            '    0     0    0    0     0   0   0  "Clear Label"']
+    for c, name in enumerate(labels[1:], start=1):
+        r, g, b = class_colour(c)
+        slicer_name = re.sub(r"\s+", "_", name.strip()) or f"class_{c}"  # Slicer: one word per name
+        snap_name = name.replace('"', "'")
+        slicer.append(f"{c} {slicer_name} {r} {g} {b} 255")
+        snap.append(f'{c:5d} {r:5d} {g:4d} {b:4d}     1   1   1  "{snap_name}"')
+    return {"labels.ctbl": "\n".join(slicer) + "\n", "labels_itksnap.txt": "\n".join(snap) + "\n"}

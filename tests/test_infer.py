@@ -143,6 +143,34 @@ def test_dicom_folder_with_several_series(model3d, tmp_path):
     assert single["dicom_series"]["other_series"] == []
 
 
+def test_label_tables_for_viewers(model3d, model2d, tmp_path):
+    """3D masks come with colour tables naming their values (3D Slicer .ctbl, ITK-SNAP label descriptions) in the
+    overlay colours; a folder holding another model's tables is not rewritten without force; binary 2D masks
+    (0/255 PNGs) get none."""
+    from medseg.infer import write_label_tables
+    from medseg.viz import class_colour
+
+    img, _ = _blob_volume((24, 22, 12))
+    nib.save(nib.Nifti1Image(img, np.eye(4)), tmp_path / "v.nii.gz")
+    _run([tmp_path / "v.nii.gz"], model3d, tmp_path / "out")
+    names = list(torch.load(model3d, weights_only=True)["config"]["data"]["labels"])
+    ctbl = (tmp_path / "out" / "labels.ctbl").read_text().splitlines()
+    r, g, b = class_colour(1)
+    assert ctbl[2] == "0 background 0 0 0 0" and ctbl[3] == f"1 {names[1]} {r} {g} {b} 255" and len(ctbl) == 2 + len(names)
+    snap = (tmp_path / "out" / "labels_itksnap.txt").read_text().splitlines()
+    assert snap[-1].split() == ["1", str(r), str(g), str(b), "1", "1", "1", f'"{names[1]}"']
+    _run([tmp_path / "v.nii.gz"], model3d, tmp_path / "out", force=True)  # same model again: tables unchanged
+    with pytest.raises(MedsegError, match=r"labels.ctbl: already exists with other class names"):
+        write_label_tables(tmp_path / "out", ["background", "left kidney"])
+    write_label_tables(tmp_path / "out", ["background", "left kidney"], force=True)
+    assert "1 left_kidney " in (tmp_path / "out" / "labels.ctbl").read_text()
+    assert '"left kidney"' in (tmp_path / "out" / "labels_itksnap.txt").read_text()
+    rng = np.random.default_rng(0)
+    Image.fromarray(synthetic.lesion_2d(rng, 40, 40)[0]).save(tmp_path / "skin.png")
+    _run([tmp_path / "skin.png"], model2d, tmp_path / "out2d")
+    assert not (tmp_path / "out2d" / "labels.ctbl").exists()
+
+
 def test_2d_odd_sizes(model2d, tmp_path):
     rng = np.random.default_rng(3)
     for h, w in ((50, 70), (61, 45)):
