@@ -29,8 +29,8 @@ from .data.base import IMAGE, mask_stem
 from .data.lookup import lookup_metadata
 from .errors import MedsegError, fail, find_user_error
 from .findings import lesion_findings
-from .io import (IMAGE_2D_EXTS, VOLUME_EXTS, Geometry, atomic_write, file_ext, geometry_2d, is_dicom_dir, strip_ext,
-                 write_image_2d, write_volume)
+from .io import (IMAGE_2D_EXTS, VOLUME_EXTS, Geometry, atomic_write, exif_orientation, file_ext, geometry_2d,
+                 is_dicom_dir, strip_ext, write_image_2d, write_volume)
 from .models import build_model
 from .postprocess import postprocess
 from .train import predict_logits, resolve_device
@@ -246,6 +246,8 @@ def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: 
             geom.meta["context_slices_found"] = int(meta.get("context_found", 0))
         if "volume_slices" in meta:  # normalised with its volume's statistics: say over how many slices
             geom.meta["volume_slices"] = int(meta["volume_slices"])
+        if meta.get("exif") == "upright":  # the camera's orientation was applied: the mask is upright too
+            geom.meta["exif_orientation"] = exif_orientation(case.paths[0])
         out = probs[0].cpu().numpy()
     else:
         geom = meta["geometry"]
@@ -360,6 +362,7 @@ def segment_case(models: list[LoadedModel], case: Case, out_dir: Path, device: t
         "spacing_assumed": geom.ndim == 2 and not geom.meta.get("spacing_known", False),
         **({"context_slices_found": geom.meta["context_slices_found"]} if "context_slices_found" in geom.meta else {}),
         **({"volume_slices": geom.meta["volume_slices"]} if "volume_slices" in geom.meta else {}),
+        **({"exif_orientation": geom.meta["exif_orientation"]} if "exif_orientation" in geom.meta else {}),
         "metadata": {**geom.meta.get("dicom", {}), **lookup_metadata(case.paths[0])},
         **({"dicom_series": geom.meta["dicom_series"]} if "dicom_series" in geom.meta else {}),
         "labels": list(cfg.data.labels),
@@ -426,6 +429,10 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
                     f"segmented ({chosen['files']} files, '{chosen['description']}'), not "
                     + ", ".join(f"'{o['description']}' ({o['files']} files)" for o in others)
                     + "; fix: put each series in a folder of its own to segment another one")
+            if res.get("exif_orientation"):
+                log(f"note: {case.paths[0]}: EXIF orientation {res['exif_orientation']} applied: the image was "
+                    f"segmented upright, as viewers show it, and the mask ({res['geometry']['shape'][0]}x"
+                    f"{res['geometry']['shape'][1]}) is upright too")
             if res.get("volume_slices") == 1:
                 log(f"warning: {case.paths[0]}: this model normalises each slice with its whole volume's statistics, "
                     "but no other slice of the volume was found, so this slice's own were used; fix: keep the "

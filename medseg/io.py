@@ -162,12 +162,29 @@ class Geometry:
 # 2D
 # ----------------------------------------------------------------------------
 
-def read_image_2d(path: str | Path, kind: str = "image") -> np.ndarray:
-    """Read a 2D image or mask as stored: ``(H, W)`` or ``(H, W, C)``.
+EXIF_ORIENTATION = 274  # the EXIF/TIFF tag a camera sets instead of turning the pixels
+
+
+def exif_orientation(path: str | Path) -> int:
+    """A 2D file's EXIF orientation (1 = as stored, 2-8 = flipped or turned when shown); 1 when it has none."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            value = im.getexif().get(EXIF_ORIENTATION, 1)
+        return int(value) if value in range(1, 9) else 1
+    except Exception:  # noqa: BLE001 - unreadable files are reported by read_image_2d
+        return 1
+
+
+def read_image_2d(path: str | Path, kind: str = "image", upright: bool = True) -> np.ndarray:
+    """Read a 2D image or mask: ``(H, W)`` or ``(H, W, C)``.
 
     Handles BMP/PNG/JPEG/TIFF, 1-bit and palette files, 16-bit and float
     TIFFs. ``kind="mask"`` keeps palette indices; ``kind="image"`` expands
-    palettes to RGB.
+    palettes to RGB. With ``upright`` (the default) a file's EXIF orientation
+    is applied, so the array is the picture as viewers, browsers and annotation
+    tools show it; ``upright=False`` gives the pixels as stored.
     """
     path = Path(path)
     if not path.is_file():
@@ -182,6 +199,10 @@ def read_image_2d(path: str | Path, kind: str = "image") -> np.ndarray:
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
                 im.load()
+                if upright and im.getexif().get(EXIF_ORIENTATION, 1) not in (None, 1):
+                    from PIL import ImageOps
+
+                    im = ImageOps.exif_transpose(im)
                 if im.mode == "P" and kind == "image":
                     im = im.convert("RGB")
                 elif im.mode in {"CMYK", "YCbCr", "LAB", "HSV"}:

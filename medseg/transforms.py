@@ -49,7 +49,7 @@ from monai.transforms import (
 from .config import Config
 from .data.base import IMAGE, LABEL
 from .errors import MedsegError, fail, find_user_error
-from .io import read_image_2d, read_volume, slice_neighbours, volume_slices
+from .io import exif_orientation, read_image_2d, read_volume, slice_neighbours, volume_slices
 
 # ----------------------------------------------------------------------------
 # image / label adaptation shared by training and inference
@@ -164,15 +164,31 @@ class LoadImage2Dd(_LoadPaird):
         super().__init__(n_channels, num_classes, keys, allow_missing_keys, describe)
         self.context = context
 
-    def _read(self, path) -> tuple[np.ndarray, int]:
-        raw = read_image_2d(path, kind="image")
+    def _read(self, path, upright: bool = True) -> tuple[np.ndarray, int]:
+        raw = read_image_2d(path, kind="image", upright=upright)
         _check_finite(raw, path)
         return adapt_channels_2d(raw, self.n_channels, path), 1 if raw.ndim == 2 else raw.shape[2]
+
+    def _stored_pair(self, path, lpath):
+        """Image and mask as stored (EXIF orientation ignored), when only that way their sizes agree: a mask made
+        from the raw pixel array of a photo that viewers show turned."""
+        if self.context or (exif_orientation(path) == 1 and exif_orientation(lpath) == 1):
+            return None
+        img, raw_channels = self._read(path, upright=False)
+        mask = read_image_2d(lpath, kind="mask", upright=False)
+        return (img, raw_channels, mask) if mask.shape[:2] == img.shape[1:] else None
 
     def __call__(self, data):
         d = dict(data)
         path = d[IMAGE]
         img, raw_channels = self._read(path)
+        lpath = d.get(LABEL)
+        mask = read_image_2d(lpath, kind="mask") if lpath is not None else None
+        exif = "upright" if exif_orientation(path) != 1 else "none"  # every item has the key: batches collate
+        if mask is not None and mask.shape[:2] != img.shape[1:]:
+            stored = self._stored_pair(path, lpath)
+            if stored is not None:
+                (img, raw_channels, mask), exif = stored, "as_stored"
         found = 0
         if self.context:  # 2.5D: the neighbouring slices become extra channels, centre first
             paths, found = slice_neighbours(path, self.context)
@@ -187,10 +203,8 @@ class LoadImage2Dd(_LoadPaird):
         d[IMAGE] = img
         d["image_meta"] = {"path": str(path), "original_size": list(img.shape[1:]), "stats": _channel_stats(img, (1, 2)),
                            **({"context_found": found} if self.context else {}),
-                           **({"channels_on_disk": raw_channels} if self.describe else {})}
-        if LABEL in d and d[LABEL] is not None:
-            lpath = d[LABEL]
-            mask = read_image_2d(lpath, kind="mask")
+                           **({"channels_on_disk": raw_channels} if self.describe else {}), "exif": exif}
+        if mask is not None:
             if self.describe:
                 d["label_meta"] = {"values_on_disk": self._raw_values(mask)}
             if mask.shape[:2] != img.shape[1:]:

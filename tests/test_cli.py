@@ -53,6 +53,32 @@ def test_check_warns_when_colour_would_be_lost(ph2_dir):
                       "(colour is lost); set data.channels to [red, green, blue] to keep colour"]
 
 
+def test_check_says_which_images_were_turned_by_their_exif_orientation(tmp_path):
+    """Two photos carry EXIF orientation 6: one with a mask drawn upright (read upright), one with a mask made from
+    the stored pixels (read as stored, with the fix); the plain ones give no warning."""
+    from PIL import Image
+
+    from medseg.config import load_config
+    from medseg.data import synthetic
+    from medseg.data.check import check_dataset
+
+    root = synthetic.make_folder_2d(tmp_path / "f", n=4, size=(16, 20))
+    exif = Image.Exif()
+    exif[274] = 6
+    for i, upright_mask in ((0, True), (1, False)):
+        img = Image.open(root / "images" / f"case_00{i}.png")
+        (root / "images" / f"case_00{i}.png").unlink()
+        img.save(root / "images" / f"case_00{i}.jpg", quality=98, exif=exif)
+        if upright_mask:
+            mask = Image.open(root / "masks" / f"case_00{i}_mask.png")
+            mask.transpose(Image.Transpose.ROTATE_270).save(root / "masks" / f"case_00{i}_mask.png")
+    r = check_dataset(load_config("demo", ["data.recipe=folder"]), root)
+    assert not r["problems"] and r["image_sizes"] == {"16x20": 3, "20x16": 1}
+    turned = [w for w in r["warnings"] if "EXIF" in w]
+    assert len(turned) == 2 and turned[0].startswith("1 image carries an EXIF orientation: read upright")
+    assert turned[1].startswith("1 image fits its mask only with the EXIF orientation ignored") and "fix:" in turned[1]
+
+
 def test_check_lists_every_missing_mask_and_exits_1(tmp_path):
     from medseg.data import synthetic
 

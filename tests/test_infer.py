@@ -184,6 +184,24 @@ def test_2d_odd_sizes(model2d, tmp_path):
         assert _dice(seg > 0, np.load(tmp_path / f"odd_{h}x{w}.npy")) > 0.7
 
 
+def test_exif_turned_photo_is_segmented_upright(model2d, tmp_path):
+    """A phone photo stored 64x48 with EXIF orientation 8 (shown turned 90 degrees anticlockwise): the mask is the
+    upright picture's size and finds the lesion where a viewer shows it; findings and log say so."""
+    rng = np.random.default_rng(3)
+    img, mask = synthetic.lesion_2d(rng, 64, 48)
+    stored = np.rot90(img, k=-1).copy()  # what the camera wrote: the upright picture turned clockwise
+    exif = Image.Exif()
+    exif[274] = 8
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    lines = []
+    res = infer([str(tmp_path / "phone.jpg")], model=[str(model2d)], out=tmp_path / "out", progress=False,
+                log=lines.append).outputs[0]
+    seg = np.array(Image.open(tmp_path / "out" / "phone_seg.png"))
+    assert seg.shape == (64, 48) and _dice(seg > 0, mask) > 0.7
+    assert res["exif_orientation"] == 8 and res["geometry"]["shape"] == [64, 48]
+    assert any(line.startswith("note:") and "EXIF orientation 8 applied" in line for line in lines)
+
+
 def test_lgg_style_tiff_slice(model2d, tmp_path):
     img = np.zeros((40, 56, 3), np.uint8) + 30
     img[10:25, 20:40] = 220

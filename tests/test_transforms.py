@@ -66,6 +66,49 @@ def test_size_mismatch_names_mask(tmp_path):
         LoadImage2Dd(3, 2)(_pair(tmp_path, mask_size=(10, 30)))
 
 
+def _exif_photo(path, rgb, orientation):
+    """Save ``rgb`` as stored pixels with an EXIF orientation tag, as a phone camera does."""
+    exif = Image.Exif()
+    exif[274] = orientation
+    Image.fromarray(rgb).save(path, quality=98, exif=exif)
+
+
+def test_exif_orientation_is_applied_to_images_and_masks_fit_either_way(tmp_path):
+    """A photo whose camera set EXIF orientation 6 (shown turned 90 degrees clockwise) is read upright, as viewers
+    and annotation tools show it: a mask drawn on the upright picture fits it; a mask made from the stored pixel
+    array (a different size) makes the loader fall back to the stored pixels; orientation 3 (180 degrees, same
+    size) is read upright too."""
+    from medseg.io import exif_orientation, read_image_2d
+
+    rgb = np.full((30, 40, 3), 40, np.uint8)
+    rgb[2:10, 3:12] = 250  # a bright patch near the stored top-left corner
+    mask_stored = (rgb[..., 0] > 128).astype(np.uint8) * 255
+    _exif_photo(tmp_path / "p6.jpg", rgb, 6)
+    _exif_photo(tmp_path / "p3.jpg", rgb, 3)
+    assert exif_orientation(tmp_path / "p6.jpg") == 6 and exif_orientation(tmp_path / "p3.jpg") == 3
+    up6 = read_image_2d(tmp_path / "p6.jpg")
+    assert up6.shape == (40, 30, 3) and up6[2:10, -10:-3].mean() > 200  # the patch is now top-right
+    assert read_image_2d(tmp_path / "p6.jpg", upright=False).shape == (30, 40, 3)
+    up3 = read_image_2d(tmp_path / "p3.jpg")
+    assert up3.shape == (30, 40, 3) and up3[-10:-2, -12:-3].mean() > 200  # turned half a circle
+
+    load = LoadImage2Dd(3, 2)
+    Image.fromarray(np.rot90(mask_stored, k=-1).copy()).save(tmp_path / "m6_upright.png")
+    out = load({IMAGE: str(tmp_path / "p6.jpg"), LABEL: str(tmp_path / "m6_upright.png")})
+    assert out[IMAGE].shape == (3, 40, 30) and out["image_meta"]["exif"] == "upright"
+    assert out[IMAGE][:, out[LABEL][0] > 0].mean() > out[IMAGE][:, out[LABEL][0] == 0].mean() + 1.5  # z-scored
+    Image.fromarray(mask_stored).save(tmp_path / "m6_stored.png")
+    out = load({IMAGE: str(tmp_path / "p6.jpg"), LABEL: str(tmp_path / "m6_stored.png")})
+    assert out[IMAGE].shape == (3, 30, 40) and out["image_meta"]["exif"] == "as_stored"
+    assert out[IMAGE][:, out[LABEL][0] > 0].mean() > out[IMAGE][:, out[LABEL][0] == 0].mean() + 1.5
+    Image.fromarray(np.rot90(mask_stored, k=2).copy()).save(tmp_path / "m3_upright.png")
+    out = load({IMAGE: str(tmp_path / "p3.jpg"), LABEL: str(tmp_path / "m3_upright.png")})
+    assert out[IMAGE][:, out[LABEL][0] > 0].mean() > out[IMAGE][:, out[LABEL][0] == 0].mean() + 1.5
+    plain = tmp_path / "plain.jpg"
+    Image.fromarray(rgb).save(plain, quality=98)
+    assert exif_orientation(plain) == 1 and load({IMAGE: str(plain)})["image_meta"]["exif"] == "none"
+
+
 def test_truncated_image(tmp_path):
     d = _pair(tmp_path)
     Image.fromarray(np.zeros((200, 200, 3), np.uint8) + 50).save(tmp_path / "b.jpg", quality=90)

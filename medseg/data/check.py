@@ -30,7 +30,7 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
     dims = cfg.data.spatial_dims
     loader = (LoadImage2Dd(len(cfg.data.channels), cfg.num_classes, context=cfg.data.context_slices, describe=True)
               if dims == 2 else LoadVolumed(len(cfg.data.channels), cfg.num_classes, describe=True))
-    sizes, spacings, values, channels = Counter(), Counter(), Counter(), Counter()
+    sizes, spacings, values, channels, exif = Counter(), Counter(), Counter(), Counter(), Counter()
     problems = list(result.problems)  # cases the recipe had to leave out, then files the loader rejects
     fg_fraction = []
     for s in tqdm(samples, disable=not progress, desc="checking", unit="case"):
@@ -41,12 +41,14 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
             if dims == 3:
                 spacings["x".join(f"{v:.3g}" for v in meta["spacing"])] += 1
             channels[meta["channels_on_disk"]] += 1
+            exif[meta.get("exif", "none")] += 1
             values.update(out["label_meta"]["values_on_disk"])
             fg_fraction.append(float((np.asarray(out[LABEL]) > 0).mean()))
         except MedsegError as exc:
             problems.append(str(exc))
     meta_keys = sorted({k for s in samples for k in s.get("meta", {})})
-    warnings = list(result.warnings) + (_channel_warnings(channels, cfg.data.channels) if dims == 2 else [])
+    warnings = list(result.warnings) + (_channel_warnings(channels, cfg.data.channels) + _exif_warnings(exif)
+                                        if dims == 2 else [])
     report = {
         "recipe": cfg.data.recipe,
         "data_dir": str(Path(data_dir)),
@@ -71,6 +73,11 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
     return report
 
 
+def _images(count: int, one: str, many: str) -> str:
+    """"1 image has" / "3 images have"."""
+    return f"{count} image {one}" if count == 1 else f"{count} images {many}"
+
+
 def _channel_warnings(found: Counter, expected: list[str]) -> list[str]:
     """What the 2D loader will do to images whose channel count differs from the config's ``data.channels``."""
     from ..transforms import channel_plan
@@ -86,8 +93,23 @@ def _channel_warnings(found: Counter, expected: list[str]) -> list[str]:
             "repeat": (f"repeated into {n} identical channels", "set data.channels to one name, e.g. [image]"),
             "refuse": ("refused", f"set data.channels to {c} names"),
         }[plan]
-        out.append(f"{count} images have {c} channel{'s' if c > 1 else ''} but the config expects {n} "
+        out.append(f"{_images(count, 'has', 'have')} {c} channel{'s' if c > 1 else ''} but the config expects {n} "
                    f"({', '.join(expected)}): they will be {what}; {fix}")
+    return out
+
+
+def _exif_warnings(exif: Counter) -> list[str]:
+    """Images a camera marked as turned or flipped (EXIF orientation): read upright, as viewers show them, unless
+    only their stored pixels fit the mask."""
+    out = []
+    if exif["upright"]:
+        out.append(f"{_images(exif['upright'], 'carries', 'carry')} an EXIF orientation: read upright, as viewers "
+                   "and annotation tools show them, so the masks must have been drawn on the upright picture; "
+                   "check one overlay (medseg evaluate writes them)")
+    if exif["as_stored"]:
+        out.append(f"{_images(exif['as_stored'], 'fits its mask', 'fit their masks')} only with the EXIF orientation "
+                   "ignored: trained as stored, but medseg infer reads images upright; fix: save these images without "
+                   "the orientation tag (e.g. exiftool -Orientation= -n) so that both agree")
     return out
 
 
