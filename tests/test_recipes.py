@@ -173,6 +173,28 @@ def test_lgg_stack_patient(lgg_dir):
     assert set(np.unique(mask)) <= {0, 1} and mask.sum() > 0
 
 
+def test_second_copy_inside_the_data_dir_is_used_once(lgg_dir, tmp_path):
+    """The Kaggle LGG archive unpacks kaggle_3m/ and lgg-mri-segmentation/kaggle_3m/ side by side: pointed at the
+    top, the loader uses the first copy only and says so. A copy that differs is still an error."""
+    import shutil
+
+    root = tmp_path / "lgg-mri-segmentation"
+    shutil.copytree(lgg_dir, root)
+    shutil.copytree(lgg_dir, root / "lgg-mri-segmentation")
+    single = load_samples("lgg", lgg_dir)
+    res = load_samples("lgg", root)
+    assert len(res.samples) == len(single.samples)
+    assert all("/lgg-mri-segmentation/lgg-mri-segmentation/" not in s["image"] for s in res.samples)
+    assert [s["case_id"] for s in res.samples] == [s["case_id"] for s in single.samples]
+    assert [s["group"] for s in res.samples] == [s["group"] for s in single.samples]
+    copies = [w for w in res.warnings if "appear twice with identical files" in w]
+    assert len(copies) == 1 and copies[0].split(": ")[1].startswith(f"{len(single.samples)} cases appear twice")
+    first_mask = next((root / "lgg-mri-segmentation").rglob("*_mask.tif"))
+    first_mask.write_bytes(first_mask.read_bytes() + b"\x00")  # the second copy now differs in one file
+    with pytest.raises(MedsegError, match="duplicate case ids"):
+        load_samples("lgg", root)
+
+
 def test_brats_twin_predefined_subsets(brats_dir):
     res = load_samples("brats", brats_dir, {"channels": ["flair", "t1c"]})
     assert len(res.samples) == 4

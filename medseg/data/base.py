@@ -64,11 +64,46 @@ def load_samples(recipe: str, data_dir: str | Path, options: dict | None = None,
                                                 f"`medseg datasets check` lists them all)" if more else ""))
     if not result.samples and not result.problems:
         raise fail(data_dir, f"no {recipe} cases found", result.info.get("expected", "check the layout in datasets/README.md"))
+    result.samples, copies = _drop_identical_copies(result.samples)
+    if copies:
+        a, b = copies[0]
+        result.warnings.append(f"{data_dir}: {len(copies)} case{'s' if len(copies) > 1 else ''} appear twice with "
+                               f"identical files (e.g. {a} and {b}, as in archives that unpack a second copy of "
+                               "the data set): only the first copy is used; point --data-dir at one copy")
     ids = [s["case_id"] for s in result.samples]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
         raise fail(data_dir, f"duplicate case ids {dup}", "give every case a unique file or folder name")
     return result
+
+
+def _files_of(sample: dict) -> list[Path]:
+    files = sample[IMAGE] if isinstance(sample[IMAGE], (list, tuple)) else [sample[IMAGE]]
+    return [Path(f) for f in files] + ([Path(sample[LABEL])] if sample.get(LABEL) else [])
+
+
+def _drop_identical_copies(samples: list[dict]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Leave out a case whose id, file names and file sizes repeat an earlier case's (a second copy of the data set
+    inside the data directory); return the kept samples and (kept, dropped) image paths of each copy left out."""
+    counts: dict[str, int] = {}
+    for s in samples:
+        counts[s["case_id"]] = counts.get(s["case_id"], 0) + 1
+    if all(n == 1 for n in counts.values()):
+        return samples, []
+
+    def signature(s):
+        return tuple((f.name, f.stat().st_size if f.is_file() else -1) for f in _files_of(s))
+
+    first: dict[str, dict] = {}
+    kept, copies = [], []
+    for s in samples:
+        earlier = first.get(s["case_id"])
+        if earlier is not None and signature(earlier) == signature(s):
+            copies.append((str(_files_of(earlier)[0]), str(_files_of(s)[0])))
+            continue
+        first.setdefault(s["case_id"], s)
+        kept.append(s)
+    return kept, copies
 
 
 def first_subdir(root: Path, names: list[str]) -> Path | None:
