@@ -108,7 +108,6 @@ def _is_supported(p: Path) -> bool:
 def expand_inputs(inputs: list[str], cfg: Config) -> tuple[list[Case], list[str]]:
     """Turn the user's INPUT arguments into cases; unusable inputs become error lines."""
     cases, errors = [], []
-    n_ch, dims = len(cfg.data.channels), cfg.data.spatial_dims
     for raw in inputs:
         raw = str(raw)
         if "," in raw:  # one multi-modal case given as comma-separated files
@@ -123,34 +122,62 @@ def expand_inputs(inputs: list[str], cfg: Config) -> tuple[list[Case], list[str]
         if not p.exists():
             errors.append(f"{p}: input not found; fix: check the path")
         elif p.is_dir():
-            if is_dicom_dir(p):
-                cases.append(Case(p.name, [str(p)], raw))
-                continue
-            if dims == 3 and n_ch > 1:
-                mod = _modality_files(p, cfg)
-                if mod:
-                    cases.append(Case(p.name, mod, raw))
-                    continue
-            files = sorted(f for f in p.iterdir() if f.is_file() and _is_supported(f) and not f.name.startswith(".")
-                           and mask_stem(strip_ext(f)) == strip_ext(f))
-            subdirs = sorted(d for d in p.iterdir() if d.is_dir() and is_dicom_dir(d))
-            if not files and not subdirs:
-                errors.append(f"{p}: no supported images in this folder; fix: give .nii.gz/.nrrd/.mha/.png/.jpg/.bmp/.tif "
-                              "files or a DICOM series folder")
-            cases += [Case(strip_ext(f), [str(f)], str(f)) for f in files]
-            cases += [Case(d.name, [str(d)], str(d)) for d in subdirs]
+            found = _folder_cases(p, cfg, raw)
+            if not found:
+                errors.append(f"{p}: no supported images in this folder or below it; fix: give .nii.gz/.nrrd/.mha/.png/"
+                              ".jpg/.bmp/.tif files, a DICOM series folder, or folders of them")
+            cases += found
         elif not _is_supported(p):
             errors.append(f"{p}: unsupported file type '{file_ext(p) or p.suffix or '(none)'}'; fix: use NIfTI, NRRD, MHA, "
                           "a DICOM folder, or PNG/JPEG/BMP/TIFF")
         else:
             cases.append(Case(strip_ext(p), [str(p)], raw))
-    seen: dict[str, int] = {}
-    for c in cases:  # keep output names unique
-        if c.case_id in seen:
-            seen[c.case_id] += 1
-            c.case_id = f"{Path(c.paths[0]).parent.name}_{c.case_id}"
-        seen.setdefault(c.case_id, 0)
+    _unique_ids(cases)
     return cases, errors
+
+
+def _unique_ids(cases: list[Case]) -> None:
+    """Output names must not collide: cases that share a name (scans/p1/ct.nii.gz, scans/p2/ct.nii.gz) are all
+    named after their folder too (p1_ct, p2_ct), and a number is added if that is still not enough."""
+    from collections import Counter
+
+    counts = Counter(c.case_id for c in cases)
+    for c in cases:
+        if counts[c.case_id] > 1:
+            where = Path(c.paths[0]).parent
+            if where.name == c.case_id:  # a case folder's own name (multi-modal case, VSD file): the one above
+                where = where.parent
+            c.case_id = f"{where.name}_{c.case_id}"
+    seen: Counter = Counter()
+    for c in cases:
+        seen[c.case_id] += 1
+        if seen[c.case_id] > 1:
+            c.case_id = f"{c.case_id}_{seen[c.case_id]}"
+
+
+SKIP_DIRS = {"labelstr", "labelsts", "labels", "label", "masks", "mask", "segmentations", "segs", "gt", "ground_truth"}
+OUTPUT_SUFFIXES = ("_prob",)  # medseg's own probability maps (its masks end in _seg, a mask suffix)
+
+
+def _folder_cases(folder: Path, cfg: Config, raw: str, depth: int = 0) -> list[Case]:
+    """The cases in a folder: the folder itself when it is a DICOM series or (multi-modal 3D model) one case's
+    modality files; otherwise its image files, then the same search in each sub-folder (label folders, masks and
+    medseg's own outputs left out), so a folder of case folders segments every case."""
+    if is_dicom_dir(folder):
+        return [Case(folder.name, [str(folder)], raw if depth == 0 else str(folder))]
+    if cfg.data.spatial_dims == 3 and len(cfg.data.channels) > 1:
+        mod = _modality_files(folder, cfg)
+        if mod:
+            return [Case(folder.name, mod, raw if depth == 0 else str(folder))]
+    cases = [Case(strip_ext(f), [str(f)], str(f)) for f in sorted(folder.iterdir())
+             if f.is_file() and _is_supported(f) and not f.name.startswith(".")
+             and mask_stem(strip_ext(f)) == strip_ext(f) and not strip_ext(f).lower().endswith(OUTPUT_SUFFIXES)]
+    if depth < 4:
+        for sub in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            name = sub.name.lower()
+            if name not in SKIP_DIRS and mask_stem(sub.name) == sub.name and not name.endswith("_roi"):
+                cases += _folder_cases(sub, cfg, raw, depth + 1)  # not labelsTr/, IMDxxx_lesion/, IMDxxx_roi/
+    return cases
 
 
 def _modality_files(folder: Path, cfg: Config) -> list[str] | None:

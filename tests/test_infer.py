@@ -171,6 +171,37 @@ def test_label_tables_for_viewers(model3d, model2d, tmp_path):
     assert not (tmp_path / "out2d" / "labels.ctbl").exists()
 
 
+def test_folder_of_case_folders(model3d, brats_dir, tmp_path):
+    """`medseg infer scans/` segments every case below the folder: volumes in per-patient folders (same file names
+    get their folder's name), DICOM series folders, multi-modal case folders (BraTS validation sets), 2D images in
+    per-case folders; label folders, masks, PH2's lesion/ROI folders and medseg's own outputs are left out."""
+    from medseg.infer import expand_inputs
+
+    img, mask = _blob_volume((24, 22, 12))
+    scans = tmp_path / "scans"
+    for name in ("p1", "p2", "labelsTr"):
+        (scans / name).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(img, np.eye(4)), scans / name / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(img, np.eye(4)), scans / "p1" / "ct_prob.nii.gz")
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), np.eye(4)), scans / "p1" / "ct_seg.nii.gz")
+    synthetic.make_dicom_series(scans / "p3" / "series_2", img * 400)
+    summary = _run([scans], model3d, tmp_path / "out")
+    assert sorted(r["case_id"] for r in summary.outputs) == ["p1_ct", "p2_ct", "series_2"]
+    for name in ("p1_ct", "p2_ct", "series_2"):
+        seg = nib.load(str(tmp_path / "out" / f"{name}_seg.nii.gz"))
+        assert seg.shape == (24, 22, 12) and _dice(np.asarray(seg.dataobj), mask) > 0.6
+
+    brats, errors = expand_inputs([str(brats_dir)], load_config("brats"))
+    assert not errors and len(brats) == 4 and all(len(c.paths) == 2 for c in brats)
+    assert [c.case_id for c in brats] == sorted(p.name for p in brats_dir.glob("*/*") if p.is_dir())
+    ph2 = synthetic.make_ph2(tmp_path / "ph2", n=3)
+    for case in sorted((ph2 / "PH2 Dataset images").iterdir()):  # colour-class masks, in a folder of their own
+        (case / f"{case.name}_roi").mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(case / f"{case.name}_roi" / f"{case.name}_R1_Label1.bmp")
+    found, errors = expand_inputs([str(ph2)], load_config("ph2"))
+    assert not errors and len(found) == 3 and all("_Dermoscopic_Image" in c.paths[0] for c in found)
+
+
 def test_2d_odd_sizes(model2d, tmp_path):
     rng = np.random.default_rng(3)
     for h, w in ((50, 70), (61, 45)):
