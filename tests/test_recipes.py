@@ -304,6 +304,20 @@ def test_brats_grade_folders_stratify_the_split(tmp_path):
     assert "stratified by grade" in split["method"]
 
 
+@pytest.mark.parametrize("label", ["OT.nii.gz", "label.nii.gz", "case_label.nrrd", "case-label.nii", "case_gt.mha"])
+def test_brats_other_label_names(tmp_path, label):
+    """Label maps named as other tools save them are found, and a brain mask beside them is not taken for one."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.zeros((4, 4, 4), np.float32))
+    case = tmp_path / "case01"
+    case.mkdir()
+    for name in ("Flair.nii.gz", "T1c.nii.gz", "brain_mask.nii.gz", label):
+        sitk.WriteImage(img, str(case / name))
+    res = load_samples("brats", tmp_path, {"channels": ["flair", "t1c"]})
+    assert len(res.samples) == 1 and res.samples[0]["label"].endswith(label)
+
+
 def test_brats_missing_modality(brats_dir):
     with pytest.raises(MedsegError, match="modality 't2' missing"):
         load_samples("brats", brats_dir, {"channels": ["flair", "t2"]})

@@ -34,7 +34,7 @@ DEFAULT_MODALITIES = {
     "t1": ["t1_*", "t1", "*_t1", "*-t1n", "*_t1n", "*.mr_t1.*"],
     "t2": ["t2_*", "t2", "*_t2", "*-t2w", "*_t2w", "*.mr_t2.*"],
 }
-DEFAULT_LABEL = ["otmulticlass*", "*_seg", "*-seg", "seg", "*.ot.*"]
+DEFAULT_LABEL = ["otmulticlass*", "*_seg", "*-seg", "seg", "*.ot.*", "ot", "label", "*_label", "*-label", "*_gt"]
 SUBSETS = {"train": "train", "training": "train", "tr": "train", "val": "val", "validation": "val",
            "valid": "val", "test": "test", "testing": "test", "ts": "test"}
 GRADES = {"hgg": "HGG", "lgg": "LGG"}
