@@ -217,6 +217,9 @@ def test_brats_later_challenge_names(tmp_path, names, label):
             nib.save(vol, d / f"{stem.format(c=case)}.nii.gz")
     res = load_samples("brats", tmp_path, {"channels": ["flair", "t1c", "t1", "t2"]})
     assert len(res.samples) == 2 and not res.problems
+    meaning = [w for w in res.warnings if "BraTS 2023+" in w]  # 2023 moved enhancing tumour from 4 to 3
+    assert len(meaning) == (1 if label == "{c}-seg" else 0)
+    assert not meaning or meaning[0].startswith("2 label maps") and "data.labels=[background,necrosis,oedema,enhancing]" in meaning[0]
     for s in res.samples:
         got = [p.split("/")[-1] for p in s["image"]]
         assert got == [f"{names[ch].format(c=s['case_id'])}.nii.gz" for ch in ("flair", "t1c", "t1", "t2")]

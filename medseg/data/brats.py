@@ -122,4 +122,10 @@ def brats_samples(data_dir: Path, options: dict) -> RecipeResult:
         if subset:
             sample["subset"] = subset
         samples.append(sample)
+    n_2023 = sum(strip_ext(Path(s[LABEL])).lower().endswith("-seg") for s in samples)
+    if n_2023:
+        warnings.append(f"{n_2023} label maps are named as BraTS 2023+ (<case>-seg), whose values are 1 necrosis, "
+                        "2 oedema, 3 enhancing tumour (BraTS 2013 and configs/brats.yaml: 3 non-enhancing, "
+                        "4 enhancing); fix: name the classes as these files use them, e.g. --set "
+                        "'data.labels=[background,necrosis,oedema,enhancing]'")
     return RecipeResult(samples, warnings, {"expected": expected}, problems)
