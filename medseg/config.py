@@ -39,6 +39,7 @@ class DataConfig:
     recipe: str = "demo"
     labels: list[str] = field(default_factory=lambda: ["background", "lesion"])
     channels: list[str] = field(default_factory=lambda: ["image"])
+    stored_channels: list[str] | None = None  # 2D: the channels each file holds, by name; channels picks from them
     spatial_dims: int = 2
     pixel_spacing_mm: list[float] | None = None  # 2D only: physical pixel size if known
     context_slices: int = 0  # 2D slices of a volume: neighbours on each side fed as extra channels (2.5D)
@@ -160,6 +161,18 @@ class Config:
     @property
     def out_channels(self) -> int:
         return 1 if self.binary else self.num_classes
+
+    @property
+    def channel_select(self) -> list[int] | None:
+        """Indices of ``data.channels`` among ``data.stored_channels`` (None: no names stored, channels as stored)."""
+        stored = self.data.stored_channels
+        if not stored:
+            return None
+        missing = [c for c in self.data.channels if c not in stored]
+        if missing:
+            raise MedsegError(f"data.channels {missing} are not among data.stored_channels {stored}; fix: pick "
+                              f"channels from {stored}, e.g. --set 'data.channels=[{stored[0]}]'")
+        return [stored.index(c) for c in self.data.channels]
 
     @property
     def in_channels(self) -> int:

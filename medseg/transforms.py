@@ -68,10 +68,18 @@ def channel_plan(stored: int, wanted: int) -> str:
     return "grey" if wanted == 1 and stored == 3 else "refuse"
 
 
-def adapt_channels_2d(img: np.ndarray, n_channels: int, path) -> np.ndarray:
-    """``(H, W[, C])`` image -> ``(n_channels, H, W)`` float32 (grey is repeated, alpha dropped)."""
+def adapt_channels_2d(img: np.ndarray, n_channels: int, path, select: list[int] | None = None,
+                      stored: list[str] | None = None) -> np.ndarray:
+    """``(H, W[, C])`` image -> ``(n_channels, H, W)`` float32 (grey is repeated, alpha dropped). With ``select``
+    (indices into the ``stored`` channel names, :attr:`Config.channel_select`) those channels are taken instead."""
     arr = img[..., None] if img.ndim == 2 else img
     c = arr.shape[-1]
+    if select is not None:
+        if stored and c != len(stored):
+            raise fail(path, f"image has {c} channel{'s' if c > 1 else ''} but data.stored_channels names "
+                       f"{len(stored)} ({', '.join(stored)})", "give images with those channels or correct "
+                       "data.stored_channels")
+        arr, c = arr[..., list(select)], len(select)
     plan = channel_plan(c, n_channels)
     if plan == "refuse":
         raise fail(path, f"image has {c} channels but the model expects {n_channels}",
@@ -160,14 +168,16 @@ class LoadImage2Dd(_LoadPaird):
     """
 
     def __init__(self, n_channels: int, num_classes: int, keys=(IMAGE, LABEL), allow_missing_keys=True,
-                 context: int = 0, describe: bool = False):
+                 context: int = 0, describe: bool = False, select: list[int] | None = None,
+                 stored: list[str] | None = None):
         super().__init__(n_channels, num_classes, keys, allow_missing_keys, describe)
-        self.context = context
+        self.context, self.select, self.stored = context, select, stored
 
     def _read(self, path, upright: bool = True) -> tuple[np.ndarray, int]:
         raw = read_image_2d(path, kind="image", upright=upright)
         _check_finite(raw, path)
-        return adapt_channels_2d(raw, self.n_channels, path), 1 if raw.ndim == 2 else raw.shape[2]
+        return (adapt_channels_2d(raw, self.n_channels, path, self.select, self.stored),
+                1 if raw.ndim == 2 else raw.shape[2])
 
     def _stored_pair(self, path, lpath):
         """Image and mask as stored (EXIF orientation ignored), when only that way their sizes agree: a mask made
@@ -346,14 +356,15 @@ class CheckRanged(Transform):
 
 
 @functools.lru_cache(maxsize=64)
-def _volume_stats(slices: tuple[tuple[str, float, int], ...], n_channels: int, lower: float, upper: float) -> np.ndarray:
+def _volume_stats(slices: tuple[tuple[str, float, int], ...], n_channels: int, lower: float, upper: float,
+                  select: tuple[int, ...] | None = None) -> np.ndarray:
     """``(C, 4)`` clip-low, clip-high, mean and std per channel over all slices of one volume (cached: the key holds
     each file's path, modification time and size, so an edited slice is read again)."""
     per_channel: list[list[np.ndarray]] = [[] for _ in range(n_channels)]
     for path, _mtime, _size in slices:
         raw = read_image_2d(path, kind="image")
         _check_finite(raw, path)
-        img = adapt_channels_2d(raw, n_channels, path)
+        img = adapt_channels_2d(raw, n_channels, path, list(select) if select is not None else None)
         for c in range(n_channels):
             per_channel[c].append(img[c].ravel())
     return np.array([_clipped_stats(np.concatenate(parts), lower, upper) for parts in per_channel])
@@ -377,9 +388,11 @@ class NormalizeByVolumed(MapTransform):
     intensity scale instead of being stretched. A 3D image is its own volume. 2.5D inputs reuse the centre
     slice's statistics for the neighbours' channels."""
 
-    def __init__(self, n_channels: int, lower: float = 10.0, upper: float = 99.0, keys=(IMAGE,)):
+    def __init__(self, n_channels: int, lower: float = 10.0, upper: float = 99.0, keys=(IMAGE,),
+                 select: list[int] | None = None):
         super().__init__(keys)
         self.n_channels, self.lower, self.upper = n_channels, float(lower), float(upper)
+        self.select = tuple(select) if select is not None else None
 
     def _stats_3d(self, img) -> np.ndarray:
         arr = np.asarray(img.detach().cpu() if isinstance(img, torch.Tensor) else img, dtype=np.float32)
@@ -392,7 +405,7 @@ class NormalizeByVolumed(MapTransform):
         if img.ndim == 3 and meta and meta.get("path"):
             files = volume_slices(meta["path"])
             key = tuple((str(f), f.stat().st_mtime, f.stat().st_size) for f in files)
-            stats = _volume_stats(key, self.n_channels, self.lower, self.upper)
+            stats = _volume_stats(key, self.n_channels, self.lower, self.upper, self.select)
             stats = np.tile(stats, (img.shape[0] // self.n_channels, 1))
             d["image_meta"] = {**meta, "volume_slices": len(files)}
         else:
@@ -421,7 +434,7 @@ def _intensity(cfg: Config):
         if not 0 <= lo < hi <= 100:
             raise MedsegError(f"preprocess.volume_percentiles {p.volume_percentiles} must be [low, high] with "
                               "0 <= low < high <= 100; fix: e.g. [10, 99]")
-        return [NormalizeByVolumed(len(cfg.data.channels), lo, hi)]
+        return [NormalizeByVolumed(len(cfg.data.channels), lo, hi, select=cfg.channel_select)]
     if p.intensity == "none":
         return []
     raise MedsegError(f"preprocess.intensity '{p.intensity}' is unknown; fix: use zscore, volume, scale, fixed or none")
@@ -433,7 +446,8 @@ def deterministic_transforms(cfg: Config, with_label: bool = True, for_training:
     n_ch, k = len(cfg.data.channels), cfg.num_classes
     p = cfg.preprocess
     if cfg.data.spatial_dims == 2:
-        ts = [LoadImage2Dd(n_ch, k, keys=keys, context=cfg.data.context_slices)]
+        ts = [LoadImage2Dd(n_ch, k, keys=keys, context=cfg.data.context_slices, select=cfg.channel_select,
+                           stored=cfg.data.stored_channels)]
         if p.spatial_size:
             ts.append(Resized(keys=IMAGE, spatial_size=p.spatial_size, mode="area"))
             if with_label:

@@ -109,6 +109,32 @@ def test_exif_orientation_is_applied_to_images_and_masks_fit_either_way(tmp_path
     assert exif_orientation(plain) == 1 and load({IMAGE: str(plain)})["image_meta"]["exif"] == "none"
 
 
+def test_stored_channels_pick_modalities_by_name(lgg_dir):
+    """LGG slices hold pre-contrast, FLAIR and post-contrast in one TIFF: data.channels=[flair] takes the FLAIR
+    channel itself (not a grey mix of the three), for per-slice and per-volume normalisation alike; a name that is
+    not stored stops with the fix."""
+    from medseg.data import load_samples
+    from medseg.io import read_image_2d
+
+    sample = next(s for s in load_samples("lgg", lgg_dir).samples if s["slice_index"] == 5)
+    raw = read_image_2d(sample[IMAGE]).astype(np.float32)
+    for intensity in ("none", "volume"):
+        cfg = load_config("lgg", ["data.channels=[flair, pre_contrast]", f"preprocess.intensity={intensity}",
+                                  "preprocess.spatial_size=null", "preprocess.volume_percentiles=[0,100]"])
+        assert cfg.channel_select == [1, 0] and cfg.in_channels == 2
+        out = deterministic_transforms(cfg, with_label=False, for_training=False)({IMAGE: sample[IMAGE]})[IMAGE]
+        out = np.asarray(out)
+        assert out.shape == (2,) + raw.shape[:2]
+        if intensity == "none":
+            np.testing.assert_array_equal(out[0], raw[..., 1])
+            np.testing.assert_array_equal(out[1], raw[..., 0])
+        else:  # z-scored with the patient's statistics, channel by channel: the order of the picked channels holds
+            assert np.corrcoef(out[0].ravel(), raw[..., 1].ravel())[0, 1] > 0.999
+            assert np.corrcoef(out[1].ravel(), raw[..., 0].ravel())[0, 1] > 0.999
+    with pytest.raises(MedsegError, match=r"data.channels \['t2'\] are not among data.stored_channels"):
+        deterministic_transforms(load_config("lgg", ["data.channels=[t2]"]))
+
+
 def test_truncated_image(tmp_path):
     d = _pair(tmp_path)
     Image.fromarray(np.zeros((200, 200, 3), np.uint8) + 50).save(tmp_path / "b.jpg", quality=90)

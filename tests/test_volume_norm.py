@@ -40,7 +40,8 @@ def test_slices_are_normalised_with_their_volumes_statistics(tmp_path):
     d = _slices(tmp_path, {1: 10, 2: 20, 3: 60})
     Image.fromarray(np.full((6, 8), 255, np.uint8)).save(d / "s_1_mask.png")  # must not enter the statistics
     std = np.sqrt(1400 / 3)
-    cfg = load_config("lgg", ["data.channels=[flair]", "preprocess.spatial_size=[6,8]", "preprocess.intensity=volume",
+    cfg = load_config("lgg", ["data.channels=[flair]", "data.stored_channels=null", "preprocess.spatial_size=[6,8]",
+                              "preprocess.intensity=volume",
                               "preprocess.volume_percentiles=[0,100]"])
     pipe = deterministic_transforms(cfg, with_label=False, for_training=False)
     out = pipe({IMAGE: str(d / "s_1.png")})

@@ -28,7 +28,8 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
                           collect_problems=True)
     samples = result.samples
     dims = cfg.data.spatial_dims
-    loader = (LoadImage2Dd(len(cfg.data.channels), cfg.num_classes, context=cfg.data.context_slices, describe=True)
+    loader = (LoadImage2Dd(len(cfg.data.channels), cfg.num_classes, context=cfg.data.context_slices, describe=True,
+                           select=cfg.channel_select, stored=cfg.data.stored_channels)
               if dims == 2 else LoadVolumed(len(cfg.data.channels), cfg.num_classes, describe=True))
     sizes, spacings, values, channels, exif = Counter(), Counter(), Counter(), Counter(), Counter()
     problems = list(result.problems)  # cases the recipe had to leave out, then files the loader rejects
@@ -47,8 +48,8 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
         except MedsegError as exc:
             problems.append(str(exc))
     meta_keys = sorted({k for s in samples for k in s.get("meta", {})})
-    warnings = list(result.warnings) + (_channel_warnings(channels, cfg.data.channels) + _exif_warnings(exif)
-                                        if dims == 2 else [])
+    warnings = list(result.warnings) + (([] if cfg.data.stored_channels else _channel_warnings(channels, cfg.data.channels))
+                                        + _exif_warnings(exif) if dims == 2 else [])
     report = {
         "recipe": cfg.data.recipe,
         "data_dir": str(Path(data_dir)),
