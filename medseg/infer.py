@@ -29,7 +29,7 @@ from .data.base import IMAGE, mask_stem
 from .data.lookup import lookup_metadata
 from .errors import MedsegError, fail, find_user_error
 from .findings import lesion_findings
-from .io import (IMAGE_2D_EXTS, VOLUME_EXTS, Geometry, atomic_write, exif_orientation, file_ext, geometry_2d,
+from .io import (IMAGE_2D_EXTS, VOLUME_EXTS, Geometry, atomic_write, file_ext, geometry_2d,
                  is_dicom_dir, strip_ext, write_image_2d, write_volume)
 from .models import build_model
 from .postprocess import postprocess
@@ -274,7 +274,7 @@ def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: 
         if "volume_slices" in meta:  # normalised with its volume's statistics: say over how many slices
             geom.meta["volume_slices"] = int(meta["volume_slices"])
         if meta.get("exif") == "upright":  # the camera's orientation was applied: the mask is upright too
-            geom.meta["exif_orientation"] = exif_orientation(case.paths[0])
+            geom.meta["exif_orientation"] = meta["exif_orientation"]
         out = probs[0].cpu().numpy()
     else:
         geom = meta["geometry"]
@@ -481,10 +481,11 @@ def write_label_tables(out_dir: Path, labels: list[str], force: bool = False) ->
     paths = []
     for name, text in label_tables(labels).items():
         path = out_dir / name
-        if path.is_file() and path.read_text() != text and not force:
+        old = path.read_text() if path.is_file() else None
+        if old is not None and old != text and not force:
             raise fail(path, "already exists with other class names (masks of another model are in this folder)",
                        "choose another --out or pass --force")
-        if not path.is_file() or path.read_text() != text:
+        if old != text:
             atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text), suffix=path.suffix)
         paths.append(path)
     return paths

@@ -171,10 +171,15 @@ def exif_orientation(path: str | Path) -> int:
 
     try:
         with Image.open(path) as im:
-            value = im.getexif().get(EXIF_ORIENTATION, 1)
-        return int(value) if value in range(1, 9) else 1
+            return _orientation(im)
     except Exception:  # noqa: BLE001 - unreadable files are reported by read_image_2d
         return 1
+
+
+def _orientation(im) -> int:
+    """The EXIF orientation of an open PIL image, 1 when it has none or an invalid one."""
+    value = im.getexif().get(EXIF_ORIENTATION, 1)
+    return int(value) if value in range(1, 9) else 1
 
 
 def read_image_2d(path: str | Path, kind: str = "image", upright: bool = True) -> np.ndarray:
@@ -199,7 +204,7 @@ def read_image_2d(path: str | Path, kind: str = "image", upright: bool = True) -
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
                 im.load()
-                if upright and im.getexif().get(EXIF_ORIENTATION, 1) not in (None, 1):
+                if upright and _orientation(im) != 1:
                     from PIL import ImageOps
 
                     im = ImageOps.exif_transpose(im)
@@ -333,8 +338,9 @@ def _read_dicom_dir(path: Path) -> tuple[np.ndarray, Geometry]:
     series = reader.GetGDCMSeriesIDs(str(path))
     if not series:
         raise fail(path, "no DICOM series found in this folder", "point to a folder that holds the .dcm files of one series")
-    best = max(series, key=lambda s: len(reader.GetGDCMSeriesFileNames(str(path), s)))
-    files = reader.GetGDCMSeriesFileNames(str(path), best)
+    files_of = {s: reader.GetGDCMSeriesFileNames(str(path), s) for s in series}  # one folder scan per series
+    best = max(series, key=lambda s: len(files_of[s]))
+    files = files_of[best]
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     reader.LoadPrivateTagsOff()
@@ -347,15 +353,14 @@ def _read_dicom_dir(path: Path) -> tuple[np.ndarray, Geometry]:
         if reader.HasMetaDataKey(0, tag):
             tags[name] = reader.GetMetaData(0, tag).strip()
     series_info = {"series_uid": best, "files": len(files), "description": tags.get("series_description", ""),
-                   "other_series": [_series_summary(path, s) for s in series if s != best]}
+                   "other_series": [_series_summary(s, files_of[s]) for s in series if s != best]}
     return _from_sitk(img, path, fmt="itk", meta={"dicom": tags, "dicom_series": series_info})
 
 
-def _series_summary(folder: Path, uid: str) -> dict:
-    """UID, file count and description of one series in a folder (its first file's header only)."""
+def _series_summary(uid: str, files) -> dict:
+    """UID, file count and description of one series (its first file's header only)."""
     import SimpleITK as sitk
 
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
     desc = ""
     try:
         r = sitk.ImageFileReader()

@@ -179,10 +179,10 @@ class LoadImage2Dd(_LoadPaird):
         return (adapt_channels_2d(raw, self.n_channels, path, self.select, self.stored),
                 1 if raw.ndim == 2 else raw.shape[2])
 
-    def _stored_pair(self, path, lpath):
+    def _stored_pair(self, path, lpath, orientation: int):
         """Image and mask as stored (EXIF orientation ignored), when only that way their sizes agree: a mask made
         from the raw pixel array of a photo that viewers show turned."""
-        if self.context or (exif_orientation(path) == 1 and exif_orientation(lpath) == 1):
+        if self.context or (orientation == 1 and exif_orientation(lpath) == 1):
             return None
         img, raw_channels = self._read(path, upright=False)
         mask = read_image_2d(lpath, kind="mask", upright=False)
@@ -194,9 +194,10 @@ class LoadImage2Dd(_LoadPaird):
         img, raw_channels = self._read(path)
         lpath = d.get(LABEL)
         mask = read_image_2d(lpath, kind="mask") if lpath is not None else None
-        exif = "upright" if exif_orientation(path) != 1 else "none"  # every item has the key: batches collate
+        orientation = exif_orientation(path)
+        exif = "upright" if orientation != 1 else "none"  # every item has the keys: batches collate
         if mask is not None and mask.shape[:2] != img.shape[1:]:
-            stored = self._stored_pair(path, lpath)
+            stored = self._stored_pair(path, lpath, orientation)
             if stored is not None:
                 (img, raw_channels, mask), exif = stored, "as_stored"
         found = 0
@@ -213,7 +214,8 @@ class LoadImage2Dd(_LoadPaird):
         d[IMAGE] = img
         d["image_meta"] = {"path": str(path), "original_size": list(img.shape[1:]), "stats": _channel_stats(img, (1, 2)),
                            **({"context_found": found} if self.context else {}),
-                           **({"channels_on_disk": raw_channels} if self.describe else {}), "exif": exif}
+                           **({"channels_on_disk": raw_channels} if self.describe else {}), "exif": exif,
+                           "exif_orientation": orientation}
         if mask is not None:
             if self.describe:
                 d["label_meta"] = {"values_on_disk": self._raw_values(mask)}

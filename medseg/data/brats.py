@@ -55,9 +55,14 @@ def _matches(path: Path, pattern: str) -> bool:
     return fnmatch.fnmatch(path.name.lower(), pat) or fnmatch.fnmatch(strip_ext(path).lower(), pat)
 
 
+def _in_own_folder(f: Path) -> bool:
+    """Whether a file sits alone in a folder of its own name, as the VSD releases store volumes (``X/X.mha``)."""
+    return strip_ext(f).lower() == f.parent.name.lower()
+
+
 def _own_folder_file(folder: Path) -> Path | None:
-    """The volume a VSD-style folder holds under its own name (``X/X.mha``), if any."""
-    return next((f for f in files_with_ext(folder, VOLUME_EXTS) if strip_ext(f).lower() == folder.name.lower()), None)
+    """The volume a VSD-style folder holds under its own name, if any."""
+    return next((f for f in files_with_ext(folder, VOLUME_EXTS) if _in_own_folder(f)), None)
 
 
 def case_files(case_dir: Path) -> list[Path]:
@@ -85,8 +90,7 @@ def find_modalities(files: list[Path], channels: list[str], patterns: dict[str, 
 
 def _case_dir(label: Path) -> Path:
     """The case folder of a label map: its folder, or the one above when the label sits alone in ``X/X.mha``."""
-    parent = label.parent
-    return parent.parent if strip_ext(label).lower() == parent.name.lower() else parent
+    return label.parent.parent if _in_own_folder(label) else label.parent
 
 
 @register("brats")

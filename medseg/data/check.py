@@ -48,8 +48,11 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
         except MedsegError as exc:
             problems.append(str(exc))
     meta_keys = sorted({k for s in samples for k in s.get("meta", {})})
-    warnings = list(result.warnings) + (([] if cfg.data.stored_channels else _channel_warnings(channels, cfg.data.channels))
-                                        + _exif_warnings(exif) if dims == 2 else [])
+    warnings = list(result.warnings)
+    if dims == 2:
+        if not cfg.data.stored_channels:  # channels picked by name are taken as they are: nothing to warn of
+            warnings += _channel_warnings(channels, cfg.data.channels)
+        warnings += _exif_warnings(exif)
     report = {
         "recipe": cfg.data.recipe,
         "data_dir": str(Path(data_dir)),

@@ -39,10 +39,9 @@ def _label_names(labels: dict) -> list[str]:
     return [name for _, name in sorted(pairs)]
 
 
-def _listed_image(root: Path, listed: str, n_ch: int) -> list[Path] | None:
+def _listed_image(img: Path, n_ch: int) -> list[Path] | None:
     """The file(s) of a ``training`` entry: the path as listed, or, as nnU-Net v1 writes dataset.json, the
     ``<case>_0000<ext>`` ... channel files beside it."""
-    img = root / listed
     if img.is_file():
         return [img]
     ext = file_ext(img)
@@ -61,13 +60,14 @@ def _from_dataset_json(root: Path, spec: dict) -> RecipeResult:
     n_ch = max(1, len(chans))
     if isinstance(spec.get("training"), list) and spec["training"] and isinstance(spec["training"][0], dict):
         for entry in spec["training"]:
-            imgs, lab = _listed_image(root, entry["image"], n_ch), root / entry["label"]
-            gone = [p for p, ok in ((root / entry["image"], imgs is not None), (lab, lab.is_file())) if not ok]
+            listed, lab = root / entry["image"], root / entry["label"]
+            imgs = _listed_image(listed, n_ch)
+            gone = listed if imgs is None else (None if lab.is_file() else lab)
             if gone:
-                problems.append(str(fail(gone[0], "listed in dataset.json but missing",
+                problems.append(str(fail(gone, "listed in dataset.json but missing",
                                          "restore the file or remove its entry from dataset.json")))
                 continue
-            case = strip_ext(root / entry["image"])
+            case = strip_ext(listed)
             samples.append({IMAGE: [str(p) for p in imgs] if len(imgs) > 1 else str(imgs[0]), LABEL: str(lab),
                             "case_id": case, "group": case, "meta": {}})
         return RecipeResult(samples, [], info, problems)
