@@ -16,9 +16,12 @@ Array conventions
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-import tempfile
 import re
+import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +185,88 @@ def _orientation(im) -> int:
     return int(value) if value in range(1, 9) else 1
 
 
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Silence a library's logger for a moment: medseg reports what went wrong itself, as one line."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+MAX_IMAGE_PIXELS = 100_000_000  # 100 megapixels: a large microscopy tile passes, a decompression bomb does not
+MAX_PIXELS_ENV = "MEDSEG_MAX_IMAGE_PIXELS"
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def max_image_pixels() -> int:
+    """The largest 2D image (width x height) medseg decodes: ``MEDSEG_MAX_IMAGE_PIXELS`` or 100 million."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    if not raw:
+        return MAX_IMAGE_PIXELS
+    if not raw.isdigit() or int(raw) <= 0:
+        raise fail(MAX_PIXELS_ENV, f"is {raw!r}, not a positive whole number of pixels",
+                   f"set it to e.g. {MAX_IMAGE_PIXELS} or unset it")
+    return int(raw)
+
+
+def _check_pixel_count(path: Path, width: int, height: int) -> None:
+    """Refuse, from the header and before decoding, an image too large to decode (a decompression bomb: a small
+    file that claims billions of pixels, and would take gigabytes and minutes)."""
+    limit = max_image_pixels()
+    if int(width) * int(height) > limit:
+        raise fail(path, f"is {width}x{height} pixels ({width * height / 1e6:.3g} megapixels), over medseg's limit of "
+                         f"{limit / 1e6:g} megapixels (a decompression bomb or a whole-slide image)",
+                   f"tile or downsample it, or raise the limit with {MAX_PIXELS_ENV}=<pixels> if you trust the file")
+
+
+def _open_image(path: Path):
+    """``PIL.Image.open`` with PIL's own pixel limit lifted (ours, which says how to override it, applies instead)."""
+    from PIL import Image
+
+    with _PIL_LIMIT_LOCK:  # the limit is a module global of PIL's: restore it before another thread opens a file
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    try:
+        _check_pixel_count(path, *im.size)
+    except MedsegError:
+        im.close()
+        raise
+    return im
+
+
+def _refuse_empty(arr: np.ndarray, path: Path) -> np.ndarray:
+    """A decoder may hand back an empty array for a file cut short (a TIFF whose directory was lost)."""
+    if arr.size == 0 or arr.ndim not in (2, 3):
+        raise fail(path, f"is truncated or unreadable (decoded to an array of shape {tuple(arr.shape)})",
+                   "re-export or remove it")
+    return arr
+
+
+def _read_tiff_fallback(path: Path) -> np.ndarray:
+    """TIFFs PIL cannot decode (float, many samples, odd compression), via tifffile; its header is checked first."""
+    import tifffile
+
+    # tifffile logs, then returns an empty array, for a truncated file: we say so instead, in one line
+    with _quiet_logger("tifffile"), tifffile.TiffFile(str(path)) as tif:
+        if not tif.series or not tif.series[0].shape:
+            raise fail(path, "is truncated or unreadable (no image directory in the TIFF)", "re-export or remove it")
+        shape = tif.series[0].shape
+        if len(shape) >= 2:
+            dims = shape[-3:-1] if len(shape) >= 3 and shape[-1] in (1, 3, 4) else shape[-2:]
+            _check_pixel_count(path, int(dims[1]), int(dims[0]))
+        arr = np.asarray(tif.asarray())
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    return _refuse_empty(arr, path)
+
+
 def read_image_2d(path: str | Path, kind: str = "image", upright: bool = True) -> np.ndarray:
     """Read a 2D image or mask: ``(H, W)`` or ``(H, W, C)``.
 
@@ -189,20 +274,21 @@ def read_image_2d(path: str | Path, kind: str = "image", upright: bool = True) -
     TIFFs. ``kind="mask"`` keeps palette indices; ``kind="image"`` expands
     palettes to RGB. With ``upright`` (the default) a file's EXIF orientation
     is applied, so the array is the picture as viewers, browsers and annotation
-    tools show it; ``upright=False`` gives the pixels as stored.
+    tools show it; ``upright=False`` gives the pixels as stored. Images over
+    :func:`max_image_pixels` are refused from their header, before decoding.
     """
     path = Path(path)
     if not path.is_file():
         raise fail(path, "file not found", "check the path or restore the file")
     if path.stat().st_size == 0:
         raise fail(path, "file is empty", "re-export or remove this file")
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     err = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as im:
+            with _open_image(path) as im:
                 im.load()
                 if upright and _orientation(im) != 1:
                     from PIL import ImageOps
@@ -217,17 +303,14 @@ def read_image_2d(path: str | Path, kind: str = "image", upright: bool = True) -
                 arr = np.array(im)
         if arr.dtype == bool:
             arr = arr.astype(np.uint8)
-        return arr
+        return _refuse_empty(arr, path)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         err = exc
     if file_ext(path) in {".tif", ".tiff"}:
         try:
-            import tifffile
-
-            arr = np.asarray(tifffile.imread(str(path)))
-            if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-                arr = np.moveaxis(arr, 0, -1)
-            return arr
+            return _read_tiff_fallback(path)
+        except MedsegError:
+            raise
         except Exception as exc:  # noqa: BLE001 - report the original failure
             err = exc
     raise fail(path, f"cannot be read as an image ({_short(err)})",
@@ -278,6 +361,7 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, Geometry]:
     if ext in (".nrrd", ".nhdr", ".mha", ".mhd"):
         import SimpleITK as sitk
 
+        _check_itk_header(path)
         try:
             img = sitk.ReadImage(str(path))
         except RuntimeError as exc:
@@ -291,7 +375,13 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, Geometry]:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        with _quiet_logger("nibabel"):  # it logs the header fixes it makes; _check_nifti_header refuses them instead
+            img = nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types on damaged files
+        raise fail(path, f"cannot be read as NIfTI ({_short(exc)})",
+                   "check that the file is complete (not truncated) and re-export it") from None
+    _check_nifti_header(path, img)  # from the header, before the voxels are read
+    try:
         arr = np.asanyarray(img.dataobj)
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on damaged files
         raise fail(path, f"cannot be read as NIfTI ({_short(exc)})",
@@ -306,6 +396,72 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, Geometry]:
     geom = Geometry(shape=tuple(arr.shape[:3]), spacing=zooms, affine=np.array(img.affine, dtype=np.float64),
                     fmt="nifti", path=str(path), header=img.header.copy())
     return arr, geom
+
+
+def _singular(rotation_zooms: np.ndarray) -> bool:
+    """Whether a 3x3 voxel-to-world matrix fails to span 3D space (a zero column, or two parallel ones)."""
+    m = np.asarray(rotation_zooms, dtype=np.float64)
+    if not np.all(np.isfinite(m)):
+        return True
+    norms = np.linalg.norm(m, axis=0)
+    return bool(np.any(norms == 0) or abs(np.linalg.det(m / norms[None, :])) < 1e-6)
+
+
+def _bad_spacing(spacing) -> list[int]:
+    """Indices (0-based) of spacings that are zero, negative or not finite."""
+    return [i for i, v in enumerate(spacing) if not (np.isfinite(v) and v > 0)]
+
+
+def _refuse_spacing(path: Path, field: str, spacing, bad: list[int]) -> MedsegError:
+    shown = ", ".join(f"{field.format(i + 1)} = {spacing[i]:g}" for i in bad)
+    return fail(path, f"voxel spacing is zero, negative or not a number ({shown}): sizes and volumes in mm cannot "
+                      "be computed", "re-export the volume with its true voxel size (or fix that header field)")
+
+
+def _check_nifti_header(path: Path, img) -> None:
+    """Refuse a NIfTI whose pixdim[1..3] (voxel size) is 0 or negative, or whose affine is singular. nibabel quietly
+    turns a 0 into 1 and takes the absolute value of a negative, which would give sizes the file does not state."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as fh:
+            raw = type(img.header).from_fileobj(fh, check=False)
+    except Exception:  # noqa: BLE001 - the header was already read once: fall back to nibabel's view of it
+        raw = img.header
+    n = int(min(max(int(raw["dim"][0]), 1), 3))
+    spacing = [float(v) for v in raw["pixdim"][1:1 + n]]
+    bad = _bad_spacing(spacing)
+    if bad:
+        raise _refuse_spacing(path, "pixdim[{}]", spacing, bad)
+    if _singular(np.asarray(img.affine)[:3, :3]):
+        which = ("sform (srow_x, srow_y, srow_z)" if int(raw["sform_code"]) > 0
+                 else "qform (quatern_b/c/d and pixdim)" if int(raw["qform_code"]) > 0 else "pixdim")
+        raise fail(path, f"affine is singular (its {which} maps the voxel grid onto a plane or a line), so voxel "
+                         "positions and sizes in mm are undefined", "re-export the volume with a valid orientation header")
+
+
+def _check_itk_header(path: Path) -> None:
+    """Refuse an NRRD / MetaImage whose spacing is 0 or negative or whose direction matrix is singular, from the
+    header alone and naming its field (ITK itself only says 'Zero-valued spacing' or 'Bad direction')."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return  # an unreadable header is reported by the full read, with ITK's reason
+    nrrd = file_ext(path) in (".nrrd", ".nhdr")
+    spacing = [float(v) for v in reader.GetSpacing()]
+    bad = _bad_spacing(spacing)
+    if bad:
+        raise _refuse_spacing(path, "space directions (axis {})" if nrrd else "ElementSpacing[{}]", spacing, bad)
+    dim = reader.GetDimension()
+    direction = np.array(reader.GetDirection(), dtype=np.float64).reshape(dim, dim)
+    if _singular(direction):
+        field = "space directions" if nrrd else "TransformMatrix"
+        raise fail(path, f"affine is singular (its {field} maps the voxel grid onto a plane or a line), so voxel "
+                         "positions and sizes in mm are undefined", f"re-export the volume with valid {field}")
 
 
 def _from_sitk(img, path: Path, fmt: str, meta: dict | None = None) -> tuple[np.ndarray, Geometry]:

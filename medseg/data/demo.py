@@ -2,15 +2,33 @@
 
 ``options.dims`` = 2 writes dermoscopy-like lesions in the ``folder`` layout;
 3 writes blob volumes in the ``nifti`` layout. Nothing is downloaded.
+
+The demo only ever writes into a folder it created and marked with ``.medseg-demo``: a folder that already holds
+files medseg did not write (a user's own data passed as ``--data-dir``) is refused, never overwritten.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import fail
 from .base import RecipeResult, register
 from .folder import folder_samples
 from .nifti import nifti_samples
+
+MARKER = ".medseg-demo"
+IN_PROGRESS = "generating"  # the marker's first word while the data is being written: a rerun finishes the job
+
+
+def _claim_for_demo(data_dir: Path) -> bool:
+    """Whether demo data must be generated into ``data_dir``; refuses a folder medseg did not fill itself."""
+    marker = data_dir / MARKER
+    if marker.is_file():
+        return marker.read_text(errors="replace").startswith(IN_PROGRESS)
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise fail(data_dir, "is not a medseg demo folder (it holds files medseg did not write)",
+                   "pass an empty or new --data-dir for the demo")
+    return True
 
 
 @register("demo")
@@ -19,8 +37,10 @@ def demo_samples(data_dir: Path, options: dict) -> RecipeResult:
 
     dims = int(options.get("dims", 2))
     n = int(options.get("n_cases", 32))
-    marker = data_dir / ".medseg-demo"
-    if not marker.exists():
+    if _claim_for_demo(data_dir):
+        marker = data_dir / MARKER
+        data_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{IN_PROGRESS} synthetic medseg demo data, dims={dims}, n={n}\n")  # marked before writing
         if dims == 2:
             make_folder_2d(data_dir, n=n, size=tuple(options.get("size", (96, 128))), seed=int(options.get("seed", 0)))
         else:

@@ -1,0 +1,286 @@
+"""The bad-input matrix of the data loaders: every case refused in one line naming the file and the fix, nothing a
+user owns overwritten, no case left out without a word."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from medseg.cli import app
+from medseg.config import load_config
+from medseg.data import load_samples, synthetic
+from medseg.data.check import check_dataset
+from medseg.errors import MedsegError
+from medseg.io import read_image_2d, read_volume
+
+from .conftest import shared
+
+runner = CliRunner()
+
+
+def one_line_error(result) -> str:
+    """The CLI's whole output for a refused command: exit 2 and a single 'error: PATH: PROBLEM; fix: FIX' line."""
+    out = result.output.strip()
+    assert result.exit_code == 2, out
+    assert "Traceback" not in out and "\n" not in out, out
+    assert out.startswith("error: ") and "; fix: " in out, out
+    return out
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. the demo recipe writes only into a folder it created and marked
+# ---------------------------------------------------------------------------------------------------------------
+
+def _user_folder(root: Path) -> Path:
+    """A user's own images/ + masks/ data set, the layout the 2D demo writes."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    Image.fromarray(np.full((20, 24, 3), 7, np.uint8)).save(root / "images" / "case_000.png")
+    Image.fromarray(np.zeros((20, 24), np.uint8)).save(root / "masks" / "case_000_mask.png")
+    return root
+
+
+def test_demo_check_refuses_a_folder_it_did_not_write(tmp_path):
+    """q1-demo-check-user-folder: `medseg datasets check demo --data-dir MINE` leaves MINE as it was."""
+    user = _user_folder(tmp_path / "mine")
+    before = snapshot(user)
+    out = one_line_error(runner.invoke(app, ["datasets", "check", "demo", "--data-dir", str(user)]))
+    assert f"{user}: is not a medseg demo folder" in out and "fix: pass an empty or new --data-dir" in out
+    assert snapshot(user) == before  # not one byte of the user's files changed, nothing added
+
+
+@pytest.mark.parametrize("content", ["own-data", "one-stray-file"], ids=["q1-demo-load-user-data",
+                                                                         "q1-demo-load-stray-file"])
+def test_demo_recipe_refuses_a_folder_it_did_not_write(tmp_path, content):
+    """The recipe itself refuses, so train and `evaluate --data demo --data-dir X` (which load through it) do."""
+    if content == "own-data":
+        user = _user_folder(tmp_path / "mine")
+    else:
+        user = tmp_path / "mine"
+        user.mkdir()
+        (user / "notes.txt").write_text("mine")
+    before = snapshot(user)
+    with pytest.raises(MedsegError, match="is not a medseg demo folder"):
+        load_samples("demo", user, {"n_cases": 3, "size": [16, 20]})
+    assert snapshot(user) == before
+
+
+def test_demo_generates_into_new_and_empty_folders_only(tmp_path):
+    """q1-demo-new-and-empty: a new or empty folder is filled and marked, and read again as it is next time."""
+    opts = {"n_cases": 3, "size": [16, 20]}
+    (tmp_path / "empty").mkdir()
+    for where in (tmp_path / "new", tmp_path / "empty"):
+        assert len(load_samples("demo", where, opts).samples) == 3
+        assert (where / ".medseg-demo").is_file()
+        first = snapshot(where)
+        assert len(load_samples("demo", where, opts).samples) == 3
+        assert snapshot(where) == first
+
+
+def test_demo_finishes_its_own_interrupted_generation(tmp_path):
+    """q1-demo-interrupted: a folder the demo marked but did not finish writing is the demo's to complete."""
+    where = tmp_path / "d"
+    where.mkdir()
+    (where / ".medseg-demo").write_text("generating synthetic medseg demo data, dims=2, n=3\n")
+    (where / "images").mkdir()
+    assert len(load_samples("demo", where, {"n_cases": 3, "size": [16, 20]}).samples) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. zero, negative and singular voxel geometry
+# ---------------------------------------------------------------------------------------------------------------
+
+VOXELS = np.zeros((4, 4, 4), np.float32)
+
+
+def _raw_nifti(path: Path, pixdim=(1, 1, 1), srows=None) -> Path:
+    """A .nii written byte for byte from a header, so that the header keeps what nibabel would 'repair'."""
+    import nibabel as nib
+
+    hdr = nib.Nifti1Image(VOXELS, np.eye(4)).header
+    hdr["pixdim"][1:4] = pixdim
+    if srows is not None:
+        hdr["srow_x"], hdr["srow_y"], hdr["srow_z"] = srows
+        hdr["qform_code"], hdr["sform_code"] = 0, 1
+    else:
+        hdr["sform_code"] = 0
+    with open(path, "wb") as fh:
+        fh.write(hdr.binaryblock + b"\0" * 4 + VOXELS.tobytes())
+    return path
+
+
+def _raw_nrrd(path: Path, directions: str) -> Path:
+    head = ("NRRD0004\ntype: float\ndimension: 3\nspace: left-posterior-superior\nsizes: 4 4 4\n"
+            f"space directions: {directions}\nkinds: domain domain domain\nendian: little\nencoding: raw\n"
+            "space origin: (0,0,0)\n\n")
+    path.write_bytes(head.encode() + VOXELS.tobytes())
+    return path
+
+
+def _raw_mha(path: Path, spacing: str) -> Path:
+    head = (f"ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementSpacing = {spacing}\nElementType = MET_FLOAT\n"
+            "ElementDataFile = LOCAL\n")
+    path.write_bytes(head.encode() + VOXELS.tobytes())
+    return path
+
+
+BAD_GEOMETRY = {
+    "q4-nifti-pixdim-zero": (lambda p: _raw_nifti(p / "v.nii", pixdim=(1, 1, 0)), r"pixdim\[3\] = 0"),
+    "q4-nifti-pixdim-negative": (lambda p: _raw_nifti(p / "v.nii", pixdim=(1, -2, 1)), r"pixdim\[2\] = -2"),
+    "q4-nifti-sform-singular": (lambda p: _raw_nifti(p / "v.nii", srows=([1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0])),
+                                r"affine is singular \(its sform"),
+    "q4-nrrd-space-directions-zero": (lambda p: _raw_nrrd(p / "v.nrrd", "(1,0,0) (0,1,0) (0,0,0)"),
+                                      r"space directions \(axis 3\) = 0"),
+    "q4-nrrd-space-directions-singular": (lambda p: _raw_nrrd(p / "v.nrrd", "(1,0,0) (0,1,0) (1,0,0)"),
+                                          r"affine is singular \(its space directions"),
+    "q4-mha-spacing-zero": (lambda p: _raw_mha(p / "v.mha", "1 0 1"), r"ElementSpacing\[2\] = 0"),
+    "q4-mha-spacing-negative": (lambda p: _raw_mha(p / "v.mha", "1 -1 1"), r"ElementSpacing\[2\] = -1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_GEOMETRY), ids=list(BAD_GEOMETRY))
+def test_bad_voxel_geometry_is_refused_at_read_time(tmp_path, case):
+    make, field = BAD_GEOMETRY[case]
+    path = make(tmp_path)
+    with pytest.raises(MedsegError, match=field) as err:
+        read_volume(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: ") and "; fix: " in msg and "\n" not in msg
+
+
+def test_zero_spacing_volume_is_a_problem_in_datasets_check(tmp_path, capfd):
+    """q4-check-zero-spacing: `datasets check` lists the volume (and the header field) instead of passing it."""
+    root = synthetic.make_nifti_folder(tmp_path / "n", n=2, shape=(12, 12, 8))
+    victim = min((root / "images").iterdir())
+    victim.unlink()
+    _raw_nifti(victim.with_name(victim.name.replace(".nii.gz", ".nii")), pixdim=(1, 1, 0))
+    label = min((root / "labels").iterdir())
+    _raw_nifti(label.with_name(label.name.replace(".nii.gz", ".nii")), pixdim=(1, 1, 1))
+    label.unlink()
+    report = check_dataset(load_config("nifti"), root)
+    assert report["n_cases"] == 2
+    assert any("pixdim[3] = 0" in p and p.startswith(str(victim.with_suffix(""))) for p in report["problems"])
+    assert "pixdim" not in capfd.readouterr().err  # nibabel's own 'setting 0 dims to 1' note is not printed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 13. truncated TIFFs
+# ---------------------------------------------------------------------------------------------------------------
+
+def _tiff_directory_last(path: Path, arr: np.ndarray) -> Path:
+    """An uncompressed TIFF with its image directory after the pixels, as the Kaggle LGG files are written: cut
+    in half, it keeps a valid header whose directory offset points past the end."""
+    h, w = arr.shape[:2]
+    spp = 1 if arr.ndim == 2 else arr.shape[2]
+    pixels = np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
+    ifd_at = 8 + len(pixels)
+    bits_at = ifd_at + 2 + 9 * 12 + 4
+    tags = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, spp, 8 if spp == 1 else bits_at), (259, 3, 1, 1),
+            (262, 3, 1, 1 if spp == 1 else 2), (273, 4, 1, 8), (277, 3, 1, spp), (278, 3, 1, h),
+            (279, 4, 1, len(pixels))]
+    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *t) for t in tags) + struct.pack("<I", 0)
+    path.write_bytes(b"II*\0" + struct.pack("<I", ifd_at) + pixels + ifd + (struct.pack("<3H", 8, 8, 8) if spp > 1 else b""))
+    return path
+
+
+def _truncate(path: Path) -> Path:
+    with open(path, "r+b") as fh:
+        fh.truncate(path.stat().st_size // 2)
+    return path
+
+
+def test_directory_last_tiff_helper_writes_a_valid_file(tmp_path):
+    arr = np.arange(48 * 40 * 3, dtype=np.uint8).reshape(48, 40, 3)
+    assert np.array_equal(read_image_2d(_tiff_directory_last(tmp_path / "a.tif", arr)), arr)
+
+
+@pytest.mark.parametrize("kind", ["image", "mask"], ids=["q13-truncated-tiff-image", "q13-truncated-tiff-mask"])
+def test_truncated_tiff_is_refused_naming_the_file(tmp_path, kind):
+    arr = np.full((48, 48, 3), 9, np.uint8) if kind == "image" else np.full((48, 48), 255, np.uint8)
+    path = _truncate(_tiff_directory_last(tmp_path / f"s_1{'_mask' if kind == 'mask' else ''}.tif", arr))
+    with pytest.raises(MedsegError, match=r"is truncated or unreadable .*; fix: re-export or remove it") as err:
+        read_image_2d(path, kind=kind)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("kind", ["image", "mask"], ids=["q13-check-truncated-image", "q13-check-truncated-mask"])
+def test_truncated_lgg_slice_is_a_problem_naming_the_right_file(tmp_path, kind):
+    root = synthetic.make_lgg(tmp_path / "lgg", n_patients=2, n_slices=3, size=32)
+    image = min(root.rglob("*_2.tif"))
+    victim = image.with_name(image.stem + "_mask.tif") if kind == "mask" else image
+    arr = read_image_2d(victim, kind=kind)
+    _truncate(_tiff_directory_last(victim, arr))
+    report = check_dataset(load_config("lgg"), root)
+    assert report["problems"] == [(f"{victim}: is truncated or unreadable (no image directory in the TIFF); "
+                                  "fix: re-export or remove it")]
+
+
+def test_truncated_real_lgg_tiffs(tmp_path):
+    """q13-real-lgg: the real Kaggle files cut in half (their directory is at the end)."""
+    src = sorted(shared("lgg/kaggle_3m").glob("TCGA_*/*_1*.tif"))[:2]
+    for f in src:
+        dst = _truncate(Path(shutil.copy(f, tmp_path / f.name)))
+        with pytest.raises(MedsegError, match="is truncated or unreadable"):
+            read_image_2d(dst, kind="mask" if "_mask" in f.name else "image")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 14. decompression bombs: refused from the header, before decoding, with the limit and its override
+# ---------------------------------------------------------------------------------------------------------------
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (its pixel data is a 1x1 image's)."""
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("size", [(30000, 30000), (12000, 12000)], ids=["q14-bomb-30000", "q14-bomb-12000"])
+def test_huge_png_is_refused_from_its_header(tmp_path, size, monkeypatch):
+    monkeypatch.delenv("MEDSEG_MAX_IMAGE_PIXELS", raising=False)
+    path = _png_claiming(tmp_path / "bomb.png", *size)
+    with pytest.raises(MedsegError) as err:
+        read_image_2d(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: is {size[0]}x{size[1]} pixels") and "limit of 100 megapixels" in msg
+    assert "MEDSEG_MAX_IMAGE_PIXELS=" in msg.split("; fix: ")[1]
+
+
+def test_bomb_is_a_problem_in_datasets_check(tmp_path, monkeypatch):
+    """q14-check-bomb: `datasets check` lists it as a problem (it raised DecompressionBombError)."""
+    monkeypatch.delenv("MEDSEG_MAX_IMAGE_PIXELS", raising=False)
+    root = synthetic.make_folder_2d(tmp_path / "f", n=2, size=(16, 20))
+    bomb = _png_claiming(root / "images" / "case_000.png", 30000, 30000)
+    report = check_dataset(load_config("folder"), root)
+    assert len(report["problems"]) == 1 and report["problems"][0].startswith(f"{bomb}: is 30000x30000 pixels")
+
+
+def test_pixel_limit_override(tmp_path, monkeypatch):
+    """q14-limit-override: MEDSEG_MAX_IMAGE_PIXELS lowers (or raises) the limit; a bad value is named."""
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((10, 300), np.uint8)).save(path)
+    monkeypatch.setenv("MEDSEG_MAX_IMAGE_PIXELS", "2000")
+    with pytest.raises(MedsegError, match=r"wide.png: is 300x10 pixels \(0.003 megapixels\), over medseg's limit of "
+                                          r"0.002 megapixels"):
+        read_image_2d(path)
+    monkeypatch.setenv("MEDSEG_MAX_IMAGE_PIXELS", "3000")
+    assert read_image_2d(path).shape == (10, 300)
+    monkeypatch.setenv("MEDSEG_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(MedsegError, match="MEDSEG_MAX_IMAGE_PIXELS: is 'lots'"):
+        read_image_2d(path)
+    assert os.environ["MEDSEG_MAX_IMAGE_PIXELS"] == "lots"
