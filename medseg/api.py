@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import apply_overrides, config_from_dict, load_config
+from .config import apply_overrides, check_value, config_from_dict, load_config
 from .errors import MedsegError, fail
 from .train import TrainResult, latest_run_dir, load_run_config, train
 
@@ -12,8 +12,7 @@ from .train import TrainResult, latest_run_dir, load_run_config, train
 def _cli_overrides(overrides, epochs=None, seed=None) -> list[str]:
     out = list(overrides or [])
     if epochs is not None:
-        if epochs < 1:
-            raise MedsegError(f"--epochs {epochs} must be at least 1")
+        check_value("train.epochs", epochs, "--epochs")
         out.append(f"train.epochs={epochs}")
     if seed is not None:
         out.append(f"train.seed={seed}")
@@ -58,14 +57,7 @@ def train_from_cli(config: str, data_dir=None, out=None, epochs=None, device="au
 def check_from_cli(name: str, data_dir=None, overrides=None, progress=False) -> dict:
     from .data.check import check_dataset
 
-    try:
-        cfg = load_config(name, overrides)
-    except MedsegError:
-        from .data import list_recipes
-
-        if name not in list_recipes():
-            raise
-        cfg = config_from_dict({"name": name, "data": {"recipe": name}})
+    cfg = load_config(name, overrides)  # a recipe without a config file of its own gets one from the defaults
     data_dir = Path(data_dir) if data_dir else default_data_dir(cfg.name, cfg.data.recipe)
     return check_dataset(cfg, data_dir, progress=progress)
 
@@ -105,11 +97,24 @@ def run_demo(out: Path = Path("reports/demo"), device: str = "auto", force: bool
     return summary
 
 
-def infer_from_cli(inputs, model=None, out=None, device="auto", tta=False, probabilities=False, force=False,
+# flags that stand for a config key: their values obey the key's range
+POST_FLAGS = {"threshold": "infer.threshold", "min_size": "infer.min_size", "overlap": "infer.overlap",
+              "sw_batch_size": "infer.sw_batch_size"}
+
+
+def check_post_flags(post: dict) -> None:
+    for name, value in post.items():
+        if name in POST_FLAGS:
+            check_value(POST_FLAGS[name], value, "--" + name.replace("_", "-"))
+
+
+def infer_from_cli(inputs, model=None, out=None, device="auto", tta=None, probabilities=False, force=False,
                    report=False, progress=True, log=print, **post):
-    """``medseg infer``: segment, write masks and findings, optionally a PDF per case."""
+    """``medseg infer``: segment, write masks and findings, optionally a PDF per case. ``tta`` None: the
+    checkpoint's ``infer.tta``. Empty inputs and checkpoints among the inputs are refused by ``infer``."""
     from .infer import infer
 
+    check_post_flags(post)
     summary = infer(inputs, model=model, out=out, device=device, tta=tta, probabilities=probabilities, force=force,
                     progress=progress, log=log, **post)
     if report:
@@ -123,7 +128,7 @@ def infer_from_cli(inputs, model=None, out=None, device="auto", tta=False, proba
 
 
 def evaluate_from_cli(pred=None, gt=None, model=None, data=None, data_dir=None, split="val", out=None, labels=None,
-                      images=None, device="auto", tta=False, report=False, force=False, progress=True, log=print,
+                      images=None, device="auto", tta=None, report=False, force=False, progress=True, log=print,
                       **post):
     """``medseg evaluate``: folders (--pred/--gt) or a model (or a list of models, ensembled) on a recipe
     (--model/--data/--data-dir). ``post`` (threshold, keep_largest, min_size, fill_holes) overrides the
@@ -131,6 +136,7 @@ def evaluate_from_cli(pred=None, gt=None, model=None, data=None, data_dir=None, 
     from .evaluate import evaluate_folders, evaluate_model
 
     post = {k: v for k, v in post.items() if v is not None}
+    check_post_flags(post)
     if post and not model:
         flags = ", ".join("--" + k.replace("_", "-") for k in post)
         raise MedsegError(f"{flags} post-process a model's output; with --pred/--gt the masks are already final "
@@ -140,6 +146,12 @@ def evaluate_from_cli(pred=None, gt=None, model=None, data=None, data_dir=None, 
             raise MedsegError("give either --pred/--gt or --model/--data, not both")
         if not data:
             raise MedsegError("--model needs --data NAME (the recipe) and --data-dir; fix: e.g. --data ph2 --data-dir datasets/ph2")
+        from .config import did_you_mean
+        from .data import list_recipes
+
+        if data not in list_recipes():
+            raise MedsegError(f"--data '{data}' is not a data recipe{did_you_mean(data, list_recipes())}; "
+                              f"fix: use one of {list_recipes()}")
         res = evaluate_model(model, data, Path(data_dir) if data_dir else default_data_dir(data), out, split=split,
                              device=device, tta=tta, force=force, progress=progress, log=log, post=post)
     else:
@@ -150,7 +162,7 @@ def evaluate_from_cli(pred=None, gt=None, model=None, data=None, data_dir=None, 
     if report:
         from .report import cohort_report
 
-        log(f"report: {cohort_report(res.out_dir, force=force)}")
+        log(f"report: {cohort_report(res.out_dir, out=res.out_dir / 'cohort_report.pdf', force=force)}")
     return res
 
 

@@ -11,10 +11,28 @@ import typer
 
 from .errors import MedsegError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: typer's rich help panel prints a type placeholder (<bool>) after every flag; the plain
+# click formatter shows flags as flags (--tta, --keep-largest / --no-keep-largest) and the other options' types.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="medseg: train, run and report medical image segmentation models (MONAI + PyTorch).")
-datasets_app = typer.Typer(no_args_is_help=True, help="Inspect data sets in their on-disk layouts.")
+datasets_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect data sets in their on-disk layouts.")
 app.add_typer(datasets_app, name="datasets")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the medseg version and exit."),
+):
+    pass
 
 
 def _run(fn, *args, **kwargs):
@@ -38,6 +56,11 @@ THRESHOLD = typer.Option(None, "--threshold", help="Binary threshold (default fr
 KEEP_LARGEST = typer.Option(None, "--keep-largest/--no-keep-largest", help="Keep the largest component per class.")
 MIN_SIZE = typer.Option(None, "--min-size", help="Drop components under this size (mm³ in 3D, mm² in 2D).")
 FILL_HOLES = typer.Option(None, "--fill-holes/--no-fill-holes", help="Fill holes in each class.")
+# Flags every command that computes shares
+DEVICE = typer.Option("auto", "--device", help="auto (CUDA when available, else CPU), cpu or cuda.")
+QUIET = typer.Option(False, "--quiet", help="No progress bars (log lines and errors are still printed).")
+TTA = typer.Option(None, "--tta/--no-tta", help="Average predictions over flips (test-time augmentation); "
+                                                "default: the checkpoint's infer.tta.")
 
 
 @app.command()
@@ -46,13 +69,13 @@ def train(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default datasets/NAME)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME-<timestamp>)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = DEVICE,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or the newest runs/NAME-*) from last.pt."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out (only the files medseg wrote)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override train.seed."),
     set_: List[str] = typer.Option([], "--set", "-s", help="Override any config key: --set train.lr=3e-4 (repeatable)."),
     nproc: int = typer.Option(1, "--nproc", help="Processes for DistributedDataParallel (GPUs: one per GPU; CPU: gloo)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = QUIET,
 ):
     """Train a model on a data set recipe."""
     from .api import train_from_cli
@@ -92,9 +115,9 @@ def datasets_list():
 @app.command()
 def demo(
     out: Path = typer.Option(Path("reports/demo"), "--out", help="Where the demo writes its outputs."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = DEVICE,
     force: bool = typer.Option(False, "--force", help="Overwrite an earlier demo in --out."),
-    quiet: bool = typer.Option(False, "--quiet"),
+    quiet: bool = QUIET,
 ):
     """Run the whole product on synthetic data (no download, a few minutes on a CPU)."""
     from .api import run_demo
@@ -108,10 +131,10 @@ def infer(
                                                   "of these, or 'a.nii.gz,b.nii.gz' for one multi-modal case."),
     model: List[Path] = typer.Option([], "--model", "-m", help="Checkpoint(s); several are ensembled. Default: newest runs/**/best.pt."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/infer-<timestamp>)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    tta: bool = typer.Option(False, "--tta", help="Average predictions over flips (test-time augmentation)."),
+    device: str = DEVICE,
+    tta: Optional[bool] = TTA,
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write <case>_prob.nii.gz (.tif for 2D)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs of the same cases in --out."),
     threshold: Optional[float] = THRESHOLD,
     keep_largest: Optional[bool] = KEEP_LARGEST,
     min_size: Optional[float] = MIN_SIZE,
@@ -119,7 +142,7 @@ def infer(
     overlap: Optional[float] = typer.Option(None, "--overlap", help="Sliding-window overlap (0-1)."),
     sw_batch_size: Optional[int] = typer.Option(None, "--sw-batch-size", help="Windows per forward pass."),
     report: bool = typer.Option(False, "--report", help="Also write a single-case PDF report per input."),
-    quiet: bool = typer.Option(False, "--quiet"),
+    quiet: bool = QUIET,
 ):
     """Segment new images; masks are written in each input's exact geometry, with findings JSON."""
     from .api import infer_from_cli
@@ -141,15 +164,15 @@ def evaluate(
     out: Path = typer.Option(..., "--out", help="Output folder for metrics.csv, summary.csv and plots."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label names, background first."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of the images, for overlays (with --pred)."),
-    device: str = typer.Option("auto", "--device"),
-    tta: bool = typer.Option(False, "--tta"),
+    device: str = DEVICE,
+    tta: Optional[bool] = TTA,
     threshold: Optional[float] = THRESHOLD,
     keep_largest: Optional[bool] = KEEP_LARGEST,
     min_size: Optional[float] = MIN_SIZE,
     fill_holes: Optional[bool] = FILL_HOLES,
-    report: bool = typer.Option(False, "--report", help="Also write the cohort PDF."),
+    report: bool = typer.Option(False, "--report", help="Also write the cohort PDF into --out (cohort_report.pdf)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an earlier evaluation in --out."),
-    quiet: bool = typer.Option(False, "--quiet"),
+    quiet: bool = QUIET,
 ):
     """Per-case, per-class metrics (Dice, Jaccard, precision, recall, HD95, ASSD, lesion counts)."""
     from .api import evaluate_from_cli
@@ -165,7 +188,7 @@ def report(
     source: Path = typer.Argument(..., help="<case>_findings.json (single case) or an evaluation folder (cohort)."),
     out: Optional[Path] = typer.Option(None, "--out", help="PDF path or folder (default reports/)."),
     gt: Optional[Path] = typer.Option(None, "--gt", help="Ground-truth mask for a single-case report."),
-    force: bool = typer.Option(False, "--force"),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing PDF."),
 ):
     """Write a clinical-style PDF report."""
     from .api import report_from_cli

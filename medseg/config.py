@@ -123,7 +123,7 @@ class TrainConfig:
     ema: float | None = None  # decay of an exponential moving average of the weights, e.g. 0.99; validated and saved
     loss: LossConfig = field(default_factory=LossConfig)
     seed: int = 0
-    image_log_every: int = 5  # epochs between TensorBoard image panels
+    image_log_every: int = 1  # validations (not epochs) between TensorBoard image panels; 1: at every one
 
 
 @dataclass
@@ -249,7 +249,128 @@ def _coerce(value: Any, hint: Any, where: str, source: str) -> Any:
 
 
 def config_from_dict(data: dict, source: str = "config") -> Config:
-    return _build(Config, copy.deepcopy(data), "", source)
+    """Build and validate a Config: a bad value stops here, before any data is read or a run folder is made."""
+    cfg = _build(Config, copy.deepcopy(data), "", source)
+    validate_config(cfg, source)
+    return cfg
+
+
+# ----------------------------------------------------------------------------
+# validation: the value ranges every key must respect (model-dependent checks live in train.check_config)
+# ----------------------------------------------------------------------------
+
+def _sizes(v) -> bool:
+    return len(v) > 0 and all(s > 0 for s in v)
+
+
+def _unique_names(n: int):
+    return lambda v: len(v) >= n and len(set(v)) == len(v) and all(str(x).strip() for x in v)
+
+
+def _low_high(v, low=float("-inf"), high=float("inf")) -> bool:
+    return len(v) == 2 and low <= v[0] < v[1] <= high
+
+
+_PROBABILITY = (lambda v: 0 <= v <= 1, "must be a probability between 0 and 1", "0.5")
+_FRACTION = (lambda v: 0 <= v < 1, "must be a fraction from 0 up to (not including) 1", "0.2")
+_NON_NEGATIVE = (lambda v: v >= 0, "must be 0 or more", "0")
+_AT_LEAST_1 = (lambda v: v >= 1, "must be at least 1", "1")
+_POSITIVE = (lambda v: v > 0, "must be greater than 0", "1.0")
+_SIZES = (_sizes, "must be a list of sizes greater than 0", "[64, 64]")
+
+# key: (test, requirement, example); None values of optional keys are not tested
+RULES: dict[str, tuple] = {
+    "data.labels": (_unique_names(2), "needs at least 2 distinct class names, background first", "[background, lesion]"),
+    "data.channels": (_unique_names(1), "needs at least one channel name, each named once", "[image]"),
+    "data.stored_channels": (_unique_names(1), "needs at least one channel name, each named once", "[red, green, blue]"),
+    "data.spatial_dims": (lambda v: v in (2, 3), "must be 2 or 3", "2"),
+    "data.pixel_spacing_mm": (_sizes, "must be pixel sizes in mm greater than 0", "[0.1, 0.1]"),
+    "data.context_slices": _NON_NEGATIVE,
+    "data.split.val_fraction": _FRACTION,
+    "data.split.test_fraction": (_FRACTION[0], _FRACTION[1], "0.0"),
+    "data.split.folds": (lambda v: v >= 0, "must be 0 (no cross-validation) or the number of folds", "5"),
+    "data.split.fold": _NON_NEGATIVE,
+    "data.split.max_train_groups": _NON_NEGATIVE,
+    "preprocess.spatial_size": (_SIZES[0], _SIZES[1], "[192, 256]"),
+    "preprocess.spacing": (_sizes, "must be voxel sizes in mm greater than 0", "[1.5, 1.5, 1.5]"),
+    "preprocess.intensity_range": (_low_high, "must be [low, high] with low < high", "[0, 255]"),
+    "preprocess.volume_percentiles": (lambda v: _low_high(v, 0, 100), "must be [low, high] percentiles, 0 <= low < high <= 100",
+                                      "[10, 99]"),
+    **{f"augment.{k}": _PROBABILITY for k in ("flip_prob", "rot90_prob", "affine_prob", "intensity_prob", "contrast_prob",
+                                              "noise_prob", "blur_prob", "lowres_prob")},
+    "augment.rotate_deg": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "15"),
+    "augment.scale_range": (_FRACTION[0], _FRACTION[1], "0.1"),
+    "augment.intensity_scale": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "0.1"),
+    "augment.intensity_shift": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "0.1"),
+    "augment.noise_std": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "0.05"),
+    "model.channels": (_sizes, "must be a non-empty list of feature counts greater than 0", "[16, 32, 64]"),
+    "model.strides": (lambda v: all(s > 0 for s in v), "must be strides greater than 0", "[2, 2]"),
+    "model.num_res_units": _NON_NEGATIVE,
+    "model.dropout": (_FRACTION[0], _FRACTION[1], "0.1"),
+    "model.deep_supervision": _NON_NEGATIVE,
+    "train.epochs": (_AT_LEAST_1[0], _AT_LEAST_1[1], "50"),
+    "train.batch_size": (_AT_LEAST_1[0], _AT_LEAST_1[1], "8"),
+    "train.lr": (_POSITIVE[0], _POSITIVE[1], "0.001"),
+    "train.weight_decay": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "1e-5"),
+    "train.warmup_epochs": _NON_NEGATIVE,
+    "train.patch_size": (_SIZES[0], _SIZES[1], "[64, 64, 64]"),
+    "train.samples_per_volume": (_AT_LEAST_1[0], _AT_LEAST_1[1], "2"),
+    "train.pos_fraction": (_PROBABILITY[0], _PROBABILITY[1], "0.67"),
+    "train.pos_slice_fraction": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)", "0.5"),
+    "train.val_every": _AT_LEAST_1,
+    "train.num_workers": _NON_NEGATIVE,
+    "train.max_steps_per_epoch": (_AT_LEAST_1[0], _AT_LEAST_1[1], "100"),
+    "train.ema": (lambda v: 0 < v < 1, "must be a decay between 0 and 1 (exclusive)", "0.99"),
+    "train.image_log_every": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "5"),
+    "train.loss.dice_weight": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "1.0"),
+    "train.loss.ce_weight": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "1.0"),
+    "train.loss.fn_weight": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive; 0.5 = Dice)", "0.5"),
+    "infer.roi_size": (_SIZES[0], _SIZES[1], "[96, 96, 96]"),
+    "infer.overlap": (_FRACTION[0], _FRACTION[1], "0.25"),
+    "infer.sw_batch_size": (_AT_LEAST_1[0], _AT_LEAST_1[1], "4"),
+    "infer.threshold": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive: 0 or 1 would mark every pixel or none)",
+                        "0.5"),
+    "infer.min_size": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "0"),
+}
+
+
+def _get(cfg: Config, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _show(value) -> str:
+    return "[" + ", ".join(_show(v) for v in value) + "]" if isinstance(value, list) else str(value)
+
+
+def check_value(key: str, value, where: str | None = None) -> None:
+    """Raise a one-line MedsegError when ``value`` is outside ``key``'s range (``where``: the config file or a flag)."""
+    if value is None:
+        return
+    test, requirement, example = RULES[key]
+    if test(value):
+        return
+    if where and where.startswith("--"):  # a command-line flag that stands for this key
+        raise MedsegError(f"{where} {_show(value)} {requirement}; fix: e.g. {where} {example}")
+    raise fail(where, f"config key '{key}' = {_show(value)} {requirement}", f"e.g. --set '{key}={example}'")
+
+
+def validate_config(cfg: Config, source: str = "config") -> None:
+    """Every key's range, and the few rules that tie two keys together."""
+    for key in RULES:
+        check_value(key, _get(cfg, key), source)
+    split = cfg.data.split
+    if split.val_fraction + split.test_fraction >= 1:
+        raise fail(source, f"data.split.val_fraction {split.val_fraction} + test_fraction {split.test_fraction} leave "
+                   "nothing to train on", "keep their sum below 1, e.g. val_fraction 0.2, test_fraction 0.1")
+    if split.folds > 1 and not split.fold < split.folds:
+        raise fail(source, f"data.split.fold {split.fold} is outside 0..{split.folds - 1}", "e.g. --set data.split.fold=0")
+    loss = cfg.train.loss
+    if loss.dice_weight + loss.ce_weight <= 0:
+        raise fail(source, "train.loss.dice_weight and ce_weight are both 0, so nothing is learnt",
+                   "give one of them a weight, e.g. --set train.loss.dice_weight=1")
 
 
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
@@ -278,7 +399,10 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise fail(path, "config file not found", "pass an existing YAML file or a recipe name such as ph2")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise fail(path, "is not a text file (not UTF-8), so not a YAML config",
+                   "pass a YAML config such as configs/ph2.yaml, or a recipe name such as ph2") from None
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         raise fail(path, f"is not valid YAML{f' (line {line + 1})' if line is not None else ''}",
@@ -302,6 +426,21 @@ def config_search_dirs() -> list[Path]:
     return out
 
 
+def known_config_names() -> list[str]:
+    return sorted({c.stem for d in config_search_dirs() if d.is_dir() for c in d.glob("*.yaml")})
+
+
+def did_you_mean(name: str, known) -> str:
+    """' (did you mean 'ph2'?)' for a near miss, case-insensitively; '' when nothing is close."""
+    import difflib
+
+    by_lower = {k.lower(): k for k in known}
+    if name.lower() in by_lower:
+        return f" (did you mean '{by_lower[name.lower()]}'?)"
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean '{by_lower[close[0]]}'?)" if close else ""
+
+
 def resolve_config_path(name_or_path: str) -> Path:
     p = Path(name_or_path)
     if p.suffix in {".yaml", ".yml"} or p.is_file():
@@ -312,13 +451,24 @@ def resolve_config_path(name_or_path: str) -> Path:
         cand = d / f"{name_or_path}.yaml"
         if cand.is_file():
             return cand
-    known = sorted({c.stem for d in config_search_dirs() if d.is_dir() for c in d.glob("*.yaml")})
-    raise MedsegError(f"no config named '{name_or_path}'; fix: use one of {known} or pass a path to a YAML file")
+    known = known_config_names()
+    raise MedsegError(f"no config named '{name_or_path}'{did_you_mean(name_or_path, known)}; "
+                      f"fix: use one of {known} or pass a path to a YAML file")
 
 
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config:
-    """Load a recipe name (``ph2``) or a YAML path and apply ``--set`` overrides."""
-    path = resolve_config_path(name_or_path)
+    """Load a recipe name (``ph2``) or a YAML path and apply ``--set`` overrides.
+
+    A data recipe without a config file of its own is built from the defaults with ``data.recipe`` set to it."""
+    try:
+        path = resolve_config_path(name_or_path)
+    except MedsegError:
+        from .data import list_recipes
+
+        if name_or_path not in list_recipes():
+            raise
+        data = apply_overrides({"name": name_or_path, "data": {"recipe": name_or_path}}, overrides)
+        return config_from_dict(data, source=f"recipe '{name_or_path}' defaults")
     data = apply_overrides(load_yaml(path), overrides)
     data.setdefault("name", path.stem)
     return config_from_dict(data, source=str(path))

@@ -201,7 +201,7 @@ def evaluate_folders(pred_dir, gt_dir, out, labels: list[str] | None = None, ima
 
 
 def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: str = "val", device: str = "auto",
-                   tta: bool = False, force: bool = False, progress: bool = True, log=print,
+                   tta: bool | None = None, force: bool = False, progress: bool = True, log=print,
                    post: dict | None = None) -> EvalResult:
     """Run ``model`` (one checkpoint, or a list of them to ensemble: probabilities averaged, as ``medseg infer``
     does) on a recipe's cases and evaluate at each case's original resolution.
@@ -241,7 +241,7 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
         if not samples:
             raise fail(data_dir, f"none of the checkpoint's '{split}' cases are in this folder", "use --split all")
     labels = list(cfg.data.labels)
-    tta = tta or bool(cfg.infer.tta)
+    tta = bool(cfg.infer.tta) if tta is None else tta  # None: the checkpoint's own setting
     pred_dir = out_dir / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

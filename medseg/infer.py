@@ -409,7 +409,7 @@ def segment_case(models: list[LoadedModel], case: Case, out_dir: Path, device: t
 
 
 def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | None = None, device: str = "auto",
-          tta: bool = False, probabilities: bool = False, force: bool = False, progress: bool = True, log=print,
+          tta: bool | None = None, probabilities: bool = False, force: bool = False, progress: bool = True, log=print,
           **post) -> InferSummary:
     """Segment every input; keep going past bad files and raise one MedsegError listing them at the end.
 
@@ -420,13 +420,15 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
 
     if not inputs:
         raise MedsegError("no INPUT given; fix: medseg infer scan.nii.gz --model runs/NAME/best.pt")
+    if any(not str(i).strip() for i in inputs):  # an unset shell variable: Path("") is the current folder
+        raise MedsegError("an INPUT is empty (an unset shell variable?); fix: name the images, volumes or folders to segment")
     dev = resolve_device(device)
     if not model:
         chosen = find_default_model()
         log(f"using the newest checkpoint: {chosen}")
         model = [str(chosen)]
     models = load_models(model, dev)
-    tta = tta or bool(models[0].cfg.infer.tta)  # the checkpoint's own setting unless the user asks for TTA
+    tta = bool(models[0].cfg.infer.tta) if tta is None else tta  # None: the checkpoint's own setting
     for m in models:
         for key in ("overlap", "sw_batch_size"):
             if post.get(key) is not None:
@@ -468,8 +470,9 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
             summary.failures.append(str(exc))
             log(f"error: {exc}")
     if summary.failures:
+        written = f"the others were written to {out_dir}" if summary.outputs else "nothing was written"
         raise MedsegError(f"{len(summary.failures)} of {len(cases) + len(failures)} inputs failed (first: "
-                          f"{summary.failures[0]}); the others were written to {out_dir}")
+                          f"{summary.failures[0]}); {written}")
     return summary
 
 

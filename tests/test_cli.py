@@ -142,7 +142,7 @@ def test_evaluate_ensembles_models_of_one_split_and_refuses_mixed_splits(folder_
     r = _run("evaluate", "--model", a, "--model", b, "--data", "folder", "--data-dir", folder_dir, "--out",
              tmp_path / "ev", "--quiet", "--report")
     assert r.exit_code == 0, r.output
-    pdf = next(Path("reports").glob("ev_cohort_report.pdf"))
+    pdf = tmp_path / "ev" / "cohort_report.pdf"  # --report writes into the evaluation's --out folder
     text = pdf_text(pdf)
     assert "ensemble of 2 (probabilities averaged)" in text
     info = json.loads((tmp_path / "ev" / "eval.json").read_text())
@@ -164,15 +164,15 @@ def test_evaluate_overrides_the_checkpoints_postprocessing(folder_dir, tmp_path,
     cfg = load_config("demo", ["data.recipe=folder", *small_2d_overrides, "train.epochs=1"])
     train(cfg, folder_dir, tmp_path / "run", progress=False, log=lambda *a, **k: None)
     common = ["evaluate", "--model", tmp_path / "run" / "last.pt", "--data", "folder", "--data-dir", folder_dir, "--quiet"]
-    r = _run(*common, "--out", tmp_path / "ev", "--threshold", "0", "--fill-holes")
+    r = _run(*common, "--out", tmp_path / "ev", "--threshold", "1e-9", "--fill-holes")  # 0 itself is refused
     assert r.exit_code == 0, r.output
     info = json.loads((tmp_path / "ev" / "eval.json").read_text())
-    assert info["postprocess"] == {"threshold": 0.0, "keep_largest": cfg.infer.keep_largest, "min_size": cfg.infer.min_size,
+    assert info["postprocess"] == {"threshold": 1e-9, "keep_largest": cfg.infer.keep_largest, "min_size": cfg.infer.min_size,
                                    "fill_holes": True}
     fg = pd.read_csv(tmp_path / "ev" / "metrics.csv").query("`class` != 'background'")
-    assert len(fg) == info["n_cases"] and (fg["recall"] == 1.0).all()  # every pixel is above a threshold of 0
+    assert len(fg) == info["n_cases"] and (fg["recall"] == 1.0).all()  # every pixel is above a threshold of 1e-9
     finding = json.loads(next((tmp_path / "ev" / "predictions").glob("*_findings.json")).read_text())
-    assert finding["postprocess"]["threshold"] == 0.0 and finding["postprocess"]["fill_holes"] is True
+    assert finding["postprocess"]["threshold"] == 1e-9 and finding["postprocess"]["fill_holes"] is True
     r = _run(*common, "--out", tmp_path / "ev2", "--min-size", "1e9")  # larger than any image: nothing is kept
     assert r.exit_code == 0, r.output
     fg = pd.read_csv(tmp_path / "ev2" / "metrics.csv").query("`class` != 'background'")
