@@ -284,3 +284,125 @@ def test_pixel_limit_override(tmp_path, monkeypatch):
     with pytest.raises(MedsegError, match="MEDSEG_MAX_IMAGE_PIXELS: is 'lots'"):
         read_image_2d(path)
     assert os.environ["MEDSEG_MAX_IMAGE_PIXELS"] == "lots"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. a case without its mask is counted and named, in every recipe
+# ---------------------------------------------------------------------------------------------------------------
+
+def _brats_without_label(root: Path) -> tuple[Path, str]:
+    synthetic.make_brats(root, n_train=2, n_val=1, shape=(8, 8, 8))
+    case = min(root.glob("train/*"))
+    next(case.glob("OT*")).unlink()
+    return case, "no label map (looked for otmulticlass*"
+
+
+def _lgg_folder_without_masks(root: Path) -> tuple[Path, str]:
+    synthetic.make_lgg(root, n_patients=2, n_slices=3, size=16)
+    patient = min(p for p in root.rglob("TCGA_*") if p.is_dir())
+    for m in patient.glob("*_mask.tif"):
+        m.unlink()
+    return patient, "3 slices without any mask"
+
+
+def _nifti_flat_unpaired(root: Path) -> tuple[Path, str]:
+    root.mkdir()
+    for case in ("a", "b"):
+        synthetic.write_itk(VOXELS, np.eye(4), root / f"{case}_image.nrrd")
+    synthetic.write_itk(VOXELS.astype(np.uint8), np.eye(4), root / "a_label.nrrd")
+    return root / "b_image.nrrd", "volume has no label map"
+
+
+def _nnunet_image_without_label(root: Path) -> tuple[Path, str]:
+    synthetic.make_nnunet(root, n=3)
+    label = min((root / "labelsTr").iterdir())
+    label.unlink()
+    return root / "imagesTr" / label.name.replace(".nii.gz", "_0000.nii.gz"), "image has no label map"
+
+
+def _ph2_without_lesion(root: Path) -> tuple[Path, str]:
+    synthetic.make_ph2(root, n=3)
+    case = min((root / "PH2 Dataset images").glob("IMD*"))
+    next(case.glob("*_lesion/*")).unlink()
+    return case / f"{case.name}_lesion", "lesion mask missing"
+
+
+def _folder_without_mask(root: Path) -> tuple[Path, str]:
+    synthetic.make_folder_2d(root, n=3, size=(16, 20))
+    mask = min((root / "masks").iterdir())
+    mask.unlink()
+    return root / "images" / mask.name.replace("_mask", ""), "image has no mask"
+
+
+UNPAIRED = {"q3-brats-case-without-label": ("brats", _brats_without_label),
+            "q3-lgg-folder-without-masks": ("lgg", _lgg_folder_without_masks),
+            "q3-nifti-flat-volume-without-label": ("nifti", _nifti_flat_unpaired),
+            "q3-nnunet-image-without-label": ("nifti", _nnunet_image_without_label),
+            "q3-ph2-case-without-lesion": ("ph2", _ph2_without_lesion),
+            "q3-folder-image-without-mask": ("folder", _folder_without_mask)}
+
+
+@pytest.mark.parametrize("case", list(UNPAIRED), ids=list(UNPAIRED))
+def test_case_without_mask_is_named_by_datasets_check(tmp_path, case):
+    recipe, make = UNPAIRED[case]
+    missing, what = make(tmp_path / "d")
+    res = load_samples(recipe, tmp_path / "d", collect_problems=True)
+    named = [line for line in res.problems + res.warnings if line.startswith(f"{missing}: ") and what in line]
+    assert len(named) == 1 and "; fix: " in named[0] and "\n" not in named[0], res.problems + res.warnings
+    assert str(missing) not in {str(s["image"]) for s in res.samples}
+
+
+def test_brats_unlabelled_case_is_shown_by_the_cli(tmp_path):
+    """q3-brats-cli: `medseg datasets check brats` prints the unlabelled case folder."""
+    case, _ = _brats_without_label(tmp_path / "b")
+    result = runner.invoke(app, ["datasets", "check", "brats", "--data-dir", str(tmp_path / "b"), "--set",
+                                 "preprocess.spatial_size=[8,8,8]"])
+    assert f"warning: {case}: no label map" in result.output, result.output
+    assert "cases: 2 " in result.output
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 12. symlinked case folders are followed, each real file once, links back up the tree end
+# ---------------------------------------------------------------------------------------------------------------
+
+def _linked_split(source: Path, folders: list[Path], split: Path) -> Path:
+    split.mkdir()
+    for f in folders:
+        os.symlink(f, split / f.name)
+    os.symlink(f, split / f"second_link_to_{f.name}")  # the same patient twice: read once
+    os.symlink(split, split / "loop")  # a link back up the tree
+    return split
+
+
+def test_lgg_split_of_symlinked_patients(tmp_path):
+    """q12-lgg-symlinked-patients"""
+    src = synthetic.make_lgg(tmp_path / "src", n_patients=3, n_slices=4, size=16)
+    patients = sorted(p for p in src.rglob("TCGA_*") if p.is_dir())
+    split = _linked_split(src, patients[:2], tmp_path / "split")
+    res = load_samples("lgg", split)
+    assert len(res.samples) == 2 * 4
+    assert sorted({s["volume_id"] for s in res.samples}) == [p.name for p in patients[:2]]
+    assert len({os.path.realpath(s["image"]) for s in res.samples}) == 8
+
+
+def test_brats_split_of_symlinked_cases(tmp_path):
+    """q12-brats-symlinked-cases"""
+    src = synthetic.make_brats(tmp_path / "src", n_train=3, n_val=0, shape=(8, 8, 8))
+    cases = sorted(src.glob("train/*"))
+    res = load_samples("brats", _linked_split(src, cases[:2], tmp_path / "split"))
+    assert sorted(s["case_id"] for s in res.samples) == sorted(c.name for c in cases[:2])
+
+
+def test_ph2_flat_copy_in_symlinked_folders(tmp_path):
+    """q12-ph2-flat-symlinked: a flattened PH2 copy whose images/ and masks/ are links."""
+    src = synthetic.make_ph2(tmp_path / "src", n=3)
+    flat = tmp_path / "flat"
+    for sub, pattern in (("images", "IMD*/IMD*_Dermoscopic_Image/*"), ("masks", "IMD*/IMD*_lesion/*")):
+        (tmp_path / sub).mkdir()
+        for f in (src / "PH2 Dataset images").glob(pattern):
+            shutil.copy(f, tmp_path / sub / f.name)
+    flat.mkdir()
+    os.symlink(tmp_path / "images", flat / "images")
+    os.symlink(tmp_path / "masks", flat / "masks")
+    res = load_samples("ph2", flat)
+    assert len(res.samples) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,12 +126,36 @@ def files_with_ext(folder: Path, exts: tuple[str, ...]) -> list[Path]:
                    and file_ext(p) in exts), key=lambda p: natural_key(p.name))
 
 
+def walk_files(folder: Path) -> list[Path]:
+    """Every file at any depth below ``folder``, in path order, following symlinked folders (linking a split's
+    cases into a folder is the usual way to make one) but listing each real file once and each real folder once,
+    so that a link back up the tree ends instead of looping. ``Path.rglob`` does not follow links (Python 3.11)."""
+    seen_dirs: set[str] = set()
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen_dirs:
+            dirs[:] = []  # a folder reached a second time, through a link: its files are listed already
+            continue
+        seen_dirs.add(real)
+        dirs.sort()
+        found.extend(Path(root) / f for f in files)
+    seen_files: set[str] = set()
+    out = []
+    for p in sorted(found):
+        real = os.path.realpath(p)
+        if real not in seen_files and os.path.isfile(real):
+            seen_files.add(real)
+            out.append(p)
+    return out
+
+
 def files_below(folder: Path, exts: tuple[str, ...], limit: int = 500000) -> list[Path]:
-    """Files of ``exts`` at any depth below ``folder`` (hidden ones skipped), in path order, at most ``limit``."""
+    """Files of ``exts`` at any depth below ``folder`` (hidden ones skipped), in path order, at most ``limit``;
+    symlinked folders are followed, each real file listed once (:func:`walk_files`)."""
     from ..io import file_ext
 
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
-                  and file_ext(p) in exts)[:limit]
+    return [p for p in walk_files(folder) if not p.name.startswith(".") and file_ext(p) in exts][:limit]
 
 
 MASK_SUFFIXES = ("_mask", "_seg", "_segmentation", "_label", "_labels", "_lesion", "_gt", "_annotation",

@@ -93,6 +93,18 @@ def _case_dir(label: Path) -> Path:
     return label.parent.parent if _in_own_folder(label) else label.parent
 
 
+def _unlabelled_cases(volumes: list[Path], labelled: set[Path], channels: list[str],
+                      mod_patterns: dict[str, list[str]], label_patterns: list[str]) -> list[str]:
+    """One warning per folder that holds a modality volume but no label map: such a case is left out of training,
+    and says so, instead of vanishing from the count."""
+    cases = sorted({_case_dir(f) for f in volumes if _case_dir(f) not in labelled
+                    and any(_matches(f, pat) for ch in channels for pat in mod_patterns[ch])},
+                   key=lambda p: natural_key(str(p)))
+    looked = ", ".join(label_patterns[:4]) + (", ..." if len(label_patterns) > 4 else "")
+    return [f"{case}: no label map (looked for {looked}); it is left out of training; fix: add its label map, or set "
+            "data.options.label to the label file's pattern" for case in cases]
+
+
 @register("brats")
 def brats_samples(data_dir: Path, options: dict) -> RecipeResult:
     channels = options.get("channels") or ["flair", "t1c"]
@@ -102,8 +114,9 @@ def brats_samples(data_dir: Path, options: dict) -> RecipeResult:
     expected = (f"expected one folder per case holding {', '.join(mod_patterns[c][0] for c in channels)} "
                 f"and a label map {label_patterns[0]} (.nii.gz, .mha or .nrrd)")
     samples, warnings, problems = [], [], []
-    labelled = {_case_dir(p) for p in files_below(data_dir, VOLUME_EXTS)
-                if any(_matches(p, pat) for pat in label_patterns)}
+    volumes = files_below(data_dir, VOLUME_EXTS)
+    labelled = {_case_dir(p) for p in volumes if any(_matches(p, pat) for pat in label_patterns)}
+    warnings += _unlabelled_cases(volumes, labelled, channels, mod_patterns, label_patterns)
     for case_dir in sorted(labelled, key=lambda p: natural_key(str(p))):
         files = case_files(case_dir)
         label = first_match(files, label_patterns)

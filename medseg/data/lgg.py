@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import fail
 from ..io import IMAGE_2D_EXTS, read_image_2d
-from .base import IMAGE, LABEL, RecipeResult, files_below, natural_key, register
+from .base import IMAGE, LABEL, RecipeResult, files_below, natural_key, register, walk_files
 
 SLICE_RE = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)$")
 EXPECTED = ("expected patient folders 'TCGA_<inst>_<id>_<date>/' holding '<folder>_<n>.tif' slices and "
@@ -53,7 +53,7 @@ def _patient_dirs(data_dir: Path) -> list[Path]:
 
 
 def _read_csv(data_dir: Path) -> tuple[dict[str, dict], Path | None]:
-    cands = sorted(data_dir.rglob("data.csv"))[:1] or sorted(data_dir.glob("*.csv"))[:1]
+    cands = [f for f in walk_files(data_dir) if f.name == "data.csv"][:1] or sorted(data_dir.glob("*.csv"))[:1]
     if not cands:
         return {}, None
     rows = {}
@@ -107,8 +107,13 @@ def lgg_samples(data_dir: Path, options: dict) -> RecipeResult:
             hit = local[d].get(key)
             return hit or (anywhere[key][0] if len(anywhere.get(key, [])) == 1 else None)
 
-        if not images or not any(mask_of(f) for f, _ in images):
-            continue  # a folder of images without any masks (a test set, say) is not training data
+        if not images:
+            continue
+        if not any(mask_of(f) for f, _ in images):  # a folder of images without any masks (a test set, say)
+            warnings.append(f"{d}: {len(images)} slice{'s' if len(images) > 1 else ''} without any mask "
+                            f"(e.g. {images[0][0].name}); left out of training; fix: add the <slice>_mask"
+                            f"{images[0][0].suffix} files beside them to train on this folder")
+            continue
         one_patient = len({m.group("stem") for _, m in images}) == 1
         for img, m in sorted(images, key=lambda fm: natural_key(fm[0].stem)):
             mask = mask_of(img)

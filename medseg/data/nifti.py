@@ -73,6 +73,7 @@ def _from_dataset_json(root: Path, spec: dict) -> RecipeResult:
         return RecipeResult(samples, [], info, problems)
     ending = spec.get("file_ending", ".nii.gz")
     img_dir, lab_dir = root / "imagesTr", root / "labelsTr"
+    problems += _images_without_labels(img_dir, lab_dir, ending)
     for lab in sorted((p for p in lab_dir.glob(f"*{ending}") if not p.name.startswith(".")),
                       key=lambda p: natural_key(p.name)):  # ._* files: macOS metadata in unpacked archives
         case = lab.name[: -len(ending)]
@@ -84,6 +85,18 @@ def _from_dataset_json(root: Path, spec: dict) -> RecipeResult:
         samples.append({IMAGE: [str(p) for p in imgs] if n_ch > 1 else str(imgs[0]), LABEL: str(lab),
                         "case_id": case, "group": case, "meta": {}})
     return RecipeResult(samples, [], info, problems)
+
+
+def _images_without_labels(img_dir: Path, lab_dir: Path, ending: str) -> list[str]:
+    """nnU-Net v2 cases whose ``imagesTr/<case>_0000<ending>`` has no ``labelsTr/<case><ending>``, one line each."""
+    if not img_dir.is_dir():
+        return []
+    out = []
+    for img in sorted(img_dir.glob(f"*_0000{ending}"), key=lambda p: natural_key(p.name)):
+        case = img.name[: -len(f"_0000{ending}")]
+        if not img.name.startswith(".") and not (lab_dir / f"{case}{ending}").exists():
+            out.append(str(fail(img, "image has no label map", f"add {lab_dir.name}/{case}{ending} or remove the image")))
+    return out
 
 
 @register("nifti")
@@ -127,7 +140,7 @@ def _single_folder(data_dir: Path) -> RecipeResult:
     """One folder of ``<case>_image.nrrd`` + ``<case>_label.nrrd`` (or ``_seg``/``_mask``) pairs."""
     files = files_with_ext(data_dir, VOLUME_EXTS)
     labels = {mask_stem(strip_ext(p)): p for p in files if mask_stem(strip_ext(p)) != strip_ext(p)}
-    samples = []
+    samples, warnings = [], []
     for p in files:
         stem = strip_ext(p)
         if stem in {strip_ext(v) for v in labels.values()}:
@@ -135,4 +148,7 @@ def _single_folder(data_dir: Path) -> RecipeResult:
         case = next((stem[: -len(s)] for s in IMAGE_SUFFIXES if stem.lower().endswith(s)), stem)
         if case in labels:
             samples.append({IMAGE: str(p), LABEL: str(labels[case]), "case_id": case, "group": case, "meta": {}})
-    return RecipeResult(samples, [], {"expected": EXPECTED})
+        elif labels:  # a loose folder may hold other volumes too: named, and left out, but training goes on
+            warnings.append(f"{p}: volume has no label map; it is left out of training; fix: add "
+                            f"{case}_label{file_ext(p)} beside it to train on it")
+    return RecipeResult(samples, warnings, {"expected": EXPECTED})

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import fail
 from ..io import IMAGE_2D_EXTS
-from .base import IMAGE, LABEL, RecipeResult, files_below, files_with_ext, natural_key, register
+from .base import IMAGE, LABEL, RecipeResult, files_below, files_with_ext, natural_key, register, walk_files
 
 CASE_RE = re.compile(r"^IMD\d+$", re.IGNORECASE)
 DIAGNOSIS_NAMES = {0: "common nevus", 1: "atypical nevus", 2: "melanoma"}
@@ -139,8 +139,7 @@ def _table_warnings(table: dict, samples: list[dict], table_path: Path | None, d
 def ph2_samples(data_dir: Path, options: dict) -> RecipeResult:
     case_root = find_case_root(data_dir)
     if case_root is None:
-        table_path = find_table(data_dir, None) or next((p for p in sorted(data_dir.rglob("*.txt")) if _is_table(p)),
-                                                        None)
+        table_path = find_table(data_dir, None) or next((p for p in walk_files(data_dir) if _is_table(p)), None)
         flat = _flat_samples(data_dir, parse_table(table_path) if table_path else {}, table_path)
         return flat or RecipeResult([], info={"expected": EXPECTED})
     table_path = find_table(data_dir, case_root)
