@@ -65,7 +65,7 @@ TTA = typer.Option(None, "--tta/--no-tta", help="Average predictions over flips 
 
 @app.command()
 def train(
-    config: str = typer.Argument(..., help="Recipe name (ph2, lgg, brats, demo) or path to a YAML config."),
+    config: str = typer.Argument(..., help="Recipe name (ph2, lgg, brats, nifti, folder, demo) or path to a YAML config."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default datasets/NAME)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME-<timestamp>)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs."),

@@ -271,12 +271,18 @@ def _low_high(v, low=float("-inf"), high=float("inf")) -> bool:
     return len(v) == 2 and low <= v[0] < v[1] <= high
 
 
-_PROBABILITY = (lambda v: 0 <= v <= 1, "must be a probability between 0 and 1", "0.5")
-_FRACTION = (lambda v: 0 <= v < 1, "must be a fraction from 0 up to (not including) 1", "0.2")
-_NON_NEGATIVE = (lambda v: v >= 0, "must be 0 or more", "0")
-_AT_LEAST_1 = (lambda v: v >= 1, "must be at least 1", "1")
-_POSITIVE = (lambda v: v > 0, "must be greater than 0", "1.0")
-_SIZES = (_sizes, "must be a list of sizes greater than 0", "[64, 64]")
+def _rule(test, requirement: str):
+    """A rule maker: ``rule(example)`` is (test, requirement, a valid example for the fix)."""
+    return lambda example: (test, requirement, example)
+
+
+_probability = _rule(lambda v: 0 <= v <= 1, "must be a probability between 0 and 1")
+_fraction = _rule(lambda v: 0 <= v < 1, "must be a fraction from 0 up to (not including) 1")
+_open_unit = _rule(lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
+_non_negative = _rule(lambda v: v >= 0, "must be 0 or more")
+_at_least_1 = _rule(lambda v: v >= 1, "must be at least 1")
+_positive = _rule(lambda v: v > 0, "must be greater than 0")
+_positive_sizes = _rule(_sizes, "must be a list of sizes greater than 0")
 
 # key: (test, requirement, example); None values of optional keys are not tested
 RULES: dict[str, tuple] = {
@@ -285,52 +291,52 @@ RULES: dict[str, tuple] = {
     "data.stored_channels": (_unique_names(1), "needs at least one channel name, each named once", "[red, green, blue]"),
     "data.spatial_dims": (lambda v: v in (2, 3), "must be 2 or 3", "2"),
     "data.pixel_spacing_mm": (_sizes, "must be pixel sizes in mm greater than 0", "[0.1, 0.1]"),
-    "data.context_slices": _NON_NEGATIVE,
-    "data.split.val_fraction": _FRACTION,
-    "data.split.test_fraction": (_FRACTION[0], _FRACTION[1], "0.0"),
+    "data.context_slices": _non_negative("0"),
+    "data.split.val_fraction": _fraction("0.2"),
+    "data.split.test_fraction": _fraction("0.0"),
     "data.split.folds": (lambda v: v >= 0, "must be 0 (no cross-validation) or the number of folds", "5"),
-    "data.split.fold": _NON_NEGATIVE,
-    "data.split.max_train_groups": _NON_NEGATIVE,
-    "preprocess.spatial_size": (_SIZES[0], _SIZES[1], "[192, 256]"),
+    "data.split.fold": _non_negative("0"),
+    "data.split.max_train_groups": _non_negative("0"),
+    "preprocess.spatial_size": _positive_sizes("[192, 256]"),
     "preprocess.spacing": (_sizes, "must be voxel sizes in mm greater than 0", "[1.5, 1.5, 1.5]"),
     "preprocess.intensity_range": (_low_high, "must be [low, high] with low < high", "[0, 255]"),
-    "preprocess.volume_percentiles": (lambda v: _low_high(v, 0, 100), "must be [low, high] percentiles, 0 <= low < high <= 100",
-                                      "[10, 99]"),
-    **{f"augment.{k}": _PROBABILITY for k in ("flip_prob", "rot90_prob", "affine_prob", "intensity_prob", "contrast_prob",
-                                              "noise_prob", "blur_prob", "lowres_prob")},
-    "augment.rotate_deg": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "15"),
-    "augment.scale_range": (_FRACTION[0], _FRACTION[1], "0.1"),
-    "augment.intensity_scale": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "0.1"),
-    "augment.intensity_shift": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "0.1"),
-    "augment.noise_std": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "0.05"),
+    "preprocess.volume_percentiles": (lambda v: _low_high(v, 0, 100),
+                                      "must be [low, high] percentiles, 0 <= low < high <= 100", "[10, 99]"),
+    **{f"augment.{k}": _probability("0.5") for k in ("flip_prob", "rot90_prob", "affine_prob", "intensity_prob",
+                                                     "contrast_prob", "noise_prob", "blur_prob", "lowres_prob")},
+    "augment.rotate_deg": _non_negative("15"),
+    "augment.scale_range": _fraction("0.1"),
+    "augment.intensity_scale": _non_negative("0.1"),
+    "augment.intensity_shift": _non_negative("0.1"),
+    "augment.noise_std": _non_negative("0.05"),
     "model.channels": (_sizes, "must be a non-empty list of feature counts greater than 0", "[16, 32, 64]"),
     "model.strides": (lambda v: all(s > 0 for s in v), "must be strides greater than 0", "[2, 2]"),
-    "model.num_res_units": _NON_NEGATIVE,
-    "model.dropout": (_FRACTION[0], _FRACTION[1], "0.1"),
-    "model.deep_supervision": _NON_NEGATIVE,
-    "train.epochs": (_AT_LEAST_1[0], _AT_LEAST_1[1], "50"),
-    "train.batch_size": (_AT_LEAST_1[0], _AT_LEAST_1[1], "8"),
-    "train.lr": (_POSITIVE[0], _POSITIVE[1], "0.001"),
-    "train.weight_decay": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "1e-5"),
-    "train.warmup_epochs": _NON_NEGATIVE,
-    "train.patch_size": (_SIZES[0], _SIZES[1], "[64, 64, 64]"),
-    "train.samples_per_volume": (_AT_LEAST_1[0], _AT_LEAST_1[1], "2"),
-    "train.pos_fraction": (_PROBABILITY[0], _PROBABILITY[1], "0.67"),
-    "train.pos_slice_fraction": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)", "0.5"),
-    "train.val_every": _AT_LEAST_1,
-    "train.num_workers": _NON_NEGATIVE,
-    "train.max_steps_per_epoch": (_AT_LEAST_1[0], _AT_LEAST_1[1], "100"),
+    "model.num_res_units": _non_negative("1"),
+    "model.dropout": _fraction("0.1"),
+    "model.deep_supervision": _non_negative("0"),
+    "train.epochs": _at_least_1("50"),
+    "train.batch_size": _at_least_1("8"),
+    "train.lr": _positive("0.001"),
+    "train.weight_decay": _non_negative("1e-5"),
+    "train.warmup_epochs": _non_negative("0"),
+    "train.patch_size": _positive_sizes("[64, 64, 64]"),
+    "train.samples_per_volume": _at_least_1("2"),
+    "train.pos_fraction": _probability("0.67"),
+    "train.pos_slice_fraction": _open_unit("0.5"),
+    "train.val_every": _at_least_1("1"),
+    "train.num_workers": _non_negative("0"),
+    "train.max_steps_per_epoch": _at_least_1("100"),
     "train.ema": (lambda v: 0 < v < 1, "must be a decay between 0 and 1 (exclusive)", "0.99"),
-    "train.image_log_every": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "5"),
-    "train.loss.dice_weight": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "1.0"),
-    "train.loss.ce_weight": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "1.0"),
+    "train.image_log_every": _non_negative("5"),
+    "train.loss.dice_weight": _non_negative("1.0"),
+    "train.loss.ce_weight": _non_negative("1.0"),
     "train.loss.fn_weight": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive; 0.5 = Dice)", "0.5"),
-    "infer.roi_size": (_SIZES[0], _SIZES[1], "[96, 96, 96]"),
-    "infer.overlap": (_FRACTION[0], _FRACTION[1], "0.25"),
-    "infer.sw_batch_size": (_AT_LEAST_1[0], _AT_LEAST_1[1], "4"),
+    "infer.roi_size": _positive_sizes("[96, 96, 96]"),
+    "infer.overlap": _fraction("0.25"),
+    "infer.sw_batch_size": _at_least_1("4"),
     "infer.threshold": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive: 0 or 1 would mark every pixel or none)",
                         "0.5"),
-    "infer.min_size": (_NON_NEGATIVE[0], _NON_NEGATIVE[1], "0"),
+    "infer.min_size": _non_negative("0"),
 }
 
 
@@ -354,7 +360,7 @@ def check_value(key: str, value, where: str | None = None) -> None:
         return
     if where and where.startswith("--"):  # a command-line flag that stands for this key
         raise MedsegError(f"{where} {_show(value)} {requirement}; fix: e.g. {where} {example}")
-    raise fail(where, f"config key '{key}' = {_show(value)} {requirement}", f"e.g. --set '{key}={example}'")
+    raise fail(where, f"{key} {_show(value)} {requirement}", f"e.g. --set '{key}={example}'")
 
 
 def validate_config(cfg: Config, source: str = "config") -> None:

@@ -286,14 +286,14 @@ def test_fn_weight_turns_the_dice_term_into_tversky():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.loss.fn_weight=1.5", "fn_weight is 1.5"),
+    ("train.loss.fn_weight=1.5", "fn_weight 1.5 must be between 0 and 1"),
     ("model.dropout_mode=spatial", "dropout_mode is 'spatial'"),
     ("model.deep_supervision=5", "deep_supervision must be between 1 and 2"),
     ("model.name=basicunet", "Sequence must have length 6"),
     ("train.optimizer=lion", "optimizer 'lion' is unknown"),
     ("train.scheduler=step", "scheduler 'step' is unknown"),
     ("train.ema=1.5", "ema 1.5 must be a decay"),
-    ("train.pos_slice_fraction=0", "pos_slice_fraction must be between 0 and 1"),
+    ("train.pos_slice_fraction=0", "pos_slice_fraction 0.0 must be between 0 and 1"),
     ("augment.blur_sigma=[1.0,0.5]", r"augment.blur_sigma \[1.0, 0.5\] must be \[low, high\]"),
     ("augment.lowres_zoom=[0.5,2]", r"augment.lowres_zoom .* <= 1"),
 ])
