@@ -35,7 +35,11 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "medseg_version": __version__,
                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **payload}
-    atomic_write(path, lambda tmp: torch.save(payload, tmp), suffix=".tmp")
+    def write(tmp):  # through a Python file: a full disk then raises OSError(ENOSPC), not torch's opaque RuntimeError
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+
+    atomic_write(path, write)  # temp file: .NAME.<random>.tmp.pt
     return path
 
 

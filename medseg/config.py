@@ -297,6 +297,7 @@ RULES: dict[str, tuple] = {
     "data.split.folds": (lambda v: v >= 0, "must be 0 (no cross-validation) or the number of folds", "5"),
     "data.split.fold": _non_negative("0"),
     "data.split.max_train_groups": _non_negative("0"),
+    "data.split.seed": (lambda v: 0 <= v < 2**32, "must be from 0 to 2**32 - 1 (NumPy's seed range)", "0"),
     "preprocess.spatial_size": _positive_sizes("[192, 256]"),
     "preprocess.spacing": (_sizes, "must be voxel sizes in mm greater than 0", "[1.5, 1.5, 1.5]"),
     "preprocess.intensity_range": (_low_high, "must be [low, high] with low < high", "[0, 255]"),
@@ -328,6 +329,7 @@ RULES: dict[str, tuple] = {
     "train.max_steps_per_epoch": _at_least_1("100"),
     "train.ema": (lambda v: 0 < v < 1, "must be a decay between 0 and 1 (exclusive)", "0.99"),
     "train.image_log_every": _non_negative("5"),
+    "train.seed": (lambda v: 0 <= v < 2**32, "must be from 0 to 2**32 - 1 (NumPy's seed range)", "0"),
     "train.loss.dice_weight": _non_negative("1.0"),
     "train.loss.ce_weight": _non_negative("1.0"),
     "train.loss.fn_weight": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive; 0.5 = Dice)", "0.5"),
@@ -363,10 +365,26 @@ def check_value(key: str, value, where: str | None = None) -> None:
     raise fail(where, f"{key} {_show(value)} {requirement}", f"e.g. --set '{key}={example}'")
 
 
+def _check_lengths(cfg: Config, source: str) -> None:
+    """Sizes and spacings have one value per axis of the data they apply to (2D: H, W; 3D: x, y, z)."""
+    dims = cfg.data.spatial_dims
+    per_axis = {"infer.roi_size": dims}
+    if dims == 2:
+        per_axis.update({"preprocess.spatial_size": 2, "data.pixel_spacing_mm": 2})
+    else:
+        per_axis.update({"train.patch_size": 3, "preprocess.spacing": 3})
+    for key, n in per_axis.items():
+        value = _get(cfg, key)
+        if value is not None and len(value) != n:
+            raise fail(source, f"{key} {_show(value)} needs {n} values, one per axis of the {dims}D data",
+                       f"e.g. --set '{key}={_show([value[0]] * n)}'")
+
+
 def validate_config(cfg: Config, source: str = "config") -> None:
     """Every key's range, and the few rules that tie two keys together."""
     for key in RULES:
         check_value(key, _get(cfg, key), source)
+    _check_lengths(cfg, source)
     split = cfg.data.split
     if split.val_fraction + split.test_fraction >= 1:
         raise fail(source, f"data.split.val_fraction {split.val_fraction} + test_fraction {split.test_fraction} leave "

@@ -576,12 +576,20 @@ def write_volume(array: np.ndarray, geom: Geometry, path: str | Path, force: boo
 # helpers
 # ----------------------------------------------------------------------------
 
+TEMP_MARK = ".tmp"  # atomic_write's temp files: ".NAME.<random>.tmp<ext>" beside NAME
+
+
 def atomic_write(path: str | Path, writer, suffix: str | None = None) -> None:
-    """Call ``writer(tmp_path)`` then rename onto ``path``: no half-written files."""
+    """Call ``writer(tmp_path)`` then rename onto ``path``: no half-written files.
+
+    The temp file is ``.NAME.<random>.tmp<suffix>`` in the same folder (``suffix`` defaults to the file's own
+    extension, which writers such as nibabel and SimpleITK read the format from); it is removed when the writer or
+    the rename fails. A process killed mid-write leaves it behind: :func:`stale_temp_files` finds it again.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = suffix if suffix is not None else file_ext(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{TEMP_MARK}{suffix}", dir=path.parent)
     os.close(fd)
     try:
         writer(tmp)
@@ -593,6 +601,16 @@ def atomic_write(path: str | Path, writer, suffix: str | None = None) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def stale_temp_files(folder: str | Path, names) -> list[Path]:
+    """Temp files :func:`atomic_write` left in ``folder`` for the files ``names`` (a killed process cannot remove
+    its own): ``.NAME.<random>.tmp...``, and nothing else, so a user's files are never matched."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = re.compile("|".join(rf"\.{re.escape(n)}\.[A-Za-z0-9_]+{re.escape(TEMP_MARK)}.*" for n in names))
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name) and p.is_file())
 
 
 def _short(exc: BaseException | None) -> str:

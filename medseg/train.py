@@ -12,7 +12,6 @@ import csv
 import functools
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,11 +26,16 @@ from .config import Config, save_config
 from .data import IMAGE, LABEL, load_samples
 from .data.splits import make_split, save_split, select
 from .errors import MedsegError, fail, user_errors
+from .io import atomic_write, stale_temp_files
 from .losses import build_loss
 from .models import build_model, model_spec, size_divisor
+from .progress import progress_bar
 from .transforms import train_transforms, val_transforms
 
-RUN_FILES = ("last.pt", "best.pt", "config.yaml", "split.json", "history.csv", "tb")
+CHECKPOINTS = ("last.pt", "best.pt")
+RUN_FILES = (*CHECKPOINTS, "config.yaml", "split.json", "history.csv")  # what medseg writes at the top of a run folder
+TB_OWN_DIRS = ("", "hparams")  # tb/ and the sub-run add_hparams writes: medseg's event files live only there
+LEGACY_TEMPS = ("history.tmp",)  # the temp name history.csv was once written through
 
 
 @dataclass
@@ -70,22 +74,83 @@ def latest_run_dir(name: str, root: Path = Path("runs")) -> Path | None:
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    if resume:
-        if not (run_dir / "last.pt").is_file():
-            raise fail(run_dir, "has no last.pt to resume from", "drop --resume to start a new run, or point --out at an earlier run")
-        return
-    existing = [f for f in RUN_FILES if (run_dir / f).exists()]
-    if existing:
-        if not force:
+    """Make ``run_dir`` ready for a new run, or check that it can be resumed.
+
+    A folder without a checkpoint (a run that failed before its first epoch ended) is reused as it is; one with
+    last.pt or best.pt needs ``resume`` or ``force``. Starting over replaces only files medseg wrote (its run
+    files, its TensorBoard event files), never the user's. Temp files a killed write left behind are removed.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise fail(run_dir, "is a file, not a run folder", "choose another --out (a new folder or an earlier run's)")
+    try:
+        for tmp in stale_temp_files(run_dir, RUN_FILES) + [run_dir / n for n in LEGACY_TEMPS if (run_dir / n).is_file()]:
+            tmp.unlink()
+        if resume:
+            if not (run_dir / "last.pt").is_file():
+                raise fail(run_dir, "has no last.pt to resume from",
+                           "drop --resume to start a new run, or point --out at an earlier run")
+            return
+        held = [f for f in CHECKPOINTS if (run_dir / f).exists()]
+        if held and not force:
+            existing = [f for f in RUN_FILES if (run_dir / f).exists()]
             raise fail(run_dir, f"already holds a run ({', '.join(existing)})",
                        "pass --resume to continue it, --force to overwrite it, or choose another --out")
-        for f in existing:  # remove only what medseg wrote, never the user's other files
-            p = run_dir / f
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
+        _remove_own_files(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(run_dir, f"cannot prepare the run folder ({_reason(exc)})",
+                   "choose an --out in a folder you can write to") from None
 
 
-RESUME_ONLY = ("optimizer", "scheduler", "scaler", "rng", "train_state_dict", "ema_updates")
+def _remove_own_files(run_dir: Path) -> None:
+    """Delete what an earlier run wrote in ``run_dir``: the run files and the TensorBoard event files in tb/ and
+    tb/hparams/ (a folder left empty goes too). Every other file, and the folders holding one, stay."""
+    for f in RUN_FILES:
+        if (run_dir / f).is_file():
+            (run_dir / f).unlink()
+    for sub in reversed(TB_OWN_DIRS):  # the sub-run first, so tb/ can go when it is left empty
+        folder = run_dir / "tb" / sub if sub else run_dir / "tb"
+        if not folder.is_dir():
+            continue
+        for event in folder.glob("events.out.tfevents.*"):
+            if event.is_file():
+                event.unlink()
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong in a write, in words: the OS's (``No space left on device``) or the error's own text."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:160] + ("..." if len(text) > 160 else "")
+
+
+def _write_or_explain(path: Path, writer, what: str, safe: str, fix: str) -> None:
+    """``atomic_write(path, writer)``; a failure (read-only folder, full disk) becomes one line that says what was
+    not written, what on disk is still sound (``safe``) and the fix."""
+    try:
+        atomic_write(path, writer)
+    except OSError as exc:
+        raise fail(path, f"could not write {what} ({_reason(exc)}); {safe}", fix) from None
+
+
+def _save_checkpoint_or_explain(payload: dict, path: Path) -> None:
+    """``save_checkpoint``; a failure says that the checkpoints already on disk are intact (each is replaced only
+    once its new version is complete) and how to go on."""
+    resumable = (path.parent / "last.pt").is_file()
+    safe = ("the previous last.pt/best.pt are intact" if resumable else "no checkpoint of this run was saved yet")
+    again = "run again with --resume" if resumable else "run again"
+    try:
+        save_checkpoint(payload, path)
+    except (OSError, RuntimeError) as exc:  # torch reports some failed writes as RuntimeError
+        raise fail(path, f"could not write the checkpoint ({_reason(exc)}); {safe}",
+                   f"free disk space (or make {path.parent} writable) and {again}") from None
+
+
+RESUME_ONLY = ("optimizer", "scheduler", "scaler", "rng", "train_state_dict", "ema_updates", "history")
 
 
 def build_ema(net: torch.nn.Module, decay: float | None):
@@ -251,15 +316,39 @@ def _plain(x) -> torch.Tensor:
     return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
 
 
-@torch.no_grad()
+@dataclass
+class Validation:
+    """One validation pass: mean Dice per foreground class, the whole-foreground Dice (all foreground classes as
+    one; for a multi-class task the BraTS "whole tumour"), the mean loss (None without a loss function) and the
+    example for the image panel."""
+
+    dice: np.ndarray
+    dice_whole: float
+    loss: float | None
+    example: dict | None
+
+
 def validate(model, val_ds, cfg: Config, device: torch.device) -> tuple[np.ndarray, dict | None]:
-    """Mean per-class Dice over the validation volumes, plus one example for the image panel.
+    """Mean per-class Dice over the validation volumes, plus one example for the image panel (see
+    :func:`validate_full`)."""
+    v = validate_full(model, val_ds, cfg, device)
+    return v.dice, v.example
+
+
+@torch.no_grad()
+def validate_full(model, val_ds, cfg: Config, device: torch.device, loss_fn=None) -> Validation:
+    """Score ``model`` on the validation items: see :class:`Validation`.
 
     Items that carry a ``volume_id`` (LGG slices) are pooled per volume first, so the score is per patient, the
     way ``medseg evaluate`` and Buda et al. score it, rather than per slice with empty slices counting as perfect.
+    The loss is the training loss on the whole validation images, averaged over items.
     """
+    from .metrics import confusion, dice_from_counts
+
     model.eval()
     counts: dict = {}
+    whole: dict = {}
+    loss_sum, n_items = 0.0, 0
     example, best_fg = None, -1
     # 2D items of one size go through the model a training batch at a time (one slice at a time spent most of its
     # time in per-call overhead); 3D volumes one at a time, each through the sliding window.
@@ -267,13 +356,19 @@ def validate(model, val_ds, cfg: Config, device: torch.device) -> tuple[np.ndarr
     pending: list = []
 
     def run() -> None:
-        nonlocal example, best_fg
+        nonlocal example, best_fg, loss_sum, n_items
         imgs = torch.stack([_plain(item[IMAGE]) for _i, item in pending]).to(device)
-        preds = logits_to_labels(predict_logits(model, imgs, cfg, device), cfg.binary, cfg.infer.threshold).cpu()
+        logits = predict_logits(model, imgs, cfg, device)
+        if loss_fn is not None:
+            labs = torch.stack([_plain(item[LABEL]) for _i, item in pending]).to(logits.device)
+            loss_sum += float(loss_fn(logits, labs)) * len(pending)
+            n_items += len(pending)
+        preds = logits_to_labels(logits, cfg.binary, cfg.infer.threshold).cpu()
         for (i, item), img, pred in zip(pending, imgs, preds):
             lab = _plain(item[LABEL])
             key = item.get("volume_id", i) if isinstance(item, dict) else i
             counts[key] = counts.get(key, 0) + _counts(pred[None], lab[None], cfg.num_classes)
+            whole[key] = whole.get(key, 0) + np.array(confusion(pred.numpy() > 0, lab.numpy() > 0)[:3], np.float64)
             fg = int((lab > 0).sum())
             if fg > best_fg:
                 best_fg, example = fg, {"image": img.cpu().numpy(), "label": lab[0].numpy(), "pred": pred[0].numpy()}
@@ -285,19 +380,55 @@ def validate(model, val_ds, cfg: Config, device: torch.device) -> tuple[np.ndarr
         pending.append((i, item))
     if pending:
         run()
-    from .metrics import dice_from_counts
+    dice = np.mean([[dice_from_counts(*row) for row in c] for c in counts.values()], axis=0)
+    dice_whole = float(np.mean([dice_from_counts(*c) for c in whole.values()]))
+    return Validation(dice, dice_whole, loss_sum / n_items if n_items else None, example)
 
-    return np.mean([[dice_from_counts(*row) for row in c] for c in counts.values()], axis=0), example
+
+PANEL_MIN_SIDE = 256  # TensorBoard shows images at their own size: a 48-pixel slice would be a speck
+LEGEND = (("ground truth", "contour", "GT_COLOUR"), ("prediction", "contour", "PRED_COLOUR"),
+          ("false positive", "fill", "FP_COLOUR"), ("false negative", "fill", "FN_COLOUR"))
 
 
 def _panel(example: dict) -> np.ndarray:
+    """The validation example for TensorBoard: contours and error shading on the image, scaled up (nearest
+    neighbour) to at least PANEL_MIN_SIDE pixels on the short side, with a colour legend strip below."""
     from .viz import overlay, to_display_rgb
 
     img, gt, pred = example["image"], example["label"], example["pred"]
     if img.ndim == 4:  # 3D: the axial slice with the most ground truth
         z = int(np.argmax((gt > 0).sum(axis=(0, 1)))) if gt.any() else gt.shape[2] // 2
         img, gt, pred = img[..., z], gt[..., z], pred[..., z]
-    return overlay(to_display_rgb(img), gt > 0, pred > 0)
+    factor = max(1, math.ceil(PANEL_MIN_SIDE / max(1, min(gt.shape[:2]))))
+
+    def up(a: np.ndarray) -> np.ndarray:
+        return np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)
+
+    # contours are drawn after scaling, so they stay one pixel wide instead of growing with the factor
+    rgb = up(to_display_rgb(img))
+    panel = overlay(rgb, up(gt > 0), up(pred > 0))
+    return np.concatenate([panel, _legend_strip(panel.shape[1])], axis=0)
+
+
+def _legend_strip(width: int, height: int = 22) -> np.ndarray:
+    """A dark ``(height, width, 3)`` strip naming the overlay colours: a swatch and a word for each."""
+    from PIL import Image, ImageDraw
+
+    from . import viz
+
+    strip = Image.new("RGB", (width, height), (24, 24, 24))
+    draw = ImageDraw.Draw(strip)
+    x = 4
+    for name, style, colour_name in LEGEND:
+        colour = tuple(getattr(viz, colour_name))
+        box = (x, 6, x + 10, 16)
+        if style == "contour":
+            draw.rectangle(box, outline=colour, width=2)
+        else:
+            draw.rectangle(box, fill=colour)
+        draw.text((x + 14, 5), name, fill=(235, 235, 235))
+        x += 14 + int(draw.textlength(name)) + 12
+    return np.asarray(strip)
 
 
 def make_loader(ds, batch: int, num_workers: int, generator, weights=None):
@@ -427,7 +558,7 @@ def train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None, 
 
             if not dist.is_initialized():
                 dist.init_process_group(_backend(device))
-            info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+            info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
             box = [str(Path(out_dir) if out_dir else default_run_dir(cfg.name))]
             dist.broadcast_object_list(box, src=0)
             if info.main:
@@ -474,7 +605,6 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     from monai.data import CacheDataset, Dataset
     from monai.utils import set_determinism
     from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
 
     check_config(cfg)
     info = dist_info or DistInfo(0, 1, 0)
@@ -508,8 +638,7 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     else:
         split = make_split(samples, cfg.data.split)
         if info.main:
-            save_split(split, run_dir / "split.json")
-            save_config(cfg, run_dir / "config.yaml")
+            _write_run_start(run_dir, split, cfg)
     train_samples, val_samples = select(samples, split["train"]), select(samples, split["val"])
     n_train_total = len(train_samples)
     if world > 1:  # each rank caches and trains on its own share of the data
@@ -524,7 +653,9 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
 
     t0 = time.time()
     if cfg.train.cache:
-        kw = {"cache_rate": 1.0, "num_workers": min(4, os.cpu_count() or 1), "progress": progress}
+        # MONAI's own bar is unnamed ("Loading dataset") and redraws with carriage returns: one line instead
+        log(f"caching {len(train_samples)} training and {len(val_samples)} validation samples...")
+        kw = {"cache_rate": 1.0, "num_workers": min(4, os.cpu_count() or 1), "progress": False}
         train_ds = CacheDataset(train_samples, train_transforms(cfg), **kw)
         val_ds = CacheDataset(val_samples, val_transforms(cfg), **kw) if val_samples else []
     else:
@@ -574,7 +705,9 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         scaler.load_state_dict(ck.get("scaler", {})) if ck.get("scaler") else None
         set_rng_state(ck["rng"])
         start_epoch, best_metric, best_epoch = ck["epoch"], ck["best_metric"], ck["best_epoch"]
-        history = _read_history(run_dir / "history.csv")
+        history = _resumed_history(ck, run_dir / "history.csv", log)
+        if info.main:
+            _write_history(run_dir / "history.csv", history)  # agree with last.pt before the first new epoch
         log(f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.train.epochs}")
         if start_epoch >= cfg.train.epochs:
             log("nothing to do: the run already reached train.epochs (raise it with --epochs)")
@@ -586,8 +719,8 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
             "roi_size": roi_size(cfg), "split": {k: split[k] for k in ("train", "val", "test")},
             "data": {"recipe": cfg.data.recipe, "data_dir": str(data_dir), "n_train": n_train_total,
                      "n_val": len(val_samples), "split_method": split["method"]}}
-    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, disable=not progress, unit="step",
-               dynamic_ncols=True, desc=cfg.name)
+    bar = progress_bar(total_steps, cfg.name, progress, unit="steps", initial=start_epoch * steps_per_epoch)
+    n_validations = sum(bool(r.get("val_mean_dice", "")) for r in history)  # those before a resume count too
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.train.epochs):
         seed = cfg.train.seed + epoch
@@ -616,8 +749,8 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
                 ema.update_parameters(net)
             losses.append(loss.item())
             step += 1
-            bar.update(1)
             bar.set_postfix(epoch=f"{epoch + 1}/{cfg.train.epochs}", loss=f"{np.mean(losses):.4f}")
+            bar.update(1)
         train_loss = float(np.mean(losses)) if losses else float("nan")
         writer.add_scalar("train/loss", train_loss, step)
         writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
@@ -628,7 +761,8 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         is_val_epoch = (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs
         if val_samples and is_val_epoch:
             t_val = time.perf_counter()
-            dice, example = validate(ema.module if ema is not None else net, val_ds, cfg, dev)
+            val = validate_full(ema.module if ema is not None else net, val_ds, cfg, dev, loss_fn)
+            dice, example = val.dice, val.example
             # 4 decimals: on a small set a pass takes milliseconds, and 0.0 would read as "not timed"
             row["validation_seconds"] = round(time.perf_counter() - t_val, 4)
             writer.add_scalar("val/seconds", row["validation_seconds"], step)
@@ -638,9 +772,18 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
                 row[f"val_dice_{name}"] = round(float(v), 5)
             writer.add_scalar("val/mean_dice", metric, step)
             row["val_mean_dice"] = round(metric, 5)
-            if example is not None and (epoch % max(1, cfg.train.image_log_every) == 0 or epoch + 1 == cfg.train.epochs):
+            if cfg.num_classes > 2:  # the foreground classes as one region (BraTS' whole tumour)
+                writer.add_scalar("val/dice_whole", val.dice_whole, step)
+                row["val_dice_whole"] = round(val.dice_whole, 5)
+            if val.loss is not None:
+                writer.add_scalar("val/loss", val.loss, step)
+                row["val_loss"] = round(val.loss, 6)
+            # counted in validations, not epochs: validation runs every val_every epochs
+            if example is not None and (n_validations % max(1, cfg.train.image_log_every) == 0
+                                        or epoch + 1 == cfg.train.epochs):
                 writer.add_image("val/overlay", _panel(example), step, dataformats="HWC")
-            bar.write(f"epoch {epoch + 1}: loss {train_loss:.4f}, val Dice " +
+            n_validations += 1
+            bar.write(f"epoch {epoch + 1}: loss {train_loss:.4f}, val loss {val.loss:.4f}, val Dice " +
                       ", ".join(f"{n} {v:.4f}" for n, v in zip(cfg.data.labels[1:], dice)))
         elif not val_samples:
             metric = -train_loss
@@ -649,18 +792,22 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         if improved:
             best_metric, best_epoch = metric, epoch + 1
         if info.main:
-            _write_history(run_dir / "history.csv", history)
             # With train.ema the averaged weights are the model (validated, inferred with); the raw ones resume.
             weights = ema.module.state_dict() if ema is not None else net.state_dict()
             payload = {**base, "state_dict": weights, "epoch": epoch + 1, "best_metric": best_metric,
                        "best_epoch": best_epoch, "val_metrics": {k: v for k, v in row.items() if k.startswith("val_")},
                        "world_size": world}
+            # best.pt, then last.pt (which carries the history), then history.csv: a kill between any two leaves
+            # last.pt the truth a resume restarts from, and history.csv is rewritten from it then.
             if improved:
-                save_checkpoint(payload, run_dir / "best.pt")
-            save_checkpoint({**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "scaler": scaler.state_dict() if use_amp else {}, "rng": rng_state(),
-                             **({"train_state_dict": net.state_dict(), "ema_updates": int(ema.n_averaged)}
-                                if ema is not None else {})}, run_dir / "last.pt")
+                _save_checkpoint_or_explain(payload, run_dir / "best.pt")
+            _save_checkpoint_or_explain({**payload, "optimizer": optimizer.state_dict(),
+                                         "scheduler": scheduler.state_dict(),
+                                         "scaler": scaler.state_dict() if use_amp else {}, "rng": rng_state(),
+                                         "history": history,
+                                         **({"train_state_dict": net.state_dict(), "ema_updates": int(ema.n_averaged)}
+                                            if ema is not None else {})}, run_dir / "last.pt")
+            _write_history(run_dir / "history.csv", history)
         if world > 1:
             import torch.distributed as dist
 
@@ -670,9 +817,8 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     bar.close()
     if info.main and not (run_dir / "best.pt").exists() and (run_dir / "last.pt").exists():
         ck = load_checkpoint(run_dir / "last.pt")
-        save_checkpoint({k: v for k, v in ck.items() if k not in RESUME_ONLY + ("format",
-                                                                  "format_version", "medseg_version", "created")},
-                        run_dir / "best.pt")
+        _save_checkpoint_or_explain({k: v for k, v in ck.items() if k not in RESUME_ONLY + (
+            "format", "format_version", "medseg_version", "created")}, run_dir / "best.pt")
     hp = _flat_hparams(cfg)
     hp_metric = {"hparam/best_val_dice": best_metric} if val_samples else {"hparam/best_train_loss": -best_metric}
     writer.add_hparams(hp, {k: v if math.isfinite(v) else 0.0 for k, v in hp_metric.items()}, run_name="hparams")
@@ -683,6 +829,13 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     return TrainResult(run_dir, best_metric, best_epoch, len(history), seconds, history)
 
 
+def _write_run_start(run_dir: Path, split: dict, cfg: Config) -> None:
+    """split.json and config.yaml, each atomically; a failure names the file and says nothing was trained yet."""
+    safe, fix = "nothing was trained yet", f"free disk space (or make {run_dir} writable) and run again"
+    _write_or_explain(run_dir / "split.json", lambda tmp: save_split(split, tmp), "the split", safe, fix)
+    _write_or_explain(run_dir / "config.yaml", lambda tmp: save_config(cfg, tmp), "the config", safe, fix)
+
+
 def _best_summary(best_metric: float, validated: bool) -> str:
     """What picked ``best.pt``: the validation Dice, or without validation cases the training loss (which training
     stores negated, so that higher is better throughout)."""
@@ -690,13 +843,41 @@ def _best_summary(best_metric: float, validated: bool) -> str:
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
+    """history.csv, atomically. last.pt holds the same rows, so a failure here loses nothing a resume needs."""
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+
+    _write_or_explain(path, write, "the training history", "last.pt holds this epoch and the history up to it",
+                      "free disk space and run again with --resume (history.csv is rewritten from last.pt)")
+
+
+def _resumed_history(ck: dict, path: Path, log) -> list[dict]:
+    """The history rows of the epochs ``last.pt`` holds, one per epoch.
+
+    A kill or a full disk between the checkpoint and the history write leaves history.csv an epoch behind or
+    ahead of last.pt; last.pt is the truth. Checkpoints from before it stored the history fall back on
+    history.csv, cut to last.pt's epoch.
+    """
+    epoch = int(ck["epoch"])
+    if isinstance(ck.get("history"), list):
+        return [dict(r) for r in ck["history"]]
+    by_epoch: dict = {}
+    for row in _read_history(path):
+        try:
+            e = int(float(row.get("epoch", "")))
+        except ValueError:
+            continue
+        if 1 <= e <= epoch:
+            by_epoch[e] = row  # a repeated epoch: the later row is the one whose checkpoint followed
+    missing = [e for e in range(1, epoch + 1) if e not in by_epoch]
+    if missing:
+        log(f"warning: {path} has no row for epoch(s) {', '.join(map(str, missing))} of last.pt; they stay missing")
+    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def _read_history(path: Path) -> list[dict]:

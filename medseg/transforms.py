@@ -458,7 +458,8 @@ def deterministic_transforms(cfg: Config, with_label: bool = True, for_training:
     else:
         ts = [LoadVolumed(n_ch, k, keys=keys)]
         if p.orientation:
-            ts.append(Orientationd(keys=keys, axcodes=p.orientation))
+            # labels as MONAI defaults them today; left out, MONAI warns on every 3D command that the default changes
+            ts.append(Orientationd(keys=keys, axcodes=p.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
         if p.spacing:
             ts.append(Spacingd(keys=keys, pixdim=p.spacing, mode=("bilinear", "nearest")[: len(keys)]))
         if p.crop_foreground:  # same box in training, validation and inference (inference pads back)

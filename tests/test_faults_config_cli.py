@@ -80,6 +80,10 @@ BAD_VALUES = [
     ("q18-samples-per-volume-0", "train.samples_per_volume=0", "train.samples_per_volume"),
     ("q18-pos-fraction-2", "train.pos_fraction=2", "train.pos_fraction"),
     ("q18-spatial-dims-4", "data.spatial_dims=4", "data.spatial_dims"),
+    ("q18-seed-negative", "train.seed=-1", "train.seed"),
+    ("q18-spatial-size-3-values-in-2d", "preprocess.spatial_size=[48,64,8]", "needs 2 values"),
+    ("q18-roi-size-3-values-in-2d", "infer.roi_size=[48,64,8]", "infer.roi_size"),
+    ("q18-split-seed-negative", "data.split.seed=-3", "data.split.seed"),
     ("q18-fractions-sum-1", ["data.split.val_fraction=0.6", "data.split.test_fraction=0.4"], "nothing to train on"),
     ("q18-fold-outside", ["data.split.folds=5", "data.split.fold=5"], "data.split.fold"),
 ]
@@ -103,6 +107,7 @@ def test_shipped_configs_pass_validation():
 TRAIN_BAD = [
     ("q9-train-epochs--5", ["--set", "train.epochs=-5"], "train.epochs"),
     ("q9-train-flag-epochs--1", ["--epochs", "-1"], "--epochs -1"),
+    ("q18-train-flag-seed--1", ["--seed", "-1"], "train.seed -1"),
     ("q7-train-threshold-5", ["--set", "infer.threshold=5"], "infer.threshold"),
     ("q18-train-batch-size-0", ["--set", "train.batch_size=0"], "train.batch_size"),
     ("q18-train-lr--0.1", ["--set", "train.lr=-0.1"], "train.lr"),
