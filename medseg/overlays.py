@@ -2,7 +2,8 @@
 
 Contours: ground truth solid, prediction dashed. Binary tasks shade false
 positives (reddish purple) and false negatives (sky blue); multi-class tasks use one
-colour per label, named in the legend. Every panel has a scale bar in mm.
+colour per label, named in the legend. Every panel of known pixel spacing has a scale bar in mm; images without
+one (2D files, stacked slices) get none, since a bar in pixels would read as millimetres.
 3D volumes are shown in radiological convention (patient right on the left).
 """
 
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .io import IMAGE_2D_EXTS, file_ext, read_image_2d, read_volume
-from .viz import CLASS_COLOURS, FN_COLOUR, FP_COLOUR, GT_COLOUR, PRED_COLOUR, class_colour, to_display_rgb
+from .viz import (CLASS_COLOURS, FN_COLOUR, FP_COLOUR, GT_COLOUR, PRED_COLOUR, class_colour, plain_text,
+                  to_display_rgb)
 
 
 def _plt():
@@ -36,6 +38,9 @@ def _class_colour(c: int, binary: bool, kind: str):
 
 
 def _scale_bar(ax, shape, spacing_col: float, spacing_known: bool = True) -> None:
+    """A bar of a round number of mm, about a quarter of the width; none when the spacing is unknown."""
+    if not spacing_known:
+        return
     width_mm = shape[1] * spacing_col
     nice = [1, 2, 5, 10, 20, 50, 100, 200]
     length = max([n for n in nice if n <= width_mm / 4] or [1])
@@ -43,12 +48,23 @@ def _scale_bar(ax, shape, spacing_col: float, spacing_known: bool = True) -> Non
     y = shape[0] * 0.94
     x0 = shape[1] * 0.04
     ax.plot([x0, x0 + px], [y, y], color="white", linewidth=3, solid_capstyle="butt")
-    ax.text(x0 + px / 2, y - shape[0] * 0.03, f"{length} mm" + ("" if spacing_known else "*"), color="white",
+    ax.text(x0 + px / 2, y - shape[0] * 0.03, f"{length} mm", color="white",
             ha="center", va="bottom", fontsize=7, fontweight="bold")
 
 
+def _contour(ax, mask: np.ndarray, colour, style: str) -> None:
+    """Outline ``mask`` along its pixel edges. A one-pixel frame of background lets matplotlib contour masks only
+    one pixel high or wide (it needs 2x2 at least) and closes outlines of lesions that touch the image border."""
+    framed = np.pad(mask.astype(float), 1)
+    rows, cols = np.arange(-1, mask.shape[0] + 1), np.arange(-1, mask.shape[1] + 1)
+    limits = ax.get_xlim(), ax.get_ylim()
+    ax.contour(cols, rows, framed, levels=[0.5], colors=[colour], linewidths=1.3, linestyles=style)
+    ax.set_xlim(limits[0])  # the frame is not part of the image: keep the view on the pixels
+    ax.set_ylim(limits[1])
+
+
 def draw_panel(ax, base_rgb: np.ndarray, gt, pred, labels: list[str], spacing=(1.0, 1.0), title: str = "",
-               spacing_known: bool = True) -> None:
+               spacing_known: bool = True, markers: dict | None = None) -> None:
     """One panel: image, shaded errors (binary), GT solid and prediction dashed contours, scale bar."""
     img = base_rgb.astype(np.float32).copy()
     binary = len(labels) == 2
@@ -60,11 +76,22 @@ def draw_panel(ax, base_rgb: np.ndarray, gt, pred, labels: list[str], spacing=(1
     for c in range(1, len(labels)):
         for mask, kind, style in ((gt, "gt", "solid"), (pred, "pred", "dashed")):
             if mask is not None and (mask == c).any():
-                ax.contour((mask == c).astype(float), levels=[0.5], colors=[_class_colour(c, binary, kind)],
-                           linewidths=1.3, linestyles=style)
+                _contour(ax, mask == c, _class_colour(c, binary, kind), style)
     _scale_bar(ax, base_rgb.shape, spacing[1], spacing_known)
-    ax.set_title(title, fontsize=8)
+    if markers:
+        _orientation_markers(ax, base_rgb.shape, markers)
+    ax.set_title(plain_text(title), fontsize=8)
     ax.axis("off")
+
+
+def _orientation_markers(ax, shape, markers: dict) -> None:
+    """Patient-direction letters (R/L, A/P, S/I) at the middle of each panel edge, as a radiology viewer shows them."""
+    h, w = shape[0], shape[1]
+    style = {"color": "yellow", "fontsize": 7, "fontweight": "bold", "ha": "center", "va": "center"}
+    for side, (x, y) in {"left": (w * 0.03, h / 2), "right": (w * 0.97, h / 2), "top": (w / 2, h * 0.04),
+                         "bottom": (w / 2, h * 0.96)}.items():
+        if markers.get(side):
+            ax.text(x - 0.5, y - 0.5, markers[side], **style)
 
 
 def legend_handles(labels: list[str], has_gt: bool, has_pred: bool):
@@ -93,11 +120,21 @@ def legend_handles(labels: list[str], has_gt: bool, has_pred: bool):
 def _finish(fig, labels, has_gt, has_pred, target: Path, title: str) -> str:
     fig.legend(handles=legend_handles(labels, has_gt, has_pred), loc="lower center", ncol=4, fontsize=7, frameon=False)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(plain_text(title), fontsize=9)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=130, bbox_inches="tight")
-    _plt().close(fig)
+    _save_png(fig, target, bbox_inches="tight")
     return str(target)
+
+
+def _save_png(fig, target: Path, **kwargs) -> None:
+    """Write the figure under a temporary name, then rename: a failed save leaves no half-written PNG."""
+    tmp = Path(target).with_name(f".{Path(target).name}.part.png")
+    try:
+        fig.savefig(tmp, dpi=130, **kwargs)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        _plt().close(fig)
 
 
 def _labels_of(path, n) -> np.ndarray | None:
@@ -109,12 +146,13 @@ def _labels_of(path, n) -> np.ndarray | None:
 
 
 def save_case_overlay(image, gt, pred, labels: list[str], target: str | Path, title: str = "",
-                      spacing_2d=None) -> str:
-    """Overlay PNG for one case (2D image or 3D volume files); ``image``/``gt``/``pred`` may be None."""
+                      spacing_2d=None, modality: str | None = None) -> str:
+    """Overlay PNG for one case (2D image or 3D volume files); ``image``/``gt``/``pred`` may be None. ``modality``
+    names a volume's background image (the first input channel) in its title."""
     target = Path(target)
     ref = pred or gt
     if file_ext(ref) not in IMAGE_2D_EXTS:
-        return save_volume_files_overlay(image, gt, pred, labels, target, title)
+        return save_volume_files_overlay(image, gt, pred, labels, target, title, modality=modality)
     g, p = _labels_of(gt, len(labels)), _labels_of(pred, len(labels))
     shape = (g if g is not None else p).shape
     if image:
@@ -137,10 +175,18 @@ def _canonical(arr: np.ndarray, affine: np.ndarray):
     return nib.orientations.apply_orientation(arr, tr), tr
 
 
+# Where the patient's directions lie on each view of a RAS volume drawn by _views (radiological convention: the
+# patient's right on the left of an axial or coronal view).
+MARKERS = {"axial": {"left": "R", "right": "L", "top": "A", "bottom": "P"},
+           "sagittal": {"left": "A", "right": "P", "top": "S", "bottom": "I"},
+           "coronal": {"left": "R", "right": "L", "top": "S", "bottom": "I"}}
+
+
 def _views(vol, gt, pred, spacing, n_axial: int = 3, through_plane: bool = True) -> list[tuple]:
     """Up to ``n_axial`` axial slices with the most lesion, plus the slices with the most false-positive and
     false-negative pixels when those are not among them, then (``through_plane``) sagittal and coronal
-    through the largest lesion. Slice stacks of unknown thickness skip the last two: they would be thin strips."""
+    through the largest lesion. Slice stacks of unknown thickness skip the last two: they would be thin strips,
+    and so does a volume of one slice. Each panel is ``(image, gt, pred, name, spacing, orientation markers)``."""
     from scipy import ndimage
 
     ref = gt if gt is not None and gt.any() else pred
@@ -169,30 +215,43 @@ def _views(vol, gt, pred, spacing, n_axial: int = 3, through_plane: bool = True)
         return None if a is None else a[::-1, ::-1, z].T
 
     for z in sorted(names):
-        panels.append((ax_(vol, z), ax_(gt, z), ax_(pred, z), names[z], (sy, sx)))
-    if not through_plane:
+        panels.append((ax_(vol, z), ax_(gt, z), ax_(pred, z), names[z], (sy, sx), MARKERS["axial"]))
+    if not through_plane or vol.shape[2] < 2:
         return panels
     sag = lambda a: None if a is None else a[cx, ::-1, ::-1].T  # noqa: E731
     cor = lambda a: None if a is None else a[::-1, cy, ::-1].T  # noqa: E731
-    panels.append((sag(vol), sag(gt), sag(pred), f"sagittal x={cx}", (sz, sy)))
-    panels.append((cor(vol), cor(gt), cor(pred), f"coronal y={cy}", (sz, sx)))
+    panels.append((sag(vol), sag(gt), sag(pred), f"sagittal x={cx}", (sz, sy), MARKERS["sagittal"]))
+    panels.append((cor(vol), cor(gt), cor(pred), f"coronal y={cy}", (sz, sx), MARKERS["coronal"]))
     return panels
 
 
-def render_volume(vol, gt, pred, spacing, labels, target: Path, title: str, n_axial: int = 3,
-                  through_plane: bool = True) -> str:
+def volume_figure(vol, gt, pred, spacing, labels, title: str = "", n_axial: int = 3, through_plane: bool = True,
+                  spacing_known: bool = True, oriented: bool = True, modality: str | None = None):
+    """The panels of a volume (see _views), with orientation letters when ``oriented`` (a RAS volume; slices
+    stacked from 2D files have no known orientation) and the background image's modality in the title."""
     plt = _plt()
     panels = _views(vol, gt, pred, spacing, n_axial, through_plane)
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.3))
     axes = np.atleast_1d(axes)
     lo, hi = np.percentile(vol, [1, 99.5]) if vol.size else (0, 1)
-    for ax, (v, g, p, name, sp) in zip(axes, panels):
+    for ax, (v, g, p, name, sp, markers) in zip(axes, panels):
         base = (np.clip((v - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
-        draw_panel(ax, np.repeat(base[..., None], 3, axis=2), g, p, labels, sp, name)
-    return _finish(fig, labels, gt is not None, pred is not None, target, title)
+        draw_panel(ax, np.repeat(base[..., None], 3, axis=2), g, p, labels, sp, name, spacing_known=spacing_known,
+                   markers=markers if oriented else None)
+    heading = " - ".join(t for t in (title, f"background image: {modality}" if modality else "") if t)
+    if heading:
+        fig.suptitle(plain_text(heading), fontsize=9)
+    return fig
 
 
-def save_volume_files_overlay(image, gt, pred, labels, target: Path, title: str = "") -> str:
+def render_volume(vol, gt, pred, spacing, labels, target: Path, title: str, n_axial: int = 3,
+                  through_plane: bool = True, spacing_known: bool = True, oriented: bool = True,
+                  modality: str | None = None) -> str:
+    fig = volume_figure(vol, gt, pred, spacing, labels, title, n_axial, through_plane, spacing_known, oriented, modality)
+    return _finish(fig, labels, gt is not None, pred is not None, target, "")
+
+
+def save_volume_files_overlay(image, gt, pred, labels, target: Path, title: str = "", modality: str | None = None) -> str:
     ref_path = pred or gt
     _, ref_geom = read_volume(ref_path)
     if image:
@@ -206,7 +265,8 @@ def save_volume_files_overlay(image, gt, pred, labels, target: Path, title: str 
     g = _canonical(g, geom.affine)[0] if g is not None else None
     p = _canonical(p, geom.affine)[0] if p is not None else None
     spacing = np.asarray(geom.spacing)[np.argsort(tr[:, 0])] if tr is not None else geom.spacing
-    return render_volume(vol_c, g, p, tuple(float(s) for s in spacing), labels, target, title)
+    return render_volume(vol_c, g, p, tuple(float(s) for s in spacing), labels, target, title,
+                         modality=modality if image else None)
 
 
 def save_volume_overlay(case: dict, labels, target: Path, title: str = "") -> str:
@@ -218,7 +278,7 @@ def save_volume_overlay(case: dict, labels, target: Path, title: str = "") -> st
     stack = lambda ps: np.stack([_labels_of(p, len(labels)) for p in ps], axis=-1).transpose(1, 0, 2)[::-1, ::-1]  # noqa: E731
     # Slice thickness is unknown for stacked 2D slices, so only axial panels are drawn (no through-plane strips).
     return render_volume(vol, stack(case["ground_truth"]), stack(case["prediction"]), (1.0, 1.0, 1.0), labels, target, title,
-                         n_axial=5, through_plane=False)
+                         n_axial=5, through_plane=False, spacing_known=False, oriented=False, modality="FLAIR")
 
 
 def _compact_number(v: float) -> str:
@@ -229,28 +289,54 @@ def _compact_number(v: float) -> str:
     return f"{v:g}"
 
 
+METRIC_TITLES = {"dice": "Dice", "jaccard": "Jaccard", "precision": "Precision", "recall": "Recall",
+                 "hd95": "HD95", "assd": "ASSD"}
+
+
+def _box_with_points(ax, df, classes: list[str], metric: str, seed: int = 0) -> None:
+    """Box plot per class with every case drawn as a point (jittered sideways), so a few cases never hide behind a
+    box; cases with the metric undefined (NaN) are left out."""
+    data = [df.loc[df["class"] == c, metric].dropna().to_numpy(dtype=float) for c in classes]
+    ax.boxplot([d if d.size else np.array([np.nan]) for d in data], showmeans=True, showfliers=False, widths=0.5)
+    rng = np.random.default_rng(seed)
+    for i, d in enumerate(data, start=1):
+        ax.scatter(i + rng.uniform(-0.12, 0.12, d.size), d, s=9, alpha=0.6, color=_rgb(CLASS_COLOURS[0]), zorder=3,
+                   linewidths=0)
+    ax.set_xticks(range(1, len(classes) + 1), [plain_text(c) for c in classes], rotation=20 if len(classes) > 2 else 0,
+                  ha="right" if len(classes) > 2 else "center", fontsize=9)
+    ax.tick_params(axis="y", labelsize=9)
+    ax.grid(axis="y", alpha=0.3)
+
+
 def evaluation_plots(df, out_dir: Path, size_unit: str = "mL") -> dict:
-    """Per-class box plots of the overlap metrics and Dice against lesion size."""
+    """Per-class box plots (with the cases as points) of the overlap metrics in a 2x2 grid and of the surface
+    distances (HD95, ASSD, in the unit their column names), and Dice against lesion size."""
     plt = _plt()
     out = {}
     classes = list(dict.fromkeys(df["class"]))
-    metrics = ["dice", "jaccard", "precision", "recall"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.2), sharey=True)
-    for ax, m in zip(axes, metrics):
-        data = [df.loc[df["class"] == c, m].dropna().to_numpy() for c in classes]
-        ax.boxplot([d if d.size else np.array([np.nan]) for d in data], showmeans=True)
-        ax.set_xticks(range(1, len(classes) + 1), classes, rotation=30, ha="right", fontsize=7)
-        ax.set_title(m, fontsize=9)
+    fig, axes = plt.subplots(2, 2, figsize=(7.6, 5.6), sharey=True)
+    for ax, m in zip(axes.ravel(), ["dice", "jaccard", "precision", "recall"]):
+        _box_with_points(ax, df, classes, m)
+        ax.set_title(METRIC_TITLES[m], fontsize=11)
         ax.set_ylim(-0.02, 1.02)
-        ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     out["boxplots"] = str(out_dir / "boxplots.png")
-    fig.savefig(out["boxplots"], dpi=130)
-    plt.close(fig)
+    _save_png(fig, Path(out["boxplots"]))
+    distances = [c for c in df.columns if c.split("_")[0] in ("hd95", "assd")]
+    if distances:
+        fig, axes = plt.subplots(1, len(distances), figsize=(3.8 * len(distances), 3.0))
+        for ax, m in zip(np.atleast_1d(axes), distances):
+            name, unit = m.split("_", 1)
+            _box_with_points(ax, df, classes, m)
+            ax.set_title(f"{METRIC_TITLES.get(name, name)} ({unit})", fontsize=11)
+            ax.set_ylim(bottom=0)
+        fig.tight_layout()
+        out["distances"] = str(out_dir / "distances.png")
+        _save_png(fig, Path(out["distances"]))
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     for i, c in enumerate(classes):
         sub = df[(df["class"] == c) & (df["gt_size"] > 0)]
-        ax.scatter(sub["gt_size"], sub["dice"], s=14, label=c, color=_rgb(CLASS_COLOURS[i % len(CLASS_COLOURS)]))
+        ax.scatter(sub["gt_size"], sub["dice"], s=14, label=plain_text(c), color=_rgb(CLASS_COLOURS[i % len(CLASS_COLOURS)]))
     sizes = df.loc[df["gt_size"] > 0, "gt_size"]
     if len(sizes) and sizes.max() / max(sizes.min(), 1e-9) > 20:
         ax.set_xscale("log")  # ticks at 1, 2, 5 per decade with short labels: minor labels overlap otherwise
@@ -267,6 +353,5 @@ def evaluation_plots(df, out_dir: Path, size_unit: str = "mL") -> dict:
     ax.legend(fontsize=7)
     fig.tight_layout()
     out["dice_vs_size"] = str(out_dir / "dice_vs_size.png")
-    fig.savefig(out["dice_vs_size"], dpi=130)
-    plt.close(fig)
+    _save_png(fig, Path(out["dice_vs_size"]))
     return out

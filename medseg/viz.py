@@ -5,6 +5,9 @@ Colours are from the Okabe-Ito colour-blind-safe palette.
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
 import numpy as np
 
 GT_COLOUR = (0, 158, 115)  # bluish green
@@ -13,6 +16,28 @@ FP_COLOUR = (204, 121, 167)  # reddish purple
 FN_COLOUR = (86, 180, 233)  # sky blue
 CLASS_COLOURS = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (240, 228, 66), (86, 180, 233),
                  (213, 94, 0), (0, 0, 0)]
+
+
+def dejavu_font(style: str = "") -> Path:
+    """DejaVu Sans as matplotlib ships it (always installed with medseg): Latin with accents, Greek, Cyrillic."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / f"DejaVuSans{style}.ttf"
+
+
+@lru_cache(maxsize=1)
+def dejavu_codepoints() -> frozenset[int]:
+    """The characters DejaVu Sans has glyphs for."""
+    from fontTools.ttLib import TTFont
+
+    return frozenset(TTFont(str(dejavu_font()), lazy=True).getBestCmap())
+
+
+def plain_text(text: str, missing: str = "?") -> str:
+    """``text`` with the characters DejaVu Sans lacks (CJK, for one) replaced by a visible ``missing``: matplotlib
+    would draw empty boxes for them and warn for each one."""
+    have = dejavu_codepoints()
+    return "".join(ch if ord(ch) in have or ch in "\n\t" else missing for ch in str(text))
 
 
 def to_display_rgb(image: np.ndarray) -> np.ndarray:
