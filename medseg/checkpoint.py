@@ -97,3 +97,98 @@ def require_keys(ckpt: dict, path) -> None:
         if key not in ckpt:
             raise MedsegError(f"{path}: checkpoint lacks '{key}'; fix: re-train with this medseg version")
 
+
+REPAIR = "re-train, or restore the file from the run folder or a backup"
+
+
+def validate_checkpoint(ckpt: dict, path) -> None:
+    """Refuse a checkpoint whose config contradicts its own network, or whose weights are not finite.
+
+    A tampered or damaged checkpoint otherwise loads and runs: labels that need more output channels than the
+    network has give a RuntimeError (or, in 2D, silently the wrong classes), a zero or negative spacing skips
+    resampling, and a NaN weight gives an empty mask. Each check names the checkpoint key that is wrong."""
+    from .config import config_from_dict
+    from .models import size_divisor
+
+    require_keys(ckpt, path)
+    _check_spacing(ckpt, path)  # before the config is built: its own check would suggest --set, not a repair
+    try:
+        cfg = config_from_dict(ckpt["config"], source=str(path))
+    except MedsegError as exc:  # the config's own checks; the fix is a repair here, not an override
+        problem = str(exc).split("; fix:")[0].removeprefix(f"{path}: ")
+        raise _refuse(path, problem if problem.startswith("config key") else f"key 'config' is invalid: {problem}") from None
+    kw = ckpt["model"].get("kwargs", {})
+    _check_labels(ckpt, cfg, kw, path)
+    _check_channels(ckpt, cfg, kw, path)
+    _check_sizes(ckpt, cfg, size_divisor(ckpt["model"]), path)
+    _check_finite_weights(ckpt["state_dict"], path)
+
+
+def _refuse(path, problem: str):
+    return fail(path, f"checkpoint {problem}", REPAIR)
+
+
+def _check_labels(ckpt: dict, cfg, kw: dict, path) -> None:
+    labels = list(ckpt["labels"])
+    if labels != list(cfg.data.labels):
+        raise _refuse(path, f"key 'labels' {labels} differs from 'config.data.labels' {list(cfg.data.labels)}")
+    if len(labels) < 2:
+        raise _refuse(path, f"key 'labels' {labels} has fewer than 2 classes")
+    if kw.get("out_channels") != cfg.out_channels:
+        need = "1 output channel (binary)" if cfg.binary else f"{cfg.out_channels} output channels"
+        raise _refuse(path, f"key 'labels' has {len(labels)} classes, which need {need}, but the network has "
+                            f"{kw.get('out_channels')} (model.kwargs.out_channels)")
+
+
+def _check_channels(ckpt: dict, cfg, kw: dict, path) -> None:
+    dims = cfg.data.spatial_dims
+    if dims not in (2, 3) or kw.get("spatial_dims") != dims:
+        raise _refuse(path, f"key 'config.data.spatial_dims' is {dims} but the network is "
+                            f"{kw.get('spatial_dims')}D (model.kwargs.spatial_dims)")
+    if list(ckpt["channels"]) != list(cfg.data.channels):
+        raise _refuse(path, f"key 'channels' {list(ckpt['channels'])} differs from 'config.data.channels' "
+                            f"{list(cfg.data.channels)}")
+    if kw.get("in_channels") != cfg.in_channels:
+        ctx = cfg.data.context_slices if dims == 2 else 0
+        per = f" x {2 * ctx + 1} slices (data.context_slices {ctx})" if ctx else ""
+        raise _refuse(path, f"key 'config.data.channels' {list(cfg.data.channels)}{per} gives {cfg.in_channels} "
+                            f"input channel(s) but the network takes {kw.get('in_channels')} (model.kwargs.in_channels)")
+
+
+def _check_sizes(ckpt: dict, cfg, div: int, path) -> None:
+    dims = cfg.data.spatial_dims
+    sizes = [("roi_size", ckpt.get("roi_size")), ("config.infer.roi_size", cfg.infer.roi_size)]
+    for key, size in sizes:
+        if size is None:
+            continue
+        ok = isinstance(size, (list, tuple)) and len(size) == dims and all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+        if not ok:
+            raise _refuse(path, f"key '{key}' {size} is not {dims} positive whole numbers")
+        if any(s % div for s in size):
+            raise _refuse(path, f"key '{key}' {list(size)} is not a multiple of {div} (the network's total stride)")
+
+
+def _check_spacing(ckpt: dict, path) -> None:
+    """A zero or negative voxel size makes MONAI skip resampling without a word: refuse it."""
+    conf = ckpt["config"] if isinstance(ckpt["config"], dict) else {}
+    if (conf.get("data") or {}).get("spatial_dims") != 3:  # 2D pipelines do not resample
+        return
+    spacings = [("config.preprocess.spacing", (conf.get("preprocess") or {}).get("spacing"))]
+    if isinstance(ckpt.get("preprocess"), dict):
+        spacings.append(("preprocess.spacing", ckpt["preprocess"].get("spacing")))
+    for key, sp in spacings:
+        if sp is None:
+            continue
+        ok = isinstance(sp, (list, tuple)) and len(sp) == 3 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0 for v in sp)
+        if not ok:
+            raise _refuse(path, f"key '{key}' {sp} is not 3 positive voxel sizes in mm")
+
+
+def _check_finite_weights(state_dict: dict, path) -> None:
+    for key, t in state_dict.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise _refuse(path, f"key 'state_dict.{key}' holds {bad} non-finite value(s) (NaN or Inf)")
+

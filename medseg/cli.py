@@ -129,7 +129,7 @@ def demo(
 def infer(
     inputs: List[str] = typer.Argument(..., help="Volumes (.nii/.nii.gz/.nrrd/.mha), DICOM folders, 2D images, folders "
                                                   "of these, or 'a.nii.gz,b.nii.gz' for one multi-modal case."),
-    model: List[Path] = typer.Option([], "--model", "-m", help="Checkpoint(s); several are ensembled. Default: newest runs/**/best.pt."),
+    model: List[Path] = typer.Option([], "--model", "-m", help="Checkpoint(s); several are ensembled. Default: the newest runs/**/best.pt that fits the inputs."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/infer-<timestamp>)."),
     device: str = DEVICE,
     tta: Optional[bool] = TTA,

@@ -13,6 +13,7 @@ header (NIfTI qform/sform kept), spacing, origin and direction.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .checkpoint import describe, file_hash, load_checkpoint, require_keys
+from .checkpoint import describe, file_hash, load_checkpoint, validate_checkpoint
 from .config import Config, config_from_dict
 from .data.base import IMAGE, mask_stem
 from .data.lookup import lookup_metadata
@@ -65,19 +66,105 @@ class InferSummary:
 # models
 # ----------------------------------------------------------------------------
 
-def find_default_model(root: Path = Path("runs")) -> Path:
+def find_default_model(root: Path = Path("runs"), inputs: list[str] | None = None, log=None) -> Path:
+    """The newest ``best.pt`` under ``root`` that fits ``inputs`` (2D or 3D as the inputs are, and for volumes as
+    many modalities as the model takes); says which one was chosen, with its recipe, epochs and validation Dice."""
     cands = sorted(root.glob("**/best.pt"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
     if not cands:
         raise MedsegError("no --model given and no runs/*/best.pt found; fix: train one with 'medseg train NAME' "
                           "or pass --model path/to/best.pt")
-    return cands[-1]
+    skipped = []
+    for path in reversed(cands):
+        why, ckpt = _misfit(path, inputs)
+        if why is None:
+            if log is not None:
+                log(f"using {path} ({model_summary(ckpt)})" + (f"; skipped newer checkpoints that do not fit: "
+                                                               f"{'; '.join(skipped)}" if skipped else ""))
+            return path
+        skipped.append(f"{path} ({why})")
+    raise MedsegError(f"no --model given and none of the {len(cands)} checkpoints under {root} fits these inputs "
+                      f"({'; '.join(skipped[:3])}{'; ...' if len(skipped) > 3 else ''}); fix: pass --model "
+                      "path/to/best.pt trained for such images")
+
+
+def model_summary(ckpt: dict) -> str:
+    """``ph2, 2D, 12 epochs, val Dice 0.91``: what a checkpoint was trained on and how well it validated."""
+    cfg = ckpt.get("config", {}).get("data", {})
+    recipe = ckpt.get("data", {}).get("recipe") or cfg.get("recipe")
+    dice = (ckpt.get("val_metrics") or {}).get("val_mean_dice")
+    score = f"val Dice {float(dice):.2f}" if dice is not None else "no validation Dice"
+    epochs = ckpt.get("epoch")
+    return f"{recipe}, {cfg.get('spatial_dims')}D, {epochs} epoch{'' if epochs == 1 else 's'}, {score}"
+
+
+def _misfit(path: Path, inputs: list[str] | None) -> tuple[str | None, dict | None]:
+    """Why the checkpoint at ``path`` does not fit ``inputs`` (None when it does), and the checkpoint."""
+    try:
+        ckpt = load_checkpoint(path)
+        validate_checkpoint(ckpt, path)
+        cfg = config_from_dict(ckpt["config"], source=str(path))
+    except MedsegError as exc:
+        return f"unusable: {str(exc).split('; fix:')[0].removeprefix(f'{path}: ')}", None
+    if not inputs:
+        return None, ckpt
+    cases, _errors = expand_inputs(inputs, cfg)
+    for case in cases:
+        why = _case_misfit(case, cfg)
+        if why:
+            return why, ckpt
+    return None, ckpt
+
+
+def _case_misfit(case: Case, cfg: Config) -> str | None:
+    is_2d = file_ext(case.paths[0]) in IMAGE_2D_EXTS
+    dims = cfg.data.spatial_dims
+    if is_2d != (dims == 2):
+        return f"{dims}D model, {Path(case.paths[0]).name} is {'a 2D image' if is_2d else 'a volume'}"
+    if dims == 3:
+        found = case_channels(case.paths)
+        if found is not None and found != len(cfg.data.channels):
+            return (f"takes {len(cfg.data.channels)} modalities ({','.join(cfg.data.channels)}), "
+                    f"{Path(case.paths[0]).name} has {found}")
+    return None
+
+
+def case_channels(paths: list[str]) -> int | None:
+    """How many modalities a 3D case's files hold, read from their headers only (None: cannot tell)."""
+    total = 0
+    for p in paths:
+        n = _volume_channels(Path(p))
+        if n is None:
+            return None
+        total += n
+    return total
+
+
+def _volume_channels(path: Path) -> int | None:
+    try:
+        if path.is_dir():
+            return 1  # a DICOM series
+        if file_ext(path) in (".nii", ".nii.gz"):
+            import nibabel as nib
+
+            shape = list(nib.load(str(path)).shape)
+            while len(shape) > 4 and shape[3] == 1:  # as io.read_volume: (X, Y, Z, 1, C) is C modalities
+                del shape[3]
+            return shape[3] if len(shape) == 4 else 1
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return int(reader.GetNumberOfComponents())
+    except Exception:  # noqa: BLE001 - an unreadable file is reported when it is read for real
+        return None
 
 
 def load_models(paths: list[str | Path], device: torch.device) -> list[LoadedModel]:
     models = []
     for p in paths:
         ck = load_checkpoint(p, map_location="cpu")
-        require_keys(ck, p)
+        validate_checkpoint(ck, p)
         cfg = config_from_dict(ck["config"], source=str(p))
         net = build_model(ck["model"])
         try:
@@ -105,9 +192,24 @@ def _is_supported(p: Path) -> bool:
     return file_ext(p) in VOLUME_EXTS + IMAGE_2D_EXTS
 
 
-def expand_inputs(inputs: list[str], cfg: Config) -> tuple[list[Case], list[str]]:
-    """Turn the user's INPUT arguments into cases; unusable inputs become error lines."""
+CHECKPOINT_EXTS = (".pt", ".pth", ".ckpt")
+
+
+def refuse_checkpoint_inputs(inputs: list[str]) -> None:
+    """A checkpoint among the INPUTs is a model meant for --model (``medseg infer a.pt b.pt scan.nii.gz``)."""
+    for raw in inputs:
+        for part in str(raw).split(","):
+            if part and file_ext(part) in CHECKPOINT_EXTS:
+                raise fail(part, "is a checkpoint, not an image", "pass it with --model (once per model: -m a.pt -m b.pt)")
+
+
+def expand_inputs(inputs: list[str], cfg: Config, warn=None) -> tuple[list[Case], list[str]]:
+    """Turn the user's INPUT arguments into cases; unusable inputs become error lines.
+
+    Every real file is segmented once: links are resolved, a folder reached again through a link (a loop, or a
+    second route to it) is not searched again, and ``warn`` is told about each such link."""
     cases, errors = [], []
+    visited: set[Path] = set()
     for raw in inputs:
         raw = str(raw)
         if "," in raw:  # one multi-modal case given as comma-separated files
@@ -122,7 +224,7 @@ def expand_inputs(inputs: list[str], cfg: Config) -> tuple[list[Case], list[str]
         if not p.exists():
             errors.append(f"{p}: input not found; fix: check the path")
         elif p.is_dir():
-            found = _folder_cases(p, cfg, raw)
+            found = _folder_cases(p, cfg, raw, visited=visited, warn=warn)
             if not found:
                 errors.append(f"{p}: no supported images in this folder or below it; fix: give .nii.gz/.nrrd/.mha/.png/"
                               ".jpg/.bmp/.tif files, a DICOM series folder, or folders of them")
@@ -132,8 +234,30 @@ def expand_inputs(inputs: list[str], cfg: Config) -> tuple[list[Case], list[str]
                           "a DICOM folder, or PNG/JPEG/BMP/TIFF")
         else:
             cases.append(Case(strip_ext(p), [str(p)], raw))
+    cases = _once_per_real_file(cases, warn)
     _unique_ids(cases)
     return cases, errors
+
+
+def _real(path: str | Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):  # a link loop on the file itself
+        return Path(os.path.abspath(path))
+
+
+def _once_per_real_file(cases: list[Case], warn=None) -> list[Case]:
+    """Drop cases whose files (after resolving links) are those of an earlier case."""
+    kept, seen = [], {}
+    for c in cases:
+        key = tuple(_real(p) for p in c.paths)
+        if key in seen:
+            if warn is not None:
+                warn(f"{c.paths[0]}: is the same file as {seen[key]} (a link); segmented once")
+            continue
+        seen[key] = c.paths[0]
+        kept.append(c)
+    return kept
 
 
 def _unique_ids(cases: list[Case]) -> None:
@@ -159,10 +283,20 @@ SKIP_DIRS = {"labelstr", "labelsts", "labels", "label", "masks", "mask", "segmen
 OUTPUT_SUFFIXES = ("_prob",)  # medseg's own probability maps (its masks end in _seg, a mask suffix)
 
 
-def _folder_cases(folder: Path, cfg: Config, raw: str, depth: int = 0) -> list[Case]:
+def _folder_cases(folder: Path, cfg: Config, raw: str, depth: int = 0, visited: set | None = None,
+                  warn=None) -> list[Case]:
     """The cases in a folder: the folder itself when it is a DICOM series or (multi-modal 3D model) one case's
     modality files; otherwise its image files, then the same search in each sub-folder (label folders, masks and
-    medseg's own outputs left out), so a folder of case folders segments every case."""
+    medseg's own outputs left out), so a folder of case folders segments every case. A folder already searched
+    (``visited``: real paths) is not searched again when a link leads back to it."""
+    visited = set() if visited is None else visited
+    real = _real(folder)
+    if real in visited:
+        if warn is not None:
+            how = f"links to {real}" if folder.is_symlink() else "was given again"
+            warn(f"{folder}: {how}, a folder already searched (a link loop or a second route to it); skipped it")
+        return []
+    visited.add(real)
     if is_dicom_dir(folder):
         return [Case(folder.name, [str(folder)], raw if depth == 0 else str(folder))]
     if cfg.data.spatial_dims == 3 and len(cfg.data.channels) > 1:
@@ -176,7 +310,7 @@ def _folder_cases(folder: Path, cfg: Config, raw: str, depth: int = 0) -> list[C
         for sub in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
             name = sub.name.lower()
             if name not in SKIP_DIRS and mask_stem(sub.name) == sub.name and not name.endswith("_roi"):
-                cases += _folder_cases(sub, cfg, raw, depth + 1)  # not labelsTr/, IMDxxx_lesion/, IMDxxx_roi/
+                cases += _folder_cases(sub, cfg, raw, depth + 1, visited, warn)  # not labelsTr/, IMDxxx_lesion/, ...
     return cases
 
 
@@ -248,6 +382,8 @@ def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: 
         raise fail(case.paths[0], "is a 2D image but the model is 3D", "use a 2D checkpoint (e.g. trained on ph2 or lgg)")
     if not is_2d_input and cfg.data.spatial_dims == 2:
         raise fail(case.paths[0], "is a volume but the model is 2D", "use a 3D checkpoint (e.g. trained on brats)")
+    if cfg.data.spatial_dims == 3:
+        _check_modality_count(case, cfg)
     pipeline = deterministic_transforms(cfg, with_label=False, for_training=False)
     image = case.paths if (cfg.data.spatial_dims == 3 and len(case.paths) > 1) else case.paths[0]
     t0 = time.time()
@@ -288,6 +424,17 @@ def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: 
             src, dst_affine=torch.as_tensor(geom.affine), spatial_size=list(geom.shape))
         out = np.asarray(back.array if hasattr(back, "array") else back, dtype=np.float32)
     return out, geom, {"preprocess_s": round(t_pre, 3), "predict_s": round(time.time() - t0, 3)}
+
+
+def _check_modality_count(case: Case, cfg: Config) -> None:
+    """A volume with other than the model's modalities, named before anything is read in full."""
+    found, channels = case_channels(case.paths), list(cfg.data.channels)
+    if found is None or found == len(channels):
+        return
+    example = ",".join(f"{c}.nii.gz" for c in channels)
+    raise fail(case.paths[0], f"the model expects {len(channels)} modalities ({','.join(channels)}), got {found}",
+               f"give one file per modality in that order, comma-separated ({example}), a case folder holding them, "
+               f"or a 4D file with {len(channels)} on its last axis")
 
 
 def uncrop(probs: torch.Tensor, affine: torch.Tensor, box: dict, binary: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -362,6 +509,30 @@ def segment_case(models: list[LoadedModel], case: Case, out_dir: Path, device: t
     labels = postprocess(labels, cfg.num_classes, geom.spacing, keep_largest=bool(post["keep_largest"]),
                          min_size=float(post["min_size"]), fill_holes=bool(post["fill_holes"]))
     timings["postprocess_s"] = round(time.time() - t0, 3)
+    existed = {t for t in targets if t.exists()}
+    try:
+        return _write_outputs(labels, probs, geom, case, models, cfg, post, targets, probabilities, tta, device,
+                              timings, t_start)
+    except OSError as exc:  # a full disk, a read-only folder: nothing of this case may stay half there
+        for t in targets:
+            if t not in existed and t.exists():
+                t.unlink()
+        raise CaseWriteError(_failed_target(exc, targets), exc) from None
+
+
+def _failed_target(exc: OSError, targets: list[Path]) -> Path:
+    """The output being written when ``exc`` happened (its name is in the temporary file's name)."""
+    name = Path(str(exc.filename or "")).name
+    for t in targets:
+        if t.name in name:
+            return t
+    return targets[0]
+
+
+def _write_outputs(labels, probs, geom, case, models, cfg, post, targets, probabilities, tta, device, timings,
+                   t_start) -> dict:
+    seg_path, json_path = targets[0], targets[1]
+    prob_path = targets[2] if probabilities else None
     t0 = time.time()
     if geom.ndim == 2:
         write_image_2d(labels * 255 if cfg.binary else labels, seg_path)
@@ -384,7 +555,7 @@ def segment_case(models: list[LoadedModel], case: Case, out_dir: Path, device: t
         "case_id": case.case_id,
         "input": [str(Path(p).resolve()) for p in case.paths],
         "segmentation": str(seg_path.resolve()),
-        "probabilities": str(prob_path.resolve()) if probabilities else None,
+        "probabilities": str(prob_path.resolve()) if prob_path else None,
         "geometry": geom.summary(),
         "spacing_assumed": geom.ndim == 2 and not geom.meta.get("spacing_known", False),
         **({"context_slices_found": geom.meta["context_slices_found"]} if "context_slices_found" in geom.meta else {}),
@@ -422,11 +593,10 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
         raise MedsegError("no INPUT given; fix: medseg infer scan.nii.gz --model runs/NAME/best.pt")
     if any(not str(i).strip() for i in inputs):  # an unset shell variable: Path("") is the current folder
         raise MedsegError("an INPUT is empty (an unset shell variable?); fix: name the images, volumes or folders to segment")
+    refuse_checkpoint_inputs([str(i) for i in inputs])
     dev = resolve_device(device)
     if not model:
-        chosen = find_default_model()
-        log(f"using the newest checkpoint: {chosen}")
-        model = [str(chosen)]
+        model = [str(find_default_model(inputs=[str(i) for i in inputs], log=log))]
     models = load_models(model, dev)
     tta = bool(models[0].cfg.infer.tta) if tta is None else tta  # None: the checkpoint's own setting
     for m in models:
@@ -434,12 +604,15 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
             if post.get(key) is not None:
                 setattr(m.cfg.infer, key, post[key])
     out_dir = Path(out) if out else Path("runs") / f"infer-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cases, failures = expand_inputs([str(i) for i in inputs], models[0].cfg)
+    make_out_dir(out_dir)
+    cases, failures = expand_inputs([str(i) for i in inputs], models[0].cfg, warn=lambda m: log(f"warning: {m}"))
     summary = InferSummary(out_dir, failures=list(failures))
     cfg0 = models[0].cfg
     if cases and (cfg0.data.spatial_dims == 3 or not cfg0.binary):  # masks hold class indices: name them
-        tables = write_label_tables(out_dir, list(cfg0.data.labels), force)
+        try:
+            tables = write_label_tables(out_dir, list(cfg0.data.labels), force)
+        except OSError as exc:
+            raise _write_failure(out_dir / "labels.ctbl", exc, out_dir, 0, len(cases)) from None
         log(f"class names for the viewers: {tables[0]} (3D Slicer), {tables[1]} (ITK-SNAP)")
     for case in tqdm(cases, disable=not progress or len(cases) < 2, desc="infer", unit="case"):
         try:
@@ -466,6 +639,8 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
                 log(f"warning: {case.paths[0]}: this model normalises each slice with its whole volume's statistics, "
                     "but no other slice of the volume was found, so this slice's own were used; fix: keep the "
                     "volume's slices side by side, named <stem>_<n>.<ext>")
+        except CaseWriteError as exc:  # the folder is full or read-only: the next cases would fail alike
+            raise _write_failure(exc.target, exc.cause, out_dir, len(summary.outputs), len(cases)) from None
         except MedsegError as exc:
             summary.failures.append(str(exc))
             log(f"error: {exc}")
@@ -474,6 +649,43 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
         raise MedsegError(f"{len(summary.failures)} of {len(cases) + len(failures)} inputs failed (first: "
                           f"{summary.failures[0]}); {written}")
     return summary
+
+
+def make_out_dir(out_dir: Path) -> None:
+    """Create the --out folder, or say in one line why it cannot be one."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise fail(out_dir, "exists and is a file, not a folder", "choose another --out (a folder; it is created if missing)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(out_dir, f"cannot be created ({exc.strerror or exc})",
+                   "choose an --out folder you can write to") from None
+
+
+class CaseWriteError(MedsegError):
+    """An OSError (full disk, read-only folder) while one case's outputs were written; that case's new files were
+    already removed, so what is on disk is whole."""
+
+    def __init__(self, target: Path, cause: OSError):
+        self.target, self.cause = target, cause
+        super().__init__(str(_write_failure(target, cause)))
+
+
+def _write_failure(target: Path, exc: OSError, out_dir: Path | None = None, done: int = 0, total: int = 0) -> MedsegError:
+    """``TARGET: could not be written (REASON); ...`` saying what is safe on disk; with ``out_dir`` also that the
+    batch stopped there and how many cases before it are complete."""
+    import errno
+
+    reason = exc.strerror or type(exc).__name__
+    fix = {errno.ENOSPC: "free disk space or choose an --out on another disk",
+           errno.EDQUOT: "free space within your disk quota or choose an --out on another disk",
+           errno.EROFS: "choose an --out on a writable disk",
+           errno.EACCES: "choose an --out folder you can write to",
+           errno.EPERM: "choose an --out folder you can write to"}.get(exc.errno, "check the --out folder")
+    batch = (f"stopped there: {done} of {total} case(s) were written to {out_dir} before it and are complete, and "
+             if out_dir is not None else "")
+    return fail(target, f"could not be written ({reason}); {batch}no partial file of this case was left",
+                f"{fix}, then run again (cases already written are refused unless --force)")
 
 
 def write_label_tables(out_dir: Path, labels: list[str], force: bool = False) -> list[Path]:

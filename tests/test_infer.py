@@ -256,7 +256,7 @@ def test_4d_multimodal_and_modality_mismatch(tmp_path):
     assert np.allclose(seg.affine, nib.load(str(data / "imagesTr" / "case_000.nii.gz")).affine)
     single = nib.Nifti1Image(np.zeros((20, 20, 12), np.float32), np.eye(4))
     nib.save(single, str(tmp_path / "one.nii.gz"))
-    with pytest.raises(MedsegError, match="one.nii.gz: has 1 modalities but 2 are expected"):
+    with pytest.raises(MedsegError, match=r"one.nii.gz: the model expects 2 modalities \(flair,t1w\), got 1"):
         _run([tmp_path / "one.nii.gz"], model, tmp_path / "out2")
 
 
