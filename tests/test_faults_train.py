@@ -142,6 +142,22 @@ def test_out_is_an_existing_file(folder_dir, tmp_path, small_2d_overrides):
     assert out.read_text() == "not a folder"
 
 
+def test_out_is_a_file_on_the_command_line(folder_dir, tmp_path):
+    """q17-out-is-a-file-cli: one line, exit 2, no traceback."""
+    from typer.testing import CliRunner
+
+    from medseg.cli import app
+
+    out = tmp_path / "run.txt"
+    out.write_text("not a folder")
+    r = CliRunner().invoke(app, ["train", "demo", "--data-dir", str(folder_dir), "--out", str(out), "--epochs", "1",
+                                 "--set", "data.recipe=folder", "--quiet"])
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert lines == [f"error: {out}: is a file, not a run folder; fix: choose another --out (a new folder or an "
+                     "earlier run's)"]
+
+
 def test_out_in_read_only_folder(folder_dir, tmp_path, small_2d_overrides, monkeypatch):
     """q17-out-read-only-parent: creating the run folder is refused (what a read-only parent does)."""
     from pathlib import Path
