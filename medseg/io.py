@@ -598,8 +598,10 @@ def atomic_write(path: str | Path, writer, suffix: str | None = None) -> None:
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        try:
             os.unlink(tmp)
+        except OSError:  # already gone, or the folder refuses even that: the writer's error is the one to report
+            pass
         raise
 
 

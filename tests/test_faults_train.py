@@ -194,6 +194,30 @@ def test_split_write_refused(folder_dir, tmp_path, small_2d_overrides, monkeypat
     assert not list(run.iterdir())  # no half-written file, no temp file left
 
 
+def test_failed_atomic_write_leaves_no_temp_and_keeps_its_error(tmp_path, monkeypatch):
+    """q17-atomic-write-cleanup: the writer's error is the one raised, even when removing the temp file fails too."""
+    from medseg.io import atomic_write
+
+    def full(tmp):
+        with open(tmp, "wb") as fh:
+            fh.write(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    (tmp_path / "last.pt").write_bytes(b"previous")
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(tmp_path / "last.pt", full)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert (tmp_path / "last.pt").read_bytes() == b"previous"
+
+    def refuse(_path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(os, "unlink", refuse)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(tmp_path / "last.pt", full)
+    assert (tmp_path / "last.pt").read_bytes() == b"previous"
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores file permissions")
 def test_read_only_run_folder_by_chmod(folder_dir, tmp_path, small_2d_overrides):
     """q17-out-read-only-chmod"""
