@@ -170,10 +170,8 @@ EXIF_ORIENTATION = 274  # the EXIF/TIFF tag a camera sets instead of turning the
 
 def exif_orientation(path: str | Path) -> int:
     """A 2D file's EXIF orientation (1 = as stored, 2-8 = flipped or turned when shown); 1 when it has none."""
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
+        with _open_image(Path(path)) as im:  # an over-large image is refused by read_image_2d, not here
             return _orientation(im)
     except Exception:  # noqa: BLE001 - unreadable files are reported by read_image_2d
         return 1
@@ -235,10 +233,20 @@ def _open_image(path: Path):
             Image.MAX_IMAGE_PIXELS = saved
     try:
         _check_pixel_count(path, *im.size)
+        _refuse_stack(path, im)
     except MedsegError:
         im.close()
         raise
     return im
+
+
+def _refuse_stack(path: Path, im) -> None:
+    """A multi-page TIFF (a z-stack or time series) would be read as its first page alone, the rest lost unsaid."""
+    pages = int(getattr(im, "n_frames", 1) or 1)
+    if pages > 1 and im.format == "TIFF":
+        raise fail(path, f"holds {pages} pages of {im.size[0]}x{im.size[1]} (a stack), but a 2D image or mask is one "
+                         "page", "save each page as its own file (one slice each), or convert the stack to a volume "
+                         "(.nii.gz) for a 3D recipe")
 
 
 def _refuse_empty(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -257,6 +265,10 @@ def _read_tiff_fallback(path: Path) -> np.ndarray:
     with _quiet_logger("tifffile"), tifffile.TiffFile(str(path)) as tif:
         if not tif.series or not tif.series[0].shape:
             raise fail(path, "is truncated or unreadable (no image directory in the TIFF)", "re-export or remove it")
+        if len(tif.pages) > 1:
+            raise fail(path, f"holds {len(tif.pages)} pages (a stack), but a 2D image or mask is one page",
+                       "save each page as its own file (one slice each), or convert the stack to a volume (.nii.gz) "
+                       "for a 3D recipe")
         shape = tif.series[0].shape
         if len(shape) >= 2:
             dims = shape[-3:-1] if len(shape) >= 3 and shape[-1] in (1, 3, 4) else shape[-2:]

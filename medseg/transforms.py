@@ -194,6 +194,8 @@ class LoadImage2Dd(_LoadPaird):
         img, raw_channels = self._read(path)
         lpath = d.get(LABEL)
         mask = read_image_2d(lpath, kind="mask") if lpath is not None else None
+        if mask is not None:
+            _check_finite(mask, lpath)  # a NaN would make a float mask all background, without a word
         orientation = exif_orientation(path)
         exif = "upright" if orientation != 1 else "none"  # every item has the keys: batches collate
         if mask is not None and mask.shape[:2] != img.shape[1:]:

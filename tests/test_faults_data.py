@@ -406,3 +406,41 @@ def test_ph2_flat_copy_in_symlinked_folders(tmp_path):
     os.symlink(tmp_path / "masks", flat / "masks")
     res = load_samples("ph2", flat)
     assert len(res.samples) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# not listed, same rules: nothing read silently wrong
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(5, 16, 16), (4, 16, 16, 3)], ids=["x-multipage-tiff", "x-multipage-tiff-rgb"])
+def test_multipage_tiff_is_refused_not_cut_to_its_first_page(tmp_path, shape):
+    import tifffile
+
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.zeros(shape, np.uint8))
+    with pytest.raises(MedsegError, match=rf"stack.tif: holds {shape[0]} pages .*; fix: save each page as its own"):
+        read_image_2d(path, kind="mask")
+
+
+def test_nan_in_a_float_mask_is_refused(tmp_path):
+    """x-nan-mask-2d: a float mask with one NaN was binarised to an empty mask (all background), without a word."""
+    import tifffile
+
+    from medseg.transforms import LoadImage2Dd
+
+    tifffile.imwrite(tmp_path / "a.tif", np.ones((16, 16), np.float32))
+    mask = np.zeros((16, 16), np.float32)
+    mask[4:8, 4:8] = 1
+    mask[0, 0] = np.nan
+    tifffile.imwrite(tmp_path / "a_mask.tif", mask)
+    with pytest.raises(MedsegError, match=r"a_mask.tif: contains 1 NaN/infinite"):
+        LoadImage2Dd(1, 2)({"image": str(tmp_path / "a.tif"), "label": str(tmp_path / "a_mask.tif")})
+
+
+def test_orientation_probe_of_a_bomb_is_quiet(tmp_path, recwarn, monkeypatch):
+    """x-bomb-exif: reading a huge file's EXIF orientation gives no PIL DecompressionBombWarning."""
+    from medseg.io import exif_orientation
+
+    monkeypatch.delenv("MEDSEG_MAX_IMAGE_PIXELS", raising=False)
+    assert exif_orientation(_png_claiming(tmp_path / "b.png", 12000, 12000)) == 1
+    assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]

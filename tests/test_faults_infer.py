@@ -328,3 +328,35 @@ def test_q17_disk_full_mid_batch_keeps_finished_cases_and_leaves_no_half_case(ck
                            "stopped there: 1 of 3 case(s)")
     assert "fix: free disk space" in text
     assert _leftovers(tmp_path / "o") == ["a_findings.json", "a_seg.png"]  # b's mask removed, c never started
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_q17_really_read_only_out(ckpt2d, tmp_path):
+    _png(tmp_path / "img.png")
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        with pytest.raises(MedsegError, match=r"img_seg.png: could not be written \(Permission denied\)"):
+            infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=out, progress=False, log=_quiet)
+        assert _leftovers(out) == []
+    finally:
+        out.chmod(0o755)
+
+
+@pytest.mark.parametrize("args,line", [
+    (lambda ck, t: ["infer", str(ck), str(t / "img.png"), "-m", str(ck), "--out", str(t / "o")],
+     "is a checkpoint, not an image; fix: pass it with --model"),
+    (lambda ck, t: ["infer", str(t / "img.png"), "-m", str(ck), "--out", str(t / "img.png")],
+     "exists and is a file, not a folder; fix: choose another --out"),
+], ids=["q21-cli", "q17-cli-out-is-file"])
+def test_cli_prints_one_line_and_exits_2(args, line, ckpt2d, tmp_path):
+    from typer.testing import CliRunner
+
+    from medseg.cli import app
+
+    _png(tmp_path / "img.png")
+    res = CliRunner().invoke(app, args(ckpt2d, tmp_path))
+    assert res.exit_code == 2, res.output
+    assert line in res.output and "Traceback" not in res.output
+    assert len([s for s in res.output.splitlines() if s.startswith("error:")]) == 1
