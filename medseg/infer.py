@@ -253,7 +253,8 @@ def _once_per_real_file(cases: list[Case], warn=None) -> list[Case]:
         key = tuple(_real(p) for p in c.paths)
         if key in seen:
             if warn is not None:
-                warn(f"{c.paths[0]}: is the same file as {seen[key]} (a link); segmented once")
+                how = "links to the same file as" if Path(c.paths[0]).is_symlink() else "is the same file as"
+                warn(f"{c.paths[0]}: {how} {seen[key]}; segmented once")
             continue
         seen[key] = c.paths[0]
         kept.append(c)
