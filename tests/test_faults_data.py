@@ -444,3 +444,25 @@ def test_orientation_probe_of_a_bomb_is_quiet(tmp_path, recwarn, monkeypatch):
     monkeypatch.delenv("MEDSEG_MAX_IMAGE_PIXELS", raising=False)
     assert exif_orientation(_png_claiming(tmp_path / "b.png", 12000, 12000)) == 1
     assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]
+
+
+def test_unexpected_loader_failure_is_one_problem_not_a_crash(tmp_path, monkeypatch):
+    """x-check-unexpected-error: a loader failure without a medseg message is listed for its case, and the other
+    cases are still checked (it ended `datasets check` with a traceback, as the IndexError of q13 did)."""
+    import medseg.transforms as tr
+
+    root = synthetic.make_folder_2d(tmp_path / "f", n=3, size=(16, 20))
+    victim = sorted((root / "images").iterdir())[1]
+    real = tr.read_image_2d
+
+    def flaky(path, *args, **kwargs):
+        if Path(path) == victim:
+            raise IndexError("tuple index out of range")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(tr, "read_image_2d", flaky)
+    report = check_dataset(load_config("folder"), root)
+    assert report["n_cases"] == 3 and sum(report["image_sizes"].values()) == 2
+    assert report["problems"] == [(f"{victim}: could not be read with its mask case_001_mask.png (IndexError: tuple "
+                                  "index out of range); fix: open both files in a viewer and re-export them, or "
+                                  "remove the case (and report the message)")]

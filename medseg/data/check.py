@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
-from ..errors import MedsegError
+from ..errors import MedsegError, fail
 from .base import IMAGE, LABEL, load_samples
 
 
@@ -47,6 +47,8 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
             fg_fraction.append(float((np.asarray(out[LABEL]) > 0).mean()))
         except MedsegError as exc:
             problems.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - one odd file must not end the check of all the others
+            problems.append(_unexpected(s, exc))
     meta_keys = sorted({k for s in samples for k in s.get("meta", {})})
     warnings = list(result.warnings)
     if dims == 2:
@@ -75,6 +77,14 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
     if "diagnosis" in meta_keys:
         report["diagnosis_counts"] = dict(Counter(str(s["meta"].get("diagnosis")) for s in samples))
     return report
+
+
+def _unexpected(sample: dict, exc: Exception) -> str:
+    """A loader failure medseg has no message for, as one problem line naming the case's files."""
+    image = sample[IMAGE][0] if isinstance(sample[IMAGE], (list, tuple)) else sample[IMAGE]
+    text = " ".join(str(exc).split())[:160]
+    return str(fail(image, f"could not be read with its mask {Path(sample[LABEL]).name} ({type(exc).__name__}: {text})",
+                    "open both files in a viewer and re-export them, or remove the case (and report the message)"))
 
 
 def _images(count: int, one: str, many: str) -> str:
