@@ -54,7 +54,8 @@ def _echo(msg: str) -> None:
 # Post-processing flags shared by `infer` and `evaluate --model` (None: the checkpoint's own setting).
 THRESHOLD = typer.Option(None, "--threshold", help="Binary threshold (default from the checkpoint).")
 KEEP_LARGEST = typer.Option(None, "--keep-largest/--no-keep-largest", help="Keep the largest component per class.")
-MIN_SIZE = typer.Option(None, "--min-size", help="Drop components under this size (mm³ in 3D, mm² in 2D).")
+MIN_SIZE = typer.Option(None, "--min-size", help="Drop components under this size (mm³ in 3D, mm² in 2D; px² for 2D "
+                        "images without data.pixel_spacing_mm).")
 FILL_HOLES = typer.Option(None, "--fill-holes/--no-fill-holes", help="Fill holes in each class.")
 # Flags every command that computes shares
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA when available, else CPU), cpu or cuda.")

@@ -12,6 +12,10 @@ Two entry points:
 Both write ``metrics.csv`` (one row per case and class), ``summary.csv``
 (mean, std, median and 95% bootstrap interval per class and metric), plots,
 an overlay PNG per case (``overlays/``), and ``eval.json``.
+
+Units (docs/units.md): mm and mL for volumes; 2D images carry no pixel
+spacing, so unless ``data.pixel_spacing_mm`` is set their distances are in px
+(columns ``hd95_px``, ``assd_px``) and their sizes are pixel counts (px²).
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ from . import __version__
 from .data.base import IMAGE, LABEL, mask_stem
 from .errors import MedsegError, fail
 from .io import IMAGE_2D_EXTS, VOLUME_EXTS, atomic_write, file_ext, read_image_2d, read_volume, strip_ext
-from .metrics import METRICS, bootstrap_ci, case_metrics
+from .metrics import bootstrap_ci, case_metrics, distance_keys, metric_names
 
-ROW_KEYS = ["case_id", "class", *METRICS, "gt_size", "pred_size", "lesions_gt", "lesions_pred", "lesions_detected"]
+SIZE_KEYS = ["gt_size", "pred_size"]
+COUNT_KEYS = ["lesions_gt", "lesions_pred", "lesions_detected"]
 OUTPUTS = ("metrics.csv", "summary.csv", "eval.json")
 
 
@@ -70,18 +75,32 @@ def pair_cases(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[tuple[str
     return pairs, sorted(set(preds) - set(gts)), sorted(set(gts) - set(preds))
 
 
-NOMINAL_MM2 = "mm², 1 mm spacing assumed"
+def distance_columns(length_unit: str = "mm") -> tuple[str, str]:
+    """metrics.csv's surface-distance columns: ``hd95_mm``/``assd_mm``, or ``hd95_px``/``assd_px`` without a spacing."""
+    return distance_keys(length_unit)
 
 
-def read_label_map(path: Path, num_classes: int) -> tuple[np.ndarray, tuple, np.ndarray | None]:
-    """A mask file -> ``(class map, spacing, affine or None)``; binary tasks threshold anything > 0."""
+def row_keys(length_unit: str = "mm") -> list[str]:
+    return ["case_id", "class", *metric_names(length_unit), *SIZE_KEYS, *COUNT_KEYS]
+
+
+def units_info(spacing, ndim: int) -> dict:
+    """eval.json's unit fields for cases measured with ``spacing`` (None: unknown, so px and pixel/voxel counts)."""
+    known = spacing is not None
+    size = ("mL" if ndim == 3 else "mm²") if known else ("voxels" if ndim == 3 else "px²")
+    return {"spacing_known": known, "size_unit": size, "length_unit": "mm" if known else "px"}
+
+
+def read_label_map(path: Path, num_classes: int) -> tuple[np.ndarray, tuple | None, np.ndarray | None]:
+    """A mask file -> ``(class map, spacing, affine or None)``; binary tasks threshold anything > 0. 2D files carry
+    no pixel spacing: theirs is None."""
     from .transforms import binarise_mask_2d, labels_to_classes
 
     if file_ext(path) in IMAGE_2D_EXTS:
         raw = read_image_2d(path, kind="mask")
         if num_classes == 2:
-            return binarise_mask_2d(raw), (1.0, 1.0), None
-        return labels_to_classes(raw if raw.ndim == 2 else raw[..., 0], num_classes, path), (1.0, 1.0), None
+            return binarise_mask_2d(raw), None, None
+        return labels_to_classes(raw if raw.ndim == 2 else raw[..., 0], num_classes, path), None, None
     arr, geom = read_volume(path)
     if arr.ndim == 4:
         arr = arr[..., 0]
@@ -114,14 +133,19 @@ def metrics_rows(case_id: str, pred: np.ndarray, gt: np.ndarray, spacing, labels
     return rows
 
 
-def summarise(df: pd.DataFrame) -> pd.DataFrame:
+def summarise(df: pd.DataFrame, units: dict | None = None) -> pd.DataFrame:
+    """Per class and metric: n, undefined count, mean, SD, median, 95% bootstrap interval, and the unit."""
+    units = units or units_info((1.0, 1.0, 1.0), 3)
+    length = units["length_unit"]
+    unit_of = {**dict.fromkeys(distance_keys(length), length), **dict.fromkeys(SIZE_KEYS, units["size_unit"])}
     out = []
     for cls, g in df.groupby("class", sort=False):
-        for metric in METRICS + ["gt_size", "pred_size"]:
+        for metric in metric_names(length) + SIZE_KEYS:
             v = g[metric].to_numpy(dtype=float)
             finite = v[np.isfinite(v)]
             lo, hi = bootstrap_ci(finite)
-            out.append({"class": cls, "metric": metric, "n": int(finite.size), "n_undefined": int(v.size - finite.size),
+            out.append({"class": cls, "metric": metric, "unit": unit_of.get(metric, ""), "n": int(finite.size),
+                        "n_undefined": int(v.size - finite.size),
                         "mean": float(finite.mean()) if finite.size else np.nan,
                         "std": float(finite.std(ddof=1)) if finite.size > 1 else np.nan,
                         "median": float(np.median(finite)) if finite.size else np.nan, "ci95_low": lo, "ci95_high": hi})
@@ -136,13 +160,13 @@ def _check_out(out_dir: Path, force: bool) -> None:
 
 
 def _write(out_dir: Path, df: pd.DataFrame, info: dict) -> EvalResult:
-    df = df[[k for k in ROW_KEYS if k in df.columns]]
-    summary = summarise(df)
+    df = df[[k for k in row_keys(info["length_unit"]) if k in df.columns]]
+    summary = summarise(df, info)
     atomic_write(out_dir / "metrics.csv", lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"), suffix=".csv")
     atomic_write(out_dir / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False, float_format="%.6g"), suffix=".csv")
     from .overlays import evaluation_plots
 
-    info["plots"] = evaluation_plots(df, out_dir, info.get("size_unit", "mL"))
+    info["plots"] = evaluation_plots(df, out_dir, info["size_unit"])
     atomic_write(out_dir / "eval.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1, default=str)), suffix=".json")
     return EvalResult(out_dir, df, summary, info)
 
@@ -174,7 +198,7 @@ def evaluate_folders(pred_dir, gt_dir, out, labels: list[str] | None = None, ima
                    "name predictions <case>_seg.<ext> and ground truth <case>.<ext> (or <case>_mask.<ext>)")
     labels = list(labels) if labels else guess_labels([p[2] for p in pairs])
     image_files = {case_key(p): p for p in _mask_files(Path(images))} if images else {}
-    rows, cases = [], {}
+    rows, cases, units = [], {}, None
     for case_id, pp, gp in tqdm(pairs, disable=not progress, desc="evaluate", unit="case"):
         pred, _, paff = read_label_map(pp, len(labels))
         gt, spacing, gaff = read_label_map(gp, len(labels))
@@ -184,6 +208,11 @@ def evaluate_folders(pred_dir, gt_dir, out, labels: list[str] | None = None, ima
         if paff is not None and gaff is not None and not np.allclose(paff, gaff, atol=1e-3 * max(1.0, float(np.max(spacing)))):
             raise MedsegError(f"{pp} and {gp}: geometry differs (origin/direction/spacing); fix: resample the prediction "
                               "onto the ground-truth grid")
+        case_units = units_info(spacing, gt.ndim)
+        if units and case_units != units:  # one metrics.csv column cannot hold mm for some cases and px for others
+            raise fail(gp, f"is measured in {case_units['size_unit']}, the cases before it in {units['size_unit']}",
+                       "evaluate volumes and 2D images (no pixel spacing) in separate runs")
+        units = case_units
         rows += metrics_rows(case_id, pred, gt, spacing, labels)
         cases[case_id] = {"prediction": str(pp), "ground_truth": str(gp), "image": str(image_files.get(case_id, "")) or None}
     df = pd.DataFrame(rows)
@@ -193,8 +222,7 @@ def evaluate_folders(pred_dir, gt_dir, out, labels: list[str] | None = None, ima
         title = f"{cid} ({tags[cid]})" if cid in tags else cid
         c["overlay"] = save_case_overlay(c["image"], c["ground_truth"], c["prediction"], labels,
                                          out_dir / "overlays" / f"{cid}.png", title=title)
-    nominal = file_ext(pairs[0][2]) in IMAGE_2D_EXTS  # 2D masks carry no pixel spacing: 1 mm is assumed
-    info = {"mode": "folders", "size_unit": NOMINAL_MM2 if nominal else "mL", "spacing_assumed": nominal, "pred_dir": str(pred_dir), "gt_dir": str(gt_dir), "labels": labels, "n_cases": len(pairs),
+    info = {"mode": "folders", **units, "pred_dir": str(pred_dir), "gt_dir": str(gt_dir), "labels": labels, "n_cases": len(pairs),
             "predictions_without_gt": pred_only, "gt_without_prediction": gt_only, "cases": cases, "ranked": ranks,
             "medseg_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return _write(out_dir, df, info)
@@ -226,20 +254,18 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
     models = load_models(paths, dev)
     lm = models[0]
     cfg = lm.cfg
-    if split != "all":
-        for other in models[1:]:
-            if sorted(other.ckpt.get("split", {}).get(split) or []) != sorted(lm.ckpt.get("split", {}).get(split) or []):
-                raise fail(other.path, f"was trained on another split than {paths[0]}, so its '{split}' cases differ "
-                           "(an ensemble could score cases one member trained on)",
-                           "ensemble checkpoints of the same split, or use --split all on data none of them saw")
     samples = load_samples(data, data_dir, {**cfg.data.options, "channels": cfg.data.channels}).samples
-    if split != "all":
-        ids = set(lm.ckpt.get("split", {}).get(split) or [])
-        if not ids:
-            raise fail(model, f"has no '{split}' cases in its split", "use --split all (or val/test when the run had them)")
-        samples = [s for s in samples if s["case_id"] in ids]
-        if not samples:
-            raise fail(data_dir, f"none of the checkpoint's '{split}' cases are in this folder", "use --split all")
+    seen = _seen_cases(models, samples)
+    test_set = split != "all" and not seen and all(m.ckpt.get("split", {}).get("train") for m in models)
+    if test_set:  # a folder the model(s) never saw: all of it is held out, whatever the split asked for
+        log(f"none of the model's training or validation cases are in {data_dir}: scoring all {len(samples)} cases "
+            "as a test set")
+    elif split != "all":
+        samples = _split_samples(models, paths, samples, split, data_dir, seen)
+    elif seen:
+        log(f"warning: {len(seen)} of the {len(samples)} cases in {data_dir} were used to train or select the model "
+            f"(e.g. {', '.join(sorted(seen)[:3])}): their scores are optimistic; fix: --split val (or test) scores "
+            "only the held-out ones")
     labels = list(cfg.data.labels)
     tta = bool(cfg.infer.tta) if tta is None else tta  # None: the checkpoint's own setting
     pred_dir = out_dir / "predictions"
@@ -253,11 +279,13 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
     infer_s = time.time() - t0
     rows, cases = [], {}
     volumes = group_by_volume(samples) if all("volume_id" in s for s in samples) else None
+    units = units_info(None, 3 if volumes else cfg.data.spatial_dims)
     if volumes:  # slices of one patient -> one volume (per-patient metrics, as in Buda et al. 2019)
         for vid, sl in volumes.items():
             pred = np.stack([read_label_map(Path(predicted[s["case_id"]]), len(labels))[0] for s in sl], axis=-1)
             gt = np.stack([read_label_map(Path(s[LABEL]), len(labels))[0] for s in sl], axis=-1)
-            rows += metrics_rows(vid, pred, gt, (1.0, 1.0, 1.0), labels)
+            # slices carry no in-plane spacing or thickness: sizes in voxels, distances in voxel steps
+            rows += metrics_rows(vid, pred, gt, None, labels)
             cases[vid] = {"slices": [s["case_id"] for s in sl], "meta": sl[0].get("meta", {}),
                           "image": [s[IMAGE] for s in sl], "ground_truth": [s[LABEL] for s in sl],
                           "prediction": [predicted[s["case_id"]] for s in sl]}
@@ -268,6 +296,7 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
             if cfg.data.spatial_dims == 2 and cfg.data.pixel_spacing_mm:
                 spacing = tuple(cfg.data.pixel_spacing_mm)
             rows += metrics_rows(s["case_id"], pred, gt, spacing, labels)
+            units = units_info(spacing, gt.ndim)
             cases[s["case_id"]] = {"meta": s.get("meta", {}), "image": s[IMAGE], "ground_truth": s[LABEL],
                                    "prediction": predicted[s["case_id"]]}
     df = pd.DataFrame(rows)
@@ -279,14 +308,16 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
         if volumes:
             c["overlay"] = save_volume_overlay(c, labels, target, title=title)
         else:
-            c["overlay"] = save_case_overlay(c["image"], c["ground_truth"], c["prediction"], labels, target, title=title)
+            c["overlay"] = save_case_overlay(c["image"], c["ground_truth"], c["prediction"], labels, target, title=title,
+                                             spacing_2d=cfg.data.pixel_spacing_mm,
+                                             modality=(list(cfg.data.channels) or [None])[0])  # the volume's background
     ck = lm.ckpt
-    nominal = cfg.data.spatial_dims == 2 and not cfg.data.pixel_spacing_mm  # 2D files carry no spacing: 1 mm assumed
-    unit = "mL" if volumes else "mm²"
-    info = {"mode": "model", "size_unit": f"{unit}, 1 mm spacing assumed" if nominal else unit, "spacing_assumed": nominal,
+    info = {"mode": "model", **units,
             "model": str(Path(model).resolve()), "model_sha256_12": lm.sha, "data": data,
             "ensemble": [str(Path(p).resolve()) for p in paths] if len(paths) > 1 else None,
-            "data_dir": str(data_dir), "split": split, "labels": labels, "n_cases": len(cases),
+            "data_dir": str(data_dir), "split": "all" if test_set else split, "labels": labels, "n_cases": len(cases),
+            "test_set": test_set, **({"split_requested": split} if test_set else {}),
+            "training_cases_scored": len(seen) if split == "all" else 0,
             "per_volume": bool(volumes), "infer_seconds": round(infer_s, 1), "tta": tta,
             "postprocess": effective_post(cfg, post),
             "cases": cases, "ranked": ranks,
@@ -294,6 +325,37 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     log(f"evaluated {len(cases)} {'volumes' if volumes else 'cases'} in {time.time() - t0:.0f}s")
     return _write(out_dir, df, info)
+
+
+def _seen_cases(models: list, samples: list[dict]) -> set[str]:
+    """The cases of ``samples`` that any of ``models`` trained on or was selected on (its train and val splits)."""
+    seen = set()
+    for m in models:
+        sp = m.ckpt.get("split", {})
+        seen |= set(sp.get("train") or []) | set(sp.get("val") or [])
+    return {s["case_id"] for s in samples if s["case_id"] in seen}
+
+
+def _split_samples(models: list, paths: list[str], samples: list[dict], split: str, data_dir,
+                   seen: set[str]) -> list[dict]:
+    """The samples of the checkpoints' ``split``; stops when the ensemble's splits differ or none of it is here."""
+    lm = models[0]
+    ids = set(lm.ckpt.get("split", {}).get(split) or [])
+    for other in models[1:]:
+        if set(other.ckpt.get("split", {}).get(split) or []) != ids:
+            raise fail(other.path, f"was trained on another split than {paths[0]}, so its '{split}' cases differ "
+                       "(an ensemble could score cases one member trained on)",
+                       "ensemble checkpoints of the same split, or evaluate on a folder of cases none of them saw")
+    if not ids:
+        raise fail(paths[0], f"has no '{split}' cases in its split", "use --split all (or val/test when the run had them)")
+    chosen = [s for s in samples if s["case_id"] in ids]
+    if not chosen:
+        # some of the model's own cases are here (else this is a test set): scoring them all would be optimistic
+        here = f", but {len(seen)} of its training or validation cases are" if seen else ""
+        raise fail(data_dir, f"none of the checkpoint's '{split}' cases are in this folder{here}",
+                   "evaluate on the run's own data folder, or on a folder of cases the model never saw "
+                   "(then all of it is scored as a test set)")
+    return chosen
 
 
 def model_card(ck: dict, sha: str) -> dict:

@@ -1,18 +1,68 @@
-"""Findings in physical units: per class volume (mL) or area (mm^2), lesions, centroids, boxes."""
+"""Findings per class: volume (mL) or area (mm^2; px^2 when a 2D image's pixel spacing is unknown), lesions with
+their size, maximum diameter, centroid and bounding box. Units and rounding are described in docs/units.md."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 from scipy import ndimage
 
 from .io import Geometry
 
+UNIT_LABELS = {"ml": "mL", "mm2": "mm²", "px2": "px²"}
 
-def _world(geom: Geometry, ijk: np.ndarray) -> list[float]:
-    """Voxel index (2D: row, col) -> physical coordinates (3D: RAS mm; 2D: mm from the top-left)."""
+
+def spacing_known(geom: Geometry) -> bool:
+    """Whether ``geom``'s spacing was measured: volumes carry theirs; 2D images only when it was configured."""
+    return bool(geom.meta.get("spacing_known", geom.ndim == 3))
+
+
+def significant(x: float, digits: int = 3) -> float:
+    """``x`` to ``digits`` significant figures: a size is not known to the last of six digits."""
+    return float(f"{float(x):.{digits}g}")
+
+
+def format_size(v) -> str:
+    """A size as printed: pixel counts and whole numbers without decimals or exponent (143258, 143000), others to
+    3 significant figures (0.0643, 12.4); 'n/a' for a missing or undefined one."""
+    if v is None or not np.isfinite(float(v)):
+        return "n/a"
+    x = significant(v) if not float(v).is_integer() else float(v)
+    return str(int(x)) if x.is_integer() else f"{x:g}"
+
+
+def max_diameter(mask: np.ndarray, spacing) -> float:
+    """The largest distance between two points of a lesion, the lesion being the union of its pixel squares (voxel
+    boxes) scaled by ``spacing``: so the largest distance between two of its pixel corners (a 10x4 block measures
+    sqrt(10^2 + 4^2), one pixel sqrt(2)). Only corners of boundary pixels can lie on the convex hull, and only the
+    hull's vertices can be farthest apart."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return 0.0
+    edge = mask & ~ndimage.binary_erosion(mask)
+    offsets = np.array(list(itertools.product([-0.5, 0.5], repeat=mask.ndim)))
+    corners = (np.argwhere(edge)[:, None, :] + offsets[None]).reshape(-1, mask.ndim) * np.asarray(spacing, np.float64)
+    corners = np.unique(corners, axis=0)
+    if len(corners) > 2 ** mask.ndim:
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            corners = corners[ConvexHull(corners).vertices]
+        except QhullError:  # degenerate point sets: the plain pairwise search below is still right
+            pass
+    best = 0.0
+    for start in range(0, len(corners), 1024):  # chunked, so a large hull never needs an N x N matrix at once
+        d = ((corners[start:start + 1024, None, :] - corners[None, :, :]) ** 2).sum(axis=-1)
+        best = max(best, float(d.max()))
+    return float(np.sqrt(best))
+
+
+def _world(geom: Geometry, ijk: np.ndarray, known: bool = True) -> list[float]:
+    """Voxel index (2D: row, col) -> coordinates (3D: RAS mm; 2D: mm from the top-left, px when not ``known``)."""
     ijk = np.asarray(ijk, dtype=np.float64)
     if geom.ndim == 2:
-        return [round(float(v), 2) for v in ijk * np.asarray(geom.spacing)]
+        return [round(float(v), 2) for v in ijk * (np.asarray(geom.spacing) if known else 1.0)]
     return [round(float(v), 2) for v in (geom.affine @ np.append(ijk, 1.0))[:3]]
 
 
@@ -49,16 +99,20 @@ def component_sizes(comp: np.ndarray, n: int, chunk: int = 1 << 24) -> np.ndarra
 
 
 def lesion_findings(labels: np.ndarray, geom: Geometry, label_names: list[str], max_lesions: int = 50) -> dict:
-    """Per foreground class: total size, lesion count and per-lesion size, centroid and bounding box.
+    """Per foreground class: total size, lesion count and per lesion size, maximum diameter, centroid and box.
 
-    Sizes are mL for volumes and mm^2 for 2D images; coordinates are RAS mm for
-    volumes and (row, column) mm for 2D. Lesions are connected components with
-    full connectivity (26 in 3D, 8 in 2D), largest first.
+    Sizes are mL for volumes and mm^2 for 2D images, or pixel counts (px^2) for 2D images of unknown pixel
+    spacing; lengths and coordinates are mm (volumes: RAS mm; 2D: row, column from the top-left), px when the
+    spacing is unknown. Lesions are connected components with full connectivity (26 in 3D, 8 in 2D), largest first.
     """
     ndim = labels.ndim
-    unit_size = float(np.prod(geom.spacing))  # mm^3 or mm^2 per voxel
-    to_unit = (lambda n: n * unit_size / 1000.0) if ndim == 3 else (lambda n: n * unit_size)
-    unit = "ml" if ndim == 3 else "mm2"
+    known = spacing_known(geom)
+    spacing = tuple(float(s) for s in geom.spacing) if known else (1.0,) * ndim
+    unit = "ml" if ndim == 3 else ("mm2" if known else "px2")
+    length = "mm" if known else "px"
+    unit_size = float(np.prod(spacing))  # mm^3 or mm^2 per voxel (1 px^2 when unknown)
+    to_unit = {"ml": lambda n: significant(n * unit_size / 1000.0), "mm2": lambda n: significant(n * unit_size),
+               "px2": int}[unit]
     out = {}
     structure = ndimage.generate_binary_structure(ndim, ndim)
     for c, name in enumerate(label_names):
@@ -80,14 +134,17 @@ def lesion_findings(labels: np.ndarray, geom: Geometry, label_names: list[str], 
             lo = np.array([s.start for s in sl], dtype=np.float64) + offset
             hi = np.array([s.stop - 1 for s in sl], dtype=np.float64) + offset
             corners = np.array(np.meshgrid(*[[a, b] for a, b in zip(lo, hi)], indexing="ij")).reshape(ndim, -1).T
-            world = np.array([_world(geom, c_) for c_ in corners])
+            world = np.array([_world(geom, c_, known) for c_ in corners])
             centroid = _centroid(comp, sl, idx + 1) + offset
-            lesions.append({"id": rank + 1, f"size_{unit}": round(to_unit(int(sizes[idx])), 4), "voxels": int(sizes[idx]),
-                            "centroid_mm": _world(geom, centroid),
+            lesions.append({"id": rank + 1, f"size_{unit}": to_unit(int(sizes[idx])), "voxels": int(sizes[idx]),
+                            f"max_diameter_{length}": round(max_diameter(comp[sl] == idx + 1, spacing), 1),
+                            f"centroid_{length}": _world(geom, centroid, known),
                             "centroid_voxel": [round(float(v), 1) for v in centroid],
-                            "bbox_mm": {"min": world.min(axis=0).round(2).tolist(), "max": world.max(axis=0).round(2).tolist()},
+                            f"bbox_{length}": {"min": world.min(axis=0).round(2).tolist(),
+                                               "max": world.max(axis=0).round(2).tolist()},
                             "bbox_voxel": {"min": lo.astype(int).tolist(), "max": hi.astype(int).tolist()}})
-        out[name] = {f"total_{unit}": round(to_unit(total), 4), "voxels": total, "n_lesions": int(n),
-                     f"largest_{unit}": lesions[0][f"size_{unit}"] if lesions else 0.0, "lesions": lesions}
-    return {"unit": unit, "coordinates": "RAS mm" if ndim == 3 else "row/column mm from the top-left pixel",
-            "classes": out}
+        out[name] = {f"total_{unit}": to_unit(total), "voxels": total, "n_lesions": int(n),
+                     f"largest_{unit}": lesions[0][f"size_{unit}"] if lesions else to_unit(0), "lesions": lesions}
+    coordinates = "RAS mm" if ndim == 3 else f"row/column {length} from the top-left pixel"
+    return {"unit": unit, "unit_label": UNIT_LABELS[unit], "length_unit": length, "spacing_known": known,
+            "coordinates": coordinates, "classes": out}

@@ -558,7 +558,6 @@ def _write_outputs(labels, probs, geom, case, models, cfg, post, targets, probab
         "segmentation": str(seg_path.resolve()),
         "probabilities": str(prob_path.resolve()) if prob_path else None,
         "geometry": geom.summary(),
-        "spacing_assumed": geom.ndim == 2 and not geom.meta.get("spacing_known", False),
         **({"context_slices_found": geom.meta["context_slices_found"]} if "context_slices_found" in geom.meta else {}),
         **({"volume_slices": geom.meta["volume_slices"]} if "volume_slices" in geom.meta else {}),
         **({"exif_orientation": geom.meta["exif_orientation"]} if "exif_orientation" in geom.meta else {}),
@@ -619,8 +618,7 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
         try:
             res = segment_case(models, case, out_dir, dev, tta=tta, probabilities=probabilities, force=force, post=post)
             summary.outputs.append(res)
-            cls = ", ".join(f"{n}: {v.get('total_ml', v.get('total_mm2'))} {findings_unit(res)} in {v['n_lesions']} lesion(s)"
-                            for n, v in res["classes"].items())
+            cls = ", ".join(f"{n}: {findings_sizes(res, v)}" for n, v in res["classes"].items()) + spacing_note(res)
             log(f"{case.case_id}: {cls} -> {res['segmentation']}")
             if res.get("context_slices_found") == 0:
                 log(f"warning: {case.paths[0]}: no neighbouring slices found for this 2.5D model, so it saw the slice "
@@ -708,4 +706,25 @@ def write_label_tables(out_dir: Path, labels: list[str], force: bool = False) ->
 
 
 def findings_unit(res: dict) -> str:
-    return "mL" if res["unit"] == "ml" else ("mm² (1 mm/pixel assumed)" if res.get("spacing_assumed") else "mm²")
+    """How to print the sizes of a findings dict: mL, mm², or px² for 2D images of unknown pixel spacing."""
+    from .findings import UNIT_LABELS
+
+    return UNIT_LABELS[res["unit"]]
+
+
+def findings_sizes(res: dict, cls: dict) -> str:
+    """One class's findings for the log: total size, lesion count, the largest lesion's maximum diameter."""
+    from .findings import format_size
+
+    text = f"{format_size(cls['total_' + res['unit']])} {findings_unit(res)} in {cls['n_lesions']} lesion(s)"
+    if cls["lesions"]:
+        length = res["length_unit"]
+        text += f", largest {cls['lesions'][0]['max_diameter_' + length]:.1f} {length} across"
+    return text
+
+
+def spacing_note(res: dict) -> str:
+    """The log's note on a 2D image of unknown pixel spacing: its sizes are pixels, not millimetres."""
+    if res.get("spacing_known", True):
+        return ""
+    return " (pixel spacing unknown, so sizes are in pixels; set data.pixel_spacing_mm to measure in mm)"

@@ -14,7 +14,8 @@ hd95_mm, assd_mm      0.0                         NaN (no surface to measure to)
 
 NaN means *undefined*, never silently 0: summaries skip it and count it.
 Surface distances are MONAI's kernels with the voxel spacing, so they are in
-millimetres. Lesions are connected components (full connectivity); a ground
+millimetres; without a spacing (2D images of unknown pixel size) they are in
+pixels and named so (``hd95_px``, ``assd_px``), and sizes are pixel counts. Lesions are connected components (full connectivity); a ground
 truth lesion counts as detected when any predicted voxel overlaps it.
 """
 
@@ -26,6 +27,15 @@ import numpy as np
 from scipy import ndimage
 
 METRICS = ["dice", "jaccard", "precision", "recall", "specificity", "hd95_mm", "assd_mm"]
+
+
+def distance_keys(length_unit: str = "mm") -> tuple[str, str]:
+    """The names of the two surface distances in ``length_unit`` ("mm", or "px" when the spacing is unknown)."""
+    return f"hd95_{length_unit}", f"assd_{length_unit}"
+
+
+def metric_names(length_unit: str = "mm") -> list[str]:
+    return METRICS[:5] + list(distance_keys(length_unit))
 
 
 def confusion(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int, int]:
@@ -58,12 +68,14 @@ def overlap_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 
 
 def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing) -> dict[str, float]:
-    """95th-percentile Hausdorff distance and average symmetric surface distance in mm."""
+    """95th-percentile Hausdorff distance and average symmetric surface distance in mm; in px (keys ``hd95_px``,
+    ``assd_px``) when ``spacing`` is None (unknown)."""
     p, g = np.asarray(pred, bool), np.asarray(gt, bool)
+    hd_key, asd_key = distance_keys("px" if spacing is None else "mm")
     if not p.any() and not g.any():
-        return {"hd95_mm": 0.0, "assd_mm": 0.0}
+        return {hd_key: 0.0, asd_key: 0.0}
     if not p.any() or not g.any():
-        return {"hd95_mm": float("nan"), "assd_mm": float("nan")}
+        return {hd_key: float("nan"), asd_key: float("nan")}
     import torch
     from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 
@@ -72,12 +84,12 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing) -> dict[str, fl
     box = tuple(slice(max(0, s.start - 2), s.stop + 2) for s in box)
     tp_ = torch.from_numpy(np.ascontiguousarray(p[box]))[None, None]
     tg_ = torch.from_numpy(np.ascontiguousarray(g[box]))[None, None]
-    sp = [float(s) for s in spacing]
+    sp = [float(s) for s in spacing] if spacing is not None else [1.0] * p.ndim
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hd = compute_hausdorff_distance(tp_, tg_, include_background=True, percentile=95, spacing=sp)
         asd = compute_average_surface_distance(tp_, tg_, include_background=True, symmetric=True, spacing=sp)
-    return {"hd95_mm": float(hd.item()), "assd_mm": float(asd.item())}
+    return {hd_key: float(hd.item()), asd_key: float(asd.item())}
 
 
 def lesion_counts(pred: np.ndarray, gt: np.ndarray) -> dict[str, int]:
@@ -91,10 +103,12 @@ def lesion_counts(pred: np.ndarray, gt: np.ndarray) -> dict[str, int]:
 
 
 def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing, distances: bool = True) -> dict[str, float]:
-    """All per-class metrics for one binary pair, plus sizes in mL (3D) or mm^2 (2D)."""
-    unit = float(np.prod(spacing)) / (1000.0 if np.asarray(gt).ndim == 3 else 1.0)
+    """All per-class metrics for one binary pair, plus sizes in mL (3D) or mm^2 (2D); with ``spacing`` None
+    (unknown) distances in px and sizes as voxel counts."""
+    unit = 1.0 if spacing is None else float(np.prod(spacing)) / (1000.0 if np.asarray(gt).ndim == 3 else 1.0)
     out = overlap_metrics(pred, gt)
-    out.update(surface_distances(pred, gt, spacing) if distances else {"hd95_mm": float("nan"), "assd_mm": float("nan")})
+    out.update(surface_distances(pred, gt, spacing) if distances
+               else dict.fromkeys(distance_keys("px" if spacing is None else "mm"), float("nan")))
     out["gt_size"] = float(np.count_nonzero(gt)) * unit
     out["pred_size"] = float(np.count_nonzero(pred)) * unit
     out.update(lesion_counts(pred, gt))

@@ -45,7 +45,8 @@ def test_evaluate_folders_tables(tmp_path):
                            progress=False, log=said.append)
     df = pd.read_csv(tmp_path / "ev" / "metrics.csv")
     assert list(df.columns[:4]) == ["case_id", "class", "dice", "jaccard"]
-    assert {"hd95_mm", "assd_mm", "gt_size", "pred_size", "lesions_gt", "lesions_pred", "lesions_detected"} <= set(df.columns)
+    # PNG masks carry no pixel spacing: distances are in px, and named so
+    assert {"hd95_px", "assd_px", "gt_size", "pred_size", "lesions_gt", "lesions_pred", "lesions_detected"} <= set(df.columns)
     for cid, (p, g) in truth.items():
         row = df[df["case_id"] == cid].iloc[0]
         assert row["dice"] == pytest.approx(case_metrics(p, g, (1, 1))["dice"], abs=1e-5)
@@ -141,7 +142,7 @@ def test_case_pdf_numbers_match_findings(tmp_path):
     text = pdf_text(pdf)
     f = json.loads(open(res["findings_json"]).read())
     c = f["classes"]["lesion"]
-    assert f"lesion {c['n_lesions']} {fmt(c['total_mm2'])}" in text
+    assert f"lesion {c['n_lesions']} {c['total_px2']} {c['lesions'][0]['size_px2']}" in text  # no pixel spacing: px²
     assert "case_000.png" in text and "Agreement with ground truth" in text and "Model card" in text
     assert f["models"][0]["sha256_12"] in text
 
@@ -167,14 +168,14 @@ def test_volume_views_pick_lesion_slices_and_skip_strips_for_stacks():
     assert err[3][2].sum() == 9 and err[3][1].sum() == 0  # the panel carries that slice's prediction and truth
 
 
-def test_2d_sizes_without_pixel_spacing_are_labelled_nominal(tmp_path):
+def test_2d_sizes_without_pixel_spacing_are_in_pixels(tmp_path):
     _masks(tmp_path)
     res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=_quiet)
-    assert res.info["spacing_assumed"] is True and res.info["size_unit"] == "mm², 1 mm spacing assumed"
+    assert res.info["spacing_known"] is False and res.info["size_unit"] == "px²" and res.info["length_unit"] == "px"
     pdf = cohort_report(tmp_path / "ev", out=tmp_path / "c.pdf")
     text = pdf_text(pdf)
-    assert "carry no pixel spacing (* below): sizes and distances assume 1 mm per pixel" in text
-    assert "GT size (mm²*)" in text  # the per-case table marks the nominal unit instead of spelling it out
+    assert "carry no pixel spacing: sizes are pixel counts and distances are in pixels" in text
+    assert "GT size (px²)" in text and "HD95 (px)" in text and "mm" not in text.split("Per-case results")[1]
 
 
 def test_log_size_axis_has_short_labels():
