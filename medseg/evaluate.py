@@ -32,6 +32,7 @@ import pandas as pd
 from . import __version__
 from .data.base import IMAGE, LABEL, mask_stem
 from .errors import MedsegError, fail
+from .findings import significant
 from .io import IMAGE_2D_EXTS, VOLUME_EXTS, atomic_write, file_ext, read_image_2d, read_volume, strip_ext
 from .metrics import bootstrap_ci, case_metrics, distance_keys, metric_names
 
@@ -122,15 +123,21 @@ def guess_labels(gt_files: list[Path]) -> list[str]:
 # ----------------------------------------------------------------------------
 
 def metrics_rows(case_id: str, pred: np.ndarray, gt: np.ndarray, spacing, labels: list[str]) -> list[dict]:
-    rows = []
-    for c, name in enumerate(labels):
-        if c == 0:
-            continue
-        m = case_metrics(pred == c, gt == c, spacing)
-        rows.append({"case_id": case_id, "class": name, **m})
+    """One row per foreground class (and the whole foreground when there are several classes) of one case."""
+    pairs = [(name, pred == c, gt == c) for c, name in enumerate(labels) if c]
     if len(labels) > 2:  # whole foreground ("whole tumour" for BraTS)
-        rows.append({"case_id": case_id, "class": "all_foreground", **case_metrics(pred > 0, gt > 0, spacing)})
-    return rows
+        pairs.append(("all_foreground", pred > 0, gt > 0))
+    return [{"case_id": case_id, "class": name, **_rounded_sizes(case_metrics(p, g, spacing), spacing is not None)}
+            for name, p, g in pairs]
+
+
+def _rounded_sizes(m: dict, physical: bool) -> dict:
+    """Sizes as the data support them: mm² and mL to 3 significant figures (the pixel count is exact, the area is
+    not known to six digits); pixel and voxel counts stay whole."""
+    if physical:
+        for k in SIZE_KEYS:
+            m[k] = significant(m[k])
+    return m
 
 
 def summarise(df: pd.DataFrame, units: dict | None = None) -> pd.DataFrame:

@@ -122,6 +122,22 @@ def test_q10_evaluate_folders_of_png_masks_reports_pixels(tmp_path):
     assert res.metrics["gt_size"].tolist() == [120.0, 120.0, 120.0]
 
 
+def test_q10_metrics_csv_volume_sizes_to_3_significant_figures(tmp_path):
+    import nibabel as nib
+
+    from medseg.evaluate import evaluate_folders
+
+    aff = np.diag([0.7, 0.9, 1.3, 1.0])  # 0.819 mm³ voxels
+    gt = np.zeros((20, 20, 20), np.uint8)
+    gt[2:13, 2:14, 2:12] = 1  # 1320 voxels: 1.08108 mL
+    for sub, name in (("gt", "case0.nii.gz"), ("pred", "case0_seg.nii.gz")):
+        (tmp_path / sub).mkdir()
+        nib.save(nib.Nifti1Image(gt, aff), tmp_path / sub / name)
+    evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", labels=LABELS, progress=False, log=_quiet)
+    row = pd.read_csv(tmp_path / "ev" / "metrics.csv").iloc[0]
+    assert row["gt_size"] == 1.08 and row["pred_size"] == 1.08 and "hd95_mm" in row.index
+
+
 def _panel_texts(spacing_known: bool) -> list[str]:
     import matplotlib
 
@@ -229,7 +245,8 @@ def test_q23_folder_with_training_cases_only_is_refused_not_scored(trained, tmp_
         evaluate_model(trained["model"], "folder", part, tmp_path / "ev", split="val", device="cpu", progress=False,
                        log=_quiet)
     msg = str(err.value)
-    assert "training cases" in msg and "--split all" not in msg  # never advise scoring training cases
+    assert "2 of its training or validation cases are" in msg
+    assert "--split all" not in msg  # never advise scoring training cases
     assert not (tmp_path / "ev" / "metrics.csv").exists()
 
 
