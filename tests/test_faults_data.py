@@ -487,3 +487,23 @@ def test_train_on_a_truncated_mask_names_the_mask(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.strip() == f"error: {mask}: is truncated or unreadable (no image directory in the TIFF); fix: " \
                                   "re-export or remove it"
+
+
+def test_masks_linked_to_one_empty_mask_stay_one_per_slice(tmp_path):
+    """q12-shared-empty-mask: following links must not merge two names of one file (slices whose masks are links
+    to one empty mask keep their masks)."""
+    root = synthetic.make_lgg(tmp_path / "lgg", n_patients=1, n_slices=3, size=16)
+    masks = sorted(root.rglob("*_mask.tif"))
+    empty = tmp_path / "empty_mask.tif"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(empty)
+    for m in masks:
+        m.unlink()
+        os.symlink(empty, m)
+    assert len(load_samples("lgg", root).samples) == 3
+
+
+def test_demo_data_dir_that_is_a_file(tmp_path):
+    """x-demo-data-dir-file: a --data-dir that is a file is refused in one line (FileExistsError traceback)."""
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(MedsegError, match=r"f: is not a directory"):
+        load_samples("demo", tmp_path / "f")

@@ -51,8 +51,12 @@ def load_samples(recipe: str, data_dir: str | Path, options: dict | None = None,
     (``medseg datasets check``) they are returned, so that one run lists every bad case."""
     data_dir = Path(data_dir)
     fn = get_recipe(recipe)
-    if getattr(fn, "generates_data", False):
-        data_dir.mkdir(parents=True, exist_ok=True)
+    if getattr(fn, "generates_data", False) and not data_dir.exists():
+        try:
+            data_dir.mkdir(parents=True)
+        except OSError as exc:
+            raise fail(data_dir, f"cannot be created ({exc.strerror or exc})",
+                       "pass a --data-dir in a folder you can write to") from None
     if not data_dir.exists():
         raise fail(data_dir, "data directory does not exist",
                    f"pass --data-dir pointing at your {recipe} data (see datasets/README.md)")
@@ -128,8 +132,9 @@ def files_with_ext(folder: Path, exts: tuple[str, ...]) -> list[Path]:
 
 def walk_files(folder: Path) -> list[Path]:
     """Every file at any depth below ``folder``, in path order, following symlinked folders (linking a split's
-    cases into a folder is the usual way to make one) but listing each real file once and each real folder once,
-    so that a link back up the tree ends instead of looping. ``Path.rglob`` does not follow links (Python 3.11)."""
+    cases into a folder is the usual way to make one) but walking each real folder once, so that a folder linked
+    twice is read once and a link back up the tree ends instead of looping. Files are listed by name: two names
+    of one file (masks linked to one empty mask, say) stay two. ``Path.rglob`` follows no links (Python 3.11)."""
     seen_dirs: set[str] = set()
     found: list[Path] = []
     for root, dirs, files in os.walk(folder, followlinks=True):
@@ -140,14 +145,7 @@ def walk_files(folder: Path) -> list[Path]:
         seen_dirs.add(real)
         dirs.sort()
         found.extend(Path(root) / f for f in files)
-    seen_files: set[str] = set()
-    out = []
-    for p in sorted(found):
-        real = os.path.realpath(p)
-        if real not in seen_files and os.path.isfile(real):
-            seen_files.add(real)
-            out.append(p)
-    return out
+    return sorted(p for p in found if p.is_file())
 
 
 def files_below(folder: Path, exts: tuple[str, ...], limit: int = 500000) -> list[Path]:
