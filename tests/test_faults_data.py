@@ -507,3 +507,21 @@ def test_demo_data_dir_that_is_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(MedsegError, match=r"f: is not a directory"):
         load_samples("demo", tmp_path / "f")
+
+
+@pytest.mark.parametrize("recipe", ["brats", "lgg"], ids=["q3-brats-no-label-anywhere", "q3-lgg-no-mask-anywhere"])
+def test_no_cases_found_says_the_masks_are_missing(tmp_path, recipe):
+    """When every case lacks its mask, 'no cases found' says so (and names a folder) instead of only the layout."""
+    if recipe == "brats":
+        root = synthetic.make_brats(tmp_path / "d", n_train=2, n_val=0, shape=(8, 8, 8))
+        pattern, folder = "OT*", min(root.glob("train/*"))
+    else:
+        root = synthetic.make_lgg(tmp_path / "d", n_patients=2, n_slices=2, size=16)
+        pattern, folder = "*_mask.tif", min(p for p in root.rglob("TCGA_*") if p.is_dir())
+    for f in root.rglob(pattern):
+        f.unlink()
+    with pytest.raises(MedsegError) as err:
+        load_samples(recipe, root)
+    msg = str(err.value)
+    assert msg.startswith(f"{root}: no {recipe} cases found; fix: {folder} ") or f"(e.g. {folder})" in msg, msg
+    assert ("no label map" if recipe == "brats" else "1 more folder hold slices without any mask") in msg

@@ -116,7 +116,12 @@ def brats_samples(data_dir: Path, options: dict) -> RecipeResult:
     samples, warnings, problems = [], [], []
     volumes = files_below(data_dir, VOLUME_EXTS)
     labelled = {_case_dir(p) for p in volumes if any(_matches(p, pat) for pat in label_patterns)}
-    warnings += _unlabelled_cases(volumes, labelled, channels, mod_patterns, label_patterns)
+    unlabelled = _unlabelled_cases(volumes, labelled, channels, mod_patterns, label_patterns)
+    warnings += unlabelled
+    if unlabelled and not labelled:  # the refusal says why nothing was found (an unlabelled validation set, say)
+        expected = (f"{len(unlabelled)} case folder{'s' if len(unlabelled) > 1 else ''} hold volumes but no label "
+                    f"map (e.g. {unlabelled[0].split(': ')[0]}): add the label maps, or set data.options.label to "
+                    f"their file pattern; {expected}")
     for case_dir in sorted(labelled, key=lambda p: natural_key(str(p))):
         files = case_files(case_dir)
         label = first_match(files, label_patterns)

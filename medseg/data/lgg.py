@@ -97,6 +97,7 @@ def lgg_samples(data_dir: Path, options: dict) -> RecipeResult:
             anywhere.setdefault(key, []).append(f)
     used: set[Path] = set()
     unnamed = 0
+    unmasked: list[Path] = []
     for d, files in by_dir.items():
         images = [(f, SLICE_RE.match(f.stem)) for f in files if not _is_mask(f)]
         unnamed += sum(m is None for _, m in images)
@@ -110,6 +111,7 @@ def lgg_samples(data_dir: Path, options: dict) -> RecipeResult:
         if not images:
             continue
         if not any(mask_of(f) for f, _ in images):  # a folder of images without any masks (a test set, say)
+            unmasked.append(d)
             warnings.append(f"{d}: {len(images)} slice{'s' if len(images) > 1 else ''} without any mask "
                             f"(e.g. {images[0][0].name}); left out of training; fix: add the <slice>_mask"
                             f"{images[0][0].suffix} files beside them to train on this folder")
@@ -138,7 +140,12 @@ def lgg_samples(data_dir: Path, options: dict) -> RecipeResult:
     if unnamed and samples:
         warnings.append(f"{unnamed} image files not named '<patient>_<slice number>' were ignored")
     samples.sort(key=lambda s: (natural_key(s["volume_id"]), s["slice_index"]))
-    return RecipeResult(samples, warnings, {"csv": str(csv_path) if csv_path else None, "expected": EXPECTED},
+    expected = EXPECTED
+    if not samples and unmasked:  # the refusal says why nothing was found
+        more = len(unmasked) - 1
+        expected = (f"{unmasked[0]}{f' and {more} more folder' + ('s' if more > 1 else '') if more else ''} "
+                    f"hold{'s' if not more else ''} slices without any mask: add their <slice>_mask.tif files; {EXPECTED}")
+    return RecipeResult(samples, warnings, {"csv": str(csv_path) if csv_path else None, "expected": expected},
                         problems)
 
 
