@@ -795,8 +795,9 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
             # With train.ema the averaged weights are the model (validated, inferred with); the raw ones resume.
             weights = ema.module.state_dict() if ema is not None else net.state_dict()
             payload = {**base, "state_dict": weights, "epoch": epoch + 1, "best_metric": best_metric,
-                       "best_epoch": best_epoch, "val_metrics": {k: v for k, v in row.items() if k.startswith("val_")},
-                       "world_size": world}
+                       "best_epoch": best_epoch, "world_size": world,
+                       # Dice only: reports show these under "Validation Dice"; val_loss is in the history
+                       "val_metrics": {k: v for k, v in row.items() if k.startswith("val_") and "dice" in k}}
             # best.pt, then last.pt (which carries the history), then history.csv: a kill between any two leaves
             # last.pt the truth a resume restarts from, and history.csv is rewritten from it then.
             if improved:

@@ -154,8 +154,8 @@ def test_out_is_a_file_on_the_command_line(folder_dir, tmp_path):
                                  "--set", "data.recipe=folder", "--quiet"])
     lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
     assert r.exit_code == 2 and "Traceback" not in r.output
-    assert lines == [f"error: {out}: is a file, not a run folder; fix: choose another --out (a new folder or an "
-                     "earlier run's)"]
+    expected = f"error: {out}: is a file, not a run folder; fix: choose another --out (a new folder or an earlier run's)"
+    assert lines == [expected]
 
 
 def test_out_in_read_only_folder(folder_dir, tmp_path, small_2d_overrides, monkeypatch):
@@ -347,6 +347,7 @@ def test_overlay_logged_per_validation(folder_dir, tmp_path, small_2d_overrides,
     assert min(images[0].height, images[0].width) >= 256  # the 48x64 slices are scaled up to be legible
     assert len(acc.Scalars("val/loss")) == n_val
     assert all("val_loss" in r for r in res.history if "val_mean_dice" in r)
+    assert "val_loss" not in load_checkpoint(run / "best.pt")["val_metrics"]  # reports list these as Dice
 
 
 def test_panel_is_legible_and_has_a_legend():
