@@ -430,6 +430,12 @@ def test_progress_is_plain_lines_off_a_terminal(monkeypatch):
     quiet = progress_bar(500, "demo", enabled=False)
     quiet.update(500)
     assert err.getvalue() == ""
+    from tqdm.auto import tqdm
+
+    monkeypatch.setattr("medseg.progress.is_terminal", lambda stream=None: True)
+    bar = progress_bar(5, "demo", enabled=True)
+    assert isinstance(bar, tqdm)  # on a terminal, the usual bar
+    bar.close()
 
 
 def test_training_log_off_a_terminal_has_no_bars(folder_dir, tmp_path, small_2d_overrides, capsys):
