@@ -259,3 +259,38 @@ def test_q23_split_all_over_training_cases_warns(trained, tmp_path):
     n_seen = len(trained["split"]["train"]) + len(trained["split"]["val"])
     assert res.info["training_cases_scored"] == n_seen
     assert any(s.startswith("warning:") and f"{n_seen} of the 6 cases" in s and "optimistic" in s for s in said)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_q10_q23_real_ph2_new_folder_in_pixels_as_a_test_set(tmp_path):
+    """The issue's case on real PH2 photos: a model trained on 8 cases, evaluated on a folder of 3 others."""
+    from typer.testing import CliRunner
+
+    from medseg.cli import app
+
+    from .conftest import shared
+
+    images = shared("ph2") / "PH2 Dataset images"
+    cases = sorted(p.name for p in images.iterdir() if p.is_dir())[:11]
+    for sub, chosen in (("train", cases[:8]), ("new", cases[8:])):
+        (tmp_path / sub / "PH2 Dataset images").mkdir(parents=True)
+        for c in chosen:
+            (tmp_path / sub / "PH2 Dataset images" / c).symlink_to(images / c)
+    tiny = ["--set", "model.channels=[4,8,16]", "--set", "model.strides=[2,2]", "--set", "model.num_res_units=1",
+            "--set", "preprocess.spatial_size=[64,96]", "--set", "model.deep_supervision=0"]
+    run = CliRunner().invoke(app, ["train", "ph2", "--data-dir", str(tmp_path / "train"), "--out", str(tmp_path / "run"),
+                                   "--epochs", "1", "--quiet", *tiny])
+    assert run.exit_code == 0, run.output
+    ev = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path / "run" / "best.pt"), "--data", "ph2", "--data-dir",
+                                  str(tmp_path / "new"), "--out", str(tmp_path / "ev"), "--device", "cpu", "--quiet"])
+    assert ev.exit_code == 0, ev.output
+    assert "scoring all 3 cases as a test set" in ev.output
+    cols = pd.read_csv(tmp_path / "ev" / "metrics.csv").columns
+    assert "hd95_px" in cols and "hd95_mm" not in cols
+    photo = next((images / cases[9] / f"{cases[9]}_Dermoscopic_Image").iterdir())
+    inf = CliRunner().invoke(app, ["infer", str(photo), "--model", str(tmp_path / "run" / "best.pt"), "--out",
+                                   str(tmp_path / "inf"), "--device", "cpu", "--quiet"])
+    assert inf.exit_code == 0, inf.output
+    assert f"{cases[9]}: lesion: " in inf.output and " px² in " in inf.output and "px across" in inf.output
+    assert not re.search(r"\d mm", inf.output)
