@@ -430,6 +430,32 @@ def _refuse_spacing(path: Path, field: str, spacing, bad: list[int]) -> MedsegEr
                       "be computed", "re-export the volume with its true voxel size (or fix that header field)")
 
 
+GZIP_MAX_RATIO = 1100  # deflate cannot shrink data more than ~1032:1, so a .nii.gz holds at most this many times its size
+
+
+def _check_nifti_size(path: Path, img) -> None:
+    """Refuse, before reading, a NIfTI whose header claims more voxel bytes than the file can hold: one cut short,
+    or a few kB that claim gigabytes (reading it would exhaust memory first)."""
+    shape = tuple(int(v) for v in img.header.get_data_shape())
+    needed = int(np.prod(shape, dtype=np.float64)) * np.dtype(img.header.get_data_dtype()).itemsize
+    size = path.stat().st_size
+    gz = file_ext(path) == ".nii.gz"
+    room = size * GZIP_MAX_RATIO if gz else size - int(img.header.get("vox_offset", 352))
+    if needed > room:
+        raise fail(path, f"cannot be read as NIfTI: it is truncated (its header claims {'x'.join(map(str, shape))} "
+                         f"{img.header.get_data_dtype()} voxels, {_bytes(needed)}, more than "
+                         f"{'a gzip file of ' + _bytes(size) + ' can hold' if gz else 'the ' + _bytes(max(room, 0)) + ' it holds'})",
+                   "re-export the volume, or copy it again if it was cut short on the way")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"
+
+
 def _check_nifti_header(path: Path, img) -> None:
     """Refuse a NIfTI whose pixdim[1..3] (voxel size) is 0 or negative, or whose affine is singular. nibabel quietly
     turns a 0 into 1 and takes the absolute value of a negative, which would give sizes the file does not state."""
@@ -440,6 +466,7 @@ def _check_nifti_header(path: Path, img) -> None:
             raw = type(img.header).from_fileobj(fh, check=False)
     except Exception:  # noqa: BLE001 - the header was already read once: fall back to nibabel's view of it
         raw = img.header
+    _check_nifti_size(path, img)
     n = int(min(max(int(raw["dim"][0]), 1), 3))
     spacing = [float(v) for v in raw["pixdim"][1:1 + n]]
     bad = _bad_spacing(spacing)
@@ -629,6 +656,7 @@ def stale_temp_files(folder: str | Path, names) -> list[Path]:
 
 def _short(exc: BaseException | None) -> str:
     text = " ".join(str(exc).split()) if exc is not None else "unknown error"
+    text = text or type(exc).__name__  # MemoryError and others can have no message
     return (text[:160] + "...") if len(text) > 160 else text
 
 

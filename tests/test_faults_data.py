@@ -525,3 +525,21 @@ def test_no_cases_found_says_the_masks_are_missing(tmp_path, recipe):
     msg = str(err.value)
     assert msg.startswith(f"{root}: no {recipe} cases found; fix: {folder} ") or f"(e.g. {folder})" in msg, msg
     assert ("no label map" if recipe == "brats" else "1 more folder hold slices without any mask") in msg
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nii"], ids=["x-nifti-gz-claims-500MB", "x-nifti-claims-500MB"])
+def test_nifti_claiming_more_voxels_than_it_holds(tmp_path, ext):
+    """A few kB whose header claims 500^3 float32 voxels is refused from the header, without allocating them (the
+    old reader allocated the 500 MB first; a header may as well claim terabytes)."""
+    import gzip
+
+    import nibabel as nib
+
+    hdr = nib.Nifti1Image(VOXELS, np.eye(4)).header
+    hdr.set_data_shape((500, 500, 500))
+    path = tmp_path / f"v{ext}"
+    with (gzip.open if ext == ".nii.gz" else open)(path, "wb") as fh:
+        fh.write(hdr.binaryblock + b"\0" * 4 + b"\0" * 1000)
+    with pytest.raises(MedsegError, match=r"v.nii(.gz)?: cannot be read as NIfTI: it is truncated \(its header claims "
+                                          r"500x500x500 float32 voxels, 500 MB, more than"):
+        read_volume(path)
