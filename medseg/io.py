@@ -479,6 +479,24 @@ def _check_nifti_header(path: Path, img) -> None:
                          "positions and sizes in mm are undefined", "re-export the volume with a valid orientation header")
 
 
+def _check_itk_size(path: Path, size: list[int], components: int) -> None:
+    """Refuse an NRRD / MetaImage with its voxels in the same file whose header claims more voxels than the file
+    can hold (at one byte each, the least any type takes): ITK allocates them all before reading."""
+    head = path.read_bytes()[:65536].split(b"\n\n")[0].lower()
+    if file_ext(path) in (".nhdr", ".mhd") or (b"elementdatafile" in head and b"elementdatafile = local" not in head):
+        return  # the voxels are in another file
+    if b"bzip2" in head or b"bz2" in head:
+        return  # bzip2 has no useful bound on its ratio
+    compressed = b"encoding: gz" in head or b"compresseddata = true" in head
+    needed = float(np.prod(size, dtype=np.float64)) * max(components, 1)
+    room = path.stat().st_size * (GZIP_MAX_RATIO if compressed else 1)
+    if needed > room:
+        raise fail(path, f"cannot be read: it is truncated (its header claims {'x'.join(map(str, size))} voxels, at "
+                         f"least {_bytes(needed)}, more than {'a compressed file of ' if compressed else 'the '}"
+                         f"{_bytes(path.stat().st_size)}{' can hold' if compressed else ' it holds'})",
+                   "re-export the volume, or copy it again if it was cut short on the way")
+
+
 def _check_itk_header(path: Path) -> None:
     """Refuse an NRRD / MetaImage whose spacing is 0 or negative or whose direction matrix is singular, from the
     header alone and naming its field (ITK itself only says 'Zero-valued spacing' or 'Bad direction')."""
@@ -490,6 +508,7 @@ def _check_itk_header(path: Path) -> None:
         reader.ReadImageInformation()
     except RuntimeError:
         return  # an unreadable header is reported by the full read, with ITK's reason
+    _check_itk_size(path, [int(v) for v in reader.GetSize()], reader.GetNumberOfComponents())
     nrrd = file_ext(path) in (".nrrd", ".nhdr")
     spacing = [float(v) for v in reader.GetSpacing()]
     bad = _bad_spacing(spacing)

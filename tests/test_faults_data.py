@@ -543,3 +543,24 @@ def test_nifti_claiming_more_voxels_than_it_holds(tmp_path, ext):
     with pytest.raises(MedsegError, match=r"v.nii(.gz)?: cannot be read as NIfTI: it is truncated \(its header claims "
                                           r"500x500x500 float32 voxels, 500 MB, more than"):
         read_volume(path)
+
+
+@pytest.mark.parametrize("fmt", ["nrrd-raw", "nrrd-gzip", "mha"], ids=["x-nrrd-claims-500MB", "x-nrrd-gz-claims-500MB",
+                                                                       "x-mha-claims-500MB"])
+def test_itk_volume_claiming_more_voxels_than_it_holds(tmp_path, fmt):
+    """ITK allocates a volume before reading it: a small file claiming 500^3 voxels is refused from its header."""
+    import gzip
+
+    data = VOXELS.tobytes()
+    if fmt == "mha":
+        path = tmp_path / "v.mha"
+        path.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 500 500 500\nElementSpacing = 1 1 1\n"
+                         b"ElementType = MET_FLOAT\nElementDataFile = LOCAL\n" + data)
+    else:
+        path = tmp_path / "v.nrrd"
+        enc = "gzip" if fmt == "nrrd-gzip" else "raw"
+        path.write_bytes(("NRRD0004\ntype: float\ndimension: 3\nsizes: 500 500 500\nendian: little\n"
+                          f"encoding: {enc}\n\n").encode() + (gzip.compress(data) if enc == "gzip" else data))
+    with pytest.raises(MedsegError, match=r"v.(nrrd|mha): cannot be read: it is truncated \(its header claims "
+                                          r"500x500x500 voxels, at least 125 MB"):
+        read_volume(path)
