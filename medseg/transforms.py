@@ -330,7 +330,9 @@ class Guarded(Transform):
             where = data.get(IMAGE) if isinstance(data, dict) else data
             where = where[0] if isinstance(where, (list, tuple)) else where
             msg = " ".join(str(cause).split())[:200]
-            raise fail(where, f"failed in preprocessing ({type(cause).__name__}: {msg})",
+            label = data.get(LABEL) if isinstance(data, dict) and isinstance(data.get(LABEL), (str, Path)) else None
+            with_label = f" with its label {Path(label).name}" if label else ""  # either file may be the bad one
+            raise fail(where, f"failed in preprocessing{with_label} ({type(cause).__name__}: {msg})",
                        "check that the image and its label are complete and readable") from None
 
 

@@ -564,3 +564,17 @@ def test_itk_volume_claiming_more_voxels_than_it_holds(tmp_path, fmt):
     with pytest.raises(MedsegError, match=r"v.(nrrd|mha): cannot be read: it is truncated \(its header claims "
                                           r"500x500x500 voxels, at least 125 MB"):
         read_volume(path)
+
+
+def test_preprocessing_failure_names_the_label_too(tmp_path):
+    """q13-guarded-names-label: a failure medseg has no message for names the image and its label (it named the
+    image alone, so a bad mask sent the user to the wrong file)."""
+    from medseg.transforms import Guarded
+
+    def broken(_data):
+        raise IndexError("tuple index out of range")
+
+    with pytest.raises(MedsegError) as err:
+        Guarded(broken)({"image": "a/s_2.tif", "label": "a/s_2_mask.tif"})
+    assert str(err.value) == ("a/s_2.tif: failed in preprocessing with its label s_2_mask.tif (IndexError: tuple index "
+                              "out of range); fix: check that the image and its label are complete and readable")
