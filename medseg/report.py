@@ -210,7 +210,7 @@ def _build(path: Path, title: str, subtitle: str, story_body: list) -> Path:
 
 
 MODEL_CARD_NAMES = {"architecture": "Architecture", "inputs": "Input channels", "labels": "Labels",
-                    "training_data": "Training data", "split": "Split", "validation": "Validation Dice (best epoch)",
+                    "training_data": "Training data", "split": "Split", "validation": "Validation (best epoch)",
                     "epochs": "Epochs trained", "medseg_version": "medseg version",
                     "checkpoint_sha256_12": "Checkpoint SHA-256", "trained": "Trained"}
 VALIDATION_NOTE = ("The validation Dice above was measured during training on the preprocessed grid (images resampled "
@@ -617,9 +617,11 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
             _para("Summary per class (mean ± SD, median, 95% bootstrap interval of the mean)", st["h2"])]
     rows = [["Class", "Metric", "n", "Mean ± SD", "Median", "95% CI"]]
     for _, r in summary[summary["metric"].isin(SUMMARY_METRICS)].iterrows():
+        d = 3 if r["metric"] in METRIC_NAMES else 1  # ratios to 0.001, distances to 0.1 (docs/units.md)
         rows.append([r["class"], _metric_name(r["metric"]),
                      f"{int(r['n'])}" + (f" (+{int(r['n_undefined'])} n/a)" if r["n_undefined"] else ""),
-                     f"{fmt(r['mean'])} ± {fmt(r['std'])}", fmt(r["median"]), f"{fmt(r['ci95_low'])} - {fmt(r['ci95_high'])}"])
+                     f"{fmt(r['mean'], d)} ± {fmt(r['std'], d)}", fmt(r["median"], d),
+                     f"{fmt(r['ci95_low'], d)} - {fmt(r['ci95_high'], d)}"])
     body.append(_table(rows))
     body.append(_para("n/a: undefined (e.g. precision with nothing predicted, distances with an empty mask); "
                       "see the README for the empty-mask rules." +

@@ -185,4 +185,4 @@ def test_evaluate_and_report_real(ph2_model, lgg_model, brats_model, tmp_path):
     assert "diagnosis" in res["metadata"]  # looked up from PH2_dataset.txt
     single = case_report(res["findings_json"], gt=case["ground_truth"], out=tmp_path / "case.pdf")
     text = pdf_text(single)
-    assert "Diagnosis" in text and "Agreement with ground truth" in text
+    assert "Reference (PH2 annotation)" in text and "Agreement with ground truth" in text
