@@ -99,6 +99,28 @@ def test_infer_report_batch_goes_on_past_a_failed_report(tmp_path, monkeypatch):
     assert "bad_case" in last and "report" in last and "Traceback" not in result.output
 
 
+def test_infer_report_still_written_when_another_input_failed(tmp_path, monkeypatch):
+    """q15-infer-report-after-failed-input: infer raises at the end for a bad input; the cases it did segment still
+    get their PDFs before that one-line error is shown."""
+    import medseg.infer
+    from medseg.api import infer_from_cli
+    from medseg.infer import InferSummary
+
+    good = _findings_case(tmp_path / "good", (20, 30), case_id="good_case")
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def failing_infer(*_a, **_k):
+        err = MedsegError("1 of 2 inputs failed (first: bad.png: unreadable); the others were written to out")
+        err.summary = InferSummary(out, outputs=[{"case_id": "good_case", "findings_json": str(good)}])
+        raise err
+
+    monkeypatch.setattr(medseg.infer, "infer", failing_infer)
+    with pytest.raises(MedsegError, match="1 of 2 inputs failed"):
+        infer_from_cli(["good.png", "bad.png"], model=["m.pt"], out=out, report=True, progress=False, log=_quiet)
+    assert (out / "good_case_report.pdf").is_file()
+
+
 # ----------------------------------------------------------------------------
 # 20: characters Helvetica lacks
 # ----------------------------------------------------------------------------
