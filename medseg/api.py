@@ -115,16 +115,41 @@ def infer_from_cli(inputs, model=None, out=None, device="auto", tta=None, probab
     from .infer import infer
 
     check_post_flags(post)
-    summary = infer(inputs, model=model, out=out, device=device, tta=tta, probabilities=probabilities, force=force,
-                    progress=progress, log=log, **post)
-    if report:
-        from .report import case_report
-
-        for res in summary.outputs:
-            pdf = case_report(res["findings_json"], out=summary.out_dir / f"{res['case_id']}_report.pdf", force=force)
-            log(f"report: {pdf}")
+    try:
+        summary = infer(inputs, model=model, out=out, device=device, tta=tta, probabilities=probabilities, force=force,
+                        progress=progress, log=log, **post)
+    except MedsegError as exc:  # some inputs failed: the cases that were segmented still get their reports
+        done = getattr(exc, "summary", None)
+        failed = write_case_reports(done, force, log) if report and done is not None else []
+        if failed:
+            raise MedsegError(f"{exc}; {len(failed)} of {len(done.outputs)} reports failed too (first: {failed[0]})") from None
+        raise
+    failed = write_case_reports(summary, force, log) if report else []
     log(f"outputs in {summary.out_dir}")
+    if failed:
+        raise MedsegError(f"{len(failed)} of {len(summary.outputs)} reports failed (first: {failed[0]}); the other "
+                          f"cases' reports and every segmentation were written to {summary.out_dir}")
     return summary
+
+
+def write_case_reports(summary, force: bool = False, log=print) -> list[str]:
+    """One PDF per segmented case. A report that fails is named with the reason in one line and the batch goes on,
+    so one odd case never costs the others their reports; returns those lines."""
+    from .report import case_report
+
+    failed = []
+    for res in summary.outputs:
+        try:
+            pdf = case_report(res["findings_json"], out=summary.out_dir / f"{res['case_id']}_report.pdf", force=force)
+        except MedsegError as exc:
+            failed.append(f"{res['case_id']}: report not written: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a fault in one report must not abort the others
+            failed.append(f"{res['case_id']}: report not written: {type(exc).__name__}: {' '.join(str(exc).split())}")
+        else:
+            log(f"report: {pdf}")
+            continue
+        log(f"error: {failed[-1]}")
+    return failed
 
 
 def evaluate_from_cli(pred=None, gt=None, model=None, data=None, data_dir=None, split="val", out=None, labels=None,

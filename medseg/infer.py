@@ -645,8 +645,10 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
             log(f"error: {exc}")
     if summary.failures:
         written = f"the others were written to {out_dir}" if summary.outputs else "nothing was written"
-        raise MedsegError(f"{len(summary.failures)} of {len(cases) + len(failures)} inputs failed (first: "
+        err = MedsegError(f"{len(summary.failures)} of {len(cases) + len(failures)} inputs failed (first: "
                           f"{summary.failures[0]}); {written}")
+        err.summary = summary  # the cases that were segmented: infer --report still writes their PDFs
+        raise err
     return summary
 
 
