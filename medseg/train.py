@@ -602,9 +602,11 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
 
     Returns a :class:`TrainResult`; raises :class:`MedsegError` on bad input.
     """
-    from monai.data import CacheDataset, Dataset
+    from monai.data import Dataset
     from monai.utils import set_determinism
     from torch.utils.tensorboard import SummaryWriter
+
+    from .data.cache import CaseCache as CacheDataset  # stops its loading threads when a case fails
 
     check_config(cfg)
     info = dist_info or DistInfo(0, 1, 0)

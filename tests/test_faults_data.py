@@ -18,7 +18,7 @@ from medseg.cli import app
 from medseg.config import load_config
 from medseg.data import load_samples, synthetic
 from medseg.data.check import check_dataset
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, find_user_error
 from medseg.io import read_image_2d, read_volume
 
 from .conftest import shared
@@ -578,3 +578,33 @@ def test_preprocessing_failure_names_the_label_too(tmp_path):
         Guarded(broken)({"image": "a/s_2.tif", "label": "a/s_2_mask.tif"})
     assert str(err.value) == ("a/s_2.tif: failed in preprocessing with its label s_2_mask.tif (IndexError: tuple index "
                               "out of range); fix: check that the image and its label are complete and readable")
+
+
+def test_case_cache_stops_its_threads_on_a_bad_case():
+    """q13-cache-threads: the training cache re-raises a bad case's error only once its loading threads have ended
+    (left running, they aborted the process at exit: rc 134 after the error line); good data is cached as before."""
+    import threading
+
+    from monai.transforms import Transform
+
+    from medseg.data.cache import CaseCache
+
+    release = threading.Event()
+
+    class Load(Transform):  # a MONAI Transform: CacheDataset caches only those
+        def __call__(self, item):
+            if item["i"] == 0:
+                release.set()
+                raise MedsegError("case_0.png: is truncated or unreadable (test); fix: re-export or remove it")
+            release.wait()
+            return {"i": item["i"] * 10}
+
+    load = Load()
+
+    before = set(threading.enumerate())
+    with pytest.raises(Exception) as err:  # MONAI wraps it: the MedsegError is found inside
+        CaseCache([{"i": i} for i in range(12)], load, cache_rate=1.0, num_workers=4, progress=False)
+    assert str(find_user_error(err.value)).startswith("case_0.png: is truncated")
+    assert [t for t in threading.enumerate() if t not in before and t.is_alive()] == []
+    good = CaseCache([{"i": i} for i in range(1, 5)], load, cache_rate=1.0, num_workers=2, progress=False)
+    assert [good[k]["i"] for k in range(4)] == [10, 20, 30, 40]
