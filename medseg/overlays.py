@@ -14,8 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from .io import IMAGE_2D_EXTS, file_ext, read_image_2d, read_volume
-from .viz import (CLASS_COLOURS, FN_COLOUR, FP_COLOUR, GT_COLOUR, PRED_COLOUR, class_colour, plain_text,
-                  to_display_rgb)
+from .viz import (
+    CLASS_COLOURS,
+    FN_COLOUR,
+    FP_COLOUR,
+    GT_COLOUR,
+    PRED_COLOUR,
+    class_colour,
+    plain_text,
+    to_display_rgb,
+)
 
 
 def _plt():
@@ -109,7 +117,7 @@ def legend_handles(labels: list[str], has_gt: bool, has_pred: bool):
             h += [Patch(color=_rgb(FP_COLOUR), label="false positive"), Patch(color=_rgb(FN_COLOUR), label="false negative")]
     else:
         for c, name in enumerate(labels[1:], start=1):
-            h.append(Patch(color=_class_colour(c, False, "gt"), label=name))
+            h.append(Patch(color=_class_colour(c, False, "gt"), label=plain_text(name)))
         if has_gt:
             h.append(Line2D([], [], color="grey", lw=2, label="ground truth (solid)"))
         if has_pred:

@@ -30,7 +30,8 @@ def dejavu_codepoints() -> frozenset[int]:
     """The characters DejaVu Sans has glyphs for."""
     from fontTools.ttLib import TTFont
 
-    return frozenset(TTFont(str(dejavu_font()), lazy=True).getBestCmap())
+    with TTFont(str(dejavu_font()), lazy=True) as font:
+        return frozenset(font.getBestCmap())
 
 
 def plain_text(text: str, missing: str = "?") -> str:
