@@ -299,10 +299,15 @@ def _evaluation_with_diagnoses(tmp_path, n=6) -> Path:
     return tmp_path / "ev"
 
 
-def test_cohort_report_sorted_by_dice_with_diagnoses(tmp_path):
+@pytest.fixture(scope="module")
+def diagnosed_eval(tmp_path_factory):
+    return _evaluation_with_diagnoses(tmp_path_factory.mktemp("diagnosed"))
+
+
+def test_cohort_report_sorted_by_dice_with_diagnoses(tmp_path, diagnosed_eval):
     """q28-cohort-per-case-table: lowest Dice first, a reference diagnosis column (PH2 codes decoded), a
     per-diagnosis summary, metric names in words with their unit."""
-    ev = _evaluation_with_diagnoses(tmp_path)
+    ev = diagnosed_eval
     pdf = cohort_report(ev, out=tmp_path / "c.pdf")
     text = pdf_text(pdf)
     assert "Dice per reference diagnosis" in text and "melanoma" in text and "atypical nevus" in text
@@ -312,3 +317,20 @@ def test_cohort_report_sorted_by_dice_with_diagnoses(tmp_path):
     listed = sorted(df["case_id"], key=lambda cid: table.index(f"{cid} "))
     assert listed != sorted(listed)  # the names alone would give another order
     assert np.all(np.diff(df.set_index("case_id").loc[listed, "dice"].to_numpy()) >= 0)
+
+
+def test_best_median_worst_in_two_columns_without_doubled_titles(diagnosed_eval):
+    """q28-ranked-two-columns: the three overlays in a two-column grid; the caption under each adds the Dice and the
+    reference diagnosis, not the case name and rank the overlay's own title already gives."""
+    from reportlab.platypus import Table
+
+    from medseg.report import _case_dice, _diagnoses, _ranked_grid
+
+    info = json.loads((diagnosed_eval / "eval.json").read_text())
+    df = pd.read_csv(diagnosed_eval / "metrics.csv", dtype={"case_id": str})
+    flow = _ranked_grid(diagnosed_eval, info, _case_dice(df), _diagnoses(info))
+    grid = next(f for f in flow if isinstance(f, Table))
+    assert grid._ncols == 2 and grid._nrows == 2
+    captions = [c[-1].text for row in grid._cellvalues for c in row if c]
+    assert len(captions) == 3 and all("Mean Dice" in c for c in captions)
+    assert not any(cid in c for cid in info["ranked"].values() for c in captions)
