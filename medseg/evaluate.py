@@ -189,7 +189,7 @@ def _rank_cases(df: pd.DataFrame) -> dict[str, str]:
 def evaluate_folders(pred_dir, gt_dir, out, labels: list[str] | None = None, images: str | Path | None = None,
                      force: bool = False, progress: bool = True, log=print) -> EvalResult:
     """Evaluate a folder of predictions against a folder of ground truth."""
-    from tqdm.auto import tqdm
+    from .progress import track
 
     from .overlays import save_case_overlay
 
@@ -206,7 +206,7 @@ def evaluate_folders(pred_dir, gt_dir, out, labels: list[str] | None = None, ima
     labels = list(labels) if labels else guess_labels([p[2] for p in pairs])
     image_files = {case_key(p): p for p in _mask_files(Path(images))} if images else {}
     rows, cases, units = [], {}, None
-    for case_id, pp, gp in tqdm(pairs, disable=not progress, desc="evaluate", unit="case"):
+    for case_id, pp, gp in track(pairs, desc="evaluate", enabled=progress, unit="case"):
         pred, _, paff = read_label_map(pp, len(labels))
         gt, spacing, gaff = read_label_map(gp, len(labels))
         if pred.shape != gt.shape:
@@ -225,7 +225,7 @@ def evaluate_folders(pred_dir, gt_dir, out, labels: list[str] | None = None, ima
     df = pd.DataFrame(rows)
     ranks = _rank_cases(df)
     tags = {cid: tag for tag, cid in ranks.items()}
-    for cid, c in tqdm(cases.items(), disable=not progress, desc="overlays", unit="case"):
+    for cid, c in track(cases.items(), desc="overlays", enabled=progress, unit="case"):
         title = f"{cid} ({tags[cid]})" if cid in tags else cid
         c["overlay"] = save_case_overlay(c["image"], c["ground_truth"], c["prediction"], labels,
                                          out_dir / "overlays" / f"{cid}.png", title=title)
@@ -243,7 +243,7 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
 
     ``post`` overrides the checkpoint's post-processing (``threshold``, ``keep_largest``, ``min_size``,
     ``fill_holes``), so a choice can be measured on held-out cases without retraining."""
-    from tqdm.auto import tqdm
+    from .progress import track
 
     from .data import load_samples
     from .data.lgg import group_by_volume
@@ -279,7 +279,7 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
     pred_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     predicted = {}
-    for s in tqdm(samples, disable=not progress, desc="predict", unit="case"):
+    for s in track(samples, desc="predict", enabled=progress, unit="case"):
         case = Case(s["case_id"], s[IMAGE] if isinstance(s[IMAGE], list) else [s[IMAGE]], s["case_id"])
         res = segment_case(models, case, pred_dir, dev, tta=tta, force=True, post=post)
         predicted[s["case_id"]] = res["segmentation"]
@@ -309,7 +309,7 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
     df = pd.DataFrame(rows)
     ranks = _rank_cases(df)
     tags = {cid: tag for tag, cid in ranks.items()}
-    for cid, c in tqdm(cases.items(), disable=not progress, desc="overlays", unit="case"):
+    for cid, c in track(cases.items(), desc="overlays", enabled=progress, unit="case"):
         target = out_dir / "overlays" / f"{cid}.png"
         title = f"{cid} ({tags[cid]})" if cid in tags else cid
         if volumes:

@@ -587,7 +587,7 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
     ``post`` may override ``threshold``, ``keep_largest``, ``min_size``, ``fill_holes``, ``overlap`` and
     ``sw_batch_size`` from the checkpoint's ``infer`` config.
     """
-    from tqdm.auto import tqdm
+    from .progress import track
 
     if not inputs:
         raise MedsegError("no INPUT given; fix: medseg infer scan.nii.gz --model runs/NAME/best.pt")
@@ -614,7 +614,7 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
         except OSError as exc:
             raise _write_failure(out_dir / "labels.ctbl", exc, out_dir, 0, len(cases)) from None
         log(f"class names for the viewers: {tables[0]} (3D Slicer), {tables[1]} (ITK-SNAP)")
-    for case in tqdm(cases, disable=not progress or len(cases) < 2, desc="infer", unit="case"):
+    for case in track(cases, desc="infer", enabled=progress and len(cases) >= 2, unit="case"):
         try:
             res = segment_case(models, case, out_dir, dev, tta=tta, probabilities=probabilities, force=force, post=post)
             summary.outputs.append(res)

@@ -24,9 +24,9 @@ class CaseCache(CacheDataset):
         try:
             items = pool.imap(self._load_cache_item, indices)
             if self.progress:
-                from tqdm.auto import tqdm
+                from ..progress import track
 
-                items = tqdm(items, total=len(indices), desc="Loading dataset")
+                items = track(items, total=len(indices), desc="caching", unit="case")
             return list(items)
         finally:
             pool.terminate()  # the cases not yet started are dropped; each thread ends after the case it is on

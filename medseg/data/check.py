@@ -20,7 +20,7 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
     ``problems`` (one line per bad file). Raises MedsegError when the layout
     itself is wrong or empty.
     """
-    from tqdm.auto import tqdm
+    from ..progress import track
 
     from ..transforms import LoadImage2Dd, LoadVolumed
 
@@ -34,7 +34,7 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
     sizes, spacings, values, channels, exif = Counter(), Counter(), Counter(), Counter(), Counter()
     problems = list(result.problems)  # cases the recipe had to leave out, then files the loader rejects
     fg_fraction = []
-    for s in tqdm(samples, disable=not progress, desc="checking", unit="case"):
+    for s in track(samples, desc="checking", enabled=progress, unit="case"):
         try:  # each file is read once, by the same loader (and validators) that training uses
             out = loader({IMAGE: s[IMAGE], LABEL: s[LABEL]})
             meta = out["image_meta"]
