@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import line  # noqa: E402
+from _common import line
 
 
 def run_cv(recipe: str, default_data: str, argv=None) -> None:
@@ -60,7 +60,7 @@ def run_cv(recipe: str, default_data: str, argv=None) -> None:
              dice_best_pt=scores["best"]["dice"] and round(scores["best"]["dice"], 4), train_minutes=round(train_min, 1))
     done = [results[k] for k in sorted(results, key=int)]
     if done:
-        mean = lambda k: sum(r[k] for r in done) / len(done)  # noqa: E731
+        mean = lambda k: sum(r[k] for r in done) / len(done)
         line(f"{recipe} {len(done)}-fold CV mean Dice", round(mean("dice"), 4), "", None, command=cmd,
              jaccard=round(mean("jaccard"), 4),
              dice_best_pt=None if any(r["dice_best_pt"] is None for r in done) else round(mean("dice_best_pt"), 4),

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--boot", type=int, default=10000, help="bootstrap resamples (default 10000)")
     args = ap.parse_args(argv)
 
-    load = lambda runs: [case_scores(r, args.metric, args.eval_dir, args.label) for r in runs]  # noqa: E731
+    load = lambda runs: [case_scores(r, args.metric, args.eval_dir, args.label) for r in runs]
     base, lever = load(args.base), load(args.lever)
     out = [summary("lever - default", *paired(base, lever), args.margin, args.boot)]
     if len(base) >= 2:  # the default against itself on another seed: the noise floor

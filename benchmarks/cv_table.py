@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def _num(value, fmt: str) -> str:
@@ -14,7 +15,7 @@ def _num(value, fmt: str) -> str:
 
 
 def table(path: str) -> str:
-    res = json.loads(open(path).read())
+    res = json.loads(Path(path).read_text())
     folds = sorted(res, key=int)
     rows = ["| fold | Dice (last.pt) | Jaccard (last.pt) | Dice (best.pt, picked on this fold) | training (min) |",
             "|---|---|---|---|---|"]

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import line, peak_rss_mb, run_isolated  # noqa: E402
+from _common import line, peak_rss_mb, run_isolated
 
 ROI = [96, 96, 96]
 MODEL = {"name": "unet", "kwargs": {"spatial_dims": 3, "in_channels": 1, "out_channels": 1, "channels": [16, 32, 64, 128],

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import line, peak_rss_mb  # noqa: E402
+from _common import line, peak_rss_mb
 
 
 def replicate(src: Path, dst: Path, n_slices: int) -> tuple[int, int]:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import binarise_peer_mask, line  # noqa: E402
+from _common import binarise_peer_mask, line
 
 
 def run_fold(data_dir: str, fold: int, folds: int, minutes: float, loss: str = "dice") -> dict:
@@ -34,8 +34,16 @@ def run_fold(data_dir: str, fold: int, folds: int, minutes: float, loss: str = "
     from monai.losses import DiceCELoss, DiceLoss
     from monai.metrics import DiceMetric
     from monai.networks.nets import UNet
-    from monai.transforms import (AsDiscrete, Compose, EnsureChannelFirstd, Lambdad, LoadImaged, RandFlipd,
-                                  Resized, ScaleIntensityd)
+    from monai.transforms import (
+        AsDiscrete,
+        Compose,
+        EnsureChannelFirstd,
+        Lambdad,
+        LoadImaged,
+        RandFlipd,
+        Resized,
+        ScaleIntensityd,
+    )
     from monai.utils import set_determinism
 
     from medseg.config import load_config
@@ -58,7 +66,7 @@ def run_fold(data_dir: str, fold: int, folds: int, minutes: float, loss: str = "
             Resized(keys="image", spatial_size=size, mode="area"), Resized(keys="label", spatial_size=size, mode="nearest"),
             ScaleIntensityd(keys="image")]
     aug = [RandFlipd(keys=keys, prob=0.5, spatial_axis=0), RandFlipd(keys=keys, prob=0.5, spatial_axis=1)]
-    as_items = lambda ss: [{"image": s["image"], "label": s["label"]} for s in ss]  # noqa: E731
+    as_items = lambda ss: [{"image": s["image"], "label": s["label"]} for s in ss]
     train_loader = DataLoader(Dataset(as_items(tr), Compose(base + aug)), batch_size=8, shuffle=True, num_workers=2,
                               persistent_workers=True)
     val_loader = DataLoader(Dataset(as_items(va), Compose(base)), batch_size=1, num_workers=2, persistent_workers=True)

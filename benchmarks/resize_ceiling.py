@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import machine
 
 
 def round_trip(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

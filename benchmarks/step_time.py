@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import line  # noqa: E402
+from _common import line
 
 
 def step_seconds(config: str, overrides: list[str], steps: int, threads: int = 0, warmup: int = 3,

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import binarise_peer_mask, line, run_isolated  # noqa: E402
+from _common import binarise_peer_mask, line, run_isolated
 
 
 def _cfg(overrides):
@@ -74,7 +74,7 @@ def worker(side: str, data_dir: str, steps: int, overrides: list[str], device: s
     import numpy as np
     import torch
     from monai.data import CacheDataset, DataLoader, Dataset
-    from monai.transforms import (Compose, EnsureChannelFirstd, Lambdad, LoadImaged, NormalizeIntensityd, Resized)
+    from monai.transforms import Compose, EnsureChannelFirstd, Lambdad, LoadImaged, NormalizeIntensityd, Resized
     from monai.utils import set_determinism
 
     from medseg.data import load_samples

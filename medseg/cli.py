@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -67,14 +66,14 @@ TTA = typer.Option(None, "--tta/--no-tta", help="Average predictions over flips 
 @app.command()
 def train(
     config: str = typer.Argument(..., help="Recipe name (ph2, lgg, brats, nifti, folder, demo) or path to a YAML config."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default datasets/NAME)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME-<timestamp>)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder (default datasets/NAME)."),
+    out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/NAME-<timestamp>)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs."),
     device: str = DEVICE,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or the newest runs/NAME-*) from last.pt."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out (only the files medseg wrote)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Override train.seed."),
-    set_: List[str] = typer.Option([], "--set", "-s", help="Override any config key: --set train.lr=3e-4 (repeatable)."),
+    seed: int | None = typer.Option(None, "--seed", help="Override train.seed."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override any config key: --set train.lr=3e-4 (repeatable)."),
     nproc: int = typer.Option(1, "--nproc", help="Processes for DistributedDataParallel (GPUs: one per GPU; CPU: gloo)."),
     quiet: bool = QUIET,
 ):
@@ -88,9 +87,9 @@ def train(
 @datasets_app.command("check")
 def datasets_check(
     name: str = typer.Argument(..., help="Recipe name or config path."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder (default datasets/NAME)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder (default datasets/NAME)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    set_: List[str] = typer.Option([], "--set", "-s", help="Override config keys."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override config keys."),
 ):
     """Report what a recipe finds in DATA_DIR; exit 1 if any file has a problem."""
     from .api import check_from_cli
@@ -128,20 +127,20 @@ def demo(
 
 @app.command()
 def infer(
-    inputs: List[str] = typer.Argument(..., help="Volumes (.nii/.nii.gz/.nrrd/.mha), DICOM folders, 2D images, folders "
+    inputs: list[str] = typer.Argument(..., help="Volumes (.nii/.nii.gz/.nrrd/.mha), DICOM folders, 2D images, folders "
                                                   "of these, or 'a.nii.gz,b.nii.gz' for one multi-modal case."),
-    model: List[Path] = typer.Option([], "--model", "-m", help="Checkpoint(s); several are ensembled. Default: the newest runs/**/best.pt that fits the inputs."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/infer-<timestamp>)."),
+    model: list[Path] = typer.Option([], "--model", "-m", help="Checkpoint(s); several are ensembled. Default: the newest runs/**/best.pt that fits the inputs."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default runs/infer-<timestamp>)."),
     device: str = DEVICE,
-    tta: Optional[bool] = TTA,
+    tta: bool | None = TTA,
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write <case>_prob.nii.gz (.tif for 2D)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs of the same cases in --out."),
-    threshold: Optional[float] = THRESHOLD,
-    keep_largest: Optional[bool] = KEEP_LARGEST,
-    min_size: Optional[float] = MIN_SIZE,
-    fill_holes: Optional[bool] = FILL_HOLES,
-    overlap: Optional[float] = typer.Option(None, "--overlap", help="Sliding-window overlap (0-1)."),
-    sw_batch_size: Optional[int] = typer.Option(None, "--sw-batch-size", help="Windows per forward pass."),
+    threshold: float | None = THRESHOLD,
+    keep_largest: bool | None = KEEP_LARGEST,
+    min_size: float | None = MIN_SIZE,
+    fill_holes: bool | None = FILL_HOLES,
+    overlap: float | None = typer.Option(None, "--overlap", help="Sliding-window overlap (0-1)."),
+    sw_batch_size: int | None = typer.Option(None, "--sw-batch-size", help="Windows per forward pass."),
     report: bool = typer.Option(False, "--report", help="Also write a single-case PDF report per input."),
     quiet: bool = QUIET,
 ):
@@ -155,22 +154,22 @@ def infer(
 
 @app.command()
 def evaluate(
-    pred: Optional[Path] = typer.Option(None, "--pred", help="Folder of predicted masks (<case>_seg.<ext>)."),
-    gt: Optional[Path] = typer.Option(None, "--gt", help="Folder of ground-truth masks."),
-    model: List[Path] = typer.Option([], "--model", "-m", help="Checkpoint to run on a data set instead of --pred; "
+    pred: Path | None = typer.Option(None, "--pred", help="Folder of predicted masks (<case>_seg.<ext>)."),
+    gt: Path | None = typer.Option(None, "--gt", help="Folder of ground-truth masks."),
+    model: list[Path] = typer.Option([], "--model", "-m", help="Checkpoint to run on a data set instead of --pred; "
                                      "repeat to evaluate an ensemble (same split)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Recipe name with --model (ph2, lgg, brats, nifti, folder)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder with --model."),
+    data: str | None = typer.Option(None, "--data", help="Recipe name with --model (ph2, lgg, brats, nifti, folder)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder with --model."),
     split: str = typer.Option("val", "--split", help="all, val or test (the checkpoint's own split)."),
     out: Path = typer.Option(..., "--out", help="Output folder for metrics.csv, summary.csv and plots."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label names, background first."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder of the images, for overlays (with --pred)."),
+    labels: str | None = typer.Option(None, "--labels", help="Comma-separated label names, background first."),
+    images: Path | None = typer.Option(None, "--images", help="Folder of the images, for overlays (with --pred)."),
     device: str = DEVICE,
-    tta: Optional[bool] = TTA,
-    threshold: Optional[float] = THRESHOLD,
-    keep_largest: Optional[bool] = KEEP_LARGEST,
-    min_size: Optional[float] = MIN_SIZE,
-    fill_holes: Optional[bool] = FILL_HOLES,
+    tta: bool | None = TTA,
+    threshold: float | None = THRESHOLD,
+    keep_largest: bool | None = KEEP_LARGEST,
+    min_size: float | None = MIN_SIZE,
+    fill_holes: bool | None = FILL_HOLES,
     report: bool = typer.Option(False, "--report", help="Also write the cohort PDF into --out (cohort_report.pdf)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an earlier evaluation in --out."),
     quiet: bool = QUIET,
@@ -187,8 +186,8 @@ def evaluate(
 @app.command()
 def report(
     source: Path = typer.Argument(..., help="<case>_findings.json (single case) or an evaluation folder (cohort)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="PDF path or folder (default reports/)."),
-    gt: Optional[Path] = typer.Option(None, "--gt", help="Ground-truth mask for a single-case report."),
+    out: Path | None = typer.Option(None, "--out", help="PDF path or folder (default reports/)."),
+    gt: Path | None = typer.Option(None, "--gt", help="Ground-truth mask for a single-case report."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing PDF."),
 ):
     """Write a clinical-style PDF report."""

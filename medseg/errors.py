@@ -14,13 +14,13 @@ class MedsegError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
-def fail(path, problem: str, fix: str) -> "MedsegError":
+def fail(path, problem: str, fix: str) -> MedsegError:
     """Build a MedsegError of the form ``PATH: PROBLEM; fix: FIX``."""
     where = f"{path}: " if path is not None else ""
     return MedsegError(f"{where}{problem}; fix: {fix}")
 
 
-def find_user_error(exc: BaseException) -> "MedsegError | None":
+def find_user_error(exc: BaseException) -> MedsegError | None:
     """The MedsegError inside a chain of wrapping exceptions (MONAI wraps transform errors)."""
     seen = set()
     while exc is not None and id(exc) not in seen:

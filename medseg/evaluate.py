@@ -189,9 +189,8 @@ def _rank_cases(df: pd.DataFrame) -> dict[str, str]:
 def evaluate_folders(pred_dir, gt_dir, out, labels: list[str] | None = None, images: str | Path | None = None,
                      force: bool = False, progress: bool = True, log=print) -> EvalResult:
     """Evaluate a folder of predictions against a folder of ground truth."""
-    from .progress import track
-
     from .overlays import save_case_overlay
+    from .progress import track
 
     out_dir = Path(out)
     _check_out(out_dir, force)
@@ -243,12 +242,11 @@ def evaluate_model(model: str | Path | list, data: str, data_dir, out, split: st
 
     ``post`` overrides the checkpoint's post-processing (``threshold``, ``keep_largest``, ``min_size``,
     ``fill_holes``), so a choice can be measured on held-out cases without retraining."""
-    from .progress import track
-
     from .data import load_samples
     from .data.lgg import group_by_volume
     from .infer import Case, effective_post, load_models, segment_case
     from .overlays import save_case_overlay, save_volume_overlay
+    from .progress import track
     from .train import resolve_device
 
     out_dir = Path(out)

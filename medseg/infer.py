@@ -30,8 +30,18 @@ from .data.base import IMAGE, mask_stem
 from .data.lookup import lookup_metadata
 from .errors import MedsegError, fail, find_user_error
 from .findings import lesion_findings
-from .io import (IMAGE_2D_EXTS, VOLUME_EXTS, Geometry, atomic_write, file_ext, geometry_2d,
-                 is_dicom_dir, strip_ext, write_image_2d, write_volume)
+from .io import (
+    IMAGE_2D_EXTS,
+    VOLUME_EXTS,
+    Geometry,
+    atomic_write,
+    file_ext,
+    geometry_2d,
+    is_dicom_dir,
+    strip_ext,
+    write_image_2d,
+    write_volume,
+)
 from .models import build_model
 from .postprocess import postprocess
 from .train import predict_logits, resolve_device

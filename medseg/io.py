@@ -306,9 +306,7 @@ def read_image_2d(path: str | Path, kind: str = "image", upright: bool = True) -
                     from PIL import ImageOps
 
                     im = ImageOps.exif_transpose(im)
-                if im.mode == "P" and kind == "image":
-                    im = im.convert("RGB")
-                elif im.mode in {"CMYK", "YCbCr", "LAB", "HSV"}:
+                if im.mode == "P" and kind == "image" or im.mode in {"CMYK", "YCbCr", "LAB", "HSV"}:
                     im = im.convert("RGB")
                 elif im.mode == "LA":
                     im = im.convert("L")
@@ -442,10 +440,14 @@ def _check_nifti_size(path: Path, img) -> None:
     gz = file_ext(path) == ".nii.gz"
     room = size * GZIP_MAX_RATIO if gz else size - int(img.header.get("vox_offset", 352))
     if needed > room:
-        raise fail(path, f"cannot be read as NIfTI: it is truncated (its header claims {'x'.join(map(str, shape))} "
-                         f"{img.header.get_data_dtype()} voxels, {_bytes(needed)}, more than "
-                         f"{'a gzip file of ' + _bytes(size) + ' can hold' if gz else 'the ' + _bytes(max(room, 0)) + ' it holds'})",
-                   "re-export the volume, or copy it again if it was cut short on the way")
+        raise _refuse_truncated(path, " as NIfTI", f"{'x'.join(map(str, shape))} {img.header.get_data_dtype()} voxels, "
+                                f"{_bytes(needed)}", f"a gzip file of {_bytes(size)} can hold" if gz
+                                else f"the {_bytes(max(room, 0))} it holds")
+
+
+def _refuse_truncated(path: Path, as_what: str, claim: str, room: str) -> MedsegError:
+    return fail(path, f"cannot be read{as_what}: it is truncated (its header claims {claim}, more than {room})",
+                "re-export the volume, or copy it again if it was cut short on the way")
 
 
 def _bytes(n: float) -> str:
@@ -491,10 +493,9 @@ def _check_itk_size(path: Path, size: list[int], components: int) -> None:
     needed = float(np.prod(size, dtype=np.float64)) * max(components, 1)
     room = path.stat().st_size * (GZIP_MAX_RATIO if compressed else 1)
     if needed > room:
-        raise fail(path, f"cannot be read: it is truncated (its header claims {'x'.join(map(str, size))} voxels, at "
-                         f"least {_bytes(needed)}, more than {'a compressed file of ' if compressed else 'the '}"
-                         f"{_bytes(path.stat().st_size)}{' can hold' if compressed else ' it holds'})",
-                   "re-export the volume, or copy it again if it was cut short on the way")
+        size_text = _bytes(path.stat().st_size)
+        raise _refuse_truncated(path, "", f"{'x'.join(map(str, size))} voxels, at least {_bytes(needed)}",
+                                f"a compressed file of {size_text} can hold" if compressed else f"the {size_text} it holds")
 
 
 def _check_itk_header(path: Path) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import torch.nn as nn
 from monai.losses import DeepSupervisionLoss, DiceCELoss, TverskyLoss
+from torch import nn
 
 from .config import Config
 from .errors import MedsegError

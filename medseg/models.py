@@ -3,10 +3,10 @@ are saved beside the weights so a checkpoint alone rebuilds the model."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .config import Config
 from .errors import MedsegError

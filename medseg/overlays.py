@@ -203,9 +203,9 @@ def _views(vol, gt, pred, spacing, n_axial: int = 3, through_plane: bool = True)
     if ref is not None and ref.any():
         per_z = (ref > 0).sum(axis=(0, 1))
         zs = [int(z) for z in np.argsort(-per_z)[:n_axial] if per_z[z] > 0]
-        lab, n = ndimage.label(ref > 0)
+        lab, _n = ndimage.label(ref > 0)
         biggest = np.argmax(np.bincount(lab.ravel())[1:]) + 1
-        cx, cy, _ = (int(round(v)) for v in ndimage.center_of_mass(lab == biggest))
+        cx, cy, _ = (round(v) for v in ndimage.center_of_mass(lab == biggest))
     else:
         zs, cx, cy = [vol.shape[2] // 2], vol.shape[0] // 2, vol.shape[1] // 2
 
@@ -226,8 +226,8 @@ def _views(vol, gt, pred, spacing, n_axial: int = 3, through_plane: bool = True)
         panels.append((ax_(vol, z), ax_(gt, z), ax_(pred, z), names[z], (sy, sx), MARKERS["axial"]))
     if not through_plane or vol.shape[2] < 2:
         return panels
-    sag = lambda a: None if a is None else a[cx, ::-1, ::-1].T  # noqa: E731
-    cor = lambda a: None if a is None else a[::-1, cy, ::-1].T  # noqa: E731
+    sag = lambda a: None if a is None else a[cx, ::-1, ::-1].T
+    cor = lambda a: None if a is None else a[::-1, cy, ::-1].T
     panels.append((sag(vol), sag(gt), sag(pred), f"sagittal x={cx}", (sz, sy), MARKERS["sagittal"]))
     panels.append((cor(vol), cor(gt), cor(pred), f"coronal y={cy}", (sz, sx), MARKERS["coronal"]))
     return panels
@@ -283,7 +283,7 @@ def save_volume_overlay(case: dict, labels, target: Path, title: str = "") -> st
 
     imgs = [adapt_channels_2d(read_image_2d(p), 3, p)[1] for p in case["image"]]  # FLAIR channel
     vol = np.stack(imgs, axis=-1).transpose(1, 0, 2)[::-1, ::-1]  # rows/cols -> x, y so the axial view is upright
-    stack = lambda ps: np.stack([_labels_of(p, len(labels)) for p in ps], axis=-1).transpose(1, 0, 2)[::-1, ::-1]  # noqa: E731
+    stack = lambda ps: np.stack([_labels_of(p, len(labels)) for p in ps], axis=-1).transpose(1, 0, 2)[::-1, ::-1]
     # Slice thickness is unknown for stacked 2D slices, so only axial panels are drawn (no through-plane strips).
     return render_volume(vol, stack(case["ground_truth"]), stack(case["prediction"]), (1.0, 1.0, 1.0), labels, target, title,
                          n_axial=5, through_plane=False, spacing_known=False, oriented=False, modality="FLAIR")

@@ -611,8 +611,8 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
     body = [_para("Evaluation", st["h2"]),
             _kv_table([("Cases", f"{info['n_cases']}" + (" volumes (slices stacked per patient)" if info.get("per_volume") else "")),
                        ("Data", what), *_model_rows(info), ("Labels", ", ".join(info["labels"])), *processing,
-                       ("Unscored", f"{len(info.get('predictions_without_gt', []))} predictions without ground truth, "
-                                    f"{len(info.get('gt_without_prediction', []))} ground truths without prediction"),
+                       ("Unscored", (f"{len(info.get('predictions_without_gt', []))} predictions without ground truth, "
+                                    f"{len(info.get('gt_without_prediction', []))} ground truths without prediction")),
                        ("Created", info.get("created"))]),
             _para("Summary per class (mean ± SD, median, 95% bootstrap interval of the mean)", st["h2"])]
     rows = [["Class", "Metric", "n", "Mean ± SD", "Median", "95% CI"]]

@@ -59,6 +59,19 @@ def small_2d_overrides():
             "train.batch_size=4", "train.val_every=1"]
 
 
+TINY_2D = ["model.channels=[4,8,16]", "model.strides=[2,2]", "model.num_res_units=1", "preprocess.spatial_size=[48,64]",
+           "train.batch_size=4", "train.epochs=1"]
+
+
+def train_tiny(config: str, data_dir, run_dir, *overrides: str) -> Path:
+    """Train a 1-epoch, few-feature 2D model of ``config`` (plus ``overrides``) quietly; return its best.pt."""
+    from medseg.config import load_config
+    from medseg.train import train
+
+    train(load_config(config, [*TINY_2D, *overrides]), data_dir, run_dir, progress=False, log=lambda *a, **k: None)
+    return Path(run_dir) / "best.pt"
+
+
 @pytest.fixture(autouse=True)
 def _chdir_tmp(tmp_path, monkeypatch):
     """Run every test in its own folder so default outputs (runs/, reports/) never land in the repo."""

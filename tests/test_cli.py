@@ -49,8 +49,8 @@ def test_check_warns_when_colour_would_be_lost(ph2_dir):
     assert not [w for w in check_dataset(load_config("ph2"), ph2_dir)["warnings"] if "channel" in w]
     cfg = load_config("ph2", ["data.channels=[image]"])
     warned = [w for w in check_dataset(cfg, ph2_dir)["warnings"] if "channel" in w]
-    assert warned == ["12 images have 3 channels but the config expects 1 (image): they will be turned to grey "
-                      "(colour is lost); set data.channels to [red, green, blue] to keep colour"]
+    assert warned == [("12 images have 3 channels but the config expects 1 (image): they will be turned to grey "
+                      "(colour is lost); set data.channels to [red, green, blue] to keep colour")]
 
 
 def test_check_says_which_images_were_turned_by_their_exif_orientation(tmp_path):

@@ -62,7 +62,7 @@ def test_lgg_2p5d_trains_and_infers_with_its_neighbours(lgg_dir, tmp_path):
 
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["model"]["kwargs"]["in_channels"] == 9  # 3 MRI channels x 3 slices
-    patient = sorted(p for p in (lgg_dir / "kaggle_3m").iterdir() if p.is_dir())[0]
+    patient = min(p for p in (lgg_dir / "kaggle_3m").iterdir() if p.is_dir())
     middle = patient / f"{patient.name}_5.tif"
     lone = tmp_path / "lone" / "scan.tif"
     lone.parent.mkdir()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -140,7 +141,7 @@ def test_case_pdf_numbers_match_findings(tmp_path):
     pdf = case_report(res["findings_json"], gt=data / "masks" / "case_000_mask.png")
     assert pdf.parent.name == "reports"
     text = pdf_text(pdf)
-    f = json.loads(open(res["findings_json"]).read())
+    f = json.loads(Path(res["findings_json"]).read_text())
     c = f["classes"]["lesion"]
     assert f"lesion {c['n_lesions']} {c['total_px2']} {c['lesions'][0]['size_px2']}" in text  # no pixel spacing: px²
     assert "case_000.png" in text and "Agreement with ground truth" in text and "Model card" in text

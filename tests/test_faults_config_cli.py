@@ -11,6 +11,8 @@ from medseg.cli import app
 from medseg.config import load_config
 from medseg.errors import MedsegError
 
+from .conftest import train_tiny
+
 runner = CliRunner()
 
 
@@ -29,21 +31,11 @@ def _one_line_error(r, *needles):
     return lines[0]
 
 
-def _quiet(*a, **k):
-    pass
-
-
 @pytest.fixture(scope="module")
 def tta_model(tmp_path_factory, folder_dir):
     """A 1-epoch 2D folder model whose config asks for TTA at inference."""
-    from medseg.train import train
-
-    root = tmp_path_factory.mktemp("ttamodel")
-    cfg = load_config("demo", ["data.recipe=folder", "model.channels=[4,8,16]", "model.strides=[2,2]",
-                               "model.num_res_units=1", "preprocess.spatial_size=[48,64]", "train.batch_size=4",
-                               "train.epochs=1", "infer.tta=true"])
-    train(cfg, folder_dir, root / "run", progress=False, log=_quiet)
-    return root / "run" / "best.pt"
+    return train_tiny("demo", folder_dir, tmp_path_factory.mktemp("ttamodel") / "run", "data.recipe=folder",
+                      "infer.tta=true")
 
 
 # ----------------------------------------------------------------------------
@@ -285,7 +277,7 @@ def test_q26_did_you_mean_for_config_and_recipe_names(tmp_path):
 
 
 def test_q26_no_tta_turns_off_the_checkpoints_tta(tta_model, folder_dir, tmp_path):
-    image = sorted((folder_dir / "images").iterdir())[0]
+    image = min((folder_dir / "images").iterdir())
     r = _run("infer", image, "-m", tta_model, "--out", tmp_path / "default", "--quiet")
     assert r.exit_code == 0, r.output
     assert json.loads(next((tmp_path / "default").glob("*_findings.json")).read_text())["tta"] is True

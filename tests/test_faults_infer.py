@@ -66,25 +66,22 @@ def _tampered(src, dst, change):
     return dst
 
 
-def _set_labels(labels):
-    def change(ck):
-        ck["labels"] = list(labels)
-        ck["config"]["data"]["labels"] = list(labels)
-    return change
+def _set_twice(*paths: tuple[str, ...]):
+    """A tamper that sets a value at each key path: where the checkpoint keeps it and in its config copy."""
+    def setter(value):
+        def change(ck):
+            for *parents, last in paths:
+                node = ck
+                for key in parents:
+                    node = node[key]
+                node[last] = list(value)
+        return change
+    return setter
 
 
-def _set_spacing(sp):
-    def change(ck):
-        ck["config"]["preprocess"]["spacing"] = sp
-        ck["preprocess"]["spacing"] = sp
-    return change
-
-
-def _set_channels(chs):
-    def change(ck):
-        ck["channels"] = list(chs)
-        ck["config"]["data"]["channels"] = list(chs)
-    return change
+_set_labels = _set_twice(("labels",), ("config", "data", "labels"))
+_set_channels = _set_twice(("channels",), ("config", "data", "channels"))
+_set_spacing = _set_twice(("preprocess", "spacing"), ("config", "preprocess", "spacing"))
 
 
 def _set_roi(roi, in_config=True):

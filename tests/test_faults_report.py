@@ -17,7 +17,7 @@ from medseg.findings import lesion_findings
 from medseg.io import Geometry
 from medseg.report import case_report, cohort_report
 
-from .conftest import pdf_text
+from .conftest import pdf_text, train_tiny
 
 LABELS = ["background", "lesion"]
 
@@ -184,15 +184,7 @@ def test_failed_report_leaves_no_overlay(tmp_path, fault):
 
 @pytest.fixture(scope="module")
 def ph2_model(tmp_path_factory, ph2_dir):
-    from medseg.config import load_config
-    from medseg.train import train
-
-    run = tmp_path_factory.mktemp("run")
-    cfg = load_config("ph2", ["model.channels=[4,8,16]", "model.strides=[2,2]", "model.num_res_units=1",
-                              "model.deep_supervision=0", "preprocess.spatial_size=[48,64]", "train.batch_size=4",
-                              "train.epochs=1", "train.val_every=1"])
-    train(cfg, ph2_dir, run, progress=False, log=_quiet)
-    return run / "best.pt"
+    return train_tiny("ph2", ph2_dir, tmp_path_factory.mktemp("run"), "model.deep_supervision=0", "train.val_every=1")
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ def test_cuda_checkpoint_loads_on_cpu_and_holds_amp_state(gpu_run):
 
 def test_gpu_and_cpu_inference_agree_and_keep_geometry(gpu_run, tmp_path):
     root, data, _ = gpu_run
-    vol = sorted((data / "images").glob("*.nii.gz"))[0]
+    vol = min((data / "images").glob("*.nii.gz"))
     src = nib.load(str(vol))
     outs = {}
     for dev in ("cuda", "cpu"):

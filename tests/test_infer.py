@@ -319,7 +319,7 @@ def test_dimension_mismatch_is_explained(model2d, tmp_path):
 
 def test_ensemble_averages_checkpoints(model2d, tmp_path):
     rng = np.random.default_rng(9)
-    img, mask = synthetic.lesion_2d(rng, 48, 64)
+    img, _mask = synthetic.lesion_2d(rng, 48, 64)
     Image.fromarray(img).save(tmp_path / "e.png")
     other = tmp_path / "copy.pt"
     other.write_bytes(model2d.read_bytes())

@@ -48,7 +48,7 @@ def test_surface_distance_single_points_anisotropic():
 
 
 def test_identical_masks_have_zero_distance():
-    pred, gt = _squares()
+    _pred, gt = _squares()
     d = surface_distances(gt, gt, (1.0, 1.0))
     assert d == {"hd95_mm": 0.0, "assd_mm": 0.0}
 

@@ -21,7 +21,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def readme_commands() -> list[str]:
     """The ``medseg`` lines inside the README's bash blocks, comments removed."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
     lines = [line.split(" # ")[0].split("  #")[0].strip() for block in blocks for line in block.splitlines()]
     out = []
     for line in lines:

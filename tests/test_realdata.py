@@ -39,7 +39,7 @@ def test_lgg_real_layout_and_stacking():
     res = load_samples("lgg", shared("lgg"))
     vols = group_by_volume(res.samples)
     assert len(vols) == 20
-    name, slices = next(iter(vols.items()))
+    _name, slices = next(iter(vols.items()))
     idx = [s["slice_index"] for s in slices]
     assert idx == sorted(idx) and idx[0] == 1
     img, mask = stack_patient(slices)
@@ -105,7 +105,7 @@ def test_train_ph2_real(ph2_model):
 @pytest.mark.slow
 def test_train_lgg_real_patient_split(lgg_model):
     split = load_checkpoint(lgg_model)["split"]
-    pts = lambda ids: {"_".join(i.split("_")[:3]) for i in ids}  # noqa: E731
+    pts = lambda ids: {"_".join(i.split("_")[:3]) for i in ids}
     assert pts(split["train"]).isdisjoint(pts(split["val"])) and len(pts(split["val"])) == 2
 
 
@@ -165,6 +165,7 @@ def test_infer_real_2d(ph2_model, lgg_model, tmp_path):
 @pytest.mark.slow
 def test_evaluate_and_report_real(ph2_model, lgg_model, brats_model, tmp_path):
     import pandas as pd
+
     from medseg.evaluate import evaluate_model
     from medseg.report import case_report, cohort_report, fmt
 

@@ -398,7 +398,7 @@ def test_deep_supervision_outputs_and_loss():
     # the loss: exp weights 1, 0.5, 0.25 over the three outputs, labels nearest-downsampled (worked by hand: a
     # constant loss of 1 per output gives 1.75)
     y = (torch.rand(2, 1, 32, 48) > 0.5).float()
-    base = lambda o, t: (o * 0 + 1).mean() + 0 * t.mean()  # noqa: E731
+    base = lambda o, t: (o * 0 + 1).mean() + 0 * t.mean()
     assert DeepSupervisionLoss(base, weight_mode="exp")(outs, y).item() == pytest.approx(1.75)
     loss = DeepSupervisionLoss(torch.nn.BCEWithLogitsLoss(), weight_mode="exp")(outs, y)
     loss.backward()
@@ -490,8 +490,7 @@ def test_config_check_leaves_models_that_cannot_be_built_on_meta_to_the_real_bui
 
     monkeypatch.setitem(models._MODELS, "value_dependent", value_dependent)
     cfg = load_config("demo", ["model.name=value_dependent"])
-    with pytest.raises(RuntimeError):
-        with torch.device("meta"):
-            models.build_model(models.model_spec(cfg))
+    with pytest.raises(RuntimeError), torch.device("meta"):
+        models.build_model(models.model_spec(cfg))
     check_config(cfg)  # no error: the real build after the data work judges this model
     assert isinstance(models.build_model(models.model_spec(cfg)), torch.nn.Conv2d)

@@ -9,8 +9,17 @@ from PIL import Image
 from medseg.config import load_config
 from medseg.data import IMAGE, LABEL
 from medseg.errors import MedsegError
-from medseg.transforms import (Guarded, LoadImage2Dd, LoadVolumed, adapt_channels_2d, binarise_mask_2d,
-                               deterministic_transforms, labels_to_classes, random_transforms, train_transforms)
+from medseg.transforms import (
+    Guarded,
+    LoadImage2Dd,
+    LoadVolumed,
+    adapt_channels_2d,
+    binarise_mask_2d,
+    deterministic_transforms,
+    labels_to_classes,
+    random_transforms,
+    train_transforms,
+)
 
 
 def test_binarise_handles_real_mask_styles():
@@ -154,8 +163,8 @@ def test_2d_pipeline_shapes(tmp_path):
     assert set(aug) == {IMAGE, LABEL}
 
 
-def _nifti(path, arr, affine=np.eye(4)):
-    nib.save(nib.Nifti1Image(arr, affine), str(path))
+def _nifti(path, arr, affine=None):
+    nib.save(nib.Nifti1Image(arr, np.eye(4) if affine is None else affine), str(path))
     return str(path)
 
 
@@ -248,5 +257,5 @@ def test_blur_and_low_resolution_change_the_image_only(dims):
         new = torch.as_tensor(out[IMAGE])
         assert new.shape == image.shape and not torch.allclose(new, image)
         # white noise loses high-frequency energy under both: neighbouring voxels become alike
-        diff = lambda x: float((x[:, 1:] - x[:, :-1]).abs().mean())  # noqa: E731
+        diff = lambda x: float((x[:, 1:] - x[:, :-1]).abs().mean())
         assert diff(new) < 0.8 * diff(image), check

@@ -71,7 +71,7 @@ def test_lgg_with_volume_normalisation_trains_and_infers(lgg_dir, tmp_path):
                               "model.num_res_units=1", "preprocess.spatial_size=[48,48]", "train.epochs=1",
                               "train.batch_size=4", "train.val_every=1"])
     train(cfg, lgg_dir, tmp_path / "run", progress=False, log=lambda *a, **k: None)
-    patient = sorted(p for p in (lgg_dir / "kaggle_3m").iterdir() if p.is_dir())[0]
+    patient = min(p for p in (lgg_dir / "kaggle_3m").iterdir() if p.is_dir())
     middle = patient / f"{patient.name}_5.tif"
     n_slices = len([p for p in patient.glob("*.tif") if not p.stem.endswith("_mask")])
     lone = tmp_path / "lone" / "scan.tif"

@@ -21,7 +21,6 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
     itself is wrong or empty.
     """
     from ..progress import track
-
     from ..transforms import LoadImage2Dd, LoadVolumed
 
     result = load_samples(cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels},

@@ -103,7 +103,7 @@ def lgg_samples(data_dir: Path, options: dict) -> RecipeResult:
         unnamed += sum(m is None for _, m in images)
         images = [(f, m) for f, m in images if m]
 
-        def mask_of(img: Path) -> Path | None:
+        def mask_of(img: Path, d=d) -> Path | None:  # this folder's masks, bound explicitly
             key = img.stem.lower()
             hit = local[d].get(key)
             return hit or (anywhere[key][0] if len(anywhere.get(key, [])) == 1 else None)

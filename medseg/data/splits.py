@@ -63,8 +63,8 @@ def make_split(samples: list[dict], cfg: SplitConfig) -> dict:
             raise MedsegError("split.val_fraction + split.test_fraction must be < 1; fix: lower one of them")
         for groups in strata.values():
             order = [groups[i] for i in rng.permutation(len(groups))]
-            n_test = int(round(len(order) * cfg.test_fraction))
-            n_val = int(round(len(order) * cfg.val_fraction))
+            n_test = round(len(order) * cfg.test_fraction)
+            n_val = round(len(order) * cfg.val_fraction)
             for i, g in enumerate(order):
                 side[g] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
         if cfg.val_fraction > 0 and "val" not in side.values() and n_groups > 1:
