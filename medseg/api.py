@@ -40,7 +40,7 @@ def train_from_cli(config: str, data_dir=None, out=None, epochs=None, device="au
         if run_dir is None:
             raise MedsegError(f"no earlier '{name}' run with last.pt under runs/; fix: pass --out RUN_DIR or drop --resume")
         saved = apply_overrides(load_run_config(run_dir), overrides)
-        cfg = config_from_dict(saved, source=str(run_dir / "config.yaml"))
+        cfg = config_from_dict(saved, source=str(run_dir / "config.yaml"), overrides=overrides)
         if data_dir is None:
             from .checkpoint import load_checkpoint
 

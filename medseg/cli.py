@@ -41,9 +41,26 @@ def _run(fn, *args, **kwargs):
     except MedsegError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    except OSError as exc:  # a write the library did not explain itself: a full disk, a read-only folder
+        typer.echo(f"error: {write_failure(exc)}", err=True)
+        raise typer.Exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted; resume a training run with --resume", err=True)
         raise typer.Exit(130)
+
+
+def write_failure(exc: OSError) -> str:
+    """One line for a failed file operation: which file, what the system said, what is safe and the fix."""
+    import errno
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    fix = {errno.ENOSPC: "free disk space", errno.EACCES: "choose a folder you can write to (--out)",
+           errno.EPERM: "choose a folder you can write to (--out)", errno.EROFS: "choose a writable --out",
+           errno.ENOENT: "check the path", errno.ENOTDIR: "check the path: a part of it is a file"}.get(
+               exc.errno, "check the path, the free disk space and the folder's permissions")
+    return (f"{where}{reason}; files medseg finished writing are complete (each is written under a temporary name "
+            f"and renamed when done); fix: {fix}, then run the command again")
 
 
 def _echo(msg: str) -> None:
@@ -73,7 +90,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or the newest runs/NAME-*) from last.pt."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out (only the files medseg wrote)."),
     seed: int | None = typer.Option(None, "--seed", help="Override train.seed."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Override any config key: --set train.lr=3e-4 (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override any config key: --set train.lr=3e-4 (repeatable)."),
     nproc: int = typer.Option(1, "--nproc", help="Processes for DistributedDataParallel (GPUs: one per GPU; CPU: gloo)."),
     quiet: bool = QUIET,
 ):
@@ -89,7 +106,7 @@ def datasets_check(
     name: str = typer.Argument(..., help="Recipe name or config path."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder (default datasets/NAME)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Override config keys."),
+    set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override config keys."),
 ):
     """Report what a recipe finds in DATA_DIR; exit 1 if any file has a problem."""
     from .api import check_from_cli
@@ -129,7 +146,7 @@ def demo(
 def infer(
     inputs: list[str] = typer.Argument(..., help="Volumes (.nii/.nii.gz/.nrrd/.mha), DICOM folders, 2D images, folders "
                                                   "of these, or 'a.nii.gz,b.nii.gz' for one multi-modal case."),
-    model: list[Path] = typer.Option([], "--model", "-m", help="Checkpoint(s); several are ensembled. Default: the newest runs/**/best.pt that fits the inputs."),
+    model: list[Path] = typer.Option([], "--model", "-m", metavar="CHECKPOINT", help="Checkpoint(s); several are ensembled. Default: the newest runs/**/best.pt that fits the inputs."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default runs/infer-<timestamp>)."),
     device: str = DEVICE,
     tta: bool | None = TTA,
@@ -156,7 +173,7 @@ def infer(
 def evaluate(
     pred: Path | None = typer.Option(None, "--pred", help="Folder of predicted masks (<case>_seg.<ext>)."),
     gt: Path | None = typer.Option(None, "--gt", help="Folder of ground-truth masks."),
-    model: list[Path] = typer.Option([], "--model", "-m", help="Checkpoint to run on a data set instead of --pred; "
+    model: list[Path] = typer.Option([], "--model", "-m", metavar="CHECKPOINT", help="Checkpoint to run on a data set instead of --pred; "
                                      "repeat to evaluate an ensemble (same split)."),
     data: str | None = typer.Option(None, "--data", help="Recipe name with --model (ph2, lgg, brats, nifti, folder)."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder with --model."),

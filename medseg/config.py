@@ -248,10 +248,13 @@ def _coerce(value: Any, hint: Any, where: str, source: str) -> Any:
                "correct the value's type")
 
 
-def config_from_dict(data: dict, source: str = "config") -> Config:
-    """Build and validate a Config: a bad value stops here, before any data is read or a run folder is made."""
+def config_from_dict(data: dict, source: str = "config", overrides: list[str] | None = None) -> Config:
+    """Build and validate a Config: a bad value stops here, before any data is read or a run folder is made.
+
+    ``overrides`` are the ``--set`` items already applied to ``data``: a bad value among them is blamed on the
+    command line, not on the config file."""
     cfg = _build(Config, copy.deepcopy(data), "", source)
-    validate_config(cfg, source)
+    validate_config(cfg, source, overridden={item.split("=", 1)[0].strip() for item in overrides or []})
     return cfg
 
 
@@ -380,10 +383,10 @@ def _check_lengths(cfg: Config, source: str) -> None:
                        f"e.g. --set '{key}={_show([value[0]] * n)}'")
 
 
-def validate_config(cfg: Config, source: str = "config") -> None:
-    """Every key's range, and the few rules that tie two keys together."""
+def validate_config(cfg: Config, source: str = "config", overridden: set[str] | frozenset = frozenset()) -> None:
+    """Every key's range, and the few rules that tie two keys together (``overridden``: keys set with --set)."""
     for key in RULES:
-        check_value(key, _get(cfg, key), source)
+        check_value(key, _get(cfg, key), f"{key} from --set" if key in overridden else source)
     _check_lengths(cfg, source)
     split = cfg.data.split
     if split.val_fraction + split.test_fraction >= 1:
@@ -492,10 +495,10 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config
         if name_or_path not in list_recipes():
             raise
         data = apply_overrides({"name": name_or_path, "data": {"recipe": name_or_path}}, overrides)
-        return config_from_dict(data, source=f"recipe '{name_or_path}' defaults")
+        return config_from_dict(data, source=f"recipe '{name_or_path}' defaults", overrides=overrides)
     data = apply_overrides(load_yaml(path), overrides)
     data.setdefault("name", path.stem)
-    return config_from_dict(data, source=str(path))
+    return config_from_dict(data, source=str(path), overrides=overrides)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -223,7 +223,11 @@ def expand_inputs(inputs: list[str], cfg: Config, warn=None) -> tuple[list[Case]
     for raw in inputs:
         raw = str(raw)
         if "," in raw:  # one multi-modal case given as comma-separated files
-            parts = [Path(x) for x in raw.split(",") if x]
+            if any(not x.strip() for x in raw.split(",")):  # "$FLAIR,$T1C" with a variable unset
+                errors.append(f"{raw!r}: a file of this multi-modal case is empty; fix: name one file per modality, "
+                              "e.g. flair.nii.gz,t1c.nii.gz")
+                continue
+            parts = [Path(x) for x in raw.split(",")]
             missing = [str(x) for x in parts if not x.exists()]
             if missing:
                 errors.append(f"{missing[0]}: file not found; fix: check the path")

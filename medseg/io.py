@@ -490,7 +490,8 @@ def _check_nifti_header(path: Path, img) -> None:
 def _check_itk_size(path: Path, size: list[int], components: int) -> None:
     """Refuse an NRRD / MetaImage with its voxels in the same file whose header claims more voxels than the file
     can hold (at one byte each, the least any type takes): ITK allocates them all before reading."""
-    head = path.read_bytes()[:65536].split(b"\n\n")[0].lower()
+    with open(path, "rb") as fh:  # the header only: the voxels may be gigabytes
+        head = fh.read(65536).split(b"\n\n")[0].lower()
     if file_ext(path) in (".nhdr", ".mhd") or (b"elementdatafile" in head and b"elementdatafile = local" not in head):
         return  # the voxels are in another file
     if b"bzip2" in head or b"bz2" in head:
@@ -633,13 +634,24 @@ def write_volume(array: np.ndarray, geom: Geometry, path: str | Path, force: boo
         img.SetSpacing([float(s) for s in geom.spacing])
         img.SetOrigin([float(v) for v in geom.origin_lps])
         img.SetDirection([float(v) for v in geom.direction_lps.ravel()])
-        atomic_write(path, lambda tmp: sitk.WriteImage(img, tmp, True), suffix=ext)
+        atomic_write(path, lambda tmp: _sitk_write(img, tmp), suffix=ext)
     return path
 
 
 # ----------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------
+
+def _sitk_write(img, path) -> None:
+    """``sitk.WriteImage`` (compressed); ITK reports a failed write (a full disk, a read-only folder) as a
+    RuntimeError, which becomes the OSError that callers handle as a failed write."""
+    import SimpleITK as sitk
+
+    try:
+        sitk.WriteImage(img, str(path), True)
+    except RuntimeError as exc:
+        raise OSError(f"ITK could not write it: {_short(exc)}") from exc
+
 
 TEMP_MARK = ".tmp"  # atomic_write's temp files: ".NAME.<random>.tmp<ext>" beside NAME
 

@@ -91,9 +91,16 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
                 raise fail(run_dir, "has no last.pt to resume from",
                            "drop --resume to start a new run, or point --out at an earlier run")
             return
+        foreign = [f for f in RUN_FILES[2:] if (run_dir / f).is_file() and not _written_by_medseg(run_dir / f)]
+        if foreign:  # a user's own config.yaml beside --out, say: never replaced, not even with --force
+            raise fail(run_dir / foreign[0], "has a run file's name but was not written by medseg train",
+                       "move it out of the run folder, or choose another --out")
         held = [f for f in CHECKPOINTS if (run_dir / f).exists()]
         if held and not force:
             existing = [f for f in RUN_FILES if (run_dir / f).exists()]
+            if "last.pt" not in held:  # stopped between its first best.pt and last.pt: nothing to resume from
+                raise fail(run_dir, f"holds a run that cannot be resumed ({', '.join(existing)}, but no last.pt)",
+                           "pass --force to start it over, or choose another --out")
             raise fail(run_dir, f"already holds a run ({', '.join(existing)})",
                        "pass --resume to continue it, --force to overwrite it, or choose another --out")
         _remove_own_files(run_dir)
@@ -101,6 +108,25 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
     except OSError as exc:
         raise fail(run_dir, f"cannot prepare the run folder ({_reason(exc)})",
                    "choose an --out in a folder you can write to") from None
+
+
+def _written_by_medseg(path: Path) -> bool:
+    """Whether a config.yaml / split.json / history.csv in a run folder has the shape medseg train writes: a
+    full config dump, a split with its method, a history whose first column is the epoch."""
+    try:
+        if path.name == "config.yaml":
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            return isinstance(data, dict) and {"name", "data", "preprocess", "model", "train", "infer"} <= set(data)
+        if path.name == "split.json":
+            import json
+
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return isinstance(data, dict) and {"train", "val", "method"} <= set(data)
+        if path.name == "history.csv":
+            return path.read_text(encoding="utf-8").startswith("epoch,")
+    except (OSError, ValueError, yaml.YAMLError):  # unreadable or not text: not one of medseg's
+        return False
+    return True
 
 
 def _remove_own_files(run_dir: Path) -> None:
@@ -141,8 +167,10 @@ def _save_checkpoint_or_explain(payload: dict, path: Path) -> None:
     """``save_checkpoint``; a failure says that the checkpoints already on disk are intact (each is replaced only
     once its new version is complete) and how to go on."""
     resumable = (path.parent / "last.pt").is_file()
-    safe = ("the previous last.pt/best.pt are intact" if resumable else "no checkpoint of this run was saved yet")
-    again = "run again with --resume" if resumable else "run again"
+    saved = [f for f in CHECKPOINTS if (path.parent / f).is_file()]
+    safe = (f"the previous {'/'.join(saved)} {'are' if len(saved) > 1 else 'is'} intact" if saved
+            else "no checkpoint of this run was saved yet")
+    again = "run again with --resume" if resumable else "run again with --force" if saved else "run again"
     try:
         save_checkpoint(payload, path)
     except (OSError, RuntimeError) as exc:  # torch reports some failed writes as RuntimeError
@@ -722,7 +750,7 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
             "data": {"recipe": cfg.data.recipe, "data_dir": str(data_dir), "n_train": n_train_total,
                      "n_val": len(val_samples), "split_method": split["method"]}}
     bar = progress_bar(total_steps, cfg.name, progress, unit="steps", initial=start_epoch * steps_per_epoch)
-    n_validations = sum(bool(r.get("val_mean_dice", "")) for r in history)  # those before a resume count too
+    n_validations = sum(r.get("val_mean_dice") not in (None, "") for r in history)  # those before a resume count too
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.train.epochs):
         seed = cfg.train.seed + epoch

@@ -301,3 +301,42 @@ def test_q26_failed_inputs_do_not_claim_others_were_written(tta_model, tmp_path)
     r = _run("infer", tmp_path / "missing.png", "-m", tta_model, "--out", tmp_path / "out", "--quiet")
     assert r.exit_code == 2
     assert "others were written" not in r.output and "nothing was written" in r.output
+
+
+def test_a_bad_set_value_is_blamed_on_the_command_line():
+    """x-set-blame: `--set train.epochs=-5` named the shipped configs/demo.yaml as the culprit."""
+    with pytest.raises(MedsegError) as err:
+        load_config("demo", ["train.epochs=-5"])
+    assert str(err.value).startswith("train.epochs from --set: train.epochs -5 must be at least 1")
+
+
+@pytest.mark.parametrize("code, fix", [(28, "free disk space"), (30, "choose a writable --out"), (2, "check the path")],
+                         ids=["x-oserror-enospc", "x-oserror-erofs", "x-oserror-enoent"])
+def test_an_unexplained_oserror_is_one_line_with_its_fix(code, fix, capsys):
+    """x-oserror-net: a failed write the library did not explain (evaluate's or report's --out on a full or
+    read-only disk) ends in one line naming the file, not a traceback."""
+    import os
+
+    import typer
+
+    from medseg.cli import _run
+
+    def write():
+        raise OSError(code, os.strerror(code), "eval/metrics.csv")
+
+    with pytest.raises(typer.Exit) as ex:
+        _run(write)
+    err = capsys.readouterr().err
+    assert ex.value.exit_code == 2 and err.count("\n") == 1 and err.startswith("error: eval/metrics.csv: ")
+    assert f"fix: {fix}" in err
+
+
+def test_the_oserror_line_names_the_file_and_the_fix():
+    import errno
+    import os
+
+    from medseg.cli import write_failure
+
+    line = write_failure(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "eval/metrics.csv"))
+    assert line.startswith("eval/metrics.csv: No space left on device; files medseg finished writing are complete")
+    assert "fix: free disk space, then run the command again" in line

@@ -357,3 +357,33 @@ def test_cli_prints_one_line_and_exits_2(args, line, ckpt2d, tmp_path):
     assert res.exit_code == 2, res.output
     assert line in res.output and "Traceback" not in res.output
     assert len([s for s in res.output.splitlines() if s.startswith("error:")]) == 1
+
+
+@pytest.mark.parametrize("raw", [",", "flair.nii.gz,", ",t1c.nii.gz", "a.nii.gz, ,b.nii.gz"],
+                         ids=["x-comma-alone", "x-comma-trailing", "x-comma-leading", "x-comma-blank-middle"])
+def test_multimodal_input_with_an_empty_part_is_one_line(raw):
+    """`medseg infer "$FLAIR,$T1C"` with a variable unset: an IndexError before; now an error line naming it."""
+    from medseg.infer import expand_inputs
+
+    cases, errors = expand_inputs([raw], load_config("brats"))
+    assert cases == [] and len(errors) == 1 and "a file of this multi-modal case is empty" in errors[0]
+
+
+def test_itk_write_failure_is_an_oserror_and_leaves_no_temp(tmp_path, monkeypatch):
+    """x-itk-write-failure: SimpleITK reports a failed write (full disk) as RuntimeError; write_volume turns it into
+    the OSError that infer's write-failure handling catches, and removes its temp file."""
+    import SimpleITK as sitk
+
+    from medseg.io import read_volume, write_volume
+
+    src = tmp_path / "in.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.float32)), str(src))
+    arr, geom = read_volume(src)
+
+    def full_disk(*_a, **_k):
+        raise RuntimeError("ITK ERROR: ImageFileWriter: could not write file")
+
+    monkeypatch.setattr(sitk, "WriteImage", full_disk)
+    with pytest.raises(OSError, match="ITK could not write it"):
+        write_volume(arr, geom, tmp_path / "out" / "seg.nrrd")
+    assert list((tmp_path / "out").iterdir()) == []

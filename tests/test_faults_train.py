@@ -459,3 +459,31 @@ def test_3d_pipeline_raises_no_monai_future_warning():
         train_transforms(cfg)
     future = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
     assert not future, future
+
+
+def test_a_users_config_in_the_run_folder_is_never_replaced(folder_dir, tmp_path, small_2d_overrides):
+    """x-user-config-in-out: `medseg train myexp/config.yaml --out myexp` must not delete the user's own file."""
+    from medseg.train import prepare_run_dir
+
+    run = tmp_path / "myexp"
+    run.mkdir()
+    (run / "config.yaml").write_text("# my experiment\nname: mine\n")
+    for force in (False, True):
+        with pytest.raises(MedsegError, match=r"config.yaml: has a run file's name but was not written by medseg"):
+            prepare_run_dir(run, resume=False, force=force)
+        assert (run / "config.yaml").read_text() == "# my experiment\nname: mine\n"
+    train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, tmp_path / "ok", progress=False, log=_quiet)
+    prepare_run_dir(tmp_path / "ok", resume=False, force=True)  # medseg's own config.yaml is replaced with --force
+    assert not (tmp_path / "ok" / "config.yaml").exists()
+
+
+def test_best_without_last_points_at_force(folder_dir, tmp_path, small_2d_overrides):
+    """x-best-without-last: a run stopped between its first best.pt and last.pt cannot be resumed; the rerun says
+    so and names --force, instead of 'pass --resume' followed by 'drop --resume'."""
+    run = tmp_path / "r"
+    train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False, log=_quiet)
+    (run / "last.pt").unlink()
+    with pytest.raises(MedsegError, match=r"cannot be resumed .*but no last.pt.*fix: pass --force"):
+        train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False, log=_quiet)
+    res = train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, force=True, progress=False, log=_quiet)
+    assert res.epochs_run == 1
