@@ -76,11 +76,6 @@ def pair_cases(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[tuple[str
     return pairs, sorted(set(preds) - set(gts)), sorted(set(gts) - set(preds))
 
 
-def distance_columns(length_unit: str = "mm") -> tuple[str, str]:
-    """metrics.csv's surface-distance columns: ``hd95_mm``/``assd_mm``, or ``hd95_px``/``assd_px`` without a spacing."""
-    return distance_keys(length_unit)
-
-
 def row_keys(length_unit: str = "mm") -> list[str]:
     return ["case_id", "class", *metric_names(length_unit), *SIZE_KEYS, *COUNT_KEYS]
 

@@ -250,9 +250,13 @@ def _refuse_stack(path: Path, im) -> None:
     """A multi-page TIFF (a z-stack or time series) would be read as its first page alone, the rest lost unsaid."""
     pages = int(getattr(im, "n_frames", 1) or 1)
     if pages > 1 and im.format == "TIFF":
-        raise fail(path, f"holds {pages} pages of {im.size[0]}x{im.size[1]} (a stack), but a 2D image or mask is one "
-                         "page", "save each page as its own file (one slice each), or convert the stack to a volume "
-                         "(.nii.gz) for a 3D recipe")
+        raise _stack_error(path, f"{pages} pages of {im.size[0]}x{im.size[1]}")
+
+
+def _stack_error(path: Path, what: str) -> MedsegError:
+    return fail(path, f"holds {what} (a stack), but a 2D image or mask is one page",
+                "save each page as its own file (one slice each), or convert the stack to a volume (.nii.gz) for a "
+                "3D recipe")
 
 
 def _refuse_empty(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -272,9 +276,7 @@ def _read_tiff_fallback(path: Path) -> np.ndarray:
         if not tif.series or not tif.series[0].shape:
             raise fail(path, "is truncated or unreadable (no image directory in the TIFF)", "re-export or remove it")
         if len(tif.pages) > 1:
-            raise fail(path, f"holds {len(tif.pages)} pages (a stack), but a 2D image or mask is one page",
-                       "save each page as its own file (one slice each), or convert the stack to a volume (.nii.gz) "
-                       "for a 3D recipe")
+            raise _stack_error(path, f"{len(tif.pages)} pages")
         shape = tif.series[0].shape
         if len(shape) >= 2:
             dims = shape[-3:-1] if len(shape) >= 3 and shape[-1] in (1, 3, 4) else shape[-2:]

@@ -19,8 +19,9 @@ from xml.sax.saxutils import escape as xml_escape
 import pandas as pd
 
 from . import __version__
+from .data.ph2 import CRITERIA_CODES, DIAGNOSIS_NAMES
 from .errors import fail
-from .findings import format_size
+from .findings import UNIT_LABELS, format_size
 from .viz import dejavu_codepoints, dejavu_font
 
 DISCLAIMER = ("Research software, not a medical device. These results were produced automatically by a machine-learning "
@@ -288,13 +289,6 @@ def _target(out, default: Path, force: bool) -> Path:
 
 PH2_KEYS = {"histological_diagnosis", "diagnosis", "diagnosis_name", "asymmetry", "pigment_network", "dots_globules",
             "streaks", "regression_areas", "blue_whitish_veil", "colours"}
-# PH2_dataset.txt's codes (Mendonça et al. 2013)
-PH2_CODES = {"asymmetry": {0: "fully symmetric", 1: "symmetric in one axis", 2: "fully asymmetric"},
-             "pigment_network": {"T": "typical", "AT": "atypical", "A": "absent"},
-             "dots_globules": {"T": "typical", "AT": "atypical", "A": "absent"},
-             "streaks": {"P": "present", "A": "absent"}, "regression_areas": {"P": "present", "A": "absent"},
-             "blue_whitish_veil": {"P": "present", "A": "absent"}}
-PH2_DIAGNOSES = {0: "common nevus", 1: "atypical nevus", 2: "melanoma"}
 
 
 def reference_diagnosis(meta: dict | None) -> str | None:
@@ -303,7 +297,10 @@ def reference_diagnosis(meta: dict | None) -> str | None:
     if meta.get("diagnosis_name"):
         return str(meta["diagnosis_name"])
     code = meta.get("diagnosis")
-    return PH2_DIAGNOSES.get(code, f"code {code}") if code not in (None, "") else None
+    if code in (None, ""):
+        return None
+    number = int(code) if str(code).strip().isdigit() else code  # a table read as text gives "1"
+    return DIAGNOSIS_NAMES.get(number, f"code {code}")
 
 
 def _ph2_rows(meta: dict) -> list[tuple[str, str]]:
@@ -313,7 +310,7 @@ def _ph2_rows(meta: dict) -> list[tuple[str, str]]:
         rows.append(("Reference (PH2 annotation)", f"{diagnosis} (clinical diagnosis)"))
     if meta.get("histological_diagnosis"):
         rows.append(("Histology (PH2 annotation)", str(meta["histological_diagnosis"])))
-    criteria = [f"{k.replace('_', ' ')}: {PH2_CODES[k].get(meta[k], meta[k])}" for k in PH2_CODES
+    criteria = [f"{k.replace('_', ' ')}: {CRITERIA_CODES[k].get(meta[k], meta[k])}" for k in CRITERIA_CODES
                 if meta.get(k) not in (None, "")]
     if criteria:
         rows.append(("Dermoscopic criteria (PH2 annotation)", "; ".join(criteria)))
@@ -367,7 +364,7 @@ def _findings_units(f: dict) -> tuple[str, str, str, bool]:
     """``(size key suffix, printed size unit, length unit, spacing known)`` of a findings file, old or new."""
     known = bool(f.get("spacing_known", not f.get("spacing_assumed", False)))
     unit = f.get("unit", "mm2")
-    label = f.get("unit_label") or {"ml": "mL", "mm2": "mm²", "px2": "px²"}.get(unit, unit)
+    label = f.get("unit_label") or UNIT_LABELS.get(unit, unit)
     return unit, label, f.get("length_unit", "mm" if known else "px"), known
 
 

@@ -25,6 +25,12 @@ from .base import IMAGE, LABEL, RecipeResult, files_below, files_with_ext, natur
 CASE_RE = re.compile(r"^IMD\d+$", re.IGNORECASE)
 DIAGNOSIS_NAMES = {0: "common nevus", 1: "atypical nevus", 2: "melanoma"}
 CRITERIA = ["asymmetry", "pigment_network", "dots_globules", "streaks", "regression_areas", "blue_whitish_veil"]
+# PH2_dataset.txt's codes for the dermoscopic criteria (Mendonça et al. 2013)
+CRITERIA_CODES = {"asymmetry": {0: "fully symmetric", 1: "symmetric in one axis", 2: "fully asymmetric"},
+                  "pigment_network": {"T": "typical", "AT": "atypical", "A": "absent"},
+                  "dots_globules": {"T": "typical", "AT": "atypical", "A": "absent"},
+                  "streaks": {"P": "present", "A": "absent"}, "regression_areas": {"P": "present", "A": "absent"},
+                  "blue_whitish_veil": {"P": "present", "A": "absent"}}
 COLOUR_NAMES = {1: "white", 2: "red", 3: "light-brown", 4: "dark-brown", 5: "blue-gray", 6: "black"}
 EXPECTED = ("expected 'PH2 Dataset images/IMDxxx/IMDxxx_Dermoscopic_Image/IMDxxx.<bmp|jpg|png>' and "
             "'IMDxxx_lesion/IMDxxx_lesion.<ext>' under the data directory")
