@@ -55,6 +55,34 @@ CJK_FONTS = (((0x1100, 0x11FF), (0x3130, 0x318F), (0xAC00, 0xD7AF), "HYSMyeongJo
               "STSong-Light"))
 UNCOVERED = "?"
 _uncovered: set[str] = set()  # characters of the report being built that no font covers (shown as '?')
+_viewer_cjk: set[str] = set()  # characters set in a CID font, which the PDF viewer has to supply
+# TrueType CJK fonts, in order of preference, that reportlab can embed (CFF-based OpenType such as Noto Sans CJK
+# cannot be): where one is installed, CJK text is embedded and shows in every viewer.
+CJK_TTF = ("wqy-microhei.ttc", "wqy-zenhei.ttc", "DroidSansFallbackFull.ttf", "DroidSansFallback.ttf", "msyh.ttc",
+           "msyh.ttf", "simhei.ttf", "simsun.ttc", "malgun.ttf", "Arial Unicode.ttf", "ArialUnicode.ttf")
+CJK_EMBEDDED = "CJKEmbedded"
+
+
+@lru_cache(maxsize=1)
+def embedded_cjk_codepoints() -> frozenset[int]:
+    """Register the first installed font of :data:`CJK_TTF` as :data:`CJK_EMBEDDED`; the code points it covers
+    (empty when none is installed or none loads)."""
+    from matplotlib import font_manager
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    installed = {Path(f).name.lower(): f for f in font_manager.findSystemFonts()}
+    for name in CJK_TTF:
+        path = installed.get(name.lower())
+        if not path:
+            continue
+        try:
+            font = TTFont(CJK_EMBEDDED, path, subfontIndex=0)
+        except Exception:  # noqa: BLE001, S112 - a font reportlab cannot read: try the next one
+            continue
+        pdfmetrics.registerFont(font)
+        return frozenset(font.face.charToGlyph)
+    return frozenset()
 
 
 @lru_cache(maxsize=1)
@@ -82,7 +110,7 @@ def _font_for(ch: str) -> str | None:
         return None
     for *ranges, font in CJK_FONTS:
         if any(lo <= code <= hi for lo, hi in ranges):
-            return font
+            return CJK_EMBEDDED if code in embedded_cjk_codepoints() else font
     return UNCOVERED
 
 
@@ -104,6 +132,8 @@ def esc(text) -> Markup:
             _uncovered.update(run)
             out.append(UNCOVERED * len(run))
         else:
+            if font != CJK_EMBEDDED:
+                _viewer_cjk.update(run)
             out.append(f'<font name="{font}">{xml_escape(run)}</font>')
     return Markup("".join(out))
 
@@ -202,6 +232,10 @@ def _build(path: Path, title: str, subtitle: str, story_body: list) -> Path:
     if _uncovered:  # fall back visibly: say which characters could not be printed
         story.append(_para(f"Characters no available font covers are shown as '{UNCOVERED}': "
                            + " ".join(f"U+{ord(c):04X}" for c in sorted(_uncovered)) + ".", st["small"]))
+    if _viewer_cjk:  # not embedded: a viewer without Adobe's CJK fonts shows boxes, so say how to embed them
+        story.append(_para("Chinese, Japanese and Korean text uses the PDF viewer's Adobe CJK fonts (not embedded); "
+                           "install a CJK TrueType font such as WenQuanYi Micro Hei (Debian/Ubuntu: fonts-wqy-microhei) "
+                           "and medseg embeds it.", st["small"]))
     try:
         doc.build(story, onFirstPage=on_page, onLaterPages=on_page)
         tmp.replace(path)
@@ -411,6 +445,7 @@ def case_report(findings_json: str | Path, out: str | Path | None = None, gt: st
     from .overlays import save_case_overlay
 
     _uncovered.clear()
+    _viewer_cjk.clear()
     fpath = Path(findings_json)
     f = _read_findings(fpath)
     case_id, labels, geo = f["case_id"], f["labels"], f["geometry"]
@@ -588,6 +623,7 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
     from reportlab.platypus import PageBreak
 
     _uncovered.clear()
+    _viewer_cjk.clear()
     eval_dir = Path(eval_dir)
     for f in ("metrics.csv", "summary.csv", "eval.json"):
         if not (eval_dir / f).is_file():

@@ -129,9 +129,46 @@ def test_infer_report_still_written_when_another_input_failed(tmp_path, monkeypa
                                           ("a&b<c", b"DejaVuSans")],
                          ids=["q20-cjk-case-name", "q20-accents-greek", "q20-markup-characters"])
 def test_case_names_print_in_the_pdf(tmp_path, case_id, font):
+    from medseg.report import embedded_cjk_codepoints
+
+    if font == b"STSong-Light" and ord(case_id[0]) in embedded_cjk_codepoints():
+        font = _embedded_cjk_font_name()  # an installed CJK TrueType font is embedded instead of the viewer's CID font
     pdf = case_report(_findings_case(tmp_path / "case", (20, 30), case_id=case_id), out=tmp_path / "r.pdf")
     assert f"Case {case_id}" in pdf_text(pdf)
     assert font in pdf.read_bytes()
+
+
+def _embedded_cjk_font_name() -> bytes:
+    from reportlab.pdfbase import pdfmetrics
+
+    from medseg.report import CJK_EMBEDDED
+
+    name = pdfmetrics.getFont(CJK_EMBEDDED).face.name
+    return name if isinstance(name, bytes) else name.encode()
+
+
+def test_cjk_without_an_installed_font_says_how_to_embed_one(tmp_path, monkeypatch):
+    """q20-cjk-viewer-font: with no CJK TrueType font to embed, the CID font is named in a note, so a viewer that
+    shows boxes is explained and the fix is given."""
+    from medseg import report
+
+    monkeypatch.setattr(report, "embedded_cjk_codepoints", lambda: frozenset())
+    pdf = case_report(_findings_case(tmp_path / "case", (20, 30), case_id="病例一"), out=tmp_path / "r.pdf")
+    text = " ".join(pdf_text(pdf).split())
+    assert "Case 病例一" in text and b"STSong-Light" in pdf.read_bytes()
+    assert "Adobe CJK fonts (not embedded)" in text and "fonts-wqy-microhei" in text
+
+
+def test_an_installed_cjk_font_is_embedded(tmp_path):
+    """q20-cjk-embedded: where a CJK TrueType font is installed it is embedded, and no viewer note is needed."""
+    from medseg.report import embedded_cjk_codepoints
+
+    if ord("病") not in embedded_cjk_codepoints():
+        pytest.skip("no CJK TrueType font installed here (e.g. Debian's fonts-wqy-microhei)")
+    pdf = case_report(_findings_case(tmp_path / "case", (20, 30), case_id="病例一"), out=tmp_path / "r.pdf")
+    data = pdf.read_bytes()
+    assert b"+" + _embedded_cjk_font_name() in data and b"STSong-Light" not in data  # a subset, embedded
+    assert "not embedded" not in pdf_text(pdf)
 
 
 def test_uncovered_characters_fall_back_visibly(tmp_path):
