@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .errors import MedsegError
+from .errors import MedsegError, os_fix, os_reason
 
 # rich_markup_mode=None: typer's rich help panel prints a type placeholder (<bool>) after every flag; the plain
 # click formatter shows flags as flags (--tta, --keep-largest / --no-keep-largest) and the other options' types.
@@ -51,14 +51,8 @@ def _run(fn, *args, **kwargs):
 
 def write_failure(exc: OSError) -> str:
     """One line for a failed file operation: which file, what the system said, what is safe and the fix."""
-    import errno
-
     where = f"{exc.filename}: " if exc.filename else ""
-    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
-    fix = {errno.ENOSPC: "free disk space", errno.EACCES: "choose a folder you can write to (--out)",
-           errno.EPERM: "choose a folder you can write to (--out)", errno.EROFS: "choose a writable --out",
-           errno.ENOENT: "check the path", errno.ENOTDIR: "check the path: a part of it is a file"}.get(
-               exc.errno, "check the path, the free disk space and the folder's permissions")
+    reason, fix = os_reason(exc), os_fix(exc)
     return (f"{where}{reason}; files medseg finished writing are complete (each is written under a temporary name "
             f"and renamed when done); fix: {fix}, then run the command again")
 

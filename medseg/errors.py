@@ -43,3 +43,24 @@ class user_errors:
             if found is not None:
                 raise found from None
         return False
+
+
+def os_reason(exc: BaseException) -> str:
+    """What went wrong in a file operation, in words: the OS's (``No space left on device``) or the error's text."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:160] + ("..." if len(text) > 160 else "")
+
+
+def os_fix(exc: BaseException, otherwise: str = "check the path, the free disk space and the folder's permissions") -> str:
+    """The fix for a failed file operation, by its errno: free space, a writable folder, or the path."""
+    import errno
+
+    return {errno.ENOSPC: "free disk space or choose an --out on another disk",
+            errno.EDQUOT: "free space within your disk quota or choose an --out on another disk",
+            errno.EROFS: "choose an --out on a writable disk",
+            errno.EACCES: "choose an --out folder you can write to",
+            errno.EPERM: "choose an --out folder you can write to",
+            errno.ENOENT: "check the path",
+            errno.ENOTDIR: "check the path: a part of it is a file"}.get(getattr(exc, "errno", None), otherwise)

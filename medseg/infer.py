@@ -28,7 +28,7 @@ from .checkpoint import describe, file_hash, load_checkpoint, validate_checkpoin
 from .config import Config, config_from_dict
 from .data.base import IMAGE, mask_stem
 from .data.lookup import lookup_metadata
-from .errors import MedsegError, fail, find_user_error
+from .errors import MedsegError, fail, find_user_error, os_fix, os_reason
 from .findings import lesion_findings
 from .io import (
     IMAGE_2D_EXTS,
@@ -689,14 +689,7 @@ class CaseWriteError(MedsegError):
 def _write_failure(target: Path, exc: OSError, out_dir: Path | None = None, done: int = 0, total: int = 0) -> MedsegError:
     """``TARGET: could not be written (REASON); ...`` saying what is safe on disk; with ``out_dir`` also that the
     batch stopped there and how many cases before it are complete."""
-    import errno
-
-    reason = exc.strerror or type(exc).__name__
-    fix = {errno.ENOSPC: "free disk space or choose an --out on another disk",
-           errno.EDQUOT: "free space within your disk quota or choose an --out on another disk",
-           errno.EROFS: "choose an --out on a writable disk",
-           errno.EACCES: "choose an --out folder you can write to",
-           errno.EPERM: "choose an --out folder you can write to"}.get(exc.errno, "check the --out folder")
+    reason, fix = os_reason(exc), os_fix(exc, "check the --out folder")
     batch = (f"stopped there: {done} of {total} case(s) were written to {out_dir} before it and are complete, and "
              if out_dir is not None else "")
     return fail(target, f"could not be written ({reason}); {batch}no partial file of this case was left",

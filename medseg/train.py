@@ -25,7 +25,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .config import Config, save_config
 from .data import IMAGE, LABEL, load_samples
 from .data.splits import make_split, save_split, select
-from .errors import MedsegError, fail, user_errors
+from .errors import MedsegError, fail, os_reason, user_errors
 from .io import atomic_write, stale_temp_files
 from .losses import build_loss
 from .models import build_model, model_spec, size_divisor
@@ -106,7 +106,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
         _remove_own_files(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise fail(run_dir, f"cannot prepare the run folder ({_reason(exc)})",
+        raise fail(run_dir, f"cannot prepare the run folder ({os_reason(exc)})",
                    "choose an --out in a folder you can write to") from None
 
 
@@ -146,21 +146,13 @@ def _remove_own_files(run_dir: Path) -> None:
             folder.rmdir()
 
 
-def _reason(exc: BaseException) -> str:
-    """What went wrong in a write, in words: the OS's (``No space left on device``) or the error's own text."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:160] + ("..." if len(text) > 160 else "")
-
-
 def _write_or_explain(path: Path, writer, what: str, safe: str, fix: str) -> None:
     """``atomic_write(path, writer)``; a failure (read-only folder, full disk) becomes one line that says what was
     not written, what on disk is still sound (``safe``) and the fix."""
     try:
         atomic_write(path, writer)
     except OSError as exc:
-        raise fail(path, f"could not write {what} ({_reason(exc)}); {safe}", fix) from None
+        raise fail(path, f"could not write {what} ({os_reason(exc)}); {safe}", fix) from None
 
 
 def _save_checkpoint_or_explain(payload: dict, path: Path) -> None:
@@ -174,7 +166,7 @@ def _save_checkpoint_or_explain(payload: dict, path: Path) -> None:
     try:
         save_checkpoint(payload, path)
     except (OSError, RuntimeError) as exc:  # torch reports some failed writes as RuntimeError
-        raise fail(path, f"could not write the checkpoint ({_reason(exc)}); {safe}",
+        raise fail(path, f"could not write the checkpoint ({os_reason(exc)}); {safe}",
                    f"free disk space (or make {path.parent} writable) and {again}") from None
 
 

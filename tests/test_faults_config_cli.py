@@ -311,7 +311,7 @@ def test_a_bad_set_value_is_blamed_on_the_command_line():
     assert str(err.value).startswith("train.epochs from --set: train.epochs -5 must be at least 1")
 
 
-@pytest.mark.parametrize("code, fix", [(28, "free disk space"), (30, "choose a writable --out"), (2, "check the path")],
+@pytest.mark.parametrize("code, fix", [(28, "free disk space"), (30, "choose an --out on a writable disk"), (2, "check the path")],
                          ids=["x-oserror-enospc", "x-oserror-erofs", "x-oserror-enoent"])
 def test_an_unexplained_oserror_is_one_line_with_its_fix(code, fix, capsys):
     """x-oserror-net: a failed write the library did not explain (evaluate's or report's --out on a full or
@@ -340,4 +340,4 @@ def test_the_oserror_line_names_the_file_and_the_fix():
 
     line = write_failure(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "eval/metrics.csv"))
     assert line.startswith("eval/metrics.csv: No space left on device; files medseg finished writing are complete")
-    assert "fix: free disk space, then run the command again" in line
+    assert "fix: free disk space or choose an --out on another disk, then run the command again" in line
