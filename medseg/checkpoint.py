@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .config import Config, config_from_dict
 from .errors import MedsegError, fail
 from .io import atomic_write
 
@@ -101,13 +102,13 @@ def require_keys(ckpt: dict, path) -> None:
 REPAIR = "re-train, or restore the file from the run folder or a backup"
 
 
-def validate_checkpoint(ckpt: dict, path) -> None:
-    """Refuse a checkpoint whose config contradicts its own network, or whose weights are not finite.
+def validate_checkpoint(ckpt: dict, path) -> Config:
+    """Refuse a checkpoint whose config contradicts its own network, or whose weights are not finite; return its
+    config, built and checked once here.
 
     A tampered or damaged checkpoint otherwise loads and runs: labels that need more output channels than the
     network has give a RuntimeError (or, in 2D, silently the wrong classes), a zero or negative spacing skips
     resampling, and a NaN weight gives an empty mask. Each check names the checkpoint key that is wrong."""
-    from .config import config_from_dict
     from .models import size_divisor
 
     require_keys(ckpt, path)
@@ -122,6 +123,7 @@ def validate_checkpoint(ckpt: dict, path) -> None:
     _check_channels(ckpt, cfg, kw, path)
     _check_sizes(ckpt, cfg, size_divisor(ckpt["model"]), path)
     _check_finite_weights(ckpt["state_dict"], path)
+    return cfg
 
 
 def _refuse(path, problem: str):
@@ -161,12 +163,17 @@ def _check_sizes(ckpt: dict, cfg, div: int, path) -> None:
     for key, size in sizes:
         if size is None:
             continue
-        ok = isinstance(size, (list, tuple)) and len(size) == dims and all(
-            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
-        if not ok:
+        if not _n_positive(size, dims, whole=True):
             raise _refuse(path, f"key '{key}' {size} is not {dims} positive whole numbers")
         if any(s % div for s in size):
             raise _refuse(path, f"key '{key}' {list(size)} is not a multiple of {div} (the network's total stride)")
+
+
+def _n_positive(values, n: int, whole: bool) -> bool:
+    """Whether ``values`` is a list of ``n`` finite numbers above 0 (whole numbers only with ``whole``)."""
+    kinds = (int,) if whole else (int, float)
+    return isinstance(values, (list, tuple)) and len(values) == n and all(
+        isinstance(v, kinds) and not isinstance(v, bool) and np.isfinite(v) and v > 0 for v in values)
 
 
 def _check_spacing(ckpt: dict, path) -> None:
@@ -180,9 +187,7 @@ def _check_spacing(ckpt: dict, path) -> None:
     for key, sp in spacings:
         if sp is None:
             continue
-        ok = isinstance(sp, (list, tuple)) and len(sp) == 3 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0 for v in sp)
-        if not ok:
+        if not _n_positive(sp, 3, whole=False):
             raise _refuse(path, f"key '{key}' {sp} is not 3 positive voxel sizes in mm")
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .checkpoint import describe, file_hash, load_checkpoint, validate_checkpoint
-from .config import Config, config_from_dict
+from .config import Config
 from .data.base import IMAGE, mask_stem
 from .data.lookup import lookup_metadata
 from .errors import MedsegError, fail, find_user_error, os_fix, os_reason
@@ -111,8 +111,7 @@ def _misfit(path: Path, inputs: list[str] | None) -> tuple[str | None, dict | No
     """Why the checkpoint at ``path`` does not fit ``inputs`` (None when it does), and the checkpoint."""
     try:
         ckpt = load_checkpoint(path)
-        validate_checkpoint(ckpt, path)
-        cfg = config_from_dict(ckpt["config"], source=str(path))
+        cfg = validate_checkpoint(ckpt, path)
     except MedsegError as exc:
         return f"unusable: {str(exc).split('; fix:')[0].removeprefix(f'{path}: ')}", None
     if not inputs:
@@ -174,8 +173,7 @@ def load_models(paths: list[str | Path], device: torch.device) -> list[LoadedMod
     models = []
     for p in paths:
         ck = load_checkpoint(p, map_location="cpu")
-        validate_checkpoint(ck, p)
-        cfg = config_from_dict(ck["config"], source=str(p))
+        cfg = validate_checkpoint(ck, p)
         net = build_model(ck["model"])
         try:
             net.load_state_dict(ck["state_dict"])
@@ -673,7 +671,7 @@ def make_out_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise fail(out_dir, f"cannot be created ({exc.strerror or exc})",
+        raise fail(out_dir, f"cannot be created ({os_reason(exc)})",
                    "choose an --out folder you can write to") from None
 
 
