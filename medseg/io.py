@@ -176,7 +176,6 @@ warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImageP
 def exif_orientation(path: str | Path) -> int:
     """A 2D file's EXIF orientation (1 = as stored, 2-8 = flipped or turned when shown); 1 when it has none."""
     try:
-        # PIL warns about a damaged EXIF block ("Corrupt EXIF data"); read_image_2d reports the file in one line
         with _open_image(Path(path)) as im:  # an over-large image is refused by read_image_2d, not here
             return _orientation(im)
     except Exception:  # noqa: BLE001 - unreadable files are reported by read_image_2d

@@ -348,15 +348,8 @@ class Validation:
     example: dict | None
 
 
-def validate(model, val_ds, cfg: Config, device: torch.device) -> tuple[np.ndarray, dict | None]:
-    """Mean per-class Dice over the validation volumes, plus one example for the image panel (see
-    :func:`validate_full`)."""
-    v = validate_full(model, val_ds, cfg, device)
-    return v.dice, v.example
-
-
 @torch.no_grad()
-def validate_full(model, val_ds, cfg: Config, device: torch.device, loss_fn=None) -> Validation:
+def validate(model, val_ds, cfg: Config, device: torch.device, loss_fn=None) -> Validation:
     """Score ``model`` on the validation items: see :class:`Validation`.
 
     Items that carry a ``volume_id`` (LGG slices) are pooled per volume first, so the score is per patient, the
@@ -388,7 +381,8 @@ def validate_full(model, val_ds, cfg: Config, device: torch.device, loss_fn=None
             lab = _plain(item[LABEL])
             key = item.get("volume_id", i) if isinstance(item, dict) else i
             counts[key] = counts.get(key, 0) + _counts(pred[None], lab[None], cfg.num_classes)
-            whole[key] = whole.get(key, 0) + np.array(confusion(pred.numpy() > 0, lab.numpy() > 0)[:3], np.float64)
+            if not cfg.binary:  # binary: the one foreground class is the whole foreground, counted already
+                whole[key] = whole.get(key, 0) + np.array(confusion(pred.numpy() > 0, lab.numpy() > 0)[:3], np.float64)
             fg = int((lab > 0).sum())
             if fg > best_fg:
                 best_fg, example = fg, {"image": img.cpu().numpy(), "label": lab[0].numpy(), "pred": pred[0].numpy()}
@@ -401,7 +395,7 @@ def validate_full(model, val_ds, cfg: Config, device: torch.device, loss_fn=None
     if pending:
         run()
     dice = np.mean([[dice_from_counts(*row) for row in c] for c in counts.values()], axis=0)
-    dice_whole = float(np.mean([dice_from_counts(*c) for c in whole.values()]))
+    dice_whole = float(np.mean([dice_from_counts(*c) for c in whole.values()])) if whole else float(dice[0])
     return Validation(dice, dice_whole, loss_sum / n_items if n_items else None, example)
 
 
@@ -783,7 +777,7 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         is_val_epoch = (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs
         if val_samples and is_val_epoch:
             t_val = time.perf_counter()
-            val = validate_full(ema.module if ema is not None else net, val_ds, cfg, dev, loss_fn)
+            val = validate(ema.module if ema is not None else net, val_ds, cfg, dev, loss_fn)
             dice, example = val.dice, val.example
             # 4 decimals: on a small set a pass takes milliseconds, and 0.0 would read as "not timed"
             row["validation_seconds"] = round(time.perf_counter() - t_val, 4)

@@ -383,7 +383,7 @@ class _LabelAsLogits(torch.nn.Module):
 def test_whole_foreground_dice_merges_the_classes():
     """q25-dice-whole: classes swapped inside the right region: per-class Dice 0, whole-foreground Dice 1."""
     from medseg.losses import build_loss
-    from medseg.train import validate_full
+    from medseg.train import validate
 
     cfg = load_config("demo", ["preprocess.spatial_size=[8,8]", "data.labels=[background,a,b]"])
     gt = np.zeros((8, 8))
@@ -391,7 +391,7 @@ def test_whole_foreground_dice_merges_the_classes():
     pred = np.where(gt == 1, 2, np.where(gt == 2, 1, 0))
     items = [{"image": torch.tensor(np.stack([np.zeros((8, 8)), pred]), dtype=torch.float32),
               "label": torch.tensor(gt[None], dtype=torch.float32)}]
-    v = validate_full(_LabelAsLogits(3), items, cfg, torch.device("cpu"), build_loss(cfg))
+    v = validate(_LabelAsLogits(3), items, cfg, torch.device("cpu"), build_loss(cfg))
     assert list(v.dice) == [0.0, 0.0]
     assert v.dice_whole == 1.0
     assert v.loss is not None and v.loss > 0

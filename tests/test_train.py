@@ -198,7 +198,7 @@ def test_validation_pools_slices_per_volume():
     pr[2][3, 3] = 1  # volume "b": one false positive, no truth -> Dice 0
     items = [{"image": torch.tensor(np.stack([np.zeros((4, 4)), np.where(p > 0, 10.0, -10.0)]), dtype=torch.float32),
               "label": torch.tensor(g[None], dtype=torch.float32), "volume_id": v} for p, g, v in zip(pr, gt, "aab")]
-    dice, _ = validate(_LabelAsLogits(), items, cfg, torch.device("cpu"))
+    dice = validate(_LabelAsLogits(), items, cfg, torch.device("cpu")).dice
     # volume a: tp 4, pred 5, true 4 -> 8/9; volume b: 0; mean 4/9 (per slice it would be (0 + 1 + 0) / 3)
     assert dice[0] == pytest.approx((8 / 9 + 0) / 2)
 
@@ -224,7 +224,8 @@ def test_validation_batches_same_size_slices_without_changing_the_score():
         expect.append(2 * tp / (2 * tp + fp + fn))
     for batch in (1, 2, 16):
         cfg = load_config("demo", ["preprocess.spatial_size=[4,4]", f"train.batch_size={batch}"])
-        dice, example = validate(_LabelAsLogits(), items, cfg, torch.device("cpu"))
+        v = validate(_LabelAsLogits(), items, cfg, torch.device("cpu"))
+        dice, example = v.dice, v.example
         assert dice[0] == pytest.approx(np.mean(expect))
         assert example["image"].shape == (2, 8, 8)  # the item with the most foreground is the 8x8 one
 

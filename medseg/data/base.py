@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import MedsegError, fail
+from ..errors import MedsegError, fail, os_reason
 
 IMAGE = "image"
 LABEL = "label"
@@ -55,7 +55,7 @@ def load_samples(recipe: str, data_dir: str | Path, options: dict | None = None,
         try:
             data_dir.mkdir(parents=True)
         except OSError as exc:
-            raise fail(data_dir, f"cannot be created ({exc.strerror or exc})",
+            raise fail(data_dir, f"cannot be created ({os_reason(exc)})",
                        "pass a --data-dir in a folder you can write to") from None
     if not data_dir.exists():
         raise fail(data_dir, "data directory does not exist",
