@@ -38,7 +38,15 @@ def run_isolated(args: list[str]) -> dict:
 
 def line(metric: str, value, unit: str, peer=None, **extra) -> None:
     """Print one figure per line: metric, value, unit, the peer's value, machine and date."""
-    rec = {"metric": metric, "value": value, "unit": unit, "peer": peer, "machine": machine(), "date": str(date.today()), **extra}
+    rec = {
+        "metric": metric,
+        "value": value,
+        "unit": unit,
+        "peer": peer,
+        "machine": machine(),
+        "date": str(date.today()),
+        **extra,
+    }
     print(json.dumps(rec))
 
 

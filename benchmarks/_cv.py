@@ -41,27 +41,60 @@ def run_cv(recipe: str, default_data: str, argv=None) -> None:
         # would leak the held-out cases into model selection; it is reported beside, for reference.
         scores, t0 = {}, time.time()
         for ck in ("last",) if a.skip_best_pt else ("last", "best"):
-            ev = evaluate_model(out / f"fold{fold}" / f"{ck}.pt", recipe, a.data_dir, out / f"fold{fold}" / f"eval-{ck}",
-                                split="val", tta=a.tta, force=True, progress=False, log=lambda *_: None)
+            ev = evaluate_model(
+                out / f"fold{fold}" / f"{ck}.pt",
+                recipe,
+                a.data_dir,
+                out / f"fold{fold}" / f"eval-{ck}",
+                split="val",
+                tta=a.tta,
+                force=True,
+                progress=False,
+                log=lambda *_: None,
+            )
             s = ev.summary
-            scores[ck] = {m: float(s[(s["class"] == cfg.data.labels[1]) & (s["metric"] == m)]["mean"].iloc[0])
-                          for m in ("dice", "jaccard")}
+            scores[ck] = {
+                m: float(s[(s["class"] == cfg.data.labels[1]) & (s["metric"] == m)]["mean"].iloc[0])
+                for m in ("dice", "jaccard")
+            }
         eval_min = (time.time() - t0) / 60
         scores.setdefault("best", {"dice": None, "jaccard": None})
-        results[str(fold)] = {"dice": scores["last"]["dice"], "jaccard": scores["last"]["jaccard"],
-                              "dice_best_pt": scores["best"]["dice"], "jaccard_best_pt": scores["best"]["jaccard"],
-                              "train_minutes": round(train_min, 2), "eval_minutes": round(eval_min, 2), "best_val_dice_training_grid": tr.best_metric,
-                              "best_epoch": tr.best_epoch, "n_val": ev.info["n_cases"],
-                              "per_volume": ev.info.get("per_volume", False), "overrides": a.overrides, "tta": bool(a.tta or cfg.infer.tta)}
+        results[str(fold)] = {
+            "dice": scores["last"]["dice"],
+            "jaccard": scores["last"]["jaccard"],
+            "dice_best_pt": scores["best"]["dice"],
+            "jaccard_best_pt": scores["best"]["jaccard"],
+            "train_minutes": round(train_min, 2),
+            "eval_minutes": round(eval_min, 2),
+            "best_val_dice_training_grid": tr.best_metric,
+            "best_epoch": tr.best_epoch,
+            "n_val": ev.info["n_cases"],
+            "per_volume": ev.info.get("per_volume", False),
+            "overrides": a.overrides,
+            "tta": bool(a.tta or cfg.infer.tta),
+        }
         results_path.write_text(json.dumps(results, indent=1))
         unit = "patients" if ev.info.get("per_volume") else "images"
-        line(f"{recipe} fold {fold}/{a.folds} mean Dice ({ev.info['n_cases']} val {unit}, original resolution)",
-             round(scores["last"]["dice"], 4), "", None, command=cmd, jaccard=round(scores["last"]["jaccard"], 4),
-             dice_best_pt=scores["best"]["dice"] and round(scores["best"]["dice"], 4), train_minutes=round(train_min, 1))
+        line(
+            f"{recipe} fold {fold}/{a.folds} mean Dice ({ev.info['n_cases']} val {unit}, original resolution)",
+            round(scores["last"]["dice"], 4),
+            "",
+            None,
+            command=cmd,
+            jaccard=round(scores["last"]["jaccard"], 4),
+            dice_best_pt=scores["best"]["dice"] and round(scores["best"]["dice"], 4),
+            train_minutes=round(train_min, 1),
+        )
     done = [results[k] for k in sorted(results, key=int)]
     if done:
         mean = lambda k: sum(r[k] for r in done) / len(done)
-        line(f"{recipe} {len(done)}-fold CV mean Dice", round(mean("dice"), 4), "", None, command=cmd,
-             jaccard=round(mean("jaccard"), 4),
-             dice_best_pt=None if any(r["dice_best_pt"] is None for r in done) else round(mean("dice_best_pt"), 4),
-             train_minutes_per_fold=round(mean("train_minutes"), 1))
+        line(
+            f"{recipe} {len(done)}-fold CV mean Dice",
+            round(mean("dice"), 4),
+            "",
+            None,
+            command=cmd,
+            jaccard=round(mean("jaccard"), 4),
+            dice_best_pt=None if any(r["dice_best_pt"] is None for r in done) else round(mean("dice_best_pt"), 4),
+            train_minutes_per_fold=round(mean("train_minutes"), 1),
+        )

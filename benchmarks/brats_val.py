@@ -36,17 +36,39 @@ def main(argv=None) -> None:
     tr = train(cfg, a.data_dir, Path(a.out), force=True, progress=False, log=lambda *_: None)
     minutes = (time.time() - t0) / 60
     for ck in ("last", "best"):
-        ev = evaluate_model(Path(a.out) / f"{ck}.pt", "brats", a.data_dir, Path(a.out) / f"eval-{ck}", split="val",
-                            force=True, progress=False, log=lambda *_: None)
+        ev = evaluate_model(
+            Path(a.out) / f"{ck}.pt",
+            "brats",
+            a.data_dir,
+            Path(a.out) / f"eval-{ck}",
+            split="val",
+            force=True,
+            progress=False,
+            log=lambda *_: None,
+        )
         s = ev.summary
         dice = s[s["metric"] == "dice"]
         for _, r in dice.iterrows():
             name = "whole tumour (all labels > 0)" if r["class"] == "all_foreground" else r["class"]
-            line(f"brats {ck}.pt validation Dice, {name}", round(float(r["mean"]), 4), "", None, command=cmd,
-                 n_cases=int(r["n"]), n_undefined=int(r["n_undefined"]),
-                 per_case=[round(float(v), 4) for v in ev.metrics[ev.metrics["class"] == r["class"]]["dice"]])
-    line("brats training wall time", round(minutes, 1), "min", None, command=cmd, epochs=tr.epochs_run,
-         best_epoch=tr.best_epoch)
+            line(
+                f"brats {ck}.pt validation Dice, {name}",
+                round(float(r["mean"]), 4),
+                "",
+                None,
+                command=cmd,
+                n_cases=int(r["n"]),
+                n_undefined=int(r["n_undefined"]),
+                per_case=[round(float(v), 4) for v in ev.metrics[ev.metrics["class"] == r["class"]]["dice"]],
+            )
+    line(
+        "brats training wall time",
+        round(minutes, 1),
+        "min",
+        None,
+        command=cmd,
+        epochs=tr.epochs_run,
+        best_epoch=tr.best_epoch,
+    )
     line("brats peak host memory (train + evaluate)", round(peak_rss_mb()), "MB", None, command=cmd)
 
 

@@ -24,13 +24,17 @@ from pathlib import Path
 import numpy as np
 
 
-def case_scores(run: str | Path, metric: str = "dice", eval_dir: str = "eval-last", label: str | None = None) -> dict[str, float]:
+def case_scores(
+    run: str | Path, metric: str = "dice", eval_dir: str = "eval-last", label: str | None = None
+) -> dict[str, float]:
     """``{case_id: score}`` over every fold of one cross-validation run (one class: the first, or ``label``)."""
     run = Path(run)
     files = sorted(run.glob(f"fold*/{eval_dir}/metrics.csv"))
     if not files:
-        raise SystemExit(f"error: {run}: no fold*/{eval_dir}/metrics.csv; fix: point at a folder that ph2_cv.py or "
-                         f"lgg_cv.py wrote (with --out), after its folds were evaluated")
+        raise SystemExit(
+            f"error: {run}: no fold*/{eval_dir}/metrics.csv; fix: point at a folder that ph2_cv.py or "
+            f"lgg_cv.py wrote (with --out), after its folds were evaluated"
+        )
     scores: dict[str, float] = {}
     for f in files:
         with open(f, newline="") as fh:
@@ -40,7 +44,9 @@ def case_scores(run: str | Path, metric: str = "dice", eval_dir: str = "eval-las
             if r["class"] != cls or r.get(metric, "") in ("", "nan"):
                 continue
             if r["case_id"] in scores:
-                raise SystemExit(f"error: {f}: case {r['case_id']} is held out by two folds; fix: compare runs of one k-fold split")
+                raise SystemExit(
+                    f"error: {f}: case {r['case_id']} is held out by two folds; fix: compare runs of one k-fold split"
+                )
             scores[r["case_id"]] = float(r[metric])
     return scores
 
@@ -49,8 +55,10 @@ def paired(base: list[dict[str, float]], lever: list[dict[str, float]]) -> tuple
     """Cases scored in every run, with each case's default score and its lever-minus-default difference, both averaged
     over the run pairs."""
     if len(base) != len(lever):
-        raise SystemExit(f"error: {len(base)} base runs but {len(lever)} lever runs; fix: give one lever run per base "
-                         "run, in the same seed order")
+        raise SystemExit(
+            f"error: {len(base)} base runs but {len(lever)} lever runs; fix: give one lever run per base "
+            "run, in the same seed order"
+        )
     cases = sorted(set.intersection(*(set(s) for s in base + lever)))
     if not cases:
         raise SystemExit("error: the runs share no held-out case; fix: compare runs of the same folds")
@@ -70,17 +78,27 @@ def bootstrap_ci(diff: np.ndarray, n: int = 10000, seed: int = 0, level: float =
 def summary(name: str, cases: list[str], base: np.ndarray, diff: np.ndarray, margin: float, n_boot: int) -> dict:
     lo, hi, p_up = bootstrap_ci(diff, n_boot)
     order = np.argsort(diff)
-    return {"comparison": name, "cases": len(cases), "base_mean": round(float(base.mean()), 4),
-            "lever_mean": round(float((base + diff).mean()), 4), "mean_diff": round(float(diff.mean()), 4),
-            "ci95": [round(lo, 4), round(hi, 4)], "share_of_resamples_above_0": round(p_up, 3),
-            "cases_up": int((diff > margin).sum()), "cases_down": int((diff < -margin).sum()), "margin": margin,
-            "most_down": [[cases[i], round(float(diff[i]), 3)] for i in order[:3]],
-            "most_up": [[cases[i], round(float(diff[i]), 3)] for i in order[::-1][:3]]}
+    return {
+        "comparison": name,
+        "cases": len(cases),
+        "base_mean": round(float(base.mean()), 4),
+        "lever_mean": round(float((base + diff).mean()), 4),
+        "mean_diff": round(float(diff.mean()), 4),
+        "ci95": [round(lo, 4), round(hi, 4)],
+        "share_of_resamples_above_0": round(p_up, 3),
+        "cases_up": int((diff > margin).sum()),
+        "cases_down": int((diff < -margin).sum()),
+        "margin": margin,
+        "most_down": [[cases[i], round(float(diff[i]), 3)] for i in order[:3]],
+        "most_up": [[cases[i], round(float(diff[i]), 3)] for i in order[::-1][:3]],
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base", nargs="+", required=True, help="cross-validation run folders of the default, one per seed")
+    ap.add_argument(
+        "--base", nargs="+", required=True, help="cross-validation run folders of the default, one per seed"
+    )
     ap.add_argument("--lever", nargs="+", required=True, help="run folders of the lever, in the same seed order")
     ap.add_argument("--metric", default="dice", help="a column of metrics.csv (default dice)")
     ap.add_argument("--label", default=None, help="the class to compare (default: the first in metrics.csv)")
@@ -96,9 +114,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         out.append(summary("default, second seed - first seed", *paired(base[:1], base[1:2]), args.margin, args.boot))
     for rec in out:
         print(json.dumps({"metric": f"{args.metric}: {rec['comparison']}", **rec}))
-        print(f"{rec['comparison']}: {rec['cases']} cases, {rec['base_mean']:.4f} -> {rec['lever_mean']:.4f} "
-              f"({rec['mean_diff']:+.4f}, 95% CI {rec['ci95'][0]:+.4f} to {rec['ci95'][1]:+.4f}); "
-              f"{rec['cases_up']} up and {rec['cases_down']} down by more than {rec['margin']}", file=sys.stderr)
+        print(
+            f"{rec['comparison']}: {rec['cases']} cases, {rec['base_mean']:.4f} -> {rec['lever_mean']:.4f} "
+            f"({rec['mean_diff']:+.4f}, 95% CI {rec['ci95'][0]:+.4f} to {rec['ci95'][1]:+.4f}); "
+            f"{rec['cases_up']} up and {rec['cases_down']} down by more than {rec['margin']}",
+            file=sys.stderr,
+        )
     return out
 
 

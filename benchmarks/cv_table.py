@@ -1,6 +1,6 @@
 """Print a Markdown table of a cross-validation run's per-fold results (the cv.json that ph2_cv.py/lgg_cv.py write).
 
-    python benchmarks/cv_table.py runs/cv-ph2/cv.json
+python benchmarks/cv_table.py runs/cv-ph2/cv.json
 """
 
 from __future__ import annotations
@@ -17,19 +17,25 @@ def _num(value, fmt: str) -> str:
 def table(path: str) -> str:
     res = json.loads(Path(path).read_text())
     folds = sorted(res, key=int)
-    rows = ["| fold | Dice (last.pt) | Jaccard (last.pt) | Dice (best.pt, picked on this fold) | training (min) |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| fold | Dice (last.pt) | Jaccard (last.pt) | Dice (best.pt, picked on this fold) | training (min) |",
+        "|---|---|---|---|---|",
+    ]
     for f in folds:
         r = res[f]
-        rows.append(f"| {f} | {r['dice']:.4f} | {r['jaccard']:.4f} | {_num(r.get('dice_best_pt'), '.4f')} | "
-                    f"{r['train_minutes']:.1f} |")
+        rows.append(
+            f"| {f} | {r['dice']:.4f} | {r['jaccard']:.4f} | {_num(r.get('dice_best_pt'), '.4f')} | "
+            f"{r['train_minutes']:.1f} |"
+        )
 
     def mean(k):
         vals = [res[f].get(k) for f in folds]
         return None if None in vals else sum(vals) / len(vals)
 
-    rows.append(f"| **mean** | **{mean('dice'):.4f}** | **{mean('jaccard'):.4f}** | {_num(mean('dice_best_pt'), '.4f')} | "
-                f"{mean('train_minutes'):.1f} |")
+    rows.append(
+        f"| **mean** | **{mean('dice'):.4f}** | **{mean('jaccard'):.4f}** | {_num(mean('dice_best_pt'), '.4f')} | "
+        f"{mean('train_minutes'):.1f} |"
+    )
     return "\n".join(rows)
 
 

@@ -27,8 +27,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import line, peak_rss_mb, run_isolated
 
 ROI = [96, 96, 96]
-MODEL = {"name": "unet", "kwargs": {"spatial_dims": 3, "in_channels": 1, "out_channels": 1, "channels": [16, 32, 64, 128],
-                                    "strides": [2, 2, 2], "num_res_units": 1, "dropout": 0.0, "norm": "instance"}}
+MODEL = {
+    "name": "unet",
+    "kwargs": {
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 1,
+        "channels": [16, 32, 64, 128],
+        "strides": [2, 2, 2],
+        "num_res_units": 1,
+        "dropout": 0.0,
+        "norm": "instance",
+    },
+}
 
 
 def make_inputs(workdir: Path, shape) -> tuple[Path, Path]:
@@ -44,13 +55,28 @@ def make_inputs(workdir: Path, shape) -> tuple[Path, Path]:
     vol = np.random.default_rng(0).normal(0, 100, size=shape).astype(np.int16)
     img = nib.Nifti1Image(vol, np.diag([0.7, 0.7, 1.0, 1.0]))
     nib.save(img, str(workdir / "ct.nii.gz"))
-    cfg = config_from_dict({"name": "bench", "data": {"recipe": "nifti", "spatial_dims": 3, "channels": ["ct"],
-                                                       "labels": ["background", "organ"]},
-                            "preprocess": {"spacing": None, "intensity": "zscore"},
-                            "infer": {"roi_size": ROI, "sw_batch_size": 4, "overlap": 0.25}})
+    cfg = config_from_dict(
+        {
+            "name": "bench",
+            "data": {"recipe": "nifti", "spatial_dims": 3, "channels": ["ct"], "labels": ["background", "organ"]},
+            "preprocess": {"spacing": None, "intensity": "zscore"},
+            "infer": {"roi_size": ROI, "sw_batch_size": 4, "overlap": 0.25},
+        }
+    )
     net = build_model(MODEL)
-    save_checkpoint({"model": MODEL, "state_dict": net.state_dict(), "config": cfg.to_dict(), "labels": ["background", "organ"],
-                     "channels": ["ct"], "roi_size": ROI, "epoch": 0, "best_metric": 0.0}, workdir / "model.pt")
+    save_checkpoint(
+        {
+            "model": MODEL,
+            "state_dict": net.state_dict(),
+            "config": cfg.to_dict(),
+            "labels": ["background", "organ"],
+            "channels": ["ct"],
+            "roi_size": ROI,
+            "epoch": 0,
+            "best_metric": 0.0,
+        },
+        workdir / "model.pt",
+    )
     return workdir / "ct.nii.gz", workdir / "model.pt"
 
 
@@ -67,9 +93,14 @@ def run_medseg(volume: str, model: str, device: str) -> dict:
         summary = infer([volume], model=[model], out=out, device=device, progress=False, log=lambda *_: None)
         walls.append(time.perf_counter() - t0)
         timings = summary.outputs[0].get("timings")
-    gpu = torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda" else None
-    return {"wall_s": walls[0], "warm_wall_s": walls[-1], "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": gpu,
-            "timings": timings}
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+    return {
+        "wall_s": walls[0],
+        "warm_wall_s": walls[-1],
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_gpu_mb": gpu,
+        "timings": timings,
+    }
 
 
 def run_plain(volume: str, model: str, device: str) -> dict:
@@ -94,7 +125,7 @@ def run_plain(volume: str, model: str, device: str) -> dict:
         mask = (y > 0).cpu()
         walls.append(time.perf_counter() - t0)
         del mask, y
-    gpu = torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda" else None
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     return {"wall_s": walls[0], "warm_wall_s": walls[-1], "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": gpu}
 
 
@@ -117,15 +148,40 @@ def main() -> None:
         ours = run_isolated(common + ["--_worker", "medseg"])
     shape = "x".join(map(str, a.shape))
     cmd = "python benchmarks/infer_volume.py " + " ".join(sys.argv[1:])
-    line(f"infer wall time {shape} ({a.device})", round(ours["wall_s"], 1), "s", round(plain["wall_s"], 1), command=cmd,
-         note="medseg: full file-to-file path; peer: plain sliding_window_inference on an in-memory tensor")
-    line(f"infer peak host memory {shape} ({a.device})", round(ours["peak_rss_mb"]), "MB", round(plain["peak_rss_mb"]), command=cmd)
+    line(
+        f"infer wall time {shape} ({a.device})",
+        round(ours["wall_s"], 1),
+        "s",
+        round(plain["wall_s"], 1),
+        command=cmd,
+        note="medseg: full file-to-file path; peer: plain sliding_window_inference on an in-memory tensor",
+    )
+    line(
+        f"infer peak host memory {shape} ({a.device})",
+        round(ours["peak_rss_mb"]),
+        "MB",
+        round(plain["peak_rss_mb"]),
+        command=cmd,
+    )
     if a.device == "cuda":
-        line(f"infer warm wall time {shape} (cuda, second volume in the same process)", round(ours["warm_wall_s"], 2), "s",
-             round(plain["warm_wall_s"], 2), command=cmd, medseg_stages_s=ours["timings"])
-        line(f"infer volumes per second {shape} (warm)", round(1 / ours["warm_wall_s"], 3), "vol/s",
-             round(1 / plain["warm_wall_s"], 3), command=cmd)
-        line(f"infer peak GPU memory {shape}", round(ours["peak_gpu_mb"]), "MB", round(plain["peak_gpu_mb"]), command=cmd)
+        line(
+            f"infer warm wall time {shape} (cuda, second volume in the same process)",
+            round(ours["warm_wall_s"], 2),
+            "s",
+            round(plain["warm_wall_s"], 2),
+            command=cmd,
+            medseg_stages_s=ours["timings"],
+        )
+        line(
+            f"infer volumes per second {shape} (warm)",
+            round(1 / ours["warm_wall_s"], 3),
+            "vol/s",
+            round(1 / plain["warm_wall_s"], 3),
+            command=cmd,
+        )
+        line(
+            f"infer peak GPU memory {shape}", round(ours["peak_gpu_mb"]), "MB", round(plain["peak_gpu_mb"]), command=cmd
+        )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def replicate(src: Path, dst: Path, n_slices: int) -> tuple[int, int]:
             out.mkdir(parents=True)
             for f in p.iterdir():
                 if f.is_file() and f.name.startswith(p.name):
-                    (out / (name + f.name[len(p.name):])).symlink_to(f.resolve())
+                    (out / (name + f.name[len(p.name) :])).symlink_to(f.resolve())
                     done += not f.stem.lower().endswith("_mask")
             n_patients += 1
 
@@ -72,9 +72,17 @@ def main(argv=None) -> None:
     cmd = "python benchmarks/lgg_scale_time.py " + " ".join(sys.argv[1:] if argv is None else argv)
     split = json.loads((Path(a.out) / "split.json").read_text())
     epoch_s = [h["seconds"] for h in res.history if h.get("seconds") is not None]
-    line(f"lgg training wall time, {n_slices} slices ({n_patients} stand-in patients), {res.epochs_run} epochs",
-         round(minutes, 1), "min", None, command=cmd, train_slices=len(split["train"]), val_slices=len(split["val"]),
-         seconds_per_epoch=round(sum(epoch_s) / max(len(epoch_s), 1), 1), peak_rss_mb=round(peak_rss_mb()))
+    line(
+        f"lgg training wall time, {n_slices} slices ({n_patients} stand-in patients), {res.epochs_run} epochs",
+        round(minutes, 1),
+        "min",
+        None,
+        command=cmd,
+        train_slices=len(split["train"]),
+        val_slices=len(split["val"]),
+        seconds_per_epoch=round(sum(epoch_s) / max(len(epoch_s), 1), 1),
+        peak_rss_mb=round(peak_rss_mb()),
+    )
 
 
 if __name__ == "__main__":

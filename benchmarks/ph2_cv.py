@@ -1,7 +1,7 @@
 """PH2: k-fold cross-validation of configs/ph2.yaml; per-image Dice/Jaccard at each image's original resolution.
 
-    python benchmarks/ph2_cv.py --data-dir ../shared/data/ph2                 # 5 folds
-    python benchmarks/ph2_cv.py --data-dir ../shared/data/ph2 --only 0 --tta  # one fold, flip TTA
+python benchmarks/ph2_cv.py --data-dir ../shared/data/ph2                 # 5 folds
+python benchmarks/ph2_cv.py --data-dir ../shared/data/ph2 --only 0 --tta  # one fold, flip TTA
 """
 
 from _cv import run_cv

@@ -61,17 +61,28 @@ def run_fold(data_dir: str, fold: int, folds: int, minutes: float, loss: str = "
     tr, va = select(samples, split["train"]), select(samples, split["val"])
     size = (256, 192)  # PILReader's default array is (width, height): 765x572 -> 256x192 keeps the aspect
     keys = ["image", "label"]
-    base = [LoadImaged(keys=keys, reader="PILReader"), EnsureChannelFirstd(keys=keys),
-            Lambdad(keys="label", func=binarise_peer_mask),
-            Resized(keys="image", spatial_size=size, mode="area"), Resized(keys="label", spatial_size=size, mode="nearest"),
-            ScaleIntensityd(keys="image")]
+    base = [
+        LoadImaged(keys=keys, reader="PILReader"),
+        EnsureChannelFirstd(keys=keys),
+        Lambdad(keys="label", func=binarise_peer_mask),
+        Resized(keys="image", spatial_size=size, mode="area"),
+        Resized(keys="label", spatial_size=size, mode="nearest"),
+        ScaleIntensityd(keys="image"),
+    ]
     aug = [RandFlipd(keys=keys, prob=0.5, spatial_axis=0), RandFlipd(keys=keys, prob=0.5, spatial_axis=1)]
     as_items = lambda ss: [{"image": s["image"], "label": s["label"]} for s in ss]
-    train_loader = DataLoader(Dataset(as_items(tr), Compose(base + aug)), batch_size=8, shuffle=True, num_workers=2,
-                              persistent_workers=True)
+    train_loader = DataLoader(
+        Dataset(as_items(tr), Compose(base + aug)), batch_size=8, shuffle=True, num_workers=2, persistent_workers=True
+    )
     val_loader = DataLoader(Dataset(as_items(va), Compose(base)), batch_size=1, num_workers=2, persistent_workers=True)
-    model = UNet(spatial_dims=2, in_channels=3, out_channels=1, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
-                 num_res_units=2)
+    model = UNet(
+        spatial_dims=2,
+        in_channels=3,
+        out_channels=1,
+        channels=(16, 32, 64, 128, 256),
+        strides=(2, 2, 2, 2),
+        num_res_units=2,
+    )
     loss_fn = DiceCELoss(sigmoid=True) if loss == "dicece" else DiceLoss(sigmoid=True)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     metric = DiceMetric(include_background=True, reduction="mean")
@@ -106,8 +117,11 @@ def run_fold(data_dir: str, fold: int, folds: int, minutes: float, loss: str = "
                 x = Compose(base)({"image": s["image"], "label": s["label"]})["image"][None]
                 prob = torch.sigmoid(model(torch.as_tensor(x)))
                 # back to (width, height) at full size, then transposed into the (rows, columns) frame of the mask
-                prob = F.interpolate(prob, size=(raw.shape[1], raw.shape[0]), mode="bilinear",
-                                     align_corners=False)[0, 0].numpy().T
+                prob = (
+                    F.interpolate(prob, size=(raw.shape[1], raw.shape[0]), mode="bilinear", align_corners=False)[0, 0]
+                    .numpy()
+                    .T
+                )
                 m = overlap_metrics(prob > 0.5, gt)
                 dice.append(m["dice"])
                 jac.append(m["jaccard"])
@@ -115,8 +129,14 @@ def run_fold(data_dir: str, fold: int, folds: int, minutes: float, loss: str = "
 
     last = score(model.state_dict())
     best_scores = score(best_state)
-    return {"dice": last[0], "jaccard": last[1], "dice_best": best_scores[0], "jaccard_best": best_scores[1],
-            "epochs": epochs, "train_minutes": round(train_min, 2)}
+    return {
+        "dice": last[0],
+        "jaccard": last[1],
+        "dice_best": best_scores[0],
+        "jaccard_best": best_scores[1],
+        "epochs": epochs,
+        "train_minutes": round(train_min, 2),
+    }
 
 
 def main(argv=None) -> None:
@@ -130,10 +150,19 @@ def main(argv=None) -> None:
     cmd = "python benchmarks/ph2_peer.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for fold in a.only if a.only is not None else range(a.folds):
         r = run_fold(a.data_dir, fold, a.folds, a.minutes, a.loss)
-        line(f"ph2 peer (MONAI tutorial loop) fold {fold}/{a.folds} mean Dice, final weights, original resolution",
-             round(r["dice"], 4), "", None, command=cmd, jaccard=round(r["jaccard"], 4),
-             dice_best_on_heldout=round(r["dice_best"], 4), jaccard_best_on_heldout=round(r["jaccard_best"], 4),
-             epochs=r["epochs"], train_minutes=r["train_minutes"], loss=a.loss)
+        line(
+            f"ph2 peer (MONAI tutorial loop) fold {fold}/{a.folds} mean Dice, final weights, original resolution",
+            round(r["dice"], 4),
+            "",
+            None,
+            command=cmd,
+            jaccard=round(r["jaccard"], 4),
+            dice_best_on_heldout=round(r["dice_best"], 4),
+            jaccard_best_on_heldout=round(r["jaccard_best"], 4),
+            epochs=r["epochs"],
+            train_minutes=r["train_minutes"],
+            loss=a.loss,
+        )
 
 
 if __name__ == "__main__":

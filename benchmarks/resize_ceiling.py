@@ -53,8 +53,12 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="a 2D recipe: ph2, lgg or folder")
     ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--sizes", nargs="+", default=["96", "128", "160", "192", "256"],
-                    help="input sizes: N for NxN, or HxW (PH2's default is 192x256)")
+    ap.add_argument(
+        "--sizes",
+        nargs="+",
+        default=["96", "128", "160", "192", "256"],
+        help="input sizes: N for NxN, or HxW (PH2's default is 192x256)",
+    )
     a = ap.parse_args(argv)
 
     from medseg.data import load_samples

@@ -23,8 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import line
 
 
-def step_seconds(config: str, overrides: list[str], steps: int, threads: int = 0, warmup: int = 3,
-                 seed: int = 0) -> tuple[float, int]:
+def step_seconds(
+    config: str, overrides: list[str], steps: int, threads: int = 0, warmup: int = 3, seed: int = 0
+) -> tuple[float, int]:
     import torch
 
     from medseg.config import load_config
@@ -63,9 +64,14 @@ def step_seconds(config: str, overrides: list[str], steps: int, threads: int = 0
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="ph2")
-    ap.add_argument("--set", dest="variants", action="append", default=[], metavar="KEY=VALUE",
-                    help="one variant per --set, overrides of one variant separated by ';' (each timed against "
-                         "the shipped config)")
+    ap.add_argument(
+        "--set",
+        dest="variants",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one variant per --set, overrides of one variant separated by ';' (each timed against the shipped config)",
+    )
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: as `medseg train` sets them)")
     args = ap.parse_args(argv)
@@ -73,8 +79,14 @@ def main(argv=None) -> int:
     line(f"{args.config} step time, config as shipped", round(base, 4), "s/step", params=n_base, precision=prec)
     for v in args.variants:
         t, n, prec = step_seconds(args.config, [o.strip() for o in v.split(";") if o.strip()], args.steps, args.threads)
-        line(f"{args.config} step time, {v}", round(t, 4), "s/step", params=n, precision=prec,
-             ratio_to_shipped=round(t / base, 3))
+        line(
+            f"{args.config} step time, {v}",
+            round(t, 4),
+            "s/step",
+            params=n,
+            precision=prec,
+            ratio_to_shipped=round(t / base, 3),
+        )
     return 0
 
 

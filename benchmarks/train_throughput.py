@@ -69,8 +69,9 @@ def _timed_steps(loader, model, loss_fn, opt, steps: int, device: str = "cpu", d
     return time.perf_counter() - t0, n_img
 
 
-def worker(side: str, data_dir: str, steps: int, overrides: list[str], device: str = "cpu",
-           peer_amp: bool = False) -> dict:
+def worker(
+    side: str, data_dir: str, steps: int, overrides: list[str], device: str = "cpu", peer_amp: bool = False
+) -> dict:
     import numpy as np
     import torch
     from monai.data import CacheDataset, DataLoader, Dataset
@@ -97,11 +98,14 @@ def worker(side: str, data_dir: str, steps: int, overrides: list[str], device: s
     else:
         torch.set_num_threads(2)
         size = cfg.preprocess.spatial_size
-        det = [LoadImaged(keys=["image", "label"], reader="PILReader"), EnsureChannelFirstd(keys=["image", "label"]),
-               Lambdad(keys="label", func=binarise_peer_mask),
-               Resized(keys="image", spatial_size=size, mode="area"),
-               Resized(keys="label", spatial_size=size, mode="nearest"),
-               NormalizeIntensityd(keys="image", channel_wise=True)]
+        det = [
+            LoadImaged(keys=["image", "label"], reader="PILReader"),
+            EnsureChannelFirstd(keys=["image", "label"]),
+            Lambdad(keys="label", func=binarise_peer_mask),
+            Resized(keys="image", spatial_size=size, mode="area"),
+            Resized(keys="label", spatial_size=size, mode="nearest"),
+            NormalizeIntensityd(keys="image", channel_wise=True),
+        ]
         ds = Dataset(data, Compose(det + list(random_transforms(cfg).transforms)))
         loader = DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=2, persistent_workers=True)
     model = build_model(model_spec(cfg)).to(device)
@@ -109,9 +113,16 @@ def worker(side: str, data_dir: str, steps: int, overrides: list[str], device: s
     dev = torch.device(device)
     dtype = amp_dtype(dev, cfg.train.amp if side == "medseg" else dev.type == "cuda" or peer_amp)
     secs, n = _timed_steps(loader, model, build_loss(cfg), opt, steps, device, dtype)
-    return {"images_per_s": n / secs, "seconds": secs, "images": n, "cache_s": t_cache, "threads": torch.get_num_threads(),
-            "precision": precision_name(dtype),
-            "np": np.__version__, "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"}
+    return {
+        "images_per_s": n / secs,
+        "seconds": secs,
+        "images": n,
+        "cache_s": t_cache,
+        "threads": torch.get_num_threads(),
+        "precision": precision_name(dtype),
+        "np": np.__version__,
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+    }
 
 
 def main() -> None:
@@ -126,8 +137,11 @@ def main() -> None:
     if a._worker:
         print(json.dumps(worker(a._worker, a.data_dir, a.steps, a.overrides, a.device, a.peer_amp)))
         return
-    common = [__file__, "--data-dir", a.data_dir, "--steps", str(a.steps), "--device", a.device] + \
-        [x for o in a.overrides for x in ("--set", o)] + (["--peer-amp"] if a.peer_amp else [])
+    common = (
+        [__file__, "--data-dir", a.data_dir, "--steps", str(a.steps), "--device", a.device]
+        + [x for o in a.overrides for x in ("--set", o)]
+        + (["--peer-amp"] if a.peer_amp else [])
+    )
     plain = run_isolated(common + ["--_worker", "plain"])
     ours = run_isolated(common + ["--_worker", "medseg"])
     cmd = "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:])
@@ -135,9 +149,16 @@ def main() -> None:
     what = f"PH2 {cfg.preprocess.spatial_size[0]}x{cfg.preprocess.spatial_size[1]}, batch {cfg.train.batch_size}"
     if a.device != "cpu":
         what += f", {ours['device']}"
-    line(f"training throughput ({what})", round(ours["images_per_s"], 2), "images/s", round(plain["images_per_s"], 2),
-         command=cmd, speedup=round(ours["images_per_s"] / plain["images_per_s"], 2), precision=ours["precision"],
-         peer_precision=plain["precision"])
+    line(
+        f"training throughput ({what})",
+        round(ours["images_per_s"], 2),
+        "images/s",
+        round(plain["images_per_s"], 2),
+        command=cmd,
+        speedup=round(ours["images_per_s"] / plain["images_per_s"], 2),
+        precision=ours["precision"],
+        peer_precision=plain["precision"],
+    )
     line("one-off cache build (decode + resize all 150 images)", round(ours["cache_s"], 1), "s", None, command=cmd)
 
 

@@ -28,8 +28,20 @@ def default_data_dir(name: str, recipe: str | None = None) -> Path:
     return own
 
 
-def train_from_cli(config: str, data_dir=None, out=None, epochs=None, device="auto", resume=False, force=False,
-                   seed=None, overrides=None, progress=True, log=print, nproc=1) -> TrainResult:
+def train_from_cli(
+    config: str,
+    data_dir=None,
+    out=None,
+    epochs=None,
+    device="auto",
+    resume=False,
+    force=False,
+    seed=None,
+    overrides=None,
+    progress=True,
+    log=print,
+    nproc=1,
+) -> TrainResult:
     """Resolve config, data and run directory the way ``medseg train`` documents, then train."""
     overrides = _cli_overrides(overrides, epochs, seed)
     if resume:
@@ -38,7 +50,9 @@ def train_from_cli(config: str, data_dir=None, out=None, epochs=None, device="au
         name = Path(config).stem if config.endswith((".yaml", ".yml")) else config
         run_dir = Path(out) if out else latest_run_dir(name)
         if run_dir is None:
-            raise MedsegError(f"no earlier '{name}' run with last.pt under runs/; fix: pass --out RUN_DIR or drop --resume")
+            raise MedsegError(
+                f"no earlier '{name}' run with last.pt under runs/; fix: pass --out RUN_DIR or drop --resume"
+            )
         saved = apply_overrides(load_run_config(run_dir), overrides)
         cfg = config_from_dict(saved, source=str(run_dir / "config.yaml"), overrides=overrides)
         if data_dir is None:
@@ -49,8 +63,11 @@ def train_from_cli(config: str, data_dir=None, out=None, epochs=None, device="au
     cfg = load_config(config, overrides)
     data_dir = Path(data_dir) if data_dir else default_data_dir(cfg.name, cfg.data.recipe)
     if not data_dir.exists() and cfg.data.recipe != "demo":
-        raise fail(data_dir, "data directory does not exist",
-                   f"pass --data-dir or put the data in datasets/{cfg.name} (see datasets/{cfg.name}/README.md)")
+        raise fail(
+            data_dir,
+            "data directory does not exist",
+            f"pass --data-dir or put the data in datasets/{cfg.name} (see datasets/{cfg.name}/README.md)",
+        )
     return train(cfg, data_dir, out, device=device, resume=False, force=force, progress=progress, log=log, nproc=nproc)
 
 
@@ -62,8 +79,9 @@ def check_from_cli(name: str, data_dir=None, overrides=None, progress=False) -> 
     return check_dataset(cfg, data_dir, progress=progress)
 
 
-def run_demo(out: Path = Path("reports/demo"), device: str = "auto", force: bool = False, progress: bool = True,
-             log=print) -> dict:
+def run_demo(
+    out: Path = Path("reports/demo"), device: str = "auto", force: bool = False, progress: bool = True, log=print
+) -> dict:
     """Generate synthetic lesions, train a small 2D U-Net, and write outputs into ``out``."""
     import time
 
@@ -81,25 +99,48 @@ def run_demo(out: Path = Path("reports/demo"), device: str = "auto", force: bool
     from .report import case_report, cohort_report
 
     model = run_dir / "best.pt"
-    ev = evaluate_model(model, "demo", data_dir, out / "evaluation", split="val", device=device, force=force,
-                        progress=False, log=log)
+    ev = evaluate_model(
+        model, "demo", data_dir, out / "evaluation", split="val", device=device, force=force, progress=False, log=log
+    )
     _print_summary(ev, log)
     cohort = cohort_report(ev.out_dir, out=out / "cohort_report.pdf", force=force)
     case = ev.info["ranked"]["median"]
-    single = infer([ev.info["cases"][case]["image"]], model=[str(model)], out=out / "infer", device=device, force=force,
-                   progress=False, log=log)
-    pdf = case_report(single.outputs[0]["findings_json"], out=out / "case_report.pdf",
-                      gt=ev.info["cases"][case]["ground_truth"], force=force)
-    summary = {"run_dir": str(run_dir), "best_val_dice": result.best_metric, "cohort_report": str(cohort),
-               "case_report": str(pdf), "seconds": round(time.time() - t0, 1)}
-    log(f"demo finished in {summary['seconds']}s: cohort report {cohort}, case report {pdf}; "
-        f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    single = infer(
+        [ev.info["cases"][case]["image"]],
+        model=[str(model)],
+        out=out / "infer",
+        device=device,
+        force=force,
+        progress=False,
+        log=log,
+    )
+    pdf = case_report(
+        single.outputs[0]["findings_json"],
+        out=out / "case_report.pdf",
+        gt=ev.info["cases"][case]["ground_truth"],
+        force=force,
+    )
+    summary = {
+        "run_dir": str(run_dir),
+        "best_val_dice": result.best_metric,
+        "cohort_report": str(cohort),
+        "case_report": str(pdf),
+        "seconds": round(time.time() - t0, 1),
+    }
+    log(
+        f"demo finished in {summary['seconds']}s: cohort report {cohort}, case report {pdf}; "
+        f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}"
+    )
     return summary
 
 
 # flags that stand for a config key: their values obey the key's range
-POST_FLAGS = {"threshold": "infer.threshold", "min_size": "infer.min_size", "overlap": "infer.overlap",
-              "sw_batch_size": "infer.sw_batch_size"}
+POST_FLAGS = {
+    "threshold": "infer.threshold",
+    "min_size": "infer.min_size",
+    "overlap": "infer.overlap",
+    "sw_batch_size": "infer.sw_batch_size",
+}
 
 
 def check_post_flags(post: dict) -> None:
@@ -108,27 +149,52 @@ def check_post_flags(post: dict) -> None:
             check_value(POST_FLAGS[name], value, "--" + name.replace("_", "-"))
 
 
-def infer_from_cli(inputs, model=None, out=None, device="auto", tta=None, probabilities=False, force=False,
-                   report=False, progress=True, log=print, **post):
+def infer_from_cli(
+    inputs,
+    model=None,
+    out=None,
+    device="auto",
+    tta=None,
+    probabilities=False,
+    force=False,
+    report=False,
+    progress=True,
+    log=print,
+    **post,
+):
     """``medseg infer``: segment, write masks and findings, optionally a PDF per case. ``tta`` None: the
     checkpoint's ``infer.tta``. Empty inputs and checkpoints among the inputs are refused by ``infer``."""
     from .infer import infer
 
     check_post_flags(post)
     try:
-        summary = infer(inputs, model=model, out=out, device=device, tta=tta, probabilities=probabilities, force=force,
-                        progress=progress, log=log, **post)
+        summary = infer(
+            inputs,
+            model=model,
+            out=out,
+            device=device,
+            tta=tta,
+            probabilities=probabilities,
+            force=force,
+            progress=progress,
+            log=log,
+            **post,
+        )
     except MedsegError as exc:  # some inputs failed: the cases that were segmented still get their reports
         done = getattr(exc, "summary", None)
         failed = write_case_reports(done, force, log) if report and done is not None else []
         if failed:
-            raise MedsegError(f"{exc}; {len(failed)} of {len(done.outputs)} reports failed too (first: {failed[0]})") from None
+            raise MedsegError(
+                f"{exc}; {len(failed)} of {len(done.outputs)} reports failed too (first: {failed[0]})"
+            ) from None
         raise
     failed = write_case_reports(summary, force, log) if report else []
     log(f"outputs in {summary.out_dir}")
     if failed:
-        raise MedsegError(f"{len(failed)} of {len(summary.outputs)} reports failed (first: {failed[0]}); the other "
-                          f"cases' reports and every segmentation were written to {summary.out_dir}")
+        raise MedsegError(
+            f"{len(failed)} of {len(summary.outputs)} reports failed (first: {failed[0]}); the other "
+            f"cases' reports and every segmentation were written to {summary.out_dir}"
+        )
     return summary
 
 
@@ -152,9 +218,24 @@ def write_case_reports(summary, force: bool = False, log=print) -> list[str]:
     return failed
 
 
-def evaluate_from_cli(pred=None, gt=None, model=None, data=None, data_dir=None, split="val", out=None, labels=None,
-                      images=None, device="auto", tta=None, report=False, force=False, progress=True, log=print,
-                      **post):
+def evaluate_from_cli(
+    pred=None,
+    gt=None,
+    model=None,
+    data=None,
+    data_dir=None,
+    split="val",
+    out=None,
+    labels=None,
+    images=None,
+    device="auto",
+    tta=None,
+    report=False,
+    force=False,
+    progress=True,
+    log=print,
+    **post,
+):
     """``medseg evaluate``: folders (--pred/--gt) or a model (or a list of models, ensembled) on a recipe
     (--model/--data/--data-dir). ``post`` (threshold, keep_largest, min_size, fill_holes) overrides the
     checkpoint's post-processing, as for ``medseg infer``."""
@@ -164,21 +245,38 @@ def evaluate_from_cli(pred=None, gt=None, model=None, data=None, data_dir=None, 
     check_post_flags(post)
     if post and not model:
         flags = ", ".join("--" + k.replace("_", "-") for k in post)
-        raise MedsegError(f"{flags} post-process a model's output; with --pred/--gt the masks are already final "
-                          "(fix: use --model with --data, or post-process with medseg infer first)")
+        raise MedsegError(
+            f"{flags} post-process a model's output; with --pred/--gt the masks are already final "
+            "(fix: use --model with --data, or post-process with medseg infer first)"
+        )
     if model:
         if pred is not None or gt is not None:
             raise MedsegError("give either --pred/--gt or --model/--data, not both")
         if not data:
-            raise MedsegError("--model needs --data NAME (the recipe) and --data-dir; fix: e.g. --data ph2 --data-dir datasets/ph2")
+            raise MedsegError(
+                "--model needs --data NAME (the recipe) and --data-dir; fix: e.g. --data ph2 --data-dir datasets/ph2"
+            )
         from .config import did_you_mean
         from .data import list_recipes
 
         if data not in list_recipes():
-            raise MedsegError(f"--data '{data}' is not a data recipe{did_you_mean(data, list_recipes())}; "
-                              f"fix: use one of {list_recipes()}")
-        res = evaluate_model(model, data, Path(data_dir) if data_dir else default_data_dir(data), out, split=split,
-                             device=device, tta=tta, force=force, progress=progress, log=log, post=post)
+            raise MedsegError(
+                f"--data '{data}' is not a data recipe{did_you_mean(data, list_recipes())}; "
+                f"fix: use one of {list_recipes()}"
+            )
+        res = evaluate_model(
+            model,
+            data,
+            Path(data_dir) if data_dir else default_data_dir(data),
+            out,
+            split=split,
+            device=device,
+            tta=tta,
+            force=force,
+            progress=progress,
+            log=log,
+            post=post,
+        )
     else:
         if pred is None or gt is None:
             raise MedsegError("medseg evaluate needs --pred and --gt folders (or --model with --data)")
@@ -196,7 +294,9 @@ def _print_summary(res, log) -> None:
     for cls in dict.fromkeys(s["class"]):
         d = s[(s["class"] == cls) & (s["metric"] == "dice")].iloc[0]
         j = s[(s["class"] == cls) & (s["metric"] == "jaccard")].iloc[0]
-        log(f"{cls}: Dice {d['mean']:.4f} (95% CI {d['ci95_low']:.4f}-{d['ci95_high']:.4f}), Jaccard {j['mean']:.4f}, n={int(d['n'])}")
+        log(
+            f"{cls}: Dice {d['mean']:.4f} (95% CI {d['ci95_low']:.4f}-{d['ci95_high']:.4f}), Jaccard {j['mean']:.4f}, n={int(d['n'])}"
+        )
     log(f"metrics: {res.out_dir / 'metrics.csv'}, summary: {res.out_dir / 'summary.csv'}")
 
 
@@ -210,7 +310,10 @@ def report_from_cli(source, out=None, gt=None, force=False, log=print):
     elif source.suffix == ".json":
         pdf = case_report(source, out=out, gt=gt, force=force)
     else:
-        raise fail(source, "is neither a findings JSON nor an evaluation folder",
-                   "pass <case>_findings.json from medseg infer or the --out folder of medseg evaluate")
+        raise fail(
+            source,
+            "is neither a findings JSON nor an evaluation folder",
+            "pass <case>_findings.json from medseg infer or the --out folder of medseg evaluate",
+        )
     log(f"report: {pdf}")
     return pdf

@@ -34,8 +34,14 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     """Write ``payload`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "medseg_version": __version__,
-               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **payload}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "medseg_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **payload,
+    }
+
     def write(tmp):  # through a Python file: a full disk then raises OSError(ENOSPC), not torch's opaque RuntimeError
         with open(tmp, "wb") as fh:
             torch.save(payload, fh)
@@ -52,8 +58,11 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt, truncated or unsafe pickles all land here
-        raise fail(path, f"is not a readable medseg checkpoint ({type(exc).__name__})",
-                   "pass a best.pt/last.pt written by medseg train; files with pickled code are refused") from None
+        raise fail(
+            path,
+            f"is not a readable medseg checkpoint ({type(exc).__name__})",
+            "pass a best.pt/last.pt written by medseg train; files with pickled code are refused",
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise fail(path, "is not a medseg checkpoint", "pass a best.pt/last.pt written by medseg train")
     if int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
@@ -72,9 +81,17 @@ def file_hash(path: str | Path, n: int = 12) -> str:
 def rng_state() -> dict:
     """RNG states of Python, NumPy and torch as weights_only-safe data."""
     np_state = np.random.get_state()
-    return {"python": random.getstate(), "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), int(np_state[2]),
-                                                   int(np_state[3]), float(np_state[4])],
-            "torch": torch.get_rng_state()}
+    return {
+        "python": random.getstate(),
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].copy()),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
+        "torch": torch.get_rng_state(),
+    }
 
 
 def set_rng_state(state: dict) -> None:
@@ -89,8 +106,10 @@ def _to_tuple(x):
 
 
 def describe(ckpt: dict) -> str:
-    return (f"{ckpt['model']['name']} {ckpt['model']['kwargs'].get('spatial_dims')}D, labels {ckpt['labels']}, "
-            f"epoch {ckpt.get('epoch')}, best val {ckpt.get('best_metric')}")
+    return (
+        f"{ckpt['model']['name']} {ckpt['model']['kwargs'].get('spatial_dims')}D, labels {ckpt['labels']}, "
+        f"epoch {ckpt.get('epoch')}, best val {ckpt.get('best_metric')}"
+    )
 
 
 def require_keys(ckpt: dict, path) -> None:
@@ -117,7 +136,9 @@ def validate_checkpoint(ckpt: dict, path) -> Config:
         cfg = config_from_dict(ckpt["config"], source=str(path))
     except MedsegError as exc:  # the config's own checks; the fix is a repair here, not an override
         problem = str(exc).split("; fix:")[0].removeprefix(f"{path}: ")
-        raise _refuse(path, problem if problem.startswith("config key") else f"key 'config' is invalid: {problem}") from None
+        raise _refuse(
+            path, problem if problem.startswith("config key") else f"key 'config' is invalid: {problem}"
+        ) from None
     kw = ckpt["model"].get("kwargs", {})
     _check_labels(ckpt, cfg, kw, path)
     _check_channels(ckpt, cfg, kw, path)
@@ -138,23 +159,34 @@ def _check_labels(ckpt: dict, cfg, kw: dict, path) -> None:
         raise _refuse(path, f"key 'labels' {labels} has fewer than 2 classes")
     if kw.get("out_channels") != cfg.out_channels:
         need = "1 output channel (binary)" if cfg.binary else f"{cfg.out_channels} output channels"
-        raise _refuse(path, f"key 'labels' has {len(labels)} classes, which need {need}, but the network has "
-                            f"{kw.get('out_channels')} (model.kwargs.out_channels)")
+        raise _refuse(
+            path,
+            f"key 'labels' has {len(labels)} classes, which need {need}, but the network has "
+            f"{kw.get('out_channels')} (model.kwargs.out_channels)",
+        )
 
 
 def _check_channels(ckpt: dict, cfg, kw: dict, path) -> None:
     dims = cfg.data.spatial_dims
     if dims not in (2, 3) or kw.get("spatial_dims") != dims:
-        raise _refuse(path, f"key 'config.data.spatial_dims' is {dims} but the network is "
-                            f"{kw.get('spatial_dims')}D (model.kwargs.spatial_dims)")
+        raise _refuse(
+            path,
+            f"key 'config.data.spatial_dims' is {dims} but the network is "
+            f"{kw.get('spatial_dims')}D (model.kwargs.spatial_dims)",
+        )
     if list(ckpt["channels"]) != list(cfg.data.channels):
-        raise _refuse(path, f"key 'channels' {list(ckpt['channels'])} differs from 'config.data.channels' "
-                            f"{list(cfg.data.channels)}")
+        raise _refuse(
+            path,
+            f"key 'channels' {list(ckpt['channels'])} differs from 'config.data.channels' {list(cfg.data.channels)}",
+        )
     if kw.get("in_channels") != cfg.in_channels:
         ctx = cfg.data.context_slices if dims == 2 else 0
         per = f" x {2 * ctx + 1} slices (data.context_slices {ctx})" if ctx else ""
-        raise _refuse(path, f"key 'config.data.channels' {list(cfg.data.channels)}{per} gives {cfg.in_channels} "
-                            f"input channel(s) but the network takes {kw.get('in_channels')} (model.kwargs.in_channels)")
+        raise _refuse(
+            path,
+            f"key 'config.data.channels' {list(cfg.data.channels)}{per} gives {cfg.in_channels} "
+            f"input channel(s) but the network takes {kw.get('in_channels')} (model.kwargs.in_channels)",
+        )
 
 
 def _check_sizes(ckpt: dict, cfg, div: int, path) -> None:
@@ -172,8 +204,11 @@ def _check_sizes(ckpt: dict, cfg, div: int, path) -> None:
 def _n_positive(values, n: int, whole: bool) -> bool:
     """Whether ``values`` is a list of ``n`` finite numbers above 0 (whole numbers only with ``whole``)."""
     kinds = (int,) if whole else (int, float)
-    return isinstance(values, (list, tuple)) and len(values) == n and all(
-        isinstance(v, kinds) and not isinstance(v, bool) and np.isfinite(v) and v > 0 for v in values)
+    return (
+        isinstance(values, (list, tuple))
+        and len(values) == n
+        and all(isinstance(v, kinds) and not isinstance(v, bool) and np.isfinite(v) and v > 0 for v in values)
+    )
 
 
 def _check_spacing(ckpt: dict, path) -> None:
@@ -196,4 +231,3 @@ def _check_finite_weights(state_dict: dict, path) -> None:
         if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
             raise _refuse(path, f"key 'state_dict.{key}' holds {bad} non-finite value(s) (NaN or Inf)")
-

@@ -12,9 +12,16 @@ from .errors import MedsegError, os_fix, os_reason
 
 # rich_markup_mode=None: typer's rich help panel prints a type placeholder (<bool>) after every flag; the plain
 # click formatter shows flags as flags (--tta, --keep-largest / --no-keep-largest) and the other options' types.
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="medseg: train, run and report medical image segmentation models (MONAI + PyTorch).")
-datasets_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect data sets in their on-disk layouts.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="medseg: train, run and report medical image segmentation models (MONAI + PyTorch).",
+)
+datasets_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Inspect data sets in their on-disk layouts."
+)
 app.add_typer(datasets_app, name="datasets")
 
 
@@ -28,8 +35,9 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _global_options(
-    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                 help="Print the medseg version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the medseg version and exit."
+    ),
 ):
     pass
 
@@ -53,8 +61,10 @@ def write_failure(exc: OSError) -> str:
     """One line for a failed file operation: which file, what the system said, what is safe and the fix."""
     where = f"{exc.filename}: " if exc.filename else ""
     reason, fix = os_reason(exc), os_fix(exc)
-    return (f"{where}{reason}; files medseg finished writing are complete (each is written under a temporary name "
-            f"and renamed when done); fix: {fix}, then run the command again")
+    return (
+        f"{where}{reason}; files medseg finished writing are complete (each is written under a temporary name "
+        f"and renamed when done); fix: {fix}, then run the command again"
+    )
 
 
 def _echo(msg: str) -> None:
@@ -64,35 +74,64 @@ def _echo(msg: str) -> None:
 # Post-processing flags shared by `infer` and `evaluate --model` (None: the checkpoint's own setting).
 THRESHOLD = typer.Option(None, "--threshold", help="Binary threshold (default from the checkpoint).")
 KEEP_LARGEST = typer.Option(None, "--keep-largest/--no-keep-largest", help="Keep the largest component per class.")
-MIN_SIZE = typer.Option(None, "--min-size", help="Drop components under this size (mm³ in 3D, mm² in 2D; px² for 2D "
-                        "images without data.pixel_spacing_mm).")
+MIN_SIZE = typer.Option(
+    None,
+    "--min-size",
+    help="Drop components under this size (mm³ in 3D, mm² in 2D; px² for 2D images without data.pixel_spacing_mm).",
+)
 FILL_HOLES = typer.Option(None, "--fill-holes/--no-fill-holes", help="Fill holes in each class.")
 # Flags every command that computes shares
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA when available, else CPU), cpu or cuda.")
 QUIET = typer.Option(False, "--quiet", help="No progress bars (log lines and errors are still printed).")
-TTA = typer.Option(None, "--tta/--no-tta", help="Average predictions over flips (test-time augmentation); "
-                                                "default: the checkpoint's infer.tta.")
+TTA = typer.Option(
+    None,
+    "--tta/--no-tta",
+    help="Average predictions over flips (test-time augmentation); default: the checkpoint's infer.tta.",
+)
 
 
 @app.command()
 def train(
-    config: str = typer.Argument(..., help="Recipe name (ph2, lgg, brats, nifti, folder, demo) or path to a YAML config."),
+    config: str = typer.Argument(
+        ..., help="Recipe name (ph2, lgg, brats, nifti, folder, demo) or path to a YAML config."
+    ),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder (default datasets/NAME)."),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/NAME-<timestamp>)."),
     epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs."),
     device: str = DEVICE,
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or the newest runs/NAME-*) from last.pt."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out (only the files medseg wrote)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out (or the newest runs/NAME-*) from last.pt."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Overwrite an existing run in --out (only the files medseg wrote)."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Override train.seed."),
-    set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override any config key: --set train.lr=3e-4 (repeatable)."),
-    nproc: int = typer.Option(1, "--nproc", help="Processes for DistributedDataParallel (GPUs: one per GPU; CPU: gloo)."),
+    set_: list[str] = typer.Option(
+        [], "--set", "-s", metavar="KEY=VALUE", help="Override any config key: --set train.lr=3e-4 (repeatable)."
+    ),
+    nproc: int = typer.Option(
+        1, "--nproc", help="Processes for DistributedDataParallel (GPUs: one per GPU; CPU: gloo)."
+    ),
     quiet: bool = QUIET,
 ):
     """Train a model on a data set recipe."""
     from .api import train_from_cli
 
-    _run(train_from_cli, config, data_dir=data_dir, out=out, epochs=epochs, device=device, resume=resume,
-         force=force, seed=seed, overrides=set_, progress=not quiet, log=_echo, nproc=nproc)
+    _run(
+        train_from_cli,
+        config,
+        data_dir=data_dir,
+        out=out,
+        epochs=epochs,
+        device=device,
+        resume=resume,
+        force=force,
+        seed=seed,
+        overrides=set_,
+        progress=not quiet,
+        log=_echo,
+        nproc=nproc,
+    )
 
 
 @datasets_app.command("check")
@@ -138,9 +177,18 @@ def demo(
 
 @app.command()
 def infer(
-    inputs: list[str] = typer.Argument(..., help="Volumes (.nii/.nii.gz/.nrrd/.mha), DICOM folders, 2D images, folders "
-                                                  "of these, or 'a.nii.gz,b.nii.gz' for one multi-modal case."),
-    model: list[Path] = typer.Option([], "--model", "-m", metavar="CHECKPOINT", help="Checkpoint(s); several are ensembled. Default: the newest runs/**/best.pt that fits the inputs."),
+    inputs: list[str] = typer.Argument(
+        ...,
+        help="Volumes (.nii/.nii.gz/.nrrd/.mha), DICOM folders, 2D images, folders "
+        "of these, or 'a.nii.gz,b.nii.gz' for one multi-modal case.",
+    ),
+    model: list[Path] = typer.Option(
+        [],
+        "--model",
+        "-m",
+        metavar="CHECKPOINT",
+        help="Checkpoint(s); several are ensembled. Default: the newest runs/**/best.pt that fits the inputs.",
+    ),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default runs/infer-<timestamp>)."),
     device: str = DEVICE,
     tta: bool | None = TTA,
@@ -158,17 +206,38 @@ def infer(
     """Segment new images; masks are written in each input's exact geometry, with findings JSON."""
     from .api import infer_from_cli
 
-    _run(infer_from_cli, inputs, model=[str(m) for m in model], out=out, device=device, tta=tta,
-         probabilities=probabilities, force=force, report=report, progress=not quiet, log=_echo, threshold=threshold,
-         keep_largest=keep_largest, min_size=min_size, fill_holes=fill_holes, overlap=overlap, sw_batch_size=sw_batch_size)
+    _run(
+        infer_from_cli,
+        inputs,
+        model=[str(m) for m in model],
+        out=out,
+        device=device,
+        tta=tta,
+        probabilities=probabilities,
+        force=force,
+        report=report,
+        progress=not quiet,
+        log=_echo,
+        threshold=threshold,
+        keep_largest=keep_largest,
+        min_size=min_size,
+        fill_holes=fill_holes,
+        overlap=overlap,
+        sw_batch_size=sw_batch_size,
+    )
 
 
 @app.command()
 def evaluate(
     pred: Path | None = typer.Option(None, "--pred", help="Folder of predicted masks (<case>_seg.<ext>)."),
     gt: Path | None = typer.Option(None, "--gt", help="Folder of ground-truth masks."),
-    model: list[Path] = typer.Option([], "--model", "-m", metavar="CHECKPOINT", help="Checkpoint to run on a data set instead of --pred; "
-                                     "repeat to evaluate an ensemble (same split)."),
+    model: list[Path] = typer.Option(
+        [],
+        "--model",
+        "-m",
+        metavar="CHECKPOINT",
+        help="Checkpoint to run on a data set instead of --pred; repeat to evaluate an ensemble (same split).",
+    ),
     data: str | None = typer.Option(None, "--data", help="Recipe name with --model (ph2, lgg, brats, nifti, folder)."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder with --model."),
     split: str = typer.Option("val", "--split", help="all, val or test (the checkpoint's own split)."),
@@ -188,10 +257,28 @@ def evaluate(
     """Per-case, per-class metrics (Dice, Jaccard, precision, recall, HD95, ASSD, lesion counts)."""
     from .api import evaluate_from_cli
 
-    _run(evaluate_from_cli, pred=pred, gt=gt, model=list(model) or None, data=data, data_dir=data_dir, split=split, out=out,
-         labels=labels.split(",") if labels else None, images=images, device=device, tta=tta, report=report,
-         force=force, progress=not quiet, log=_echo, threshold=threshold, keep_largest=keep_largest, min_size=min_size,
-         fill_holes=fill_holes)
+    _run(
+        evaluate_from_cli,
+        pred=pred,
+        gt=gt,
+        model=list(model) or None,
+        data=data,
+        data_dir=data_dir,
+        split=split,
+        out=out,
+        labels=labels.split(",") if labels else None,
+        images=images,
+        device=device,
+        tta=tta,
+        report=report,
+        force=force,
+        progress=not quiet,
+        log=_echo,
+        threshold=threshold,
+        keep_largest=keep_largest,
+        min_size=min_size,
+        fill_holes=fill_holes,
+    )
 
 
 @app.command()

@@ -99,7 +99,9 @@ class LossConfig:
     ce_weight: float = 1.0  # BCE for binary, CE for multi-class
     include_background: bool = False  # multi-class Dice term only
     batch_dice: bool = False  # Dice over the whole batch, not per sample (2D slices that are often empty)
-    fn_weight: float = 0.5  # overlap term as a Tversky loss: weight of false negatives (false positives: 1 - it); 0.5 = Dice
+    fn_weight: float = (
+        0.5  # overlap term as a Tversky loss: weight of false negatives (false positives: 1 - it); 0.5 = Dice
+    )
 
 
 @dataclass
@@ -170,8 +172,10 @@ class Config:
             return None
         missing = [c for c in self.data.channels if c not in stored]
         if missing:
-            raise MedsegError(f"data.channels {missing} are not among data.stored_channels {stored}; fix: pick "
-                              f"channels from {stored}, e.g. --set 'data.channels=[{stored[0]}]'")
+            raise MedsegError(
+                f"data.channels {missing} are not among data.stored_channels {stored}; fix: pick "
+                f"channels from {stored}, e.g. --set 'data.channels=[{stored[0]}]'"
+            )
         return [stored.index(c) for c in self.data.channels]
 
     @property
@@ -188,16 +192,20 @@ class Config:
 # loading
 # ----------------------------------------------------------------------------
 
+
 def _build(cls, data: Any, where: str, source: str):
     if not isinstance(data, dict):
-        raise MedsegError(f"{source}: '{where or 'config'}' must be a mapping, got {type(data).__name__}; fix: use 'key: value' lines")
+        raise MedsegError(
+            f"{source}: '{where or 'config'}' must be a mapping, got {type(data).__name__}; fix: use 'key: value' lines"
+        )
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise fail(source, f"unknown config key '{where + '.' if where else ''}{key}'",
-                       f"use one of {sorted(names)}")
+            raise fail(
+                source, f"unknown config key '{where + '.' if where else ''}{key}'", f"use one of {sorted(names)}"
+            )
         hint = hints[key]
         sub = where + "." + key if where else key
         if dataclasses.is_dataclass(hint):
@@ -244,8 +252,11 @@ def _coerce(value: Any, hint: Any, where: str, source: str) -> Any:
         return dict(value)
     if hint is Any:
         return value
-    raise fail(source, f"config key '{where}' = {value!r} is not a valid {getattr(hint, '__name__', hint)}",
-               "correct the value's type")
+    raise fail(
+        source,
+        f"config key '{where}' = {value!r} is not a valid {getattr(hint, '__name__', hint)}",
+        "correct the value's type",
+    )
 
 
 def config_from_dict(data: dict, source: str = "config", overrides: list[str] | None = None) -> Config:
@@ -261,6 +272,7 @@ def config_from_dict(data: dict, source: str = "config", overrides: list[str] | 
 # ----------------------------------------------------------------------------
 # validation: the value ranges every key must respect (model-dependent checks live in train.check_config)
 # ----------------------------------------------------------------------------
+
 
 def _sizes(v) -> bool:
     return len(v) > 0 and all(s > 0 for s in v)
@@ -289,9 +301,17 @@ _positive_sizes = _rule(_sizes, "must be a list of sizes greater than 0")
 
 # key: (test, requirement, example); None values of optional keys are not tested
 RULES: dict[str, tuple] = {
-    "data.labels": (_unique_names(2), "needs at least 2 distinct class names, background first", "[background, lesion]"),
+    "data.labels": (
+        _unique_names(2),
+        "needs at least 2 distinct class names, background first",
+        "[background, lesion]",
+    ),
     "data.channels": (_unique_names(1), "needs at least one channel name, each named once", "[image]"),
-    "data.stored_channels": (_unique_names(1), "needs at least one channel name, each named once", "[red, green, blue]"),
+    "data.stored_channels": (
+        _unique_names(1),
+        "needs at least one channel name, each named once",
+        "[red, green, blue]",
+    ),
     "data.spatial_dims": (lambda v: v in (2, 3), "must be 2 or 3", "2"),
     "data.pixel_spacing_mm": (_sizes, "must be pixel sizes in mm greater than 0", "[0.1, 0.1]"),
     "data.context_slices": _non_negative("0"),
@@ -304,10 +324,24 @@ RULES: dict[str, tuple] = {
     "preprocess.spatial_size": _positive_sizes("[192, 256]"),
     "preprocess.spacing": (_sizes, "must be voxel sizes in mm greater than 0", "[1.5, 1.5, 1.5]"),
     "preprocess.intensity_range": (_low_high, "must be [low, high] with low < high", "[0, 255]"),
-    "preprocess.volume_percentiles": (lambda v: _low_high(v, 0, 100),
-                                      "must be [low, high] percentiles, 0 <= low < high <= 100", "[10, 99]"),
-    **{f"augment.{k}": _probability("0.5") for k in ("flip_prob", "rot90_prob", "affine_prob", "intensity_prob",
-                                                     "contrast_prob", "noise_prob", "blur_prob", "lowres_prob")},
+    "preprocess.volume_percentiles": (
+        lambda v: _low_high(v, 0, 100),
+        "must be [low, high] percentiles, 0 <= low < high <= 100",
+        "[10, 99]",
+    ),
+    **{
+        f"augment.{k}": _probability("0.5")
+        for k in (
+            "flip_prob",
+            "rot90_prob",
+            "affine_prob",
+            "intensity_prob",
+            "contrast_prob",
+            "noise_prob",
+            "blur_prob",
+            "lowres_prob",
+        )
+    },
     "augment.rotate_deg": _non_negative("15"),
     "augment.scale_range": _fraction("0.1"),
     "augment.intensity_scale": _non_negative("0.1"),
@@ -339,8 +373,11 @@ RULES: dict[str, tuple] = {
     "infer.roi_size": _positive_sizes("[96, 96, 96]"),
     "infer.overlap": _fraction("0.25"),
     "infer.sw_batch_size": _at_least_1("4"),
-    "infer.threshold": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive: 0 or 1 would mark every pixel or none)",
-                        "0.5"),
+    "infer.threshold": (
+        lambda v: 0 < v < 1,
+        "must be between 0 and 1 (exclusive: 0 or 1 would mark every pixel or none)",
+        "0.5",
+    ),
     "infer.min_size": _non_negative("0"),
 }
 
@@ -379,8 +416,11 @@ def _check_lengths(cfg: Config, source: str) -> None:
     for key, n in per_axis.items():
         value = _get(cfg, key)
         if value is not None and len(value) != n:
-            raise fail(source, f"{key} {_show(value)} needs {n} values, one per axis of the {dims}D data",
-                       f"e.g. --set '{key}={_show([value[0]] * n)}'")
+            raise fail(
+                source,
+                f"{key} {_show(value)} needs {n} values, one per axis of the {dims}D data",
+                f"e.g. --set '{key}={_show([value[0]] * n)}'",
+            )
 
 
 def validate_config(cfg: Config, source: str = "config", overridden: set[str] | frozenset = frozenset()) -> None:
@@ -390,14 +430,23 @@ def validate_config(cfg: Config, source: str = "config", overridden: set[str] | 
     _check_lengths(cfg, source)
     split = cfg.data.split
     if split.val_fraction + split.test_fraction >= 1:
-        raise fail(source, f"data.split.val_fraction {split.val_fraction} + test_fraction {split.test_fraction} leave "
-                   "nothing to train on", "keep their sum below 1, e.g. val_fraction 0.2, test_fraction 0.1")
+        raise fail(
+            source,
+            f"data.split.val_fraction {split.val_fraction} + test_fraction {split.test_fraction} leave "
+            "nothing to train on",
+            "keep their sum below 1, e.g. val_fraction 0.2, test_fraction 0.1",
+        )
     if split.folds > 1 and not split.fold < split.folds:
-        raise fail(source, f"data.split.fold {split.fold} is outside 0..{split.folds - 1}", "e.g. --set data.split.fold=0")
+        raise fail(
+            source, f"data.split.fold {split.fold} is outside 0..{split.folds - 1}", "e.g. --set data.split.fold=0"
+        )
     loss = cfg.train.loss
     if loss.dice_weight + loss.ce_weight <= 0:
-        raise fail(source, "train.loss.dice_weight and ce_weight are both 0, so nothing is learnt",
-                   "give one of them a weight, e.g. --set train.loss.dice_weight=1")
+        raise fail(
+            source,
+            "train.loss.dice_weight and ce_weight are both 0, so nothing is learnt",
+            "give one of them a weight, e.g. --set train.loss.dice_weight=1",
+        )
 
 
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
@@ -428,12 +477,16 @@ def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError:
-        raise fail(path, "is not a text file (not UTF-8), so not a YAML config",
-                   "pass a YAML config such as configs/ph2.yaml, or a recipe name such as ph2") from None
+        raise fail(
+            path,
+            "is not a text file (not UTF-8), so not a YAML config",
+            "pass a YAML config such as configs/ph2.yaml, or a recipe name such as ph2",
+        ) from None
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        raise fail(path, f"is not valid YAML{f' (line {line + 1})' if line is not None else ''}",
-                   "fix the YAML syntax") from None
+        raise fail(
+            path, f"is not valid YAML{f' (line {line + 1})' if line is not None else ''}", "fix the YAML syntax"
+        ) from None
     if not isinstance(data, dict):
         raise fail(path, "does not contain a YAML mapping", "start the file with 'name: ...' style keys")
     return data
@@ -472,15 +525,19 @@ def resolve_config_path(name_or_path: str) -> Path:
     p = Path(name_or_path)
     if p.suffix in {".yaml", ".yml"} or p.is_file():
         if not p.is_file():
-            raise fail(p, "config file not found", "check the path or use a recipe name such as ph2, lgg, brats or demo")
+            raise fail(
+                p, "config file not found", "check the path or use a recipe name such as ph2, lgg, brats or demo"
+            )
         return p
     for d in config_search_dirs():
         cand = d / f"{name_or_path}.yaml"
         if cand.is_file():
             return cand
     known = known_config_names()
-    raise MedsegError(f"no config named '{name_or_path}'{did_you_mean(name_or_path, known)}; "
-                      f"fix: use one of {known} or pass a path to a YAML file")
+    raise MedsegError(
+        f"no config named '{name_or_path}'{did_you_mean(name_or_path, known)}; "
+        f"fix: use one of {known} or pass a path to a YAML file"
+    )
 
 
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config:

@@ -53,14 +53,18 @@ def os_reason(exc: BaseException) -> str:
     return text[:160] + ("..." if len(text) > 160 else "")
 
 
-def os_fix(exc: BaseException, otherwise: str = "check the path, the free disk space and the folder's permissions") -> str:
+def os_fix(
+    exc: BaseException, otherwise: str = "check the path, the free disk space and the folder's permissions"
+) -> str:
     """The fix for a failed file operation, by its errno: free space, a writable folder, or the path."""
     import errno
 
-    return {errno.ENOSPC: "free disk space or choose an --out on another disk",
-            errno.EDQUOT: "free space within your disk quota or choose an --out on another disk",
-            errno.EROFS: "choose an --out on a writable disk",
-            errno.EACCES: "choose an --out folder you can write to",
-            errno.EPERM: "choose an --out folder you can write to",
-            errno.ENOENT: "check the path",
-            errno.ENOTDIR: "check the path: a part of it is a file"}.get(getattr(exc, "errno", None), otherwise)
+    return {
+        errno.ENOSPC: "free disk space or choose an --out on another disk",
+        errno.EDQUOT: "free space within your disk quota or choose an --out on another disk",
+        errno.EROFS: "choose an --out on a writable disk",
+        errno.EACCES: "choose an --out folder you can write to",
+        errno.EPERM: "choose an --out folder you can write to",
+        errno.ENOENT: "check the path",
+        errno.ENOTDIR: "check the path: a part of it is a file",
+    }.get(getattr(exc, "errno", None), otherwise)

@@ -43,7 +43,7 @@ def max_diameter(mask: np.ndarray, spacing) -> float:
     edge = mask & ~ndimage.binary_erosion(mask)
     offsets = np.array(list(itertools.product([-0.5, 0.5], repeat=mask.ndim)))
     corners = (np.argwhere(edge)[:, None, :] + offsets[None]).reshape(-1, mask.ndim) * np.asarray(spacing, np.float64)
-    if len(corners) > 2 ** mask.ndim:
+    if len(corners) > 2**mask.ndim:
         from scipy.spatial import ConvexHull, QhullError
 
         try:  # qhull copes with the shared corners (deduplicating them first took 5x longer on a brain tumour)
@@ -52,7 +52,7 @@ def max_diameter(mask: np.ndarray, spacing) -> float:
             corners = np.unique(corners, axis=0)
     best = 0.0
     for start in range(0, len(corners), 1024):  # chunked, so a large hull never needs an N x N matrix at once
-        d = ((corners[start:start + 1024, None, :] - corners[None, :, :]) ** 2).sum(axis=-1)
+        d = ((corners[start : start + 1024, None, :] - corners[None, :, :]) ** 2).sum(axis=-1)
         best = max(best, float(d.max()))
     return float(np.sqrt(best))
 
@@ -93,7 +93,7 @@ def component_sizes(comp: np.ndarray, n: int, chunk: int = 1 << 24) -> np.ndarra
     if n:
         flat = comp.reshape(-1)
         for start in range(0, flat.size, chunk):
-            sizes += np.bincount(flat[start:start + chunk], minlength=n + 1)
+            sizes += np.bincount(flat[start : start + chunk], minlength=n + 1)
     return sizes[1:]
 
 
@@ -110,8 +110,11 @@ def lesion_findings(labels: np.ndarray, geom: Geometry, label_names: list[str], 
     unit = "ml" if ndim == 3 else ("mm2" if known else "px2")
     length = "mm" if known else "px"
     unit_size = float(np.prod(spacing))  # mm^3 or mm^2 per voxel (1 px^2 when unknown)
-    to_unit = {"ml": lambda n: significant(n * unit_size / 1000.0), "mm2": lambda n: significant(n * unit_size),
-               "px2": int}[unit]
+    to_unit = {
+        "ml": lambda n: significant(n * unit_size / 1000.0),
+        "mm2": lambda n: significant(n * unit_size),
+        "px2": int,
+    }[unit]
     out = {}
     structure = ndimage.generate_binary_structure(ndim, ndim)
     for c, name in enumerate(label_names):
@@ -135,15 +138,34 @@ def lesion_findings(labels: np.ndarray, geom: Geometry, label_names: list[str], 
             corners = np.array(np.meshgrid(*[[a, b] for a, b in zip(lo, hi)], indexing="ij")).reshape(ndim, -1).T
             world = np.array([_world(geom, c_, known) for c_ in corners])
             centroid = _centroid(comp, sl, idx + 1) + offset
-            lesions.append({"id": rank + 1, f"size_{unit}": to_unit(int(sizes[idx])), "voxels": int(sizes[idx]),
-                            f"max_diameter_{length}": round(max_diameter(comp[sl] == idx + 1, spacing), 1),
-                            f"centroid_{length}": _world(geom, centroid, known),
-                            "centroid_voxel": [round(float(v), 1) for v in centroid],
-                            f"bbox_{length}": {"min": world.min(axis=0).round(2).tolist(),
-                                               "max": world.max(axis=0).round(2).tolist()},
-                            "bbox_voxel": {"min": lo.astype(int).tolist(), "max": hi.astype(int).tolist()}})
-        out[name] = {f"total_{unit}": to_unit(total), "voxels": total, "n_lesions": int(n),
-                     f"largest_{unit}": lesions[0][f"size_{unit}"] if lesions else to_unit(0), "lesions": lesions}
+            lesions.append(
+                {
+                    "id": rank + 1,
+                    f"size_{unit}": to_unit(int(sizes[idx])),
+                    "voxels": int(sizes[idx]),
+                    f"max_diameter_{length}": round(max_diameter(comp[sl] == idx + 1, spacing), 1),
+                    f"centroid_{length}": _world(geom, centroid, known),
+                    "centroid_voxel": [round(float(v), 1) for v in centroid],
+                    f"bbox_{length}": {
+                        "min": world.min(axis=0).round(2).tolist(),
+                        "max": world.max(axis=0).round(2).tolist(),
+                    },
+                    "bbox_voxel": {"min": lo.astype(int).tolist(), "max": hi.astype(int).tolist()},
+                }
+            )
+        out[name] = {
+            f"total_{unit}": to_unit(total),
+            "voxels": total,
+            "n_lesions": int(n),
+            f"largest_{unit}": lesions[0][f"size_{unit}"] if lesions else to_unit(0),
+            "lesions": lesions,
+        }
     coordinates = "RAS mm" if ndim == 3 else f"row/column {length} from the top-left pixel"
-    return {"unit": unit, "unit_label": UNIT_LABELS[unit], "length_unit": length, "spacing_known": known,
-            "coordinates": coordinates, "classes": out}
+    return {
+        "unit": unit,
+        "unit_label": UNIT_LABELS[unit],
+        "length_unit": length,
+        "spacing_known": known,
+        "coordinates": coordinates,
+        "classes": out,
+    }

@@ -46,7 +46,7 @@ from .models import build_model
 from .postprocess import postprocess
 from .train import predict_logits, resolve_device
 
-LARGE_VOLUME_VOXELS = 160 ** 3  # stitch on the CPU above this when the GPU cannot report its free memory
+LARGE_VOLUME_VOXELS = 160**3  # stitch on the CPU above this when the GPU cannot report its free memory
 
 
 @dataclass
@@ -76,25 +76,32 @@ class InferSummary:
 # models
 # ----------------------------------------------------------------------------
 
+
 def find_default_model(root: Path = Path("runs"), inputs: list[str] | None = None, log=None) -> Path:
     """The newest ``best.pt`` under ``root`` that fits ``inputs`` (2D or 3D as the inputs are, and for volumes as
     many modalities as the model takes); says which one was chosen, with its recipe, epochs and validation Dice."""
     cands = sorted(root.glob("**/best.pt"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
     if not cands:
-        raise MedsegError("no --model given and no runs/*/best.pt found; fix: train one with 'medseg train NAME' "
-                          "or pass --model path/to/best.pt")
+        raise MedsegError(
+            "no --model given and no runs/*/best.pt found; fix: train one with 'medseg train NAME' "
+            "or pass --model path/to/best.pt"
+        )
     skipped = []
     for path in reversed(cands):
         why, ckpt = _misfit(path, inputs)
         if why is None:
             if log is not None:
-                log(f"using {path} ({model_summary(ckpt)})" + (f"; skipped newer checkpoints that do not fit: "
-                                                               f"{'; '.join(skipped)}" if skipped else ""))
+                log(
+                    f"using {path} ({model_summary(ckpt)})"
+                    + (f"; skipped newer checkpoints that do not fit: {'; '.join(skipped)}" if skipped else "")
+                )
             return path
         skipped.append(f"{path} ({why})")
-    raise MedsegError(f"no --model given and none of the {len(cands)} checkpoints under {root} fits these inputs "
-                      f"({'; '.join(skipped[:3])}{'; ...' if len(skipped) > 3 else ''}); fix: pass --model "
-                      "path/to/best.pt trained for such images")
+    raise MedsegError(
+        f"no --model given and none of the {len(cands)} checkpoints under {root} fits these inputs "
+        f"({'; '.join(skipped[:3])}{'; ...' if len(skipped) > 3 else ''}); fix: pass --model "
+        "path/to/best.pt trained for such images"
+    )
 
 
 def model_summary(ckpt: dict) -> str:
@@ -132,8 +139,10 @@ def _case_misfit(case: Case, cfg: Config) -> str | None:
     if dims == 3:
         found = case_channels(case.paths)
         if found is not None and found != len(cfg.data.channels):
-            return (f"takes {len(cfg.data.channels)} modalities ({','.join(cfg.data.channels)}), "
-                    f"{Path(case.paths[0]).name} has {found}")
+            return (
+                f"takes {len(cfg.data.channels)} modalities ({','.join(cfg.data.channels)}), "
+                f"{Path(case.paths[0]).name} has {found}"
+            )
     return None
 
 
@@ -178,15 +187,20 @@ def load_models(paths: list[str | Path], device: torch.device) -> list[LoadedMod
         try:
             net.load_state_dict(ck["state_dict"])
         except RuntimeError as exc:
-            raise fail(p, f"weights do not fit the saved model ({str(exc).splitlines()[0]})", "re-export the checkpoint") from None
+            raise fail(
+                p, f"weights do not fit the saved model ({str(exc).splitlines()[0]})", "re-export the checkpoint"
+            ) from None
         net.to(device).eval()
         models.append(LoadedModel(Path(p), ck, cfg, net, file_hash(p)))
     first = models[0]
     for m in models[1:]:
         for what in ("labels", "channels"):
             if m.ckpt[what] != first.ckpt[what]:
-                raise fail(m.path, f"{what} {m.ckpt[what]} differ from {first.path.name}'s {first.ckpt[what]}",
-                           "ensemble only checkpoints trained for the same task")
+                raise fail(
+                    m.path,
+                    f"{what} {m.ckpt[what]} differ from {first.path.name}'s {first.ckpt[what]}",
+                    "ensemble only checkpoints trained for the same task",
+                )
         if m.cfg.data.spatial_dims != first.cfg.data.spatial_dims:
             raise fail(m.path, "mixes 2D and 3D models in one ensemble", "pass checkpoints of one kind")
     return models
@@ -195,6 +209,7 @@ def load_models(paths: list[str | Path], device: torch.device) -> list[LoadedMod
 # ----------------------------------------------------------------------------
 # inputs
 # ----------------------------------------------------------------------------
+
 
 def _is_supported(p: Path) -> bool:
     return file_ext(p) in VOLUME_EXTS + IMAGE_2D_EXTS
@@ -208,7 +223,9 @@ def refuse_checkpoint_inputs(inputs: list[str]) -> None:
     for raw in inputs:
         for part in str(raw).split(","):
             if part and file_ext(part) in CHECKPOINT_EXTS:
-                raise fail(part, "is a checkpoint, not an image", "pass it with --model (once per model: -m a.pt -m b.pt)")
+                raise fail(
+                    part, "is a checkpoint, not an image", "pass it with --model (once per model: -m a.pt -m b.pt)"
+                )
 
 
 def expand_inputs(inputs: list[str], cfg: Config, warn=None) -> tuple[list[Case], list[str]]:
@@ -222,8 +239,10 @@ def expand_inputs(inputs: list[str], cfg: Config, warn=None) -> tuple[list[Case]
         raw = str(raw)
         if "," in raw:  # one multi-modal case given as comma-separated files
             if any(not x.strip() for x in raw.split(",")):  # "$FLAIR,$T1C" with a variable unset
-                errors.append(f"{raw!r}: a file of this multi-modal case is empty; fix: name one file per modality, "
-                              "e.g. flair.nii.gz,t1c.nii.gz")
+                errors.append(
+                    f"{raw!r}: a file of this multi-modal case is empty; fix: name one file per modality, "
+                    "e.g. flair.nii.gz,t1c.nii.gz"
+                )
                 continue
             parts = [Path(x) for x in raw.split(",")]
             missing = [str(x) for x in parts if not x.exists()]
@@ -238,12 +257,16 @@ def expand_inputs(inputs: list[str], cfg: Config, warn=None) -> tuple[list[Case]
         elif p.is_dir():
             found = _folder_cases(p, cfg, raw, visited=visited, warn=warn)
             if not found:
-                errors.append(f"{p}: no supported images in this folder or below it; fix: give .nii.gz/.nrrd/.mha/.png/"
-                              ".jpg/.bmp/.tif files, a DICOM series folder, or folders of them")
+                errors.append(
+                    f"{p}: no supported images in this folder or below it; fix: give .nii.gz/.nrrd/.mha/.png/"
+                    ".jpg/.bmp/.tif files, a DICOM series folder, or folders of them"
+                )
             cases += found
         elif not _is_supported(p):
-            errors.append(f"{p}: unsupported file type '{file_ext(p) or p.suffix or '(none)'}'; fix: use NIfTI, NRRD, MHA, "
-                          "a DICOM folder, or PNG/JPEG/BMP/TIFF")
+            errors.append(
+                f"{p}: unsupported file type '{file_ext(p) or p.suffix or '(none)'}'; fix: use NIfTI, NRRD, MHA, "
+                "a DICOM folder, or PNG/JPEG/BMP/TIFF"
+            )
         else:
             cases.append(Case(strip_ext(p), [str(p)], raw))
     cases = _once_per_real_file(cases, warn)
@@ -296,8 +319,9 @@ SKIP_DIRS = {"labelstr", "labelsts", "labels", "label", "masks", "mask", "segmen
 OUTPUT_SUFFIXES = ("_prob",)  # medseg's own probability maps (its masks end in _seg, a mask suffix)
 
 
-def _folder_cases(folder: Path, cfg: Config, raw: str, depth: int = 0, visited: set | None = None,
-                  warn=None) -> list[Case]:
+def _folder_cases(
+    folder: Path, cfg: Config, raw: str, depth: int = 0, visited: set | None = None, warn=None
+) -> list[Case]:
     """The cases in a folder: the folder itself when it is a DICOM series or (multi-modal 3D model) one case's
     modality files; otherwise its image files, then the same search in each sub-folder (label folders, masks and
     medseg's own outputs left out), so a folder of case folders segments every case. A folder already searched
@@ -316,9 +340,15 @@ def _folder_cases(folder: Path, cfg: Config, raw: str, depth: int = 0, visited: 
         mod = _modality_files(folder, cfg)
         if mod:
             return [Case(folder.name, mod, raw if depth == 0 else str(folder))]
-    cases = [Case(strip_ext(f), [str(f)], str(f)) for f in sorted(folder.iterdir())
-             if f.is_file() and _is_supported(f) and not f.name.startswith(".")
-             and mask_stem(strip_ext(f)) == strip_ext(f) and not strip_ext(f).lower().endswith(OUTPUT_SUFFIXES)]
+    cases = [
+        Case(strip_ext(f), [str(f)], str(f))
+        for f in sorted(folder.iterdir())
+        if f.is_file()
+        and _is_supported(f)
+        and not f.name.startswith(".")
+        and mask_stem(strip_ext(f)) == strip_ext(f)
+        and not strip_ext(f).lower().endswith(OUTPUT_SUFFIXES)
+    ]
     if depth < 4:
         for sub in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
             name = sub.name.lower()
@@ -332,8 +362,9 @@ def _modality_files(folder: Path, cfg: Config) -> list[str] | None:
     from .data.brats import case_files, find_modalities, modality_patterns
 
     channels = list(cfg.data.channels)
-    found = find_modalities(case_files(folder), channels,
-                            modality_patterns(channels, cfg.data.options.get("modalities")))
+    found = find_modalities(
+        case_files(folder), channels, modality_patterns(channels, cfg.data.options.get("modalities"))
+    )
     if any(f is None for f in found.values()):
         return None
     return [str(found[ch]) for ch in channels]
@@ -343,13 +374,15 @@ def _modality_files(folder: Path, cfg: Config) -> list[str] | None:
 # prediction
 # ----------------------------------------------------------------------------
 
+
 def _flip_dims(spatial_dims: int, tta: bool) -> list[tuple[int, ...]]:
     return [()] + ([(2 + a,) for a in range(spatial_dims)] if tta else [])
 
 
 @torch.no_grad()
-def predict_probabilities(lm: LoadedModel, x: torch.Tensor, device: torch.device, tta: bool,
-                          stitch_on_cpu: bool = False) -> torch.Tensor:
+def predict_probabilities(
+    lm: LoadedModel, x: torch.Tensor, device: torch.device, tta: bool, stitch_on_cpu: bool = False
+) -> torch.Tensor:
     """``(1, C, *spatial)`` preprocessed input -> ``(1, K, *spatial)`` probabilities (sigmoid or softmax)."""
     cfg = lm.cfg
     roi = list(lm.ckpt.get("roi_size") or cfg.infer.roi_size)
@@ -382,7 +415,9 @@ def _stitch_on_cpu(x: torch.Tensor, cfg, device: torch.device, tta: bool) -> boo
     return need > free // 2
 
 
-def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: bool) -> tuple[np.ndarray, Geometry, dict]:
+def _case_probabilities(
+    lm: LoadedModel, case: Case, device: torch.device, tta: bool
+) -> tuple[np.ndarray, Geometry, dict]:
     """Run one model on one case; return probabilities on the input's own grid ``(K, *shape)``."""
     from monai.data import MetaTensor
     from monai.transforms import SpatialResample
@@ -392,7 +427,9 @@ def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: 
     cfg = lm.cfg
     is_2d_input = file_ext(case.paths[0]) in IMAGE_2D_EXTS
     if is_2d_input and cfg.data.spatial_dims == 3:
-        raise fail(case.paths[0], "is a 2D image but the model is 3D", "use a 2D checkpoint (e.g. trained on ph2 or lgg)")
+        raise fail(
+            case.paths[0], "is a 2D image but the model is 3D", "use a 2D checkpoint (e.g. trained on ph2 or lgg)"
+        )
     if not is_2d_input and cfg.data.spatial_dims == 2:
         raise fail(case.paths[0], "is a volume but the model is 2D", "use a 3D checkpoint (e.g. trained on brats)")
     if cfg.data.spatial_dims == 3:
@@ -434,7 +471,8 @@ def _case_probabilities(lm: LoadedModel, case: Case, device: torch.device, tta: 
             probs, affine = uncrop(probs, affine, d["crop_box"], cfg.binary)
         src = MetaTensor(probs, affine=affine)
         back = SpatialResample(mode="bilinear", padding_mode="border", dtype=np.float32)(
-            src, dst_affine=torch.as_tensor(geom.affine), spatial_size=list(geom.shape))
+            src, dst_affine=torch.as_tensor(geom.affine), spatial_size=list(geom.shape)
+        )
         out = np.asarray(back.array if hasattr(back, "array") else back, dtype=np.float32)
     return out, geom, {"preprocess_s": round(t_pre, 3), "predict_s": round(time.time() - t0, 3)}
 
@@ -445,9 +483,12 @@ def _check_modality_count(case: Case, cfg: Config) -> None:
     if found is None or found == len(channels):
         return
     example = ",".join(f"{c}.nii.gz" for c in channels)
-    raise fail(case.paths[0], f"the model expects {len(channels)} modalities ({','.join(channels)}), got {found}",
-               f"give one file per modality in that order, comma-separated ({example}), a case folder holding them, "
-               f"or a 4D file with {len(channels)} on its last axis")
+    raise fail(
+        case.paths[0],
+        f"the model expects {len(channels)} modalities ({','.join(channels)}), got {found}",
+        f"give one file per modality in that order, comma-separated ({example}), a case folder holding them, "
+        f"or a 4D file with {len(channels)} on its last axis",
+    )
 
 
 def uncrop(probs: torch.Tensor, affine: torch.Tensor, box: dict, binary: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -493,8 +534,16 @@ def effective_post(cfg: Config, post: dict | None = None) -> dict:
     return {k: given.get(k, getattr(cfg.infer, k)) for k in POST_KEYS}
 
 
-def segment_case(models: list[LoadedModel], case: Case, out_dir: Path, device: torch.device, tta: bool = False,
-                 probabilities: bool = False, force: bool = False, post: dict | None = None) -> dict:
+def segment_case(
+    models: list[LoadedModel],
+    case: Case,
+    out_dir: Path,
+    device: torch.device,
+    tta: bool = False,
+    probabilities: bool = False,
+    force: bool = False,
+    post: dict | None = None,
+) -> dict:
     """Segment one case with an ensemble; write the mask (and probabilities) and return its findings."""
     t_start = time.time()
     lm0 = models[0]
@@ -519,13 +568,20 @@ def segment_case(models: list[LoadedModel], case: Case, out_dir: Path, device: t
     probs = acc / len(models)
     t0 = time.time()
     labels = probabilities_to_labels(probs, cfg.binary, float(post["threshold"]))
-    labels = postprocess(labels, cfg.num_classes, geom.spacing, keep_largest=bool(post["keep_largest"]),
-                         min_size=float(post["min_size"]), fill_holes=bool(post["fill_holes"]))
+    labels = postprocess(
+        labels,
+        cfg.num_classes,
+        geom.spacing,
+        keep_largest=bool(post["keep_largest"]),
+        min_size=float(post["min_size"]),
+        fill_holes=bool(post["fill_holes"]),
+    )
     timings["postprocess_s"] = round(time.time() - t0, 3)
     existed = {t for t in targets if t.exists()}
     try:
-        return _write_outputs(labels, probs, geom, case, models, cfg, post, targets, probabilities, tta, device,
-                              timings, t_start)
+        return _write_outputs(
+            labels, probs, geom, case, models, cfg, post, targets, probabilities, tta, device, timings, t_start
+        )
     except OSError as exc:  # a full disk, a read-only folder: nothing of this case may stay half there
         for t in targets:
             if t not in existed and t.exists():
@@ -542,8 +598,9 @@ def _failed_target(exc: OSError, targets: list[Path]) -> Path:
     return targets[0]
 
 
-def _write_outputs(labels, probs, geom, case, models, cfg, post, targets, probabilities, tta, device, timings,
-                   t_start) -> dict:
+def _write_outputs(
+    labels, probs, geom, case, models, cfg, post, targets, probabilities, tta, device, timings, t_start
+) -> dict:
     seg_path, json_path = targets[0], targets[1]
     prob_path = targets[2] if probabilities else None
     t0 = time.time()
@@ -578,7 +635,9 @@ def _write_outputs(labels, probs, geom, case, models, cfg, post, targets, probab
         "labels": list(cfg.data.labels),
         "channels": list(cfg.data.channels),
         **findings,
-        "models": [{"path": str(m.path.resolve()), "sha256_12": m.sha, "description": describe(m.ckpt)} for m in models],
+        "models": [
+            {"path": str(m.path.resolve()), "sha256_12": m.sha, "description": describe(m.ckpt)} for m in models
+        ],
         "postprocess": post,
         "tta": bool(tta),
         "device": str(device),
@@ -591,9 +650,18 @@ def _write_outputs(labels, probs, geom, case, models, cfg, post, targets, probab
     return result
 
 
-def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | None = None, device: str = "auto",
-          tta: bool | None = None, probabilities: bool = False, force: bool = False, progress: bool = True, log=print,
-          **post) -> InferSummary:
+def infer(
+    inputs: list[str],
+    model: list[str] | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    tta: bool | None = None,
+    probabilities: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    log=print,
+    **post,
+) -> InferSummary:
     """Segment every input; keep going past bad files and raise one MedsegError listing them at the end.
 
     ``post`` may override ``threshold``, ``keep_largest``, ``min_size``, ``fill_holes``, ``overlap`` and
@@ -604,7 +672,9 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
     if not inputs:
         raise MedsegError("no INPUT given; fix: medseg infer scan.nii.gz --model runs/NAME/best.pt")
     if any(not str(i).strip() for i in inputs):  # an unset shell variable: Path("") is the current folder
-        raise MedsegError("an INPUT is empty (an unset shell variable?); fix: name the images, volumes or folders to segment")
+        raise MedsegError(
+            "an INPUT is empty (an unset shell variable?); fix: name the images, volumes or folders to segment"
+        )
     refuse_checkpoint_inputs([str(i) for i in inputs])
     dev = resolve_device(device)
     if not model:
@@ -633,23 +703,31 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
             cls = ", ".join(f"{n}: {findings_sizes(res, v)}" for n, v in res["classes"].items()) + spacing_note(res)
             log(f"{case.case_id}: {cls} -> {res['segmentation']}")
             if res.get("context_slices_found") == 0:
-                log(f"warning: {case.paths[0]}: no neighbouring slices found for this 2.5D model, so it saw the slice "
-                    "repeated; fix: keep the volume's slices side by side, named <stem>_<n>.<ext>")
+                log(
+                    f"warning: {case.paths[0]}: no neighbouring slices found for this 2.5D model, so it saw the slice "
+                    "repeated; fix: keep the volume's slices side by side, named <stem>_<n>.<ext>"
+                )
             others = res.get("dicom_series", {}).get("other_series")
             if others:
                 chosen = res["dicom_series"]
-                log(f"warning: {case.paths[0]}: the folder holds {len(others) + 1} DICOM series; the largest was "
+                log(
+                    f"warning: {case.paths[0]}: the folder holds {len(others) + 1} DICOM series; the largest was "
                     f"segmented ({chosen['files']} files, '{chosen['description']}'), not "
                     + ", ".join(f"'{o['description']}' ({o['files']} files)" for o in others)
-                    + "; fix: put each series in a folder of its own to segment another one")
+                    + "; fix: put each series in a folder of its own to segment another one"
+                )
             if res.get("exif_orientation"):
-                log(f"note: {case.paths[0]}: EXIF orientation {res['exif_orientation']} applied: the image was "
+                log(
+                    f"note: {case.paths[0]}: EXIF orientation {res['exif_orientation']} applied: the image was "
                     f"segmented upright, as viewers show it, and the mask ({res['geometry']['shape'][0]}x"
-                    f"{res['geometry']['shape'][1]}) is upright too")
+                    f"{res['geometry']['shape'][1]}) is upright too"
+                )
             if res.get("volume_slices") == 1:
-                log(f"warning: {case.paths[0]}: this model normalises each slice with its whole volume's statistics, "
+                log(
+                    f"warning: {case.paths[0]}: this model normalises each slice with its whole volume's statistics, "
                     "but no other slice of the volume was found, so this slice's own were used; fix: keep the "
-                    "volume's slices side by side, named <stem>_<n>.<ext>")
+                    "volume's slices side by side, named <stem>_<n>.<ext>"
+                )
         except CaseWriteError as exc:  # the folder is full or read-only: the next cases would fail alike
             raise _write_failure(exc.target, exc.cause, out_dir, len(summary.outputs), len(cases)) from None
         except MedsegError as exc:
@@ -657,8 +735,10 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
             log(f"error: {exc}")
     if summary.failures:
         written = f"the others were written to {out_dir}" if summary.outputs else "nothing was written"
-        err = MedsegError(f"{len(summary.failures)} of {len(cases) + len(failures)} inputs failed (first: "
-                          f"{summary.failures[0]}); {written}")
+        err = MedsegError(
+            f"{len(summary.failures)} of {len(cases) + len(failures)} inputs failed (first: "
+            f"{summary.failures[0]}); {written}"
+        )
         err.summary = summary  # the cases that were segmented: infer --report still writes their PDFs
         raise err
     return summary
@@ -667,12 +747,15 @@ def infer(inputs: list[str], model: list[str] | None = None, out: str | Path | N
 def make_out_dir(out_dir: Path) -> None:
     """Create the --out folder, or say in one line why it cannot be one."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise fail(out_dir, "exists and is a file, not a folder", "choose another --out (a folder; it is created if missing)")
+        raise fail(
+            out_dir, "exists and is a file, not a folder", "choose another --out (a folder; it is created if missing)"
+        )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise fail(out_dir, f"cannot be created ({os_reason(exc)})",
-                   "choose an --out folder you can write to") from None
+        raise fail(
+            out_dir, f"cannot be created ({os_reason(exc)})", "choose an --out folder you can write to"
+        ) from None
 
 
 class CaseWriteError(MedsegError):
@@ -684,14 +767,22 @@ class CaseWriteError(MedsegError):
         super().__init__(str(_write_failure(target, cause)))
 
 
-def _write_failure(target: Path, exc: OSError, out_dir: Path | None = None, done: int = 0, total: int = 0) -> MedsegError:
+def _write_failure(
+    target: Path, exc: OSError, out_dir: Path | None = None, done: int = 0, total: int = 0
+) -> MedsegError:
     """``TARGET: could not be written (REASON); ...`` saying what is safe on disk; with ``out_dir`` also that the
     batch stopped there and how many cases before it are complete."""
     reason, fix = os_reason(exc), os_fix(exc, "check the --out folder")
-    batch = (f"stopped there: {done} of {total} case(s) were written to {out_dir} before it and are complete, and "
-             if out_dir is not None else "")
-    return fail(target, f"could not be written ({reason}); {batch}no partial file of this case was left",
-                f"{fix}, then run again (cases already written are refused unless --force)")
+    batch = (
+        f"stopped there: {done} of {total} case(s) were written to {out_dir} before it and are complete, and "
+        if out_dir is not None
+        else ""
+    )
+    return fail(
+        target,
+        f"could not be written ({reason}); {batch}no partial file of this case was left",
+        f"{fix}, then run again (cases already written are refused unless --force)",
+    )
 
 
 def write_label_tables(out_dir: Path, labels: list[str], force: bool = False) -> list[Path]:
@@ -704,8 +795,11 @@ def write_label_tables(out_dir: Path, labels: list[str], force: bool = False) ->
         path = out_dir / name
         old = path.read_text() if path.is_file() else None
         if old is not None and old != text and not force:
-            raise fail(path, "already exists with other class names (masks of another model are in this folder)",
-                       "choose another --out or pass --force")
+            raise fail(
+                path,
+                "already exists with other class names (masks of another model are in this folder)",
+                "choose another --out or pass --force",
+            )
         if old != text:
             atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text), suffix=path.suffix)
         paths.append(path)

@@ -61,7 +61,7 @@ def slice_neighbours(path: str | Path, context: int) -> tuple[list[Path], int]:
     nearest existing slice stands in. Also returns how many neighbours were really found."""
     p = Path(path)
     stem = strip_ext(p)
-    ext = p.name[len(stem):]
+    ext = p.name[len(stem) :]
     m = _SLICE_NUMBER.match(stem)
     out, found = [p], 0
     if not m or context <= 0:
@@ -88,7 +88,7 @@ def volume_slices(path: str | Path) -> list[Path]:
     in numeric order. An unnumbered file is a volume of one slice."""
     p = Path(path)
     stem = strip_ext(p)
-    ext = p.name[len(stem):]
+    ext = p.name[len(stem) :]
     m = _SLICE_NUMBER.match(stem)
     if not m:
         return [p]
@@ -211,8 +211,11 @@ def max_image_pixels() -> int:
     if not raw:
         return MAX_IMAGE_PIXELS
     if not raw.isdigit() or int(raw) <= 0:
-        raise fail(MAX_PIXELS_ENV, f"is {raw!r}, not a positive whole number of pixels",
-                   f"set it to e.g. {MAX_IMAGE_PIXELS} or unset it")
+        raise fail(
+            MAX_PIXELS_ENV,
+            f"is {raw!r}, not a positive whole number of pixels",
+            f"set it to e.g. {MAX_IMAGE_PIXELS} or unset it",
+        )
     return int(raw)
 
 
@@ -221,9 +224,12 @@ def _check_pixel_count(path: Path, width: int, height: int) -> None:
     file that claims billions of pixels, and would take gigabytes and minutes)."""
     limit = max_image_pixels()
     if int(width) * int(height) > limit:
-        raise fail(path, f"is {width}x{height} pixels ({width * height / 1e6:.3g} megapixels), over medseg's limit of "
-                         f"{limit / 1e6:g} megapixels (a decompression bomb or a whole-slide image)",
-                   f"tile or downsample it, or raise the limit with {MAX_PIXELS_ENV}=<pixels> if you trust the file")
+        raise fail(
+            path,
+            f"is {width}x{height} pixels ({width * height / 1e6:.3g} megapixels), over medseg's limit of "
+            f"{limit / 1e6:g} megapixels (a decompression bomb or a whole-slide image)",
+            f"tile or downsample it, or raise the limit with {MAX_PIXELS_ENV}=<pixels> if you trust the file",
+        )
 
 
 def _open_image(path: Path):
@@ -253,16 +259,21 @@ def _refuse_stack(path: Path, im) -> None:
 
 
 def _stack_error(path: Path, what: str) -> MedsegError:
-    return fail(path, f"holds {what} (a stack), but a 2D image or mask is one page",
-                "save each page as its own file (one slice each), or convert the stack to a volume (.nii.gz) for a "
-                "3D recipe")
+    return fail(
+        path,
+        f"holds {what} (a stack), but a 2D image or mask is one page",
+        "save each page as its own file (one slice each), or convert the stack to a volume (.nii.gz) for a 3D recipe",
+    )
 
 
 def _refuse_empty(arr: np.ndarray, path: Path) -> np.ndarray:
     """A decoder may hand back an empty array for a file cut short (a TIFF whose directory was lost)."""
     if arr.size == 0 or arr.ndim not in (2, 3):
-        raise fail(path, f"is truncated or unreadable (decoded to an array of shape {tuple(arr.shape)})",
-                   "re-export or remove it")
+        raise fail(
+            path,
+            f"is truncated or unreadable (decoded to an array of shape {tuple(arr.shape)})",
+            "re-export or remove it",
+        )
     return arr
 
 
@@ -330,8 +341,11 @@ def read_image_2d(path: str | Path, kind: str = "image", upright: bool = True) -
             raise
         except Exception as exc:  # noqa: BLE001 - report the original failure
             err = exc
-    raise fail(path, f"cannot be read as an image ({_short(err)})",
-               "re-export it as PNG, BMP, JPEG or TIFF, or remove the case")
+    raise fail(
+        path,
+        f"cannot be read as an image ({_short(err)})",
+        "re-export it as PNG, BMP, JPEG or TIFF, or remove the case",
+    )
 
 
 def write_image_2d(array: np.ndarray, path: str | Path) -> None:
@@ -345,19 +359,28 @@ def write_image_2d(array: np.ndarray, path: str | Path) -> None:
 
 def _pil_format(path) -> str:
     ext = file_ext(path)
-    return {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}.get(ext, "PNG")
+    return {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}.get(
+        ext, "PNG"
+    )
 
 
 def geometry_2d(path: str | Path, shape, spacing: list[float] | None = None, channels: int = 1) -> Geometry:
     """Geometry of a 2D image: ``spacing`` in mm per (row, column); 1 mm assumed (and flagged) when unknown."""
     sp = tuple(float(s) for s in spacing) if spacing else (1.0, 1.0)
-    return Geometry(shape=tuple(int(s) for s in shape[:2]), spacing=sp, affine=np.diag([sp[0], sp[1], 1.0, 1.0]),
-                    fmt="2d", path=str(path), meta={"channels": int(channels), "spacing_known": bool(spacing)})
+    return Geometry(
+        shape=tuple(int(s) for s in shape[:2]),
+        spacing=sp,
+        affine=np.diag([sp[0], sp[1], 1.0, 1.0]),
+        fmt="2d",
+        path=str(path),
+        meta={"channels": int(channels), "spacing_known": bool(spacing)},
+    )
 
 
 # ----------------------------------------------------------------------------
 # 3D
 # ----------------------------------------------------------------------------
+
 
 def read_volume(path: str | Path) -> tuple[np.ndarray, Geometry]:
     """Read a NIfTI / NRRD / MHA / DICOM-series volume.
@@ -382,10 +405,15 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, Geometry]:
         try:
             img = sitk.ReadImage(str(path))
         except RuntimeError as exc:
-            raise fail(path, f"cannot be read ({_short(exc)})", "check that the file is complete and not truncated") from None
+            raise fail(
+                path, f"cannot be read ({_short(exc)})", "check that the file is complete and not truncated"
+            ) from None
         return _from_sitk(img, path, fmt="itk")
-    raise fail(path, f"unsupported file type '{ext or path.suffix}'",
-               f"use one of {', '.join(VOLUME_EXTS + IMAGE_2D_EXTS)} or a DICOM series folder")
+    raise fail(
+        path,
+        f"unsupported file type '{ext or path.suffix}'",
+        f"use one of {', '.join(VOLUME_EXTS + IMAGE_2D_EXTS)} or a DICOM series folder",
+    )
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, Geometry]:
@@ -395,23 +423,37 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, Geometry]:
         with _quiet_logger("nibabel"):  # it logs the header fixes it makes; _check_nifti_header refuses them instead
             img = nib.load(str(path))
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on damaged files
-        raise fail(path, f"cannot be read as NIfTI ({_short(exc)})",
-                   "check that the file is complete (not truncated) and re-export it") from None
+        raise fail(
+            path,
+            f"cannot be read as NIfTI ({_short(exc)})",
+            "check that the file is complete (not truncated) and re-export it",
+        ) from None
     _check_nifti_header(path, img)  # from the header, before the voxels are read
     try:
         arr = np.asanyarray(img.dataobj)
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on damaged files
-        raise fail(path, f"cannot be read as NIfTI ({_short(exc)})",
-                   "check that the file is complete (not truncated) and re-export it") from None
+        raise fail(
+            path,
+            f"cannot be read as NIfTI ({_short(exc)})",
+            "check that the file is complete (not truncated) and re-export it",
+        ) from None
     while arr.ndim > 4 and arr.shape[3] == 1:
         arr = arr[:, :, :, 0, ...]
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim not in (3, 4):
-        raise fail(path, f"has {arr.ndim} dimensions", "give a 3D volume or a 4D volume with modalities on the last axis")
+        raise fail(
+            path, f"has {arr.ndim} dimensions", "give a 3D volume or a 4D volume with modalities on the last axis"
+        )
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    geom = Geometry(shape=tuple(arr.shape[:3]), spacing=zooms, affine=np.array(img.affine, dtype=np.float64),
-                    fmt="nifti", path=str(path), header=img.header.copy())
+    geom = Geometry(
+        shape=tuple(arr.shape[:3]),
+        spacing=zooms,
+        affine=np.array(img.affine, dtype=np.float64),
+        fmt="nifti",
+        path=str(path),
+        header=img.header.copy(),
+    )
     return arr, geom
 
 
@@ -431,11 +473,16 @@ def _bad_spacing(spacing) -> list[int]:
 
 def _refuse_spacing(path: Path, field: str, spacing, bad: list[int]) -> MedsegError:
     shown = ", ".join(f"{field.format(i + 1)} = {spacing[i]:g}" for i in bad)
-    return fail(path, f"voxel spacing is zero, negative or not a number ({shown}): sizes and volumes in mm cannot "
-                      "be computed", "re-export the volume with its true voxel size (or fix that header field)")
+    return fail(
+        path,
+        f"voxel spacing is zero, negative or not a number ({shown}): sizes and volumes in mm cannot be computed",
+        "re-export the volume with its true voxel size (or fix that header field)",
+    )
 
 
-GZIP_MAX_RATIO = 1100  # deflate cannot shrink data more than ~1032:1, so a .nii.gz holds at most this many times its size
+GZIP_MAX_RATIO = (
+    1100  # deflate cannot shrink data more than ~1032:1, so a .nii.gz holds at most this many times its size
+)
 
 
 def _check_nifti_size(path: Path, img) -> None:
@@ -447,14 +494,20 @@ def _check_nifti_size(path: Path, img) -> None:
     gz = file_ext(path) == ".nii.gz"
     room = size * GZIP_MAX_RATIO if gz else size - int(img.header.get("vox_offset", 352))
     if needed > room:
-        raise _refuse_truncated(path, " as NIfTI", f"{'x'.join(map(str, shape))} {img.header.get_data_dtype()} voxels, "
-                                f"{_bytes(needed)}", f"a gzip file of {_bytes(size)} can hold" if gz
-                                else f"the {_bytes(max(room, 0))} it holds")
+        raise _refuse_truncated(
+            path,
+            " as NIfTI",
+            f"{'x'.join(map(str, shape))} {img.header.get_data_dtype()} voxels, {_bytes(needed)}",
+            f"a gzip file of {_bytes(size)} can hold" if gz else f"the {_bytes(max(room, 0))} it holds",
+        )
 
 
 def _refuse_truncated(path: Path, as_what: str, claim: str, room: str) -> MedsegError:
-    return fail(path, f"cannot be read{as_what}: it is truncated (its header claims {claim}, more than {room})",
-                "re-export the volume, or copy it again if it was cut short on the way")
+    return fail(
+        path,
+        f"cannot be read{as_what}: it is truncated (its header claims {claim}, more than {room})",
+        "re-export the volume, or copy it again if it was cut short on the way",
+    )
 
 
 def _bytes(n: float) -> str:
@@ -477,15 +530,24 @@ def _check_nifti_header(path: Path, img) -> None:
         raw = img.header
     _check_nifti_size(path, img)
     n = int(min(max(int(raw["dim"][0]), 1), 3))
-    spacing = [float(v) for v in raw["pixdim"][1:1 + n]]
+    spacing = [float(v) for v in raw["pixdim"][1 : 1 + n]]
     bad = _bad_spacing(spacing)
     if bad:
         raise _refuse_spacing(path, "pixdim[{}]", spacing, bad)
     if _singular(np.asarray(img.affine)[:3, :3]):
-        which = ("sform (srow_x, srow_y, srow_z)" if int(raw["sform_code"]) > 0
-                 else "qform (quatern_b/c/d and pixdim)" if int(raw["qform_code"]) > 0 else "pixdim")
-        raise fail(path, f"affine is singular (its {which} maps the voxel grid onto a plane or a line), so voxel "
-                         "positions and sizes in mm are undefined", "re-export the volume with a valid orientation header")
+        which = (
+            "sform (srow_x, srow_y, srow_z)"
+            if int(raw["sform_code"]) > 0
+            else "qform (quatern_b/c/d and pixdim)"
+            if int(raw["qform_code"]) > 0
+            else "pixdim"
+        )
+        raise fail(
+            path,
+            f"affine is singular (its {which} maps the voxel grid onto a plane or a line), so voxel "
+            "positions and sizes in mm are undefined",
+            "re-export the volume with a valid orientation header",
+        )
 
 
 def _check_itk_size(path: Path, size: list[int], components: int) -> None:
@@ -502,8 +564,12 @@ def _check_itk_size(path: Path, size: list[int], components: int) -> None:
     room = path.stat().st_size * (GZIP_MAX_RATIO if compressed else 1)
     if needed > room:
         size_text = _bytes(path.stat().st_size)
-        raise _refuse_truncated(path, "", f"{'x'.join(map(str, size))} voxels, at least {_bytes(needed)}",
-                                f"a compressed file of {size_text} can hold" if compressed else f"the {size_text} it holds")
+        raise _refuse_truncated(
+            path,
+            "",
+            f"{'x'.join(map(str, size))} voxels, at least {_bytes(needed)}",
+            f"a compressed file of {size_text} can hold" if compressed else f"the {size_text} it holds",
+        )
 
 
 def _check_itk_header(path: Path) -> None:
@@ -527,8 +593,12 @@ def _check_itk_header(path: Path) -> None:
     direction = np.array(reader.GetDirection(), dtype=np.float64).reshape(dim, dim)
     if _singular(direction):
         field = "space directions" if nrrd else "TransformMatrix"
-        raise fail(path, f"affine is singular (its {field} maps the voxel grid onto a plane or a line), so voxel "
-                         "positions and sizes in mm are undefined", f"re-export the volume with valid {field}")
+        raise fail(
+            path,
+            f"affine is singular (its {field} maps the voxel grid onto a plane or a line), so voxel "
+            "positions and sizes in mm are undefined",
+            f"re-export the volume with valid {field}",
+        )
 
 
 def _from_sitk(img, path: Path, fmt: str, meta: dict | None = None) -> tuple[np.ndarray, Geometry]:
@@ -545,13 +615,25 @@ def _from_sitk(img, path: Path, fmt: str, meta: dict | None = None) -> tuple[np.
     affine_lps = np.eye(4)
     affine_lps[:3, :3] = direction * spacing[None, :]
     affine_lps[:3, 3] = img.GetOrigin()
-    geom = Geometry(shape=tuple(arr.shape[:3]), spacing=tuple(spacing), affine=LPS_TO_RAS @ affine_lps,
-                    fmt=fmt, path=str(path), meta=meta or {})
+    geom = Geometry(
+        shape=tuple(arr.shape[:3]),
+        spacing=tuple(spacing),
+        affine=LPS_TO_RAS @ affine_lps,
+        fmt=fmt,
+        path=str(path),
+        meta=meta or {},
+    )
     return arr, geom
 
 
-DICOM_TAGS = {"0010|0020": "patient_id", "0008|0060": "modality", "0008|0020": "study_date",
-              "0008|103e": "series_description", "0018|0050": "slice_thickness", "0008|0070": "manufacturer"}
+DICOM_TAGS = {
+    "0010|0020": "patient_id",
+    "0008|0060": "modality",
+    "0008|0020": "study_date",
+    "0008|103e": "series_description",
+    "0018|0050": "slice_thickness",
+    "0008|0070": "manufacturer",
+}
 
 
 def _read_dicom_dir(path: Path) -> tuple[np.ndarray, Geometry]:
@@ -560,7 +642,9 @@ def _read_dicom_dir(path: Path) -> tuple[np.ndarray, Geometry]:
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(path))
     if not series:
-        raise fail(path, "no DICOM series found in this folder", "point to a folder that holds the .dcm files of one series")
+        raise fail(
+            path, "no DICOM series found in this folder", "point to a folder that holds the .dcm files of one series"
+        )
     files_of = {s: reader.GetGDCMSeriesFileNames(str(path), s) for s in series}  # one folder scan per series
     best = max(series, key=lambda s: len(files_of[s]))
     files = files_of[best]
@@ -575,8 +659,12 @@ def _read_dicom_dir(path: Path) -> tuple[np.ndarray, Geometry]:
     for tag, name in DICOM_TAGS.items():
         if reader.HasMetaDataKey(0, tag):
             tags[name] = reader.GetMetaData(0, tag).strip()
-    series_info = {"series_uid": best, "files": len(files), "description": tags.get("series_description", ""),
-                   "other_series": [_series_summary(s, files_of[s]) for s in series if s != best]}
+    series_info = {
+        "series_uid": best,
+        "files": len(files),
+        "description": tags.get("series_description", ""),
+        "other_series": [_series_summary(s, files_of[s]) for s in series if s != best],
+    }
     return _from_sitk(img, path, fmt="itk", meta={"dicom": tags, "dicom_series": series_info})
 
 
@@ -642,6 +730,7 @@ def write_volume(array: np.ndarray, geom: Geometry, path: str | Path, force: boo
 # ----------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------
+
 
 def _sitk_write(img, path) -> None:
     """``sitk.WriteImage`` (compressed); ITK reports a failed write (a full disk, a read-only folder) as a

@@ -24,10 +24,15 @@ def build_loss(cfg: Config) -> nn.Module:
     """
     lc = cfg.train.loss
     if not 0.0 < lc.fn_weight < 1.0:
-        raise MedsegError(f"train.loss.fn_weight is {lc.fn_weight}; fix: use a value between 0 and 1 (0.5 = Dice, "
-                          "0.7 weighs missed foreground more than false alarms)")
-    act = {"sigmoid": True} if cfg.binary else {"softmax": True, "to_onehot_y": True,
-                                                 "include_background": lc.include_background}
+        raise MedsegError(
+            f"train.loss.fn_weight is {lc.fn_weight}; fix: use a value between 0 and 1 (0.5 = Dice, "
+            "0.7 weighs missed foreground more than false alarms)"
+        )
+    act = (
+        {"sigmoid": True}
+        if cfg.binary
+        else {"softmax": True, "to_onehot_y": True, "include_background": lc.include_background}
+    )
     common = dict(smooth_nr=1e-5, smooth_dr=1e-5, batch=lc.batch_dice, **act)
     loss = DiceCELoss(lambda_dice=lc.dice_weight, lambda_ce=lc.ce_weight, **common)
     if lc.fn_weight != 0.5:

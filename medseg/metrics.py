@@ -107,8 +107,11 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing, distances: bool = Tr
     (unknown) distances in px and sizes as voxel counts."""
     unit = 1.0 if spacing is None else float(np.prod(spacing)) / (1000.0 if np.asarray(gt).ndim == 3 else 1.0)
     out = overlap_metrics(pred, gt)
-    out.update(surface_distances(pred, gt, spacing) if distances
-               else dict.fromkeys(distance_keys("px" if spacing is None else "mm"), float("nan")))
+    out.update(
+        surface_distances(pred, gt, spacing)
+        if distances
+        else dict.fromkeys(distance_keys("px" if spacing is None else "mm"), float("nan"))
+    )
     out["gt_size"] = float(np.count_nonzero(gt)) * unit
     out["pred_size"] = float(np.count_nonzero(pred)) * unit
     out.update(lesion_counts(pred, gt))

@@ -82,8 +82,19 @@ class _DeepSupervised(nn.Module):
 
 
 @register("unet")
-def _unet(spatial_dims, in_channels, out_channels, channels, strides, num_res_units=2, dropout=0.0, norm="instance",
-          head=False, deep_supervision=0, **kw):
+def _unet(
+    spatial_dims,
+    in_channels,
+    out_channels,
+    channels,
+    strides,
+    num_res_units=2,
+    dropout=0.0,
+    norm="instance",
+    head=False,
+    deep_supervision=0,
+    **kw,
+):
     """MONAI's UNet. Its top decoder block has only ``out_channels`` feature maps, normalised per image, which
     leaves a binary network one channel wide at full resolution; ``head=True`` keeps ``channels[0]`` maps at the top
     and adds a 1x1 convolution, which learns large, near-empty or near-full masks much faster.
@@ -91,8 +102,17 @@ def _unet(spatial_dims, in_channels, out_channels, channels, strides, num_res_un
     from monai.networks.nets import UNet
 
     width = (channels[0] if head is True else int(head)) if head else out_channels
-    unet = UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=width, channels=channels,
-                strides=strides, num_res_units=num_res_units, dropout=dropout, norm=norm, **kw)
+    unet = UNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=width,
+        channels=channels,
+        strides=strides,
+        num_res_units=num_res_units,
+        dropout=dropout,
+        norm=norm,
+        **kw,
+    )
     net = _WithHead(unet, width, out_channels, spatial_dims) if head else unet
     if deep_supervision:
         return _DeepSupervised(net, channels, int(deep_supervision), out_channels, spatial_dims)
@@ -105,8 +125,15 @@ def _attention_unet(spatial_dims, in_channels, out_channels, channels, strides, 
 
     kw.pop("num_res_units", None)
     kw.pop("norm", None)
-    return AttentionUnet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
-                         channels=channels, strides=strides, dropout=dropout, **kw)
+    return AttentionUnet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=channels,
+        strides=strides,
+        dropout=dropout,
+        **kw,
+    )
 
 
 @register("basicunet")
@@ -115,8 +142,15 @@ def _basicunet(spatial_dims, in_channels, out_channels, channels, strides=None, 
 
     kw.pop("num_res_units", None)
     feats = list(channels) + [channels[0]] if len(channels) == 5 else channels
-    return BasicUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
-                     features=feats, dropout=dropout, norm=norm, **kw)
+    return BasicUNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        features=feats,
+        dropout=dropout,
+        norm=norm,
+        **kw,
+    )
 
 
 @register("segresnet")
@@ -125,20 +159,36 @@ def _segresnet(spatial_dims, in_channels, out_channels, channels, strides=None, 
 
     kw.pop("num_res_units", None)
     kw.pop("norm", None)
-    return SegResNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
-                     init_filters=channels[0], dropout_prob=dropout or None, **kw)
+    return SegResNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        init_filters=channels[0],
+        dropout_prob=dropout or None,
+        **kw,
+    )
 
 
 def model_spec(cfg: Config) -> dict:
     """The constructor call that :func:`build_model` makes, as plain data."""
     m = cfg.model
-    return {"name": m.name, "kwargs": {"spatial_dims": cfg.data.spatial_dims, "in_channels": cfg.in_channels,
-                                       "out_channels": cfg.out_channels, "channels": list(m.channels),
-                                       "strides": list(m.strides), "num_res_units": m.num_res_units,
-                                       "dropout": m.dropout, "norm": m.norm, **({"head": m.head} if m.head else {}),
-                                       **({"dropout_mode": m.dropout_mode} if m.dropout_mode != "element" else {}),
-                                       **({"deep_supervision": m.deep_supervision} if m.deep_supervision else {}),
-                                       **m.extra}}
+    return {
+        "name": m.name,
+        "kwargs": {
+            "spatial_dims": cfg.data.spatial_dims,
+            "in_channels": cfg.in_channels,
+            "out_channels": cfg.out_channels,
+            "channels": list(m.channels),
+            "strides": list(m.strides),
+            "num_res_units": m.num_res_units,
+            "dropout": m.dropout,
+            "norm": m.norm,
+            **({"head": m.head} if m.head else {}),
+            **({"dropout_mode": m.dropout_mode} if m.dropout_mode != "element" else {}),
+            **({"deep_supervision": m.deep_supervision} if m.deep_supervision else {}),
+            **m.extra,
+        },
+    }
 
 
 def build_model(spec: dict) -> nn.Module:
@@ -152,7 +202,9 @@ def build_model(spec: dict) -> nn.Module:
     try:
         net = _MODELS[name](**kwargs)
     except (TypeError, ValueError, AssertionError) as exc:
-        raise MedsegError(f"model '{name}' cannot be built from {spec['kwargs']} ({exc}); fix: check the model section of the config") from None
+        raise MedsegError(
+            f"model '{name}' cannot be built from {spec['kwargs']} ({exc}); fix: check the model section of the config"
+        ) from None
     return _channel_dropout(net, kwargs["spatial_dims"]) if mode == "channel" else net
 
 

@@ -56,8 +56,16 @@ def _scale_bar(ax, shape, spacing_col: float, spacing_known: bool = True) -> Non
     y = shape[0] * 0.94
     x0 = shape[1] * 0.04
     ax.plot([x0, x0 + px], [y, y], color="white", linewidth=3, solid_capstyle="butt")
-    ax.text(x0 + px / 2, y - shape[0] * 0.03, f"{length} mm", color="white",
-            ha="center", va="bottom", fontsize=7, fontweight="bold")
+    ax.text(
+        x0 + px / 2,
+        y - shape[0] * 0.03,
+        f"{length} mm",
+        color="white",
+        ha="center",
+        va="bottom",
+        fontsize=7,
+        fontweight="bold",
+    )
 
 
 def _contour(ax, mask: np.ndarray, colour, style: str) -> None:
@@ -71,8 +79,17 @@ def _contour(ax, mask: np.ndarray, colour, style: str) -> None:
     ax.set_ylim(limits[1])
 
 
-def draw_panel(ax, base_rgb: np.ndarray, gt, pred, labels: list[str], spacing=(1.0, 1.0), title: str = "",
-               spacing_known: bool = True, markers: dict | None = None) -> None:
+def draw_panel(
+    ax,
+    base_rgb: np.ndarray,
+    gt,
+    pred,
+    labels: list[str],
+    spacing=(1.0, 1.0),
+    title: str = "",
+    spacing_known: bool = True,
+    markers: dict | None = None,
+) -> None:
     """One panel: image, shaded errors (binary), GT solid and prediction dashed contours, scale bar."""
     img = base_rgb.astype(np.float32).copy()
     binary = len(labels) == 2
@@ -96,8 +113,12 @@ def _orientation_markers(ax, shape, markers: dict) -> None:
     """Patient-direction letters (R/L, A/P, S/I) at the middle of each panel edge, as a radiology viewer shows them."""
     h, w = shape[0], shape[1]
     style = {"color": "yellow", "fontsize": 7, "fontweight": "bold", "ha": "center", "va": "center"}
-    for side, (x, y) in {"left": (w * 0.03, h / 2), "right": (w * 0.97, h / 2), "top": (w / 2, h * 0.04),
-                         "bottom": (w / 2, h * 0.96)}.items():
+    for side, (x, y) in {
+        "left": (w * 0.03, h / 2),
+        "right": (w * 0.97, h / 2),
+        "top": (w / 2, h * 0.04),
+        "bottom": (w / 2, h * 0.96),
+    }.items():
         if markers.get(side):
             ax.text(x - 0.5, y - 0.5, markers[side], **style)
 
@@ -114,7 +135,10 @@ def legend_handles(labels: list[str], has_gt: bool, has_pred: bool):
         if has_pred:
             h.append(Line2D([], [], color=_rgb(PRED_COLOUR), lw=2, ls="--", label="prediction"))
         if has_gt and has_pred:
-            h += [Patch(color=_rgb(FP_COLOUR), label="false positive"), Patch(color=_rgb(FN_COLOUR), label="false negative")]
+            h += [
+                Patch(color=_rgb(FP_COLOUR), label="false positive"),
+                Patch(color=_rgb(FN_COLOUR), label="false negative"),
+            ]
     else:
         for c, name in enumerate(labels[1:], start=1):
             h.append(Patch(color=_class_colour(c, False, "gt"), label=plain_text(name)))
@@ -153,8 +177,16 @@ def _labels_of(path, n) -> np.ndarray | None:
     return read_label_map(Path(path), n)[0]
 
 
-def save_case_overlay(image, gt, pred, labels: list[str], target: str | Path, title: str = "",
-                      spacing_2d=None, modality: str | None = None) -> str:
+def save_case_overlay(
+    image,
+    gt,
+    pred,
+    labels: list[str],
+    target: str | Path,
+    title: str = "",
+    spacing_2d=None,
+    modality: str | None = None,
+) -> str:
     """Overlay PNG for one case (2D image or 3D volume files); ``image``/``gt``/``pred`` may be None. ``modality``
     names a volume's background image (the first input channel) in its title."""
     target = Path(target)
@@ -185,9 +217,11 @@ def _canonical(arr: np.ndarray, affine: np.ndarray):
 
 # Where the patient's directions lie on each view of a RAS volume drawn by _views (radiological convention: the
 # patient's right on the left of an axial or coronal view).
-MARKERS = {"axial": {"left": "R", "right": "L", "top": "A", "bottom": "P"},
-           "sagittal": {"left": "A", "right": "P", "top": "S", "bottom": "I"},
-           "coronal": {"left": "R", "right": "L", "top": "S", "bottom": "I"}}
+MARKERS = {
+    "axial": {"left": "R", "right": "L", "top": "A", "bottom": "P"},
+    "sagittal": {"left": "A", "right": "P", "top": "S", "bottom": "I"},
+    "coronal": {"left": "R", "right": "L", "top": "S", "bottom": "I"},
+}
 
 
 def _views(vol, gt, pred, spacing, n_axial: int = 3, through_plane: bool = True) -> list[tuple]:
@@ -233,8 +267,19 @@ def _views(vol, gt, pred, spacing, n_axial: int = 3, through_plane: bool = True)
     return panels
 
 
-def volume_figure(vol, gt, pred, spacing, labels, title: str = "", n_axial: int = 3, through_plane: bool = True,
-                  spacing_known: bool = True, oriented: bool = True, modality: str | None = None):
+def volume_figure(
+    vol,
+    gt,
+    pred,
+    spacing,
+    labels,
+    title: str = "",
+    n_axial: int = 3,
+    through_plane: bool = True,
+    spacing_known: bool = True,
+    oriented: bool = True,
+    modality: str | None = None,
+):
     """The panels of a volume (see _views), with orientation letters when ``oriented`` (a RAS volume; slices
     stacked from 2D files have no known orientation) and the background image's modality in the title."""
     plt = _plt()
@@ -244,22 +289,46 @@ def volume_figure(vol, gt, pred, spacing, labels, title: str = "", n_axial: int 
     lo, hi = np.percentile(vol, [1, 99.5]) if vol.size else (0, 1)
     for ax, (v, g, p, name, sp, markers) in zip(axes, panels):
         base = (np.clip((v - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
-        draw_panel(ax, np.repeat(base[..., None], 3, axis=2), g, p, labels, sp, name, spacing_known=spacing_known,
-                   markers=markers if oriented else None)
+        draw_panel(
+            ax,
+            np.repeat(base[..., None], 3, axis=2),
+            g,
+            p,
+            labels,
+            sp,
+            name,
+            spacing_known=spacing_known,
+            markers=markers if oriented else None,
+        )
     heading = " - ".join(t for t in (title, f"background image: {modality}" if modality else "") if t)
     if heading:
         fig.suptitle(plain_text(heading), fontsize=9)
     return fig
 
 
-def render_volume(vol, gt, pred, spacing, labels, target: Path, title: str, n_axial: int = 3,
-                  through_plane: bool = True, spacing_known: bool = True, oriented: bool = True,
-                  modality: str | None = None) -> str:
-    fig = volume_figure(vol, gt, pred, spacing, labels, title, n_axial, through_plane, spacing_known, oriented, modality)
+def render_volume(
+    vol,
+    gt,
+    pred,
+    spacing,
+    labels,
+    target: Path,
+    title: str,
+    n_axial: int = 3,
+    through_plane: bool = True,
+    spacing_known: bool = True,
+    oriented: bool = True,
+    modality: str | None = None,
+) -> str:
+    fig = volume_figure(
+        vol, gt, pred, spacing, labels, title, n_axial, through_plane, spacing_known, oriented, modality
+    )
     return _finish(fig, labels, gt is not None, pred is not None, target, "")
 
 
-def save_volume_files_overlay(image, gt, pred, labels, target: Path, title: str = "", modality: str | None = None) -> str:
+def save_volume_files_overlay(
+    image, gt, pred, labels, target: Path, title: str = "", modality: str | None = None
+) -> str:
     ref_path = pred or gt
     _, ref_geom = read_volume(ref_path)
     if image:
@@ -273,8 +342,9 @@ def save_volume_files_overlay(image, gt, pred, labels, target: Path, title: str 
     g = _canonical(g, geom.affine)[0] if g is not None else None
     p = _canonical(p, geom.affine)[0] if p is not None else None
     spacing = np.asarray(geom.spacing)[np.argsort(tr[:, 0])] if tr is not None else geom.spacing
-    return render_volume(vol_c, g, p, tuple(float(s) for s in spacing), labels, target, title,
-                         modality=modality if image else None)
+    return render_volume(
+        vol_c, g, p, tuple(float(s) for s in spacing), labels, target, title, modality=modality if image else None
+    )
 
 
 def save_volume_overlay(case: dict, labels, target: Path, title: str = "") -> str:
@@ -285,8 +355,20 @@ def save_volume_overlay(case: dict, labels, target: Path, title: str = "") -> st
     vol = np.stack(imgs, axis=-1).transpose(1, 0, 2)[::-1, ::-1]  # rows/cols -> x, y so the axial view is upright
     stack = lambda ps: np.stack([_labels_of(p, len(labels)) for p in ps], axis=-1).transpose(1, 0, 2)[::-1, ::-1]
     # Slice thickness is unknown for stacked 2D slices, so only axial panels are drawn (no through-plane strips).
-    return render_volume(vol, stack(case["ground_truth"]), stack(case["prediction"]), (1.0, 1.0, 1.0), labels, target, title,
-                         n_axial=5, through_plane=False, spacing_known=False, oriented=False, modality="FLAIR")
+    return render_volume(
+        vol,
+        stack(case["ground_truth"]),
+        stack(case["prediction"]),
+        (1.0, 1.0, 1.0),
+        labels,
+        target,
+        title,
+        n_axial=5,
+        through_plane=False,
+        spacing_known=False,
+        oriented=False,
+        modality="FLAIR",
+    )
 
 
 def _compact_number(v: float) -> str:
@@ -297,8 +379,14 @@ def _compact_number(v: float) -> str:
     return f"{v:g}"
 
 
-METRIC_TITLES = {"dice": "Dice", "jaccard": "Jaccard", "precision": "Precision", "recall": "Recall",
-                 "hd95": "HD95", "assd": "ASSD"}
+METRIC_TITLES = {
+    "dice": "Dice",
+    "jaccard": "Jaccard",
+    "precision": "Precision",
+    "recall": "Recall",
+    "hd95": "HD95",
+    "assd": "ASSD",
+}
 
 
 def _box_with_points(ax, df, classes: list[str], metric: str, seed: int = 0) -> None:
@@ -308,10 +396,22 @@ def _box_with_points(ax, df, classes: list[str], metric: str, seed: int = 0) -> 
     ax.boxplot([d if d.size else np.array([np.nan]) for d in data], showmeans=True, showfliers=False, widths=0.5)
     rng = np.random.default_rng(seed)
     for i, d in enumerate(data, start=1):
-        ax.scatter(i + rng.uniform(-0.12, 0.12, d.size), d, s=9, alpha=0.6, color=_rgb(CLASS_COLOURS[0]), zorder=3,
-                   linewidths=0)
-    ax.set_xticks(range(1, len(classes) + 1), [plain_text(c) for c in classes], rotation=20 if len(classes) > 2 else 0,
-                  ha="right" if len(classes) > 2 else "center", fontsize=9)
+        ax.scatter(
+            i + rng.uniform(-0.12, 0.12, d.size),
+            d,
+            s=9,
+            alpha=0.6,
+            color=_rgb(CLASS_COLOURS[0]),
+            zorder=3,
+            linewidths=0,
+        )
+    ax.set_xticks(
+        range(1, len(classes) + 1),
+        [plain_text(c) for c in classes],
+        rotation=20 if len(classes) > 2 else 0,
+        ha="right" if len(classes) > 2 else "center",
+        fontsize=9,
+    )
     ax.tick_params(axis="y", labelsize=9)
     ax.grid(axis="y", alpha=0.3)
 
@@ -344,7 +444,9 @@ def evaluation_plots(df, out_dir: Path, size_unit: str = "mL") -> dict:
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     for i, c in enumerate(classes):
         sub = df[(df["class"] == c) & (df["gt_size"] > 0)]
-        ax.scatter(sub["gt_size"], sub["dice"], s=14, label=plain_text(c), color=_rgb(CLASS_COLOURS[i % len(CLASS_COLOURS)]))
+        ax.scatter(
+            sub["gt_size"], sub["dice"], s=14, label=plain_text(c), color=_rgb(CLASS_COLOURS[i % len(CLASS_COLOURS)])
+        )
     sizes = df.loc[df["gt_size"] > 0, "gt_size"]
     if len(sizes) and sizes.max() / max(sizes.min(), 1e-9) > 20:
         ax.set_xscale("log")  # ticks at 1, 2, 5 per decade with short labels: minor labels overlap otherwise

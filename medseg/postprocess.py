@@ -6,8 +6,14 @@ import numpy as np
 import torch
 
 
-def postprocess(labels: np.ndarray, num_classes: int, spacing, keep_largest: bool = False, min_size: float = 0.0,
-                fill_holes: bool = False) -> np.ndarray:
+def postprocess(
+    labels: np.ndarray,
+    num_classes: int,
+    spacing,
+    keep_largest: bool = False,
+    min_size: float = 0.0,
+    fill_holes: bool = False,
+) -> np.ndarray:
     """Clean a class map ``(H, W)`` or ``(X, Y, Z)``.
 
     Args:

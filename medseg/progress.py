@@ -15,8 +15,7 @@ class LineProgress:
     """tqdm's interface, printing ``DESC: N/TOTAL UNIT (P%), key value, ...`` each time another ``every`` of the
     total is done (and at the end), instead of a redrawn bar."""
 
-    def __init__(self, total: int, desc: str = "", unit: str = "it", initial: int = 0, every: float = 0.1,
-                 file=None):
+    def __init__(self, total: int, desc: str = "", unit: str = "it", initial: int = 0, every: float = 0.1, file=None):
         self.total, self.desc, self.unit, self.n = max(0, int(total)), desc, unit, int(initial)
         self.file = file
         self._step = max(1, round(self.total * every)) if self.total else 1
@@ -62,8 +61,9 @@ def is_terminal(stream=None) -> bool:
         return False
 
 
-def progress_bar(total: int, desc: str = "", enabled: bool = True, unit: str = "it", initial: int = 0,
-                 every: float = 0.1):
+def progress_bar(
+    total: int, desc: str = "", enabled: bool = True, unit: str = "it", initial: int = 0, every: float = 0.1
+):
     """A tqdm bar on a terminal; plain lines every ``every`` of ``total`` otherwise; nothing when not ``enabled``.
 
     Every variant has ``update(n)``, ``set_postfix(**kw)``, ``write(text)`` (a line that stays, printed even when

@@ -24,8 +24,10 @@ from .errors import fail
 from .findings import UNIT_LABELS, format_size
 from .viz import dejavu_codepoints, dejavu_font
 
-DISCLAIMER = ("Research software, not a medical device. These results were produced automatically by a machine-learning "
-              "model and are not a diagnosis; they must be reviewed by a qualified clinician before any clinical use.")
+DISCLAIMER = (
+    "Research software, not a medical device. These results were produced automatically by a machine-learning "
+    "model and are not a diagnosis; they must be reviewed by a qualified clinician before any clinical use."
+)
 
 
 def fmt(v, digits: int = 3) -> str:
@@ -48,18 +50,41 @@ def fmt(v, digits: int = 3) -> str:
 FONT, FONT_BOLD = "DejaVuSans", "DejaVuSans-Bold"
 # Characters DejaVu Sans lacks: Korean, Japanese kana, then the other CJK blocks (Han, CJK punctuation, full-width
 # forms), each in a standard Adobe CID font. Those are not embedded: every PDF viewer supplies them.
-CJK_FONTS = (((0x1100, 0x11FF), (0x3130, 0x318F), (0xAC00, 0xD7AF), "HYSMyeongJo-Medium"),
-             ((0x3040, 0x30FF), (0x31F0, 0x31FF), (0xFF65, 0xFF9F), "HeiseiKakuGo-W5"),
-             ((0x2E80, 0x2FDF), (0x3000, 0x303F), (0x3100, 0x312F), (0x3190, 0x31EF), (0x3200, 0x4DBF),
-              (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xFE30, 0xFE4F), (0xFF00, 0xFFEF), (0x20000, 0x2FA1F),
-              "STSong-Light"))
+CJK_FONTS = (
+    ((0x1100, 0x11FF), (0x3130, 0x318F), (0xAC00, 0xD7AF), "HYSMyeongJo-Medium"),
+    ((0x3040, 0x30FF), (0x31F0, 0x31FF), (0xFF65, 0xFF9F), "HeiseiKakuGo-W5"),
+    (
+        (0x2E80, 0x2FDF),
+        (0x3000, 0x303F),
+        (0x3100, 0x312F),
+        (0x3190, 0x31EF),
+        (0x3200, 0x4DBF),
+        (0x4E00, 0x9FFF),
+        (0xF900, 0xFAFF),
+        (0xFE30, 0xFE4F),
+        (0xFF00, 0xFFEF),
+        (0x20000, 0x2FA1F),
+        "STSong-Light",
+    ),
+)
 UNCOVERED = "?"
 _uncovered: set[str] = set()  # characters of the report being built that no font covers (shown as '?')
 _viewer_cjk: set[str] = set()  # characters set in a CID font, which the PDF viewer has to supply
 # TrueType CJK fonts, in order of preference, that reportlab can embed (CFF-based OpenType such as Noto Sans CJK
 # cannot be): where one is installed, CJK text is embedded and shows in every viewer.
-CJK_TTF = ("wqy-microhei.ttc", "wqy-zenhei.ttc", "DroidSansFallbackFull.ttf", "DroidSansFallback.ttf", "msyh.ttc",
-           "msyh.ttf", "simhei.ttf", "simsun.ttc", "malgun.ttf", "Arial Unicode.ttf", "ArialUnicode.ttf")
+CJK_TTF = (
+    "wqy-microhei.ttc",
+    "wqy-zenhei.ttc",
+    "DroidSansFallbackFull.ttf",
+    "DroidSansFallback.ttf",
+    "msyh.ttc",
+    "msyh.ttf",
+    "simhei.ttf",
+    "simsun.ttc",
+    "malgun.ttf",
+    "Arial Unicode.ttf",
+    "ArialUnicode.ttf",
+)
 CJK_EMBEDDED = "CJKEmbedded"
 
 
@@ -94,8 +119,12 @@ def register_fonts() -> None:
     from reportlab.pdfbase.cidfonts import UnicodeCIDFont
     from reportlab.pdfbase.ttfonts import TTFont
 
-    styles = {FONT: ("", 0, 0), FONT_BOLD: ("-Bold", 1, 0), "DejaVuSans-Oblique": ("-Oblique", 0, 1),
-              "DejaVuSans-BoldOblique": ("-BoldOblique", 1, 1)}
+    styles = {
+        FONT: ("", 0, 0),
+        FONT_BOLD: ("-Bold", 1, 0),
+        "DejaVuSans-Oblique": ("-Oblique", 0, 1),
+        "DejaVuSans-BoldOblique": ("-BoldOblique", 1, 1),
+    }
     for name, (suffix, bold, italic) in styles.items():
         pdfmetrics.registerFont(TTFont(name, str(dejavu_font(suffix))))
         addMapping(FONT, bold, italic, name)
@@ -148,6 +177,7 @@ def _para(text, style):
 # document scaffolding
 # ----------------------------------------------------------------------------
 
+
 def _styles():
     from reportlab.lib import colors
     from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
@@ -156,19 +186,36 @@ def _styles():
     ss = getSampleStyleSheet()
     base = ParagraphStyle("body", parent=ss["BodyText"], fontName=FONT, fontSize=9, leading=12)
     return {
-        "title": ParagraphStyle("t", parent=ss["Title"], fontName=FONT_BOLD, fontSize=16, leading=20, spaceAfter=2,
-                                alignment=0),
+        "title": ParagraphStyle(
+            "t", parent=ss["Title"], fontName=FONT_BOLD, fontSize=16, leading=20, spaceAfter=2, alignment=0
+        ),
         "subtitle": ParagraphStyle("st", parent=base, textColor=colors.HexColor("#555555")),
-        "h2": ParagraphStyle("h2", parent=ss["Heading2"], fontName=FONT_BOLD, fontSize=11, leading=13,
-                             spaceBefore=7, spaceAfter=3, textColor=colors.HexColor("#0b3d66")),
+        "h2": ParagraphStyle(
+            "h2",
+            parent=ss["Heading2"],
+            fontName=FONT_BOLD,
+            fontSize=11,
+            leading=13,
+            spaceBefore=7,
+            spaceAfter=3,
+            textColor=colors.HexColor("#0b3d66"),
+        ),
         "body": base,
         "small": ParagraphStyle("s", parent=base, fontSize=7.5, leading=9.5),
         "cell": ParagraphStyle("c", parent=base, fontSize=8, leading=10),
         "head": ParagraphStyle("hc", parent=base, fontName=FONT_BOLD, fontSize=8, leading=10),
         "caption": ParagraphStyle("cap", parent=base, fontSize=8, leading=10, alignment=1),
-        "disclaimer": ParagraphStyle("d", parent=base, fontSize=8, leading=10.5, textColor=colors.HexColor("#7a1f00"),
-                                     borderColor=colors.HexColor("#d55e00"), borderWidth=0.8, borderPadding=5,
-                                     spaceBefore=8),
+        "disclaimer": ParagraphStyle(
+            "d",
+            parent=base,
+            fontSize=8,
+            leading=10.5,
+            textColor=colors.HexColor("#7a1f00"),
+            borderColor=colors.HexColor("#d55e00"),
+            borderWidth=0.8,
+            borderPadding=5,
+            spaceBefore=8,
+        ),
     }
 
 
@@ -179,9 +226,12 @@ def _table(rows, col_widths=None, header=True):
     st = _styles()
     data = [[Paragraph(esc(c), st["head" if header and i == 0 else "cell"]) for c in r] for i, r in enumerate(rows)]
     t = Table(data, colWidths=col_widths, repeatRows=1 if header else 0, hAlign="LEFT")
-    style = [("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#bbbbbb")),
-             ("VALIGN", (0, 0), (-1, -1), "TOP"),
-             ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)]
+    style = [
+        ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#bbbbbb")),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+    ]
     if header:
         style.append(("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef5")))
     for i in range(1 + header, len(rows), 2):
@@ -193,8 +243,9 @@ def _table(rows, col_widths=None, header=True):
 def _kv_table(pairs, key_mm: float = 45, value_mm: float = 129):
     from reportlab.lib.units import mm
 
-    return _table([[Markup(f"<b>{esc(k)}</b>"), v] for k, v in pairs], col_widths=[key_mm * mm, value_mm * mm],
-                  header=False)
+    return _table(
+        [[Markup(f"<b>{esc(k)}</b>"), v] for k, v in pairs], col_widths=[key_mm * mm, value_mm * mm], header=False
+    )
 
 
 def _image(path, max_w_mm=174, max_h_mm=95, align="LEFT"):
@@ -226,16 +277,36 @@ def _build(path: Path, title: str, subtitle: str, story_body: list) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    doc = SimpleDocTemplate(str(tmp), pagesize=A4, leftMargin=18 * mm, rightMargin=18 * mm, topMargin=15 * mm,
-                            bottomMargin=16 * mm, title=title, author="medseg", subject=subtitle)
+    doc = SimpleDocTemplate(
+        str(tmp),
+        pagesize=A4,
+        leftMargin=18 * mm,
+        rightMargin=18 * mm,
+        topMargin=15 * mm,
+        bottomMargin=16 * mm,
+        title=title,
+        author="medseg",
+        subject=subtitle,
+    )
     story = [Paragraph(title, st["title"]), _para(subtitle, st["subtitle"])] + story_body
     if _uncovered:  # fall back visibly: say which characters could not be printed
-        story.append(_para(f"Characters no available font covers are shown as '{UNCOVERED}': "
-                           + " ".join(f"U+{ord(c):04X}" for c in sorted(_uncovered)) + ".", st["small"]))
+        story.append(
+            _para(
+                f"Characters no available font covers are shown as '{UNCOVERED}': "
+                + " ".join(f"U+{ord(c):04X}" for c in sorted(_uncovered))
+                + ".",
+                st["small"],
+            )
+        )
     if _viewer_cjk:  # not embedded: a viewer without Adobe's CJK fonts shows boxes, so say how to embed them
-        story.append(_para("Chinese, Japanese and Korean text uses the PDF viewer's Adobe CJK fonts (not embedded); "
-                           "install a CJK TrueType font such as WenQuanYi Micro Hei (Debian/Ubuntu: fonts-wqy-microhei) "
-                           "and medseg embeds it.", st["small"]))
+        story.append(
+            _para(
+                "Chinese, Japanese and Korean text uses the PDF viewer's Adobe CJK fonts (not embedded); "
+                "install a CJK TrueType font such as WenQuanYi Micro Hei (Debian/Ubuntu: fonts-wqy-microhei) "
+                "and medseg embeds it.",
+                st["small"],
+            )
+        )
     try:
         doc.build(story, onFirstPage=on_page, onLaterPages=on_page)
         tmp.replace(path)
@@ -244,14 +315,24 @@ def _build(path: Path, title: str, subtitle: str, story_body: list) -> Path:
     return path
 
 
-MODEL_CARD_NAMES = {"architecture": "Architecture", "inputs": "Input channels", "labels": "Labels",
-                    "training_data": "Training data", "split": "Split", "validation": "Validation (best epoch)",
-                    "epochs": "Epochs trained", "medseg_version": "medseg version",
-                    "checkpoint_sha256_12": "Checkpoint SHA-256", "trained": "Trained"}
-VALIDATION_NOTE = ("The validation Dice above was measured during training on the preprocessed grid (images resampled "
-                   "to the training size), without test-time augmentation or post-processing; the agreement in this "
-                   "report is measured at the original resolution, with the processing settings listed, so the two "
-                   "numbers differ.")
+MODEL_CARD_NAMES = {
+    "architecture": "Architecture",
+    "inputs": "Input channels",
+    "labels": "Labels",
+    "training_data": "Training data",
+    "split": "Split",
+    "validation": "Validation (best epoch)",
+    "epochs": "Epochs trained",
+    "medseg_version": "medseg version",
+    "checkpoint_sha256_12": "Checkpoint SHA-256",
+    "trained": "Trained",
+}
+VALIDATION_NOTE = (
+    "The validation Dice above was measured during training on the preprocessed grid (images resampled "
+    "to the training size), without test-time augmentation or post-processing; the agreement in this "
+    "report is measured at the original resolution, with the processing settings listed, so the two "
+    "numbers differ."
+)
 
 
 def _model_card_flow(card: dict | None) -> list:
@@ -261,7 +342,9 @@ def _model_card_flow(card: dict | None) -> list:
     st = _styles()
     head = _para("Model card", st["h2"])
     if not card:
-        return [KeepTogether([head, _para("The checkpoint that produced these results was not available.", st["body"])])]
+        return [
+            KeepTogether([head, _para("The checkpoint that produced these results was not available.", st["body"])])
+        ]
     pairs = [(MODEL_CARD_NAMES[k], card.get(k) if card.get(k) not in (None, "") else "n/a") for k in MODEL_CARD_NAMES]
     return [KeepTogether([head, _kv_columns(pairs), _para(VALIDATION_NOTE, st["small"])])]
 
@@ -272,7 +355,9 @@ def _kv_columns(pairs):
 
     half = (len(pairs) + 1) // 2
     left, right = pairs[:half], pairs[half:] + [("", "")] * (2 * half - len(pairs))
-    rows = [[Markup(f"<b>{esc(k1)}</b>"), v1, Markup(f"<b>{esc(k2)}</b>"), v2] for (k1, v1), (k2, v2) in zip(left, right)]
+    rows = [
+        [Markup(f"<b>{esc(k1)}</b>"), v1, Markup(f"<b>{esc(k2)}</b>"), v2] for (k1, v1), (k2, v2) in zip(left, right)
+    ]
     return _table(rows, col_widths=[28 * mm, 59 * mm, 28 * mm, 59 * mm], header=False)
 
 
@@ -282,9 +367,17 @@ def _side_by_side(left: list, right: list, left_mm: float, right_mm: float):
     from reportlab.platypus import Table, TableStyle
 
     t = Table([[left, right]], colWidths=[left_mm * mm, right_mm * mm], hAlign="LEFT")
-    t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
-                           ("RIGHTPADDING", (0, 0), (-1, -1), 0), ("TOPPADDING", (0, 0), (-1, -1), 0),
-                           ("BOTTOMPADDING", (0, 0), (-1, -1), 0)]))
+    t.setStyle(
+        TableStyle(
+            [
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+                ("TOPPADDING", (0, 0), (-1, -1), 0),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 0),
+            ]
+        )
+    )
     return t
 
 
@@ -321,8 +414,18 @@ def _target(out, default: Path, force: bool) -> Path:
 # reference annotations of the data sets (what the data set says, never the software's diagnosis)
 # ----------------------------------------------------------------------------
 
-PH2_KEYS = {"histological_diagnosis", "diagnosis", "diagnosis_name", "asymmetry", "pigment_network", "dots_globules",
-            "streaks", "regression_areas", "blue_whitish_veil", "colours"}
+PH2_KEYS = {
+    "histological_diagnosis",
+    "diagnosis",
+    "diagnosis_name",
+    "asymmetry",
+    "pigment_network",
+    "dots_globules",
+    "streaks",
+    "regression_areas",
+    "blue_whitish_veil",
+    "colours",
+}
 
 
 def reference_diagnosis(meta: dict | None) -> str | None:
@@ -344,8 +447,11 @@ def _ph2_rows(meta: dict) -> list[tuple[str, str]]:
         rows.append(("Reference (PH2 annotation)", f"{diagnosis} (clinical diagnosis)"))
     if meta.get("histological_diagnosis"):
         rows.append(("Histology (PH2 annotation)", str(meta["histological_diagnosis"])))
-    criteria = [f"{k.replace('_', ' ')}: {CRITERIA_CODES[k].get(meta[k], meta[k])}" for k in CRITERIA_CODES
-                if meta.get(k) not in (None, "")]
+    criteria = [
+        f"{k.replace('_', ' ')}: {CRITERIA_CODES[k].get(meta[k], meta[k])}"
+        for k in CRITERIA_CODES
+        if meta.get(k) not in (None, "")
+    ]
     if criteria:
         rows.append(("Dermoscopic criteria (PH2 annotation)", "; ".join(criteria)))
     if meta.get("colours"):
@@ -359,8 +465,10 @@ def _metadata_rows(meta: dict, source: str) -> tuple[list, list]:
     meta = {k: v for k, v in (meta or {}).items() if k != "modality" and v not in (None, "", [])}
     reference = _ph2_rows(meta) if PH2_KEYS & set(meta) else []
     rest = {k: v for k, v in meta.items() if k not in PH2_KEYS}
-    pretty = [(k.replace("_", " ").capitalize(), ", ".join(map(str, v)) if isinstance(v, list) else str(v))
-              for k, v in rest.items()]
+    pretty = [
+        (k.replace("_", " ").capitalize(), ", ".join(map(str, v)) if isinstance(v, list) else str(v))
+        for k, v in rest.items()
+    ]
     if Path(source).name.upper().startswith("TCGA_"):  # LGG: the clinical table of the data set
         return [], reference + [(f"{k} (LGG data.csv)", v) for k, v in pretty]
     return pretty, reference
@@ -369,6 +477,7 @@ def _metadata_rows(meta: dict, source: str) -> tuple[list, list]:
 # ----------------------------------------------------------------------------
 # single case
 # ----------------------------------------------------------------------------
+
 
 def image_size_text(shape, ndim: int) -> str:
     """2D shapes are (rows, columns): printed as width x height, the way image viewers give it."""
@@ -390,7 +499,9 @@ def _read_findings(fpath: Path) -> dict:
         f = json.loads(fpath.read_text())
         _ = f["case_id"], f["labels"], f["classes"], f["geometry"]["shape"]  # the keys a report needs
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-        raise fail(fpath, "is not a medseg findings file", "pass a <case>_findings.json written by medseg infer") from None
+        raise fail(
+            fpath, "is not a medseg findings file", "pass a <case>_findings.json written by medseg infer"
+        ) from None
     return f
 
 
@@ -406,14 +517,30 @@ def _findings_table(f: dict):
     unit, label, length, _ = _findings_units(f)
     ndim = len(f["geometry"]["shape"])
     where = "RAS mm" if ndim == 3 else f"row, column {length}"
-    rows = [["Class", "Lesions", f"Total size ({label})", f"Largest lesion ({label})",
-             f"Largest lesion diameter ({length})", f"Largest lesion centre ({where})"]]
+    rows = [
+        [
+            "Class",
+            "Lesions",
+            f"Total size ({label})",
+            f"Largest lesion ({label})",
+            f"Largest lesion diameter ({length})",
+            f"Largest lesion centre ({where})",
+        ]
+    ]
     for name, c in f["classes"].items():
         largest = c["lesions"][0] if c["lesions"] else None
         centre = (largest or {}).get(f"centroid_{length}") or (largest or {}).get("centroid_mm")
         diameter = (largest or {}).get(f"max_diameter_{length}")
-        rows.append([name, c["n_lesions"], format_size(c.get(f"total_{unit}")), format_size(c.get(f"largest_{unit}")),
-                     fmt(diameter, 1) if largest else "none", ", ".join(fmt(v, 1) for v in centre) if centre else "none"])
+        rows.append(
+            [
+                name,
+                c["n_lesions"],
+                format_size(c.get(f"total_{unit}")),
+                format_size(c.get(f"largest_{unit}")),
+                fmt(diameter, 1) if largest else "none",
+                ", ".join(fmt(v, 1) for v in centre) if centre else "none",
+            ]
+        )
     return _table(rows)
 
 
@@ -424,20 +551,33 @@ def _agreement_table(f: dict, gt, case_id: str, labels: list[str]):
     pred, _, _ = read_label_map(Path(f["segmentation"]), len(labels))
     g, spacing, _ = read_label_map(Path(gt), len(labels))
     if pred.shape != g.shape:
-        raise fail(gt, f"ground truth shape {g.shape} differs from the segmentation {pred.shape}",
-                   "pass the ground truth of this case")
+        raise fail(
+            gt,
+            f"ground truth shape {g.shape} differs from the segmentation {pred.shape}",
+            "pass the ground truth of this case",
+        )
     if pred.ndim == 2:
         spacing = tuple(f["geometry"]["spacing_mm"]) if known else None
     rows = [["Class", "Dice", "Jaccard", "Precision", "Recall", f"HD95 ({length})", f"ASSD ({length})"]]
     for r in metrics_rows(case_id, pred, g, spacing, labels):
         hd, asd = (r.get(f"{k}_{length}", r.get(f"{k}_mm")) for k in ("hd95", "assd"))
-        rows.append([r["class"], fmt(r["dice"]), fmt(r["jaccard"]), fmt(r["precision"]), fmt(r["recall"]),
-                     fmt(hd, 1), fmt(asd, 1)])
+        rows.append(
+            [
+                r["class"],
+                fmt(r["dice"]),
+                fmt(r["jaccard"]),
+                fmt(r["precision"]),
+                fmt(r["recall"]),
+                fmt(hd, 1),
+                fmt(asd, 1),
+            ]
+        )
     return _table(rows)
 
 
-def case_report(findings_json: str | Path, out: str | Path | None = None, gt: str | Path | None = None,
-                force: bool = False) -> Path:
+def case_report(
+    findings_json: str | Path, out: str | Path | None = None, gt: str | Path | None = None, force: bool = False
+) -> Path:
     """Write a one-case PDF from ``<case>_findings.json``; with ``gt`` the metrics are included. One A4 page for a 2D
     case. Nothing is left behind when it fails: the overlay PNG is kept only beside a finished PDF."""
     from .checkpoint import load_checkpoint
@@ -457,31 +597,62 @@ def case_report(findings_json: str | Path, out: str | Path | None = None, gt: st
     ndim = len(geo["shape"])
     meta = f.get("metadata") or {}
     study_meta, reference = _metadata_rows(meta, f["input"][0] if f.get("input") else "")
-    study = [("Source file", Markup("<br/>".join(esc(Path(p).name) for p in f["input"]))),
-             ("Modality", meta.get("modality") or ", ".join(f.get("channels", []))),
-             ("Image size", image_size_text(geo["shape"], ndim)),
-             ("Pixel spacing" if ndim == 2 else "Voxel spacing", _spacing_text(geo, known)), *study_meta]
+    study = [
+        ("Source file", Markup("<br/>".join(esc(Path(p).name) for p in f["input"]))),
+        ("Modality", meta.get("modality") or ", ".join(f.get("channels", []))),
+        ("Image size", image_size_text(geo["shape"], ndim)),
+        ("Pixel spacing" if ndim == 2 else "Voxel spacing", _spacing_text(geo, known)),
+        *study_meta,
+    ]
     others = (f.get("dicom_series") or {}).get("other_series") or []
     if others:  # the reader took the largest series of the folder: say which ones it did not segment
-        study.append(("Not segmented", Markup("<br/>".join(esc(f"series '{o['description'] or o['series_uid']}' "
-                                                                f"({o['files']} files)") for o in others))))
+        study.append(
+            (
+                "Not segmented",
+                Markup(
+                    "<br/>".join(
+                        esc(f"series '{o['description'] or o['series_uid']}' ({o['files']} files)") for o in others
+                    )
+                ),
+            )
+        )
     info = [_para("Study information", st["h2"]), _kv_table(study, 34, 52)]
     if reference:
-        info += [_para("Reference annotation", st["h2"]),
-                 _para("From the data set's own table: not a finding of this software.", st["small"]),
-                 _kv_table(reference, 34, 52)]
-    findings = [_para("Findings (this software)", st["h2"]), _findings_table(f),
-                _para(f"Coordinates: {f.get('coordinates', '')}. Lesions are connected regions of one class."
-                      + ("" if known else " The pixel size is unknown, so sizes are pixel counts (px²) and lengths in "
-                                          "pixels; set data.pixel_spacing_mm for millimetres."), st["small"])]
-    agreement = _agreement_table(f, gt, case_id, labels) if gt else None  # refuses a wrong --gt before any file is written
+        info += [
+            _para("Reference annotation", st["h2"]),
+            _para("From the data set's own table: not a finding of this software.", st["small"]),
+            _kv_table(reference, 34, 52),
+        ]
+    findings = [
+        _para("Findings (this software)", st["h2"]),
+        _findings_table(f),
+        _para(
+            f"Coordinates: {f.get('coordinates', '')}. Lesions are connected regions of one class."
+            + (
+                ""
+                if known
+                else " The pixel size is unknown, so sizes are pixel counts (px²) and lengths in "
+                "pixels; set data.pixel_spacing_mm for millimetres."
+            ),
+            st["small"],
+        ),
+    ]
+    agreement = (
+        _agreement_table(f, gt, case_id, labels) if gt else None
+    )  # refuses a wrong --gt before any file is written
     overlay = target.with_name(f"{case_id}_overlay.png")
     drawn = overlay.with_name(f".{overlay.name}.tmp.png")
     try:
-        save_case_overlay(f["input"][0] if len(f["input"]) == 1 else f["input"], str(gt) if gt else None,
-                          f["segmentation"], labels, drawn, title="",
-                          spacing_2d=tuple(geo["spacing_mm"]) if ndim == 2 and known else None,
-                          modality=(f.get("channels") or [meta.get("modality")])[0])
+        save_case_overlay(
+            f["input"][0] if len(f["input"]) == 1 else f["input"],
+            str(gt) if gt else None,
+            f["segmentation"],
+            labels,
+            drawn,
+            title="",
+            spacing_2d=tuple(geo["spacing_mm"]) if ndim == 2 and known else None,
+            modality=(f.get("channels") or [meta.get("modality")])[0],
+        )
         if ndim == 2:  # the picture beside the study tables, so that a 2D case fits one page
             picture = [_para("Overlay", st["h2"]), _image(drawn, max_w_mm=86, max_h_mm=95)]
             body = [_side_by_side(picture, info, 88, 86)] + findings
@@ -495,10 +666,14 @@ def case_report(findings_json: str | Path, out: str | Path | None = None, gt: st
             card = model_card(load_checkpoint(m["path"]), m.get("sha256_12", ""))
         body += _model_card_flow(card)
         total_s = (f.get("timings") or {}).get("total_s")
-        body += [_para("Processing", st["h2"]),
-                 _settings_table(f.get("tta"), f.get("postprocess"),
-                                 {"Device": str(f.get("device")), "Time": f"{fmt(total_s, 1)} s"}),
-                 _para(f"Segmentation file: {f['segmentation']}", st["small"]), _para(DISCLAIMER, st["disclaimer"])]
+        body += [
+            _para("Processing", st["h2"]),
+            _settings_table(
+                f.get("tta"), f.get("postprocess"), {"Device": str(f.get("device")), "Time": f"{fmt(total_s, 1)} s"}
+            ),
+            _para(f"Segmentation file: {f['segmentation']}", st["small"]),
+            _para(DISCLAIMER, st["disclaimer"]),
+        ]
         pdf = _build(target, "Segmentation report", f"Case {case_id} - {datetime.now():%Y-%m-%d}", body)
         drawn.replace(overlay)
         return pdf
@@ -516,8 +691,9 @@ SUMMARY_METRICS = ["dice", "jaccard", "precision", "recall", "hd95_mm", "assd_mm
 def _model_rows(info: dict) -> list[tuple[str, str]]:
     """The checkpoint(s) an evaluation ran, for the cohort report's header table."""
     if info.get("ensemble"):
-        return [("Models", f"ensemble of {len(info['ensemble'])} (probabilities averaged): "
-                           + ", ".join(info["ensemble"]))]
+        return [
+            ("Models", f"ensemble of {len(info['ensemble'])} (probabilities averaged): " + ", ".join(info["ensemble"]))
+        ]
     return [("Model", f"{info['model']} (sha256 {info.get('model_sha256_12')})")] if info.get("model") else []
 
 
@@ -552,8 +728,9 @@ def _diagnosis_summary(dice: pd.Series, diagnoses: dict[str, str]):
     rows = [["Reference diagnosis", "Cases", "Dice mean ± SD", "Median", "Lowest"]]
     for name, g in sorted(groups.groupby("diagnosis")["dice"], key=lambda kv: kv[1].mean()):
         d = g.dropna()
-        rows.append([name, len(g), f"{fmt(d.mean())} ± {fmt(d.std()) if len(d) > 1 else 'n/a'}", fmt(d.median()),
-                     fmt(d.min())])
+        rows.append(
+            [name, len(g), f"{fmt(d.mean())} ± {fmt(d.std()) if len(d) > 1 else 'n/a'}", fmt(d.median()), fmt(d.min())]
+        )
     return _table(rows)
 
 
@@ -570,16 +747,21 @@ def _ranked_grid(eval_dir: Path, info: dict, dice: pd.Series, diagnoses: dict[st
             continue
         case = info["cases"].get(cid, {})
         overlay = _beside(eval_dir, case["overlay"]) if case.get("overlay") else None
-        cell = [_image(overlay, max_w_mm=84, max_h_mm=100, align="CENTER")] if overlay and Path(overlay).is_file() else []
-        caption = (f"Mean Dice {fmt(dice.get(cid))}" if cell  # the overlay's own title names the case and its rank
-                   else f"{tag.capitalize()}: {cid} (no overlay), mean Dice {fmt(dice.get(cid))}")
+        cell = (
+            [_image(overlay, max_w_mm=84, max_h_mm=100, align="CENTER")] if overlay and Path(overlay).is_file() else []
+        )
+        caption = (
+            f"Mean Dice {fmt(dice.get(cid))}"
+            if cell  # the overlay's own title names the case and its rank
+            else f"{tag.capitalize()}: {cid} (no overlay), mean Dice {fmt(dice.get(cid))}"
+        )
         if diagnoses.get(str(cid)):
             caption += f", reference diagnosis: {diagnoses[str(cid)]}"
         cells.append((["best", "median", "worst"].index(tag), cell + [_para(caption, st["caption"])]))
     cells = [c for _, c in sorted(cells, key=lambda kv: kv[0])]
     if not cells:
         return []
-    rows = [cells[i:i + 2] + [""] * (2 - len(cells[i:i + 2])) for i in range(0, len(cells), 2)]
+    rows = [cells[i : i + 2] + [""] * (2 - len(cells[i : i + 2])) for i in range(0, len(cells), 2)]
     t = Table(rows, colWidths=[87 * mm, 87 * mm], hAlign="LEFT")
     t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("BOTTOMPADDING", (0, 0), (-1, -1), 8)]))
     return [_para("Best, median and worst cases (by mean Dice)", st["h2"]), t]
@@ -595,14 +777,34 @@ def _per_case_table(df: pd.DataFrame, dice: pd.Series, diagnoses: dict[str, str]
     order = {cid: i for i, cid in enumerate(dice.sort_values(kind="stable", na_position="first").index)}
     df = df.assign(_rank=df["case_id"].map(order).fillna(len(order))).sort_values("_rank", kind="stable")
     with_diagnosis = bool(diagnoses)
-    head = ["Case", *(["Reference diagnosis"] if with_diagnosis else []), "Class", "Dice", "Jaccard", "Precision",
-            "Recall", f"HD95 ({length})", f"GT size ({unit})", "Lesions found"]
+    head = [
+        "Case",
+        *(["Reference diagnosis"] if with_diagnosis else []),
+        "Class",
+        "Dice",
+        "Jaccard",
+        "Precision",
+        "Recall",
+        f"HD95 ({length})",
+        f"GT size ({unit})",
+        "Lesions found",
+    ]
     rows = [head]
     for _, r in df.iterrows():
-        rows.append([r["case_id"], *([diagnoses.get(str(r["case_id"]), "unknown")] if with_diagnosis else []),
-                     r["class"], fmt(r["dice"]), fmt(r["jaccard"]), fmt(r["precision"]), fmt(r["recall"]),
-                     fmt(r.get(hd), 1), format_size(r["gt_size"]),
-                     f"{int(r['lesions_detected'])}/{int(r['lesions_gt'])}"])
+        rows.append(
+            [
+                r["case_id"],
+                *([diagnoses.get(str(r["case_id"]), "unknown")] if with_diagnosis else []),
+                r["class"],
+                fmt(r["dice"]),
+                fmt(r["jaccard"]),
+                fmt(r["precision"]),
+                fmt(r["recall"]),
+                fmt(r.get(hd), 1),
+                format_size(r["gt_size"]),
+                f"{int(r['lesions_detected'])}/{int(r['lesions_gt'])}",
+            ]
+        )
     widths = [18, 26, 16, 14, 14, 14, 14, 16, 20, 16] if with_diagnosis else None
     return _table(rows, col_widths=[w * mm for w in widths] if widths else None)
 
@@ -633,43 +835,90 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
     summary = pd.read_csv(eval_dir / "summary.csv")
     target = _target(out, Path("reports") / f"{eval_dir.resolve().name}_cohort_report.pdf", force)
     st = _styles()
-    what = (f"{info.get('data')} data, split '{info.get('split')}'" if info.get("mode") == "model"
-            else f"predictions {info.get('pred_dir')} vs ground truth {info.get('gt_dir')}")
+    what = (
+        f"{info.get('data')} data, split '{info.get('split')}'"
+        if info.get("mode") == "model"
+        else f"predictions {info.get('pred_dir')} vs ground truth {info.get('gt_dir')}"
+    )
     if info.get("test_set"):
         what += " (a test set: none of the model's training or validation cases)"
-    processing = ([("Processing", f"test-time augmentation {'on (flips averaged)' if info.get('tta') else 'off'}; "
-                                  + ", ".join(f"{k.replace('_', ' ')} {fmt_plain(v)}"
-                                              for k, v in (info.get("postprocess") or {}).items()))]
-                  if info.get("mode") == "model" else [])
-    body = [_para("Evaluation", st["h2"]),
-            _kv_table([("Cases", f"{info['n_cases']}" + (" volumes (slices stacked per patient)" if info.get("per_volume") else "")),
-                       ("Data", what), *_model_rows(info), ("Labels", ", ".join(info["labels"])), *processing,
-                       ("Unscored", (f"{len(info.get('predictions_without_gt', []))} predictions without ground truth, "
-                                    f"{len(info.get('gt_without_prediction', []))} ground truths without prediction")),
-                       ("Created", info.get("created"))]),
-            _para("Summary per class (mean ± SD, median, 95% bootstrap interval of the mean)", st["h2"])]
+    processing = (
+        [
+            (
+                "Processing",
+                f"test-time augmentation {'on (flips averaged)' if info.get('tta') else 'off'}; "
+                + ", ".join(
+                    f"{k.replace('_', ' ')} {fmt_plain(v)}" for k, v in (info.get("postprocess") or {}).items()
+                ),
+            )
+        ]
+        if info.get("mode") == "model"
+        else []
+    )
+    body = [
+        _para("Evaluation", st["h2"]),
+        _kv_table(
+            [
+                (
+                    "Cases",
+                    f"{info['n_cases']}" + (" volumes (slices stacked per patient)" if info.get("per_volume") else ""),
+                ),
+                ("Data", what),
+                *_model_rows(info),
+                ("Labels", ", ".join(info["labels"])),
+                *processing,
+                (
+                    "Unscored",
+                    (
+                        f"{len(info.get('predictions_without_gt', []))} predictions without ground truth, "
+                        f"{len(info.get('gt_without_prediction', []))} ground truths without prediction"
+                    ),
+                ),
+                ("Created", info.get("created")),
+            ]
+        ),
+        _para("Summary per class (mean ± SD, median, 95% bootstrap interval of the mean)", st["h2"]),
+    ]
     rows = [["Class", "Metric", "n", "Mean ± SD", "Median", "95% CI"]]
     for _, r in summary[summary["metric"].isin(SUMMARY_METRICS)].iterrows():
         d = 3 if r["metric"] in METRIC_NAMES else 1  # ratios to 0.001, distances to 0.1 (docs/units.md)
-        rows.append([r["class"], _metric_name(r["metric"]),
-                     f"{int(r['n'])}" + (f" (+{int(r['n_undefined'])} n/a)" if r["n_undefined"] else ""),
-                     f"{fmt(r['mean'], d)} ± {fmt(r['std'], d)}", fmt(r["median"], d),
-                     f"{fmt(r['ci95_low'], d)} - {fmt(r['ci95_high'], d)}"])
+        rows.append(
+            [
+                r["class"],
+                _metric_name(r["metric"]),
+                f"{int(r['n'])}" + (f" (+{int(r['n_undefined'])} n/a)" if r["n_undefined"] else ""),
+                f"{fmt(r['mean'], d)} ± {fmt(r['std'], d)}",
+                fmt(r["median"], d),
+                f"{fmt(r['ci95_low'], d)} - {fmt(r['ci95_high'], d)}",
+            ]
+        )
     body.append(_table(rows))
-    body.append(_para("n/a: undefined (e.g. precision with nothing predicted, distances with an empty mask); "
-                      "see the README for the empty-mask rules." +
-                      (" These images carry no pixel spacing: sizes are pixel counts and distances are in pixels "
-                       "(set data.pixel_spacing_mm for millimetres)." if not info.get("spacing_known", True) else ""),
-                      st["small"]))
+    body.append(
+        _para(
+            "n/a: undefined (e.g. precision with nothing predicted, distances with an empty mask); "
+            "see the README for the empty-mask rules."
+            + (
+                " These images carry no pixel spacing: sizes are pixel counts and distances are in pixels "
+                "(set data.pixel_spacing_mm for millimetres)."
+                if not info.get("spacing_known", True)
+                else ""
+            ),
+            st["small"],
+        )
+    )
     dice = _case_dice(df)
     diagnoses = _diagnoses(info)
     if diagnoses:
-        body += [_para("Dice per reference diagnosis (the data set's own diagnosis)", st["h2"]),
-                 _diagnosis_summary(dice, diagnoses)]
+        body += [
+            _para("Dice per reference diagnosis (the data set's own diagnosis)", st["h2"]),
+            _diagnosis_summary(dice, diagnoses),
+        ]
     plots = {k: _beside(eval_dir, v) for k, v in info.get("plots", {}).items() if v}
     if plots.get("boxplots"):
-        body += [_para("Distribution per class (each point a case)", st["h2"]),
-                 _image(plots["boxplots"], max_w_mm=140, max_h_mm=105)]
+        body += [
+            _para("Distribution per class (each point a case)", st["h2"]),
+            _image(plots["boxplots"], max_w_mm=140, max_h_mm=105),
+        ]
     if plots.get("distances"):
         body += [_image(plots["distances"], max_w_mm=140, max_h_mm=55)]
     if plots.get("dice_vs_size"):
@@ -677,8 +926,11 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
     grid = _ranked_grid(eval_dir, info, dice, diagnoses)
     if grid:
         body += [PageBreak(), *grid]
-    body += [PageBreak(), _para("Per-case results (lowest mean Dice first)", st["h2"]),
-             _per_case_table(df, dice, diagnoses, info)]
+    body += [
+        PageBreak(),
+        _para("Per-case results (lowest mean Dice first)", st["h2"]),
+        _per_case_table(df, dice, diagnoses, info),
+    ]
     body += _model_card_flow(info.get("model_card"))
     body.append(_para(DISCLAIMER, st["disclaimer"]))
     return _build(target, "Cohort evaluation report", f"{info['n_cases']} cases - {datetime.now():%Y-%m-%d}", body)

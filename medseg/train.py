@@ -84,30 +84,45 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise fail(run_dir, "is a file, not a run folder", "choose another --out (a new folder or an earlier run's)")
     try:
-        for tmp in stale_temp_files(run_dir, RUN_FILES) + [run_dir / n for n in LEGACY_TEMPS if (run_dir / n).is_file()]:
+        for tmp in stale_temp_files(run_dir, RUN_FILES) + [
+            run_dir / n for n in LEGACY_TEMPS if (run_dir / n).is_file()
+        ]:
             tmp.unlink()
         if resume:
             if not (run_dir / "last.pt").is_file():
-                raise fail(run_dir, "has no last.pt to resume from",
-                           "drop --resume to start a new run, or point --out at an earlier run")
+                raise fail(
+                    run_dir,
+                    "has no last.pt to resume from",
+                    "drop --resume to start a new run, or point --out at an earlier run",
+                )
             return
         foreign = [f for f in RUN_FILES[2:] if (run_dir / f).is_file() and not _written_by_medseg(run_dir / f)]
         if foreign:  # a user's own config.yaml beside --out, say: never replaced, not even with --force
-            raise fail(run_dir / foreign[0], "has a run file's name but was not written by medseg train",
-                       "move it out of the run folder, or choose another --out")
+            raise fail(
+                run_dir / foreign[0],
+                "has a run file's name but was not written by medseg train",
+                "move it out of the run folder, or choose another --out",
+            )
         held = [f for f in CHECKPOINTS if (run_dir / f).exists()]
         if held and not force:
             existing = [f for f in RUN_FILES if (run_dir / f).exists()]
             if "last.pt" not in held:  # stopped between its first best.pt and last.pt: nothing to resume from
-                raise fail(run_dir, f"holds a run that cannot be resumed ({', '.join(existing)}, but no last.pt)",
-                           "pass --force to start it over, or choose another --out")
-            raise fail(run_dir, f"already holds a run ({', '.join(existing)})",
-                       "pass --resume to continue it, --force to overwrite it, or choose another --out")
+                raise fail(
+                    run_dir,
+                    f"holds a run that cannot be resumed ({', '.join(existing)}, but no last.pt)",
+                    "pass --force to start it over, or choose another --out",
+                )
+            raise fail(
+                run_dir,
+                f"already holds a run ({', '.join(existing)})",
+                "pass --resume to continue it, --force to overwrite it, or choose another --out",
+            )
         _remove_own_files(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise fail(run_dir, f"cannot prepare the run folder ({os_reason(exc)})",
-                   "choose an --out in a folder you can write to") from None
+        raise fail(
+            run_dir, f"cannot prepare the run folder ({os_reason(exc)})", "choose an --out in a folder you can write to"
+        ) from None
 
 
 def _written_by_medseg(path: Path) -> bool:
@@ -160,14 +175,20 @@ def _save_checkpoint_or_explain(payload: dict, path: Path) -> None:
     once its new version is complete) and how to go on."""
     resumable = (path.parent / "last.pt").is_file()
     saved = [f for f in CHECKPOINTS if (path.parent / f).is_file()]
-    safe = (f"the previous {'/'.join(saved)} {'are' if len(saved) > 1 else 'is'} intact" if saved
-            else "no checkpoint of this run was saved yet")
+    safe = (
+        f"the previous {'/'.join(saved)} {'are' if len(saved) > 1 else 'is'} intact"
+        if saved
+        else "no checkpoint of this run was saved yet"
+    )
     again = "run again with --resume" if resumable else "run again with --force" if saved else "run again"
     try:
         save_checkpoint(payload, path)
     except (OSError, RuntimeError) as exc:  # torch reports some failed writes as RuntimeError
-        raise fail(path, f"could not write the checkpoint ({os_reason(exc)}); {safe}",
-                   f"free disk space (or make {path.parent} writable) and {again}") from None
+        raise fail(
+            path,
+            f"could not write the checkpoint ({os_reason(exc)}); {safe}",
+            f"free disk space (or make {path.parent} writable) and {again}",
+        ) from None
 
 
 RESUME_ONLY = ("optimizer", "scheduler", "scaler", "rng", "train_state_dict", "ema_updates", "history")
@@ -231,23 +252,36 @@ def roi_size(cfg: Config) -> list[int]:
 def check_config(cfg: Config) -> None:
     spec = model_spec(cfg)
     div = size_divisor(spec)
-    for name, size in (("preprocess.spatial_size", cfg.preprocess.spatial_size), ("train.patch_size", cfg.train.patch_size),
-                       ("infer.roi_size", cfg.infer.roi_size)):
+    for name, size in (
+        ("preprocess.spatial_size", cfg.preprocess.spatial_size),
+        ("train.patch_size", cfg.train.patch_size),
+        ("infer.roi_size", cfg.infer.roi_size),
+    ):
         if size and any(int(s) % div for s in size):
             fixed = [int(math.ceil(int(s) / div) * div) for s in size]
-            raise MedsegError(f"{name} {list(size)} must be a multiple of {div} (the model's total stride); fix: use {fixed}")
+            raise MedsegError(
+                f"{name} {list(size)} must be a multiple of {div} (the model's total stride); fix: use {fixed}"
+            )
     if cfg.data.spatial_dims not in (2, 3):
         raise MedsegError(f"data.spatial_dims must be 2 or 3, not {cfg.data.spatial_dims}")
     if cfg.data.context_slices < 0 or (cfg.data.context_slices and cfg.data.spatial_dims != 2):
-        raise MedsegError(f"data.context_slices {cfg.data.context_slices} applies to 2D slices only and must be >= 0; "
-                          "fix: 0 (no context), or 1-2 for slices of a volume (e.g. lgg)")
-    for name, rng, top in (("augment.blur_sigma", cfg.augment.blur_sigma, None), ("augment.lowres_zoom", cfg.augment.lowres_zoom, 1.0)):
+        raise MedsegError(
+            f"data.context_slices {cfg.data.context_slices} applies to 2D slices only and must be >= 0; "
+            "fix: 0 (no context), or 1-2 for slices of a volume (e.g. lgg)"
+        )
+    for name, rng, top in (
+        ("augment.blur_sigma", cfg.augment.blur_sigma, None),
+        ("augment.lowres_zoom", cfg.augment.lowres_zoom, 1.0),
+    ):
         ok = isinstance(rng, (list, tuple)) and len(rng) == 2 and all(isinstance(v, (int, float)) for v in rng)
         if not ok or not 0 < rng[0] <= rng[1] or (top is not None and rng[1] > top):
-            raise MedsegError(f"{name} {rng} must be [low, high] with 0 < low <= high{' <= 1' if top else ''}; "
-                              f"fix: e.g. {[0.5, 1.0]}")
+            raise MedsegError(
+                f"{name} {rng} must be [low, high] with 0 < low <= high{' <= 1' if top else ''}; fix: e.g. {[0.5, 1.0]}"
+            )
     if len(cfg.model.strides) != len(cfg.model.channels) - 1 and cfg.model.name in ("unet", "attention_unet"):
-        raise MedsegError("model.strides must have one entry fewer than model.channels; fix: e.g. channels [16,32,64], strides [2,2]")
+        raise MedsegError(
+            "model.strides must have one entry fewer than model.channels; fix: e.g. channels [16,32,64], strides [2,2]"
+        )
     # Build what training builds from the config alone, before any data is read or cached: the model on PyTorch's
     # meta device (shapes only: no memory, no weight initialisation, so no seeded random number is drawn and seeded
     # runs train bit-identically), its optimiser, the schedule, weight averaging, the loss and the sampling weights.
@@ -288,8 +322,15 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return str(dtype or torch.float32).removeprefix("torch.")
 
 
-def predict_logits(model, image: torch.Tensor, cfg: Config, device: torch.device, roi: list[int] | None = None,
-                   sw_device: torch.device | None = None, amp: bool | None = None) -> torch.Tensor:
+def predict_logits(
+    model,
+    image: torch.Tensor,
+    cfg: Config,
+    device: torch.device,
+    roi: list[int] | None = None,
+    sw_device: torch.device | None = None,
+    amp: bool | None = None,
+) -> torch.Tensor:
     """Sliding-window logits for a batch ``(B, C, *spatial)`` with Gaussian blending, returned as float32.
 
     ``sw_device`` is where the stitched output lives (default ``device``); ``amp`` defaults to ``train.amp`` (see
@@ -306,8 +347,16 @@ def predict_logits(model, image: torch.Tensor, cfg: Config, device: torch.device
             # forward pass, so the whole batch goes through the model at once.
             out = model(image).to(sw_device or device)
         else:
-            out = sliding_window_inference(image, roi, cfg.infer.sw_batch_size, model, overlap=cfg.infer.overlap,
-                                           mode="gaussian", sw_device=device, device=sw_device or device)
+            out = sliding_window_inference(
+                image,
+                roi,
+                cfg.infer.sw_batch_size,
+                model,
+                overlap=cfg.infer.overlap,
+                mode="gaussian",
+                sw_device=device,
+                device=sw_device or device,
+            )
     return out.float()
 
 
@@ -400,8 +449,12 @@ def validate(model, val_ds, cfg: Config, device: torch.device, loss_fn=None) -> 
 
 
 PANEL_MIN_SIDE = 256  # TensorBoard shows images at their own size: a 48-pixel slice would be a speck
-LEGEND = (("ground truth", "contour", "GT_COLOUR"), ("prediction", "contour", "PRED_COLOUR"),
-          ("false positive", "fill", "FP_COLOUR"), ("false negative", "fill", "FN_COLOUR"))
+LEGEND = (
+    ("ground truth", "contour", "GT_COLOUR"),
+    ("prediction", "contour", "PRED_COLOUR"),
+    ("false positive", "fill", "FP_COLOUR"),
+    ("false negative", "fill", "FN_COLOUR"),
+)
 
 
 def _panel(example: dict) -> np.ndarray:
@@ -488,13 +541,20 @@ def _has_foreground(ds, samples: list[dict]) -> list[bool]:
 
 
 def _intensity_stats(ds) -> dict:
-    stats = [item["image_meta"]["stats"] for item in getattr(ds, "_cache", []) if isinstance(item, dict) and "image_meta" in item]
+    stats = [
+        item["image_meta"]["stats"]
+        for item in getattr(ds, "_cache", [])
+        if isinstance(item, dict) and "image_meta" in item
+    ]
     if not stats:
         return {}
     means = np.array([s[0] for s in stats])
     stds = np.array([s[1] for s in stats])
-    return {"mean": means.mean(axis=0).round(4).tolist(), "std": np.sqrt((stds ** 2).mean(axis=0)).round(4).tolist(),
-            "n_images": len(stats)}
+    return {
+        "mean": means.mean(axis=0).round(4).tolist(),
+        "std": np.sqrt((stds**2).mean(axis=0)).round(4).tolist(),
+        "n_images": len(stats),
+    }
 
 
 def _flat_hparams(cfg: Config) -> dict:
@@ -538,8 +598,17 @@ def _backend(device: str) -> str:
     return "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
 
 
-def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, data_dir: str, run_dir: str, device: str,
-                resume: bool, progress: bool) -> None:
+def _ddp_worker(
+    rank: int,
+    world: int,
+    port: int,
+    cfg_dict: dict,
+    data_dir: str,
+    run_dir: str,
+    device: str,
+    resume: bool,
+    progress: bool,
+) -> None:
     import torch.distributed as dist
 
     from .config import config_from_dict
@@ -547,15 +616,32 @@ def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, data_dir: str,
     dist.init_process_group(_backend(device), init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         with user_errors():
-            _train(config_from_dict(cfg_dict), data_dir, run_dir, device=device, resume=resume, progress=progress,
-                   prepared=True, dist_info=DistInfo(rank, world, rank))
+            _train(
+                config_from_dict(cfg_dict),
+                data_dir,
+                run_dir,
+                device=device,
+                resume=resume,
+                progress=progress,
+                prepared=True,
+                dist_info=DistInfo(rank, world, rank),
+            )
     finally:
         dist.destroy_process_group()
 
 
-def train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None, device: str = "auto",
-          resume: bool = False, force: bool = False, progress: bool = True, log=print, on_epoch_end=None,
-          nproc: int = 1) -> TrainResult:
+def train(
+    cfg: Config,
+    data_dir: str | Path,
+    out_dir: str | Path | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    log=print,
+    on_epoch_end=None,
+    nproc: int = 1,
+) -> TrainResult:
     """Train ``cfg`` on ``data_dir`` into ``out_dir``; see :func:`_train`.
 
     ``nproc > 1`` runs DistributedDataParallel in that many local processes (NCCL on GPUs, gloo on CPUs);
@@ -578,37 +664,68 @@ def train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None, 
             if info.main:
                 prepare_run_dir(Path(box[0]), resume, force)
             dist.barrier()
-            return _train(cfg, data_dir, box[0], device, resume, progress=progress, log=log, on_epoch_end=on_epoch_end,
-                          prepared=True, dist_info=info)
+            return _train(
+                cfg,
+                data_dir,
+                box[0],
+                device,
+                resume,
+                progress=progress,
+                log=log,
+                on_epoch_end=on_epoch_end,
+                prepared=True,
+                dist_info=info,
+            )
         if nproc > 1:
             import torch.multiprocessing as mp
 
             check_config(cfg)
             if cfg.train.batch_size % nproc:
-                raise MedsegError(f"train.batch_size {cfg.train.batch_size} (the global batch) is not divisible by "
-                                  f"--nproc {nproc}; fix: use a batch size that is a multiple of {nproc}")
+                raise MedsegError(
+                    f"train.batch_size {cfg.train.batch_size} (the global batch) is not divisible by "
+                    f"--nproc {nproc}; fix: use a batch size that is a multiple of {nproc}"
+                )
             if device != "cpu" and torch.cuda.is_available() and torch.cuda.device_count() < nproc:
-                raise MedsegError(f"--nproc {nproc} needs {nproc} GPUs, {torch.cuda.device_count()} visible; fix: lower --nproc")
+                raise MedsegError(
+                    f"--nproc {nproc} needs {nproc} GPUs, {torch.cuda.device_count()} visible; fix: lower --nproc"
+                )
             run_dir = Path(out_dir) if out_dir else default_run_dir(cfg.name)
             prepare_run_dir(run_dir, resume, force)
             t0 = time.time()
             log(f"starting {nproc} processes ({_backend(device)})")
-            mp.spawn(_ddp_worker, args=(nproc, _free_port(), cfg.to_dict(), str(data_dir), str(run_dir), device, resume,
-                                        progress), nprocs=nproc, join=True)
+            mp.spawn(
+                _ddp_worker,
+                args=(nproc, _free_port(), cfg.to_dict(), str(data_dir), str(run_dir), device, resume, progress),
+                nprocs=nproc,
+                join=True,
+            )
             history = _read_history(run_dir / "history.csv")
             best = load_checkpoint(run_dir / "best.pt")
-            res = TrainResult(run_dir, float(best["best_metric"]), int(best["best_epoch"]), len(history), time.time() - t0,
-                              history)
+            res = TrainResult(
+                run_dir, float(best["best_metric"]), int(best["best_epoch"]), len(history), time.time() - t0, history
+            )
             validated = any(k.startswith("val_") for row in history for k in row)
-            log(f"done in {res.seconds:.0f}s on {nproc} processes: {_best_summary(res.best_metric, validated)} "
-                f"at epoch {res.best_epoch}; checkpoints in {run_dir}")
+            log(
+                f"done in {res.seconds:.0f}s on {nproc} processes: {_best_summary(res.best_metric, validated)} "
+                f"at epoch {res.best_epoch}; checkpoints in {run_dir}"
+            )
             return res
         return _train(cfg, data_dir, out_dir, device, resume, force, progress, log, on_epoch_end)
 
 
-def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None, device: str = "auto",
-           resume: bool = False, force: bool = False, progress: bool = True, log=print,
-           on_epoch_end=None, prepared: bool = False, dist_info: DistInfo | None = None) -> TrainResult:
+def _train(
+    cfg: Config,
+    data_dir: str | Path,
+    out_dir: str | Path | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    log=print,
+    on_epoch_end=None,
+    prepared: bool = False,
+    dist_info: DistInfo | None = None,
+) -> TrainResult:
     """Train ``cfg`` on the data in ``data_dir`` and write checkpoints and TensorBoard logs to ``out_dir``.
 
     ``on_epoch_end(epoch, row)`` is called after each epoch's checkpoints are on
@@ -660,12 +777,15 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     if world > 1:  # each rank caches and trains on its own share of the data
         from monai.data import partition_dataset
 
-        train_samples = partition_dataset(train_samples, num_partitions=world, shuffle=True, seed=cfg.train.seed,
-                                          even_divisible=True)[info.rank]
+        train_samples = partition_dataset(
+            train_samples, num_partitions=world, shuffle=True, seed=cfg.train.seed, even_divisible=True
+        )[info.rank]
         val_samples = val_samples if info.main else []
     if not val_samples:
         log("warning: no validation cases; the best checkpoint will track the training loss instead")
-    log(f"{cfg.name}: {n_train_total} training and {len(val_samples)} validation samples ({split['method']}) -> {run_dir}")
+    log(
+        f"{cfg.name}: {n_train_total} training and {len(val_samples)} validation samples ({split['method']}) -> {run_dir}"
+    )
 
     t0 = time.time()
     if cfg.train.cache:
@@ -695,10 +815,16 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     if cfg.data.spatial_dims == 2 and cfg.train.pos_slice_fraction is not None:
         flags = _has_foreground(train_ds, train_samples)
         weights = positive_weights(flags, cfg.train.pos_slice_fraction)
-        log(f"{sum(flags)} of {len(flags)} training samples have foreground; drawn as "
-            f"{cfg.train.pos_slice_fraction:.0%} of each epoch" if weights else "positive-slice oversampling not needed")
+        log(
+            f"{sum(flags)} of {len(flags)} training samples have foreground; drawn as "
+            f"{cfg.train.pos_slice_fraction:.0%} of each epoch"
+            if weights
+            else "positive-slice oversampling not needed"
+        )
     loader = make_loader(train_ds, batch, cfg.train.num_workers, gen, weights)
-    steps_per_epoch = len(loader) if not cfg.train.max_steps_per_epoch else min(len(loader), cfg.train.max_steps_per_epoch)
+    steps_per_epoch = (
+        len(loader) if not cfg.train.max_steps_per_epoch else min(len(loader), cfg.train.max_steps_per_epoch)
+    )
     total_steps = cfg.train.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps, steps_per_epoch))
     autocast = amp_dtype(dev, cfg.train.amp)
@@ -713,7 +839,9 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         net.load_state_dict(ck.get("train_state_dict", ck["state_dict"]))
         if ema is not None:
             if "train_state_dict" not in ck:
-                raise fail(run_dir / "last.pt", "was trained without train.ema", "resume with the run's own config.yaml")
+                raise fail(
+                    run_dir / "last.pt", "was trained without train.ema", "resume with the run's own config.yaml"
+                )
             ema.module.load_state_dict(ck["state_dict"])
             ema.n_averaged.fill_(int(ck.get("ema_updates", 1)))
         optimizer.load_state_dict(ck["optimizer"])
@@ -728,13 +856,29 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         if start_epoch >= cfg.train.epochs:
             log("nothing to do: the run already reached train.epochs (raise it with --epochs)")
 
-    writer = (SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch * steps_per_epoch if resume else None)
-              if info.main else _NullWriter())
-    base = {"model": spec, "config": cfg.to_dict(), "labels": list(cfg.data.labels), "channels": list(cfg.data.channels),
-            "preprocess": cfg.to_dict()["preprocess"], "infer": cfg.to_dict()["infer"], "intensity_stats": intensity_stats,
-            "roi_size": roi_size(cfg), "split": {k: split[k] for k in ("train", "val", "test")},
-            "data": {"recipe": cfg.data.recipe, "data_dir": str(data_dir), "n_train": n_train_total,
-                     "n_val": len(val_samples), "split_method": split["method"]}}
+    writer = (
+        SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch * steps_per_epoch if resume else None)
+        if info.main
+        else _NullWriter()
+    )
+    base = {
+        "model": spec,
+        "config": cfg.to_dict(),
+        "labels": list(cfg.data.labels),
+        "channels": list(cfg.data.channels),
+        "preprocess": cfg.to_dict()["preprocess"],
+        "infer": cfg.to_dict()["infer"],
+        "intensity_stats": intensity_stats,
+        "roi_size": roi_size(cfg),
+        "split": {k: split[k] for k in ("train", "val", "test")},
+        "data": {
+            "recipe": cfg.data.recipe,
+            "data_dir": str(data_dir),
+            "n_train": n_train_total,
+            "n_val": len(val_samples),
+            "split_method": split["method"],
+        },
+    }
     bar = progress_bar(total_steps, cfg.name, progress, unit="steps", initial=start_epoch * steps_per_epoch)
     n_validations = sum(r.get("val_mean_dice") not in (None, "") for r in history)  # those before a resume count too
     step = start_epoch * steps_per_epoch
@@ -755,8 +899,10 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
                 out = model(x)
             loss = loss_fn(as_float(out), y)  # the loss's sums and logs in float32 on every device
             if not torch.isfinite(loss):
-                raise MedsegError(f"training diverged at epoch {epoch + 1} (loss is {loss.item()}); fix: lower train.lr "
-                                  "or check the images for extreme values")
+                raise MedsegError(
+                    f"training diverged at epoch {epoch + 1} (loss is {loss.item()}); fix: lower train.lr "
+                    "or check the images for extreme values"
+                )
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -771,8 +917,12 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         writer.add_scalar("train/loss", train_loss, step)
         writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
         writer.add_scalar("train/epoch_seconds", time.perf_counter() - t_epoch, step)
-        row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(time.perf_counter() - t_epoch, 2)}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": round(train_loss, 6),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - t_epoch, 2),
+        }
         metric = None
         is_val_epoch = (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs
         if val_samples and is_val_epoch:
@@ -795,12 +945,15 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
                 writer.add_scalar("val/loss", val.loss, step)
                 row["val_loss"] = round(val.loss, 6)
             # counted in validations, not epochs: validation runs every val_every epochs
-            if example is not None and (n_validations % max(1, cfg.train.image_log_every) == 0
-                                        or epoch + 1 == cfg.train.epochs):
+            if example is not None and (
+                n_validations % max(1, cfg.train.image_log_every) == 0 or epoch + 1 == cfg.train.epochs
+            ):
                 writer.add_image("val/overlay", _panel(example), step, dataformats="HWC")
             n_validations += 1
-            bar.write(f"epoch {epoch + 1}: loss {train_loss:.4f}, val loss {val.loss:.4f}, val Dice " +
-                      ", ".join(f"{n} {v:.4f}" for n, v in zip(cfg.data.labels[1:], dice)))
+            bar.write(
+                f"epoch {epoch + 1}: loss {train_loss:.4f}, val loss {val.loss:.4f}, val Dice "
+                + ", ".join(f"{n} {v:.4f}" for n, v in zip(cfg.data.labels[1:], dice))
+            )
         elif not val_samples:
             metric = -train_loss
         history.append(row)
@@ -810,20 +963,36 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
         if info.main:
             # With train.ema the averaged weights are the model (validated, inferred with); the raw ones resume.
             weights = ema.module.state_dict() if ema is not None else net.state_dict()
-            payload = {**base, "state_dict": weights, "epoch": epoch + 1, "best_metric": best_metric,
-                       "best_epoch": best_epoch, "world_size": world,
-                       # Dice only: reports show these under "Validation Dice"; val_loss is in the history
-                       "val_metrics": {k: v for k, v in row.items() if k.startswith("val_") and "dice" in k}}
+            payload = {
+                **base,
+                "state_dict": weights,
+                "epoch": epoch + 1,
+                "best_metric": best_metric,
+                "best_epoch": best_epoch,
+                "world_size": world,
+                # Dice only: reports show these under "Validation Dice"; val_loss is in the history
+                "val_metrics": {k: v for k, v in row.items() if k.startswith("val_") and "dice" in k},
+            }
             # best.pt, then last.pt (which carries the history), then history.csv: a kill between any two leaves
             # last.pt the truth a resume restarts from, and history.csv is rewritten from it then.
             if improved:
                 _save_checkpoint_or_explain(payload, run_dir / "best.pt")
-            _save_checkpoint_or_explain({**payload, "optimizer": optimizer.state_dict(),
-                                         "scheduler": scheduler.state_dict(),
-                                         "scaler": scaler.state_dict() if use_amp else {}, "rng": rng_state(),
-                                         "history": history,
-                                         **({"train_state_dict": net.state_dict(), "ema_updates": int(ema.n_averaged)}
-                                            if ema is not None else {})}, run_dir / "last.pt")
+            _save_checkpoint_or_explain(
+                {
+                    **payload,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if use_amp else {},
+                    "rng": rng_state(),
+                    "history": history,
+                    **(
+                        {"train_state_dict": net.state_dict(), "ema_updates": int(ema.n_averaged)}
+                        if ema is not None
+                        else {}
+                    ),
+                },
+                run_dir / "last.pt",
+            )
             _write_history(run_dir / "history.csv", history)
         if world > 1:
             import torch.distributed as dist
@@ -834,15 +1003,23 @@ def _train(cfg: Config, data_dir: str | Path, out_dir: str | Path | None = None,
     bar.close()
     if info.main and not (run_dir / "best.pt").exists() and (run_dir / "last.pt").exists():
         ck = load_checkpoint(run_dir / "last.pt")
-        _save_checkpoint_or_explain({k: v for k, v in ck.items() if k not in RESUME_ONLY + (
-            "format", "format_version", "medseg_version", "created")}, run_dir / "best.pt")
+        _save_checkpoint_or_explain(
+            {
+                k: v
+                for k, v in ck.items()
+                if k not in RESUME_ONLY + ("format", "format_version", "medseg_version", "created")
+            },
+            run_dir / "best.pt",
+        )
     hp = _flat_hparams(cfg)
     hp_metric = {"hparam/best_val_dice": best_metric} if val_samples else {"hparam/best_train_loss": -best_metric}
     writer.add_hparams(hp, {k: v if math.isfinite(v) else 0.0 for k, v in hp_metric.items()}, run_name="hparams")
     writer.close()
     seconds = time.time() - t0
-    log(f"done in {seconds:.0f}s: {_best_summary(best_metric, bool(val_samples))} at epoch {best_epoch}; "
-        f"checkpoints in {run_dir}")
+    log(
+        f"done in {seconds:.0f}s: {_best_summary(best_metric, bool(val_samples))} at epoch {best_epoch}; "
+        f"checkpoints in {run_dir}"
+    )
     return TrainResult(run_dir, best_metric, best_epoch, len(history), seconds, history)
 
 
@@ -869,8 +1046,13 @@ def _write_history(path: Path, rows: list[dict]) -> None:
             w.writeheader()
             w.writerows(rows)
 
-    _write_or_explain(path, write, "the training history", "last.pt holds this epoch and the history up to it",
-                      "free disk space and run again with --resume (history.csv is rewritten from last.pt)")
+    _write_or_explain(
+        path,
+        write,
+        "the training history",
+        "last.pt holds this epoch and the history up to it",
+        "free disk space and run again with --resume (history.csv is rewritten from last.pt)",
+    )
 
 
 def _resumed_history(ck: dict, path: Path, log) -> list[dict]:

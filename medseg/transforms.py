@@ -68,22 +68,29 @@ def channel_plan(stored: int, wanted: int) -> str:
     return "grey" if wanted == 1 and stored == 3 else "refuse"
 
 
-def adapt_channels_2d(img: np.ndarray, n_channels: int, path, select: list[int] | None = None,
-                      stored: list[str] | None = None) -> np.ndarray:
+def adapt_channels_2d(
+    img: np.ndarray, n_channels: int, path, select: list[int] | None = None, stored: list[str] | None = None
+) -> np.ndarray:
     """``(H, W[, C])`` image -> ``(n_channels, H, W)`` float32 (grey is repeated, alpha dropped). With ``select``
     (indices into the ``stored`` channel names, :attr:`Config.channel_select`) those channels are taken instead."""
     arr = img[..., None] if img.ndim == 2 else img
     c = arr.shape[-1]
     if select is not None:
         if stored and c != len(stored):
-            raise fail(path, f"image has {c} channel{'s' if c > 1 else ''} but data.stored_channels names "
-                       f"{len(stored)} ({', '.join(stored)})", "give images with those channels or correct "
-                       "data.stored_channels")
+            raise fail(
+                path,
+                f"image has {c} channel{'s' if c > 1 else ''} but data.stored_channels names "
+                f"{len(stored)} ({', '.join(stored)})",
+                "give images with those channels or correct data.stored_channels",
+            )
         arr, c = arr[..., list(select)], len(select)
     plan = channel_plan(c, n_channels)
     if plan == "refuse":
-        raise fail(path, f"image has {c} channels but the model expects {n_channels}",
-                   "convert the image or use a config/checkpoint with matching data.channels")
+        raise fail(
+            path,
+            f"image has {c} channels but the model expects {n_channels}",
+            "convert the image or use a config/checkpoint with matching data.channels",
+        )
     if c == 4 and plan != "keep":
         arr = arr[..., :3]
     if plan == "repeat":
@@ -120,8 +127,11 @@ def labels_to_classes(label: np.ndarray, num_classes: int, path) -> np.ndarray:
         fg_values = np.unique(label[label != 0])
         if fg_values.size > 1:
             shown = [int(v) if float(v).is_integer() else float(v) for v in fg_values[:6]]
-            raise fail(path, f"label values {shown} are outside the configured classes (one foreground class)",
-                       "list every class in data.labels (or --labels), or merge the values into one")
+            raise fail(
+                path,
+                f"label values {shown} are outside the configured classes (one foreground class)",
+                "list every class in data.labels (or --labels), or merge the values into one",
+            )
         return (label != 0).astype(np.uint8)
     rounded = np.rint(label)
     if np.abs(rounded - label).max(initial=0) > 1e-3:
@@ -129,8 +139,11 @@ def labels_to_classes(label: np.ndarray, num_classes: int, path) -> np.ndarray:
     values = np.unique(rounded).astype(int)
     bad = values[(values < 0) | (values >= num_classes)]
     if bad.size:
-        raise fail(path, f"label values {bad.tolist()} are outside the configured classes 0..{num_classes - 1}",
-                   "fix the label map or list every class in data.labels")
+        raise fail(
+            path,
+            f"label values {bad.tolist()} are outside the configured classes 0..{num_classes - 1}",
+            "fix the label map or list every class in data.labels",
+        )
     return rounded.astype(np.uint8)
 
 
@@ -147,8 +160,9 @@ def _channel_stats(img: np.ndarray, axis) -> list[list[float]]:
 class _LoadPaird(MapTransform):
     """Base of the loaders: knows the expected channel count and number of classes."""
 
-    def __init__(self, n_channels: int, num_classes: int, keys=(IMAGE, LABEL), allow_missing_keys=True,
-                 describe: bool = False):
+    def __init__(
+        self, n_channels: int, num_classes: int, keys=(IMAGE, LABEL), allow_missing_keys=True, describe: bool = False
+    ):
         super().__init__(keys, allow_missing_keys)
         self.n_channels = n_channels
         self.num_classes = num_classes
@@ -167,17 +181,27 @@ class LoadImage2Dd(_LoadPaird):
     ``image_meta`` (original size, path, raw per-channel mean/std).
     """
 
-    def __init__(self, n_channels: int, num_classes: int, keys=(IMAGE, LABEL), allow_missing_keys=True,
-                 context: int = 0, describe: bool = False, select: list[int] | None = None,
-                 stored: list[str] | None = None):
+    def __init__(
+        self,
+        n_channels: int,
+        num_classes: int,
+        keys=(IMAGE, LABEL),
+        allow_missing_keys=True,
+        context: int = 0,
+        describe: bool = False,
+        select: list[int] | None = None,
+        stored: list[str] | None = None,
+    ):
         super().__init__(n_channels, num_classes, keys, allow_missing_keys, describe)
         self.context, self.select, self.stored = context, select, stored
 
     def _read(self, path, upright: bool = True) -> tuple[np.ndarray, int]:
         raw = read_image_2d(path, kind="image", upright=upright)
         _check_finite(raw, path)
-        return (adapt_channels_2d(raw, self.n_channels, path, self.select, self.stored),
-                1 if raw.ndim == 2 else raw.shape[2])
+        return (
+            adapt_channels_2d(raw, self.n_channels, path, self.select, self.stored),
+            1 if raw.ndim == 2 else raw.shape[2],
+        )
 
     def _stored_pair(self, path, lpath, orientation: int):
         """Image and mask as stored (EXIF orientation ignored), when only that way their sizes agree: a mask made
@@ -209,21 +233,34 @@ class LoadImage2Dd(_LoadPaird):
             for q in paths[1:]:
                 nb = img if Path(q) == Path(path) else self._read(q)[0]
                 if nb.shape != img.shape:
-                    raise fail(q, f"neighbouring slice is {nb.shape[1]}x{nb.shape[2]} but {Path(path).name} is "
-                               f"{img.shape[1]}x{img.shape[2]}", "re-export the volume's slices at one size")
+                    raise fail(
+                        q,
+                        f"neighbouring slice is {nb.shape[1]}x{nb.shape[2]} but {Path(path).name} is "
+                        f"{img.shape[1]}x{img.shape[2]}",
+                        "re-export the volume's slices at one size",
+                    )
                 parts.append(nb)
             img = np.concatenate(parts, axis=0)
         d[IMAGE] = img
-        d["image_meta"] = {"path": str(path), "original_size": list(img.shape[1:]), "stats": _channel_stats(img, (1, 2)),
-                           **({"context_found": found} if self.context else {}),
-                           **({"channels_on_disk": raw_channels} if self.describe else {}), "exif": exif,
-                           "exif_orientation": orientation}
+        d["image_meta"] = {
+            "path": str(path),
+            "original_size": list(img.shape[1:]),
+            "stats": _channel_stats(img, (1, 2)),
+            **({"context_found": found} if self.context else {}),
+            **({"channels_on_disk": raw_channels} if self.describe else {}),
+            "exif": exif,
+            "exif_orientation": orientation,
+        }
         if mask is not None:
             if self.describe:
                 d["label_meta"] = {"values_on_disk": self._raw_values(mask)}
             if mask.shape[:2] != img.shape[1:]:
-                raise fail(lpath, f"mask is {mask.shape[0]}x{mask.shape[1]} but its image {Path(path).name} is "
-                           f"{img.shape[1]}x{img.shape[2]}", "re-export the mask at the image's size or remove the case")
+                raise fail(
+                    lpath,
+                    f"mask is {mask.shape[0]}x{mask.shape[1]} but its image {Path(path).name} is "
+                    f"{img.shape[1]}x{img.shape[2]}",
+                    "re-export the mask at the image's size or remove the case",
+                )
             if self.num_classes == 2:
                 lab = binarise_mask_2d(mask)
             else:
@@ -249,19 +286,33 @@ class LoadVolumed(_LoadPaird):
             if geom0 is None:
                 geom0 = geom
             elif geom.shape != geom0.shape or not np.allclose(geom.affine, geom0.affine, atol=1e-3):
-                raise fail(p, f"grid {geom.shape} differs from {Path(paths[0]).name} {geom0.shape}",
-                           "resample all modalities of a case onto one grid")
+                raise fail(
+                    p,
+                    f"grid {geom.shape} differs from {Path(paths[0]).name} {geom0.shape}",
+                    "resample all modalities of a case onto one grid",
+                )
             chans.extend([arr[..., i] for i in range(arr.shape[3])] if arr.ndim == 4 else [arr])
         if len(chans) != self.n_channels:
-            raise fail(paths[0], f"has {len(chans)} modalities but {self.n_channels} are expected",
-                       "give one file per configured channel (data.channels) or a 4D file with that many")
+            raise fail(
+                paths[0],
+                f"has {len(chans)} modalities but {self.n_channels} are expected",
+                "give one file per configured channel (data.channels) or a 4D file with that many",
+            )
         img = np.stack([c.astype(np.float32) for c in chans])
-        meta = {"original_affine": torch.as_tensor(geom0.affine), "spatial_shape": np.array(geom0.shape),
-                "filename_or_obj": str(paths[0])}
+        meta = {
+            "original_affine": torch.as_tensor(geom0.affine),
+            "spatial_shape": np.array(geom0.shape),
+            "filename_or_obj": str(paths[0]),
+        }
         d[IMAGE] = MetaTensor(torch.from_numpy(img), affine=torch.as_tensor(geom0.affine), meta=dict(meta))
-        d["image_meta"] = {"path": str(paths[0]), "original_size": list(geom0.shape), "geometry": geom0,
-                           "spacing": [float(s) for s in geom0.spacing], "stats": _channel_stats(img, (1, 2, 3)),
-                           **({"channels_on_disk": len(chans)} if self.describe else {})}
+        d["image_meta"] = {
+            "path": str(paths[0]),
+            "original_size": list(geom0.shape),
+            "geometry": geom0,
+            "spacing": [float(s) for s in geom0.spacing],
+            "stats": _channel_stats(img, (1, 2, 3)),
+            **({"channels_on_disk": len(chans)} if self.describe else {}),
+        }
         if LABEL in d and d[LABEL] is not None:
             lp = d[LABEL]
             lab, lgeom = read_volume(lp)
@@ -270,11 +321,17 @@ class LoadVolumed(_LoadPaird):
             if self.describe:
                 d["label_meta"] = {"values_on_disk": self._raw_values(lab)}
             if lgeom.shape != geom0.shape:
-                raise fail(lp, f"label grid {lgeom.shape} differs from image {Path(paths[0]).name} {geom0.shape}",
-                           "resample the label map onto the image grid (nearest neighbour)")
+                raise fail(
+                    lp,
+                    f"label grid {lgeom.shape} differs from image {Path(paths[0]).name} {geom0.shape}",
+                    "resample the label map onto the image grid (nearest neighbour)",
+                )
             if not np.allclose(lgeom.affine, geom0.affine, atol=1e-2):
-                raise fail(lp, "label geometry (origin/direction/spacing) differs from its image",
-                           "copy the image geometry into the label file")
+                raise fail(
+                    lp,
+                    "label geometry (origin/direction/spacing) differs from its image",
+                    "copy the image geometry into the label file",
+                )
             lab = labels_to_classes(np.asarray(lab, dtype=np.float32), self.num_classes, lp)
             d[LABEL] = MetaTensor(torch.from_numpy(lab[None]), affine=torch.as_tensor(geom0.affine), meta=dict(meta))
         return d
@@ -296,8 +353,9 @@ class CropNonzerod(MapTransform):
     def __init__(self, keys, source_key: str = "image", margin: int = 4):
         super().__init__(keys)
         self.source_key = source_key
-        self.crop = CropForegroundd(keys=keys, source_key=source_key, select_fn=_nonzero, allow_smaller=True,
-                                    margin=margin)
+        self.crop = CropForegroundd(
+            keys=keys, source_key=source_key, select_fn=_nonzero, allow_smaller=True, margin=margin
+        )
 
     def __call__(self, data):
         d = dict(data)
@@ -332,8 +390,11 @@ class Guarded(Transform):
             msg = " ".join(str(cause).split())[:200]
             label = data.get(LABEL) if isinstance(data, dict) and isinstance(data.get(LABEL), (str, Path)) else None
             with_label = f" with its label {Path(label).name}" if label else ""  # either file may be the bad one
-            raise fail(where, f"failed in preprocessing{with_label} ({type(cause).__name__}: {msg})",
-                       "check that the image and its label are complete and readable") from None
+            raise fail(
+                where,
+                f"failed in preprocessing{with_label} ({type(cause).__name__}: {msg})",
+                "check that the image and its label are complete and readable",
+            ) from None
 
 
 # ----------------------------------------------------------------------------
@@ -355,15 +416,23 @@ class CheckRanged(Transform):
         if hi > self.hi + span or lo < self.lo - span:
             meta = getattr(img, "meta", None) or {}
             where = (data.get("image_meta") or {}).get("path") or meta.get("filename_or_obj") or "an input image"
-            raise fail(where, f"has intensities {lo:g} to {hi:g}, far outside preprocess.intensity_range "
-                       f"[{self.lo:g}, {self.hi:g}] (a 16-bit image for an 8-bit recipe?)",
-                       "set preprocess.intensity_range to the data's range, or use preprocess.intensity: zscore")
+            raise fail(
+                where,
+                f"has intensities {lo:g} to {hi:g}, far outside preprocess.intensity_range "
+                f"[{self.lo:g}, {self.hi:g}] (a 16-bit image for an 8-bit recipe?)",
+                "set preprocess.intensity_range to the data's range, or use preprocess.intensity: zscore",
+            )
         return data
 
 
 @functools.lru_cache(maxsize=64)
-def _volume_stats(slices: tuple[tuple[str, float, int], ...], n_channels: int, lower: float, upper: float,
-                  select: tuple[int, ...] | None = None) -> np.ndarray:
+def _volume_stats(
+    slices: tuple[tuple[str, float, int], ...],
+    n_channels: int,
+    lower: float,
+    upper: float,
+    select: tuple[int, ...] | None = None,
+) -> np.ndarray:
     """``(C, 4)`` clip-low, clip-high, mean and std per channel over all slices of one volume (cached: the key holds
     each file's path, modification time and size, so an edited slice is read again)."""
     per_channel: list[list[np.ndarray]] = [[] for _ in range(n_channels)]
@@ -394,8 +463,9 @@ class NormalizeByVolumed(MapTransform):
     intensity scale instead of being stretched. A 3D image is its own volume. 2.5D inputs reuse the centre
     slice's statistics for the neighbours' channels."""
 
-    def __init__(self, n_channels: int, lower: float = 10.0, upper: float = 99.0, keys=(IMAGE,),
-                 select: list[int] | None = None):
+    def __init__(
+        self, n_channels: int, lower: float = 10.0, upper: float = 99.0, keys=(IMAGE,), select: list[int] | None = None
+    ):
         super().__init__(keys)
         self.n_channels, self.lower, self.upper = n_channels, float(lower), float(upper)
         self.select = tuple(select) if select is not None else None
@@ -432,14 +502,21 @@ def _intensity(cfg: Config):
     if p.intensity == "fixed":  # one mapping for every image: absolute brightness survives normalisation
         lo, hi = (float(v) for v in p.intensity_range)
         if not hi > lo:
-            raise MedsegError(f"preprocess.intensity_range {p.intensity_range} must be [low, high] with high > low; "
-                              "fix: e.g. [0, 255] for 8-bit images")
-        return [CheckRanged(lo, hi), ScaleIntensityRanged(keys=IMAGE, a_min=lo, a_max=hi, b_min=-1.0, b_max=1.0, clip=False)]
+            raise MedsegError(
+                f"preprocess.intensity_range {p.intensity_range} must be [low, high] with high > low; "
+                "fix: e.g. [0, 255] for 8-bit images"
+            )
+        return [
+            CheckRanged(lo, hi),
+            ScaleIntensityRanged(keys=IMAGE, a_min=lo, a_max=hi, b_min=-1.0, b_max=1.0, clip=False),
+        ]
     if p.intensity == "volume":  # per-volume statistics (2D slices of one scan normalised alike)
         lo, hi = (float(v) for v in p.volume_percentiles)
         if not 0 <= lo < hi <= 100:
-            raise MedsegError(f"preprocess.volume_percentiles {p.volume_percentiles} must be [low, high] with "
-                              "0 <= low < high <= 100; fix: e.g. [10, 99]")
+            raise MedsegError(
+                f"preprocess.volume_percentiles {p.volume_percentiles} must be [low, high] with "
+                "0 <= low < high <= 100; fix: e.g. [10, 99]"
+            )
         return [NormalizeByVolumed(len(cfg.data.channels), lo, hi, select=cfg.channel_select)]
     if p.intensity == "none":
         return []
@@ -452,8 +529,16 @@ def deterministic_transforms(cfg: Config, with_label: bool = True, for_training:
     n_ch, k = len(cfg.data.channels), cfg.num_classes
     p = cfg.preprocess
     if cfg.data.spatial_dims == 2:
-        ts = [LoadImage2Dd(n_ch, k, keys=keys, context=cfg.data.context_slices, select=cfg.channel_select,
-                           stored=cfg.data.stored_channels)]
+        ts = [
+            LoadImage2Dd(
+                n_ch,
+                k,
+                keys=keys,
+                context=cfg.data.context_slices,
+                select=cfg.channel_select,
+                stored=cfg.data.stored_channels,
+            )
+        ]
         if p.spatial_size:
             ts.append(Resized(keys=IMAGE, spatial_size=p.spatial_size, mode="area"))
             if with_label:
@@ -471,7 +556,9 @@ def deterministic_transforms(cfg: Config, with_label: bool = True, for_training:
         ts += _intensity(cfg)
         if for_training and with_label and cfg.train.patch_size:
             ts.append(SpatialPadd(keys=keys, spatial_size=cfg.train.patch_size))
-            ts.append(FgBgToIndicesd(keys=LABEL, fg_postfix="_fg", bg_postfix="_bg", image_key=IMAGE, image_threshold=-1e9))
+            ts.append(
+                FgBgToIndicesd(keys=LABEL, fg_postfix="_fg", bg_postfix="_bg", image_key=IMAGE, image_threshold=-1e9)
+            )
     if for_training:
         ts.append(EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False))
     return Compose(ts)
@@ -484,17 +571,34 @@ def random_transforms(cfg: Config) -> Compose:
     ts = []
     if dims == 3 and cfg.train.patch_size:
         pos = cfg.train.pos_fraction
-        ts.append(RandCropByPosNegLabeld(keys=keys, label_key=LABEL, spatial_size=cfg.train.patch_size,
-                                         pos=pos, neg=1 - pos, num_samples=cfg.train.samples_per_volume,
-                                         fg_indices_key=f"{LABEL}_fg", bg_indices_key=f"{LABEL}_bg"))
+        ts.append(
+            RandCropByPosNegLabeld(
+                keys=keys,
+                label_key=LABEL,
+                spatial_size=cfg.train.patch_size,
+                pos=pos,
+                neg=1 - pos,
+                num_samples=cfg.train.samples_per_volume,
+                fg_indices_key=f"{LABEL}_fg",
+                bg_indices_key=f"{LABEL}_bg",
+            )
+        )
     if a.flip_prob > 0:
         ts += [RandFlipd(keys=keys, prob=a.flip_prob, spatial_axis=ax) for ax in range(dims)]
     if a.rot90_prob > 0:
         ts.append(RandRotate90d(keys=keys, prob=a.rot90_prob, spatial_axes=(0, 1)))
     if a.affine_prob > 0:
         rot = math.radians(a.rotate_deg)
-        ts.append(RandAffined(keys=keys, prob=a.affine_prob, rotate_range=[rot] if dims == 2 else [rot, rot, rot],
-                              scale_range=[a.scale_range] * dims, mode=("bilinear", "nearest"), padding_mode="zeros"))
+        ts.append(
+            RandAffined(
+                keys=keys,
+                prob=a.affine_prob,
+                rotate_range=[rot] if dims == 2 else [rot, rot, rot],
+                scale_range=[a.scale_range] * dims,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            )
+        )
     if a.intensity_prob > 0:
         ts.append(RandScaleIntensityd(keys=IMAGE, factors=a.intensity_scale, prob=a.intensity_prob, channel_wise=True))
         ts.append(RandShiftIntensityd(keys=IMAGE, offsets=a.intensity_shift, prob=a.intensity_prob, channel_wise=True))
@@ -507,16 +611,23 @@ def random_transforms(cfg: Config) -> Compose:
         ts.append(RandGaussianSmoothd(keys=IMAGE, prob=a.blur_prob, sigma_x=sigma, sigma_y=sigma, sigma_z=sigma))
     if a.lowres_prob > 0:
         # nnU-Net's "simulate low resolution": nearest-neighbour down, linear back up, image only
-        ts.append(RandSimulateLowResolutiond(keys=IMAGE, prob=a.lowres_prob, downsample_mode="nearest",
-                                             upsample_mode="bilinear" if dims == 2 else "trilinear",
-                                             zoom_range=tuple(float(v) for v in a.lowres_zoom)))
+        ts.append(
+            RandSimulateLowResolutiond(
+                keys=IMAGE,
+                prob=a.lowres_prob,
+                downsample_mode="nearest",
+                upsample_mode="bilinear" if dims == 2 else "trilinear",
+                zoom_range=tuple(float(v) for v in a.lowres_zoom),
+            )
+        )
     return Compose(ts)
 
 
 def train_transforms(cfg: Config) -> Compose:
     """Cached deterministic part (guarded) followed by the random part."""
-    return Compose([Guarded(deterministic_transforms(cfg)), *random_transforms(cfg).transforms,
-                    SelectItemsd(keys=[IMAGE, LABEL])])
+    return Compose(
+        [Guarded(deterministic_transforms(cfg)), *random_transforms(cfg).transforms, SelectItemsd(keys=[IMAGE, LABEL])]
+    )
 
 
 def val_transforms(cfg: Config) -> Compose:

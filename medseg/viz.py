@@ -14,8 +14,16 @@ GT_COLOUR = (0, 158, 115)  # bluish green
 PRED_COLOUR = (230, 159, 0)  # orange
 FP_COLOUR = (204, 121, 167)  # reddish purple
 FN_COLOUR = (86, 180, 233)  # sky blue
-CLASS_COLOURS = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (240, 228, 66), (86, 180, 233),
-                 (213, 94, 0), (0, 0, 0)]
+CLASS_COLOURS = [
+    (0, 114, 178),
+    (230, 159, 0),
+    (0, 158, 115),
+    (204, 121, 167),
+    (240, 228, 66),
+    (86, 180, 233),
+    (213, 94, 0),
+    (0, 0, 0),
+]
 
 
 def dejavu_font(style: str = "") -> Path:
@@ -87,9 +95,13 @@ def label_tables(labels: list[str]) -> dict[str, str]:
     import re
 
     slicer = ["# Color table file labels.ctbl", f"# {len(labels)} values", "0 background 0 0 0 0"]
-    snap = ["################################################", "# ITK-SnAP Label Description File",
-            "# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL", "################################################",
-            '    0     0    0    0     0   0   0  "Clear Label"']
+    snap = [
+        "################################################",
+        "# ITK-SnAP Label Description File",
+        "# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL",
+        "################################################",
+        '    0     0    0    0     0   0   0  "Clear Label"',
+    ]
     for c, name in enumerate(labels[1:], start=1):
         r, g, b = class_colour(c)
         slicer_name = re.sub(r"\s+", "_", name.strip()) or f"class_{c}"  # Slicer: one word per name

@@ -55,12 +55,24 @@ def nifti_dir(tmp_path_factory):
 @pytest.fixture()
 def small_2d_overrides():
     """Settings that make a 2D training run take seconds."""
-    return ["model.channels=[4,8,16]", "model.strides=[2,2]", "model.num_res_units=1", "preprocess.spatial_size=[48,64]",
-            "train.batch_size=4", "train.val_every=1"]
+    return [
+        "model.channels=[4,8,16]",
+        "model.strides=[2,2]",
+        "model.num_res_units=1",
+        "preprocess.spatial_size=[48,64]",
+        "train.batch_size=4",
+        "train.val_every=1",
+    ]
 
 
-TINY_2D = ["model.channels=[4,8,16]", "model.strides=[2,2]", "model.num_res_units=1", "preprocess.spatial_size=[48,64]",
-           "train.batch_size=4", "train.epochs=1"]
+TINY_2D = [
+    "model.channels=[4,8,16]",
+    "model.strides=[2,2]",
+    "model.num_res_units=1",
+    "preprocess.spatial_size=[48,64]",
+    "train.batch_size=4",
+    "train.epochs=1",
+]
 
 
 def train_tiny(config: str, data_dir, run_dir, *overrides: str) -> Path:

@@ -12,7 +12,9 @@ import pytest
 _spec = importlib.util.spec_from_file_location("cv_compare", Path(__file__).parents[1] / "benchmarks" / "cv_compare.py")
 cv_compare = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cv_compare)
-_spec = importlib.util.spec_from_file_location("resize_ceiling", Path(__file__).parents[1] / "benchmarks" / "resize_ceiling.py")
+_spec = importlib.util.spec_from_file_location(
+    "resize_ceiling", Path(__file__).parents[1] / "benchmarks" / "resize_ceiling.py"
+)
 resize_ceiling = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(resize_ceiling)
 
@@ -88,7 +90,7 @@ def test_resize_ceiling_pools_the_slices_of_a_volume(tmp_path):
 
     masks = {"s1": np.zeros((8, 8), np.uint8), "s2": np.zeros((8, 8), np.uint8), "solo": np.zeros((8, 8), np.uint8)}
     masks["s1"][:, :4] = 255  # 32 pixels, kept whole
-    masks["s2"][1, 1] = 255   # 1 pixel, lost
+    masks["s2"][1, 1] = 255  # 1 pixel, lost
     masks["solo"][6, 6] = 255
     samples = []
     for name, m in masks.items():

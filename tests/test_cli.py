@@ -33,7 +33,11 @@ def test_check_reads_each_file_once_and_reports_what_is_on_disk(ph2_dir, brats_d
         monkeypatch.setattr(tr, name, lambda p, *a, _real=real, **k: reads.append(str(p)) or _real(p, *a, **k))
     r = check_dataset(load_config("ph2"), ph2_dir)
     assert len(reads) == 24 and len(set(reads)) == 24  # 12 images + 12 masks, each once
-    assert r["channels_found"] == {"3": 12} and r["label_values_found"] == [0, 1, 255]  # the synthetic set mixes 1-bit and 8-bit masks
+    assert r["channels_found"] == {"3": 12} and r["label_values_found"] == [
+        0,
+        1,
+        255,
+    ]  # the synthetic set mixes 1-bit and 8-bit masks
     assert sum(r["image_sizes"].values()) == 12 and r["spacings_mm"] == {}
     reads.clear()
     r = check_dataset(load_config("brats"), brats_dir)
@@ -49,8 +53,12 @@ def test_check_warns_when_colour_would_be_lost(ph2_dir):
     assert not [w for w in check_dataset(load_config("ph2"), ph2_dir)["warnings"] if "channel" in w]
     cfg = load_config("ph2", ["data.channels=[image]"])
     warned = [w for w in check_dataset(cfg, ph2_dir)["warnings"] if "channel" in w]
-    assert warned == [("12 images have 3 channels but the config expects 1 (image): they will be turned to grey "
-                      "(colour is lost); set data.channels to [red, green, blue] to keep colour")]
+    assert warned == [
+        (
+            "12 images have 3 channels but the config expects 1 (image): they will be turned to grey "
+            "(colour is lost); set data.channels to [red, green, blue] to keep colour"
+        )
+    ]
 
 
 def test_check_says_which_images_were_turned_by_their_exif_orientation(tmp_path):
@@ -118,7 +126,18 @@ def test_missing_data_dir(tmp_path):
 
 def test_train_then_refuse_then_resume(folder_dir, tmp_path, small_2d_overrides):
     sets = [x for o in small_2d_overrides for x in ("--set", o)]
-    base = ["train", "demo", "--data-dir", folder_dir, "--out", tmp_path / "run", "--quiet", "--set", "data.recipe=folder", *sets]
+    base = [
+        "train",
+        "demo",
+        "--data-dir",
+        folder_dir,
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+        "--set",
+        "data.recipe=folder",
+        *sets,
+    ]
     r = _run(*base, "--epochs", "1")
     assert r.exit_code == 0, r.output
     r = _run(*base, "--epochs", "1")
@@ -139,8 +158,21 @@ def test_evaluate_ensembles_models_of_one_split_and_refuses_mixed_splits(folder_
         return tmp_path / name / "last.pt"
 
     a, b, c = fit("a"), fit("b", "train.seed=5"), fit("c", "data.split.seed=3")
-    r = _run("evaluate", "--model", a, "--model", b, "--data", "folder", "--data-dir", folder_dir, "--out",
-             tmp_path / "ev", "--quiet", "--report")
+    r = _run(
+        "evaluate",
+        "--model",
+        a,
+        "--model",
+        b,
+        "--data",
+        "folder",
+        "--data-dir",
+        folder_dir,
+        "--out",
+        tmp_path / "ev",
+        "--quiet",
+        "--report",
+    )
     assert r.exit_code == 0, r.output
     pdf = tmp_path / "ev" / "cohort_report.pdf"  # --report writes into the evaluation's --out folder
     text = pdf_text(pdf)
@@ -148,8 +180,20 @@ def test_evaluate_ensembles_models_of_one_split_and_refuses_mixed_splits(folder_
     info = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert [p.split("/")[-2] for p in info["ensemble"]] == ["a", "b"]
     assert info["n_cases"] == len(json.loads((tmp_path / "a" / "split.json").read_text())["val"])
-    r = _run("evaluate", "--model", a, "--model", c, "--data", "folder", "--data-dir", folder_dir, "--out",
-             tmp_path / "ev2", "--quiet")
+    r = _run(
+        "evaluate",
+        "--model",
+        a,
+        "--model",
+        c,
+        "--data",
+        "folder",
+        "--data-dir",
+        folder_dir,
+        "--out",
+        tmp_path / "ev2",
+        "--quiet",
+    )
     assert r.exit_code == 2 and "another split" in r.output and "last.pt" in r.output and "fix:" in r.output
 
 
@@ -163,12 +207,25 @@ def test_evaluate_overrides_the_checkpoints_postprocessing(folder_dir, tmp_path,
 
     cfg = load_config("demo", ["data.recipe=folder", *small_2d_overrides, "train.epochs=1"])
     train(cfg, folder_dir, tmp_path / "run", progress=False, log=lambda *a, **k: None)
-    common = ["evaluate", "--model", tmp_path / "run" / "last.pt", "--data", "folder", "--data-dir", folder_dir, "--quiet"]
+    common = [
+        "evaluate",
+        "--model",
+        tmp_path / "run" / "last.pt",
+        "--data",
+        "folder",
+        "--data-dir",
+        folder_dir,
+        "--quiet",
+    ]
     r = _run(*common, "--out", tmp_path / "ev", "--threshold", "1e-9", "--fill-holes")  # 0 itself is refused
     assert r.exit_code == 0, r.output
     info = json.loads((tmp_path / "ev" / "eval.json").read_text())
-    assert info["postprocess"] == {"threshold": 1e-9, "keep_largest": cfg.infer.keep_largest, "min_size": cfg.infer.min_size,
-                                   "fill_holes": True}
+    assert info["postprocess"] == {
+        "threshold": 1e-9,
+        "keep_largest": cfg.infer.keep_largest,
+        "min_size": cfg.infer.min_size,
+        "fill_holes": True,
+    }
     fg = pd.read_csv(tmp_path / "ev" / "metrics.csv").query("`class` != 'background'")
     assert len(fg) == info["n_cases"] and (fg["recall"] == 1.0).all()  # every pixel is above a threshold of 1e-9
     finding = json.loads(next((tmp_path / "ev" / "predictions").glob("*_findings.json")).read_text())
@@ -176,9 +233,20 @@ def test_evaluate_overrides_the_checkpoints_postprocessing(folder_dir, tmp_path,
     r = _run(*common, "--out", tmp_path / "ev2", "--min-size", "1e9")  # larger than any image: nothing is kept
     assert r.exit_code == 0, r.output
     fg = pd.read_csv(tmp_path / "ev2" / "metrics.csv").query("`class` != 'background'")
-    assert (fg["pred_size"] == 0).all() and json.loads((tmp_path / "ev2" / "eval.json").read_text())["postprocess"]["min_size"] == 1e9
-    r = _run("evaluate", "--pred", tmp_path / "ev" / "predictions", "--gt", folder_dir / "masks", "--out", tmp_path / "ev3",
-             "--threshold", "0.3")
+    assert (fg["pred_size"] == 0).all() and json.loads((tmp_path / "ev2" / "eval.json").read_text())["postprocess"][
+        "min_size"
+    ] == 1e9
+    r = _run(
+        "evaluate",
+        "--pred",
+        tmp_path / "ev" / "predictions",
+        "--gt",
+        folder_dir / "masks",
+        "--out",
+        tmp_path / "ev3",
+        "--threshold",
+        "0.3",
+    )
     assert r.exit_code == 2 and "--threshold" in r.output and "fix:" in r.output and not (tmp_path / "ev3").exists()
 
 

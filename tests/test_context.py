@@ -54,9 +54,19 @@ def test_context_is_for_2d_only():
 
 
 def test_lgg_2p5d_trains_and_infers_with_its_neighbours(lgg_dir, tmp_path):
-    cfg = load_config("lgg", ["data.context_slices=1", "model.channels=[4,8,16]", "model.strides=[2,2]",
-                              "model.num_res_units=1", "preprocess.spatial_size=[48,48]", "train.epochs=1",
-                              "train.batch_size=4", "train.val_every=1"])
+    cfg = load_config(
+        "lgg",
+        [
+            "data.context_slices=1",
+            "model.channels=[4,8,16]",
+            "model.strides=[2,2]",
+            "model.num_res_units=1",
+            "preprocess.spatial_size=[48,48]",
+            "train.epochs=1",
+            "train.batch_size=4",
+            "train.val_every=1",
+        ],
+    )
     train(cfg, lgg_dir, tmp_path / "run", progress=False, log=lambda *a, **k: None)
     from medseg.checkpoint import load_checkpoint
 
@@ -68,10 +78,22 @@ def test_lgg_2p5d_trains_and_infers_with_its_neighbours(lgg_dir, tmp_path):
     lone.parent.mkdir()
     shutil.copy(middle, lone)
     logs = []
-    infer([str(middle)], model=[str(tmp_path / "run" / "last.pt")], out=tmp_path / "o1", device="cpu", progress=False,
-          log=logs.append)
-    infer([str(lone)], model=[str(tmp_path / "run" / "last.pt")], out=tmp_path / "o2", device="cpu", progress=False,
-          log=logs.append)
+    infer(
+        [str(middle)],
+        model=[str(tmp_path / "run" / "last.pt")],
+        out=tmp_path / "o1",
+        device="cpu",
+        progress=False,
+        log=logs.append,
+    )
+    infer(
+        [str(lone)],
+        model=[str(tmp_path / "run" / "last.pt")],
+        out=tmp_path / "o2",
+        device="cpu",
+        progress=False,
+        log=logs.append,
+    )
     found = json.loads((tmp_path / "o1" / f"{middle.stem}_findings.json").read_text())
     assert found["context_slices_found"] == 2
     assert json.loads((tmp_path / "o2" / "scan_findings.json").read_text())["context_slices_found"] == 0

@@ -18,8 +18,17 @@ def _quiet(*_a, **_k):
 
 @pytest.mark.slow
 def test_ddp_gloo_matches_single_process(folder_dir, tmp_path):
-    cfg = load_config("demo", ["data.recipe=folder", "preprocess.spatial_size=[48,64]", "train.epochs=60",
-                               "train.batch_size=4", "train.lr=0.005", "train.val_every=20"])
+    cfg = load_config(
+        "demo",
+        [
+            "data.recipe=folder",
+            "preprocess.spatial_size=[48,64]",
+            "train.epochs=60",
+            "train.batch_size=4",
+            "train.lr=0.005",
+            "train.val_every=20",
+        ],
+    )
     single = train(cfg, folder_dir, tmp_path / "single", progress=False, log=_quiet)
     ddp = train(cfg, folder_dir, tmp_path / "ddp", progress=False, log=_quiet, nproc=2)
     assert single.best_metric > 0.8 and ddp.best_metric > 0.8
@@ -29,8 +38,17 @@ def test_ddp_gloo_matches_single_process(folder_dir, tmp_path):
     assert len(list((tmp_path / "ddp" / "tb").glob("events.out.tfevents.*"))) == 1  # only rank 0 writes
     assert len(ddp.history) == 60
     # --resume works for a distributed run too
-    more = load_config("demo", ["data.recipe=folder", "preprocess.spatial_size=[48,64]", "train.epochs=61",
-                                "train.batch_size=4", "train.lr=0.005", "train.val_every=20"])
+    more = load_config(
+        "demo",
+        [
+            "data.recipe=folder",
+            "preprocess.spatial_size=[48,64]",
+            "train.epochs=61",
+            "train.batch_size=4",
+            "train.lr=0.005",
+            "train.val_every=20",
+        ],
+    )
     again = train(more, folder_dir, tmp_path / "ddp", resume=True, progress=False, log=_quiet, nproc=2)
     assert load_checkpoint(tmp_path / "ddp" / "last.pt")["epoch"] == 61 and len(again.history) == 61
 

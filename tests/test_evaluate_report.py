@@ -29,8 +29,8 @@ def _masks(tmp_path, n=4):
         g = np.zeros((30, 40), np.uint8)
         p = np.zeros((30, 40), np.uint8)
         r, c = rng.integers(5, 15, 2)
-        g[r:r + 10, c:c + 12] = 255
-        p[r + i:r + 10 + i, c:c + 12] = 255  # shifted by i rows: Dice falls with i
+        g[r : r + 10, c : c + 12] = 255
+        p[r + i : r + 10 + i, c : c + 12] = 255  # shifted by i rows: Dice falls with i
         Image.fromarray(g).save(tmp_path / "gt" / f"case{i}_mask.png")
         Image.fromarray(p).save(tmp_path / "pred" / f"case{i}_seg.png")
         Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "img" / f"case{i}.png")
@@ -42,12 +42,15 @@ def _masks(tmp_path, n=4):
 def test_evaluate_folders_tables(tmp_path):
     truth = _masks(tmp_path)
     said = []
-    res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", images=tmp_path / "img",
-                           progress=False, log=said.append)
+    res = evaluate_folders(
+        tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", images=tmp_path / "img", progress=False, log=said.append
+    )
     df = pd.read_csv(tmp_path / "ev" / "metrics.csv")
     assert list(df.columns[:4]) == ["case_id", "class", "dice", "jaccard"]
     # PNG masks carry no pixel spacing: distances are in px, and named so
-    assert {"hd95_px", "assd_px", "gt_size", "pred_size", "lesions_gt", "lesions_pred", "lesions_detected"} <= set(df.columns)
+    assert {"hd95_px", "assd_px", "gt_size", "pred_size", "lesions_gt", "lesions_pred", "lesions_detected"} <= set(
+        df.columns
+    )
     for cid, (p, g) in truth.items():
         row = df[df["case_id"] == cid].iloc[0]
         assert row["dice"] == pytest.approx(case_metrics(p, g, (1, 1))["dice"], abs=1e-5)
@@ -91,21 +94,30 @@ def test_evaluate_multiclass_3d_and_bad_labels(tmp_path):
     aff = np.diag([0.8, 0.8, 2.5, 1])
     nib.save(nib.Nifti1Image(g, aff), str(tmp_path / "g" / "v.nii.gz"))
     nib.save(nib.Nifti1Image(p, aff), str(tmp_path / "p" / "v_seg.nii.gz"))
-    res = evaluate_folders(tmp_path / "p", tmp_path / "g", tmp_path / "o", labels=["background", "core", "edema"],
-                           progress=False, log=_quiet)
+    res = evaluate_folders(
+        tmp_path / "p",
+        tmp_path / "g",
+        tmp_path / "o",
+        labels=["background", "core", "edema"],
+        progress=False,
+        log=_quiet,
+    )
     df = res.metrics.set_index("class")
     assert df.loc["core", "dice"] == pytest.approx(1.0)
     assert df.loc["edema", "dice"] == pytest.approx(2 * 18 / (18 + 27))
     assert df.loc["edema", "gt_size"] == pytest.approx(27 * 0.8 * 0.8 * 2.5 / 1000)
     assert "all_foreground" in df.index
     with pytest.raises(MedsegError, match=r"label values \[1, 2\] are outside"):
-        evaluate_folders(tmp_path / "p", tmp_path / "g", tmp_path / "o2", labels=["background", "core"],
-                         progress=False, log=_quiet)
+        evaluate_folders(
+            tmp_path / "p", tmp_path / "g", tmp_path / "o2", labels=["background", "core"], progress=False, log=_quiet
+        )
 
 
 def test_cohort_pdf_numbers_match_csv(tmp_path):
     _masks(tmp_path)
-    evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", images=tmp_path / "img", progress=False, log=_quiet)
+    evaluate_folders(
+        tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", images=tmp_path / "img", progress=False, log=_quiet
+    )
     pdf = cohort_report(tmp_path / "ev")
     assert pdf.parent.name == "reports"
     text = pdf_text(pdf)
@@ -133,11 +145,24 @@ def test_case_pdf_numbers_match_findings(tmp_path):
     from medseg.train import train
 
     data = synthetic.make_folder_2d(tmp_path / "d", n=6, size=(32, 48))
-    cfg = load_config("demo", ["data.recipe=folder", "preprocess.spatial_size=[32,48]", "train.epochs=2",
-                               "model.channels=[4,8,16]", "model.strides=[2,2]"])
+    cfg = load_config(
+        "demo",
+        [
+            "data.recipe=folder",
+            "preprocess.spatial_size=[32,48]",
+            "train.epochs=2",
+            "model.channels=[4,8,16]",
+            "model.strides=[2,2]",
+        ],
+    )
     train(cfg, data, tmp_path / "run", progress=False, log=_quiet)
-    res = infer([str(data / "images" / "case_000.png")], model=[str(tmp_path / "run" / "best.pt")], out=tmp_path / "inf",
-                progress=False, log=_quiet).outputs[0]
+    res = infer(
+        [str(data / "images" / "case_000.png")],
+        model=[str(tmp_path / "run" / "best.pt")],
+        out=tmp_path / "inf",
+        progress=False,
+        log=_quiet,
+    ).outputs[0]
     pdf = case_report(res["findings_json"], gt=data / "masks" / "case_000_mask.png")
     assert pdf.parent.name == "reports"
     text = pdf_text(pdf)
@@ -154,9 +179,15 @@ def test_volume_views_pick_lesion_slices_and_skip_strips_for_stacks():
     vol = np.zeros((32, 32, 10), np.float32)
     gt = np.zeros_like(vol, dtype=np.uint8)
     for z, n in ((2, 4), (5, 9), (7, 2)):  # lesion area per slice: 16, 81, 4 pixels
-        gt[10:10 + n, 10:10 + n, z] = 1
+        gt[10 : 10 + n, 10 : 10 + n, z] = 1
     full = _views(vol, gt, None, (1.0, 1.0, 3.0))
-    assert [p[3] for p in full] == ["axial z=2", "axial z=5", "axial z=7", "sagittal x=14", "coronal y=14"]  # centre of the 9x9 block
+    assert [p[3] for p in full] == [
+        "axial z=2",
+        "axial z=5",
+        "axial z=7",
+        "sagittal x=14",
+        "coronal y=14",
+    ]  # centre of the 9x9 block
     assert full[3][4] == (3.0, 1.0)  # through-plane panels carry the slice thickness for the aspect ratio
     stack = _views(vol, gt, None, (1.0, 1.0, 1.0), n_axial=2, through_plane=False)
     assert [p[3] for p in stack] == ["axial z=2", "axial z=5"]  # the two largest, in slice order
@@ -164,8 +195,12 @@ def test_volume_views_pick_lesion_slices_and_skip_strips_for_stacks():
     pred[0:3, 0:3, 8] = 1  # a false lesion three slices below the last true one
     pred[10:12, 10:12, 7] = 0  # a missed lesion (false negatives only on this slice)
     err = _views(vol, gt, pred, (1.0, 1.0, 1.0), n_axial=2, through_plane=False)
-    assert [p[3] for p in err] == ["axial z=2", "axial z=5", "axial z=7, most false negative",
-                                   "axial z=8, most false positive"]
+    assert [p[3] for p in err] == [
+        "axial z=2",
+        "axial z=5",
+        "axial z=7, most false negative",
+        "axial z=8, most false positive",
+    ]
     assert err[3][2].sum() == 9 and err[3][1].sum() == 0  # the panel carries that slice's prediction and truth
 
 

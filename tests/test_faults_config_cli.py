@@ -34,8 +34,9 @@ def _one_line_error(r, *needles):
 @pytest.fixture(scope="module")
 def tta_model(tmp_path_factory, folder_dir):
     """A 1-epoch 2D folder model whose config asks for TTA at inference."""
-    return train_tiny("demo", folder_dir, tmp_path_factory.mktemp("ttamodel") / "run", "data.recipe=folder",
-                      "infer.tta=true")
+    return train_tiny(
+        "demo", folder_dir, tmp_path_factory.mktemp("ttamodel") / "run", "data.recipe=folder", "infer.tta=true"
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -116,8 +117,18 @@ def test_train_refuses_a_bad_config_before_making_the_run_folder(folder_dir, tmp
         raise AssertionError("the data was read before the config was validated")
 
     monkeypatch.setattr(tr, "load_samples", no_data_work)
-    r = _run("train", "demo", "--data-dir", folder_dir, "--out", tmp_path / "run", "--quiet", "--set",
-             "data.recipe=folder", *extra)
+    r = _run(
+        "train",
+        "demo",
+        "--data-dir",
+        folder_dir,
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+        "--set",
+        "data.recipe=folder",
+        *extra,
+    )
     _one_line_error(r, needle)
     assert not (tmp_path / "run").exists()
 
@@ -137,10 +148,16 @@ FLAG_BAD = [
     ("q18-infer-overlap-1.5", ["infer", "x.png", "--overlap", "1.5"], "--overlap 1.5"),
     ("q18-infer-sw-batch-size-0", ["infer", "x.png", "--sw-batch-size", "0"], "--sw-batch-size 0"),
     ("q18-infer-min-size-negative", ["infer", "x.png", "--min-size", "-1"], "--min-size -1"),
-    ("q7-evaluate-threshold-5", ["evaluate", "--model", "m.pt", "--data", "folder", "--out", "ev", "--threshold", "5"],
-     "--threshold 5"),
-    ("q7-evaluate-threshold--1", ["evaluate", "--model", "m.pt", "--data", "folder", "--out", "ev", "--threshold", "-1"],
-     "--threshold -1"),
+    (
+        "q7-evaluate-threshold-5",
+        ["evaluate", "--model", "m.pt", "--data", "folder", "--out", "ev", "--threshold", "5"],
+        "--threshold 5",
+    ),
+    (
+        "q7-evaluate-threshold--1",
+        ["evaluate", "--model", "m.pt", "--data", "folder", "--out", "ev", "--threshold", "-1"],
+        "--threshold -1",
+    ),
 ]
 
 
@@ -157,7 +174,10 @@ def test_flags_that_stand_for_a_config_key_obey_its_range(tmp_path, args, needle
 # 11, 21: inputs that would segment the wrong thing
 # ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("inputs", [[""], ["  "], ["x.png", ""]], ids=["q11-empty", "q11-blank", "q11-empty-among-others"])
+
+@pytest.mark.parametrize(
+    "inputs", [[""], ["  "], ["x.png", ""]], ids=["q11-empty", "q11-blank", "q11-empty-among-others"]
+)
 def test_empty_input_is_refused(tmp_path, inputs):
     from medseg.data import synthetic
 
@@ -169,10 +189,19 @@ def test_empty_input_is_refused(tmp_path, inputs):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("args", [
-    ["scans", "--model", "fold0.pt", "fold1.pt", "fold2.pt"],
-    ["scans", "--model", "runs/ph2-a/best.pt", "runs/ph2-b/best.pt"],  # --model runs/ph2-*/best.pt, expanded by the shell
-], ids=["q21-ensemble-readme", "q21-model-glob"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["scans", "--model", "fold0.pt", "fold1.pt", "fold2.pt"],
+        [
+            "scans",
+            "--model",
+            "runs/ph2-a/best.pt",
+            "runs/ph2-b/best.pt",
+        ],  # --model runs/ph2-*/best.pt, expanded by the shell
+    ],
+    ids=["q21-ensemble-readme", "q21-model-glob"],
+)
 def test_checkpoints_among_the_inputs_are_refused(tmp_path, args):
     Path("scans").mkdir()
     for a in args:
@@ -189,6 +218,7 @@ def test_checkpoints_among_the_inputs_are_refused(tmp_path, args):
 # 24: every recipe has a config; --set is honoured
 # ----------------------------------------------------------------------------
 
+
 def test_q24_check_nifti_reads_nrrd_volumes_and_honours_set(tmp_path):
     from medseg.data import synthetic
 
@@ -202,7 +232,9 @@ def test_q24_check_nifti_reads_nrrd_volumes_and_honours_set(tmp_path):
 
 
 def test_q24_check_folder_honours_set(folder_dir):
-    r = _run("datasets", "check", "folder", "--data-dir", folder_dir, "--json", "--set", "data.labels=[background,spot]")
+    r = _run(
+        "datasets", "check", "folder", "--data-dir", folder_dir, "--json", "--set", "data.labels=[background,spot]"
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["classes"] == ["background", "spot"]
 
@@ -219,15 +251,56 @@ def test_q24_a_recipe_without_a_config_file_is_built_from_its_defaults(tmp_path,
 
 
 def test_q24_train_nifti_and_folder_by_recipe_name(nifti_dir, folder_dir, tmp_path):
-    tiny = ["--set", "model.channels=[4,8]", "--set", "model.strides=[2]", "--set", "model.num_res_units=0",
-            "--set", "train.max_steps_per_epoch=1", "--set", "data.split.val_fraction=0.25"]
-    r = _run("train", "nifti", "--data-dir", nifti_dir, "--out", tmp_path / "n", "--epochs", "1", "--quiet", *tiny,
-             "--set", "train.patch_size=[16,16,16]", "--set", "infer.roi_size=[16,16,16]", "--set",
-             "preprocess.spacing=[2,2,2]", "--set", "train.batch_size=1")
+    tiny = [
+        "--set",
+        "model.channels=[4,8]",
+        "--set",
+        "model.strides=[2]",
+        "--set",
+        "model.num_res_units=0",
+        "--set",
+        "train.max_steps_per_epoch=1",
+        "--set",
+        "data.split.val_fraction=0.25",
+    ]
+    r = _run(
+        "train",
+        "nifti",
+        "--data-dir",
+        nifti_dir,
+        "--out",
+        tmp_path / "n",
+        "--epochs",
+        "1",
+        "--quiet",
+        *tiny,
+        "--set",
+        "train.patch_size=[16,16,16]",
+        "--set",
+        "infer.roi_size=[16,16,16]",
+        "--set",
+        "preprocess.spacing=[2,2,2]",
+        "--set",
+        "train.batch_size=1",
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "n" / "best.pt").is_file()
-    r = _run("train", "folder", "--data-dir", folder_dir, "--out", tmp_path / "f", "--epochs", "1", "--quiet", *tiny,
-             "--set", "preprocess.spatial_size=[48,64]", "--set", "train.batch_size=4")
+    r = _run(
+        "train",
+        "folder",
+        "--data-dir",
+        folder_dir,
+        "--out",
+        tmp_path / "f",
+        "--epochs",
+        "1",
+        "--quiet",
+        *tiny,
+        "--set",
+        "preprocess.spatial_size=[48,64]",
+        "--set",
+        "train.batch_size=4",
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "f" / "best.pt").is_file()
 
@@ -235,6 +308,7 @@ def test_q24_train_nifti_and_folder_by_recipe_name(nifti_dir, folder_dir, tmp_pa
 # ----------------------------------------------------------------------------
 # 26: CLI polish
 # ----------------------------------------------------------------------------
+
 
 def test_q26_version_flag():
     from medseg import __version__
@@ -288,8 +362,20 @@ def test_q26_no_tta_turns_off_the_checkpoints_tta(tta_model, folder_dir, tmp_pat
 
 
 def test_q26_evaluate_report_and_report_write_where_out_says(tta_model, folder_dir, tmp_path):
-    r = _run("evaluate", "--model", tta_model, "--data", "folder", "--data-dir", folder_dir, "--out", tmp_path / "ev",
-             "--quiet", "--report", "--no-tta")
+    r = _run(
+        "evaluate",
+        "--model",
+        tta_model,
+        "--data",
+        "folder",
+        "--data-dir",
+        folder_dir,
+        "--out",
+        tmp_path / "ev",
+        "--quiet",
+        "--report",
+        "--no-tta",
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "ev" / "cohort_report.pdf").is_file() and not Path("reports").exists()
     assert json.loads((tmp_path / "ev" / "eval.json").read_text())["tta"] is False
@@ -311,8 +397,11 @@ def test_a_bad_set_value_is_blamed_on_the_command_line():
     assert str(err.value).startswith("train.epochs from --set: train.epochs -5 must be at least 1")
 
 
-@pytest.mark.parametrize("code, fix", [(28, "free disk space"), (30, "choose an --out on a writable disk"), (2, "check the path")],
-                         ids=["x-oserror-enospc", "x-oserror-erofs", "x-oserror-enoent"])
+@pytest.mark.parametrize(
+    "code, fix",
+    [(28, "free disk space"), (30, "choose an --out on a writable disk"), (2, "check the path")],
+    ids=["x-oserror-enospc", "x-oserror-erofs", "x-oserror-enoent"],
+)
 def test_an_unexplained_oserror_is_one_line_with_its_fix(code, fix, capsys):
     """x-oserror-net: a failed write the library did not explain (evaluate's or report's --out on a full or
     read-only disk) ends in one line naming the file, not a traceback."""

@@ -43,6 +43,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 # 1. the demo recipe writes only into a folder it created and marked
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def _user_folder(root: Path) -> Path:
     """A user's own images/ + masks/ data set, the layout the 2D demo writes."""
     (root / "images").mkdir(parents=True)
@@ -61,8 +62,9 @@ def test_demo_check_refuses_a_folder_it_did_not_write(tmp_path):
     assert snapshot(user) == before  # not one byte of the user's files changed, nothing added
 
 
-@pytest.mark.parametrize("content", ["own-data", "one-stray-file"], ids=["q1-demo-load-user-data",
-                                                                         "q1-demo-load-stray-file"])
+@pytest.mark.parametrize(
+    "content", ["own-data", "one-stray-file"], ids=["q1-demo-load-user-data", "q1-demo-load-stray-file"]
+)
 def test_demo_recipe_refuses_a_folder_it_did_not_write(tmp_path, content):
     """The recipe itself refuses, so train and `evaluate --data demo --data-dir X` (which load through it) do."""
     if content == "own-data":
@@ -122,16 +124,20 @@ def _raw_nifti(path: Path, pixdim=(1, 1, 1), srows=None) -> Path:
 
 
 def _raw_nrrd(path: Path, directions: str) -> Path:
-    head = ("NRRD0004\ntype: float\ndimension: 3\nspace: left-posterior-superior\nsizes: 4 4 4\n"
-            f"space directions: {directions}\nkinds: domain domain domain\nendian: little\nencoding: raw\n"
-            "space origin: (0,0,0)\n\n")
+    head = (
+        "NRRD0004\ntype: float\ndimension: 3\nspace: left-posterior-superior\nsizes: 4 4 4\n"
+        f"space directions: {directions}\nkinds: domain domain domain\nendian: little\nencoding: raw\n"
+        "space origin: (0,0,0)\n\n"
+    )
     path.write_bytes(head.encode() + VOXELS.tobytes())
     return path
 
 
 def _raw_mha(path: Path, spacing: str) -> Path:
-    head = (f"ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementSpacing = {spacing}\nElementType = MET_FLOAT\n"
-            "ElementDataFile = LOCAL\n")
+    head = (
+        f"ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementSpacing = {spacing}\nElementType = MET_FLOAT\n"
+        "ElementDataFile = LOCAL\n"
+    )
     path.write_bytes(head.encode() + VOXELS.tobytes())
     return path
 
@@ -139,12 +145,18 @@ def _raw_mha(path: Path, spacing: str) -> Path:
 BAD_GEOMETRY = {
     "q4-nifti-pixdim-zero": (lambda p: _raw_nifti(p / "v.nii", pixdim=(1, 1, 0)), r"pixdim\[3\] = 0"),
     "q4-nifti-pixdim-negative": (lambda p: _raw_nifti(p / "v.nii", pixdim=(1, -2, 1)), r"pixdim\[2\] = -2"),
-    "q4-nifti-sform-singular": (lambda p: _raw_nifti(p / "v.nii", srows=([1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0])),
-                                r"affine is singular \(its sform"),
-    "q4-nrrd-space-directions-zero": (lambda p: _raw_nrrd(p / "v.nrrd", "(1,0,0) (0,1,0) (0,0,0)"),
-                                      r"space directions \(axis 3\) = 0"),
-    "q4-nrrd-space-directions-singular": (lambda p: _raw_nrrd(p / "v.nrrd", "(1,0,0) (0,1,0) (1,0,0)"),
-                                          r"affine is singular \(its space directions"),
+    "q4-nifti-sform-singular": (
+        lambda p: _raw_nifti(p / "v.nii", srows=([1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0])),
+        r"affine is singular \(its sform",
+    ),
+    "q4-nrrd-space-directions-zero": (
+        lambda p: _raw_nrrd(p / "v.nrrd", "(1,0,0) (0,1,0) (0,0,0)"),
+        r"space directions \(axis 3\) = 0",
+    ),
+    "q4-nrrd-space-directions-singular": (
+        lambda p: _raw_nrrd(p / "v.nrrd", "(1,0,0) (0,1,0) (1,0,0)"),
+        r"affine is singular \(its space directions",
+    ),
     "q4-mha-spacing-zero": (lambda p: _raw_mha(p / "v.mha", "1 0 1"), r"ElementSpacing\[2\] = 0"),
     "q4-mha-spacing-negative": (lambda p: _raw_mha(p / "v.mha", "1 -1 1"), r"ElementSpacing\[2\] = -1"),
 }
@@ -179,6 +191,7 @@ def test_zero_spacing_volume_is_a_problem_in_datasets_check(tmp_path, capfd):
 # 13. truncated TIFFs
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def _tiff_directory_last(path: Path, arr: np.ndarray) -> Path:
     """An uncompressed TIFF with its image directory after the pixels, as the Kaggle LGG files are written: cut
     in half, it keeps a valid header whose directory offset points past the end."""
@@ -187,11 +200,21 @@ def _tiff_directory_last(path: Path, arr: np.ndarray) -> Path:
     pixels = np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
     ifd_at = 8 + len(pixels)
     bits_at = ifd_at + 2 + 9 * 12 + 4
-    tags = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, spp, 8 if spp == 1 else bits_at), (259, 3, 1, 1),
-            (262, 3, 1, 1 if spp == 1 else 2), (273, 4, 1, 8), (277, 3, 1, spp), (278, 3, 1, h),
-            (279, 4, 1, len(pixels))]
+    tags = [
+        (256, 3, 1, w),
+        (257, 3, 1, h),
+        (258, 3, spp, 8 if spp == 1 else bits_at),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1 if spp == 1 else 2),
+        (273, 4, 1, 8),
+        (277, 3, 1, spp),
+        (278, 3, 1, h),
+        (279, 4, 1, len(pixels)),
+    ]
     ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *t) for t in tags) + struct.pack("<I", 0)
-    path.write_bytes(b"II*\0" + struct.pack("<I", ifd_at) + pixels + ifd + (struct.pack("<3H", 8, 8, 8) if spp > 1 else b""))
+    path.write_bytes(
+        b"II*\0" + struct.pack("<I", ifd_at) + pixels + ifd + (struct.pack("<3H", 8, 8, 8) if spp > 1 else b"")
+    )
     return path
 
 
@@ -223,8 +246,9 @@ def test_truncated_lgg_slice_is_a_problem_naming_the_right_file(tmp_path, kind):
     arr = read_image_2d(victim, kind=kind)
     _truncate(_tiff_directory_last(victim, arr))
     report = check_dataset(load_config("lgg"), root)
-    assert report["problems"] == [(f"{victim}: is truncated or unreadable (no image directory in the TIFF); "
-                                  "fix: re-export or remove it")]
+    assert report["problems"] == [
+        (f"{victim}: is truncated or unreadable (no image directory in the TIFF); fix: re-export or remove it")
+    ]
 
 
 def test_truncated_real_lgg_tiffs(tmp_path):
@@ -239,6 +263,7 @@ def test_truncated_real_lgg_tiffs(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # 14. decompression bombs: refused from the header, before decoding, with the limit and its override
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def _png_claiming(path: Path, width: int, height: int) -> Path:
     """A tiny PNG whose header claims ``width`` x ``height`` pixels (its pixel data is a 1x1 image's)."""
@@ -275,8 +300,11 @@ def test_pixel_limit_override(tmp_path, monkeypatch):
     path = tmp_path / "wide.png"
     Image.fromarray(np.zeros((10, 300), np.uint8)).save(path)
     monkeypatch.setenv("MEDSEG_MAX_IMAGE_PIXELS", "2000")
-    with pytest.raises(MedsegError, match=r"wide.png: is 300x10 pixels \(0.003 megapixels\), over medseg's limit of "
-                                          r"0.002 megapixels"):
+    with pytest.raises(
+        MedsegError,
+        match=r"wide.png: is 300x10 pixels \(0.003 megapixels\), over medseg's limit of "
+        r"0.002 megapixels",
+    ):
         read_image_2d(path)
     monkeypatch.setenv("MEDSEG_MAX_IMAGE_PIXELS", "3000")
     assert read_image_2d(path).shape == (10, 300)
@@ -289,6 +317,7 @@ def test_pixel_limit_override(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------------------------
 # 3. a case without its mask is counted and named, in every recipe
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def _brats_without_label(root: Path) -> tuple[Path, str]:
     synthetic.make_brats(root, n_train=2, n_val=1, shape=(8, 8, 8))
@@ -334,12 +363,14 @@ def _folder_without_mask(root: Path) -> tuple[Path, str]:
     return root / "images" / mask.name.replace("_mask", ""), "image has no mask"
 
 
-UNPAIRED = {"q3-brats-case-without-label": ("brats", _brats_without_label),
-            "q3-lgg-folder-without-masks": ("lgg", _lgg_folder_without_masks),
-            "q3-nifti-flat-volume-without-label": ("nifti", _nifti_flat_unpaired),
-            "q3-nnunet-image-without-label": ("nifti", _nnunet_image_without_label),
-            "q3-ph2-case-without-lesion": ("ph2", _ph2_without_lesion),
-            "q3-folder-image-without-mask": ("folder", _folder_without_mask)}
+UNPAIRED = {
+    "q3-brats-case-without-label": ("brats", _brats_without_label),
+    "q3-lgg-folder-without-masks": ("lgg", _lgg_folder_without_masks),
+    "q3-nifti-flat-volume-without-label": ("nifti", _nifti_flat_unpaired),
+    "q3-nnunet-image-without-label": ("nifti", _nnunet_image_without_label),
+    "q3-ph2-case-without-lesion": ("ph2", _ph2_without_lesion),
+    "q3-folder-image-without-mask": ("folder", _folder_without_mask),
+}
 
 
 @pytest.mark.parametrize("case", list(UNPAIRED), ids=list(UNPAIRED))
@@ -355,8 +386,10 @@ def test_case_without_mask_is_named_by_datasets_check(tmp_path, case):
 def test_brats_unlabelled_case_is_shown_by_the_cli(tmp_path):
     """q3-brats-cli: `medseg datasets check brats` prints the unlabelled case folder."""
     case, _ = _brats_without_label(tmp_path / "b")
-    result = runner.invoke(app, ["datasets", "check", "brats", "--data-dir", str(tmp_path / "b"), "--set",
-                                 "preprocess.spatial_size=[8,8,8]"])
+    result = runner.invoke(
+        app,
+        ["datasets", "check", "brats", "--data-dir", str(tmp_path / "b"), "--set", "preprocess.spatial_size=[8,8,8]"],
+    )
     assert f"warning: {case}: no label map" in result.output, result.output
     assert "cases: 2 " in result.output
 
@@ -364,6 +397,7 @@ def test_brats_unlabelled_case_is_shown_by_the_cli(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # 12. symlinked case folders are followed, each real file once, links back up the tree end
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def _linked_split(source: Path, folders: list[Path], split: Path) -> Path:
     split.mkdir()
@@ -411,6 +445,7 @@ def test_ph2_flat_copy_in_symlinked_folders(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # not listed, same rules: nothing read silently wrong
 # ---------------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("shape", [(5, 16, 16), (4, 16, 16, 3)], ids=["x-multipage-tiff", "x-multipage-tiff-rgb"])
 def test_multipage_tiff_is_refused_not_cut_to_its_first_page(tmp_path, shape):
@@ -463,9 +498,13 @@ def test_unexpected_loader_failure_is_one_problem_not_a_crash(tmp_path, monkeypa
     monkeypatch.setattr(tr, "read_image_2d", flaky)
     report = check_dataset(load_config("folder"), root)
     assert report["n_cases"] == 3 and sum(report["image_sizes"].values()) == 2
-    assert report["problems"] == [(f"{victim}: could not be read with its mask case_001_mask.png (IndexError: tuple "
-                                  "index out of range); fix: open both files in a viewer and re-export them, or "
-                                  "remove the case (and report the message)")]
+    assert report["problems"] == [
+        (
+            f"{victim}: could not be read with its mask case_001_mask.png (IndexError: tuple "
+            "index out of range); fix: open both files in a viewer and re-export them, or "
+            "remove the case (and report the message)"
+        )
+    ]
 
 
 @pytest.mark.slow
@@ -479,14 +518,38 @@ def test_train_on_a_truncated_mask_names_the_mask(tmp_path):
     image = min(root.rglob("*_2.tif"))
     mask = image.with_name(image.stem + "_mask.tif")
     _truncate(_tiff_directory_last(mask, read_image_2d(mask, kind="mask")))
-    cmd = [sys.executable, "-m", "medseg", "train", "lgg", "--data-dir", str(root), "--out", str(tmp_path / "run"),
-           "--epochs", "1", "--quiet", "-s", "model.channels=[4,8,16]", "-s", "model.strides=[2,2]",
-           "-s", "model.num_res_units=1", "-s", "preprocess.spatial_size=[32,32]", "-s", "train.batch_size=4",
-           "-s", "train.num_workers=0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medseg",
+        "train",
+        "lgg",
+        "--data-dir",
+        str(root),
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "1",
+        "--quiet",
+        "-s",
+        "model.channels=[4,8,16]",
+        "-s",
+        "model.strides=[2,2]",
+        "-s",
+        "model.num_res_units=1",
+        "-s",
+        "preprocess.spatial_size=[32,32]",
+        "-s",
+        "train.batch_size=4",
+        "-s",
+        "train.num_workers=0",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert proc.stderr.strip() == f"error: {mask}: is truncated or unreadable (no image directory in the TIFF); fix: " \
-                                  "re-export or remove it"
+    assert (
+        proc.stderr.strip() == f"error: {mask}: is truncated or unreadable (no image directory in the TIFF); fix: "
+        "re-export or remove it"
+    )
 
 
 def test_masks_linked_to_one_empty_mask_stay_one_per_slice(tmp_path):
@@ -540,13 +603,17 @@ def test_nifti_claiming_more_voxels_than_it_holds(tmp_path, ext):
     path = tmp_path / f"v{ext}"
     with (gzip.open if ext == ".nii.gz" else open)(path, "wb") as fh:
         fh.write(hdr.binaryblock + b"\0" * 4 + b"\0" * 1000)
-    with pytest.raises(MedsegError, match=r"v.nii(.gz)?: cannot be read as NIfTI: it is truncated \(its header claims "
-                                          r"500x500x500 float32 voxels, 500 MB, more than"):
+    with pytest.raises(
+        MedsegError,
+        match=r"v.nii(.gz)?: cannot be read as NIfTI: it is truncated \(its header claims "
+        r"500x500x500 float32 voxels, 500 MB, more than",
+    ):
         read_volume(path)
 
 
-@pytest.mark.parametrize("fmt", ["nrrd-raw", "nrrd-gzip", "mha"], ids=["x-nrrd-claims-500MB", "x-nrrd-gz-claims-500MB",
-                                                                       "x-mha-claims-500MB"])
+@pytest.mark.parametrize(
+    "fmt", ["nrrd-raw", "nrrd-gzip", "mha"], ids=["x-nrrd-claims-500MB", "x-nrrd-gz-claims-500MB", "x-mha-claims-500MB"]
+)
 def test_itk_volume_claiming_more_voxels_than_it_holds(tmp_path, fmt):
     """ITK allocates a volume before reading it: a small file claiming 500^3 voxels is refused from its header."""
     import gzip
@@ -554,15 +621,22 @@ def test_itk_volume_claiming_more_voxels_than_it_holds(tmp_path, fmt):
     data = VOXELS.tobytes()
     if fmt == "mha":
         path = tmp_path / "v.mha"
-        path.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 500 500 500\nElementSpacing = 1 1 1\n"
-                         b"ElementType = MET_FLOAT\nElementDataFile = LOCAL\n" + data)
+        path.write_bytes(
+            b"ObjectType = Image\nNDims = 3\nDimSize = 500 500 500\nElementSpacing = 1 1 1\n"
+            b"ElementType = MET_FLOAT\nElementDataFile = LOCAL\n" + data
+        )
     else:
         path = tmp_path / "v.nrrd"
         enc = "gzip" if fmt == "nrrd-gzip" else "raw"
-        path.write_bytes(("NRRD0004\ntype: float\ndimension: 3\nsizes: 500 500 500\nendian: little\n"
-                          f"encoding: {enc}\n\n").encode() + (gzip.compress(data) if enc == "gzip" else data))
-    with pytest.raises(MedsegError, match=r"v.(nrrd|mha): cannot be read: it is truncated \(its header claims "
-                                          r"500x500x500 voxels, at least 125 MB"):
+        path.write_bytes(
+            (f"NRRD0004\ntype: float\ndimension: 3\nsizes: 500 500 500\nendian: little\nencoding: {enc}\n\n").encode()
+            + (gzip.compress(data) if enc == "gzip" else data)
+        )
+    with pytest.raises(
+        MedsegError,
+        match=r"v.(nrrd|mha): cannot be read: it is truncated \(its header claims "
+        r"500x500x500 voxels, at least 125 MB",
+    ):
         read_volume(path)
 
 
@@ -576,8 +650,10 @@ def test_preprocessing_failure_names_the_label_too(tmp_path):
 
     with pytest.raises(MedsegError) as err:
         Guarded(broken)({"image": "a/s_2.tif", "label": "a/s_2_mask.tif"})
-    assert str(err.value) == ("a/s_2.tif: failed in preprocessing with its label s_2_mask.tif (IndexError: tuple index "
-                              "out of range); fix: check that the image and its label are complete and readable")
+    assert str(err.value) == (
+        "a/s_2.tif: failed in preprocessing with its label s_2_mask.tif (IndexError: tuple index "
+        "out of range); fix: check that the image and its label are complete and readable"
+    )
 
 
 def test_case_cache_stops_its_threads_on_a_bad_case():

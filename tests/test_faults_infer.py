@@ -21,8 +21,14 @@ from medseg.infer import infer, load_models
 from medseg.models import build_model, model_spec
 from medseg.train import train
 
-SMALL_2D = ["model.channels=[4,8,16]", "model.strides=[2,2]", "model.num_res_units=1", "preprocess.spatial_size=[48,64]",
-            "train.batch_size=4", "train.val_every=1"]
+SMALL_2D = [
+    "model.channels=[4,8,16]",
+    "model.strides=[2,2]",
+    "model.num_res_units=1",
+    "preprocess.spatial_size=[48,64]",
+    "train.batch_size=4",
+    "train.val_every=1",
+]
 
 
 def _quiet(*_a, **_k):
@@ -41,8 +47,15 @@ def ckpt2d(tmp_path_factory):
 
 def _payload_3d(path, channels=("flair", "t1c"), labels=None):
     """A 3D checkpoint laid out as training writes it (untrained weights: these tests are about refusals)."""
-    over = ["model.channels=[4,8]", "model.strides=[2]", "model.num_res_units=0", "train.patch_size=[16,16,16]",
-            "infer.roi_size=[16,16,16]", f"data.channels=[{','.join(channels)}]", "preprocess.crop_foreground=false"]
+    over = [
+        "model.channels=[4,8]",
+        "model.strides=[2]",
+        "model.num_res_units=0",
+        "train.patch_size=[16,16,16]",
+        "infer.roi_size=[16,16,16]",
+        f"data.channels=[{','.join(channels)}]",
+        "preprocess.crop_foreground=false",
+    ]
     if labels:
         over.append(f"data.labels=[{','.join(labels)}]")
     cfg = load_config("brats", over)
@@ -50,12 +63,26 @@ def _payload_3d(path, channels=("flair", "t1c"), labels=None):
     torch.manual_seed(0)
     net = build_model(spec)
     d = cfg.to_dict()
-    save_checkpoint({"model": spec, "state_dict": net.state_dict(), "config": d, "labels": list(cfg.data.labels),
-                     "channels": list(cfg.data.channels), "preprocess": d["preprocess"], "infer": d["infer"],
-                     "intensity_stats": {}, "roi_size": [16, 16, 16], "epoch": 3, "best_metric": 0.5, "best_epoch": 3,
-                     "val_metrics": {"val_mean_dice": 0.5}, "split": {"train": [], "val": [], "test": []},
-                     "data": {"recipe": "brats", "data_dir": "x", "n_train": 1, "n_val": 1, "split_method": "random"}},
-                    path)
+    save_checkpoint(
+        {
+            "model": spec,
+            "state_dict": net.state_dict(),
+            "config": d,
+            "labels": list(cfg.data.labels),
+            "channels": list(cfg.data.channels),
+            "preprocess": d["preprocess"],
+            "infer": d["infer"],
+            "intensity_stats": {},
+            "roi_size": [16, 16, 16],
+            "epoch": 3,
+            "best_metric": 0.5,
+            "best_epoch": 3,
+            "val_metrics": {"val_mean_dice": 0.5},
+            "split": {"train": [], "val": [], "test": []},
+            "data": {"recipe": "brats", "data_dir": "x", "n_train": 1, "n_val": 1, "split_method": "random"},
+        },
+        path,
+    )
     return path
 
 
@@ -68,6 +95,7 @@ def _tampered(src, dst, change):
 
 def _set_twice(*paths: tuple[str, ...]):
     """A tamper that sets a value at each key path: where the checkpoint keeps it and in its config copy."""
+
     def setter(value):
         def change(ck):
             for *parents, last in paths:
@@ -75,7 +103,9 @@ def _set_twice(*paths: tuple[str, ...]):
                 for key in parents:
                     node = node[key]
                 node[last] = list(value)
+
         return change
+
     return setter
 
 
@@ -89,6 +119,7 @@ def _set_roi(roi, in_config=True):
         ck["roi_size"] = list(roi)  # what inference uses (the config's value is its fallback)
         if in_config:
             ck["config"]["infer"]["roi_size"] = list(roi)
+
     return change
 
 
@@ -102,24 +133,49 @@ def _set_dims(ck):
 
 
 TAMPERS = [
-    pytest.param("2d", _set_labels(["background", "a", "b"]), r"'labels'.*3 classes.*3 output channels.*has 1",
-                 id="q6-labels-2-to-3"),
-    pytest.param("3d", _set_labels(["background", "tumour"]), r"'labels'.*2 classes.*1 output channel.*has 5",
-                 id="q6-labels-5-to-2-3d"),
-    pytest.param("3d", _set_spacing([0, 0, 0]), r"'config.preprocess.spacing' \[0, 0, 0\] is not 3 positive",
-                 id="q6-spacing-zero"),
-    pytest.param("3d", _set_spacing([-1, 1, 1]), r"'config.preprocess.spacing' \[-1, 1, 1\] is not 3 positive",
-                 id="q6-spacing-negative"),
+    pytest.param(
+        "2d",
+        _set_labels(["background", "a", "b"]),
+        r"'labels'.*3 classes.*3 output channels.*has 1",
+        id="q6-labels-2-to-3",
+    ),
+    pytest.param(
+        "3d",
+        _set_labels(["background", "tumour"]),
+        r"'labels'.*2 classes.*1 output channel.*has 5",
+        id="q6-labels-5-to-2-3d",
+    ),
+    pytest.param(
+        "3d",
+        _set_spacing([0, 0, 0]),
+        r"'config.preprocess.spacing' \[0, 0, 0\] is not 3 positive",
+        id="q6-spacing-zero",
+    ),
+    pytest.param(
+        "3d",
+        _set_spacing([-1, 1, 1]),
+        r"'config.preprocess.spacing' \[-1, 1, 1\] is not 3 positive",
+        id="q6-spacing-negative",
+    ),
     pytest.param("2d", _nan_weight, r"'state_dict\.[^']+' holds 1 non-finite value", id="q6-nan-weight"),
     pytest.param("3d", _nan_weight, r"'state_dict\.[^']+' holds 1 non-finite value", id="q6-nan-weight-3d"),
     pytest.param("2d", _set_dims, r"'config.data.spatial_dims' is 3 but the network is 2D", id="q6-spatial-dims"),
-    pytest.param("2d", _set_channels(["grey"]), r"'config.data.channels' \['grey'\] gives 1 input.*takes 3",
-                 id="q16-channels"),
-    pytest.param("3d", _set_channels(["flair"]), r"'config.data.channels' \['flair'\] gives 1 input.*takes 2",
-                 id="q16-channels-3d"),
+    pytest.param(
+        "2d", _set_channels(["grey"]), r"'config.data.channels' \['grey'\] gives 1 input.*takes 3", id="q16-channels"
+    ),
+    pytest.param(
+        "3d",
+        _set_channels(["flair"]),
+        r"'config.data.channels' \['flair'\] gives 1 input.*takes 2",
+        id="q16-channels-3d",
+    ),
     pytest.param("2d", _set_roi([50, 66]), r"'roi_size' \[50, 66\] is not a multiple of 4", id="q16-roi-size"),
-    pytest.param("3d", _set_roi([16, 0, 16], in_config=False), r"key 'roi_size' \[16, 0, 16\] is not 3 positive",
-                 id="q16-roi-size-zero"),
+    pytest.param(
+        "3d",
+        _set_roi([16, 0, 16], in_config=False),
+        r"key 'roi_size' \[16, 0, 16\] is not 3 positive",
+        id="q16-roi-size-zero",
+    ),
 ]
 
 
@@ -161,6 +217,7 @@ def test_nan_checkpoint_refused_by_infer_before_anything_is_written(ckpt2d, tmp_
 
 # ---------------------------------------------------------------------------- q5: link loops
 
+
 def _png(path, seed=0):
     rng = np.random.default_rng(seed)
     Image.fromarray(synthetic.lesion_2d(rng, 48, 64)[0]).save(path)
@@ -195,16 +252,26 @@ def test_q5_linked_file_and_linked_folder_once(ckpt2d, tmp_path):
 
 # ---------------------------------------------------------------------------- q21: a checkpoint as an INPUT
 
+
 def test_q21_checkpoint_given_as_input_is_refused(ckpt2d, tmp_path):
     _png(tmp_path / "img.png")
-    with pytest.raises(MedsegError, match=r"best.pt: is a checkpoint, not an image; fix: pass it with --model "
-                                          r"\(once per model: -m a.pt -m b.pt\)"):
-        infer([str(ckpt2d), str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "o", progress=False,
-              log=_quiet)
+    with pytest.raises(
+        MedsegError,
+        match=r"best.pt: is a checkpoint, not an image; fix: pass it with --model "
+        r"\(once per model: -m a.pt -m b.pt\)",
+    ):
+        infer(
+            [str(ckpt2d), str(tmp_path / "img.png")],
+            model=[str(ckpt2d)],
+            out=tmp_path / "o",
+            progress=False,
+            log=_quiet,
+        )
     assert not (tmp_path / "o" / "img_seg.png").exists()
 
 
 # ---------------------------------------------------------------------------- q26: modality count
+
 
 def _volume(path, channels=1, shape=(16, 16, 12)):
     rng = np.random.default_rng(0)
@@ -221,6 +288,7 @@ def test_q26_modality_count_error_names_the_channels(tmp_path):
 
 
 # ---------------------------------------------------------------------------- q22: the default model
+
 
 def _age(path, seconds_ago):
     t = path.stat().st_mtime - seconds_ago
@@ -262,12 +330,16 @@ def test_q22_default_model_fits_a_single_volume(ckpt2d, tmp_path):
 def test_q22_no_default_model_fits(ckpt2d, tmp_path):
     _runs(tmp_path, ckpt2d)
     _volume(tmp_path / "v.nii.gz")
-    with pytest.raises(MedsegError, match=r"none of the 2 checkpoints under runs fits these inputs .*takes 2 "
-                                          r"modalities \(flair,t1c\), v.nii.gz has 1.*fix: pass --model"):
+    with pytest.raises(
+        MedsegError,
+        match=r"none of the 2 checkpoints under runs fits these inputs .*takes 2 "
+        r"modalities \(flair,t1c\), v.nii.gz has 1.*fix: pass --model",
+    ):
         infer([str(tmp_path / "v.nii.gz")], out=tmp_path / "o", progress=False, log=_quiet)
 
 
 # ---------------------------------------------------------------------------- q17: --out and write faults
+
 
 def test_q17_out_is_an_existing_file(ckpt2d, tmp_path):
     _png(tmp_path / "img.png")
@@ -281,16 +353,18 @@ def test_q17_out_cannot_be_created(ckpt2d, tmp_path):
     _png(tmp_path / "img.png")
     (tmp_path / "f").write_text("")
     with pytest.raises(MedsegError, match=r"f/out: cannot be created \(Not a directory\); fix: choose an --out"):
-        infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "f" / "out", progress=False,
-              log=_quiet)
+        infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "f" / "out", progress=False, log=_quiet)
 
 
 def _leftovers(out):
     return sorted(p.name for p in out.iterdir()) if out.exists() else []
 
 
-@pytest.mark.parametrize("code,reason", [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")],
-                         ids=["q17-read-only-fs", "q17-read-only-folder"])
+@pytest.mark.parametrize(
+    "code,reason",
+    [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")],
+    ids=["q17-read-only-fs", "q17-read-only-folder"],
+)
 def test_q17_read_only_out(code, reason, ckpt2d, tmp_path, monkeypatch):
     import medseg.infer as mi
 
@@ -318,11 +392,18 @@ def test_q17_disk_full_mid_batch_keeps_finished_cases_and_leaves_no_half_case(ck
     for i, name in enumerate("abc"):
         _png(tmp_path / f"{name}.png", seed=i)
     with pytest.raises(MedsegError) as err:
-        infer([str(tmp_path / f"{n}.png") for n in "abc"], model=[str(ckpt2d)], out=tmp_path / "o", progress=False,
-              log=_quiet)
+        infer(
+            [str(tmp_path / f"{n}.png") for n in "abc"],
+            model=[str(ckpt2d)],
+            out=tmp_path / "o",
+            progress=False,
+            log=_quiet,
+        )
     text = str(err.value)
-    assert text.startswith(f"{tmp_path / 'o' / 'b_findings.json'}: could not be written (No space left on device); "
-                           "stopped there: 1 of 3 case(s)")
+    assert text.startswith(
+        f"{tmp_path / 'o' / 'b_findings.json'}: could not be written (No space left on device); "
+        "stopped there: 1 of 3 case(s)"
+    )
     assert "fix: free disk space" in text
     assert _leftovers(tmp_path / "o") == ["a_findings.json", "a_seg.png"]  # b's mask removed, c never started
 
@@ -341,12 +422,20 @@ def test_q17_really_read_only_out(ckpt2d, tmp_path):
         out.chmod(0o755)
 
 
-@pytest.mark.parametrize("args,line", [
-    (lambda ck, t: ["infer", str(ck), str(t / "img.png"), "-m", str(ck), "--out", str(t / "o")],
-     "is a checkpoint, not an image; fix: pass it with --model"),
-    (lambda ck, t: ["infer", str(t / "img.png"), "-m", str(ck), "--out", str(t / "img.png")],
-     "exists and is a file, not a folder; fix: choose another --out"),
-], ids=["q21-cli", "q17-cli-out-is-file"])
+@pytest.mark.parametrize(
+    "args,line",
+    [
+        (
+            lambda ck, t: ["infer", str(ck), str(t / "img.png"), "-m", str(ck), "--out", str(t / "o")],
+            "is a checkpoint, not an image; fix: pass it with --model",
+        ),
+        (
+            lambda ck, t: ["infer", str(t / "img.png"), "-m", str(ck), "--out", str(t / "img.png")],
+            "exists and is a file, not a folder; fix: choose another --out",
+        ),
+    ],
+    ids=["q21-cli", "q17-cli-out-is-file"],
+)
 def test_cli_prints_one_line_and_exits_2(args, line, ckpt2d, tmp_path):
     from typer.testing import CliRunner
 
@@ -359,8 +448,11 @@ def test_cli_prints_one_line_and_exits_2(args, line, ckpt2d, tmp_path):
     assert len([s for s in res.output.splitlines() if s.startswith("error:")]) == 1
 
 
-@pytest.mark.parametrize("raw", [",", "flair.nii.gz,", ",t1c.nii.gz", "a.nii.gz, ,b.nii.gz"],
-                         ids=["x-comma-alone", "x-comma-trailing", "x-comma-leading", "x-comma-blank-middle"])
+@pytest.mark.parametrize(
+    "raw",
+    [",", "flair.nii.gz,", ",t1c.nii.gz", "a.nii.gz, ,b.nii.gz"],
+    ids=["x-comma-alone", "x-comma-trailing", "x-comma-leading", "x-comma-blank-middle"],
+)
 def test_multimodal_input_with_an_empty_part_is_one_line(raw):
     """`medseg infer "$FLAIR,$T1C"` with a variable unset: an IndexError before; now an error line naming it."""
     from medseg.infer import expand_inputs

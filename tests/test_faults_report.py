@@ -41,11 +41,22 @@ def _findings_case(folder: Path, shape, case_id="c1", meta=None) -> Path:
     Image.fromarray(img).save(folder / "image.png")
     Image.fromarray(mask * 255).save(folder / "seg.png")
     geom = Geometry(tuple(shape), (1.0, 1.0), np.eye(3), "2d", str(folder / "image.png"))
-    f = {"case_id": case_id, "input": [str(folder / "image.png")], "segmentation": str(folder / "seg.png"),
-         "geometry": geom.summary(), "spacing_assumed": True, "metadata": meta or {}, "labels": LABELS,
-         "channels": ["red", "green", "blue"], **lesion_findings(mask, geom, LABELS), "models": [],
-         "postprocess": {"threshold": 0.5, "keep_largest": True}, "tta": False, "device": "cpu",
-         "timings": {"total_s": 0.1}}
+    f = {
+        "case_id": case_id,
+        "input": [str(folder / "image.png")],
+        "segmentation": str(folder / "seg.png"),
+        "geometry": geom.summary(),
+        "spacing_assumed": True,
+        "metadata": meta or {},
+        "labels": LABELS,
+        "channels": ["red", "green", "blue"],
+        **lesion_findings(mask, geom, LABELS),
+        "models": [],
+        "postprocess": {"threshold": 0.5, "keep_largest": True},
+        "tta": False,
+        "device": "cpu",
+        "timings": {"total_s": 0.1},
+    }
     path = folder / "findings.json"
     path.write_text(json.dumps(f))
     return path
@@ -55,7 +66,10 @@ def _findings_case(folder: Path, shape, case_id="c1", meta=None) -> Path:
 # 15: degenerate shapes
 # ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 700), (700, 1)], ids=["q15-shape-1x1", "q15-shape-1x700", "q15-shape-700x1"])
+
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (1, 700), (700, 1)], ids=["q15-shape-1x1", "q15-shape-1x700", "q15-shape-700x1"]
+)
 def test_report_on_degenerate_2d_shapes(tmp_path, shape):
     fj = _findings_case(tmp_path / "case", shape)
     pdf = case_report(fj, out=tmp_path / "r.pdf", gt=tmp_path / "case" / "seg.png")
@@ -73,8 +87,13 @@ def test_overlay_of_degenerate_volumes(tmp_path, shape):
     mask[:8, :8, :1] = 1
     for name, arr in (("vol", vol), ("mask", mask)):
         nib.save(nib.Nifti1Image(arr, np.diag([1.0, 1.0, 2.0, 1.0])), str(tmp_path / f"{name}.nii.gz"))
-    out = save_case_overlay(str(tmp_path / "vol.nii.gz"), str(tmp_path / "mask.nii.gz"), str(tmp_path / "mask.nii.gz"),
-                            LABELS, tmp_path / "o.png")
+    out = save_case_overlay(
+        str(tmp_path / "vol.nii.gz"),
+        str(tmp_path / "mask.nii.gz"),
+        str(tmp_path / "mask.nii.gz"),
+        LABELS,
+        tmp_path / "o.png",
+    )
     assert Image.open(out).size[0] > 50
 
 
@@ -125,9 +144,12 @@ def test_infer_report_still_written_when_another_input_failed(tmp_path, monkeypa
 # 20: characters Helvetica lacks
 # ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case_id,font", [("病例一", b"STSong-Light"), ("Ærøskøbing-Ωμέγα", b"DejaVuSans"),
-                                          ("a&b<c", b"DejaVuSans")],
-                         ids=["q20-cjk-case-name", "q20-accents-greek", "q20-markup-characters"])
+
+@pytest.mark.parametrize(
+    "case_id,font",
+    [("病例一", b"STSong-Light"), ("Ærøskøbing-Ωμέγα", b"DejaVuSans"), ("a&b<c", b"DejaVuSans")],
+    ids=["q20-cjk-case-name", "q20-accents-greek", "q20-markup-characters"],
+)
 def test_case_names_print_in_the_pdf(tmp_path, case_id, font):
     from medseg.report import embedded_cjk_codepoints
 
@@ -185,8 +207,14 @@ def test_overlay_titles_without_glyph_warnings(tmp_path):
     _findings_case(tmp_path / "case", (20, 30))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        save_case_overlay(str(tmp_path / "case" / "image.png"), None, str(tmp_path / "case" / "seg.png"), LABELS,
-                          tmp_path / "o.png", title="病例一 (best)")
+        save_case_overlay(
+            str(tmp_path / "case" / "image.png"),
+            None,
+            str(tmp_path / "case" / "seg.png"),
+            LABELS,
+            tmp_path / "o.png",
+            title="病例一 (best)",
+        )
     assert (tmp_path / "o.png").stat().st_size > 500
 
 
@@ -194,8 +222,12 @@ def test_overlay_titles_without_glyph_warnings(tmp_path):
 # 26: a failed report leaves nothing behind
 # ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fault", ["wrong-gt", "corrupt-checkpoint"],
-                         ids=["q26-report-wrong-gt-no-overlay", "q26-report-bad-checkpoint-no-overlay"])
+
+@pytest.mark.parametrize(
+    "fault",
+    ["wrong-gt", "corrupt-checkpoint"],
+    ids=["q26-report-wrong-gt-no-overlay", "q26-report-bad-checkpoint-no-overlay"],
+)
 def test_failed_report_leaves_no_overlay(tmp_path, fault):
     """A report that fails (a ground truth of another shape; a checkpoint that cannot be read for the model card,
     found after the overlay was drawn) leaves neither the overlay PNG nor a partial PDF in the report folder."""
@@ -218,6 +250,7 @@ def test_failed_report_leaves_no_overlay(tmp_path, fault):
 # ----------------------------------------------------------------------------
 # 28: the PDFs as a clinician reads them
 # ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def ph2_model(tmp_path_factory, ph2_dir):
@@ -242,10 +275,23 @@ def test_2d_case_report_is_one_page(ph2_case_pdf):
     assert "Model card" in pdf_text(ph2_case_pdf)
 
 
-@pytest.mark.parametrize("needle", ["Reference (PH2 annotation) atypical nevus", "96 × 72 px (width × height)",
-                                    "Keep largest", "preprocessed grid", "pigment network: typical"],
-                         ids=["q28-reference-annotation", "q28-width-x-height", "q28-settings-table",
-                              "q28-validation-dice-note", "q28-ph2-codes-decoded"])
+@pytest.mark.parametrize(
+    "needle",
+    [
+        "Reference (PH2 annotation) atypical nevus",
+        "96 × 72 px (width × height)",
+        "Keep largest",
+        "preprocessed grid",
+        "pigment network: typical",
+    ],
+    ids=[
+        "q28-reference-annotation",
+        "q28-width-x-height",
+        "q28-settings-table",
+        "q28-validation-dice-note",
+        "q28-ph2-codes-decoded",
+    ],
+)
 def test_case_report_reads_clinically(ph2_case_pdf, needle):
     assert needle in pdf_text(ph2_case_pdf)
 
@@ -286,8 +332,14 @@ def test_volume_views_carry_orientation_and_modality(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ov, "_finish", spy)
     kwargs = {"modality": "flair"} if "modality" in ov.save_case_overlay.__code__.co_varnames else {}
-    ov.save_case_overlay(str(tmp_path / "vol.nii.gz"), str(tmp_path / "mask.nii.gz"), str(tmp_path / "mask.nii.gz"),
-                         LABELS, tmp_path / "o.png", **kwargs)
+    ov.save_case_overlay(
+        str(tmp_path / "vol.nii.gz"),
+        str(tmp_path / "mask.nii.gz"),
+        str(tmp_path / "mask.nii.gz"),
+        LABELS,
+        tmp_path / "o.png",
+        **kwargs,
+    )
     assert {"R", "L", "A", "P", "S", "I"} <= set(texts)
     assert any("flair" in t for t in texts)
 
@@ -297,9 +349,19 @@ def test_cohort_box_plots_grid_and_distances(tmp_path):
     from medseg.overlays import evaluation_plots
 
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({"case_id": [f"c{i}" for i in range(8)], "class": "lesion", "dice": rng.random(8),
-                       "jaccard": rng.random(8), "precision": rng.random(8), "recall": rng.random(8),
-                       "hd95_px": rng.random(8) * 20, "assd_px": rng.random(8) * 5, "gt_size": rng.random(8) * 100})
+    df = pd.DataFrame(
+        {
+            "case_id": [f"c{i}" for i in range(8)],
+            "class": "lesion",
+            "dice": rng.random(8),
+            "jaccard": rng.random(8),
+            "precision": rng.random(8),
+            "recall": rng.random(8),
+            "hd95_px": rng.random(8) * 20,
+            "assd_px": rng.random(8) * 5,
+            "gt_size": rng.random(8) * 100,
+        }
+    )
     plots = evaluation_plots(df, tmp_path)
     w, h = Image.open(plots["boxplots"]).size
     assert w / h < 1.6  # a 2x2 grid, not a 1x4 strip
@@ -341,7 +403,7 @@ def test_cohort_report_sorted_by_dice_with_diagnoses(tmp_path, diagnosed_eval):
     text = pdf_text(pdf)
     assert "Dice per reference diagnosis" in text and "melanoma" in text and "atypical nevus" in text
     assert "HD95 (px)" in text or "HD95 (mm)" in text
-    table = text[text.index("Per-case results"):]
+    table = text[text.index("Per-case results") :]
     df = pd.read_csv(ev / "metrics.csv", dtype={"case_id": str})
     listed = sorted(df["case_id"], key=lambda cid: table.index(f"{cid} "))
     assert listed != sorted(listed)  # the names alone would give another order

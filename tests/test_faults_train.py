@@ -65,6 +65,7 @@ def _disk_full_on(monkeypatch, name: str, epoch: int | None = None):
 # q2: --force replaces only what medseg wrote
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def test_force_keeps_user_files_in_tb(folder_dir, tmp_path, small_2d_overrides):
     """q2-force-keeps-tb-user-file"""
     cfg = _cfg(small_2d_overrides, "train.epochs=1")
@@ -86,6 +87,7 @@ def test_force_keeps_user_files_in_tb(folder_dir, tmp_path, small_2d_overrides):
 # ---------------------------------------------------------------------------------------------------------------
 # q8: history.csv and last.pt agree after any kill
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def test_history_ahead_of_checkpoint_is_cut_on_resume(folder_dir, tmp_path, small_2d_overrides):
     """q8-killed-after-history-write: history.csv has epoch 2, last.pt epoch 1."""
@@ -133,6 +135,7 @@ def test_disk_full_on_last_checkpoint_then_resume(folder_dir, tmp_path, small_2d
 # q17: an --out that cannot be written says so in one line
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def test_out_is_an_existing_file(folder_dir, tmp_path, small_2d_overrides):
     """q17-out-is-a-file"""
     out = tmp_path / "run.txt"
@@ -150,11 +153,27 @@ def test_out_is_a_file_on_the_command_line(folder_dir, tmp_path):
 
     out = tmp_path / "run.txt"
     out.write_text("not a folder")
-    r = CliRunner().invoke(app, ["train", "demo", "--data-dir", str(folder_dir), "--out", str(out), "--epochs", "1",
-                                 "--set", "data.recipe=folder", "--quiet"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "demo",
+            "--data-dir",
+            str(folder_dir),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--set",
+            "data.recipe=folder",
+            "--quiet",
+        ],
+    )
     lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
     assert r.exit_code == 2 and "Traceback" not in r.output
-    expected = f"error: {out}: is a file, not a run folder; fix: choose another --out (a new folder or an earlier run's)"
+    expected = (
+        f"error: {out}: is a file, not a run folder; fix: choose another --out (a new folder or an earlier run's)"
+    )
     assert lines == [expected]
 
 
@@ -171,8 +190,11 @@ def test_out_in_read_only_folder(folder_dir, tmp_path, small_2d_overrides, monke
         return real(self, *a, **k)
 
     monkeypatch.setattr(Path, "mkdir", mkdir)
-    with pytest.raises(MedsegError, match=r"ro/run: cannot prepare the run folder \(Permission denied\); fix: choose an "
-                                          r"--out in a folder you can write to"):
+    with pytest.raises(
+        MedsegError,
+        match=r"ro/run: cannot prepare the run folder \(Permission denied\); fix: choose an "
+        r"--out in a folder you can write to",
+    ):
         train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, out, progress=False, log=_quiet)
 
 
@@ -188,8 +210,11 @@ def test_split_write_refused(folder_dir, tmp_path, small_2d_overrides, monkeypat
         return real(file, mode, *a, **k)
 
     monkeypatch.setattr(io, "open", deny)
-    with pytest.raises(MedsegError, match=r"split\.json: could not write the split \(Permission denied\); nothing was "
-                                          r"trained yet; fix: free disk space \(or make .* writable\) and run again"):
+    with pytest.raises(
+        MedsegError,
+        match=r"split\.json: could not write the split \(Permission denied\); nothing was "
+        r"trained yet; fix: free disk space \(or make .* writable\) and run again",
+    ):
         train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False, log=_quiet)
     assert not list(run.iterdir())  # no half-written file, no temp file left
 
@@ -237,8 +262,11 @@ def test_disk_full_on_first_checkpoint(folder_dir, tmp_path, small_2d_overrides,
     _disk_full_on(monkeypatch, "best.pt")
     with pytest.raises(MedsegError) as err:
         train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False, log=_quiet)
-    assert re.fullmatch(r".*best\.pt: could not write the checkpoint \(No space left on device\); no checkpoint of "
-                        r"this run was saved yet; fix: free disk space \(or make .* writable\) and run again", str(err.value))
+    assert re.fullmatch(
+        r".*best\.pt: could not write the checkpoint \(No space left on device\); no checkpoint of "
+        r"this run was saved yet; fix: free disk space \(or make .* writable\) and run again",
+        str(err.value),
+    )
     assert not _hidden(run)
 
 
@@ -258,9 +286,12 @@ def test_disk_full_on_history(folder_dir, tmp_path, small_2d_overrides, monkeypa
     cfg = _cfg(small_2d_overrides, "train.epochs=2")
     with monkeypatch.context() as m:
         m.setattr(builtins, "open", full)
-        with pytest.raises(MedsegError, match=r"history\.csv: could not write the training history \(No space left on "
-                                              r"device\); last\.pt holds this epoch .*; fix: free disk space and run "
-                                              r"again with --resume"):
+        with pytest.raises(
+            MedsegError,
+            match=r"history\.csv: could not write the training history \(No space left on "
+            r"device\); last\.pt holds this epoch .*; fix: free disk space and run "
+            r"again with --resume",
+        ):
             train(cfg, folder_dir, run, progress=False, log=_quiet)
     assert not _hidden(run)
     train(cfg, folder_dir, run, resume=True, progress=False, log=_quiet)
@@ -270,6 +301,7 @@ def test_disk_full_on_history(folder_dir, tmp_path, small_2d_overrides, monkeypa
 # ---------------------------------------------------------------------------------------------------------------
 # q19: a failed start is reusable; stale temp files go; sane temp names
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def test_failed_start_is_reusable_without_force(folder_dir, tmp_path, small_2d_overrides, monkeypatch):
     """q19-rerun-after-failed-start: config.yaml and split.json left behind, no checkpoint."""
@@ -321,6 +353,7 @@ def test_checkpoint_temp_name_has_one_tmp(tmp_path, monkeypatch):
 # q25: TensorBoard shows every validation, legibly, with the loss and the whole-foreground Dice
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def _events(run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -329,12 +362,16 @@ def _events(run):
     return acc
 
 
-@pytest.mark.parametrize("epochs, val_every, image_every, n_images", [
-    pytest.param(3, 1, None, 3, id="q25-overlay-every-validation"),
-    pytest.param(6, 2, 2, 2, id="q25-overlay-every-2nd-validation"),
-])
-def test_overlay_logged_per_validation(folder_dir, tmp_path, small_2d_overrides, epochs, val_every, image_every,
-                                       n_images):
+@pytest.mark.parametrize(
+    "epochs, val_every, image_every, n_images",
+    [
+        pytest.param(3, 1, None, 3, id="q25-overlay-every-validation"),
+        pytest.param(6, 2, 2, 2, id="q25-overlay-every-2nd-validation"),
+    ],
+)
+def test_overlay_logged_per_validation(
+    folder_dir, tmp_path, small_2d_overrides, epochs, val_every, image_every, n_images
+):
     more = [f"train.epochs={epochs}", f"train.val_every={val_every}"]
     more += [f"train.image_log_every={image_every}"] if image_every else []
     run = tmp_path / "r"
@@ -358,11 +395,12 @@ def test_panel_is_legible_and_has_a_legend():
     gt = np.zeros((48, 64), np.uint8)
     gt[10:30, 10:30] = 1
     pred = np.roll(gt, 5, axis=1)
-    panel = _panel({"image": np.random.default_rng(0).random((3, 48, 64)).astype(np.float32), "label": gt,
-                    "pred": pred})
+    panel = _panel(
+        {"image": np.random.default_rng(0).random((3, 48, 64)).astype(np.float32), "label": gt, "pred": pred}
+    )
     assert panel.dtype == np.uint8 and panel.shape[2] == 3
     assert panel.shape[1] >= 256 * 64 // 48 and panel.shape[0] > 256
-    strip = panel[48 * 6:]  # below the image, scaled by ceil(256 / 48) = 6
+    strip = panel[48 * 6 :]  # below the image, scaled by ceil(256 / 48) = 6
     assert 0 < strip.shape[0] < 64
     for colour in (GT_COLOUR, PRED_COLOUR, FP_COLOUR, FN_COLOUR):  # a swatch of each overlay colour
         assert (strip == np.array(colour, np.uint8)).all(axis=2).any(), colour
@@ -389,8 +427,12 @@ def test_whole_foreground_dice_merges_the_classes():
     gt = np.zeros((8, 8))
     gt[:4, :4], gt[4:, 4:] = 1, 2
     pred = np.where(gt == 1, 2, np.where(gt == 2, 1, 0))
-    items = [{"image": torch.tensor(np.stack([np.zeros((8, 8)), pred]), dtype=torch.float32),
-              "label": torch.tensor(gt[None], dtype=torch.float32)}]
+    items = [
+        {
+            "image": torch.tensor(np.stack([np.zeros((8, 8)), pred]), dtype=torch.float32),
+            "label": torch.tensor(gt[None], dtype=torch.float32),
+        }
+    ]
     v = validate(_LabelAsLogits(3), items, cfg, torch.device("cpu"), build_loss(cfg))
     assert list(v.dice) == [0.0, 0.0]
     assert v.dice_whole == 1.0
@@ -399,8 +441,18 @@ def test_whole_foreground_dice_merges_the_classes():
 
 def test_multiclass_run_logs_whole_dice(brats_dir, tmp_path):
     """q25-dice-whole-logged"""
-    cfg = load_config("brats", ["preprocess.spacing=[2,2,2]", "train.patch_size=[16,16,16]", "infer.roi_size=[16,16,16]",
-                                "model.channels=[4,8,16]", "model.strides=[2,2]", "train.epochs=1", "train.batch_size=2"])
+    cfg = load_config(
+        "brats",
+        [
+            "preprocess.spacing=[2,2,2]",
+            "train.patch_size=[16,16,16]",
+            "infer.roi_size=[16,16,16]",
+            "model.channels=[4,8,16]",
+            "model.strides=[2,2]",
+            "train.epochs=1",
+            "train.batch_size=2",
+        ],
+    )
     res = train(cfg, brats_dir, tmp_path / "b", progress=False, log=_quiet)
     assert 0.0 <= float(res.history[-1]["val_dice_whole"]) <= 1.0
     assert float(res.history[-1]["val_loss"]) > 0
@@ -411,6 +463,7 @@ def test_multiclass_run_logs_whole_dice(brats_dir, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # q27: quiet logs when the output is not a terminal
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def test_progress_is_plain_lines_off_a_terminal(monkeypatch):
     """q27-progress-helper"""

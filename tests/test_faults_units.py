@@ -31,7 +31,7 @@ def _quiet(*_a, **_k):
 
 def _block(shape=(30, 30), rows=(2, 12), cols=(3, 7)) -> np.ndarray:
     m = np.zeros(shape, np.uint8)
-    m[rows[0]:rows[1], cols[0]:cols[1]] = 1
+    m[rows[0] : rows[1], cols[0] : cols[1]] = 1
     return m
 
 
@@ -42,6 +42,7 @@ def _lesion(f: dict) -> dict:
 # ----------------------------------------------------------------------------
 # q10: findings in px without a pixel spacing, mm with one; sensible precision; maximum diameter
 # ----------------------------------------------------------------------------
+
 
 def test_q10_findings_without_spacing_are_pixel_counts():
     f = lesion_findings(_block(), geometry_2d("photo.jpg", (30, 30), None), LABELS)
@@ -68,12 +69,17 @@ def test_q10_volume_sizes_to_3_significant_figures():
     assert f["unit"] == "ml" and f["classes"]["lesion"]["total_ml"] == 2.77  # 1320 * 2.1 / 1000 = 2.772
 
 
-@pytest.mark.parametrize("mask, spacing, expected", [
-    pytest.param(_block(), None, math.hypot(10, 4), id="q10-diameter-10x4-block"),
-    pytest.param(_block(rows=(5, 6), cols=(5, 6)), None, math.sqrt(2), id="q10-diameter-one-pixel"),
-    pytest.param(_block(), [0.5, 2.0], math.hypot(10 * 0.5, 4 * 2.0), id="q10-diameter-anisotropic-mm"),
-    pytest.param(_block(rows=(2, 3), cols=(3, 20)), [0.1, 0.1], math.hypot(0.1, 1.7), id="q10-diameter-thin-line-mm"),
-])
+@pytest.mark.parametrize(
+    "mask, spacing, expected",
+    [
+        pytest.param(_block(), None, math.hypot(10, 4), id="q10-diameter-10x4-block"),
+        pytest.param(_block(rows=(5, 6), cols=(5, 6)), None, math.sqrt(2), id="q10-diameter-one-pixel"),
+        pytest.param(_block(), [0.5, 2.0], math.hypot(10 * 0.5, 4 * 2.0), id="q10-diameter-anisotropic-mm"),
+        pytest.param(
+            _block(rows=(2, 3), cols=(3, 20)), [0.1, 0.1], math.hypot(0.1, 1.7), id="q10-diameter-thin-line-mm"
+        ),
+    ],
+)
 def test_q10_max_diameter_2d(mask, spacing, expected):
     """Pixel-corner convention: a lesion is the union of its pixel squares, so a 10x4 block is sqrt(10² + 4²) across."""
     f = lesion_findings(mask, geometry_2d("x.png", mask.shape, spacing), LABELS)
@@ -169,14 +175,25 @@ def test_q10_stacked_slices_get_no_mm_scale_bar(tmp_path, monkeypatch):
     vol = np.zeros((32, 32, 6), np.float32)
     gt = np.zeros(vol.shape, np.uint8)
     gt[10:20, 10:20, 2:4] = 1
-    ov.render_volume(vol, gt, gt, (1.0, 1.0, 1.0), LABELS, tmp_path / "o.png", "", n_axial=2, through_plane=False,
-                     spacing_known=False)
+    ov.render_volume(
+        vol,
+        gt,
+        gt,
+        (1.0, 1.0, 1.0),
+        LABELS,
+        tmp_path / "o.png",
+        "",
+        n_axial=2,
+        through_plane=False,
+        spacing_known=False,
+    )
     assert known and not any(known)
 
 
 # ----------------------------------------------------------------------------
 # a trained model (2 epochs, tiny) for the infer log line and the evaluate cases
 # ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -186,8 +203,17 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("units")
     data = synthetic.make_folder_2d(root / "data", n=6, size=(32, 48))
-    cfg = load_config("demo", ["data.recipe=folder", "preprocess.spatial_size=[32,48]", "train.epochs=1",
-                               "model.channels=[4,8,16]", "model.strides=[2,2]", "model.num_res_units=1"])
+    cfg = load_config(
+        "demo",
+        [
+            "data.recipe=folder",
+            "preprocess.spatial_size=[32,48]",
+            "train.epochs=1",
+            "model.channels=[4,8,16]",
+            "model.strides=[2,2]",
+            "model.num_res_units=1",
+        ],
+    )
     train(cfg, data, root / "run", progress=False, log=_quiet)
     model = root / "run" / "best.pt"
     if not model.is_file():
@@ -200,8 +226,13 @@ def test_q10_infer_log_line_says_px_and_the_diameter(trained, tmp_path):
     from medseg.infer import infer
 
     said = []
-    res = infer([str(trained["data"] / "images" / "case_000.png")], model=[str(trained["model"])], out=tmp_path / "inf",
-                progress=False, log=said.append).outputs[0]
+    res = infer(
+        [str(trained["data"] / "images" / "case_000.png")],
+        model=[str(trained["model"])],
+        out=tmp_path / "inf",
+        progress=False,
+        log=said.append,
+    ).outputs[0]
     line = next(s for s in said if s.startswith("case_000:"))
     assert not re.search(r"\d mm", line)  # no millimetres that nobody measured
     assert "pixel spacing unknown" in line
@@ -228,11 +259,14 @@ def test_q23_new_folder_is_scored_as_a_test_set(trained, tmp_path):
     new = tmp_path / "new"
     _copy_cases(trained["data"], new, ids[:3], rename=lambda cid: cid.replace("case", "new"))
     said = []
-    res = evaluate_model(trained["model"], "folder", new, tmp_path / "ev", split="val", device="cpu",
-                         progress=False, log=said.append)
+    res = evaluate_model(
+        trained["model"], "folder", new, tmp_path / "ev", split="val", device="cpu", progress=False, log=said.append
+    )
     assert res.info["test_set"] is True and res.info["n_cases"] == 3 and res.info["split"] == "all"
-    assert any(f"none of the model's training or validation cases are in {new}: scoring all 3 cases as a test set" in s
-               for s in said)
+    assert any(
+        f"none of the model's training or validation cases are in {new}: scoring all 3 cases as a test set" in s
+        for s in said
+    )
     assert json.loads((tmp_path / "ev" / "eval.json").read_text())["test_set"] is True
 
 
@@ -242,8 +276,9 @@ def test_q23_folder_with_training_cases_only_is_refused_not_scored(trained, tmp_
     part = tmp_path / "part"
     _copy_cases(trained["data"], part, trained["split"]["train"][:2])
     with pytest.raises(MedsegError) as err:
-        evaluate_model(trained["model"], "folder", part, tmp_path / "ev", split="val", device="cpu", progress=False,
-                       log=_quiet)
+        evaluate_model(
+            trained["model"], "folder", part, tmp_path / "ev", split="val", device="cpu", progress=False, log=_quiet
+        )
     msg = str(err.value)
     assert "2 of its training or validation cases are" in msg
     assert "--split all" not in msg  # never advise scoring training cases
@@ -254,8 +289,16 @@ def test_q23_split_all_over_training_cases_warns(trained, tmp_path):
     from medseg.evaluate import evaluate_model
 
     said = []
-    res = evaluate_model(trained["model"], "folder", trained["data"], tmp_path / "ev", split="all", device="cpu",
-                         progress=False, log=said.append)
+    res = evaluate_model(
+        trained["model"],
+        "folder",
+        trained["data"],
+        tmp_path / "ev",
+        split="all",
+        device="cpu",
+        progress=False,
+        log=said.append,
+    )
     n_seen = len(trained["split"]["train"]) + len(trained["split"]["val"])
     assert res.info["training_cases_scored"] == n_seen
     assert any(s.startswith("warning:") and f"{n_seen} of the 6 cases" in s and "optimistic" in s for s in said)
@@ -277,20 +320,70 @@ def test_q10_q23_real_ph2_new_folder_in_pixels_as_a_test_set(tmp_path):
         (tmp_path / sub / "PH2 Dataset images").mkdir(parents=True)
         for c in chosen:
             (tmp_path / sub / "PH2 Dataset images" / c).symlink_to(images / c)
-    tiny = ["--set", "model.channels=[4,8,16]", "--set", "model.strides=[2,2]", "--set", "model.num_res_units=1",
-            "--set", "preprocess.spatial_size=[64,96]", "--set", "model.deep_supervision=0"]
-    run = CliRunner().invoke(app, ["train", "ph2", "--data-dir", str(tmp_path / "train"), "--out", str(tmp_path / "run"),
-                                   "--epochs", "1", "--quiet", *tiny])
+    tiny = [
+        "--set",
+        "model.channels=[4,8,16]",
+        "--set",
+        "model.strides=[2,2]",
+        "--set",
+        "model.num_res_units=1",
+        "--set",
+        "preprocess.spatial_size=[64,96]",
+        "--set",
+        "model.deep_supervision=0",
+    ]
+    run = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "ph2",
+            "--data-dir",
+            str(tmp_path / "train"),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--quiet",
+            *tiny,
+        ],
+    )
     assert run.exit_code == 0, run.output
-    ev = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path / "run" / "best.pt"), "--data", "ph2", "--data-dir",
-                                  str(tmp_path / "new"), "--out", str(tmp_path / "ev"), "--device", "cpu", "--quiet"])
+    ev = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "run" / "best.pt"),
+            "--data",
+            "ph2",
+            "--data-dir",
+            str(tmp_path / "new"),
+            "--out",
+            str(tmp_path / "ev"),
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    )
     assert ev.exit_code == 0, ev.output
     assert "scoring all 3 cases as a test set" in ev.output
     cols = pd.read_csv(tmp_path / "ev" / "metrics.csv").columns
     assert "hd95_px" in cols and "hd95_mm" not in cols
     photo = next((images / cases[9] / f"{cases[9]}_Dermoscopic_Image").iterdir())
-    inf = CliRunner().invoke(app, ["infer", str(photo), "--model", str(tmp_path / "run" / "best.pt"), "--out",
-                                   str(tmp_path / "inf"), "--device", "cpu", "--quiet"])
+    inf = CliRunner().invoke(
+        app,
+        [
+            "infer",
+            str(photo),
+            "--model",
+            str(tmp_path / "run" / "best.pt"),
+            "--out",
+            str(tmp_path / "inf"),
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    )
     assert inf.exit_code == 0, inf.output
     assert f"{cases[9]}: lesion: " in inf.output and " px² in " in inf.output and "px across" in inf.output
     assert not re.search(r"\d mm", inf.output)

@@ -23,12 +23,28 @@ def _quiet(*_a, **_k):
 
 
 def _cfg(extra=()):
-    return load_config("brats", ["data.recipe=nifti", "data.labels=[background,blob]", "data.channels=[mr]",
-                                 "preprocess.spacing=[1.5,1.5,1.5]", "preprocess.crop_foreground=false",
-                                 "train.patch_size=[24,24,24]", "infer.roi_size=[24,24,24]", "model.channels=[8,16,32]",
-                                 "model.strides=[2,2]", "train.epochs=50", "train.batch_size=2", "train.lr=0.005",
-                                 "train.samples_per_volume=4", "train.val_every=50", "data.split.use_predefined=false",
-                                 "train.pos_fraction=0.5", *extra])
+    return load_config(
+        "brats",
+        [
+            "data.recipe=nifti",
+            "data.labels=[background,blob]",
+            "data.channels=[mr]",
+            "preprocess.spacing=[1.5,1.5,1.5]",
+            "preprocess.crop_foreground=false",
+            "train.patch_size=[24,24,24]",
+            "infer.roi_size=[24,24,24]",
+            "model.channels=[8,16,32]",
+            "model.strides=[2,2]",
+            "train.epochs=50",
+            "train.batch_size=2",
+            "train.lr=0.005",
+            "train.samples_per_volume=4",
+            "train.val_every=50",
+            "data.split.use_predefined=false",
+            "train.pos_fraction=0.5",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +65,9 @@ def test_cuda_checkpoint_loads_on_cpu_and_holds_amp_state(gpu_run):
     root, _, _ = gpu_run
     ck = load_checkpoint(root / "run" / "last.pt", map_location="cpu")
     assert all(t.device.type == "cpu" for t in ck["state_dict"].values())
-    assert all(t.dtype == torch.float32 for t in ck["state_dict"].values() if t.is_floating_point())  # AMP keeps fp32 weights
+    assert all(
+        t.dtype == torch.float32 for t in ck["state_dict"].values() if t.is_floating_point()
+    )  # AMP keeps fp32 weights
     assert ck.get("scaler"), "the GradScaler state must be saved so --resume continues the loss scale"
 
 
@@ -59,7 +77,14 @@ def test_gpu_and_cpu_inference_agree_and_keep_geometry(gpu_run, tmp_path):
     src = nib.load(str(vol))
     outs = {}
     for dev in ("cuda", "cpu"):
-        infer([str(vol)], model=[str(root / "run" / "best.pt")], out=tmp_path / dev, device=dev, progress=False, log=_quiet)
+        infer(
+            [str(vol)],
+            model=[str(root / "run" / "best.pt")],
+            out=tmp_path / dev,
+            device=dev,
+            progress=False,
+            log=_quiet,
+        )
         seg = nib.load(str(next((tmp_path / dev).glob("*_seg.nii.gz"))))
         assert np.allclose(seg.affine, src.affine, atol=1e-5) and seg.shape == src.shape[:3]
         outs[dev] = np.asarray(seg.dataobj) > 0
@@ -90,8 +115,15 @@ def test_2d_train_and_evaluate_on_cuda_match_cpu_evaluation(folder_dir, small_2d
     train(cfg, folder_dir, tmp_path / "run", device="cuda", progress=False, log=_quiet)
     dice = {}
     for dev in ("cuda", "cpu"):
-        ev = evaluate_model(tmp_path / "run" / "best.pt", "folder", folder_dir, tmp_path / f"eval-{dev}", device=dev,
-                            progress=False, log=_quiet)
+        ev = evaluate_model(
+            tmp_path / "run" / "best.pt",
+            "folder",
+            folder_dir,
+            tmp_path / f"eval-{dev}",
+            device=dev,
+            progress=False,
+            log=_quiet,
+        )
         s = ev.summary
         dice[dev] = float(s[(s["class"] == "lesion") & (s["metric"] == "dice")]["mean"].iloc[0])
     assert abs(dice["cuda"] - dice["cpu"]) < 0.01, dice

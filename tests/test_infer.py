@@ -33,12 +33,27 @@ def model3d(tmp_path_factory):
     """A real 3D U-Net trained briefly on bright synthetic blobs (1 channel, 1.5 mm grid)."""
     root = tmp_path_factory.mktemp("m3")
     data = synthetic.make_nifti_folder(root / "data", n=8, shape=(28, 28, 20), seed=1)
-    cfg = load_config("brats", ["data.recipe=nifti", "data.labels=[background,blob]", "data.channels=[mr]",
-                                "preprocess.spacing=[1.5,1.5,1.5]", "preprocess.crop_foreground=false",
-                                "train.patch_size=[24,24,24]", "infer.roi_size=[24,24,24]", "model.channels=[8,16,32]",
-                                "model.strides=[2,2]", "train.epochs=50", "train.batch_size=2", "train.lr=0.005",
-                                "train.samples_per_volume=4",
-                                "train.val_every=50", "data.split.use_predefined=false", "train.pos_fraction=0.5"])
+    cfg = load_config(
+        "brats",
+        [
+            "data.recipe=nifti",
+            "data.labels=[background,blob]",
+            "data.channels=[mr]",
+            "preprocess.spacing=[1.5,1.5,1.5]",
+            "preprocess.crop_foreground=false",
+            "train.patch_size=[24,24,24]",
+            "infer.roi_size=[24,24,24]",
+            "model.channels=[8,16,32]",
+            "model.strides=[2,2]",
+            "train.epochs=50",
+            "train.batch_size=2",
+            "train.lr=0.005",
+            "train.samples_per_volume=4",
+            "train.val_every=50",
+            "data.split.use_predefined=false",
+            "train.pos_fraction=0.5",
+        ],
+    )
     res = train(cfg, data, root / "run", progress=False, log=_quiet)
     assert res.best_metric > 0.7, res.history[-1]
     return root / "run" / "best.pt"
@@ -48,8 +63,16 @@ def model3d(tmp_path_factory):
 def model2d(tmp_path_factory):
     root = tmp_path_factory.mktemp("m2")
     data = synthetic.make_folder_2d(root / "data", n=12, size=(48, 64))
-    cfg = load_config("demo", ["data.recipe=folder", "preprocess.spatial_size=[48,64]", "train.epochs=60",
-                               "train.batch_size=2", "train.val_every=60"])
+    cfg = load_config(
+        "demo",
+        [
+            "data.recipe=folder",
+            "preprocess.spatial_size=[48,64]",
+            "train.epochs=60",
+            "train.batch_size=2",
+            "train.val_every=60",
+        ],
+    )
     train(cfg, data, root / "run", progress=False, log=_quiet)
     return root / "run" / "best.pt"
 
@@ -91,7 +114,9 @@ def test_oblique_nifti_round_trip(model3d, tmp_path):
 
 def test_lps_nrrd_anisotropic(model3d, tmp_path):
     img, mask = _blob_volume((40, 30, 16), seed=8)
-    aff = np.array([[0, -0.9, 0, 30.0], [-0.8, 0, 0, -20.0], [0, 0, 2.6, 11.0], [0, 0, 0, 1]])  # axes swapped, anisotropic
+    aff = np.array(
+        [[0, -0.9, 0, 30.0], [-0.8, 0, 0, -20.0], [0, 0, 2.6, 11.0], [0, 0, 0, 1]]
+    )  # axes swapped, anisotropic
     synthetic.write_itk(img, aff, tmp_path / "lps.nrrd")
     _run([tmp_path / "lps.nrrd"], model3d, tmp_path / "out")
     a, b = sitk.ReadImage(str(tmp_path / "lps.nrrd")), sitk.ReadImage(str(tmp_path / "out" / "lps_seg.nrrd"))
@@ -121,10 +146,17 @@ def test_dicom_folder_with_several_series(model3d, tmp_path):
     largest series) is segmented, the findings name both series, and the log warns which one was taken."""
     img, mask = _blob_volume((32, 30, 14), seed=11)
     folder = tmp_path / "study"
-    synthetic.make_dicom_series(folder, img * 400, spacing=(1.1, 1.2, 2.0), series_uid="1.2.3.4.1",
-                                description="AX T2", prefix="ax")
-    synthetic.make_dicom_series(folder, img[:, :, 5:8] * 400, spacing=(1.1, 1.2, 5.0), series_uid="1.2.3.4.2",
-                                description="LOCALIZER", prefix="loc")
+    synthetic.make_dicom_series(
+        folder, img * 400, spacing=(1.1, 1.2, 2.0), series_uid="1.2.3.4.1", description="AX T2", prefix="ax"
+    )
+    synthetic.make_dicom_series(
+        folder,
+        img[:, :, 5:8] * 400,
+        spacing=(1.1, 1.2, 5.0),
+        series_uid="1.2.3.4.2",
+        description="LOCALIZER",
+        prefix="loc",
+    )
     lines = []
     res = infer([str(folder)], model=[str(model3d)], out=tmp_path / "out", progress=False, log=lines.append).outputs[0]
     seg = nib.load(str(tmp_path / "out" / "study_seg.nii.gz"))
@@ -133,7 +165,9 @@ def test_dicom_folder_with_several_series(model3d, tmp_path):
     assert (series["series_uid"], series["files"], series["description"]) == ("1.2.3.4.1", 14, "AX T2")
     assert series["other_series"] == [{"series_uid": "1.2.3.4.2", "files": 3, "description": "LOCALIZER"}]
     warning = [line for line in lines if line.startswith("warning:")]
-    assert len(warning) == 1 and "2 DICOM series" in warning[0] and "'AX T2'" in warning[0] and "LOCALIZER" in warning[0]
+    assert (
+        len(warning) == 1 and "2 DICOM series" in warning[0] and "'AX T2'" in warning[0] and "LOCALIZER" in warning[0]
+    )
     from medseg.report import case_report
 
     pdf = case_report(res["findings_json"], out=tmp_path / "study.pdf")
@@ -156,7 +190,9 @@ def test_label_tables_for_viewers(model3d, model2d, tmp_path):
     names = list(torch.load(model3d, weights_only=True)["config"]["data"]["labels"])
     ctbl = (tmp_path / "out" / "labels.ctbl").read_text().splitlines()
     r, g, b = class_colour(1)
-    assert ctbl[2] == "0 background 0 0 0 0" and ctbl[3] == f"1 {names[1]} {r} {g} {b} 255" and len(ctbl) == 2 + len(names)
+    assert (
+        ctbl[2] == "0 background 0 0 0 0" and ctbl[3] == f"1 {names[1]} {r} {g} {b} 255" and len(ctbl) == 2 + len(names)
+    )
     snap = (tmp_path / "out" / "labels_itksnap.txt").read_text().splitlines()
     assert snap[-1].split() == ["1", str(r), str(g), str(b), "1", "1", "1", f'"{names[1]}"']
     _run([tmp_path / "v.nii.gz"], model3d, tmp_path / "out", force=True)  # same model again: tables unchanged
@@ -225,8 +261,9 @@ def test_exif_turned_photo_is_segmented_upright(model2d, tmp_path):
     exif[274] = 8
     Image.fromarray(stored).save(tmp_path / "phone.jpg", quality=95, exif=exif)
     lines = []
-    res = infer([str(tmp_path / "phone.jpg")], model=[str(model2d)], out=tmp_path / "out", progress=False,
-                log=lines.append).outputs[0]
+    res = infer(
+        [str(tmp_path / "phone.jpg")], model=[str(model2d)], out=tmp_path / "out", progress=False, log=lines.append
+    ).outputs[0]
     seg = np.array(Image.open(tmp_path / "out" / "phone_seg.png"))
     assert seg.shape == (64, 48) and _dice(seg > 0, mask) > 0.7
     assert res["exif_orientation"] == 8 and res["geometry"]["shape"] == [64, 48]
@@ -244,10 +281,22 @@ def test_lgg_style_tiff_slice(model2d, tmp_path):
 
 def test_4d_multimodal_and_modality_mismatch(tmp_path):
     data = synthetic.make_msd(tmp_path / "msd", n=4, shape=(20, 20, 12))
-    cfg = load_config("brats", ["data.recipe=nifti", "data.labels=[background,tumour]", "data.channels=[flair,t1w]",
-                                "preprocess.spacing=null", "train.patch_size=[16,16,16]", "infer.roi_size=[16,16,16]",
-                                "model.channels=[4,8,16]", "model.strides=[2,2]", "train.epochs=1",
-                                "data.split.use_predefined=false", "preprocess.crop_foreground=false"])
+    cfg = load_config(
+        "brats",
+        [
+            "data.recipe=nifti",
+            "data.labels=[background,tumour]",
+            "data.channels=[flair,t1w]",
+            "preprocess.spacing=null",
+            "train.patch_size=[16,16,16]",
+            "infer.roi_size=[16,16,16]",
+            "model.channels=[4,8,16]",
+            "model.strides=[2,2]",
+            "train.epochs=1",
+            "data.split.use_predefined=false",
+            "preprocess.crop_foreground=false",
+        ],
+    )
     train(cfg, data, tmp_path / "run", progress=False, log=_quiet)
     model = tmp_path / "run" / "best.pt"
     _run([data / "imagesTr" / "case_000.nii.gz"], model, tmp_path / "out")
@@ -323,8 +372,9 @@ def test_ensemble_averages_checkpoints(model2d, tmp_path):
     Image.fromarray(img).save(tmp_path / "e.png")
     other = tmp_path / "copy.pt"
     other.write_bytes(model2d.read_bytes())
-    res = infer([str(tmp_path / "e.png")], model=[str(model2d), str(other)], out=tmp_path / "out", progress=False,
-                log=_quiet).outputs[0]
+    res = infer(
+        [str(tmp_path / "e.png")], model=[str(model2d), str(other)], out=tmp_path / "out", progress=False, log=_quiet
+    ).outputs[0]
     assert len(res["models"]) == 2
     single = _run([tmp_path / "e.png"], model2d, tmp_path / "out1").outputs[0]
     a = np.array(Image.open(res["segmentation"]))
@@ -368,7 +418,7 @@ def test_model_trained_on_nonzero_box_segments_in_place(model3d, tmp_path):
     lo = np.argwhere(mask).min(axis=0) - 3
     hi = np.argwhere(mask).max(axis=0) + 4
     keep = np.zeros(mask.shape, bool)
-    keep[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+    keep[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
     img = np.where(keep, img, 0).astype(np.float32)  # zero background, the blob off-centre
     aff = synthetic.oblique_affine(spacing=(1.3, 1.1, 1.8), angle_deg=25)
     nib.save(nib.Nifti1Image(img, aff), str(tmp_path / "box.nii.gz"))
@@ -387,7 +437,7 @@ def test_stitching_moves_to_host_memory_only_when_the_gpu_is_short(monkeypatch):
     assert cfg.out_channels == 5  # 2 inputs, softmax over 5 classes: (2 + 2*5 + 2) * 4 bytes = 56 bytes per voxel
     cuda = torch.device("cuda")
     x = torch.empty(1, 2, 100, 100, 100)  # 1e6 voxels -> 56 MB
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (140 * 2 ** 20, 80 * 2 ** 30))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (140 * 2**20, 80 * 2**30))
     assert not _stitch_on_cpu(x, cfg, cuda, tta=False)  # 56 MB < half of 140 MiB (73 MB)
     assert _stitch_on_cpu(x, cfg, cuda, tta=True)  # + 20 bytes per voxel for the TTA sum: 76 MB > 73 MB
     assert not _stitch_on_cpu(x, cfg, torch.device("cpu"), tta=True)

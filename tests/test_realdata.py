@@ -57,8 +57,15 @@ def test_brats_real_check():
 
 @pytest.fixture(scope="module")
 def ph2_model(tmp_path_factory):
-    cfg = load_config("ph2", ["train.epochs=1", "train.max_steps_per_epoch=2", "preprocess.spatial_size=[96,128]",
-                              "data.split.val_fraction=0.05"])
+    cfg = load_config(
+        "ph2",
+        [
+            "train.epochs=1",
+            "train.max_steps_per_epoch=2",
+            "preprocess.spatial_size=[96,128]",
+            "data.split.val_fraction=0.05",
+        ],
+    )
     out = tmp_path_factory.mktemp("ph2") / "run"
     res = train(cfg, shared("ph2"), out, progress=False, log=_quiet)
     assert res.epochs_run == 1
@@ -67,8 +74,15 @@ def ph2_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lgg_model(tmp_path_factory):
-    cfg = load_config("lgg", ["train.epochs=1", "train.max_steps_per_epoch=2", "preprocess.spatial_size=[64,64]",
-                              "data.split.val_fraction=0.1"])
+    cfg = load_config(
+        "lgg",
+        [
+            "train.epochs=1",
+            "train.max_steps_per_epoch=2",
+            "preprocess.spatial_size=[64,64]",
+            "data.split.val_fraction=0.1",
+        ],
+    )
     out = tmp_path_factory.mktemp("lgg") / "run"
     train(cfg, shared("lgg"), out, progress=False, log=_quiet)
     return out / "best.pt"
@@ -76,8 +90,10 @@ def lgg_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def brats_model(tmp_path_factory):
-    cfg = load_config("brats", ["train.epochs=1", "preprocess.spacing=[4,4,4]", "train.patch_size=[32,32,32]",
-                                "infer.roi_size=[32,32,32]"])
+    cfg = load_config(
+        "brats",
+        ["train.epochs=1", "preprocess.spacing=[4,4,4]", "train.patch_size=[32,32,32]", "infer.roi_size=[32,32,32]"],
+    )
     out = tmp_path_factory.mktemp("brats") / "run"
     res = train(cfg, shared("brats"), out, progress=False, log=_quiet)
     assert np.isfinite(res.history[0]["train_loss"])
@@ -87,10 +103,22 @@ def brats_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def radiomics_model(tmp_path_factory):
     """A 1-channel 3D model trained for one epoch on the pyradiomics NRRD pairs (for geometry checks)."""
-    cfg = load_config("brats", ["data.recipe=nifti", "data.labels=[background,lesion]", "data.channels=[mr]",
-                                "preprocess.spacing=[3,3,6]", "train.patch_size=[32,32,16]", "infer.roi_size=[32,32,16]",
-                                "model.channels=[4,8,16]", "model.strides=[2,2]", "train.epochs=1",
-                                "data.split.use_predefined=false", "data.split.val_fraction=0.34"])
+    cfg = load_config(
+        "brats",
+        [
+            "data.recipe=nifti",
+            "data.labels=[background,lesion]",
+            "data.channels=[mr]",
+            "preprocess.spacing=[3,3,6]",
+            "train.patch_size=[32,32,16]",
+            "infer.roi_size=[32,32,16]",
+            "model.channels=[4,8,16]",
+            "model.strides=[2,2]",
+            "train.epochs=1",
+            "data.split.use_predefined=false",
+            "data.split.val_fraction=0.34",
+        ],
+    )
     out = tmp_path_factory.mktemp("rad") / "run"
     train(cfg, shared("volumes/pyradiomics"), out, progress=False, log=_quiet)
     return out / "best.pt"
@@ -127,8 +155,15 @@ def test_infer_real_brats_case_folder(brats_model, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["pyradiomics/brain1_image.nrrd", "pyradiomics/breast1_image.nrrd",
-                                  "totalsegmentator/example_ct_sm.nii.gz", "totalsegmentator/example_mr_sm.nii.gz"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pyradiomics/brain1_image.nrrd",
+        "pyradiomics/breast1_image.nrrd",
+        "totalsegmentator/example_ct_sm.nii.gz",
+        "totalsegmentator/example_mr_sm.nii.gz",
+    ],
+)
 def test_infer_real_volume_geometry(radiomics_model, tmp_path, name):
     import nibabel as nib
     import SimpleITK as sitk
@@ -137,7 +172,9 @@ def test_infer_real_volume_geometry(radiomics_model, tmp_path, name):
     res = infer([str(src)], model=[str(radiomics_model)], out=tmp_path, progress=False, log=_quiet).outputs[0]
     a, b = sitk.ReadImage(str(src)), sitk.ReadImage(res["segmentation"])
     assert a.GetSize() == b.GetSize()
-    assert np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6) and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
+    assert np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6) and np.allclose(
+        a.GetOrigin(), b.GetOrigin(), atol=1e-4
+    )
     assert np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
     if name.endswith(".nii.gz"):
         x, y = nib.load(str(src)), nib.load(res["segmentation"])
@@ -174,7 +211,9 @@ def test_evaluate_and_report_real(ph2_model, lgg_model, brats_model, tmp_path):
     assert all("diagnosis" in c["meta"] for c in ph2.info["cases"].values())
     lgg = evaluate_model(lgg_model, "lgg", shared("lgg"), tmp_path / "lgg", split="val", progress=False, log=_quiet)
     assert lgg.info["per_volume"] and len(lgg.metrics) == 2  # two validation patients, one row each
-    brats = evaluate_model(brats_model, "brats", shared("brats"), tmp_path / "brats", split="val", progress=False, log=_quiet)
+    brats = evaluate_model(
+        brats_model, "brats", shared("brats"), tmp_path / "brats", split="val", progress=False, log=_quiet
+    )
     assert set(brats.metrics["class"]) == {"necrosis", "oedema", "non_enhancing", "enhancing", "all_foreground"}
     pdf = cohort_report(tmp_path / "brats")
     text = pdf_text(pdf)

@@ -71,13 +71,19 @@ def test_every_bad_case_is_counted_and_listed_on_request(tmp_path):
     for case in cases[2:4]:
         next(case.glob("*_lesion/*")).unlink()
     shutil.rmtree(next(cases[7].glob("*_Dermoscopic_Image")))
-    with pytest.raises(MedsegError, match=r"lesion mask missing; fix: .* \(2 more cases with problems: "
-                                          r"`medseg datasets check` lists them all\)$"):
+    with pytest.raises(
+        MedsegError,
+        match=r"lesion mask missing; fix: .* \(2 more cases with problems: "
+        r"`medseg datasets check` lists them all\)$",
+    ):
         load_samples("ph2", root)
     res = load_samples("ph2", root, collect_problems=True)
     assert len(res.samples) == 9 and len(res.problems) == 3
     assert {p.split(":")[0].split("/")[-1] for p in res.problems} == {
-        f"{cases[2].name}_lesion", f"{cases[3].name}_lesion", cases[7].name}
+        f"{cases[2].name}_lesion",
+        f"{cases[3].name}_lesion",
+        cases[7].name,
+    }
     assert all("; fix: " in p and "\n" not in p for p in res.problems)
 
 
@@ -116,7 +122,9 @@ def test_lgg_twin_sorted_numerically_and_grouped(lgg_dir):
     assert with_meta and "age_at_initial_pathologic" in with_meta[0]["meta"]
 
 
-@pytest.mark.parametrize("header, sep, bom", [("Patient", ",", True), ("patient", ";", False), (" Patient ", "\t", False)])
+@pytest.mark.parametrize(
+    "header, sep, bom", [("Patient", ",", True), ("patient", ";", False), (" Patient ", "\t", False)]
+)
 def test_lgg_csv_from_a_spreadsheet(tmp_path, header, sep, bom):
     """A data.csv saved by a spreadsheet (byte-order mark, ';' or tab separators, odd header case) still matches."""
     lgg_dir = synthetic.make_lgg(tmp_path / "lgg", n_patients=2, n_slices=2, size=16)
@@ -202,10 +210,13 @@ def test_brats_twin_predefined_subsets(brats_dir):
     assert all(len(s["image"]) == 2 and "Flair" in s["image"][0] for s in res.samples)
 
 
-@pytest.mark.parametrize("names, label", [
-    ({"flair": "{c}_flair", "t1c": "{c}_t1ce", "t1": "{c}_t1", "t2": "{c}_t2"}, "{c}_seg"),  # BraTS 2018-2021
-    ({"flair": "{c}-t2f", "t1c": "{c}-t1c", "t1": "{c}-t1n", "t2": "{c}-t2w"}, "{c}-seg"),  # BraTS 2023+
-])
+@pytest.mark.parametrize(
+    "names, label",
+    [
+        ({"flair": "{c}_flair", "t1c": "{c}_t1ce", "t1": "{c}_t1", "t2": "{c}_t2"}, "{c}_seg"),  # BraTS 2018-2021
+        ({"flair": "{c}-t2f", "t1c": "{c}-t1c", "t1": "{c}-t1n", "t2": "{c}-t2w"}, "{c}-seg"),  # BraTS 2023+
+    ],
+)
 def test_brats_later_challenge_names(tmp_path, names, label):
     import nibabel as nib
 
@@ -219,7 +230,11 @@ def test_brats_later_challenge_names(tmp_path, names, label):
     assert len(res.samples) == 2 and not res.problems
     meaning = [w for w in res.warnings if "BraTS 2023+" in w]  # 2023 moved enhancing tumour from 4 to 3
     assert len(meaning) == (1 if label == "{c}-seg" else 0)
-    assert not meaning or meaning[0].startswith("2 label maps") and "data.labels=[background,necrosis,oedema,enhancing]" in meaning[0]
+    assert (
+        not meaning
+        or meaning[0].startswith("2 label maps")
+        and "data.labels=[background,necrosis,oedema,enhancing]" in meaning[0]
+    )
     for s in res.samples:
         got = [p.split("/")[-1] for p in s["image"]]
         assert got == [f"{names[ch].format(c=s['case_id'])}.nii.gz" for ch in ("flair", "t1c", "t1", "t2")]
@@ -231,8 +246,11 @@ def _vsd_copy(brats_dir, root, ext=".mha"):
     volume alone in a folder of its own name, MetaImage files, the label map named ...OT.<id>."""
     import SimpleITK as sitk
 
-    names = {"Flair_subtrMeanDivStd": "VSD.Brain.XX.O.MR_Flair", "T1c_subtrMeanDivStd": "VSD.Brain.XX.O.MR_T1c",
-             "OTMultiClass": "VSD.Brain_3more.XX.O.OT"}
+    names = {
+        "Flair_subtrMeanDivStd": "VSD.Brain.XX.O.MR_Flair",
+        "T1c_subtrMeanDivStd": "VSD.Brain.XX.O.MR_T1c",
+        "OTMultiClass": "VSD.Brain_3more.XX.O.OT",
+    }
     uid = 54512
     for i, case in enumerate(sorted(p for p in brats_dir.glob("*/*") if p.is_dir())):
         grade = "HGG" if i % 2 == 0 else "LGG"
@@ -245,7 +263,7 @@ def _vsd_copy(brats_dir, root, ext=".mha"):
             folder.mkdir(parents=True)
             img = sitk.ReadImage(str(src))
             out = sitk.GetImageFromArray(sitk.GetArrayFromImage(img))  # geometry only: NIfTI header fields
-            out.CopyInformation(img)                                  # make ITK's MetaImage writer warn
+            out.CopyInformation(img)  # make ITK's MetaImage writer warn
             sitk.WriteImage(out, str(folder / f"{folder.name}{ext}"))
     return root
 
@@ -341,8 +359,10 @@ def test_nifti_flat_folder_with_slicer_segmentations(tmp_path):
     for name in ("knee.nrrd", "knee.seg.nrrd", "hip.nrrd", "hip-label.nrrd", "notes.nrrd"):
         sitk.WriteImage(img, str(tmp_path / name))
     res = load_samples("nifti", tmp_path)
-    assert [(s["case_id"], s["label"].split("/")[-1]) for s in res.samples] == [("hip", "hip-label.nrrd"),
-                                                                                 ("knee", "knee.seg.nrrd")]
+    assert [(s["case_id"], s["label"].split("/")[-1]) for s in res.samples] == [
+        ("hip", "hip-label.nrrd"),
+        ("knee", "knee.seg.nrrd"),
+    ]
 
 
 def test_nifti_msd_and_nnunet(tmp_path):
@@ -365,13 +385,20 @@ def test_nifti_nnunet_v1_and_v2_variations(tmp_path):
     v2 = load_samples("nifti", root)
     assert [s["case_id"] for s in v2.samples] == ["pat_000", "pat_001", "pat_002"] and not v2.problems
     assert v2.info["labels"] == ["background", "lesion"]
-    v1 = {"name": "Task500_Lesion", "modality": {"0": "T2"}, "labels": {"0": "background", "1": "lesion"},
-          "numTraining": 3, "training": [{"image": f"./imagesTr/pat_{i:03d}.nii.gz",
-                                           "label": f"./labelsTr/pat_{i:03d}.nii.gz"} for i in range(3)]}
+    v1 = {
+        "name": "Task500_Lesion",
+        "modality": {"0": "T2"},
+        "labels": {"0": "background", "1": "lesion"},
+        "numTraining": 3,
+        "training": [
+            {"image": f"./imagesTr/pat_{i:03d}.nii.gz", "label": f"./labelsTr/pat_{i:03d}.nii.gz"} for i in range(3)
+        ],
+    }
     (root / "dataset.json").write_text(json.dumps(v1))
     res = load_samples("nifti", root)
     assert [(s["case_id"], s["image"].split("/")[-1]) for s in res.samples] == [
-        (f"pat_{i:03d}", f"pat_{i:03d}_0000.nii.gz") for i in range(3)]
+        (f"pat_{i:03d}", f"pat_{i:03d}_0000.nii.gz") for i in range(3)
+    ]
     (root / "imagesTr" / "pat_002_0000.nii.gz").unlink()
     with pytest.raises(MedsegError, match=r"imagesTr/pat_002.nii.gz: listed in dataset.json but missing"):
         load_samples("nifti", root)

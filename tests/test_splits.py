@@ -6,8 +6,11 @@ from medseg.errors import MedsegError
 
 
 def _samples(n_groups=20, per_group=3):
-    return [{"case_id": f"p{g}_{i}", "group": f"p{g}", "meta": {"diagnosis": g % 3}}
-            for g in range(n_groups) for i in range(per_group)]
+    return [
+        {"case_id": f"p{g}_{i}", "group": f"p{g}", "meta": {"diagnosis": g % 3}}
+        for g in range(n_groups)
+        for i in range(per_group)
+    ]
 
 
 def _groups(ids):
@@ -52,8 +55,11 @@ def test_kfold_covers_every_group_once():
 
 
 def test_predefined_subsets_win():
-    s = [{"case_id": "a", "group": "a", "subset": "train"}, {"case_id": "b", "group": "b", "subset": "val"},
-         {"case_id": "c", "group": "c", "subset": "train"}]
+    s = [
+        {"case_id": "a", "group": "a", "subset": "train"},
+        {"case_id": "b", "group": "b", "subset": "val"},
+        {"case_id": "c", "group": "c", "subset": "train"},
+    ]
     sp = make_split(s, SplitConfig())
     assert sp["val"] == ["b"] and sp["train"] == ["a", "c"]
 
@@ -68,8 +74,8 @@ def test_max_train_groups_gives_nested_subsets_and_leaves_validation_alone():
     full = make_split(s, SplitConfig(folds=5, fold=2, seed=0))
     subsets = {n: make_split(s, SplitConfig(folds=5, fold=2, seed=0, max_train_groups=n)) for n in (4, 8, 12)}
     for n, sp in subsets.items():
-        assert sp["val"] == full["val"]                        # the held-out fold does not move
-        assert len(_groups(sp["train"])) == n                  # whole groups: 3 slices each
+        assert sp["val"] == full["val"]  # the held-out fold does not move
+        assert len(_groups(sp["train"])) == n  # whole groups: 3 slices each
         assert len(sp["train"]) == 3 * n
         assert f"{n} of 16 training groups" in sp["method"]
     assert _groups(subsets[4]["train"]) < _groups(subsets[8]["train"]) < _groups(subsets[12]["train"])

@@ -27,7 +27,16 @@ def test_train_2d_outputs(folder_dir, tmp_path, small_2d_overrides):
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert res.epochs_run == 2 and 0.0 <= res.best_metric <= 1.0
     ck = torch.load(run / "best.pt", map_location="cpu", weights_only=True)  # safe path works
-    for key in ("model", "state_dict", "config", "labels", "channels", "preprocess", "intensity_stats", "medseg_version"):
+    for key in (
+        "model",
+        "state_dict",
+        "config",
+        "labels",
+        "channels",
+        "preprocess",
+        "intensity_stats",
+        "medseg_version",
+    ):
         assert key in ck
     assert ck["labels"] == ["background", "lesion"] and ck["channels"] == ["red", "green", "blue"]
     assert len(ck["intensity_stats"]["mean"]) == 3
@@ -44,8 +53,13 @@ def test_train_2d_outputs(folder_dir, tmp_path, small_2d_overrides):
 def test_final_model_on_every_case_tracks_the_training_loss(folder_dir, tmp_path, small_2d_overrides):
     # after cross-validation, the model to ship trains on every case: no validation split at all
     lines = []
-    res = train(_cfg(small_2d_overrides, "train.epochs=3", "data.split.val_fraction=0"), folder_dir, tmp_path / "run",
-                progress=False, log=lines.append)
+    res = train(
+        _cfg(small_2d_overrides, "train.epochs=3", "data.split.val_fraction=0"),
+        folder_dir,
+        tmp_path / "run",
+        progress=False,
+        log=lines.append,
+    )
     import json
 
     split = json.loads((tmp_path / "run" / "split.json").read_text())
@@ -101,8 +115,13 @@ def test_ema_weights_are_the_saved_model(folder_dir, tmp_path, small_2d_override
 
 def test_seed_changes_and_reproduces(folder_dir, tmp_path, small_2d_overrides):
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        train(_cfg(small_2d_overrides, "train.epochs=1", f"train.seed={seed}"), folder_dir, tmp_path / name,
-              progress=False, log=_quiet)
+        train(
+            _cfg(small_2d_overrides, "train.epochs=1", f"train.seed={seed}"),
+            folder_dir,
+            tmp_path / name,
+            progress=False,
+            log=_quiet,
+        )
     a, b, c = (_weights(tmp_path / n / "last.pt") for n in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
@@ -127,8 +146,18 @@ def test_demo_model_learns(folder_dir, tmp_path):
 
 
 def test_train_3d_multiclass(brats_dir, tmp_path):
-    cfg = load_config("brats", ["preprocess.spacing=[2,2,2]", "train.patch_size=[16,16,16]", "infer.roi_size=[16,16,16]",
-                                "model.channels=[4,8,16]", "model.strides=[2,2]", "train.epochs=2", "train.batch_size=2"])
+    cfg = load_config(
+        "brats",
+        [
+            "preprocess.spacing=[2,2,2]",
+            "train.patch_size=[16,16,16]",
+            "infer.roi_size=[16,16,16]",
+            "model.channels=[4,8,16]",
+            "model.strides=[2,2]",
+            "train.epochs=2",
+            "train.batch_size=2",
+        ],
+    )
     res = train(cfg, brats_dir, tmp_path / "b3", progress=False, log=_quiet)
     ck = load_checkpoint(tmp_path / "b3" / "best.pt")
     assert ck["model"]["kwargs"]["out_channels"] == 5 and ck["model"]["kwargs"]["spatial_dims"] == 3
@@ -196,8 +225,14 @@ def test_validation_pools_slices_per_volume():
     pr[0][0, 0] = 1  # 1 false positive on an otherwise empty slice
     pr[1][:2, :2] = 1
     pr[2][3, 3] = 1  # volume "b": one false positive, no truth -> Dice 0
-    items = [{"image": torch.tensor(np.stack([np.zeros((4, 4)), np.where(p > 0, 10.0, -10.0)]), dtype=torch.float32),
-              "label": torch.tensor(g[None], dtype=torch.float32), "volume_id": v} for p, g, v in zip(pr, gt, "aab")]
+    items = [
+        {
+            "image": torch.tensor(np.stack([np.zeros((4, 4)), np.where(p > 0, 10.0, -10.0)]), dtype=torch.float32),
+            "label": torch.tensor(g[None], dtype=torch.float32),
+            "volume_id": v,
+        }
+        for p, g, v in zip(pr, gt, "aab")
+    ]
     dice = validate(_LabelAsLogits(), items, cfg, torch.device("cpu")).dice
     # volume a: tp 4, pred 5, true 4 -> 8/9; volume b: 0; mean 4/9 (per slice it would be (0 + 1 + 0) / 3)
     assert dice[0] == pytest.approx((8 / 9 + 0) / 2)
@@ -212,8 +247,13 @@ def test_validation_batches_same_size_slices_without_changing_the_score():
         n = 8 if k == 3 else 4
         logit = np.where(rng.random((n, n)) > 0.6, 10.0, -10.0)
         gt = (rng.random((n, n)) > 0.5).astype(np.float32)
-        items.append({"image": torch.tensor(np.stack([np.zeros((n, n)), logit]), dtype=torch.float32),
-                      "label": torch.tensor(gt[None]), "volume_id": "ab"[k % 2]})
+        items.append(
+            {
+                "image": torch.tensor(np.stack([np.zeros((n, n)), logit]), dtype=torch.float32),
+                "label": torch.tensor(gt[None]),
+                "volume_id": "ab"[k % 2],
+            }
+        )
     expect = []
     for v in "ab":
         tp = fp = fn = 0
@@ -286,18 +326,21 @@ def test_fn_weight_turns_the_dice_term_into_tversky():
         build_loss(load_config("demo", ["train.loss.fn_weight=1.5"]))
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.loss.fn_weight=1.5", "fn_weight 1.5 must be between 0 and 1"),
-    ("model.dropout_mode=spatial", "dropout_mode is 'spatial'"),
-    ("model.deep_supervision=5", "deep_supervision must be between 1 and 2"),
-    ("model.name=basicunet", "Sequence must have length 6"),
-    ("train.optimizer=lion", "optimizer 'lion' is unknown"),
-    ("train.scheduler=step", "scheduler 'step' is unknown"),
-    ("train.ema=1.5", "ema 1.5 must be a decay"),
-    ("train.pos_slice_fraction=0", "pos_slice_fraction 0.0 must be between 0 and 1"),
-    ("augment.blur_sigma=[1.0,0.5]", r"augment.blur_sigma \[1.0, 0.5\] must be \[low, high\]"),
-    ("augment.lowres_zoom=[0.5,2]", r"augment.lowres_zoom .* <= 1"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.loss.fn_weight=1.5", "fn_weight 1.5 must be between 0 and 1"),
+        ("model.dropout_mode=spatial", "dropout_mode is 'spatial'"),
+        ("model.deep_supervision=5", "deep_supervision must be between 1 and 2"),
+        ("model.name=basicunet", "Sequence must have length 6"),
+        ("train.optimizer=lion", "optimizer 'lion' is unknown"),
+        ("train.scheduler=step", "scheduler 'step' is unknown"),
+        ("train.ema=1.5", "ema 1.5 must be a decay"),
+        ("train.pos_slice_fraction=0", "pos_slice_fraction 0.0 must be between 0 and 1"),
+        ("augment.blur_sigma=[1.0,0.5]", r"augment.blur_sigma \[1.0, 0.5\] must be \[low, high\]"),
+        ("augment.lowres_zoom=[0.5,2]", r"augment.lowres_zoom .* <= 1"),
+    ],
+)
 def test_bad_setting_fails_before_any_data_work(tmp_path, override, message):
     # the data folder does not exist: the config error must come first, and the run folder is not even created
     with pytest.raises(MedsegError, match=message):
@@ -323,7 +366,11 @@ def test_unet_head_keeps_feature_maps_at_the_top():
     assert spec["kwargs"]["head"] is True
     net = build_model(spec)
     last = list(net.modules())[-1]
-    assert isinstance(last, torch.nn.Conv2d) and (last.in_channels, last.out_channels, last.kernel_size) == (8, 1, (1, 1))
+    assert isinstance(last, torch.nn.Conv2d) and (last.in_channels, last.out_channels, last.kernel_size) == (
+        8,
+        1,
+        (1, 1),
+    )
     plain_last = [m for m in plain.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     assert plain_last.in_channels == 1  # MONAI's UNet: a one-channel top block for a binary task
     x = torch.randn(2, 3, 32, 32)
@@ -352,10 +399,14 @@ def test_channel_dropout_zeroes_whole_feature_maps(dims):
     from medseg.models import model_spec
 
     base = ["model.channels=[8,16,32]", "model.strides=[2,2]", "model.dropout=0.5"] + (
-        ["data.spatial_dims=3"] if dims == 3 else [])
+        ["data.spatial_dims=3"] if dims == 3 else []
+    )
     element = build_model(model_spec(load_config("demo", base)))
     spec = model_spec(load_config("demo", base + ["model.dropout_mode=channel"]))
-    assert spec["kwargs"]["dropout_mode"] == "channel" and "dropout_mode" not in model_spec(load_config("demo", base))["kwargs"]
+    assert (
+        spec["kwargs"]["dropout_mode"] == "channel"
+        and "dropout_mode" not in model_spec(load_config("demo", base))["kwargs"]
+    )
     net = build_model(spec)
     kind = torch.nn.Dropout2d if dims == 2 else torch.nn.Dropout3d
     swapped = [m for m in net.modules() if isinstance(m, kind)]
@@ -382,12 +433,23 @@ def test_deep_supervision_outputs_and_loss():
     from medseg.losses import build_loss
     from medseg.models import model_spec
 
-    cfg = load_config("demo", ["model.channels=[8,16,32,64]", "model.strides=[2,2,2]", "model.head=4",
-                               "model.deep_supervision=2", "model.norm=batch"])
+    cfg = load_config(
+        "demo",
+        [
+            "model.channels=[8,16,32,64]",
+            "model.strides=[2,2,2]",
+            "model.head=4",
+            "model.deep_supervision=2",
+            "model.norm=batch",
+        ],
+    )
     spec = model_spec(cfg)
-    assert spec["kwargs"]["deep_supervision"] == 2 and "deep_supervision" not in model_spec(load_config("demo"))["kwargs"]
-    assert isinstance(build_loss(cfg), DeepSupervisionLoss) and not isinstance(build_loss(load_config("demo")),
-                                                                               DeepSupervisionLoss)
+    assert (
+        spec["kwargs"]["deep_supervision"] == 2 and "deep_supervision" not in model_spec(load_config("demo"))["kwargs"]
+    )
+    assert isinstance(build_loss(cfg), DeepSupervisionLoss) and not isinstance(
+        build_loss(load_config("demo")), DeepSupervisionLoss
+    )
     net = build_model(spec)
     x = torch.randn(2, 3, 32, 48)
     outs = net.train()(x)
@@ -405,15 +467,25 @@ def test_deep_supervision_outputs_and_loss():
     loss.backward()
     assert all(h.weight.grad is not None and h.weight.grad.abs().sum() > 0 for h in net.heads)
     with pytest.raises(MedsegError, match="deep_supervision must be between 1 and 2"):
-        build_model(model_spec(load_config("demo", ["model.channels=[8,16,32,64]", "model.strides=[2,2,2]",
-                                                    "model.deep_supervision=3"])))
+        build_model(
+            model_spec(
+                load_config(
+                    "demo", ["model.channels=[8,16,32,64]", "model.strides=[2,2,2]", "model.deep_supervision=3"]
+                )
+            )
+        )
 
 
 def test_deep_supervision_trains_and_infers(folder_dir, tmp_path, small_2d_overrides):
     """A deeply supervised run trains with EMA (a copy of the network with its own taps), saves, and its checkpoint
     rebuilds a network whose evaluation output is one tensor."""
-    res = train(_cfg(small_2d_overrides, "train.epochs=2", "model.deep_supervision=1", "train.ema=0.9"), folder_dir,
-                tmp_path / "run", progress=False, log=_quiet)
+    res = train(
+        _cfg(small_2d_overrides, "train.epochs=2", "model.deep_supervision=1", "train.ema=0.9"),
+        folder_dir,
+        tmp_path / "run",
+        progress=False,
+        log=_quiet,
+    )
     assert res.epochs_run == 2 and 0.0 <= res.best_metric <= 1.0
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["model"]["kwargs"]["deep_supervision"] == 1
@@ -447,14 +519,20 @@ def test_cpu_bfloat16_training(folder_dir, tmp_path, small_2d_overrides, monkeyp
 
     def recording_model(spec):
         net = original(spec)
-        net.register_forward_hook(lambda m, i, o: seen.append((o[0] if isinstance(o, list) else o).dtype)
-                                  if m.training else None)
+        net.register_forward_hook(
+            lambda m, i, o: seen.append((o[0] if isinstance(o, list) else o).dtype) if m.training else None
+        )
         return net
 
     monkeypatch.setattr(T, "build_model", recording_model)
     messages = []
-    res = train(_cfg(small_2d_overrides, "train.epochs=2", f"train.amp={str(amp).lower()}"), folder_dir,
-                tmp_path / "run", progress=False, log=lambda m, *a, **k: messages.append(str(m)))
+    res = train(
+        _cfg(small_2d_overrides, "train.epochs=2", f"train.amp={str(amp).lower()}"),
+        folder_dir,
+        tmp_path / "run",
+        progress=False,
+        log=lambda m, *a, **k: messages.append(str(m)),
+    )
     assert seen and set(seen) == {torch.bfloat16 if amp else torch.float32}
     assert any("mixed precision: bfloat16 on cpu" in m for m in messages) == amp
     assert np.isfinite(res.history[-1]["train_loss"]) and 0.0 <= res.best_metric <= 1.0

@@ -128,8 +128,15 @@ def test_stored_channels_pick_modalities_by_name(lgg_dir):
     sample = next(s for s in load_samples("lgg", lgg_dir).samples if s["slice_index"] == 5)
     raw = read_image_2d(sample[IMAGE]).astype(np.float32)
     for intensity in ("none", "volume"):
-        cfg = load_config("lgg", ["data.channels=[flair, pre_contrast]", f"preprocess.intensity={intensity}",
-                                  "preprocess.spatial_size=null", "preprocess.volume_percentiles=[0,100]"])
+        cfg = load_config(
+            "lgg",
+            [
+                "data.channels=[flair, pre_contrast]",
+                f"preprocess.intensity={intensity}",
+                "preprocess.spatial_size=null",
+                "preprocess.volume_percentiles=[0,100]",
+            ],
+        )
         assert cfg.channel_select == [1, 0] and cfg.in_channels == 2
         out = deterministic_transforms(cfg, with_label=False, for_training=False)({IMAGE: sample[IMAGE]})[IMAGE]
         out = np.asarray(out)
@@ -171,7 +178,10 @@ def _nifti(path, arr, affine=None):
 def test_nan_voxels_rejected(tmp_path):
     img = np.ones((8, 8, 4), np.float32)
     img[2, 2, 2] = np.nan
-    d = {IMAGE: [_nifti(tmp_path / "f.nii.gz", img)], LABEL: _nifti(tmp_path / "l.nii.gz", np.zeros((8, 8, 4), np.uint8))}
+    d = {
+        IMAGE: [_nifti(tmp_path / "f.nii.gz", img)],
+        LABEL: _nifti(tmp_path / "l.nii.gz", np.zeros((8, 8, 4), np.uint8)),
+    }
     with pytest.raises(MedsegError, match="f.nii.gz: contains 1 NaN/infinite voxels"):
         LoadVolumed(1, 2)(d)
 
@@ -228,8 +238,9 @@ def test_joint_zscore_keeps_the_colour_balance(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "m.png")
     d = {IMAGE: str(tmp_path / "i.png"), LABEL: str(tmp_path / "m.png")}
     per = deterministic_transforms(load_config("ph2", ["preprocess.spatial_size=[8,8]"]))(dict(d))[IMAGE]
-    joint = deterministic_transforms(load_config("ph2", ["preprocess.spatial_size=[8,8]",
-                                                         "preprocess.channel_wise=false"]))(dict(d))[IMAGE]
+    joint = deterministic_transforms(
+        load_config("ph2", ["preprocess.spatial_size=[8,8]", "preprocess.channel_wise=false"])
+    )(dict(d))[IMAGE]
     assert torch.allclose(per[1], torch.zeros(8, 8)) and torch.allclose(per[0], per[2])
     values = np.array([100, 50, 50, 200, 50, 150], float)  # each value covers half of one channel
     mean, std = values.mean(), values.std()
@@ -246,9 +257,19 @@ def test_blur_and_low_resolution_change_the_image_only(dims):
     image = torch.as_tensor(rng.normal(size=shape).astype(np.float32))
     label = torch.as_tensor((rng.random((1,) + shape[1:]) > 0.7).astype(np.float32))
     for override, check in (("augment.blur_prob=1", "smoother"), ("augment.lowres_prob=1", "blocky")):
-        cfg = load_config(name, ["augment.flip_prob=0", "augment.affine_prob=0", "augment.intensity_prob=0",
-                                 "augment.contrast_prob=0", "augment.noise_prob=0", "augment.rot90_prob=0",
-                                 "train.patch_size=null", override])
+        cfg = load_config(
+            name,
+            [
+                "augment.flip_prob=0",
+                "augment.affine_prob=0",
+                "augment.intensity_prob=0",
+                "augment.contrast_prob=0",
+                "augment.noise_prob=0",
+                "augment.rot90_prob=0",
+                "train.patch_size=null",
+                override,
+            ],
+        )
         t = random_transforms(cfg)
         assert len(t.transforms) == 1, [type(x).__name__ for x in t.transforms]
         t.set_random_state(1)

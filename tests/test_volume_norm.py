@@ -40,9 +40,16 @@ def test_slices_are_normalised_with_their_volumes_statistics(tmp_path):
     d = _slices(tmp_path, {1: 10, 2: 20, 3: 60})
     Image.fromarray(np.full((6, 8), 255, np.uint8)).save(d / "s_1_mask.png")  # must not enter the statistics
     std = np.sqrt(1400 / 3)
-    cfg = load_config("lgg", ["data.channels=[flair]", "data.stored_channels=null", "preprocess.spatial_size=[6,8]",
-                              "preprocess.intensity=volume",
-                              "preprocess.volume_percentiles=[0,100]"])
+    cfg = load_config(
+        "lgg",
+        [
+            "data.channels=[flair]",
+            "data.stored_channels=null",
+            "preprocess.spatial_size=[6,8]",
+            "preprocess.intensity=volume",
+            "preprocess.volume_percentiles=[0,100]",
+        ],
+    )
     pipe = deterministic_transforms(cfg, with_label=False, for_training=False)
     out = pipe({IMAGE: str(d / "s_1.png")})
     # a per-slice z-score would give 0 everywhere; the volume's scale keeps the slice darker than the rest
@@ -63,13 +70,25 @@ def test_slices_are_normalised_with_their_volumes_statistics(tmp_path):
 
 def test_volume_percentiles_are_checked():
     with pytest.raises(MedsegError, match="volume_percentiles"):
-        deterministic_transforms(load_config("lgg", ["preprocess.intensity=volume", "preprocess.volume_percentiles=[50,10]"]))
+        deterministic_transforms(
+            load_config("lgg", ["preprocess.intensity=volume", "preprocess.volume_percentiles=[50,10]"])
+        )
 
 
 def test_lgg_with_volume_normalisation_trains_and_infers(lgg_dir, tmp_path):
-    cfg = load_config("lgg", ["preprocess.intensity=volume", "model.channels=[4,8,16]", "model.strides=[2,2]",
-                              "model.num_res_units=1", "preprocess.spatial_size=[48,48]", "train.epochs=1",
-                              "train.batch_size=4", "train.val_every=1"])
+    cfg = load_config(
+        "lgg",
+        [
+            "preprocess.intensity=volume",
+            "model.channels=[4,8,16]",
+            "model.strides=[2,2]",
+            "model.num_res_units=1",
+            "preprocess.spatial_size=[48,48]",
+            "train.epochs=1",
+            "train.batch_size=4",
+            "train.val_every=1",
+        ],
+    )
     train(cfg, lgg_dir, tmp_path / "run", progress=False, log=lambda *a, **k: None)
     patient = min(p for p in (lgg_dir / "kaggle_3m").iterdir() if p.is_dir())
     middle = patient / f"{patient.name}_5.tif"

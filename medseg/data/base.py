@@ -42,8 +42,9 @@ def get_recipe(name: str) -> Callable:
     return _RECIPES[name]
 
 
-def load_samples(recipe: str, data_dir: str | Path, options: dict | None = None,
-                 collect_problems: bool = False) -> RecipeResult:
+def load_samples(
+    recipe: str, data_dir: str | Path, options: dict | None = None, collect_problems: bool = False
+) -> RecipeResult:
     """Run a recipe on ``data_dir``; raises MedsegError for a missing or empty layout.
 
     A recipe leaves out a case it cannot use (an image without a mask, a missing modality) and records why in
@@ -55,26 +56,40 @@ def load_samples(recipe: str, data_dir: str | Path, options: dict | None = None,
         try:
             data_dir.mkdir(parents=True)
         except OSError as exc:
-            raise fail(data_dir, f"cannot be created ({os_reason(exc)})",
-                       "pass a --data-dir in a folder you can write to") from None
+            raise fail(
+                data_dir, f"cannot be created ({os_reason(exc)})", "pass a --data-dir in a folder you can write to"
+            ) from None
     if not data_dir.exists():
-        raise fail(data_dir, "data directory does not exist",
-                   f"pass --data-dir pointing at your {recipe} data (see datasets/README.md)")
+        raise fail(
+            data_dir,
+            "data directory does not exist",
+            f"pass --data-dir pointing at your {recipe} data (see datasets/README.md)",
+        )
     if not data_dir.is_dir():
         raise fail(data_dir, "is not a directory", f"pass the folder that holds the {recipe} data")
     result = fn(data_dir, dict(options or {}))
     if result.problems and not collect_problems:
         more = len(result.problems) - 1
-        raise MedsegError(result.problems[0] + (f" ({more} more case{'s' if more > 1 else ''} with problems: "
-                                                f"`medseg datasets check` lists them all)" if more else ""))
+        raise MedsegError(
+            result.problems[0]
+            + (
+                f" ({more} more case{'s' if more > 1 else ''} with problems: `medseg datasets check` lists them all)"
+                if more
+                else ""
+            )
+        )
     if not result.samples and not result.problems:
-        raise fail(data_dir, f"no {recipe} cases found", result.info.get("expected", "check the layout in datasets/README.md"))
+        raise fail(
+            data_dir, f"no {recipe} cases found", result.info.get("expected", "check the layout in datasets/README.md")
+        )
     result.samples, copies = _drop_identical_copies(result.samples)
     if copies:
         a, b = copies[0]
-        result.warnings.append(f"{data_dir}: {len(copies)} case{'s' if len(copies) > 1 else ''} appear twice with "
-                               f"identical files (e.g. {a} and {b}, as in archives that unpack a second copy of "
-                               "the data set): only the first copy is used; point --data-dir at one copy")
+        result.warnings.append(
+            f"{data_dir}: {len(copies)} case{'s' if len(copies) > 1 else ''} appear twice with "
+            f"identical files (e.g. {a} and {b}, as in archives that unpack a second copy of "
+            "the data set): only the first copy is used; point --data-dir at one copy"
+        )
     ids = [s["case_id"] for s in result.samples]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
@@ -126,8 +141,10 @@ def files_with_ext(folder: Path, exts: tuple[str, ...]) -> list[Path]:
 
     if not folder.is_dir():
         return []
-    return sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                   and file_ext(p) in exts), key=lambda p: natural_key(p.name))
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and file_ext(p) in exts),
+        key=lambda p: natural_key(p.name),
+    )
 
 
 def walk_files(folder: Path) -> list[Path]:
@@ -156,8 +173,21 @@ def files_below(folder: Path, exts: tuple[str, ...], limit: int = 500000) -> lis
     return [p for p in walk_files(folder) if not p.name.startswith(".") and file_ext(p) in exts][:limit]
 
 
-MASK_SUFFIXES = ("_mask", "_seg", "_segmentation", "_label", "_labels", "_lesion", "_gt", "_annotation",
-                 "-mask", "-seg", "-segmentation", "-label", ".seg")  # .seg: 3D Slicer's <case>.seg.nrrd
+MASK_SUFFIXES = (
+    "_mask",
+    "_seg",
+    "_segmentation",
+    "_label",
+    "_labels",
+    "_lesion",
+    "_gt",
+    "_annotation",
+    "-mask",
+    "-seg",
+    "-segmentation",
+    "-label",
+    ".seg",
+)  # .seg: 3D Slicer's <case>.seg.nrrd
 
 
 def mask_stem(stem: str) -> str:

@@ -35,8 +35,17 @@ DEFAULT_MODALITIES = {
     "t2": ["t2_*", "t2", "*_t2", "*-t2w", "*_t2w", "*.mr_t2.*"],
 }
 DEFAULT_LABEL = ["otmulticlass*", "*_seg", "*-seg", "seg", "*.ot.*", "ot", "label", "*_label", "*-label", "*_gt"]
-SUBSETS = {"train": "train", "training": "train", "tr": "train", "val": "val", "validation": "val",
-           "valid": "val", "test": "test", "testing": "test", "ts": "test"}
+SUBSETS = {
+    "train": "train",
+    "training": "train",
+    "tr": "train",
+    "val": "val",
+    "validation": "val",
+    "valid": "val",
+    "test": "test",
+    "testing": "test",
+    "ts": "test",
+}
 GRADES = {"hgg": "HGG", "lgg": "LGG"}
 
 
@@ -68,8 +77,9 @@ def _own_folder_file(folder: Path) -> Path | None:
 def case_files(case_dir: Path) -> list[Path]:
     """Volumes of one case: those in its folder, then those alone in a sub-folder of their own name."""
     files = files_with_ext(case_dir, VOLUME_EXTS)
-    subs = sorted((d for d in case_dir.iterdir() if d.is_dir() and not d.name.startswith(".")),
-                  key=lambda d: natural_key(d.name))
+    subs = sorted(
+        (d for d in case_dir.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: natural_key(d.name)
+    )
     return files + [f for f in map(_own_folder_file, subs) if f is not None]
 
 
@@ -81,8 +91,9 @@ def first_match(files: list[Path], patterns: list[str]) -> Path | None:
     return None
 
 
-def find_modalities(files: list[Path], channels: list[str], patterns: dict[str, list[str]],
-                    exclude: Path | None = None) -> dict[str, Path | None]:
+def find_modalities(
+    files: list[Path], channels: list[str], patterns: dict[str, list[str]], exclude: Path | None = None
+) -> dict[str, Path | None]:
     """Each channel's file among ``files`` (the label map left out), ``None`` where none matches."""
     files = [f for f in files if f != exclude]
     return {ch: first_match(files, patterns[ch]) for ch in channels}
@@ -93,16 +104,29 @@ def _case_dir(label: Path) -> Path:
     return label.parent.parent if _in_own_folder(label) else label.parent
 
 
-def _unlabelled_cases(volumes: list[Path], labelled: set[Path], channels: list[str],
-                      mod_patterns: dict[str, list[str]], label_patterns: list[str]) -> list[str]:
+def _unlabelled_cases(
+    volumes: list[Path],
+    labelled: set[Path],
+    channels: list[str],
+    mod_patterns: dict[str, list[str]],
+    label_patterns: list[str],
+) -> list[str]:
     """One warning per folder that holds a modality volume but no label map: such a case is left out of training,
     and says so, instead of vanishing from the count."""
-    cases = sorted({_case_dir(f) for f in volumes if _case_dir(f) not in labelled
-                    and any(_matches(f, pat) for ch in channels for pat in mod_patterns[ch])},
-                   key=lambda p: natural_key(str(p)))
+    cases = sorted(
+        {
+            _case_dir(f)
+            for f in volumes
+            if _case_dir(f) not in labelled and any(_matches(f, pat) for ch in channels for pat in mod_patterns[ch])
+        },
+        key=lambda p: natural_key(str(p)),
+    )
     looked = ", ".join(label_patterns[:4]) + (", ..." if len(label_patterns) > 4 else "")
-    return [f"{case}: no label map (looked for {looked}); it is left out of training; fix: add its label map, or set "
-            "data.options.label to the label file's pattern" for case in cases]
+    return [
+        f"{case}: no label map (looked for {looked}); it is left out of training; fix: add its label map, or set "
+        "data.options.label to the label file's pattern"
+        for case in cases
+    ]
 
 
 @register("brats")
@@ -111,27 +135,37 @@ def brats_samples(data_dir: Path, options: dict) -> RecipeResult:
     mod_patterns = modality_patterns(channels, options.get("modalities"))
     label_patterns = options.get("label") or DEFAULT_LABEL
     label_patterns = [label_patterns] if isinstance(label_patterns, str) else list(label_patterns)
-    expected = (f"expected one folder per case holding {', '.join(mod_patterns[c][0] for c in channels)} "
-                f"and a label map {label_patterns[0]} (.nii.gz, .mha or .nrrd)")
+    expected = (
+        f"expected one folder per case holding {', '.join(mod_patterns[c][0] for c in channels)} "
+        f"and a label map {label_patterns[0]} (.nii.gz, .mha or .nrrd)"
+    )
     samples, warnings, problems = [], [], []
     volumes = files_below(data_dir, VOLUME_EXTS)
     labelled = {_case_dir(p) for p in volumes if any(_matches(p, pat) for pat in label_patterns)}
     unlabelled = _unlabelled_cases(volumes, labelled, channels, mod_patterns, label_patterns)
     warnings += unlabelled
     if unlabelled and not labelled:  # the refusal says why nothing was found (an unlabelled validation set, say)
-        expected = (f"{len(unlabelled)} case folder{'s' if len(unlabelled) > 1 else ''} hold volumes but no label "
-                    f"map (e.g. {unlabelled[0].split(': ')[0]}): add the label maps, or set data.options.label to "
-                    f"their file pattern; {expected}")
+        expected = (
+            f"{len(unlabelled)} case folder{'s' if len(unlabelled) > 1 else ''} hold volumes but no label "
+            f"map (e.g. {unlabelled[0].split(': ')[0]}): add the label maps, or set data.options.label to "
+            f"their file pattern; {expected}"
+        )
     for case_dir in sorted(labelled, key=lambda p: natural_key(str(p))):
         files = case_files(case_dir)
         label = first_match(files, label_patterns)
         found = find_modalities(files, channels, mod_patterns, exclude=label)
         missing = [ch for ch, f in found.items() if f is None]
         if missing:
-            problems.append(str(fail(case_dir, f"modality {', '.join(repr(m) for m in missing)} missing (looked for "
-                                               f"{', '.join(mod_patterns[m][0] for m in missing)})",
-                                     f"add the {missing[0]} volume or set data.options.modalities.{missing[0]} to its "
-                                     "file pattern")))
+            problems.append(
+                str(
+                    fail(
+                        case_dir,
+                        f"modality {', '.join(repr(m) for m in missing)} missing (looked for "
+                        f"{', '.join(mod_patterns[m][0] for m in missing)})",
+                        f"add the {missing[0]} volume or set data.options.modalities.{missing[0]} to its file pattern",
+                    )
+                )
+            )
             continue
         images = [str(found[ch]) for ch in channels]
         rel = case_dir.relative_to(data_dir).parts
@@ -146,8 +180,10 @@ def brats_samples(data_dir: Path, options: dict) -> RecipeResult:
         samples.append(sample)
     n_2023 = sum(strip_ext(Path(s[LABEL])).lower().endswith("-seg") for s in samples)
     if n_2023:
-        warnings.append(f"{n_2023} label maps are named as BraTS 2023+ (<case>-seg), whose values are 1 necrosis, "
-                        "2 oedema, 3 enhancing tumour (BraTS 2013 and configs/brats.yaml: 3 non-enhancing, "
-                        "4 enhancing); fix: name the classes as these files use them, e.g. --set "
-                        "'data.labels=[background,necrosis,oedema,enhancing]'")
+        warnings.append(
+            f"{n_2023} label maps are named as BraTS 2023+ (<case>-seg), whose values are 1 necrosis, "
+            "2 oedema, 3 enhancing tumour (BraTS 2013 and configs/brats.yaml: 3 non-enhancing, "
+            "4 enhancing); fix: name the classes as these files use them, e.g. --set "
+            "'data.labels=[background,necrosis,oedema,enhancing]'"
+        )
     return RecipeResult(samples, warnings, {"expected": expected}, problems)

@@ -23,13 +23,23 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
     from ..progress import track
     from ..transforms import LoadImage2Dd, LoadVolumed
 
-    result = load_samples(cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels},
-                          collect_problems=True)
+    result = load_samples(
+        cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels}, collect_problems=True
+    )
     samples = result.samples
     dims = cfg.data.spatial_dims
-    loader = (LoadImage2Dd(len(cfg.data.channels), cfg.num_classes, context=cfg.data.context_slices, describe=True,
-                           select=cfg.channel_select, stored=cfg.data.stored_channels)
-              if dims == 2 else LoadVolumed(len(cfg.data.channels), cfg.num_classes, describe=True))
+    loader = (
+        LoadImage2Dd(
+            len(cfg.data.channels),
+            cfg.num_classes,
+            context=cfg.data.context_slices,
+            describe=True,
+            select=cfg.channel_select,
+            stored=cfg.data.stored_channels,
+        )
+        if dims == 2
+        else LoadVolumed(len(cfg.data.channels), cfg.num_classes, describe=True)
+    )
     sizes, spacings, values, channels, exif = Counter(), Counter(), Counter(), Counter(), Counter()
     problems = list(result.problems)  # cases the recipe had to leave out, then files the loader rejects
     fg_fraction = []
@@ -82,12 +92,17 @@ def _unexpected(sample: dict, exc: Exception) -> str:
     """A loader failure medseg has no message for, as one problem line naming the case's files."""
     image = sample[IMAGE][0] if isinstance(sample[IMAGE], (list, tuple)) else sample[IMAGE]
     text = " ".join(str(exc).split())[:160]
-    return str(fail(image, f"could not be read with its mask {Path(sample[LABEL]).name} ({type(exc).__name__}: {text})",
-                    "open both files in a viewer and re-export them, or remove the case (and report the message)"))
+    return str(
+        fail(
+            image,
+            f"could not be read with its mask {Path(sample[LABEL]).name} ({type(exc).__name__}: {text})",
+            "open both files in a viewer and re-export them, or remove the case (and report the message)",
+        )
+    )
 
 
 def _images(count: int, one: str, many: str) -> str:
-    """"1 image has" / "3 images have"."""
+    """ "1 image has" / "3 images have"."""
     return f"{count} image {one}" if count == 1 else f"{count} images {many}"
 
 
@@ -106,8 +121,10 @@ def _channel_warnings(found: Counter, expected: list[str]) -> list[str]:
             "repeat": (f"repeated into {n} identical channels", "set data.channels to one name, e.g. [image]"),
             "refuse": ("refused", f"set data.channels to {c} names"),
         }[plan]
-        out.append(f"{_images(count, 'has', 'have')} {c} channel{'s' if c > 1 else ''} but the config expects {n} "
-                   f"({', '.join(expected)}): they will be {what}; {fix}")
+        out.append(
+            f"{_images(count, 'has', 'have')} {c} channel{'s' if c > 1 else ''} but the config expects {n} "
+            f"({', '.join(expected)}): they will be {what}; {fix}"
+        )
     return out
 
 
@@ -116,23 +133,29 @@ def _exif_warnings(exif: Counter) -> list[str]:
     only their stored pixels fit the mask."""
     out = []
     if exif["upright"]:
-        out.append(f"{_images(exif['upright'], 'carries', 'carry')} an EXIF orientation: read upright, as viewers "
-                   "and annotation tools show them, so the masks must have been drawn on the upright picture; "
-                   "check one overlay (medseg evaluate writes them)")
+        out.append(
+            f"{_images(exif['upright'], 'carries', 'carry')} an EXIF orientation: read upright, as viewers "
+            "and annotation tools show them, so the masks must have been drawn on the upright picture; "
+            "check one overlay (medseg evaluate writes them)"
+        )
     if exif["as_stored"]:
-        out.append(f"{_images(exif['as_stored'], 'fits its mask', 'fit their masks')} only with the EXIF orientation "
-                   "ignored: trained as stored, but medseg infer reads images upright; fix: save these images without "
-                   "the orientation tag (e.g. exiftool -Orientation= -n) so that both agree")
+        out.append(
+            f"{_images(exif['as_stored'], 'fits its mask', 'fit their masks')} only with the EXIF orientation "
+            "ignored: trained as stored, but medseg infer reads images upright; fix: save these images without "
+            "the orientation tag (e.g. exiftool -Orientation= -n) so that both agree"
+        )
     return out
 
 
 def format_report(r: dict) -> str:
-    lines = [f"{r['recipe']} data in {r['data_dir']}",
-             f"  cases: {r['n_cases']} ({r['n_groups']} groups/patients)"
-             + (f", subsets {r['subsets']}" if set(r["subsets"]) != {"none"} else ""),
-             f"  channels: expected {r['channels_expected']}, found {r['channels_found']}",
-             f"  classes: {r['classes']}; label values found: {r['label_values_found']}",
-             f"  image sizes: {r['image_sizes']}"]
+    lines = [
+        f"{r['recipe']} data in {r['data_dir']}",
+        f"  cases: {r['n_cases']} ({r['n_groups']} groups/patients)"
+        + (f", subsets {r['subsets']}" if set(r["subsets"]) != {"none"} else ""),
+        f"  channels: expected {r['channels_expected']}, found {r['channels_found']}",
+        f"  classes: {r['classes']}; label values found: {r['label_values_found']}",
+        f"  image sizes: {r['image_sizes']}",
+    ]
     if r["spacings_mm"]:
         lines.append(f"  spacing (mm): {r['spacings_mm']}")
     if r["foreground_fraction_mean"] is not None:
@@ -140,7 +163,9 @@ def format_report(r: dict) -> str:
     if r.get("diagnosis_counts"):
         lines.append(f"  diagnosis counts: {r['diagnosis_counts']}")
     if r["metadata_keys"]:
-        lines.append(f"  metadata: {', '.join(r['metadata_keys'][:12])}{' ...' if len(r['metadata_keys']) > 12 else ''}")
+        lines.append(
+            f"  metadata: {', '.join(r['metadata_keys'][:12])}{' ...' if len(r['metadata_keys']) > 12 else ''}"
+        )
     lines += [f"  warning: {w}" for w in r["warnings"]]
     lines += [f"  PROBLEM: {p}" for p in r["problems"]]
     lines.append("  OK" if not r["problems"] else f"  {len(r['problems'])} problem(s) found")

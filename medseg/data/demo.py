@@ -26,8 +26,11 @@ def _claim_for_demo(data_dir: Path) -> bool:
     if marker.is_file():
         return marker.read_text(errors="replace").startswith(IN_PROGRESS)
     if data_dir.exists() and any(data_dir.iterdir()):
-        raise fail(data_dir, "is not a medseg demo folder (it holds files medseg did not write)",
-                   "pass an empty or new --data-dir for the demo")
+        raise fail(
+            data_dir,
+            "is not a medseg demo folder (it holds files medseg did not write)",
+            "pass an empty or new --data-dir for the demo",
+        )
     return True
 
 
@@ -44,7 +47,9 @@ def demo_samples(data_dir: Path, options: dict) -> RecipeResult:
         if dims == 2:
             make_folder_2d(data_dir, n=n, size=tuple(options.get("size", (96, 128))), seed=int(options.get("seed", 0)))
         else:
-            make_nifti_folder(data_dir, n=n, shape=tuple(options.get("size", (40, 40, 32))), seed=int(options.get("seed", 0)))
+            make_nifti_folder(
+                data_dir, n=n, shape=tuple(options.get("size", (40, 40, 32))), seed=int(options.get("seed", 0))
+            )
         marker.write_text(f"synthetic medseg demo data, dims={dims}, n={n}\n")
     return (folder_samples if dims == 2 else nifti_samples)(Path(data_dir), options)
 

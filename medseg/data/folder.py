@@ -54,8 +54,15 @@ def folder_samples(data_dir: Path, options: dict) -> RecipeResult:
             continue
         mask = masks.get(img.stem.lower())
         if mask is None:
-            problems.append(str(fail(img, "image has no mask",
-                                     f"add {mask_dir.name}/{img.stem}.png (or _mask.png) or remove the image")))
+            problems.append(
+                str(
+                    fail(
+                        img,
+                        "image has no mask",
+                        f"add {mask_dir.name}/{img.stem}.png (or _mask.png) or remove the image",
+                    )
+                )
+            )
             continue
         samples.append({IMAGE: str(img), LABEL: str(mask), "case_id": img.stem, "group": img.stem, "meta": {}})
     orphans = sorted(set(masks) - {s["case_id"].lower() for s in samples})

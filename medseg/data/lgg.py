@@ -25,8 +25,10 @@ from ..io import IMAGE_2D_EXTS, read_image_2d
 from .base import IMAGE, LABEL, RecipeResult, files_below, natural_key, register, walk_files
 
 SLICE_RE = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)$")
-EXPECTED = ("expected patient folders 'TCGA_<inst>_<id>_<date>/' holding '<folder>_<n>.tif' slices and "
-            "'<folder>_<n>_mask.tif' masks (optionally inside kaggle_3m/)")
+EXPECTED = (
+    "expected patient folders 'TCGA_<inst>_<id>_<date>/' holding '<folder>_<n>.tif' slices and "
+    "'<folder>_<n>_mask.tif' masks (optionally inside kaggle_3m/)"
+)
 
 
 def patient_key(folder_name: str) -> str:
@@ -112,41 +114,56 @@ def lgg_samples(data_dir: Path, options: dict) -> RecipeResult:
             continue
         if not any(mask_of(f) for f, _ in images):  # a folder of images without any masks (a test set, say)
             unmasked.append(d)
-            warnings.append(f"{d}: {len(images)} slice{'s' if len(images) > 1 else ''} without any mask "
-                            f"(e.g. {images[0][0].name}); left out of training; fix: add the <slice>_mask"
-                            f"{images[0][0].suffix} files beside them to train on this folder")
+            warnings.append(
+                f"{d}: {len(images)} slice{'s' if len(images) > 1 else ''} without any mask "
+                f"(e.g. {images[0][0].name}); left out of training; fix: add the <slice>_mask"
+                f"{images[0][0].suffix} files beside them to train on this folder"
+            )
             continue
         one_patient = len({m.group("stem") for _, m in images}) == 1
         for img, m in sorted(images, key=lambda fm: natural_key(fm[0].stem)):
             mask = mask_of(img)
             if mask is None:
-                problems.append(str(fail(img, "slice has no mask",
-                                         f"add {img.stem}_mask{img.suffix} beside it or remove the slice")))
+                problems.append(
+                    str(
+                        fail(img, "slice has no mask", f"add {img.stem}_mask{img.suffix} beside it or remove the slice")
+                    )
+                )
                 continue
             used.add(mask)
             volume = d.name if one_patient else m.group("stem")
             pid = patient_key(volume)
-            samples.append({IMAGE: str(img), LABEL: str(mask), "case_id": img.stem, "group": pid,
-                            "slice_index": int(m.group("n")), "volume_id": volume,
-                            "meta": dict(csv_rows.get(pid, {}))})
+            samples.append(
+                {
+                    IMAGE: str(img),
+                    LABEL: str(mask),
+                    "case_id": img.stem,
+                    "group": pid,
+                    "slice_index": int(m.group("n")),
+                    "volume_id": volume,
+                    "meta": dict(csv_rows.get(pid, {})),
+                }
+            )
     if csv_path:
         for vol in sorted({s["volume_id"] for s in samples}, key=natural_key):
             if patient_key(vol) not in csv_rows:
                 warnings.append(f"{vol}: no row for {patient_key(vol)} in {csv_path.name}; metadata left empty")
     orphans = [f for masks in local.values() for f in masks.values() if f not in used]
     if orphans and samples:
-        warnings.append(f"{len(orphans)} masks without an image were ignored ({orphans[0]}"
-                        f"{', ...' if len(orphans) > 1 else ''})")
+        warnings.append(
+            f"{len(orphans)} masks without an image were ignored ({orphans[0]}{', ...' if len(orphans) > 1 else ''})"
+        )
     if unnamed and samples:
         warnings.append(f"{unnamed} image files not named '<patient>_<slice number>' were ignored")
     samples.sort(key=lambda s: (natural_key(s["volume_id"]), s["slice_index"]))
     expected = EXPECTED
     if not samples and unmasked:  # the refusal says why nothing was found
         more = len(unmasked) - 1
-        expected = (f"{unmasked[0]}{f' and {more} more folder' + ('s' if more > 1 else '') if more else ''} "
-                    f"hold{'s' if not more else ''} slices without any mask: add their <slice>_mask.tif files; {EXPECTED}")
-    return RecipeResult(samples, warnings, {"csv": str(csv_path) if csv_path else None, "expected": expected},
-                        problems)
+        expected = (
+            f"{unmasked[0]}{f' and {more} more folder' + ('s' if more > 1 else '') if more else ''} "
+            f"hold{'s' if not more else ''} slices without any mask: add their <slice>_mask.tif files; {EXPECTED}"
+        )
+    return RecipeResult(samples, warnings, {"csv": str(csv_path) if csv_path else None, "expected": expected}, problems)
 
 
 def group_by_volume(samples: list[dict]) -> dict[str, list[dict]]:
@@ -170,7 +187,9 @@ def stack_patient(samples: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         masks.append(binarise_mask_2d(read_image_2d(s[LABEL], kind="mask")))
     shapes = {i.shape for i in imgs}
     if len(shapes) != 1:
-        raise fail(ordered[0][IMAGE], f"slices of this patient differ in size {sorted(shapes)}",
-                   "re-export the slices at one size")
+        raise fail(
+            ordered[0][IMAGE],
+            f"slices of this patient differ in size {sorted(shapes)}",
+            "re-export the slices at one size",
+        )
     return np.stack(imgs, axis=2), np.stack(masks, axis=2).astype(np.uint8)
-

@@ -23,8 +23,10 @@ from .base import IMAGE, LABEL, RecipeResult, files_with_ext, first_subdir, mask
 IMAGE_DIRS = ["imagesTr", "images", "image", "imgs", "volumes"]
 LABEL_DIRS = ["labelsTr", "labels", "label", "masks", "mask", "segmentations", "segs"]
 CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
-EXPECTED = ("expected dataset.json with imagesTr/ and labelsTr/ (MSD or nnU-Net), or images/ and labels/ "
-            "folders of .nii.gz/.nrrd/.mha files paired by name")
+EXPECTED = (
+    "expected dataset.json with imagesTr/ and labelsTr/ (MSD or nnU-Net), or images/ and labels/ "
+    "folders of .nii.gz/.nrrd/.mha files paired by name"
+)
 
 
 def _label_names(labels: dict) -> list[str]:
@@ -64,26 +66,48 @@ def _from_dataset_json(root: Path, spec: dict) -> RecipeResult:
             imgs = _listed_image(listed, n_ch)
             gone = listed if imgs is None else (None if lab.is_file() else lab)
             if gone:
-                problems.append(str(fail(gone, "listed in dataset.json but missing",
-                                         "restore the file or remove its entry from dataset.json")))
+                problems.append(
+                    str(
+                        fail(
+                            gone,
+                            "listed in dataset.json but missing",
+                            "restore the file or remove its entry from dataset.json",
+                        )
+                    )
+                )
                 continue
             case = strip_ext(listed)
-            samples.append({IMAGE: [str(p) for p in imgs] if len(imgs) > 1 else str(imgs[0]), LABEL: str(lab),
-                            "case_id": case, "group": case, "meta": {}})
+            samples.append(
+                {
+                    IMAGE: [str(p) for p in imgs] if len(imgs) > 1 else str(imgs[0]),
+                    LABEL: str(lab),
+                    "case_id": case,
+                    "group": case,
+                    "meta": {},
+                }
+            )
         return RecipeResult(samples, [], info, problems)
     ending = spec.get("file_ending", ".nii.gz")
     img_dir, lab_dir = root / "imagesTr", root / "labelsTr"
     problems += _images_without_labels(img_dir, lab_dir, ending)
-    for lab in sorted((p for p in lab_dir.glob(f"*{ending}") if not p.name.startswith(".")),
-                      key=lambda p: natural_key(p.name)):  # ._* files: macOS metadata in unpacked archives
+    for lab in sorted(
+        (p for p in lab_dir.glob(f"*{ending}") if not p.name.startswith(".")), key=lambda p: natural_key(p.name)
+    ):  # ._* files: macOS metadata in unpacked archives
         case = lab.name[: -len(ending)]
         imgs = [img_dir / f"{case}_{c:04d}{ending}" for c in range(n_ch)]
         gone = [p for p in imgs if not p.exists()]
         if gone:
             problems.append(str(fail(gone[0], "channel file missing for this case", f"add it or remove {lab.name}")))
             continue
-        samples.append({IMAGE: [str(p) for p in imgs] if n_ch > 1 else str(imgs[0]), LABEL: str(lab),
-                        "case_id": case, "group": case, "meta": {}})
+        samples.append(
+            {
+                IMAGE: [str(p) for p in imgs] if n_ch > 1 else str(imgs[0]),
+                LABEL: str(lab),
+                "case_id": case,
+                "group": case,
+                "meta": {},
+            }
+        )
     return RecipeResult(samples, [], info, problems)
 
 
@@ -95,7 +119,9 @@ def _images_without_labels(img_dir: Path, lab_dir: Path, ending: str) -> list[st
     for img in sorted(img_dir.glob(f"*_0000{ending}"), key=lambda p: natural_key(p.name)):
         case = img.name[: -len(f"_0000{ending}")]
         if not img.name.startswith(".") and not (lab_dir / f"{case}{ending}").exists():
-            out.append(str(fail(img, "image has no label map", f"add {lab_dir.name}/{case}{ending} or remove the image")))
+            out.append(
+                str(fail(img, "image has no label map", f"add {lab_dir.name}/{case}{ending} or remove the image"))
+            )
     return out
 
 
@@ -123,13 +149,31 @@ def nifti_samples(data_dir: Path, options: dict) -> RecipeResult:
         files = sorted(groups[case], key=lambda p: natural_key(p.name))
         lab = labels.get(case)
         if lab is None:
-            problems.append(str(fail(files[0], "image has no label map",
-                                     f"add {lab_dir.name}/{case}{file_ext(files[0])} or remove the image")))
+            problems.append(
+                str(
+                    fail(
+                        files[0],
+                        "image has no label map",
+                        f"add {lab_dir.name}/{case}{file_ext(files[0])} or remove the image",
+                    )
+                )
+            )
             continue
-        samples.append({IMAGE: [str(f) for f in files] if len(files) > 1 else str(files[0]), LABEL: str(lab),
-                        "case_id": case, "group": case, "meta": {}})
+        samples.append(
+            {
+                IMAGE: [str(f) for f in files] if len(files) > 1 else str(files[0]),
+                LABEL: str(lab),
+                "case_id": case,
+                "group": case,
+                "meta": {},
+            }
+        )
     orphans = sorted(set(labels) - set(groups))
-    warnings = [f"{lab_dir}: {len(orphans)} label maps without an image were ignored ({', '.join(orphans[:3])})"] if orphans else []
+    warnings = (
+        [f"{lab_dir}: {len(orphans)} label maps without an image were ignored ({', '.join(orphans[:3])})"]
+        if orphans
+        else []
+    )
     return RecipeResult(samples, warnings, {"expected": EXPECTED}, problems)
 
 
@@ -149,6 +193,8 @@ def _single_folder(data_dir: Path) -> RecipeResult:
         if case in labels:
             samples.append({IMAGE: str(p), LABEL: str(labels[case]), "case_id": case, "group": case, "meta": {}})
         elif labels:  # a loose folder may hold other volumes too: named, and left out, but training goes on
-            warnings.append(f"{p}: volume has no label map; it is left out of training; fix: add "
-                            f"{case}_label{file_ext(p)} beside it to train on it")
+            warnings.append(
+                f"{p}: volume has no label map; it is left out of training; fix: add "
+                f"{case}_label{file_ext(p)} beside it to train on it"
+            )
     return RecipeResult(samples, warnings, {"expected": EXPECTED})

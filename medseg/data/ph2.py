@@ -26,14 +26,19 @@ CASE_RE = re.compile(r"^IMD\d+$", re.IGNORECASE)
 DIAGNOSIS_NAMES = {0: "common nevus", 1: "atypical nevus", 2: "melanoma"}
 CRITERIA = ["asymmetry", "pigment_network", "dots_globules", "streaks", "regression_areas", "blue_whitish_veil"]
 # PH2_dataset.txt's codes for the dermoscopic criteria (Mendonça et al. 2013)
-CRITERIA_CODES = {"asymmetry": {0: "fully symmetric", 1: "symmetric in one axis", 2: "fully asymmetric"},
-                  "pigment_network": {"T": "typical", "AT": "atypical", "A": "absent"},
-                  "dots_globules": {"T": "typical", "AT": "atypical", "A": "absent"},
-                  "streaks": {"P": "present", "A": "absent"}, "regression_areas": {"P": "present", "A": "absent"},
-                  "blue_whitish_veil": {"P": "present", "A": "absent"}}
+CRITERIA_CODES = {
+    "asymmetry": {0: "fully symmetric", 1: "symmetric in one axis", 2: "fully asymmetric"},
+    "pigment_network": {"T": "typical", "AT": "atypical", "A": "absent"},
+    "dots_globules": {"T": "typical", "AT": "atypical", "A": "absent"},
+    "streaks": {"P": "present", "A": "absent"},
+    "regression_areas": {"P": "present", "A": "absent"},
+    "blue_whitish_veil": {"P": "present", "A": "absent"},
+}
 COLOUR_NAMES = {1: "white", 2: "red", 3: "light-brown", 4: "dark-brown", 5: "blue-gray", 6: "black"}
-EXPECTED = ("expected 'PH2 Dataset images/IMDxxx/IMDxxx_Dermoscopic_Image/IMDxxx.<bmp|jpg|png>' and "
-            "'IMDxxx_lesion/IMDxxx_lesion.<ext>' under the data directory")
+EXPECTED = (
+    "expected 'PH2 Dataset images/IMDxxx/IMDxxx_Dermoscopic_Image/IMDxxx.<bmp|jpg|png>' and "
+    "'IMDxxx_lesion/IMDxxx_lesion.<ext>' under the data directory"
+)
 
 
 def find_case_root(data_dir: Path) -> Path | None:
@@ -113,18 +118,42 @@ def _flat_samples(data_dir: Path, table: dict, table_path: Path | None) -> Recip
     samples, problems = [], []
     for case in sorted(set(images) | set(masks), key=natural_key):
         if case not in images:
-            problems.append(str(fail(masks[case], "lesion mask has no image",
-                                     f"add {case}.bmp (or .jpg/.png) beside it or remove the mask")))
+            problems.append(
+                str(
+                    fail(
+                        masks[case],
+                        "lesion mask has no image",
+                        f"add {case}.bmp (or .jpg/.png) beside it or remove the mask",
+                    )
+                )
+            )
             continue
         if case not in masks:
-            problems.append(str(fail(images[case], "lesion mask missing",
-                                     f"add {case}_lesion.bmp (or .png) beside it or remove the image")))
+            problems.append(
+                str(
+                    fail(
+                        images[case],
+                        "lesion mask missing",
+                        f"add {case}_lesion.bmp (or .png) beside it or remove the image",
+                    )
+                )
+            )
             continue
-        samples.append({IMAGE: str(images[case]), LABEL: str(masks[case]), "case_id": case, "group": case,
-                        "meta": dict(table.get(case, {}))})
-    return RecipeResult(samples, _table_warnings(table, samples, table_path, data_dir),
-                        {"table": str(table_path) if table_path else None, "root": str(data_dir), "layout": "flat"},
-                        problems)
+        samples.append(
+            {
+                IMAGE: str(images[case]),
+                LABEL: str(masks[case]),
+                "case_id": case,
+                "group": case,
+                "meta": dict(table.get(case, {})),
+            }
+        )
+    return RecipeResult(
+        samples,
+        _table_warnings(table, samples, table_path, data_dir),
+        {"table": str(table_path) if table_path else None, "root": str(data_dir), "layout": "flat"},
+        problems,
+    )
 
 
 def _table_warnings(table: dict, samples: list[dict], table_path: Path | None, data_dir: Path) -> list[str]:
@@ -133,11 +162,15 @@ def _table_warnings(table: dict, samples: list[dict], table_path: Path | None, d
         return [f"{data_dir}: no PH2_dataset.txt found; diagnoses unavailable (stratified splits fall back to random)"]
     if not table:
         return []
-    out = [f"{s['case_id']}: no row in {table_path.name}; diagnosis unknown" for s in samples if s["case_id"] not in table]
+    out = [
+        f"{s['case_id']}: no row in {table_path.name}; diagnosis unknown" for s in samples if s["case_id"] not in table
+    ]
     missing = sorted(set(table) - {s["case_id"] for s in samples}, key=natural_key)
     if missing:
-        out.append(f"{len(missing)} rows of {table_path.name} have no images on disk and were skipped "
-                   f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+        out.append(
+            f"{len(missing)} rows of {table_path.name} have no images on disk and were skipped "
+            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})"
+        )
     return out
 
 
@@ -151,23 +184,43 @@ def ph2_samples(data_dir: Path, options: dict) -> RecipeResult:
     table_path = find_table(data_dir, case_root)
     table = parse_table(table_path) if table_path else {}
     samples, problems = [], []
-    for case_dir in sorted((d for d in case_root.iterdir() if d.is_dir() and CASE_RE.match(d.name)),
-                           key=lambda d: natural_key(d.name)):
+    for case_dir in sorted(
+        (d for d in case_root.iterdir() if d.is_dir() and CASE_RE.match(d.name)), key=lambda d: natural_key(d.name)
+    ):
         case = case_dir.name.upper()
         img_dir = next((d for d in case_dir.iterdir() if d.is_dir() and "dermoscopic" in d.name.lower()), None)
         les_dir = next((d for d in case_dir.iterdir() if d.is_dir() and d.name.lower().endswith("_lesion")), None)
         image = _single_file(img_dir, case_dir.name) if img_dir else None
         if image is None:
-            problems.append(str(fail(case_dir, "no dermoscopic image found",
-                                     f"put the image in {case_dir.name}_Dermoscopic_Image/{case_dir.name}.bmp "
-                                     "(or .jpg/.png), or remove the case folder")))
+            problems.append(
+                str(
+                    fail(
+                        case_dir,
+                        "no dermoscopic image found",
+                        f"put the image in {case_dir.name}_Dermoscopic_Image/{case_dir.name}.bmp "
+                        "(or .jpg/.png), or remove the case folder",
+                    )
+                )
+            )
             continue
         label = _single_file(les_dir, f"{case_dir.name}_lesion") if les_dir else None
         if label is None:
-            problems.append(str(fail(case_dir / f"{case_dir.name}_lesion", "lesion mask missing",
-                                     f"add {case_dir.name}_lesion/{case_dir.name}_lesion.bmp or remove the case folder")))
+            problems.append(
+                str(
+                    fail(
+                        case_dir / f"{case_dir.name}_lesion",
+                        "lesion mask missing",
+                        f"add {case_dir.name}_lesion/{case_dir.name}_lesion.bmp or remove the case folder",
+                    )
+                )
+            )
             continue
-        samples.append({IMAGE: str(image), LABEL: str(label), "case_id": case, "group": case,
-                        "meta": dict(table.get(case, {}))})
-    return RecipeResult(samples, _table_warnings(table, samples, table_path, data_dir),
-                        {"table": str(table_path) if table_path else None, "root": str(case_root)}, problems)
+        samples.append(
+            {IMAGE: str(image), LABEL: str(label), "case_id": case, "group": case, "meta": dict(table.get(case, {}))}
+        )
+    return RecipeResult(
+        samples,
+        _table_warnings(table, samples, table_path, data_dir),
+        {"table": str(table_path) if table_path else None, "root": str(case_root)},
+        problems,
+    )

@@ -32,12 +32,16 @@ def _strata(samples: list[dict], key: str | None) -> dict[str, list[str]]:
 def make_split(samples: list[dict], cfg: SplitConfig) -> dict:
     """Return ``{"train": [...], "val": [...], "test": [...]}`` lists of case ids plus how they were made."""
     if cfg.max_train_groups < 0:
-        raise MedsegError(f"split.max_train_groups={cfg.max_train_groups} must be >= 0; fix: --set data.split.max_train_groups=0")
+        raise MedsegError(
+            f"split.max_train_groups={cfg.max_train_groups} must be >= 0; fix: --set data.split.max_train_groups=0"
+        )
     subsets = {s.get("subset") for s in samples}
     if cfg.use_predefined and cfg.folds <= 1 and {"train", "val"} <= subsets:
         if cfg.max_train_groups:
-            raise MedsegError("split.max_train_groups needs a drawn split, but the data has its own train/val folders; "
-                              "fix: --set data.split.use_predefined=false")
+            raise MedsegError(
+                "split.max_train_groups needs a drawn split, but the data has its own train/val folders; "
+                "fix: --set data.split.use_predefined=false"
+            )
         out = {k: [s["case_id"] for s in samples if s.get("subset") == k] for k in ("train", "val", "test")}
         out["train"] += [s["case_id"] for s in samples if s.get("subset") is None]
         out["method"] = "predefined folders"
@@ -76,7 +80,7 @@ def make_split(samples: list[dict], cfg: SplitConfig) -> dict:
         # nested (the 8 groups of a smaller run are among the 12 of a larger one) and a learning curve adds data only.
         train_groups = sorted(g for g in side if side[g] == "train")
         order = [train_groups[i] for i in np.random.default_rng([cfg.seed, 1]).permutation(len(train_groups))]
-        for g in order[cfg.max_train_groups:]:
+        for g in order[cfg.max_train_groups :]:
             side[g] = "unused"
         method += f", {min(cfg.max_train_groups, len(order))} of {len(order)} training groups"
     out = {k: [s["case_id"] for s in samples if side[s["group"]] == k] for k in ("train", "val", "test")}
@@ -86,7 +90,9 @@ def make_split(samples: list[dict], cfg: SplitConfig) -> dict:
         method += f", stratified by {cfg.stratify}"
     out["method"] = method + f", seed {cfg.seed}"
     if not out["train"]:
-        raise MedsegError(f"the split left no training cases ({n_groups} groups); fix: add data or lower val/test fractions")
+        raise MedsegError(
+            f"the split left no training cases ({n_groups} groups); fix: add data or lower val/test fractions"
+        )
     return out
 
 

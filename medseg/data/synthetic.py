@@ -64,7 +64,7 @@ def mri_from_mask(rng, mask: np.ndarray, contrast: float = 1.0) -> np.ndarray:
     """A float32 MRI-like volume: a brain ellipsoid with a brighter (or darker) lesion."""
     shape = mask.shape
     grid = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape], indexing="ij")
-    brain = sum(g ** 2 for g in grid) < 0.85
+    brain = sum(g**2 for g in grid) < 0.85
     vol = brain * (1.0 + 0.1 * _smooth_noise(rng, shape, 5)) + contrast * mask * 1.2
     return (vol + rng.normal(0, 0.08, shape)).astype(np.float32) * brain
 
@@ -97,8 +97,10 @@ def make_ph2(root: str | Path, n: int = 12, size=(72, 96), seed: int = 0, missin
     for i in range(n + missing_rows):
         case = f"IMD{3 + i * 7:03d}"
         diag = i % 3
-        rows.append(f"|| {case} ||                        ||                  {diag} ||         {i % 3} |"
-                    f"               T |             A |       A |                A |                 A ||             3  4 ||")
+        rows.append(
+            f"|| {case} ||                        ||                  {diag} ||         {i % 3} |"
+            f"               T |             A |       A |                A |                 A ||             3  4 ||"
+        )
         if i >= n:
             continue  # a table row with no images on disk, as in the real distribution
         img, mask = lesion_2d(rng, *size)
@@ -110,22 +112,27 @@ def make_ph2(root: str | Path, n: int = 12, size=(72, 96), seed: int = 0, missin
         fmt = img_formats[i % len(img_formats)]
         Image.fromarray(img).save(d / f"{case}_Dermoscopic_Image" / f"{case}.{fmt}", quality=95)
         _save_mask(mask, d / f"{case}_lesion" / f"{case}_lesion.bmp", mask_styles[i % len(mask_styles)])
-    header = ("||   Name || Histological Diagnosis || Clinical Diagnosis || Asymmetry | Pigment Network | "
-              "Dots/Globules | Streaks | Regression Areas | Blue-Whitish Veil ||           Colors ||")
+    header = (
+        "||   Name || Histological Diagnosis || Clinical Diagnosis || Asymmetry | Pigment Network | "
+        "Dots/Globules | Streaks | Regression Areas | Blue-Whitish Veil ||           Colors ||"
+    )
     legend = "\n\nLegends for Clinical Diagnosis: \n   0 - Common Nevus;\n   1 - Atypical Nevus;\n   2 - Melanoma.\n"
     root.mkdir(parents=True, exist_ok=True)
     (root / "PH2_dataset.txt").write_text(header + "\n" + "\n".join(rows) + legend)
     return root
 
 
-def make_lgg(root: str | Path, n_patients: int = 4, n_slices: int = 10, size: int = 64, seed: int = 0,
-             csv_missing: int = 1) -> Path:
+def make_lgg(
+    root: str | Path, n_patients: int = 4, n_slices: int = 10, size: int = 64, seed: int = 0, csv_missing: int = 1
+) -> Path:
     """Kaggle LGG layout: TCGA patient folders of 3-channel TIFF slices and 0/255 TIFF masks, plus data.csv."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     base = root / "kaggle_3m"
     base.mkdir(parents=True, exist_ok=True)
-    csv_rows = ["Patient,RNASeqCluster,MethylationCluster,histological_type,neoplasm_histologic_grade,gender,age_at_initial_pathologic"]
+    csv_rows = [
+        "Patient,RNASeqCluster,MethylationCluster,histological_type,neoplasm_histologic_grade,gender,age_at_initial_pathologic"
+    ]
     for p in range(n_patients):
         inst = ["CS", "DU", "FG", "HT"][p % 4]
         pid = f"TCGA_{inst}_{4941 + p * 13}"
@@ -262,8 +269,13 @@ def make_msd(root: str | Path, n: int = 4, shape=(24, 24, 16), seed: int = 0) ->
         _save_nifti(img, np.diag([1.5, 1.5, 2.0, 1.0]), root / "imagesTr" / f"case_{i:03d}.nii.gz")
         _save_nifti(mask.astype(np.uint8), np.diag([1.5, 1.5, 2.0, 1.0]), root / "labelsTr" / f"case_{i:03d}.nii.gz")
         training.append({"image": f"./imagesTr/case_{i:03d}.nii.gz", "label": f"./labelsTr/case_{i:03d}.nii.gz"})
-    spec = {"name": "synthetic", "modality": {"0": "FLAIR", "1": "T1w"}, "labels": {"0": "background", "1": "tumour"},
-            "numTraining": n, "training": training}
+    spec = {
+        "name": "synthetic",
+        "modality": {"0": "FLAIR", "1": "T1w"},
+        "labels": {"0": "background", "1": "tumour"},
+        "numTraining": n,
+        "training": training,
+    }
     (root / "dataset.json").write_text(json.dumps(spec, indent=2))
     return root
 
@@ -278,15 +290,26 @@ def make_nnunet(root: str | Path, n: int = 4, shape=(24, 24, 16), seed: int = 0)
         mask = blob_3d(rng, shape)
         _save_nifti(mri_from_mask(rng, mask), np.eye(4), root / "imagesTr" / f"pat_{i:03d}_0000.nii.gz")
         _save_nifti(mask.astype(np.uint8), np.eye(4), root / "labelsTr" / f"pat_{i:03d}.nii.gz")
-    spec = {"channel_names": {"0": "T2"}, "labels": {"background": 0, "lesion": 1}, "numTraining": n,
-            "file_ending": ".nii.gz"}
+    spec = {
+        "channel_names": {"0": "T2"},
+        "labels": {"background": 0, "lesion": 1},
+        "numTraining": n,
+        "file_ending": ".nii.gz",
+    }
     (root / "dataset.json").write_text(json.dumps(spec, indent=2))
     return root
 
 
-def make_dicom_series(folder: str | Path, arr: np.ndarray, spacing=(0.8, 0.8, 2.0), origin=(-100.0, -120.0, 30.0),
-                      direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), series_uid: str | None = None,
-                      description: str = "synthetic series", prefix: str = "slice") -> Path:
+def make_dicom_series(
+    folder: str | Path,
+    arr: np.ndarray,
+    spacing=(0.8, 0.8, 2.0),
+    origin=(-100.0, -120.0, 30.0),
+    direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
+    series_uid: str | None = None,
+    description: str = "synthetic series",
+    prefix: str = "slice",
+) -> Path:
     """Write an ``(X, Y, Z)`` int16 array as a CT-like DICOM series (one file per slice, LPS geometry); several
     series can share a folder when each gets its own ``series_uid`` and file ``prefix``."""
     import SimpleITK as sitk
@@ -297,20 +320,31 @@ def make_dicom_series(folder: str | Path, arr: np.ndarray, spacing=(0.8, 0.8, 2.
     img.SetSpacing([float(s) for s in spacing])
     img.SetOrigin([float(o) for o in origin])
     img.SetDirection([float(d) for d in direction])
-    series_uid = series_uid or "1.2.826.0.1.3680043.2.1125.1." + str(abs(hash(str(folder))) % 10 ** 12)
+    series_uid = series_uid or "1.2.826.0.1.3680043.2.1125.1." + str(abs(hash(str(folder))) % 10**12)
     study_uid = series_uid + ".1"
-    dir_tag = "\\".join(str(float(v)) for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7]))
+    dir_tag = "\\".join(
+        str(float(v)) for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])
+    )
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for z in range(img.GetDepth()):
         sl = img[:, :, z]
         pos = img.TransformIndexToPhysicalPoint((0, 0, z))
-        for tag, value in (("0008|0060", "CT"), ("0010|0020", "SYNTH001"), ("0010|0010", "Synthetic^Patient"),
-                           ("0020|000d", study_uid), ("0020|000e", series_uid), ("0008|0020", "20260101"),
-                           ("0008|103e", description), ("0020|0032", "\\".join(f"{p:.4f}" for p in pos)),
-                           ("0020|0037", dir_tag), ("0020|0013", str(z + 1)), ("0018|0050", f"{spacing[2]:.3f}"),
-                           ("0028|0030", f"{spacing[1]:.4f}\\{spacing[0]:.4f}"),
-                           ("0008|0018", f"{series_uid}.{z + 1}")):
+        for tag, value in (
+            ("0008|0060", "CT"),
+            ("0010|0020", "SYNTH001"),
+            ("0010|0010", "Synthetic^Patient"),
+            ("0020|000d", study_uid),
+            ("0020|000e", series_uid),
+            ("0008|0020", "20260101"),
+            ("0008|103e", description),
+            ("0020|0032", "\\".join(f"{p:.4f}" for p in pos)),
+            ("0020|0037", dir_tag),
+            ("0020|0013", str(z + 1)),
+            ("0018|0050", f"{spacing[2]:.3f}"),
+            ("0028|0030", f"{spacing[1]:.4f}\\{spacing[0]:.4f}"),
+            ("0008|0018", f"{series_uid}.{z + 1}"),
+        ):
             sl.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{prefix}_{z:04d}.dcm"))
         writer.Execute(sl)
