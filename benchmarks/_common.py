@@ -56,7 +56,7 @@ def binarise_peer_mask(m):
     import numpy as np
     import torch
 
-    from medseg.transforms import binarise_mask_2d
+    from medseg.data.transforms import binarise_mask_2d
 
     binary = torch.from_numpy(binarise_mask_2d(np.moveaxis(np.asarray(m), 0, -1)))
     return m[:1].clone().copy_(binary[None])  # clone keeps the MetaTensor type the peer's pipeline runs on

@@ -24,8 +24,8 @@ def run_cv(recipe: str, default_data: str, argv=None) -> None:
     a = ap.parse_args(argv)
 
     from medseg.config import load_config
-    from medseg.evaluate import evaluate_model
-    from medseg.train import train
+    from medseg.engine.train import train
+    from medseg.evaluation.evaluate import evaluate_model
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,8 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
 
     from medseg.config import load_config
-    from medseg.evaluate import evaluate_model
-    from medseg.train import train
+    from medseg.engine.train import train
+    from medseg.evaluation.evaluate import evaluate_model
 
     cmd = "python benchmarks/brats_val.py " + " ".join(sys.argv[1:] if argv is None else argv)
     cfg = load_config("brats", a.overrides)

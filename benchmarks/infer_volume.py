@@ -83,7 +83,7 @@ def make_inputs(workdir: Path, shape) -> tuple[Path, Path]:
 def run_medseg(volume: str, model: str, device: str) -> dict:
     import torch
 
-    from medseg.infer import infer
+    from medseg.inference.infer import infer
 
     torch.set_num_threads(torch.get_num_threads())
     walls, timings = [], None

@@ -58,7 +58,7 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
 
     from medseg.config import load_config
-    from medseg.train import train
+    from medseg.engine.train import train
 
     tmp = Path(tempfile.mkdtemp(prefix="lgg-scale-"))
     try:

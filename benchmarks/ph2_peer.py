@@ -49,9 +49,9 @@ def run_fold(data_dir: str, fold: int, folds: int, minutes: float, loss: str = "
     from medseg.config import load_config
     from medseg.data import load_samples
     from medseg.data.splits import make_split, select
+    from medseg.data.transforms import binarise_mask_2d
+    from medseg.evaluation.metrics import overlap_metrics
     from medseg.io import read_image_2d
-    from medseg.metrics import overlap_metrics
-    from medseg.transforms import binarise_mask_2d
 
     set_determinism(0)
     torch.set_num_threads(2)

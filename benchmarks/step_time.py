@@ -29,9 +29,10 @@ def step_seconds(
     import torch
 
     from medseg.config import load_config
-    from medseg.losses import build_loss
+    from medseg.engine.losses import build_loss
+    from medseg.engine.train import as_float, build_optimizer
     from medseg.models import build_model, model_spec
-    from medseg.train import amp_dtype, as_float, build_optimizer, configure_cpu_threads, precision_name
+    from medseg.runtime import amp_dtype, configure_cpu_threads, precision_name
 
     cfg = load_config(config, overrides)
     if cfg.data.spatial_dims != 2 or not cfg.preprocess.spatial_size:

@@ -36,7 +36,7 @@ def _cfg(overrides):
 def _timed_steps(loader, model, loss_fn, opt, steps: int, device: str = "cpu", dtype=None) -> tuple[float, int]:
     import torch
 
-    from medseg.train import as_float
+    from medseg.engine.train import as_float
 
     cuda = device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
@@ -79,10 +79,11 @@ def worker(
     from monai.utils import set_determinism
 
     from medseg.data import load_samples
-    from medseg.losses import build_loss
+    from medseg.data.transforms import random_transforms, train_transforms
+    from medseg.engine.losses import build_loss
+    from medseg.engine.train import build_optimizer, make_loader
     from medseg.models import build_model, model_spec
-    from medseg.train import amp_dtype, build_optimizer, configure_cpu_threads, make_loader, precision_name
-    from medseg.transforms import random_transforms, train_transforms
+    from medseg.runtime import amp_dtype, configure_cpu_threads, precision_name
 
     cfg = _cfg(overrides)
     set_determinism(0)

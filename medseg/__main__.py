@@ -1,3 +1,3 @@
-from .cli import main
+from medseg.cli import main
 
 main()

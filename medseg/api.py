@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import apply_overrides, check_value, config_from_dict, load_config
-from .errors import MedsegError, fail
-from .train import TrainResult, latest_run_dir, load_run_config, train
+from medseg.config import apply_overrides, check_value, config_from_dict, load_config
+from medseg.engine.train import TrainResult, latest_run_dir, load_run_config, train
+from medseg.errors import MedsegError, fail
 
 
 def _cli_overrides(overrides, epochs=None, seed=None) -> list[str]:
@@ -56,7 +56,7 @@ def train_from_cli(
         saved = apply_overrides(load_run_config(run_dir), overrides)
         cfg = config_from_dict(saved, source=str(run_dir / "config.yaml"), overrides=overrides)
         if data_dir is None:
-            from .checkpoint import load_checkpoint
+            from medseg.checkpoint import load_checkpoint
 
             data_dir = load_checkpoint(run_dir / "last.pt", map_location="cpu")["data"]["data_dir"]
         return train(cfg, data_dir, run_dir, device=device, resume=True, progress=progress, log=log, nproc=nproc)
@@ -72,7 +72,7 @@ def train_from_cli(
 
 
 def check_from_cli(name: str, data_dir=None, overrides=None, progress=False) -> dict:
-    from .data.check import check_dataset
+    from medseg.data.check import check_dataset
 
     cfg = load_config(name, overrides)  # a recipe without a config file of its own gets one from the defaults
     data_dir = Path(data_dir) if data_dir else default_data_dir(cfg.name, cfg.data.recipe)
@@ -94,9 +94,9 @@ def run_demo(
     data_dir = out / "data"
     log(f"demo: synthetic data in {data_dir}")
     result = train(cfg, data_dir, run_dir, device=device, force=force, progress=progress, log=log)
-    from .evaluate import evaluate_model
-    from .infer import infer
-    from .report import case_report, cohort_report
+    from medseg.evaluation.evaluate import evaluate_model
+    from medseg.inference.infer import infer
+    from medseg.reporting.report import case_report, cohort_report
 
     model = run_dir / "best.pt"
     ev = evaluate_model(
@@ -164,7 +164,7 @@ def infer_from_cli(
 ):
     """``medseg infer``: segment, write masks and findings, optionally a PDF per case. ``tta`` None: the
     checkpoint's ``infer.tta``. Empty inputs and checkpoints among the inputs are refused by ``infer``."""
-    from .infer import infer
+    from medseg.inference.infer import infer
 
     check_post_flags(post)
     try:
@@ -201,7 +201,7 @@ def infer_from_cli(
 def write_case_reports(summary, force: bool = False, log=print) -> list[str]:
     """One PDF per segmented case. A report that fails is named with the reason in one line and the batch goes on,
     so one odd case never costs the others their reports; returns those lines."""
-    from .report import case_report
+    from medseg.reporting.report import case_report
 
     failed = []
     for res in summary.outputs:
@@ -239,7 +239,7 @@ def evaluate_from_cli(
     """``medseg evaluate``: folders (--pred/--gt) or a model (or a list of models, ensembled) on a recipe
     (--model/--data/--data-dir). ``post`` (threshold, keep_largest, min_size, fill_holes) overrides the
     checkpoint's post-processing, as for ``medseg infer``."""
-    from .evaluate import evaluate_folders, evaluate_model
+    from medseg.evaluation.evaluate import evaluate_folders, evaluate_model
 
     post = {k: v for k, v in post.items() if v is not None}
     check_post_flags(post)
@@ -256,8 +256,8 @@ def evaluate_from_cli(
             raise MedsegError(
                 "--model needs --data NAME (the recipe) and --data-dir; fix: e.g. --data ph2 --data-dir datasets/ph2"
             )
-        from .config import did_you_mean
-        from .data import list_recipes
+        from medseg.config import did_you_mean
+        from medseg.data import list_recipes
 
         if data not in list_recipes():
             raise MedsegError(
@@ -283,7 +283,7 @@ def evaluate_from_cli(
         res = evaluate_folders(pred, gt, out, labels=labels, images=images, force=force, progress=progress, log=log)
     _print_summary(res, log)
     if report:
-        from .report import cohort_report
+        from medseg.reporting.report import cohort_report
 
         log(f"report: {cohort_report(res.out_dir, out=res.out_dir / 'cohort_report.pdf', force=force)}")
     return res
@@ -302,7 +302,7 @@ def _print_summary(res, log) -> None:
 
 def report_from_cli(source, out=None, gt=None, force=False, log=print):
     """``medseg report``: a findings JSON gives a single-case PDF, an evaluation folder a cohort PDF."""
-    from .report import case_report, cohort_report
+    from medseg.reporting.report import case_report, cohort_report
 
     source = Path(source)
     if source.is_dir():

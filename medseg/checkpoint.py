@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .config import Config, config_from_dict
-from .errors import MedsegError, fail
-from .io import atomic_write
+from medseg import __version__
+from medseg.config import Config, config_from_dict
+from medseg.errors import MedsegError, fail
+from medseg.io import atomic_write
 
 FORMAT = "medseg-checkpoint"
 FORMAT_VERSION = 1
@@ -128,7 +128,7 @@ def validate_checkpoint(ckpt: dict, path) -> Config:
     A tampered or damaged checkpoint otherwise loads and runs: labels that need more output channels than the
     network has give a RuntimeError (or, in 2D, silently the wrong classes), a zero or negative spacing skips
     resampling, and a NaN weight gives an empty mask. Each check names the checkpoint key that is wrong."""
-    from .models import size_divisor
+    from medseg.models import size_divisor
 
     require_keys(ckpt, path)
     _check_spacing(ckpt, path)  # before the config is built: its own check would suggest --set, not a repair

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .errors import MedsegError, os_fix, os_reason
+from medseg.errors import MedsegError, os_fix, os_reason
 
 # rich_markup_mode=None: typer's rich help panel prints a type placeholder (<bool>) after every flag; the plain
 # click formatter shows flags as flags (--tta, --keep-largest / --no-keep-largest) and the other options' types.
@@ -27,7 +27,7 @@ app.add_typer(datasets_app, name="datasets")
 
 def _print_version(value: bool) -> None:
     if value:
-        from . import __version__
+        from medseg import __version__
 
         typer.echo(__version__)
         raise typer.Exit()
@@ -115,7 +115,7 @@ def train(
     quiet: bool = QUIET,
 ):
     """Train a model on a data set recipe."""
-    from .api import train_from_cli
+    from medseg.api import train_from_cli
 
     _run(
         train_from_cli,
@@ -142,8 +142,8 @@ def datasets_check(
     set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override config keys."),
 ):
     """Report what a recipe finds in DATA_DIR; exit 1 if any file has a problem."""
-    from .api import check_from_cli
-    from .data.check import format_report
+    from medseg.api import check_from_cli
+    from medseg.data.check import format_report
 
     report = _run(check_from_cli, name, data_dir=data_dir, overrides=set_, progress=not as_json)
     typer.echo(json.dumps(report, indent=None if as_json else 1) if as_json else format_report(report))
@@ -154,8 +154,8 @@ def datasets_check(
 @datasets_app.command("list")
 def datasets_list():
     """List the data recipes and configs available."""
-    from .config import config_search_dirs
-    from .data import list_recipes
+    from medseg.config import config_search_dirs
+    from medseg.data import list_recipes
 
     typer.echo("recipes: " + ", ".join(list_recipes()))
     configs = sorted({c.stem for d in config_search_dirs() if d.is_dir() for c in d.glob("*.yaml")})
@@ -170,7 +170,7 @@ def demo(
     quiet: bool = QUIET,
 ):
     """Run the whole product on synthetic data (no download, a few minutes on a CPU)."""
-    from .api import run_demo
+    from medseg.api import run_demo
 
     _run(run_demo, out=out, device=device, force=force, progress=not quiet, log=_echo)
 
@@ -204,7 +204,7 @@ def infer(
     quiet: bool = QUIET,
 ):
     """Segment new images; masks are written in each input's exact geometry, with findings JSON."""
-    from .api import infer_from_cli
+    from medseg.api import infer_from_cli
 
     _run(
         infer_from_cli,
@@ -255,7 +255,7 @@ def evaluate(
     quiet: bool = QUIET,
 ):
     """Per-case, per-class metrics (Dice, Jaccard, precision, recall, HD95, ASSD, lesion counts)."""
-    from .api import evaluate_from_cli
+    from medseg.api import evaluate_from_cli
 
     _run(
         evaluate_from_cli,
@@ -289,7 +289,7 @@ def report(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing PDF."),
 ):
     """Write a clinical-style PDF report."""
-    from .api import report_from_cli
+    from medseg.api import report_from_cli
 
     _run(report_from_cli, source, out=out, gt=gt, force=force, log=_echo)
 
@@ -297,7 +297,7 @@ def report(
 @app.command()
 def version():
     """Print the medseg version."""
-    from . import __version__
+    from medseg import __version__
 
     typer.echo(__version__)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import MedsegError, fail
+from medseg.errors import MedsegError, fail
 
 
 @dataclass
@@ -547,7 +547,7 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config
     try:
         path = resolve_config_path(name_or_path)
     except MedsegError:
-        from .data import list_recipes
+        from medseg.data import list_recipes
 
         if name_or_path not in list_recipes():
             raise

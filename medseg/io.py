@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MedsegError, fail
+from medseg.errors import MedsegError, fail
 
 IMAGE_2D_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VOLUME_EXTS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")

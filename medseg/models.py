@@ -8,8 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .config import Config
-from .errors import MedsegError
+from medseg.config import Config
+from medseg.errors import MedsegError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 

@@ -78,7 +78,7 @@ TINY_2D = [
 def train_tiny(config: str, data_dir, run_dir, *overrides: str) -> Path:
     """Train a 1-epoch, few-feature 2D model of ``config`` (plus ``overrides``) quietly; return its best.pt."""
     from medseg.config import load_config
-    from medseg.train import train
+    from medseg.engine.train import train
 
     train(load_config(config, [*TINY_2D, *overrides]), data_dir, run_dir, progress=False, log=lambda *a, **k: None)
     return Path(run_dir) / "best.pt"

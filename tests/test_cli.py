@@ -23,7 +23,7 @@ def test_check_json(ph2_dir):
 
 
 def test_check_reads_each_file_once_and_reports_what_is_on_disk(ph2_dir, brats_dir, monkeypatch):
-    import medseg.transforms as tr
+    import medseg.data.transforms as tr
     from medseg.config import load_config
     from medseg.data.check import check_dataset
 
@@ -150,7 +150,7 @@ def test_train_then_refuse_then_resume(folder_dir, tmp_path, small_2d_overrides)
 
 def test_evaluate_ensembles_models_of_one_split_and_refuses_mixed_splits(folder_dir, tmp_path, small_2d_overrides):
     from medseg.config import load_config
-    from medseg.train import train
+    from medseg.engine.train import train
 
     def fit(name, *more):
         cfg = load_config("demo", ["data.recipe=folder", *small_2d_overrides, "train.epochs=2", *more])
@@ -203,7 +203,7 @@ def test_evaluate_overrides_the_checkpoints_postprocessing(folder_dir, tmp_path,
     import pandas as pd
 
     from medseg.config import load_config
-    from medseg.train import train
+    from medseg.engine.train import train
 
     cfg = load_config("demo", ["data.recipe=folder", *small_2d_overrides, "train.epochs=1"])
     train(cfg, folder_dir, tmp_path / "run", progress=False, log=lambda *a, **k: None)

@@ -10,11 +10,11 @@ from PIL import Image
 
 from medseg.config import load_config
 from medseg.data import IMAGE
+from medseg.data.transforms import LoadImage2Dd
+from medseg.engine.train import check_config, train
 from medseg.errors import MedsegError
-from medseg.infer import infer
+from medseg.inference.infer import infer
 from medseg.io import slice_neighbours
-from medseg.train import check_config, train
-from medseg.transforms import LoadImage2Dd
 
 
 def _slices(folder: Path, values: dict, fmt="s_{}.png"):

@@ -4,8 +4,8 @@ import pytest
 
 from medseg.checkpoint import load_checkpoint
 from medseg.config import load_config
+from medseg.engine.train import train
 from medseg.errors import MedsegError
-from medseg.train import train
 
 # Stated tolerance: DDP shards the data and draws different augmentations per rank, so it is not bit-identical
 # to one process; both must converge and their best validation Dice must agree within 0.05.

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from medseg.errors import MedsegError
-from medseg.evaluate import evaluate_folders
-from medseg.metrics import case_metrics
-from medseg.report import case_report, cohort_report, fmt
+from medseg.evaluation.evaluate import evaluate_folders
+from medseg.evaluation.metrics import case_metrics
+from medseg.reporting.report import case_report, cohort_report, fmt
 
 from .conftest import pdf_text
 
@@ -141,8 +141,8 @@ def test_cohort_pdf_numbers_match_csv(tmp_path):
 def test_case_pdf_numbers_match_findings(tmp_path):
     from medseg.config import load_config
     from medseg.data import synthetic
-    from medseg.infer import infer
-    from medseg.train import train
+    from medseg.engine.train import train
+    from medseg.inference.infer import infer
 
     data = synthetic.make_folder_2d(tmp_path / "d", n=6, size=(32, 48))
     cfg = load_config(
@@ -174,7 +174,7 @@ def test_case_pdf_numbers_match_findings(tmp_path):
 
 
 def test_volume_views_pick_lesion_slices_and_skip_strips_for_stacks():
-    from medseg.overlays import _views
+    from medseg.reporting.overlays import _views
 
     vol = np.zeros((32, 32, 10), np.float32)
     gt = np.zeros_like(vol, dtype=np.uint8)
@@ -215,6 +215,6 @@ def test_2d_sizes_without_pixel_spacing_are_in_pixels(tmp_path):
 
 
 def test_log_size_axis_has_short_labels():
-    from medseg.overlays import _compact_number
+    from medseg.reporting.overlays import _compact_number
 
     assert [_compact_number(v) for v in (0.05, 2, 500, 2e4, 1.5e6)] == ["0.05", "2", "500", "20k", "1.5M"]

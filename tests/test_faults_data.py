@@ -461,7 +461,7 @@ def test_nan_in_a_float_mask_is_refused(tmp_path):
     """x-nan-mask-2d: a float mask with one NaN was binarised to an empty mask (all background), without a word."""
     import tifffile
 
-    from medseg.transforms import LoadImage2Dd
+    from medseg.data.transforms import LoadImage2Dd
 
     tifffile.imwrite(tmp_path / "a.tif", np.ones((16, 16), np.float32))
     mask = np.zeros((16, 16), np.float32)
@@ -484,7 +484,7 @@ def test_orientation_probe_of_a_bomb_is_quiet(tmp_path, recwarn, monkeypatch):
 def test_unexpected_loader_failure_is_one_problem_not_a_crash(tmp_path, monkeypatch):
     """x-check-unexpected-error: a loader failure without a medseg message is listed for its case, and the other
     cases are still checked (it ended `datasets check` with a traceback, as the IndexError of q13 did)."""
-    import medseg.transforms as tr
+    import medseg.data.transforms as tr
 
     root = synthetic.make_folder_2d(tmp_path / "f", n=3, size=(16, 20))
     victim = sorted((root / "images").iterdir())[1]
@@ -643,7 +643,7 @@ def test_itk_volume_claiming_more_voxels_than_it_holds(tmp_path, fmt):
 def test_preprocessing_failure_names_the_label_too(tmp_path):
     """q13-guarded-names-label: a failure medseg has no message for names the image and its label (it named the
     image alone, so a bad mask sent the user to the wrong file)."""
-    from medseg.transforms import Guarded
+    from medseg.data.transforms import Guarded
 
     def broken(_data):
         raise IndexError("tuple index out of range")

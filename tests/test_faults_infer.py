@@ -16,10 +16,10 @@ from PIL import Image
 from medseg.checkpoint import load_checkpoint, save_checkpoint
 from medseg.config import load_config
 from medseg.data import synthetic
+from medseg.engine.train import train
 from medseg.errors import MedsegError
-from medseg.infer import infer, load_models
+from medseg.inference.infer import infer, load_models
 from medseg.models import build_model, model_spec
-from medseg.train import train
 
 SMALL_2D = [
     "model.channels=[4,8,16]",
@@ -198,7 +198,7 @@ def test_untampered_checkpoints_load(ckpt2d, tmp_path):
 
 
 def test_evaluate_refuses_nan_weights(ckpt2d, tmp_path):
-    from medseg.evaluate import evaluate_model
+    from medseg.evaluation.evaluate import evaluate_model
 
     bad = _tampered(ckpt2d, tmp_path / "nan.pt", _nan_weight)
     data = synthetic.make_folder_2d(tmp_path / "data", n=4, size=(48, 64))
@@ -366,7 +366,7 @@ def _leftovers(out):
     ids=["q17-read-only-fs", "q17-read-only-folder"],
 )
 def test_q17_read_only_out(code, reason, ckpt2d, tmp_path, monkeypatch):
-    import medseg.infer as mi
+    import medseg.inference.infer as mi
 
     def refuse(_arr, path):  # running as root, chmod cannot make a folder read-only: the OS's answer, simulated
         raise OSError(code, os.strerror(code), str(path))
@@ -379,7 +379,7 @@ def test_q17_read_only_out(code, reason, ckpt2d, tmp_path, monkeypatch):
 
 
 def test_q17_disk_full_mid_batch_keeps_finished_cases_and_leaves_no_half_case(ckpt2d, tmp_path, monkeypatch):
-    import medseg.infer as mi
+    import medseg.inference.infer as mi
 
     real_atomic = mi.atomic_write
 
@@ -455,7 +455,7 @@ def test_cli_prints_one_line_and_exits_2(args, line, ckpt2d, tmp_path):
 )
 def test_multimodal_input_with_an_empty_part_is_one_line(raw):
     """`medseg infer "$FLAIR,$T1C"` with a variable unset: an IndexError before; now an error line naming it."""
-    from medseg.infer import expand_inputs
+    from medseg.inference.infer import expand_inputs
 
     cases, errors = expand_inputs([raw], load_config("brats"))
     assert cases == [] and len(errors) == 1 and "a file of this multi-modal case is empty" in errors[0]

@@ -13,9 +13,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medseg.errors import MedsegError
-from medseg.findings import lesion_findings
+from medseg.evaluation.findings import lesion_findings
 from medseg.io import Geometry
-from medseg.report import case_report, cohort_report
+from medseg.reporting.report import case_report, cohort_report
 
 from .conftest import pdf_text, train_tiny
 
@@ -80,7 +80,7 @@ def test_report_on_degenerate_2d_shapes(tmp_path, shape):
 
 @pytest.mark.parametrize("shape", [(16, 16, 1), (1, 16, 8)], ids=["q15-volume-one-slice", "q15-volume-one-column"])
 def test_overlay_of_degenerate_volumes(tmp_path, shape):
-    from medseg.overlays import save_case_overlay
+    from medseg.reporting.overlays import save_case_overlay
 
     vol = np.random.default_rng(0).random(shape).astype(np.float32)
     mask = np.zeros(shape, np.uint8)
@@ -100,9 +100,9 @@ def test_overlay_of_degenerate_volumes(tmp_path, shape):
 def test_infer_report_batch_goes_on_past_a_failed_report(tmp_path, monkeypatch):
     """q15-infer-report-batch: one case's report fails; the next case still gets its PDF, the failure is one line
     naming the case, and the command exits non-zero at the end."""
-    import medseg.infer
+    import medseg.inference.infer
     from medseg.cli import app
-    from medseg.infer import InferSummary
+    from medseg.inference.infer import InferSummary
 
     bad = _findings_case(tmp_path / "bad", (20, 30), case_id="bad_case")
     (tmp_path / "bad" / "seg.png").unlink()  # its mask is gone: that report cannot be drawn
@@ -110,7 +110,7 @@ def test_infer_report_batch_goes_on_past_a_failed_report(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     outputs = [{"case_id": "bad_case", "findings_json": str(bad)}, {"case_id": "good_case", "findings_json": str(good)}]
-    monkeypatch.setattr(medseg.infer, "infer", lambda *a, **k: InferSummary(out, outputs=list(outputs)))
+    monkeypatch.setattr(medseg.inference.infer, "infer", lambda *a, **k: InferSummary(out, outputs=list(outputs)))
     result = CliRunner().invoke(app, ["infer", "x.png", "--model", "m.pt", "--out", str(out), "--report"])
     assert (out / "good_case_report.pdf").is_file()
     assert result.exit_code == 2, result.output
@@ -121,9 +121,9 @@ def test_infer_report_batch_goes_on_past_a_failed_report(tmp_path, monkeypatch):
 def test_infer_report_still_written_when_another_input_failed(tmp_path, monkeypatch):
     """q15-infer-report-after-failed-input: infer raises at the end for a bad input; the cases it did segment still
     get their PDFs before that one-line error is shown."""
-    import medseg.infer
+    import medseg.inference.infer
     from medseg.api import infer_from_cli
-    from medseg.infer import InferSummary
+    from medseg.inference.infer import InferSummary
 
     good = _findings_case(tmp_path / "good", (20, 30), case_id="good_case")
     out = tmp_path / "out"
@@ -134,7 +134,7 @@ def test_infer_report_still_written_when_another_input_failed(tmp_path, monkeypa
         err.summary = InferSummary(out, outputs=[{"case_id": "good_case", "findings_json": str(good)}])
         raise err
 
-    monkeypatch.setattr(medseg.infer, "infer", failing_infer)
+    monkeypatch.setattr(medseg.inference.infer, "infer", failing_infer)
     with pytest.raises(MedsegError, match="1 of 2 inputs failed"):
         infer_from_cli(["good.png", "bad.png"], model=["m.pt"], out=out, report=True, progress=False, log=_quiet)
     assert (out / "good_case_report.pdf").is_file()
@@ -151,7 +151,7 @@ def test_infer_report_still_written_when_another_input_failed(tmp_path, monkeypa
     ids=["q20-cjk-case-name", "q20-accents-greek", "q20-markup-characters"],
 )
 def test_case_names_print_in_the_pdf(tmp_path, case_id, font):
-    from medseg.report import embedded_cjk_codepoints
+    from medseg.reporting.report import embedded_cjk_codepoints
 
     if font == b"STSong-Light" and ord(case_id[0]) in embedded_cjk_codepoints():
         font = _embedded_cjk_font_name()  # an installed CJK TrueType font is embedded instead of the viewer's CID font
@@ -163,7 +163,7 @@ def test_case_names_print_in_the_pdf(tmp_path, case_id, font):
 def _embedded_cjk_font_name() -> bytes:
     from reportlab.pdfbase import pdfmetrics
 
-    from medseg.report import CJK_EMBEDDED
+    from medseg.reporting.report import CJK_EMBEDDED
 
     name = pdfmetrics.getFont(CJK_EMBEDDED).face.name
     return name if isinstance(name, bytes) else name.encode()
@@ -172,7 +172,7 @@ def _embedded_cjk_font_name() -> bytes:
 def test_cjk_without_an_installed_font_says_how_to_embed_one(tmp_path, monkeypatch):
     """q20-cjk-viewer-font: with no CJK TrueType font to embed, the CID font is named in a note, so a viewer that
     shows boxes is explained and the fix is given."""
-    from medseg import report
+    from medseg.reporting import report
 
     monkeypatch.setattr(report, "embedded_cjk_codepoints", lambda: frozenset())
     pdf = case_report(_findings_case(tmp_path / "case", (20, 30), case_id="病例一"), out=tmp_path / "r.pdf")
@@ -183,7 +183,7 @@ def test_cjk_without_an_installed_font_says_how_to_embed_one(tmp_path, monkeypat
 
 def test_an_installed_cjk_font_is_embedded(tmp_path):
     """q20-cjk-embedded: where a CJK TrueType font is installed it is embedded, and no viewer note is needed."""
-    from medseg.report import embedded_cjk_codepoints
+    from medseg.reporting.report import embedded_cjk_codepoints
 
     if ord("病") not in embedded_cjk_codepoints():
         pytest.skip("no CJK TrueType font installed here (e.g. Debian's fonts-wqy-microhei)")
@@ -202,7 +202,7 @@ def test_uncovered_characters_fall_back_visibly(tmp_path):
 
 def test_overlay_titles_without_glyph_warnings(tmp_path):
     """q20-matplotlib-title: matplotlib's DejaVu lacks CJK; the title falls back to '?' without a warning."""
-    from medseg.overlays import save_case_overlay
+    from medseg.reporting.overlays import save_case_overlay
 
     _findings_case(tmp_path / "case", (20, 30))
     with warnings.catch_warnings():
@@ -260,7 +260,7 @@ def ph2_model(tmp_path_factory, ph2_dir):
 @pytest.fixture(scope="module")
 def ph2_case_pdf(tmp_path_factory, ph2_model, ph2_dir):
     """The report of IMD010 (PH2 clinical diagnosis 1, atypical nevus) with its ground truth."""
-    from medseg.infer import infer
+    from medseg.inference.infer import infer
 
     case = ph2_dir / "PH2 Dataset images" / "IMD010"
     image = next((case / "IMD010_Dermoscopic_Image").iterdir())
@@ -306,7 +306,7 @@ def test_model_card_is_kept_together():
     """q28-model-card-together: one flowable that reportlab never splits over a page."""
     from reportlab.platypus import KeepTogether
 
-    from medseg.report import _model_card_flow
+    from medseg.reporting.report import _model_card_flow
 
     flow = _model_card_flow({"architecture": "unet", "validation": "dice 0.9"})
     assert len(flow) == 1 and isinstance(flow[0], KeepTogether)
@@ -314,7 +314,7 @@ def test_model_card_is_kept_together():
 
 def test_volume_views_carry_orientation_and_modality(tmp_path, monkeypatch):
     """q28-orientation-markers: R/L/A/P/S/I on the 3D views, and the background image's modality named."""
-    import medseg.overlays as ov
+    import medseg.reporting.overlays as ov
 
     shape = (16, 16, 8)
     vol = np.random.default_rng(0).random(shape).astype(np.float32)
@@ -346,7 +346,7 @@ def test_volume_views_carry_orientation_and_modality(tmp_path, monkeypatch):
 
 def test_cohort_box_plots_grid_and_distances(tmp_path):
     """q28-boxplots: the overlap metrics in a 2x2 grid, HD95/ASSD plotted too."""
-    from medseg.overlays import evaluation_plots
+    from medseg.reporting.overlays import evaluation_plots
 
     rng = np.random.default_rng(0)
     df = pd.DataFrame(
@@ -371,7 +371,7 @@ def test_cohort_box_plots_grid_and_distances(tmp_path):
 def _evaluation_with_diagnoses(tmp_path, n=6) -> Path:
     """An evaluation folder of n cases whose Dice falls with the case number, named so that alphabetical order is
     not Dice order, each with a PH2 clinical diagnosis recorded the way evaluate_model records a case's metadata."""
-    from medseg.evaluate import evaluate_folders
+    from medseg.evaluation.evaluate import evaluate_folders
 
     for d in ("pred", "gt"):
         (tmp_path / d).mkdir()
@@ -415,7 +415,7 @@ def test_best_median_worst_in_two_columns_without_doubled_titles(diagnosed_eval)
     reference diagnosis, not the case name and rank the overlay's own title already gives."""
     from reportlab.platypus import Table
 
-    from medseg.report import _case_dice, _diagnoses, _ranked_grid
+    from medseg.reporting.report import _case_dice, _diagnoses, _ranked_grid
 
     info = json.loads((diagnosed_eval / "eval.json").read_text())
     df = pd.read_csv(diagnosed_eval / "metrics.csv", dtype={"case_id": str})

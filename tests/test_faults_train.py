@@ -14,8 +14,8 @@ import torch
 
 from medseg.checkpoint import load_checkpoint
 from medseg.config import load_config
+from medseg.engine.train import train
 from medseg.errors import MedsegError
-from medseg.train import train
 
 
 def _cfg(overrides, *more):
@@ -389,8 +389,8 @@ def test_overlay_logged_per_validation(
 
 def test_panel_is_legible_and_has_a_legend():
     """q25-panel-size-legend"""
-    from medseg.train import _panel
-    from medseg.viz import FN_COLOUR, FP_COLOUR, GT_COLOUR, PRED_COLOUR
+    from medseg.engine.train import _panel
+    from medseg.reporting.viz import FN_COLOUR, FP_COLOUR, GT_COLOUR, PRED_COLOUR
 
     gt = np.zeros((48, 64), np.uint8)
     gt[10:30, 10:30] = 1
@@ -420,8 +420,8 @@ class _LabelAsLogits(torch.nn.Module):
 
 def test_whole_foreground_dice_merges_the_classes():
     """q25-dice-whole: classes swapped inside the right region: per-class Dice 0, whole-foreground Dice 1."""
-    from medseg.losses import build_loss
-    from medseg.train import validate
+    from medseg.engine.losses import build_loss
+    from medseg.engine.train import validate
 
     cfg = load_config("demo", ["preprocess.spatial_size=[8,8]", "data.labels=[background,a,b]"])
     gt = np.zeros((8, 8))
@@ -503,7 +503,7 @@ def test_training_log_off_a_terminal_has_no_bars(folder_dir, tmp_path, small_2d_
 
 def test_3d_pipeline_raises_no_monai_future_warning():
     """q27-no-monai-futurewarning: MONAI's Orientationd 'labels' default-change warning on every 3D command."""
-    from medseg.transforms import train_transforms, val_transforms
+    from medseg.data.transforms import train_transforms, val_transforms
 
     cfg = load_config("brats", [])
     with warnings.catch_warnings(record=True) as caught:
@@ -516,7 +516,7 @@ def test_3d_pipeline_raises_no_monai_future_warning():
 
 def test_a_users_config_in_the_run_folder_is_never_replaced(folder_dir, tmp_path, small_2d_overrides):
     """x-user-config-in-out: `medseg train myexp/config.yaml --out myexp` must not delete the user's own file."""
-    from medseg.train import prepare_run_dir
+    from medseg.engine.train import prepare_run_dir
 
     run = tmp_path / "myexp"
     run.mkdir()

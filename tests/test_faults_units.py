@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from medseg.errors import MedsegError
-from medseg.findings import lesion_findings
+from medseg.evaluation.findings import lesion_findings
+from medseg.evaluation.metrics import case_metrics
 from medseg.io import Geometry, geometry_2d
-from medseg.metrics import case_metrics
 
 LABELS = ["background", "lesion"]
 
@@ -115,7 +115,7 @@ def _png_masks(root, n=3):
 
 
 def test_q10_evaluate_folders_of_png_masks_reports_pixels(tmp_path):
-    from medseg.evaluate import evaluate_folders
+    from medseg.evaluation.evaluate import evaluate_folders
 
     _png_masks(tmp_path)
     res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=_quiet)
@@ -131,7 +131,7 @@ def test_q10_evaluate_folders_of_png_masks_reports_pixels(tmp_path):
 def test_q10_metrics_csv_volume_sizes_to_3_significant_figures(tmp_path):
     import nibabel as nib
 
-    from medseg.evaluate import evaluate_folders
+    from medseg.evaluation.evaluate import evaluate_folders
 
     aff = np.diag([0.7, 0.9, 1.3, 1.0])  # 0.819 mm³ voxels
     gt = np.zeros((20, 20, 20), np.uint8)
@@ -150,7 +150,7 @@ def _panel_texts(spacing_known: bool) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medseg.overlays import draw_panel
+    from medseg.reporting.overlays import draw_panel
 
     fig, ax = plt.subplots()
     m = _block(shape=(60, 80))
@@ -167,7 +167,7 @@ def test_q10_no_mm_scale_bar_without_spacing():
 
 def test_q10_stacked_slices_get_no_mm_scale_bar(tmp_path, monkeypatch):
     """LGG slices stacked into a volume have no known spacing: their panels get no mm bar either."""
-    import medseg.overlays as ov
+    import medseg.reporting.overlays as ov
 
     known = []
     real = ov.draw_panel
@@ -199,7 +199,7 @@ def test_q10_stacked_slices_get_no_mm_scale_bar(tmp_path, monkeypatch):
 def trained(tmp_path_factory):
     from medseg.config import load_config
     from medseg.data import synthetic
-    from medseg.train import train
+    from medseg.engine.train import train
 
     root = tmp_path_factory.mktemp("units")
     data = synthetic.make_folder_2d(root / "data", n=6, size=(32, 48))
@@ -223,7 +223,7 @@ def trained(tmp_path_factory):
 
 
 def test_q10_infer_log_line_says_px_and_the_diameter(trained, tmp_path):
-    from medseg.infer import infer
+    from medseg.inference.infer import infer
 
     said = []
     res = infer(
@@ -253,7 +253,7 @@ def _copy_cases(src, dst, ids, rename=lambda cid: cid):
 
 
 def test_q23_new_folder_is_scored_as_a_test_set(trained, tmp_path):
-    from medseg.evaluate import evaluate_model
+    from medseg.evaluation.evaluate import evaluate_model
 
     ids = trained["split"]["train"] + trained["split"]["val"]
     new = tmp_path / "new"
@@ -271,7 +271,7 @@ def test_q23_new_folder_is_scored_as_a_test_set(trained, tmp_path):
 
 
 def test_q23_folder_with_training_cases_only_is_refused_not_scored(trained, tmp_path):
-    from medseg.evaluate import evaluate_model
+    from medseg.evaluation.evaluate import evaluate_model
 
     part = tmp_path / "part"
     _copy_cases(trained["data"], part, trained["split"]["train"][:2])
@@ -286,7 +286,7 @@ def test_q23_folder_with_training_cases_only_is_refused_not_scored(trained, tmp_
 
 
 def test_q23_split_all_over_training_cases_warns(trained, tmp_path):
-    from medseg.evaluate import evaluate_model
+    from medseg.evaluation.evaluate import evaluate_model
 
     said = []
     res = evaluate_model(

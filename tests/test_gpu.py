@@ -12,8 +12,9 @@ import torch
 from medseg.checkpoint import load_checkpoint
 from medseg.config import load_config
 from medseg.data import synthetic
-from medseg.infer import infer
-from medseg.train import predict_logits, train
+from medseg.engine.train import train
+from medseg.inference.infer import infer
+from medseg.inference.predictor import predict_logits
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
 
@@ -109,7 +110,7 @@ def test_amp_logits_track_fp32_logits(gpu_run):
 
 
 def test_2d_train_and_evaluate_on_cuda_match_cpu_evaluation(folder_dir, small_2d_overrides, tmp_path):
-    from medseg.evaluate import evaluate_model
+    from medseg.evaluation.evaluate import evaluate_model
 
     cfg = load_config("demo", ["data.recipe=folder", *small_2d_overrides, "train.epochs=3"])
     train(cfg, folder_dir, tmp_path / "run", device="cuda", progress=False, log=_quiet)

@@ -12,9 +12,9 @@ from PIL import Image
 
 from medseg.config import load_config
 from medseg.data import synthetic
+from medseg.engine.train import train
 from medseg.errors import MedsegError
-from medseg.infer import infer
-from medseg.train import train
+from medseg.inference.infer import infer
 
 from .conftest import pdf_text
 
@@ -168,7 +168,7 @@ def test_dicom_folder_with_several_series(model3d, tmp_path):
     assert (
         len(warning) == 1 and "2 DICOM series" in warning[0] and "'AX T2'" in warning[0] and "LOCALIZER" in warning[0]
     )
-    from medseg.report import case_report
+    from medseg.reporting.report import case_report
 
     pdf = case_report(res["findings_json"], out=tmp_path / "study.pdf")
     text = pdf_text(pdf)
@@ -181,8 +181,8 @@ def test_label_tables_for_viewers(model3d, model2d, tmp_path):
     """3D masks come with colour tables naming their values (3D Slicer .ctbl, ITK-SNAP label descriptions) in the
     overlay colours; a folder holding another model's tables is not rewritten without force; binary 2D masks
     (0/255 PNGs) get none."""
-    from medseg.infer import write_label_tables
-    from medseg.viz import class_colour
+    from medseg.inference.infer import write_label_tables
+    from medseg.reporting.viz import class_colour
 
     img, _ = _blob_volume((24, 22, 12))
     nib.save(nib.Nifti1Image(img, np.eye(4)), tmp_path / "v.nii.gz")
@@ -211,7 +211,7 @@ def test_folder_of_case_folders(model3d, brats_dir, tmp_path):
     """`medseg infer scans/` segments every case below the folder: volumes in per-patient folders (same file names
     get their folder's name), DICOM series folders, multi-modal case folders (BraTS validation sets), 2D images in
     per-case folders; label folders, masks, PH2's lesion/ROI folders and medseg's own outputs are left out."""
-    from medseg.infer import expand_inputs
+    from medseg.inference.infer import expand_inputs
 
     img, mask = _blob_volume((24, 22, 12))
     scans = tmp_path / "scans"
@@ -386,8 +386,8 @@ def test_crop_to_nonzero_box_and_back():
     """CropNonzerod crops to the non-zero box (any channel) + margin; uncrop pads back with background."""
     from monai.data import MetaTensor
 
-    from medseg.infer import uncrop
-    from medseg.transforms import CropNonzerod
+    from medseg.data.transforms import CropNonzerod
+    from medseg.inference.infer import uncrop
 
     aff = torch.as_tensor(synthetic.oblique_affine(spacing=(1.3, 1.1, 1.8), angle_deg=25), dtype=torch.float64)
     x = torch.zeros(2, 20, 18, 16)
@@ -431,7 +431,7 @@ def test_model_trained_on_nonzero_box_segments_in_place(model3d, tmp_path):
 
 
 def test_stitching_moves_to_host_memory_only_when_the_gpu_is_short(monkeypatch):
-    from medseg.infer import _stitch_on_cpu
+    from medseg.inference.infer import _stitch_on_cpu
 
     cfg = load_config("brats", [])
     assert cfg.out_channels == 5  # 2 inputs, softmax over 5 classes: (2 + 2*5 + 2) * 4 bytes = 56 bytes per voxel

@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from medseg.metrics import bootstrap_ci, case_metrics, confusion, lesion_counts, overlap_metrics, surface_distances
+from medseg.evaluation.metrics import (
+    bootstrap_ci,
+    case_metrics,
+    confusion,
+    lesion_counts,
+    overlap_metrics,
+    surface_distances,
+)
 
 
 def _squares():

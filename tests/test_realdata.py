@@ -8,8 +8,8 @@ from medseg.checkpoint import load_checkpoint
 from medseg.config import load_config
 from medseg.data import load_samples
 from medseg.data.lgg import group_by_volume, stack_patient
-from medseg.infer import infer
-from medseg.train import train
+from medseg.engine.train import train
+from medseg.inference.infer import infer
 
 from .conftest import pdf_text, shared
 
@@ -203,8 +203,8 @@ def test_infer_real_2d(ph2_model, lgg_model, tmp_path):
 def test_evaluate_and_report_real(ph2_model, lgg_model, brats_model, tmp_path):
     import pandas as pd
 
-    from medseg.evaluate import evaluate_model
-    from medseg.report import case_report, cohort_report, fmt
+    from medseg.evaluation.evaluate import evaluate_model
+    from medseg.reporting.report import case_report, cohort_report, fmt
 
     ph2 = evaluate_model(ph2_model, "ph2", shared("ph2"), tmp_path / "ph2", split="val", progress=False, log=_quiet)
     assert len(ph2.metrics) == load_checkpoint(ph2_model)["data"]["n_val"]

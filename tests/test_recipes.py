@@ -274,8 +274,8 @@ def test_brats_vsd_layout_mha(brats_dir, tmp_path):
     `medseg infer CASE_FOLDER` finds the modalities the same way."""
     from medseg.config import load_config
     from medseg.data.check import check_dataset
-    from medseg.infer import expand_inputs
-    from medseg.transforms import LoadVolumed
+    from medseg.data.transforms import LoadVolumed
+    from medseg.inference.infer import expand_inputs
 
     root = _vsd_copy(brats_dir, tmp_path / "BRATS2015_Training")
     res = load_samples("brats", root, {"channels": ["flair", "t1c"]})

@@ -6,9 +6,9 @@ import torch
 
 from medseg.checkpoint import load_checkpoint
 from medseg.config import load_config
+from medseg.engine.train import train
 from medseg.errors import MedsegError
 from medseg.models import build_model
-from medseg.train import train
 
 
 def _cfg(overrides, *more):
@@ -188,7 +188,7 @@ def test_label_outside_classes_stops_training(tmp_path):
 
 
 def test_positive_weights_hand_case():
-    from medseg.train import positive_weights
+    from medseg.engine.train import positive_weights
 
     w = positive_weights([True, False, False, False], 0.5)
     assert w == pytest.approx([0.5, 1 / 6, 1 / 6, 1 / 6])  # positives drawn half the time, 1 in 4 otherwise
@@ -198,7 +198,7 @@ def test_positive_weights_hand_case():
 
 
 def test_weighted_loader_draws_the_asked_share_of_positives():
-    from medseg.train import make_loader, positive_weights
+    from medseg.engine.train import make_loader, positive_weights
 
     flags = [i < 10 for i in range(100)]  # 10% positive
     ds = [{"image": torch.zeros(1, 2, 2), "label": torch.full((1, 2, 2), float(f))} for f in flags]
@@ -216,7 +216,7 @@ class _LabelAsLogits(torch.nn.Module):
 
 
 def test_validation_pools_slices_per_volume():
-    from medseg.train import validate
+    from medseg.engine.train import validate
 
     cfg = load_config("demo", ["preprocess.spatial_size=[4,4]"])
     gt = [np.zeros((4, 4)), np.zeros((4, 4)), np.zeros((4, 4))]
@@ -239,7 +239,7 @@ def test_validation_pools_slices_per_volume():
 
 
 def test_validation_batches_same_size_slices_without_changing_the_score():
-    from medseg.train import validate
+    from medseg.engine.train import validate
 
     rng = np.random.default_rng(0)
     items = []
@@ -273,8 +273,9 @@ def test_validation_batches_same_size_slices_without_changing_the_score():
 def test_one_window_inputs_skip_the_sliding_window_with_the_same_logits():
     from monai.inferers import sliding_window_inference
 
+    from medseg.engine.train import model_spec
+    from medseg.inference.predictor import predict_logits
     from medseg.models import build_model
-    from medseg.train import model_spec, predict_logits
 
     cfg = load_config("demo", ["train.amp=false", "preprocess.spatial_size=[32,32]"])
     torch.manual_seed(0)
@@ -290,14 +291,14 @@ def test_one_window_inputs_skip_the_sliding_window_with_the_same_logits():
 
 
 def test_batch_dice_option_reaches_the_loss():
-    from medseg.losses import build_loss
+    from medseg.engine.losses import build_loss
 
     assert build_loss(load_config("demo", ["train.loss.batch_dice=true"])).dice.batch is True
     assert build_loss(load_config("demo")).dice.batch is False
 
 
 def test_fn_weight_turns_the_dice_term_into_tversky():
-    from medseg.losses import build_loss
+    from medseg.engine.losses import build_loss
 
     gt = torch.zeros(1, 1, 4, 4)
     gt[0, 0, 0, :] = 1  # four foreground pixels
@@ -349,7 +350,7 @@ def test_bad_setting_fails_before_any_data_work(tmp_path, override, message):
 
 
 def test_config_check_builds_nothing_real_and_draws_no_random_numbers():
-    from medseg.train import check_config
+    from medseg.engine.train import check_config
 
     torch.manual_seed(3)
     state = torch.get_rng_state().clone()
@@ -430,7 +431,7 @@ def test_deep_supervision_outputs_and_loss():
     mode returns the full-resolution logits alone."""
     from monai.losses import DeepSupervisionLoss
 
-    from medseg.losses import build_loss
+    from medseg.engine.losses import build_loss
     from medseg.models import model_spec
 
     cfg = load_config(
@@ -497,24 +498,25 @@ def test_deep_supervision_trains_and_infers(folder_dir, tmp_path, small_2d_overr
 
 
 def test_amp_dtype_per_device(monkeypatch):
-    import medseg.train as T
+    import medseg.runtime as R
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert T.amp_dtype(cuda) == torch.float16 and T.amp_dtype(cuda, enabled=False) is None
-    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: True)
-    assert T.amp_dtype(cpu) == torch.bfloat16 and T.amp_dtype(cpu, enabled=False) is None
-    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: False)  # emulated bfloat16 is >10x slower: stay in float32
-    assert T.amp_dtype(cpu) is None
-    assert T.amp_dtype(torch.device("mps")) is None
+    assert R.amp_dtype(cuda) == torch.float16 and R.amp_dtype(cuda, enabled=False) is None
+    monkeypatch.setattr(R, "cpu_has_native_bf16", lambda: True)
+    assert R.amp_dtype(cpu) == torch.bfloat16 and R.amp_dtype(cpu, enabled=False) is None
+    monkeypatch.setattr(R, "cpu_has_native_bf16", lambda: False)  # emulated bfloat16 is >10x slower: stay in float32
+    assert R.amp_dtype(cpu) is None
+    assert R.amp_dtype(torch.device("mps")) is None
 
 
 @pytest.mark.parametrize("amp", [True, False])
 def test_cpu_bfloat16_training(folder_dir, tmp_path, small_2d_overrides, monkeypatch, amp):
     """With native bfloat16 (forced here, so the test runs on any CPU) the network computes in bfloat16, the loss and
     the saved weights stay float32; train.amp=false keeps everything in float32."""
-    import medseg.train as T
+    import medseg.engine.train as T
+    import medseg.runtime as R
 
-    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(R, "cpu_has_native_bf16", lambda: True)
     seen, original = [], T.build_model
 
     def recording_model(spec):
@@ -543,25 +545,27 @@ def test_cpu_bfloat16_training(folder_dir, tmp_path, small_2d_overrides, monkeyp
 def test_cpu_bfloat16_inference_tracks_float32(monkeypatch):
     """Sliding-window logits in bfloat16 autocast stay close to float32 ones (and differ, so the path really ran);
     a checkpoint config with train.amp=false is inferred in float32."""
-    import medseg.train as T
+    import medseg.engine.train as T
+    import medseg.inference.predictor as P
+    import medseg.runtime as R
 
-    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(R, "cpu_has_native_bf16", lambda: True)
     cfg = load_config("demo", ["model.channels=[4,8,16]", "model.strides=[2,2]", "preprocess.spatial_size=[32,32]"])
     torch.manual_seed(0)
     net = build_model(T.model_spec(cfg)).eval()
     x, cpu = torch.randn(1, 3, 40, 48), torch.device("cpu")
-    a = T.predict_logits(net, x, cfg, cpu, roi=[32, 32])
-    b = T.predict_logits(net, x, cfg, cpu, roi=[32, 32], amp=False)
+    a = P.predict_logits(net, x, cfg, cpu, roi=[32, 32])
+    b = P.predict_logits(net, x, cfg, cpu, roi=[32, 32], amp=False)
     assert a.dtype == b.dtype == torch.float32 and a.shape == b.shape == (1, 1, 40, 48)
     assert not torch.equal(a, b)
     assert (a - b).abs().max().item() < 0.05 * max(1.0, b.abs().max().item())
     off = load_config("demo", ["model.channels=[4,8,16]", "model.strides=[2,2]", "train.amp=false"])
-    assert torch.equal(T.predict_logits(net, x, off, cpu, roi=[32, 32]), b)
+    assert torch.equal(P.predict_logits(net, x, off, cpu, roi=[32, 32]), b)
 
 
 def test_config_check_leaves_models_that_cannot_be_built_on_meta_to_the_real_build(monkeypatch):
     from medseg import models
-    from medseg.train import check_config
+    from medseg.engine.train import check_config
 
     def value_dependent(spatial_dims, in_channels, out_channels, channels, strides, **kw):
         scale = torch.ones(1).item()  # needs real values: fails on the meta device

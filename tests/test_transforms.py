@@ -8,8 +8,7 @@ from PIL import Image
 
 from medseg.config import load_config
 from medseg.data import IMAGE, LABEL
-from medseg.errors import MedsegError
-from medseg.transforms import (
+from medseg.data.transforms import (
     Guarded,
     LoadImage2Dd,
     LoadVolumed,
@@ -20,6 +19,7 @@ from medseg.transforms import (
     random_transforms,
     train_transforms,
 )
+from medseg.errors import MedsegError
 
 
 def test_binarise_handles_real_mask_styles():

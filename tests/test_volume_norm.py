@@ -11,11 +11,11 @@ from PIL import Image
 
 from medseg.config import load_config
 from medseg.data import IMAGE
+from medseg.data.transforms import NormalizeByVolumed, deterministic_transforms
+from medseg.engine.train import train
 from medseg.errors import MedsegError
-from medseg.infer import infer
+from medseg.inference.infer import infer
 from medseg.io import volume_slices
-from medseg.train import train
-from medseg.transforms import NormalizeByVolumed, deterministic_transforms
 
 
 def _slices(folder: Path, values: dict, fmt="s_{}.png", shape=(6, 8)):

@@ -10,5 +10,5 @@ Every recipe has a synthetic twin in :mod:`medseg.data.synthetic` that writes a
 small fake data set in the same layout, used by the tests and the demo.
 """
 
-from . import brats, demo, folder, lgg, nifti, ph2  # noqa: F401  (register recipes)
-from .base import IMAGE, LABEL, RecipeResult, get_recipe, list_recipes, load_samples  # noqa: F401
+from medseg.data import brats, demo, folder, lgg, nifti, ph2  # noqa: F401  (register recipes)
+from medseg.data.base import IMAGE, LABEL, RecipeResult, get_recipe, list_recipes, load_samples  # noqa: F401

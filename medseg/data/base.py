@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import MedsegError, fail, os_reason
+from medseg.errors import MedsegError, fail, os_reason
 
 IMAGE = "image"
 LABEL = "label"
@@ -137,7 +137,7 @@ def natural_key(text: str):
 
 
 def files_with_ext(folder: Path, exts: tuple[str, ...]) -> list[Path]:
-    from ..io import file_ext
+    from medseg.io import file_ext
 
     if not folder.is_dir():
         return []
@@ -168,7 +168,7 @@ def walk_files(folder: Path) -> list[Path]:
 def files_below(folder: Path, exts: tuple[str, ...], limit: int = 500000) -> list[Path]:
     """Files of ``exts`` at any depth below ``folder`` (hidden ones skipped), in path order, at most ``limit``;
     symlinked folders are followed, each real file listed once (:func:`walk_files`)."""
-    from ..io import file_ext
+    from medseg.io import file_ext
 
     return [p for p in walk_files(folder) if not p.name.startswith(".") and file_ext(p) in exts][:limit]
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
-from ..errors import fail
-from ..io import VOLUME_EXTS, strip_ext
-from .base import IMAGE, LABEL, RecipeResult, files_below, files_with_ext, natural_key, register
+from medseg.data.base import IMAGE, LABEL, RecipeResult, files_below, files_with_ext, natural_key, register
+from medseg.errors import fail
+from medseg.io import VOLUME_EXTS, strip_ext
 
 # BraTS 2013 (Flair_*, T1c_*), 2018-2021 (<case>_flair, _t1ce, _t1, _t2, _seg), 2023+ (<case>-t2f, -t1c, -t1n,
 # -t2w, -seg) and the VSD releases of 2013/2015 (VSD.Brain.XX.O.MR_Flair.<id>, ..., VSD.Brain_3more.XX.O.OT.<id>)

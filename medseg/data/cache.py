@@ -24,7 +24,7 @@ class CaseCache(CacheDataset):
         try:
             items = pool.imap(self._load_cache_item, indices)
             if self.progress:
-                from ..progress import track
+                from medseg.progress import track
 
                 items = track(items, total=len(indices), desc="caching", unit="case")
             return list(items)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config
-from ..errors import MedsegError, fail
-from .base import IMAGE, LABEL, load_samples
+from medseg.config import Config
+from medseg.data.base import IMAGE, LABEL, load_samples
+from medseg.errors import MedsegError, fail
 
 
 def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> dict:
@@ -20,8 +20,8 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
     ``problems`` (one line per bad file). Raises MedsegError when the layout
     itself is wrong or empty.
     """
-    from ..progress import track
-    from ..transforms import LoadImage2Dd, LoadVolumed
+    from medseg.data.transforms import LoadImage2Dd, LoadVolumed
+    from medseg.progress import track
 
     result = load_samples(
         cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels}, collect_problems=True
@@ -108,7 +108,7 @@ def _images(count: int, one: str, many: str) -> str:
 
 def _channel_warnings(found: Counter, expected: list[str]) -> list[str]:
     """What the 2D loader will do to images whose channel count differs from the config's ``data.channels``."""
-    from ..transforms import channel_plan
+    from medseg.data.transforms import channel_plan
 
     n, out = len(expected), []
     for c, count in sorted(found.items()):

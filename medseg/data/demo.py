@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import fail
-from .base import RecipeResult, register
-from .folder import folder_samples
-from .nifti import nifti_samples
+from medseg.data.base import RecipeResult, register
+from medseg.data.folder import folder_samples
+from medseg.data.nifti import nifti_samples
+from medseg.errors import fail
 
 MARKER = ".medseg-demo"
 IN_PROGRESS = "generating"  # the marker's first word while the data is being written: a rerun finishes the job
@@ -36,7 +36,7 @@ def _claim_for_demo(data_dir: Path) -> bool:
 
 @register("demo")
 def demo_samples(data_dir: Path, options: dict) -> RecipeResult:
-    from .synthetic import make_folder_2d, make_nifti_folder
+    from medseg.data.synthetic import make_folder_2d, make_nifti_folder
 
     dims = int(options.get("dims", 2))
     n = int(options.get("n_cases", 32))

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import fail
-from ..io import IMAGE_2D_EXTS
-from .base import IMAGE, LABEL, RecipeResult, files_with_ext, first_subdir, mask_stem, register
+from medseg.data.base import IMAGE, LABEL, RecipeResult, files_with_ext, first_subdir, mask_stem, register
+from medseg.errors import fail
+from medseg.io import IMAGE_2D_EXTS
 
 IMAGE_DIRS = ["images", "image", "imgs", "img"]
 MASK_DIRS = ["masks", "mask", "labels", "label", "gt", "annotations", "segmentations"]

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import fail
-from ..io import IMAGE_2D_EXTS, read_image_2d
-from .base import IMAGE, LABEL, RecipeResult, files_below, natural_key, register, walk_files
+from medseg.data.base import IMAGE, LABEL, RecipeResult, files_below, natural_key, register, walk_files
+from medseg.errors import fail
+from medseg.io import IMAGE_2D_EXTS, read_image_2d
 
 SLICE_RE = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)$")
 EXPECTED = (
@@ -177,7 +177,7 @@ def group_by_volume(samples: list[dict]) -> dict[str, list[dict]]:
 
 def stack_patient(samples: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Stack one patient's slices (sorted numerically) into ``(H, W, Z, C)`` image and ``(H, W, Z)`` mask."""
-    from ..transforms import binarise_mask_2d
+    from medseg.data.transforms import binarise_mask_2d
 
     ordered = sorted(samples, key=lambda s: s["slice_index"])
     imgs, masks = [], []

@@ -8,8 +8,8 @@ from pathlib import Path
 
 def lookup_metadata(path: str | Path, levels: int = 4) -> dict:
     """Metadata for one image when it sits inside a PH2 or LGG layout; ``{}`` otherwise."""
-    from .lgg import SLICE_RE, _read_csv, patient_key
-    from .ph2 import CASE_RE, find_table, parse_table
+    from medseg.data.lgg import SLICE_RE, _read_csv, patient_key
+    from medseg.data.ph2 import CASE_RE, find_table, parse_table
 
     p = Path(path)
     parents = list(p.parents)[:levels]

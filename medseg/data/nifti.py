@@ -16,9 +16,9 @@ import json
 import re
 from pathlib import Path
 
-from ..errors import fail
-from ..io import VOLUME_EXTS, file_ext, strip_ext
-from .base import IMAGE, LABEL, RecipeResult, files_with_ext, first_subdir, mask_stem, natural_key, register
+from medseg.data.base import IMAGE, LABEL, RecipeResult, files_with_ext, first_subdir, mask_stem, natural_key, register
+from medseg.errors import fail
+from medseg.io import VOLUME_EXTS, file_ext, strip_ext
 
 IMAGE_DIRS = ["imagesTr", "images", "image", "imgs", "volumes"]
 LABEL_DIRS = ["labelsTr", "labels", "label", "masks", "mask", "segmentations", "segs"]

@@ -18,9 +18,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import fail
-from ..io import IMAGE_2D_EXTS
-from .base import IMAGE, LABEL, RecipeResult, files_below, files_with_ext, natural_key, register, walk_files
+from medseg.data.base import IMAGE, LABEL, RecipeResult, files_below, files_with_ext, natural_key, register, walk_files
+from medseg.errors import fail
+from medseg.io import IMAGE_2D_EXTS
 
 CASE_RE = re.compile(r"^IMD\d+$", re.IGNORECASE)
 DIAGNOSIS_NAMES = {0: "common nevus", 1: "atypical nevus", 2: "melanoma"}

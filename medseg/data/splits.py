@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import SplitConfig
-from ..errors import MedsegError
+from medseg.config import SplitConfig
+from medseg.errors import MedsegError
 
 
 def _strata(samples: list[dict], key: str | None) -> dict[str, list[str]]:

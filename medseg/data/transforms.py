@@ -46,10 +46,10 @@ from monai.transforms import (
     Transform,
 )
 
-from .config import Config
-from .data.base import IMAGE, LABEL
-from .errors import MedsegError, fail, find_user_error
-from .io import exif_orientation, read_image_2d, read_volume, slice_neighbours, volume_slices
+from medseg.config import Config
+from medseg.data.base import IMAGE, LABEL
+from medseg.errors import MedsegError, fail, find_user_error
+from medseg.io import exif_orientation, read_image_2d, read_volume, slice_neighbours, volume_slices
 
 # ----------------------------------------------------------------------------
 # image / label adaptation shared by training and inference

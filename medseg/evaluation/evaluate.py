@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .data.base import IMAGE, LABEL, mask_stem
-from .errors import MedsegError, fail
-from .findings import significant
-from .io import IMAGE_2D_EXTS, VOLUME_EXTS, atomic_write, file_ext, read_image_2d, read_volume, strip_ext
-from .metrics import bootstrap_ci, case_metrics, distance_keys, metric_names
+from medseg import __version__
+from medseg.data.base import IMAGE, LABEL, mask_stem
+from medseg.errors import MedsegError, fail
+from medseg.evaluation.findings import significant
+from medseg.evaluation.metrics import bootstrap_ci, case_metrics, distance_keys, metric_names
+from medseg.io import IMAGE_2D_EXTS, VOLUME_EXTS, atomic_write, file_ext, read_image_2d, read_volume, strip_ext
 
 SIZE_KEYS = ["gt_size", "pred_size"]
 COUNT_KEYS = ["lesions_gt", "lesions_pred", "lesions_detected"]
@@ -97,7 +97,7 @@ def units_info(spacing, ndim: int) -> dict:
 def read_label_map(path: Path, num_classes: int) -> tuple[np.ndarray, tuple | None, np.ndarray | None]:
     """A mask file -> ``(class map, spacing, affine or None)``; binary tasks threshold anything > 0. 2D files carry
     no pixel spacing: theirs is None."""
-    from .transforms import binarise_mask_2d, labels_to_classes
+    from medseg.data.transforms import binarise_mask_2d, labels_to_classes
 
     if file_ext(path) in IMAGE_2D_EXTS:
         raw = read_image_2d(path, kind="mask")
@@ -191,7 +191,7 @@ def _write(out_dir: Path, df: pd.DataFrame, info: dict) -> EvalResult:
     atomic_write(
         out_dir / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False, float_format="%.6g"), suffix=".csv"
     )
-    from .overlays import evaluation_plots
+    from medseg.reporting.overlays import evaluation_plots
 
     info["plots"] = evaluation_plots(df, out_dir, info["size_unit"])
     atomic_write(
@@ -219,8 +219,8 @@ def evaluate_folders(
     log=print,
 ) -> EvalResult:
     """Evaluate a folder of predictions against a folder of ground truth."""
-    from .overlays import save_case_overlay
-    from .progress import track
+    from medseg.progress import track
+    from medseg.reporting.overlays import save_case_overlay
 
     out_dir = Path(out)
     _check_out(out_dir, force)
@@ -314,12 +314,12 @@ def evaluate_model(
 
     ``post`` overrides the checkpoint's post-processing (``threshold``, ``keep_largest``, ``min_size``,
     ``fill_holes``), so a choice can be measured on held-out cases without retraining."""
-    from .data import load_samples
-    from .data.lgg import group_by_volume
-    from .infer import Case, effective_post, load_models, segment_case
-    from .overlays import save_case_overlay, save_volume_overlay
-    from .progress import track
-    from .train import resolve_device
+    from medseg.data import load_samples
+    from medseg.data.lgg import group_by_volume
+    from medseg.inference.infer import Case, effective_post, load_models, segment_case
+    from medseg.progress import track
+    from medseg.reporting.overlays import save_case_overlay, save_volume_overlay
+    from medseg.runtime import resolve_device
 
     out_dir = Path(out)
     _check_out(out_dir, force)

@@ -23,14 +23,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
-from .checkpoint import describe, file_hash, load_checkpoint, validate_checkpoint
-from .config import Config
-from .data.base import IMAGE, mask_stem
-from .data.lookup import lookup_metadata
-from .errors import MedsegError, fail, find_user_error, os_fix, os_reason
-from .findings import lesion_findings
-from .io import (
+from medseg import __version__
+from medseg.checkpoint import describe, file_hash, load_checkpoint, validate_checkpoint
+from medseg.config import Config
+from medseg.data.base import IMAGE, mask_stem
+from medseg.data.lookup import lookup_metadata
+from medseg.errors import MedsegError, fail, find_user_error, os_fix, os_reason
+from medseg.evaluation.findings import lesion_findings
+from medseg.inference.postprocess import postprocess
+from medseg.inference.predictor import predict_logits
+from medseg.io import (
     IMAGE_2D_EXTS,
     VOLUME_EXTS,
     Geometry,
@@ -42,9 +44,8 @@ from .io import (
     write_image_2d,
     write_volume,
 )
-from .models import build_model
-from .postprocess import postprocess
-from .train import predict_logits, resolve_device
+from medseg.models import build_model
+from medseg.runtime import resolve_device
 
 LARGE_VOLUME_VOXELS = 160**3  # stitch on the CPU above this when the GPU cannot report its free memory
 
@@ -359,7 +360,7 @@ def _folder_cases(
 
 def _modality_files(folder: Path, cfg: Config) -> list[str] | None:
     """One multi-modal case in a folder, found by the brats recipe's file-name patterns (and the config's own)."""
-    from .data.brats import case_files, find_modalities, modality_patterns
+    from medseg.data.brats import case_files, find_modalities, modality_patterns
 
     channels = list(cfg.data.channels)
     found = find_modalities(
@@ -422,7 +423,7 @@ def _case_probabilities(
     from monai.data import MetaTensor
     from monai.transforms import SpatialResample
 
-    from .transforms import deterministic_transforms
+    from medseg.data.transforms import deterministic_transforms
 
     cfg = lm.cfg
     is_2d_input = file_ext(case.paths[0]) in IMAGE_2D_EXTS
@@ -667,7 +668,7 @@ def infer(
     ``post`` may override ``threshold``, ``keep_largest``, ``min_size``, ``fill_holes``, ``overlap`` and
     ``sw_batch_size`` from the checkpoint's ``infer`` config.
     """
-    from .progress import track
+    from medseg.progress import track
 
     if not inputs:
         raise MedsegError("no INPUT given; fix: medseg infer scan.nii.gz --model runs/NAME/best.pt")
@@ -788,7 +789,7 @@ def _write_failure(
 def write_label_tables(out_dir: Path, labels: list[str], force: bool = False) -> list[Path]:
     """Write ``labels.ctbl`` (3D Slicer) and ``labels_itksnap.txt`` (ITK-SNAP) naming the mask values; an existing
     table with other classes (masks of another model in this folder) is only replaced with ``force``."""
-    from .viz import label_tables
+    from medseg.reporting.viz import label_tables
 
     paths = []
     for name, text in label_tables(labels).items():
@@ -808,14 +809,14 @@ def write_label_tables(out_dir: Path, labels: list[str], force: bool = False) ->
 
 def findings_unit(res: dict) -> str:
     """How to print the sizes of a findings dict: mL, mm², or px² for 2D images of unknown pixel spacing."""
-    from .findings import UNIT_LABELS
+    from medseg.evaluation.findings import UNIT_LABELS
 
     return UNIT_LABELS[res["unit"]]
 
 
 def findings_sizes(res: dict, cls: dict) -> str:
     """One class's findings for the log: total size, lesion count, the largest lesion's maximum diameter."""
-    from .findings import format_size
+    from medseg.evaluation.findings import format_size
 
     text = f"{format_size(cls['total_' + res['unit']])} {findings_unit(res)} in {cls['n_lesions']} lesion(s)"
     if cls["lesions"]:

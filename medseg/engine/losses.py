@@ -5,8 +5,8 @@ from __future__ import annotations
 from monai.losses import DeepSupervisionLoss, DiceCELoss, TverskyLoss
 from torch import nn
 
-from .config import Config
-from .errors import MedsegError
+from medseg.config import Config
+from medseg.errors import MedsegError
 
 
 def build_loss(cfg: Config) -> nn.Module:

@@ -18,11 +18,11 @@ from xml.sax.saxutils import escape as xml_escape
 
 import pandas as pd
 
-from . import __version__
-from .data.ph2 import CRITERIA_CODES, DIAGNOSIS_NAMES
-from .errors import fail
-from .findings import UNIT_LABELS, format_size
-from .viz import dejavu_codepoints, dejavu_font
+from medseg import __version__
+from medseg.data.ph2 import CRITERIA_CODES, DIAGNOSIS_NAMES
+from medseg.errors import fail
+from medseg.evaluation.findings import UNIT_LABELS, format_size
+from medseg.reporting.viz import dejavu_codepoints, dejavu_font
 
 DISCLAIMER = (
     "Research software, not a medical device. These results were produced automatically by a machine-learning "
@@ -545,7 +545,7 @@ def _findings_table(f: dict):
 
 
 def _agreement_table(f: dict, gt, case_id: str, labels: list[str]):
-    from .evaluate import metrics_rows, read_label_map
+    from medseg.evaluation.evaluate import metrics_rows, read_label_map
 
     _, _, length, known = _findings_units(f)
     pred, _, _ = read_label_map(Path(f["segmentation"]), len(labels))
@@ -580,9 +580,9 @@ def case_report(
 ) -> Path:
     """Write a one-case PDF from ``<case>_findings.json``; with ``gt`` the metrics are included. One A4 page for a 2D
     case. Nothing is left behind when it fails: the overlay PNG is kept only beside a finished PDF."""
-    from .checkpoint import load_checkpoint
-    from .evaluate import model_card
-    from .overlays import save_case_overlay
+    from medseg.checkpoint import load_checkpoint
+    from medseg.evaluation.evaluate import model_card
+    from medseg.reporting.overlays import save_case_overlay
 
     _uncovered.clear()
     _viewer_cjk.clear()

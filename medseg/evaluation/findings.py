@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 from scipy import ndimage
 
-from .io import Geometry
+from medseg.io import Geometry
 
 UNIT_LABELS = {"ml": "mL", "mm2": "mm²", "px2": "px²"}
 

@@ -9,7 +9,6 @@ CPU with ``num_workers: 0``).
 from __future__ import annotations
 
 import csv
-import functools
 import math
 import os
 import time
@@ -21,16 +20,18 @@ import numpy as np
 import torch
 import yaml
 
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import Config, save_config
-from .data import IMAGE, LABEL, load_samples
-from .data.splits import make_split, save_split, select
-from .errors import MedsegError, fail, os_reason, user_errors
-from .io import atomic_write, stale_temp_files
-from .losses import build_loss
-from .models import build_model, model_spec, size_divisor
-from .progress import progress_bar
-from .transforms import train_transforms, val_transforms
+from medseg.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from medseg.config import Config, save_config
+from medseg.data import IMAGE, LABEL, load_samples
+from medseg.data.splits import make_split, save_split, select
+from medseg.data.transforms import train_transforms, val_transforms
+from medseg.engine.losses import build_loss
+from medseg.errors import MedsegError, fail, os_reason, user_errors
+from medseg.inference.predictor import predict_logits, roi_size
+from medseg.io import atomic_write, stale_temp_files
+from medseg.models import build_model, model_spec, size_divisor
+from medseg.progress import progress_bar
+from medseg.runtime import amp_dtype, configure_cpu_threads, precision_name, resolve_device
 
 CHECKPOINTS = ("last.pt", "best.pt")
 RUN_FILES = (*CHECKPOINTS, "config.yaml", "split.json", "history.csv")  # what medseg writes at the top of a run folder
@@ -46,22 +47,6 @@ class TrainResult:
     epochs_run: int
     seconds: float
     history: list[dict] = field(default_factory=list)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MedsegError("--device cuda was asked for but no CUDA GPU is visible; fix: use --device cpu or auto")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise MedsegError(f"unknown device '{device}'; fix: use auto, cpu or cuda")
-    return torch.device(device)
-
-
-def configure_cpu_threads(num_workers: int = 0) -> None:
-    """Use every core for intra-op parallelism unless loader workers need some."""
-    n = os.cpu_count() or 1
-    torch.set_num_threads(max(1, n - num_workers) if num_workers else n)
 
 
 def default_run_dir(name: str) -> Path:
@@ -241,14 +226,6 @@ def build_optimizer(cfg: Config, params):
     raise MedsegError(f"train.optimizer '{t.optimizer}' is unknown; fix: use adamw, adam or sgd")
 
 
-def roi_size(cfg: Config) -> list[int]:
-    if cfg.infer.roi_size:
-        return list(cfg.infer.roi_size)
-    if cfg.data.spatial_dims == 3:
-        return list(cfg.train.patch_size or [96, 96, 96])
-    return list(cfg.preprocess.spatial_size or [256, 256])
-
-
 def check_config(cfg: Config) -> None:
     spec = model_spec(cfg)
     div = size_divisor(spec)
@@ -297,69 +274,6 @@ def check_config(cfg: Config) -> None:
     positive_weights([True, False], cfg.train.pos_slice_fraction)
 
 
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX). Without it, oneDNN emulates bfloat16 and a
-    training step is over ten times slower than in float32 (BENCHMARKS.md), so mixed precision stays off there."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
-
-
-def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
-    """The autocast dtype for ``train.amp`` on ``device``: float16 on CUDA, bfloat16 on a CPU with native bfloat16,
-    None (full float32) elsewhere or when ``enabled`` is False."""
-    if not enabled:
-        return None
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
-
-
-def precision_name(dtype: torch.dtype | None) -> str:
-    """What :func:`amp_dtype` returned, for logs and benchmark lines: ``bfloat16``, ``float16`` or ``float32``."""
-    return str(dtype or torch.float32).removeprefix("torch.")
-
-
-def predict_logits(
-    model,
-    image: torch.Tensor,
-    cfg: Config,
-    device: torch.device,
-    roi: list[int] | None = None,
-    sw_device: torch.device | None = None,
-    amp: bool | None = None,
-) -> torch.Tensor:
-    """Sliding-window logits for a batch ``(B, C, *spatial)`` with Gaussian blending, returned as float32.
-
-    ``sw_device`` is where the stitched output lives (default ``device``); ``amp`` defaults to ``train.amp`` (see
-    :func:`amp_dtype` for what it means on each device).
-    """
-    from monai.inferers import sliding_window_inference
-
-    roi = roi or roi_size(cfg)
-    dtype = amp_dtype(device, cfg.train.amp if amp is None else amp)
-    with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
-        if [int(s) for s in image.shape[2:]] == [int(r) for r in roi]:
-            # One window covers the input exactly (2D slices resized to the training size): blending a single window
-            # with its own weights is the identity, and the sliding-window set-up per call costs more than a small
-            # forward pass, so the whole batch goes through the model at once.
-            out = model(image).to(sw_device or device)
-        else:
-            out = sliding_window_inference(
-                image,
-                roi,
-                cfg.infer.sw_batch_size,
-                model,
-                overlap=cfg.infer.overlap,
-                mode="gaussian",
-                sw_device=device,
-                device=sw_device or device,
-            )
-    return out.float()
-
-
 def as_float(out):
     """Network output (a tensor, or a list of them with deep supervision) as float32."""
     return [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
@@ -374,7 +288,7 @@ def logits_to_labels(logits: torch.Tensor, binary: bool, threshold: float = 0.5)
 
 def _counts(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> np.ndarray:
     """``(K-1, 3)`` true-positive, false-positive and false-negative voxel counts per foreground class."""
-    from .metrics import confusion
+    from medseg.evaluation.metrics import confusion
 
     p, g = pred.numpy(), label.numpy()
     return np.array([confusion(p == c, g == c)[:3] for c in range(1, num_classes)], dtype=np.float64)
@@ -405,7 +319,7 @@ def validate(model, val_ds, cfg: Config, device: torch.device, loss_fn=None) -> 
     way ``medseg evaluate`` and Buda et al. score it, rather than per slice with empty slices counting as perfect.
     The loss is the training loss on the whole validation images, averaged over items.
     """
-    from .metrics import confusion, dice_from_counts
+    from medseg.evaluation.metrics import confusion, dice_from_counts
 
     model.eval()
     counts: dict = {}
@@ -460,7 +374,7 @@ LEGEND = (
 def _panel(example: dict) -> np.ndarray:
     """The validation example for TensorBoard: contours and error shading on the image, scaled up (nearest
     neighbour) to at least PANEL_MIN_SIDE pixels on the short side, with a colour legend strip below."""
-    from .viz import overlay, to_display_rgb
+    from medseg.reporting.viz import overlay, to_display_rgb
 
     img, gt, pred = example["image"], example["label"], example["pred"]
     if img.ndim == 4:  # 3D: the axial slice with the most ground truth
@@ -481,7 +395,7 @@ def _legend_strip(width: int, height: int = 22) -> np.ndarray:
     """A dark ``(height, width, 3)`` strip naming the overlay colours: a swatch and a word for each."""
     from PIL import Image, ImageDraw
 
-    from . import viz
+    from medseg.reporting import viz
 
     strip = Image.new("RGB", (width, height), (24, 24, 24))
     draw = ImageDraw.Draw(strip)
@@ -534,8 +448,8 @@ def _has_foreground(ds, samples: list[dict]) -> list[bool]:
     cache = getattr(ds, "_cache", None)
     if cache and len(cache) == len(samples) and all(isinstance(c, dict) and LABEL in c for c in cache):
         return [bool(torch.as_tensor(c[LABEL]).any()) for c in cache]
-    from .io import read_image_2d
-    from .transforms import binarise_mask_2d
+    from medseg.data.transforms import binarise_mask_2d
+    from medseg.io import read_image_2d
 
     return [bool(binarise_mask_2d(read_image_2d(s[LABEL], kind="mask")).any()) for s in samples]
 
@@ -611,7 +525,7 @@ def _ddp_worker(
 ) -> None:
     import torch.distributed as dist
 
-    from .config import config_from_dict
+    from medseg.config import config_from_dict
 
     dist.init_process_group(_backend(device), init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -737,7 +651,7 @@ def _train(
     from monai.utils import set_determinism
     from torch.utils.tensorboard import SummaryWriter
 
-    from .data.cache import CaseCache as CacheDataset  # stops its loading threads when a case fails
+    from medseg.data.cache import CaseCache as CacheDataset  # stops its loading threads when a case fails
 
     check_config(cfg)
     info = dist_info or DistInfo(0, 1, 0)

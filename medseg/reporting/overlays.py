@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import IMAGE_2D_EXTS, file_ext, read_image_2d, read_volume
-from .viz import (
+from medseg.io import IMAGE_2D_EXTS, file_ext, read_image_2d, read_volume
+from medseg.reporting.viz import (
     CLASS_COLOURS,
     FN_COLOUR,
     FP_COLOUR,
@@ -172,7 +172,7 @@ def _save_png(fig, target: Path, **kwargs) -> None:
 def _labels_of(path, n) -> np.ndarray | None:
     if not path:
         return None
-    from .evaluate import read_label_map
+    from medseg.evaluation.evaluate import read_label_map
 
     return read_label_map(Path(path), n)[0]
 
@@ -349,7 +349,7 @@ def save_volume_files_overlay(
 
 def save_volume_overlay(case: dict, labels, target: Path, title: str = "") -> str:
     """Overlay for a volume stacked from 2D slices (LGG): axial slices with the most lesion."""
-    from .transforms import adapt_channels_2d
+    from medseg.data.transforms import adapt_channels_2d
 
     imgs = [adapt_channels_2d(read_image_2d(p), 3, p)[1] for p in case["image"]]  # FLAIR channel
     vol = np.stack(imgs, axis=-1).transpose(1, 0, 2)[::-1, ::-1]  # rows/cols -> x, y so the axial view is upright
