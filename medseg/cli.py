@@ -44,6 +44,9 @@ def _global_options(
 
 def _run(fn, *args, **kwargs):
     """Call into the library; print user errors as one line and exit 2."""
+    from medseg.log import show_log_lines
+
+    show_log_lines()
     try:
         return fn(*args, **kwargs)
     except MedsegError as exc:

@@ -270,7 +270,7 @@ def config_from_dict(data: dict, source: str = "config", overrides: list[str] | 
 
 
 # ----------------------------------------------------------------------------
-# validation: the value ranges every key must respect (model-dependent checks live in train.check_config)
+# validation: the value ranges every key must respect (model-dependent checks live in engine.checks.check_config)
 # ----------------------------------------------------------------------------
 
 

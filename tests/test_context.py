@@ -11,7 +11,8 @@ from PIL import Image
 from medseg.config import load_config
 from medseg.data import IMAGE
 from medseg.data.transforms import LoadImage2Dd
-from medseg.engine.train import check_config, train
+from medseg.engine.checks import check_config
+from medseg.engine.train import train
 from medseg.errors import MedsegError
 from medseg.inference.infer import infer
 from medseg.io import slice_neighbours

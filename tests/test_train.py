@@ -350,7 +350,7 @@ def test_bad_setting_fails_before_any_data_work(tmp_path, override, message):
 
 
 def test_config_check_builds_nothing_real_and_draws_no_random_numbers():
-    from medseg.engine.train import check_config
+    from medseg.engine.checks import check_config
 
     torch.manual_seed(3)
     state = torch.get_rng_state().clone()
@@ -565,7 +565,7 @@ def test_cpu_bfloat16_inference_tracks_float32(monkeypatch):
 
 def test_config_check_leaves_models_that_cannot_be_built_on_meta_to_the_real_build(monkeypatch):
     from medseg import models
-    from medseg.engine.train import check_config
+    from medseg.engine.checks import check_config
 
     def value_dependent(spatial_dims, in_channels, out_channels, channels, strides, **kw):
         scale = torch.ones(1).item()  # needs real values: fails on the meta device
