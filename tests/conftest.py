@@ -20,6 +20,30 @@ def shared(sub: str) -> Path:
     return p
 
 
+def quiet(*_a, **_k) -> None:
+    """A ``log=`` callable that drops every line: for tests that check files, not messages."""
+
+
+def run_cli(*args):
+    """Invoke the ``medseg`` command line in-process with ``args`` (any objects, turned into strings)."""
+    from typer.testing import CliRunner
+
+    from medseg.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def write_slices(folder: Path, values: dict, fmt: str = "s_{}.png", shape=(6, 8)) -> Path:
+    """One constant-valued 8-bit PNG per ``{slice number: value}`` in ``folder``, named by ``fmt``."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, v in values.items():
+        Image.fromarray(np.full(shape, v, np.uint8)).save(folder / fmt.format(n))
+    return folder
+
+
 def pdf_text(path) -> str:
     """The text of every page of a PDF, whitespace folded to single spaces."""
     from pypdf import PdfReader
@@ -80,7 +104,7 @@ def train_tiny(config: str, data_dir, run_dir, *overrides: str) -> Path:
     from medseg.config import load_config
     from medseg.engine.train import train
 
-    train(load_config(config, [*TINY_2D, *overrides]), data_dir, run_dir, progress=False, log=lambda *a, **k: None)
+    train(load_config(config, [*TINY_2D, *overrides]), data_dir, run_dir, progress=False, log=quiet)
     return Path(run_dir) / "best.pt"
 
 

@@ -1,21 +1,11 @@
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from medseg.cli import app
-
-from .conftest import pdf_text
-
-runner = CliRunner()
-
-
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
+from .conftest import pdf_text, run_cli
 
 
 def test_check_json(ph2_dir):
-    r = _run("datasets", "check", "ph2", "--data-dir", ph2_dir, "--json")
+    r = run_cli("datasets", "check", "ph2", "--data-dir", ph2_dir, "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     assert report["n_cases"] == 12 and report["problems"] == []
@@ -93,7 +83,7 @@ def test_check_lists_every_missing_mask_and_exits_1(tmp_path):
     root = synthetic.make_folder_2d(tmp_path / "f", n=4, size=(16, 16))
     for m in sorted((root / "masks").iterdir())[:2]:
         m.unlink()
-    r = _run("datasets", "check", "folder", "--data-dir", root)
+    r = run_cli("datasets", "check", "folder", "--data-dir", root)
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert r.output.count("PROBLEM") == 2 and r.output.count("image has no mask") == 2
     assert "cases: 2" in r.output and "2 problem(s) found" in r.output
@@ -101,7 +91,7 @@ def test_check_lists_every_missing_mask_and_exits_1(tmp_path):
 
 def test_check_wrong_layout_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
-    r = _run("datasets", "check", "ph2", "--data-dir", tmp_path / "empty")
+    r = run_cli("datasets", "check", "ph2", "--data-dir", tmp_path / "empty")
     assert r.exit_code == 2
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "empty" in lines[0] and "fix:" in lines[0] and "Traceback" not in r.output
@@ -114,13 +104,13 @@ def test_check_reports_bad_files_and_exits_1(tmp_path):
 
     root = synthetic.make_folder_2d(tmp_path / "f", n=3, size=(16, 16))
     Image.new("L", (8, 8)).save(root / "masks" / "case_001_mask.png")
-    r = _run("datasets", "check", "folder", "--data-dir", root)
+    r = run_cli("datasets", "check", "folder", "--data-dir", root)
     assert r.exit_code == 1
     assert "PROBLEM" in r.output and "case_001_mask.png: mask is 8x8" in r.output
 
 
 def test_missing_data_dir(tmp_path):
-    r = _run("train", "ph2", "--data-dir", tmp_path / "nowhere")
+    r = run_cli("train", "ph2", "--data-dir", tmp_path / "nowhere")
     assert r.exit_code == 2 and "nowhere: data directory does not exist" in r.output
 
 
@@ -138,11 +128,11 @@ def test_train_then_refuse_then_resume(folder_dir, tmp_path, small_2d_overrides)
         "data.recipe=folder",
         *sets,
     ]
-    r = _run(*base, "--epochs", "1")
+    r = run_cli(*base, "--epochs", "1")
     assert r.exit_code == 0, r.output
-    r = _run(*base, "--epochs", "1")
+    r = run_cli(*base, "--epochs", "1")
     assert r.exit_code == 2 and "already holds a run" in r.output
-    r = _run(*base, "--epochs", "2", "--resume")
+    r = run_cli(*base, "--epochs", "2", "--resume")
     assert r.exit_code == 0, r.output
     assert "resuming" in r.output
     assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
@@ -158,7 +148,7 @@ def test_evaluate_ensembles_models_of_one_split_and_refuses_mixed_splits(folder_
         return tmp_path / name / "last.pt"
 
     a, b, c = fit("a"), fit("b", "train.seed=5"), fit("c", "data.split.seed=3")
-    r = _run(
+    r = run_cli(
         "evaluate",
         "--model",
         a,
@@ -180,7 +170,7 @@ def test_evaluate_ensembles_models_of_one_split_and_refuses_mixed_splits(folder_
     info = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert [p.split("/")[-2] for p in info["ensemble"]] == ["a", "b"]
     assert info["n_cases"] == len(json.loads((tmp_path / "a" / "split.json").read_text())["val"])
-    r = _run(
+    r = run_cli(
         "evaluate",
         "--model",
         a,
@@ -217,7 +207,7 @@ def test_evaluate_overrides_the_checkpoints_postprocessing(folder_dir, tmp_path,
         folder_dir,
         "--quiet",
     ]
-    r = _run(*common, "--out", tmp_path / "ev", "--threshold", "1e-9", "--fill-holes")  # 0 itself is refused
+    r = run_cli(*common, "--out", tmp_path / "ev", "--threshold", "1e-9", "--fill-holes")  # 0 itself is refused
     assert r.exit_code == 0, r.output
     info = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert info["postprocess"] == {
@@ -230,13 +220,13 @@ def test_evaluate_overrides_the_checkpoints_postprocessing(folder_dir, tmp_path,
     assert len(fg) == info["n_cases"] and (fg["recall"] == 1.0).all()  # every pixel is above a threshold of 1e-9
     finding = json.loads(next((tmp_path / "ev" / "predictions").glob("*_findings.json")).read_text())
     assert finding["postprocess"]["threshold"] == 1e-9 and finding["postprocess"]["fill_holes"] is True
-    r = _run(*common, "--out", tmp_path / "ev2", "--min-size", "1e9")  # larger than any image: nothing is kept
+    r = run_cli(*common, "--out", tmp_path / "ev2", "--min-size", "1e9")  # larger than any image: nothing is kept
     assert r.exit_code == 0, r.output
     fg = pd.read_csv(tmp_path / "ev2" / "metrics.csv").query("`class` != 'background'")
     assert (fg["pred_size"] == 0).all() and json.loads((tmp_path / "ev2" / "eval.json").read_text())["postprocess"][
         "min_size"
     ] == 1e9
-    r = _run(
+    r = run_cli(
         "evaluate",
         "--pred",
         tmp_path / "ev" / "predictions",

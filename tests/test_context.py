@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,21 +16,16 @@ from medseg.errors import MedsegError
 from medseg.inference.infer import infer
 from medseg.io import slice_neighbours
 
-
-def _slices(folder: Path, values: dict, fmt="s_{}.png"):
-    folder.mkdir(parents=True, exist_ok=True)
-    for n, v in values.items():
-        Image.fromarray(np.full((6, 8), v, np.uint8)).save(folder / fmt.format(n))
-    return folder
+from .conftest import write_slices
 
 
 def test_neighbours_by_number_centre_first_and_edges_repeat(tmp_path):
-    d = _slices(tmp_path, {1: 10, 2: 20, 3: 30})
+    d = write_slices(tmp_path, {1: 10, 2: 20, 3: 30})
     paths, found = slice_neighbours(d / "s_2.png", 1)
     assert [p.name for p in paths] == ["s_2.png", "s_1.png", "s_3.png"] and found == 2
     paths, found = slice_neighbours(d / "s_1.png", 2)  # below the first slice: the first slice stands in
     assert [p.name for p in paths] == ["s_1.png", "s_1.png", "s_2.png", "s_1.png", "s_3.png"] and found == 2
-    z = _slices(tmp_path / "padded", {8: 1, 9: 2, 10: 3}, fmt="img{:03d}.png")
+    z = write_slices(tmp_path / "padded", {8: 1, 9: 2, 10: 3}, fmt="img{:03d}.png")
     assert [p.name for p in slice_neighbours(z / "img009.png", 1)[0]] == ["img009.png", "img008.png", "img010.png"]
     Image.fromarray(np.zeros((6, 8), np.uint8)).save(tmp_path / "lonely.png")
     paths, found = slice_neighbours(tmp_path / "lonely.png", 1)
@@ -39,7 +33,7 @@ def test_neighbours_by_number_centre_first_and_edges_repeat(tmp_path):
 
 
 def test_loader_stacks_neighbours_as_channels(tmp_path):
-    d = _slices(tmp_path, {1: 10, 2: 20, 3: 30})
+    d = write_slices(tmp_path, {1: 10, 2: 20, 3: 30})
     out = LoadImage2Dd(1, 2, keys=[IMAGE], context=1)({IMAGE: str(d / "s_2.png")})
     assert out[IMAGE].shape == (3, 6, 8)
     assert [float(c.mean()) for c in out[IMAGE]] == [20.0, 10.0, 30.0]  # centre, below, above

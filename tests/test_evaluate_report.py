@@ -12,11 +12,7 @@ from medseg.evaluation.evaluate import evaluate_folders
 from medseg.evaluation.metrics import case_metrics
 from medseg.reporting.report import case_report, cohort_report, fmt
 
-from .conftest import pdf_text
-
-
-def _quiet(*_a, **_k):
-    pass
+from .conftest import pdf_text, quiet
 
 
 def _masks(tmp_path, n=4):
@@ -67,7 +63,7 @@ def test_evaluate_folders_tables(tmp_path):
     assert res.info["cases"]["case0"]["overlay"].endswith("case0.png")
     assert sorted(p.name for p in (tmp_path / "ev" / "overlays").glob("*.png")) == [f"case{i}.png" for i in range(4)]
     with pytest.raises(MedsegError, match="already holds an evaluation"):
-        evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=_quiet)
+        evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=quiet)
 
 
 def test_evaluate_shape_and_geometry_mismatch(tmp_path):
@@ -76,11 +72,11 @@ def test_evaluate_shape_and_geometry_mismatch(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.eye(4)), str(tmp_path / "p" / "a_seg.nii.gz"))
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 5), np.uint8), np.eye(4)), str(tmp_path / "g" / "a.nii.gz"))
     with pytest.raises(MedsegError, match=r"a_seg.nii.gz and .*a.nii.gz: shapes differ"):
-        evaluate_folders(tmp_path / "p", tmp_path / "g", tmp_path / "o", progress=False, log=_quiet)
+        evaluate_folders(tmp_path / "p", tmp_path / "g", tmp_path / "o", progress=False, log=quiet)
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.eye(4)), str(tmp_path / "p2" / "a_seg.nii.gz"))
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.diag([2, 1, 1, 1.0])), str(tmp_path / "g2" / "a.nii.gz"))
     with pytest.raises(MedsegError, match="geometry differs"):
-        evaluate_folders(tmp_path / "p2", tmp_path / "g2", tmp_path / "o2", progress=False, log=_quiet)
+        evaluate_folders(tmp_path / "p2", tmp_path / "g2", tmp_path / "o2", progress=False, log=quiet)
 
 
 def test_evaluate_multiclass_3d_and_bad_labels(tmp_path):
@@ -100,7 +96,7 @@ def test_evaluate_multiclass_3d_and_bad_labels(tmp_path):
         tmp_path / "o",
         labels=["background", "core", "edema"],
         progress=False,
-        log=_quiet,
+        log=quiet,
     )
     df = res.metrics.set_index("class")
     assert df.loc["core", "dice"] == pytest.approx(1.0)
@@ -109,14 +105,14 @@ def test_evaluate_multiclass_3d_and_bad_labels(tmp_path):
     assert "all_foreground" in df.index
     with pytest.raises(MedsegError, match=r"label values \[1, 2\] are outside"):
         evaluate_folders(
-            tmp_path / "p", tmp_path / "g", tmp_path / "o2", labels=["background", "core"], progress=False, log=_quiet
+            tmp_path / "p", tmp_path / "g", tmp_path / "o2", labels=["background", "core"], progress=False, log=quiet
         )
 
 
 def test_cohort_pdf_numbers_match_csv(tmp_path):
     _masks(tmp_path)
     evaluate_folders(
-        tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", images=tmp_path / "img", progress=False, log=_quiet
+        tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", images=tmp_path / "img", progress=False, log=quiet
     )
     pdf = cohort_report(tmp_path / "ev")
     assert pdf.parent.name == "reports"
@@ -155,13 +151,13 @@ def test_case_pdf_numbers_match_findings(tmp_path):
             "model.strides=[2,2]",
         ],
     )
-    train(cfg, data, tmp_path / "run", progress=False, log=_quiet)
+    train(cfg, data, tmp_path / "run", progress=False, log=quiet)
     res = infer(
         [str(data / "images" / "case_000.png")],
         model=[str(tmp_path / "run" / "best.pt")],
         out=tmp_path / "inf",
         progress=False,
-        log=_quiet,
+        log=quiet,
     ).outputs[0]
     pdf = case_report(res["findings_json"], gt=data / "masks" / "case_000_mask.png")
     assert pdf.parent.name == "reports"
@@ -206,7 +202,7 @@ def test_volume_views_pick_lesion_slices_and_skip_strips_for_stacks():
 
 def test_2d_sizes_without_pixel_spacing_are_in_pixels(tmp_path):
     _masks(tmp_path)
-    res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=_quiet)
+    res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=quiet)
     assert res.info["spacing_known"] is False and res.info["size_unit"] == "px²" and res.info["length_unit"] == "px"
     pdf = cohort_report(tmp_path / "ev", out=tmp_path / "c.pdf")
     text = pdf_text(pdf)

@@ -5,19 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from medseg.cli import app
 from medseg.config import load_config
 from medseg.errors import MedsegError
 
-from .conftest import train_tiny
-
-runner = CliRunner()
-
-
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
+from .conftest import run_cli, train_tiny
 
 
 def _one_line_error(r, *needles):
@@ -117,7 +110,7 @@ def test_train_refuses_a_bad_config_before_making_the_run_folder(folder_dir, tmp
         raise AssertionError("the data was read before the config was validated")
 
     monkeypatch.setattr(tr, "load_samples", no_data_work)
-    r = _run(
+    r = run_cli(
         "train",
         "demo",
         "--data-dir",
@@ -136,7 +129,7 @@ def test_train_refuses_a_bad_config_before_making_the_run_folder(folder_dir, tmp
 def test_q18_binary_config_file_is_one_line(folder_dir, tmp_path):
     bad = tmp_path / "binary.yaml"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x81" * 8)
-    r = _run("train", bad, "--data-dir", folder_dir, "--out", tmp_path / "run", "--quiet")
+    r = run_cli("train", bad, "--data-dir", folder_dir, "--out", tmp_path / "run", "--quiet")
     _one_line_error(r, "binary.yaml", "not a text file")
     assert not (tmp_path / "run").exists()
 
@@ -165,7 +158,7 @@ FLAG_BAD = [
 def test_flags_that_stand_for_a_config_key_obey_its_range(tmp_path, args, needle):
     Path("x.png").write_bytes(b"")
     Path("m.pt").write_bytes(b"")
-    r = _run(*args)
+    r = run_cli(*args)
     _one_line_error(r, needle)
     assert not Path("ev").exists() and not Path("runs").exists()
 
@@ -184,7 +177,7 @@ def test_empty_input_is_refused(tmp_path, inputs):
     synthetic.make_folder_2d(tmp_path / "below", n=2, size=(16, 16))  # what an empty INPUT would have segmented
     Path("x.png").write_bytes(b"")
     Path("m.pt").write_bytes(b"")
-    r = _run("infer", *inputs, "-m", "m.pt", "--out", tmp_path / "out")
+    r = run_cli("infer", *inputs, "-m", "m.pt", "--out", tmp_path / "out")
     _one_line_error(r, "INPUT is empty")
     assert not (tmp_path / "out").exists()
 
@@ -208,7 +201,7 @@ def test_checkpoints_among_the_inputs_are_refused(tmp_path, args):
         if a.endswith(".pt"):
             Path(a).parent.mkdir(parents=True, exist_ok=True)
             Path(a).write_bytes(b"")
-    r = _run("infer", *args, "--out", tmp_path / "out")
+    r = run_cli("infer", *args, "--out", tmp_path / "out")
     line = _one_line_error(r, "is a checkpoint, not an image", "-m")
     assert args[3] in line
     assert not (tmp_path / "out").exists()
@@ -223,7 +216,7 @@ def test_q24_check_nifti_reads_nrrd_volumes_and_honours_set(tmp_path):
     from medseg.data import synthetic
 
     root = synthetic.make_nifti_folder(tmp_path / "nrrd", n=3, shape=(16, 16, 8), ext=".nrrd")
-    r = _run("datasets", "check", "nifti", "--data-dir", root, "--json", "--set", "data.labels=[background,blob]")
+    r = run_cli("datasets", "check", "nifti", "--data-dir", root, "--json", "--set", "data.labels=[background,blob]")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     assert report["problems"] == [] and report["n_cases"] == 3
@@ -232,7 +225,7 @@ def test_q24_check_nifti_reads_nrrd_volumes_and_honours_set(tmp_path):
 
 
 def test_q24_check_folder_honours_set(folder_dir):
-    r = _run(
+    r = run_cli(
         "datasets", "check", "folder", "--data-dir", folder_dir, "--json", "--set", "data.labels=[background,spot]"
     )
     assert r.exit_code == 0, r.output
@@ -263,7 +256,7 @@ def test_q24_train_nifti_and_folder_by_recipe_name(nifti_dir, folder_dir, tmp_pa
         "--set",
         "data.split.val_fraction=0.25",
     ]
-    r = _run(
+    r = run_cli(
         "train",
         "nifti",
         "--data-dir",
@@ -285,7 +278,7 @@ def test_q24_train_nifti_and_folder_by_recipe_name(nifti_dir, folder_dir, tmp_pa
     )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "n" / "best.pt").is_file()
-    r = _run(
+    r = run_cli(
         "train",
         "folder",
         "--data-dir",
@@ -313,13 +306,13 @@ def test_q24_train_nifti_and_folder_by_recipe_name(nifti_dir, folder_dir, tmp_pa
 def test_q26_version_flag():
     from medseg import __version__
 
-    r = _run("--version")
+    r = run_cli("--version")
     assert r.exit_code == 0 and r.output.strip() == __version__
 
 
 @pytest.mark.parametrize("command", ["train", "demo", "infer", "evaluate", "report"])
 def test_q26_flags_are_shown_as_flags_in_help(command):
-    r = _run(command, "--help")
+    r = run_cli(command, "--help")
     assert r.exit_code == 0, r.output
     assert "<bool>" not in r.output and "--force" in r.output
     if command != "report":
@@ -343,26 +336,26 @@ def test_q26_every_common_flag_has_help_text():
 def test_q26_did_you_mean_for_config_and_recipe_names(tmp_path):
     with pytest.raises(MedsegError, match="did you mean 'ph2'"):
         load_config("PH2")
-    r = _run("train", "PH2", "--data-dir", tmp_path)
+    r = run_cli("train", "PH2", "--data-dir", tmp_path)
     _one_line_error(r, "did you mean 'ph2'")
     Path("m.pt").write_bytes(b"")
-    r = _run("evaluate", "--model", "m.pt", "--data", "PH2", "--data-dir", tmp_path, "--out", tmp_path / "ev")
+    r = run_cli("evaluate", "--model", "m.pt", "--data", "PH2", "--data-dir", tmp_path, "--out", tmp_path / "ev")
     _one_line_error(r, "--data 'PH2'", "did you mean 'ph2'")
     assert not (tmp_path / "ev").exists()
 
 
 def test_q26_no_tta_turns_off_the_checkpoints_tta(tta_model, folder_dir, tmp_path):
     image = min((folder_dir / "images").iterdir())
-    r = _run("infer", image, "-m", tta_model, "--out", tmp_path / "default", "--quiet")
+    r = run_cli("infer", image, "-m", tta_model, "--out", tmp_path / "default", "--quiet")
     assert r.exit_code == 0, r.output
     assert json.loads(next((tmp_path / "default").glob("*_findings.json")).read_text())["tta"] is True
-    r = _run("infer", image, "-m", tta_model, "--out", tmp_path / "off", "--quiet", "--no-tta")
+    r = run_cli("infer", image, "-m", tta_model, "--out", tmp_path / "off", "--quiet", "--no-tta")
     assert r.exit_code == 0, r.output
     assert json.loads(next((tmp_path / "off").glob("*_findings.json")).read_text())["tta"] is False
 
 
 def test_q26_evaluate_report_and_report_write_where_out_says(tta_model, folder_dir, tmp_path):
-    r = _run(
+    r = run_cli(
         "evaluate",
         "--model",
         tta_model,
@@ -379,13 +372,13 @@ def test_q26_evaluate_report_and_report_write_where_out_says(tta_model, folder_d
     assert r.exit_code == 0, r.output
     assert (tmp_path / "ev" / "cohort_report.pdf").is_file() and not Path("reports").exists()
     assert json.loads((tmp_path / "ev" / "eval.json").read_text())["tta"] is False
-    r = _run("report", tmp_path / "ev", "--out", tmp_path / "pdfs")
+    r = run_cli("report", tmp_path / "ev", "--out", tmp_path / "pdfs")
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "pdfs").glob("*.pdf"))) == 1 and not Path("reports").exists()
 
 
 def test_q26_failed_inputs_do_not_claim_others_were_written(tta_model, tmp_path):
-    r = _run("infer", tmp_path / "missing.png", "-m", tta_model, "--out", tmp_path / "out", "--quiet")
+    r = run_cli("infer", tmp_path / "missing.png", "-m", tta_model, "--out", tmp_path / "out", "--quiet")
     assert r.exit_code == 2
     assert "others were written" not in r.output and "nothing was written" in r.output
 

@@ -21,6 +21,8 @@ from medseg.errors import MedsegError
 from medseg.inference.infer import infer, load_models
 from medseg.models import build_model, model_spec
 
+from .conftest import quiet
+
 SMALL_2D = [
     "model.channels=[4,8,16]",
     "model.strides=[2,2]",
@@ -31,17 +33,13 @@ SMALL_2D = [
 ]
 
 
-def _quiet(*_a, **_k):
-    pass
-
-
 @pytest.fixture(scope="module")
 def ckpt2d(tmp_path_factory):
     """A real 2D checkpoint: one epoch on a tiny synthetic folder set."""
     root = tmp_path_factory.mktemp("ck2")
     data = synthetic.make_folder_2d(root / "data", n=8, size=(48, 64))
     cfg = load_config("demo", ["data.recipe=folder", "train.epochs=1", *SMALL_2D])
-    train(cfg, data, root / "run", progress=False, log=_quiet)
+    train(cfg, data, root / "run", progress=False, log=quiet)
     return root / "run" / "best.pt"
 
 
@@ -203,7 +201,7 @@ def test_evaluate_refuses_nan_weights(ckpt2d, tmp_path):
     bad = _tampered(ckpt2d, tmp_path / "nan.pt", _nan_weight)
     data = synthetic.make_folder_2d(tmp_path / "data", n=4, size=(48, 64))
     with pytest.raises(MedsegError, match=r"nan.pt: checkpoint key 'state_dict\..*non-finite"):
-        evaluate_model(bad, "folder", data, tmp_path / "ev", split="all", progress=False, log=_quiet)
+        evaluate_model(bad, "folder", data, tmp_path / "ev", split="all", progress=False, log=quiet)
     assert not (tmp_path / "ev" / "predictions").exists() or not any((tmp_path / "ev" / "predictions").iterdir())
 
 
@@ -211,7 +209,7 @@ def test_nan_checkpoint_refused_by_infer_before_anything_is_written(ckpt2d, tmp_
     bad = _tampered(ckpt2d, tmp_path / "nan.pt", _nan_weight)
     Image.fromarray(np.full((48, 64), 120, np.uint8)).save(tmp_path / "a.png")
     with pytest.raises(MedsegError, match="nan.pt: checkpoint key 'state_dict"):
-        infer([str(tmp_path / "a.png")], model=[str(bad)], out=tmp_path / "o", progress=False, log=_quiet)
+        infer([str(tmp_path / "a.png")], model=[str(bad)], out=tmp_path / "o", progress=False, log=quiet)
     assert not (tmp_path / "o").exists()
 
 
@@ -265,7 +263,7 @@ def test_q21_checkpoint_given_as_input_is_refused(ckpt2d, tmp_path):
             model=[str(ckpt2d)],
             out=tmp_path / "o",
             progress=False,
-            log=_quiet,
+            log=quiet,
         )
     assert not (tmp_path / "o" / "img_seg.png").exists()
 
@@ -284,7 +282,7 @@ def test_q26_modality_count_error_names_the_channels(tmp_path):
     model = _payload_3d(tmp_path / "m.pt", channels=("flair", "t1c"))
     _volume(tmp_path / "one.nii.gz")
     with pytest.raises(MedsegError, match=r"one.nii.gz: the model expects 2 modalities \(flair,t1c\), got 1; fix: "):
-        infer([str(tmp_path / "one.nii.gz")], model=[str(model)], out=tmp_path / "o", progress=False, log=_quiet)
+        infer([str(tmp_path / "one.nii.gz")], model=[str(model)], out=tmp_path / "o", progress=False, log=quiet)
 
 
 # ---------------------------------------------------------------------------- q22: the default model
@@ -335,7 +333,7 @@ def test_q22_no_default_model_fits(ckpt2d, tmp_path):
         match=r"none of the 2 checkpoints under runs fits these inputs .*takes 2 "
         r"modalities \(flair,t1c\), v.nii.gz has 1.*fix: pass --model",
     ):
-        infer([str(tmp_path / "v.nii.gz")], out=tmp_path / "o", progress=False, log=_quiet)
+        infer([str(tmp_path / "v.nii.gz")], out=tmp_path / "o", progress=False, log=quiet)
 
 
 # ---------------------------------------------------------------------------- q17: --out and write faults
@@ -345,7 +343,7 @@ def test_q17_out_is_an_existing_file(ckpt2d, tmp_path):
     _png(tmp_path / "img.png")
     (tmp_path / "out.txt").write_text("keep me")
     with pytest.raises(MedsegError, match=r"out.txt: exists and is a file, not a folder; fix: choose another --out"):
-        infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "out.txt", progress=False, log=_quiet)
+        infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "out.txt", progress=False, log=quiet)
     assert (tmp_path / "out.txt").read_text() == "keep me"
 
 
@@ -353,7 +351,7 @@ def test_q17_out_cannot_be_created(ckpt2d, tmp_path):
     _png(tmp_path / "img.png")
     (tmp_path / "f").write_text("")
     with pytest.raises(MedsegError, match=r"f/out: cannot be created \(Not a directory\); fix: choose an --out"):
-        infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "f" / "out", progress=False, log=_quiet)
+        infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "f" / "out", progress=False, log=quiet)
 
 
 def _leftovers(out):
@@ -374,7 +372,7 @@ def test_q17_read_only_out(code, reason, ckpt2d, tmp_path, monkeypatch):
     monkeypatch.setattr(mi, "write_image_2d", refuse)
     _png(tmp_path / "img.png")
     with pytest.raises(MedsegError, match=rf"img_seg.png: could not be written \({reason}\); stopped there: 0 of 1"):
-        infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "o", progress=False, log=_quiet)
+        infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "o", progress=False, log=quiet)
     assert _leftovers(tmp_path / "o") == []
 
 
@@ -397,7 +395,7 @@ def test_q17_disk_full_mid_batch_keeps_finished_cases_and_leaves_no_half_case(ck
             model=[str(ckpt2d)],
             out=tmp_path / "o",
             progress=False,
-            log=_quiet,
+            log=quiet,
         )
     text = str(err.value)
     assert text.startswith(
@@ -416,7 +414,7 @@ def test_q17_really_read_only_out(ckpt2d, tmp_path):
     out.chmod(0o555)
     try:
         with pytest.raises(MedsegError, match=r"img_seg.png: could not be written \(Permission denied\)"):
-            infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=out, progress=False, log=_quiet)
+            infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=out, progress=False, log=quiet)
         assert _leftovers(out) == []
     finally:
         out.chmod(0o755)

@@ -17,13 +17,9 @@ from medseg.evaluation.findings import lesion_findings
 from medseg.io import Geometry
 from medseg.reporting.report import case_report, cohort_report
 
-from .conftest import pdf_text, train_tiny
+from .conftest import pdf_text, quiet, train_tiny
 
 LABELS = ["background", "lesion"]
-
-
-def _quiet(*_a, **_k):
-    pass
 
 
 def _pages(pdf) -> int:
@@ -136,7 +132,7 @@ def test_infer_report_still_written_when_another_input_failed(tmp_path, monkeypa
 
     monkeypatch.setattr(medseg.inference.infer, "infer", failing_infer)
     with pytest.raises(MedsegError, match="1 of 2 inputs failed"):
-        infer_from_cli(["good.png", "bad.png"], model=["m.pt"], out=out, report=True, progress=False, log=_quiet)
+        infer_from_cli(["good.png", "bad.png"], model=["m.pt"], out=out, report=True, progress=False, log=quiet)
     assert (out / "good_case_report.pdf").is_file()
 
 
@@ -265,7 +261,7 @@ def ph2_case_pdf(tmp_path_factory, ph2_model, ph2_dir):
     case = ph2_dir / "PH2 Dataset images" / "IMD010"
     image = next((case / "IMD010_Dermoscopic_Image").iterdir())
     out = tmp_path_factory.mktemp("inf")
-    res = infer([str(image)], model=[str(ph2_model)], out=out, progress=False, log=_quiet).outputs[0]
+    res = infer([str(image)], model=[str(ph2_model)], out=out, progress=False, log=quiet).outputs[0]
     return case_report(res["findings_json"], out=out / "r.pdf", gt=case / "IMD010_lesion" / "IMD010_lesion.bmp")
 
 
@@ -382,7 +378,7 @@ def _evaluation_with_diagnoses(tmp_path, n=6) -> Path:
         p = np.roll(g, i, axis=0)  # shifted by i rows: Dice falls with i
         Image.fromarray(g).save(tmp_path / "gt" / f"{name}.png")
         Image.fromarray(p).save(tmp_path / "pred" / f"{name}_seg.png")
-    evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=_quiet)
+    evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=quiet)
     info = json.loads((tmp_path / "ev" / "eval.json").read_text())
     for i, name in enumerate(names):
         info["cases"][name]["meta"] = {"diagnosis": i % 3, "diagnosis_name": None}

@@ -22,11 +22,9 @@ from medseg.evaluation.findings import lesion_findings
 from medseg.evaluation.metrics import case_metrics
 from medseg.io import Geometry, geometry_2d
 
+from .conftest import quiet
+
 LABELS = ["background", "lesion"]
-
-
-def _quiet(*_a, **_k):
-    pass
 
 
 def _block(shape=(30, 30), rows=(2, 12), cols=(3, 7)) -> np.ndarray:
@@ -118,7 +116,7 @@ def test_q10_evaluate_folders_of_png_masks_reports_pixels(tmp_path):
     from medseg.evaluation.evaluate import evaluate_folders
 
     _png_masks(tmp_path)
-    res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=_quiet)
+    res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=quiet)
     cols = pd.read_csv(tmp_path / "ev" / "metrics.csv").columns
     assert {"hd95_px", "assd_px"} <= set(cols) and not {"hd95_mm", "assd_mm"} & set(cols)
     summary = pd.read_csv(tmp_path / "ev" / "summary.csv", keep_default_na=False).set_index("metric")
@@ -139,7 +137,7 @@ def test_q10_metrics_csv_volume_sizes_to_3_significant_figures(tmp_path):
     for sub, name in (("gt", "case0.nii.gz"), ("pred", "case0_seg.nii.gz")):
         (tmp_path / sub).mkdir()
         nib.save(nib.Nifti1Image(gt, aff), tmp_path / sub / name)
-    evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", labels=LABELS, progress=False, log=_quiet)
+    evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", labels=LABELS, progress=False, log=quiet)
     row = pd.read_csv(tmp_path / "ev" / "metrics.csv").iloc[0]
     assert row["gt_size"] == 1.08 and row["pred_size"] == 1.08 and "hd95_mm" in row.index
 
@@ -214,7 +212,7 @@ def trained(tmp_path_factory):
             "model.num_res_units=1",
         ],
     )
-    train(cfg, data, root / "run", progress=False, log=_quiet)
+    train(cfg, data, root / "run", progress=False, log=quiet)
     model = root / "run" / "best.pt"
     if not model.is_file():
         model = root / "run" / "last.pt"
@@ -277,7 +275,7 @@ def test_q23_folder_with_training_cases_only_is_refused_not_scored(trained, tmp_
     _copy_cases(trained["data"], part, trained["split"]["train"][:2])
     with pytest.raises(MedsegError) as err:
         evaluate_model(
-            trained["model"], "folder", part, tmp_path / "ev", split="val", device="cpu", progress=False, log=_quiet
+            trained["model"], "folder", part, tmp_path / "ev", split="val", device="cpu", progress=False, log=quiet
         )
     msg = str(err.value)
     assert "2 of its training or validation cases are" in msg

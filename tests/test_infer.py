@@ -16,11 +16,7 @@ from medseg.engine.train import train
 from medseg.errors import MedsegError
 from medseg.inference.infer import infer
 
-from .conftest import pdf_text
-
-
-def _quiet(*_a, **_k):
-    pass
+from .conftest import pdf_text, quiet
 
 
 def _dice(a, b):
@@ -54,7 +50,7 @@ def model3d(tmp_path_factory):
             "train.pos_fraction=0.5",
         ],
     )
-    res = train(cfg, data, root / "run", progress=False, log=_quiet)
+    res = train(cfg, data, root / "run", progress=False, log=quiet)
     assert res.best_metric > 0.7, res.history[-1]
     return root / "run" / "best.pt"
 
@@ -73,7 +69,7 @@ def model2d(tmp_path_factory):
             "train.val_every=60",
         ],
     )
-    train(cfg, data, root / "run", progress=False, log=_quiet)
+    train(cfg, data, root / "run", progress=False, log=quiet)
     return root / "run" / "best.pt"
 
 
@@ -84,7 +80,7 @@ def _blob_volume(shape, seed=5):
 
 
 def _run(inputs, model, out, **kw):
-    return infer([str(i) for i in inputs], model=[str(model)], out=out, progress=False, log=_quiet, **kw)
+    return infer([str(i) for i in inputs], model=[str(model)], out=out, progress=False, log=quiet, **kw)
 
 
 def test_oblique_nifti_round_trip(model3d, tmp_path):
@@ -297,7 +293,7 @@ def test_4d_multimodal_and_modality_mismatch(tmp_path):
             "preprocess.crop_foreground=false",
         ],
     )
-    train(cfg, data, tmp_path / "run", progress=False, log=_quiet)
+    train(cfg, data, tmp_path / "run", progress=False, log=quiet)
     model = tmp_path / "run" / "best.pt"
     _run([data / "imagesTr" / "case_000.nii.gz"], model, tmp_path / "out")
     seg = nib.load(str(tmp_path / "out" / "case_000_seg.nii.gz"))
@@ -339,7 +335,7 @@ def test_bad_checkpoints(tmp_path):
 
 def test_default_model_is_newest_run(model2d, tmp_path, monkeypatch):
     with pytest.raises(MedsegError, match="no --model given"):
-        infer([str(tmp_path)], out=tmp_path / "o", progress=False, log=_quiet)
+        infer([str(tmp_path)], out=tmp_path / "o", progress=False, log=quiet)
     (tmp_path / "runs" / "x").mkdir(parents=True)
     (tmp_path / "runs" / "x" / "best.pt").write_bytes(model2d.read_bytes())
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(tmp_path / "img.png")
@@ -373,7 +369,7 @@ def test_ensemble_averages_checkpoints(model2d, tmp_path):
     other = tmp_path / "copy.pt"
     other.write_bytes(model2d.read_bytes())
     res = infer(
-        [str(tmp_path / "e.png")], model=[str(model2d), str(other)], out=tmp_path / "out", progress=False, log=_quiet
+        [str(tmp_path / "e.png")], model=[str(model2d), str(other)], out=tmp_path / "out", progress=False, log=quiet
     ).outputs[0]
     assert len(res["models"]) == 2
     single = _run([tmp_path / "e.png"], model2d, tmp_path / "out1").outputs[0]

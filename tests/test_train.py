@@ -10,17 +10,15 @@ from medseg.engine.train import train
 from medseg.errors import MedsegError
 from medseg.models import build_model
 
+from .conftest import quiet
+
 
 def _cfg(overrides, *more):
     return load_config("demo", ["data.recipe=folder", *overrides, *more])
 
 
-def _quiet(*_a, **_k):
-    pass
-
-
 def test_train_2d_outputs(folder_dir, tmp_path, small_2d_overrides):
-    res = train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, tmp_path / "run", progress=False, log=_quiet)
+    res = train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, tmp_path / "run", progress=False, log=quiet)
     run = tmp_path / "run"
     for f in ("best.pt", "last.pt", "config.yaml", "split.json", "history.csv"):
         assert (run / f).is_file(), f
@@ -78,16 +76,16 @@ def _weights(path):
 @pytest.mark.parametrize("ema", [None, 0.9])
 def test_resume_matches_uninterrupted_run(folder_dir, tmp_path, small_2d_overrides, ema):
     cfg = _cfg(small_2d_overrides, "train.epochs=3", f"train.ema={'null' if ema is None else ema}")
-    train(cfg, folder_dir, tmp_path / "straight", progress=False, log=_quiet)
+    train(cfg, folder_dir, tmp_path / "straight", progress=False, log=quiet)
 
     def kill_after_first_epoch(epoch, row):
         if epoch == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, folder_dir, tmp_path / "split", progress=False, log=_quiet, on_epoch_end=kill_after_first_epoch)
+        train(cfg, folder_dir, tmp_path / "split", progress=False, log=quiet, on_epoch_end=kill_after_first_epoch)
     assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 1
-    train(cfg, folder_dir, tmp_path / "split", resume=True, progress=False, log=_quiet)
+    train(cfg, folder_dir, tmp_path / "split", resume=True, progress=False, log=quiet)
     a, b = _weights(tmp_path / "straight" / "last.pt"), _weights(tmp_path / "split" / "last.pt")
     assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 3
     diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
@@ -97,8 +95,8 @@ def test_resume_matches_uninterrupted_run(folder_dir, tmp_path, small_2d_overrid
 def test_ema_weights_are_the_saved_model(folder_dir, tmp_path, small_2d_overrides):
     """Decay 0.5 over two steps: the first update copies w1, the second gives 0.5 * w1 + 0.5 * w2."""
     one_step = [*small_2d_overrides, "train.max_steps_per_epoch=1", "train.scheduler=constant"]
-    train(_cfg(one_step, "train.epochs=1"), folder_dir, tmp_path / "plain", progress=False, log=_quiet)
-    train(_cfg(one_step, "train.epochs=2", "train.ema=0.5"), folder_dir, tmp_path / "ema", progress=False, log=_quiet)
+    train(_cfg(one_step, "train.epochs=1"), folder_dir, tmp_path / "plain", progress=False, log=quiet)
+    train(_cfg(one_step, "train.epochs=2", "train.ema=0.5"), folder_dir, tmp_path / "ema", progress=False, log=quiet)
     w1 = _weights(tmp_path / "plain" / "last.pt")
     last = load_checkpoint(tmp_path / "ema" / "last.pt")
     w2, saved = last["train_state_dict"], last["state_dict"]
@@ -110,7 +108,7 @@ def test_ema_weights_are_the_saved_model(folder_dir, tmp_path, small_2d_override
     assert "train_state_dict" not in best and "optimizer" not in best
     build_model(best["model"]).load_state_dict(best["state_dict"])
     with pytest.raises(MedsegError, match="train.ema.*between 0 and 1"):
-        train(_cfg(one_step, "train.ema=1.5"), folder_dir, tmp_path / "bad", progress=False, log=_quiet)
+        train(_cfg(one_step, "train.ema=1.5"), folder_dir, tmp_path / "bad", progress=False, log=quiet)
 
 
 def test_seed_changes_and_reproduces(folder_dir, tmp_path, small_2d_overrides):
@@ -120,7 +118,7 @@ def test_seed_changes_and_reproduces(folder_dir, tmp_path, small_2d_overrides):
             folder_dir,
             tmp_path / name,
             progress=False,
-            log=_quiet,
+            log=quiet,
         )
     a, b, c = (_weights(tmp_path / n / "last.pt") for n in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -129,19 +127,19 @@ def test_seed_changes_and_reproduces(folder_dir, tmp_path, small_2d_overrides):
 
 def test_existing_run_needs_resume_or_force(folder_dir, tmp_path, small_2d_overrides):
     cfg = _cfg(small_2d_overrides, "train.epochs=1")
-    train(cfg, folder_dir, tmp_path / "r", progress=False, log=_quiet)
+    train(cfg, folder_dir, tmp_path / "r", progress=False, log=quiet)
     (tmp_path / "r" / "notes.txt").write_text("mine")
     before = (tmp_path / "r" / "last.pt").read_bytes()
     with pytest.raises(MedsegError, match="already holds a run.*--resume.*--force"):
-        train(cfg, folder_dir, tmp_path / "r", progress=False, log=_quiet)
+        train(cfg, folder_dir, tmp_path / "r", progress=False, log=quiet)
     assert (tmp_path / "r" / "last.pt").read_bytes() == before
-    train(cfg, folder_dir, tmp_path / "r", force=True, progress=False, log=_quiet)
+    train(cfg, folder_dir, tmp_path / "r", force=True, progress=False, log=quiet)
     assert (tmp_path / "r" / "notes.txt").read_text() == "mine"  # --force only replaces medseg's files
 
 
 def test_demo_model_learns(folder_dir, tmp_path):
     cfg = _cfg(["preprocess.spatial_size=[48,64]", "train.epochs=60", "train.batch_size=2", "train.val_every=60"])
-    res = train(cfg, folder_dir, tmp_path / "learn", progress=False, log=_quiet)
+    res = train(cfg, folder_dir, tmp_path / "learn", progress=False, log=quiet)
     assert res.best_metric > 0.8
 
 
@@ -158,7 +156,7 @@ def test_train_3d_multiclass(brats_dir, tmp_path):
             "train.batch_size=2",
         ],
     )
-    res = train(cfg, brats_dir, tmp_path / "b3", progress=False, log=_quiet)
+    res = train(cfg, brats_dir, tmp_path / "b3", progress=False, log=quiet)
     ck = load_checkpoint(tmp_path / "b3" / "best.pt")
     assert ck["model"]["kwargs"]["out_channels"] == 5 and ck["model"]["kwargs"]["spatial_dims"] == 3
     assert ck["split"]["val"] == ["brats_2013_pat0004_1"]  # the validation/ folder
@@ -168,7 +166,7 @@ def test_train_3d_multiclass(brats_dir, tmp_path):
 def test_bad_patch_size_says_the_fix(brats_dir, tmp_path):
     cfg = load_config("brats", ["train.patch_size=[20,20,20]"])
     with pytest.raises(MedsegError, match=r"multiple of 8.*\[24, 24, 24\]"):
-        train(cfg, brats_dir, tmp_path / "x", progress=False, log=_quiet)
+        train(cfg, brats_dir, tmp_path / "x", progress=False, log=quiet)
 
 
 def test_label_outside_classes_stops_training(tmp_path):
@@ -184,7 +182,7 @@ def test_label_outside_classes_stops_training(tmp_path):
     nib.save(nib.Nifti1Image(arr, img.affine), str(lab))
     cfg = load_config("brats", ["train.patch_size=[16,16,16]", "model.channels=[4,8,16]", "model.strides=[2,2]"])
     with pytest.raises(MedsegError, match=r"OTMultiClass.nii.gz: label values \[9\] are outside"):
-        train(cfg, root, tmp_path / "r", progress=False, log=_quiet)
+        train(cfg, root, tmp_path / "r", progress=False, log=quiet)
 
 
 def test_positive_weights_hand_case():
@@ -345,7 +343,7 @@ def test_fn_weight_turns_the_dice_term_into_tversky():
 def test_bad_setting_fails_before_any_data_work(tmp_path, override, message):
     # the data folder does not exist: the config error must come first, and the run folder is not even created
     with pytest.raises(MedsegError, match=message):
-        train(load_config("demo", [override]), tmp_path / "no-data", tmp_path / "run", progress=False, log=_quiet)
+        train(load_config("demo", [override]), tmp_path / "no-data", tmp_path / "run", progress=False, log=quiet)
     assert not (tmp_path / "run").exists()
 
 
@@ -485,7 +483,7 @@ def test_deep_supervision_trains_and_infers(folder_dir, tmp_path, small_2d_overr
         folder_dir,
         tmp_path / "run",
         progress=False,
-        log=_quiet,
+        log=quiet,
     )
     assert res.epochs_run == 2 and 0.0 <= res.best_metric <= 1.0
     ck = load_checkpoint(tmp_path / "run" / "last.pt")

@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,16 +16,11 @@ from medseg.errors import MedsegError
 from medseg.inference.infer import infer
 from medseg.io import volume_slices
 
-
-def _slices(folder: Path, values: dict, fmt="s_{}.png", shape=(6, 8)):
-    folder.mkdir(parents=True, exist_ok=True)
-    for n, v in values.items():
-        Image.fromarray(np.full(shape, v, np.uint8)).save(folder / fmt.format(n))
-    return folder
+from .conftest import write_slices
 
 
 def test_volume_slices_are_the_numbered_siblings_in_numeric_order(tmp_path):
-    d = _slices(tmp_path, {10: 1, 2: 2, 1: 3})
+    d = write_slices(tmp_path, {10: 1, 2: 2, 1: 3})
     Image.fromarray(np.zeros((6, 8), np.uint8)).save(d / "s_1_mask.png")  # a mask is not a slice
     Image.fromarray(np.zeros((6, 8), np.uint8)).save(d / "t_1.png")  # another volume
     (d / "s_3.txt").write_text("not an image")  # another extension
@@ -37,7 +31,7 @@ def test_volume_slices_are_the_numbered_siblings_in_numeric_order(tmp_path):
 
 def test_slices_are_normalised_with_their_volumes_statistics(tmp_path):
     # three constant slices 10, 20 and 60 (equal sizes): volume mean 30, std sqrt((400 + 100 + 900) / 3)
-    d = _slices(tmp_path, {1: 10, 2: 20, 3: 60})
+    d = write_slices(tmp_path, {1: 10, 2: 20, 3: 60})
     Image.fromarray(np.full((6, 8), 255, np.uint8)).save(d / "s_1_mask.png")  # must not enter the statistics
     std = np.sqrt(1400 / 3)
     cfg = load_config(
@@ -62,7 +56,7 @@ def test_slices_are_normalised_with_their_volumes_statistics(tmp_path):
     assert float(clip[IMAGE].max()) == pytest.approx(1 / np.sqrt(2), abs=1e-5)
 
     # an edited slice is read again (the cache key holds modification time and size)
-    _slices(d, {3: 30})
+    write_slices(d, {3: 30})
     os.utime(d / "s_3.png", (1, 1))
     std2 = np.sqrt(((10 - 20) ** 2 + 0 + (30 - 20) ** 2) / 3)
     assert float(pipe({IMAGE: str(d / "s_1.png")})[IMAGE].mean()) == pytest.approx((10 - 20) / std2, abs=1e-5)
