@@ -119,10 +119,21 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing, distances: bool = Tr
 
 
 def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean, ignoring NaN; (nan, nan) with fewer than 2 values."""
+    """Percentile bootstrap interval of the mean (``scipy.stats.bootstrap``, ``n_boot`` resamples drawn by a
+    generator seeded with ``seed``, so the interval is the same on every run), ignoring NaN; (nan, nan) with fewer
+    than 2 values."""
+    from scipy.stats import bootstrap
+
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
     if v.size < 2:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+    ci = bootstrap(
+        (v,),
+        np.mean,
+        n_resamples=n_boot,
+        confidence_level=1 - alpha,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    return float(ci.low), float(ci.high)
