@@ -214,3 +214,18 @@ def test_log_size_axis_has_short_labels():
     from medseg.reporting.overlays import _compact_number
 
     assert [_compact_number(v) for v in (0.05, 2, 500, 2e4, 1.5e6)] == ["0.05", "2", "500", "20k", "1.5M"]
+
+
+def test_boundary_is_the_inner_ring_and_not_the_image_edge():
+    from medseg.reporting.viz import boundary
+
+    m = np.zeros((5, 6), bool)
+    m[1:4, 1:5] = True
+    ring = m.copy()
+    ring[2, 2:4] = False  # the two pixels whose four neighbours are all inside
+    assert np.array_equal(boundary(m), ring)
+    full = np.ones((3, 3), bool)
+    assert not boundary(full).any()  # the image's edge is no outline
+    corner = np.zeros((3, 3), bool)
+    corner[0, 0] = True
+    assert np.array_equal(boundary(corner), corner)

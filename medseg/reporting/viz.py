@@ -61,13 +61,11 @@ def to_display_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def boundary(mask: np.ndarray) -> np.ndarray:
-    """One-pixel inner boundary of a 2D boolean mask."""
-    m = np.asarray(mask, dtype=bool)
-    if not m.any():
-        return m
-    pad = np.pad(m, 1, mode="edge")
-    inner = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
-    return m & ~inner
+    """One-pixel inner boundary of a 2D boolean mask: its pixels with a 4-neighbour outside it (the image's edge
+    is not a boundary)."""
+    from skimage.segmentation import find_boundaries
+
+    return find_boundaries(np.asarray(mask, dtype=bool), mode="inner", connectivity=1)
 
 
 def overlay(rgb: np.ndarray, gt: np.ndarray | None, pred: np.ndarray | None, alpha: float = 0.35) -> np.ndarray:
