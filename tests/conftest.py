@@ -104,7 +104,7 @@ def train_tiny(config: str, data_dir, run_dir, *overrides: str) -> Path:
     from medseg.config import load_config
     from medseg.engine.train import train
 
-    train(load_config(config, [*TINY_2D, *overrides]), data_dir, run_dir, progress=False, log=quiet)
+    train(load_config(config, [*TINY_2D, *overrides]), data_dir, run_dir, progress=False)
     return Path(run_dir) / "best.pt"
 
 
