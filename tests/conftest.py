@@ -24,6 +24,33 @@ def quiet(*_a, **_k) -> None:
     """A ``log=`` callable that drops every line: for tests that check files, not messages."""
 
 
+@pytest.fixture()
+def log_lines():
+    """The lines medseg logs during the test, as the command line prints them (``warning:`` prefixes included).
+
+    The handler sits on the ``medseg`` logger itself: once a test has run the command line in-process, that logger
+    no longer propagates to the root logger, where ``caplog`` listens."""
+    import logging
+
+    from medseg.log import ROOT, PlainFormatter
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect()
+    handler.setFormatter(PlainFormatter())
+    logger = logging.getLogger(ROOT)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
 def run_cli(*args):
     """Invoke the ``medseg`` command line in-process with ``args`` (any objects, turned into strings)."""
     from typer.testing import CliRunner
