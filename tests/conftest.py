@@ -51,6 +51,14 @@ def log_lines():
     logger.setLevel(level)
 
 
+def best_validation(history: list[dict]) -> tuple[int, float]:
+    """(epoch, mean validation Dice) of a training history's best validated epoch; the first of equals wins."""
+    scored = [
+        (n, float(r["val_mean_dice"])) for n, r in enumerate(history, 1) if r.get("val_mean_dice") not in (None, "")
+    ]
+    return max(scored, key=lambda s: (s[1], -s[0]))
+
+
 def run_cli(*args):
     """Invoke the ``medseg`` command line in-process with ``args`` (any objects, turned into strings)."""
     from typer.testing import CliRunner
