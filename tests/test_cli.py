@@ -13,7 +13,7 @@ def test_check_json(ph2_dir):
 
 
 def test_check_reads_each_file_once_and_reports_what_is_on_disk(ph2_dir, brats_dir, monkeypatch):
-    import medseg.data.transforms as tr
+    import medseg.data.loading as tr
     from medseg.config import load_config
     from medseg.data.check import check_dataset
 

@@ -1,6 +1,7 @@
 """2.5D input (data.context_slices): neighbouring slices found by file name and stacked as extra channels."""
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -48,7 +49,7 @@ def test_context_is_for_2d_only():
         check_config(load_config("brats", ["data.context_slices=1"]))
 
 
-def test_lgg_2p5d_trains_and_infers_with_its_neighbours(lgg_dir, tmp_path):
+def test_lgg_2p5d_trains_and_infers_with_its_neighbours(lgg_dir, tmp_path, caplog):
     cfg = load_config(
         "lgg",
         [
@@ -62,7 +63,7 @@ def test_lgg_2p5d_trains_and_infers_with_its_neighbours(lgg_dir, tmp_path):
             "train.val_every=1",
         ],
     )
-    train(cfg, lgg_dir, tmp_path / "run", progress=False, log=lambda *a, **k: None)
+    train(cfg, lgg_dir, tmp_path / "run", progress=False)
     from medseg.checkpoint import load_checkpoint
 
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
@@ -72,14 +73,13 @@ def test_lgg_2p5d_trains_and_infers_with_its_neighbours(lgg_dir, tmp_path):
     lone = tmp_path / "lone" / "scan.tif"
     lone.parent.mkdir()
     shutil.copy(middle, lone)
-    logs = []
+    caplog.set_level(logging.INFO, logger="medseg")
     infer(
         [str(middle)],
         model=[str(tmp_path / "run" / "last.pt")],
         out=tmp_path / "o1",
         device="cpu",
         progress=False,
-        log=logs.append,
     )
     infer(
         [str(lone)],
@@ -87,10 +87,9 @@ def test_lgg_2p5d_trains_and_infers_with_its_neighbours(lgg_dir, tmp_path):
         out=tmp_path / "o2",
         device="cpu",
         progress=False,
-        log=logs.append,
     )
     found = json.loads((tmp_path / "o1" / f"{middle.stem}_findings.json").read_text())
     assert found["context_slices_found"] == 2
     assert json.loads((tmp_path / "o2" / "scan_findings.json").read_text())["context_slices_found"] == 0
-    assert any("no neighbouring slices" in m and "scan.tif" in m for m in logs)
+    assert any("no neighbouring slices" in m and "scan.tif" in m for m in caplog.messages)
     assert Image.open(found["segmentation"]).size == Image.open(middle).size

@@ -484,7 +484,7 @@ def test_orientation_probe_of_a_bomb_is_quiet(tmp_path, recwarn, monkeypatch):
 def test_unexpected_loader_failure_is_one_problem_not_a_crash(tmp_path, monkeypatch):
     """x-check-unexpected-error: a loader failure without a medseg message is listed for its case, and the other
     cases are still checked (it ended `datasets check` with a traceback, as the IndexError of q13 did)."""
-    import medseg.data.transforms as tr
+    import medseg.data.loading as tr
 
     root = synthetic.make_folder_2d(tmp_path / "f", n=3, size=(16, 20))
     victim = sorted((root / "images").iterdir())[1]

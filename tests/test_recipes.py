@@ -5,8 +5,9 @@ import pytest
 from PIL import Image
 
 from medseg.data import load_samples, synthetic
-from medseg.data.lgg import group_by_volume, stack_patient
+from medseg.data.lgg import stack_patient
 from medseg.data.ph2 import parse_table
+from medseg.data.stacking import group_by_volume
 from medseg.errors import MedsegError
 
 

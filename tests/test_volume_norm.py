@@ -1,6 +1,7 @@
 """Per-volume intensity normalisation of 2D slices (preprocess.intensity: volume), as in Buda et al. 2019."""
 
 import json
+import logging
 import os
 import shutil
 
@@ -69,7 +70,7 @@ def test_volume_percentiles_are_checked():
         )
 
 
-def test_lgg_with_volume_normalisation_trains_and_infers(lgg_dir, tmp_path):
+def test_lgg_with_volume_normalisation_trains_and_infers(lgg_dir, tmp_path, caplog):
     cfg = load_config(
         "lgg",
         [
@@ -83,22 +84,22 @@ def test_lgg_with_volume_normalisation_trains_and_infers(lgg_dir, tmp_path):
             "train.val_every=1",
         ],
     )
-    train(cfg, lgg_dir, tmp_path / "run", progress=False, log=lambda *a, **k: None)
+    train(cfg, lgg_dir, tmp_path / "run", progress=False)
     patient = min(p for p in (lgg_dir / "kaggle_3m").iterdir() if p.is_dir())
     middle = patient / f"{patient.name}_5.tif"
     n_slices = len([p for p in patient.glob("*.tif") if not p.stem.endswith("_mask")])
     lone = tmp_path / "lone" / "scan.tif"
     lone.parent.mkdir()
     shutil.copy(middle, lone)
-    logs = []
+    caplog.set_level(logging.INFO, logger="medseg")
     ckpt = [str(tmp_path / "run" / "last.pt")]
-    infer([str(middle)], model=ckpt, out=tmp_path / "o1", device="cpu", progress=False, log=logs.append)
-    infer([str(lone)], model=ckpt, out=tmp_path / "o2", device="cpu", progress=False, log=logs.append)
+    infer([str(middle)], model=ckpt, out=tmp_path / "o1", device="cpu", progress=False)
+    infer([str(lone)], model=ckpt, out=tmp_path / "o2", device="cpu", progress=False)
     found = json.loads((tmp_path / "o1" / f"{middle.stem}_findings.json").read_text())
     assert found["volume_slices"] == n_slices > 1
     assert json.loads((tmp_path / "o2" / "scan_findings.json").read_text())["volume_slices"] == 1
-    assert any("whole volume's statistics" in m and "scan.tif" in m for m in logs)
-    assert not any("whole volume's statistics" in m and middle.name in m for m in logs)
+    assert any("whole volume's statistics" in m and "scan.tif" in m for m in caplog.messages)
+    assert not any("whole volume's statistics" in m and middle.name in m for m in caplog.messages)
 
 
 def test_a_3d_image_is_its_own_volume():

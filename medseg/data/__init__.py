@@ -1,6 +1,7 @@
-"""Dataset recipes: a data directory in its real on-disk layout -> sample dicts.
+"""Dataset recipes: a data directory in its real on-disk layout -> sample dicts, and hooks for the later stages.
 
-Each recipe returns a :class:`RecipeResult` whose samples are MONAI-style dicts::
+Each recipe (:class:`medseg.data.base.Recipe`) returns a :class:`RecipeResult` whose samples are MONAI-style
+dicts::
 
     {"image": path | [path, ...], "label": path, "case_id": str,
      "group": str,            # what splits keep together (patient)
@@ -11,4 +12,16 @@ small fake data set in the same layout, used by the tests and the demo.
 """
 
 from medseg.data import brats, demo, folder, lgg, nifti, ph2  # noqa: F401  (register recipes)
-from medseg.data.base import IMAGE, LABEL, RecipeResult, get_recipe, list_recipes, load_samples  # noqa: F401
+from medseg.data.base import (  # noqa: F401
+    IMAGE,
+    LABEL,
+    DisplayChannel,
+    Recipe,
+    RecipeResult,
+    get_recipe,
+    list_recipes,
+    load_samples,
+    log_warnings,
+    recipe_or_default,
+    register,
+)

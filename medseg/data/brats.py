@@ -19,21 +19,14 @@ folder named HGG or LGG on the way to the case becomes its ``grade``.
 
 from __future__ import annotations
 
-import fnmatch
 from pathlib import Path
 
-from medseg.data.base import IMAGE, LABEL, RecipeResult, files_below, files_with_ext, natural_key, register
+from medseg.data.base import IMAGE, LABEL, Recipe, RecipeResult, register
+from medseg.data.files import files_below, natural_key
+from medseg.data.modalities import case_files, find_modalities, first_match, in_own_folder, matches, modality_patterns
 from medseg.errors import fail
 from medseg.io import VOLUME_EXTS, strip_ext
 
-# BraTS 2013 (Flair_*, T1c_*), 2018-2021 (<case>_flair, _t1ce, _t1, _t2, _seg), 2023+ (<case>-t2f, -t1c, -t1n,
-# -t2w, -seg) and the VSD releases of 2013/2015 (VSD.Brain.XX.O.MR_Flair.<id>, ..., VSD.Brain_3more.XX.O.OT.<id>)
-DEFAULT_MODALITIES = {
-    "flair": ["flair*", "*_flair", "*-t2f", "*_t2f", "*.mr_flair.*", "*flair*"],
-    "t1c": ["t1c*", "*_t1ce", "*_t1c", "*-t1c", "*.mr_t1c.*", "*t1c*"],
-    "t1": ["t1_*", "t1", "*_t1", "*-t1n", "*_t1n", "*.mr_t1.*"],
-    "t2": ["t2_*", "t2", "*_t2", "*-t2w", "*_t2w", "*.mr_t2.*"],
-}
 DEFAULT_LABEL = ["otmulticlass*", "*_seg", "*-seg", "seg", "*.ot.*", "ot", "label", "*_label", "*-label", "*_gt"]
 SUBSETS = {
     "train": "train",
@@ -49,59 +42,9 @@ SUBSETS = {
 GRADES = {"hgg": "HGG", "lgg": "LGG"}
 
 
-def modality_patterns(channels: list[str], user: dict | None = None) -> dict[str, list[str]]:
-    """File-name patterns per channel: the defaults above, a user's ``data.options.modalities`` over them, and
-    ``<ch>*`` / ``*_<ch>`` / ``*-<ch>`` for a channel neither names."""
-    pats = {**DEFAULT_MODALITIES, **(user or {})}
-    pats = {k: [v] if isinstance(v, str) else list(v) for k, v in pats.items()}
-    for ch in channels:
-        pats.setdefault(ch, [f"{ch}*", f"*_{ch}", f"*-{ch}"])
-    return pats
-
-
-def _matches(path: Path, pattern: str) -> bool:
-    pat = pattern.lower()
-    return fnmatch.fnmatch(path.name.lower(), pat) or fnmatch.fnmatch(strip_ext(path).lower(), pat)
-
-
-def _in_own_folder(f: Path) -> bool:
-    """Whether a file sits alone in a folder of its own name, as the VSD releases store volumes (``X/X.mha``)."""
-    return strip_ext(f).lower() == f.parent.name.lower()
-
-
-def _own_folder_file(folder: Path) -> Path | None:
-    """The volume a VSD-style folder holds under its own name, if any."""
-    return next((f for f in files_with_ext(folder, VOLUME_EXTS) if _in_own_folder(f)), None)
-
-
-def case_files(case_dir: Path) -> list[Path]:
-    """Volumes of one case: those in its folder, then those alone in a sub-folder of their own name."""
-    files = files_with_ext(case_dir, VOLUME_EXTS)
-    subs = sorted(
-        (d for d in case_dir.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: natural_key(d.name)
-    )
-    return files + [f for f in map(_own_folder_file, subs) if f is not None]
-
-
-def first_match(files: list[Path], patterns: list[str]) -> Path | None:
-    for pat in patterns:
-        hits = [f for f in files if _matches(f, pat)]
-        if hits:
-            return hits[0]
-    return None
-
-
-def find_modalities(
-    files: list[Path], channels: list[str], patterns: dict[str, list[str]], exclude: Path | None = None
-) -> dict[str, Path | None]:
-    """Each channel's file among ``files`` (the label map left out), ``None`` where none matches."""
-    files = [f for f in files if f != exclude]
-    return {ch: first_match(files, patterns[ch]) for ch in channels}
-
-
 def _case_dir(label: Path) -> Path:
     """The case folder of a label map: its folder, or the one above when the label sits alone in ``X/X.mha``."""
-    return label.parent.parent if _in_own_folder(label) else label.parent
+    return label.parent.parent if in_own_folder(label) else label.parent
 
 
 def _unlabelled_cases(
@@ -117,7 +60,7 @@ def _unlabelled_cases(
         {
             _case_dir(f)
             for f in volumes
-            if _case_dir(f) not in labelled and any(_matches(f, pat) for ch in channels for pat in mod_patterns[ch])
+            if _case_dir(f) not in labelled and any(matches(f, pat) for ch in channels for pat in mod_patterns[ch])
         },
         key=lambda p: natural_key(str(p)),
     )
@@ -129,7 +72,6 @@ def _unlabelled_cases(
     ]
 
 
-@register("brats")
 def brats_samples(data_dir: Path, options: dict) -> RecipeResult:
     channels = options.get("channels") or ["flair", "t1c"]
     mod_patterns = modality_patterns(channels, options.get("modalities"))
@@ -141,7 +83,7 @@ def brats_samples(data_dir: Path, options: dict) -> RecipeResult:
     )
     samples, warnings, problems = [], [], []
     volumes = files_below(data_dir, VOLUME_EXTS)
-    labelled = {_case_dir(p) for p in volumes if any(_matches(p, pat) for pat in label_patterns)}
+    labelled = {_case_dir(p) for p in volumes if any(matches(p, pat) for pat in label_patterns)}
     unlabelled = _unlabelled_cases(volumes, labelled, channels, mod_patterns, label_patterns)
     warnings += unlabelled
     if unlabelled and not labelled:  # the refusal says why nothing was found (an unlabelled validation set, say)
@@ -187,3 +129,13 @@ def brats_samples(data_dir: Path, options: dict) -> RecipeResult:
             "'data.labels=[background,necrosis,oedema,enhancing]'"
         )
     return RecipeResult(samples, warnings, {"expected": expected}, problems)
+
+
+@register
+class BraTS(Recipe):
+    """Multi-modal brain MRI, one folder per case; a train/validation folder is a predefined split."""
+
+    name = "brats"
+
+    def cases(self, data_dir: Path, options: dict) -> RecipeResult:
+        return brats_samples(data_dir, options)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.config import Config
-from medseg.data.base import IMAGE, LABEL, load_samples
+from medseg.data.base import IMAGE, LABEL, get_recipe, load_samples
 from medseg.errors import MedsegError, fail
 
 
@@ -20,7 +20,7 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
     ``problems`` (one line per bad file). Raises MedsegError when the layout
     itself is wrong or empty.
     """
-    from medseg.data.transforms import LoadImage2Dd, LoadVolumed
+    from medseg.data.loading import LoadImage2Dd, LoadVolumed
     from medseg.progress import track
 
     result = load_samples(
@@ -68,7 +68,7 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
         "recipe": cfg.data.recipe,
         "data_dir": str(Path(data_dir)),
         "n_cases": len(samples),
-        "n_groups": len({s["group"] for s in samples}),
+        "n_groups": len({get_recipe(cfg.data.recipe).split_group(s) for s in samples}),
         "subsets": dict(Counter(s.get("subset", "none") for s in samples)),
         "spatial_dims": dims,
         "channels_expected": list(cfg.data.channels),
@@ -108,7 +108,7 @@ def _images(count: int, one: str, many: str) -> str:
 
 def _channel_warnings(found: Counter, expected: list[str]) -> list[str]:
     """What the 2D loader will do to images whose channel count differs from the config's ``data.channels``."""
-    from medseg.data.transforms import channel_plan
+    from medseg.data.loading import channel_plan
 
     n, out = len(expected), []
     for c, count in sorted(found.items()):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medseg.data.base import RecipeResult, register
+from medseg.data.base import Recipe, RecipeResult, register
 from medseg.data.folder import folder_samples
 from medseg.data.nifti import nifti_samples
 from medseg.errors import fail
@@ -34,7 +34,6 @@ def _claim_for_demo(data_dir: Path) -> bool:
     return True
 
 
-@register("demo")
 def demo_samples(data_dir: Path, options: dict) -> RecipeResult:
     from medseg.data.synthetic import make_folder_2d, make_nifti_folder
 
@@ -54,4 +53,12 @@ def demo_samples(data_dir: Path, options: dict) -> RecipeResult:
     return (folder_samples if dims == 2 else nifti_samples)(Path(data_dir), options)
 
 
-demo_samples.generates_data = True
+@register
+class Demo(Recipe):
+    """Synthetic data written on first use: 2D lesions in the folder layout, or 3D blobs in the nifti layout."""
+
+    name = "demo"
+    generates_data = True
+
+    def cases(self, data_dir: Path, options: dict) -> RecipeResult:
+        return demo_samples(data_dir, options)

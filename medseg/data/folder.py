@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medseg.data.base import IMAGE, LABEL, RecipeResult, files_with_ext, first_subdir, mask_stem, register
+from medseg.data.base import IMAGE, LABEL, Recipe, RecipeResult, register
+from medseg.data.files import files_with_ext, first_subdir, mask_stem
 from medseg.errors import fail
 from medseg.io import IMAGE_2D_EXTS
 
@@ -37,7 +38,6 @@ def _by_hint(root: Path, hints: tuple[str, ...], exclude: Path | None = None) ->
     return None
 
 
-@register("folder")
 def folder_samples(data_dir: Path, options: dict) -> RecipeResult:
     img_dir = first_subdir(data_dir, options.get("image_dirs", IMAGE_DIRS))
     mask_dir = first_subdir(data_dir, options.get("mask_dirs", MASK_DIRS))
@@ -68,3 +68,13 @@ def folder_samples(data_dir: Path, options: dict) -> RecipeResult:
     orphans = sorted(set(masks) - {s["case_id"].lower() for s in samples})
     warnings = [f"{mask_dir}: {len(orphans)} masks without an image were ignored"] if orphans else []
     return RecipeResult(samples, warnings, {"expected": EXPECTED}, problems)
+
+
+@register
+class Folder(Recipe):
+    """2D images and masks in two folders, paired by file name."""
+
+    name = "folder"
+
+    def cases(self, data_dir: Path, options: dict) -> RecipeResult:
+        return folder_samples(data_dir, options)

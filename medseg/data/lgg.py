@@ -7,20 +7,24 @@ Layout::
     <data_dir>/[kaggle_3m/]data.csv   (one row per patient, optional)
 
 Slices are 2D samples; ``group`` is the patient so splits never share a
-patient. :func:`stack_patient` rebuilds a patient's 3D volume. A copy flattened
+patient, and ``volume_id`` / ``slice_index`` let evaluation stack a scan's
+slices back into its volume (:mod:`medseg.data.stacking`;
+:func:`stack_patient` reads a patient's image and mask that way). A copy flattened
 into ``images/`` and ``masks/`` folders (or one folder) works too: a folder that
 holds several patients' slices groups them by the name before ``_<n>``.
 """
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
 import numpy as np
 
-from medseg.data.base import IMAGE, LABEL, RecipeResult, files_below, natural_key, register, walk_files
+from medseg.data.base import IMAGE, LABEL, DisplayChannel, Recipe, RecipeResult, register
+from medseg.data.files import files_below, natural_key, walk_files
+from medseg.data.stacking import group_by_volume, stack_slices  # noqa: F401  (group_by_volume: LGG's volumes)
+from medseg.data.tables import read_rows
 from medseg.errors import fail
 from medseg.io import IMAGE_2D_EXTS, read_image_2d
 
@@ -54,19 +58,14 @@ def _patient_dirs(data_dir: Path) -> list[Path]:
     return [d for d, files in _slice_files(data_dir).items() if any(_is_mask(f) for f in files)]
 
 
-def _read_csv(data_dir: Path) -> tuple[dict[str, dict], Path | None]:
+def read_table(data_dir: Path) -> tuple[dict[str, dict], Path | None]:
+    """``({patient: metadata}, path)`` from the data set's data.csv (the first found at any depth, else the first
+    .csv beside the slices); ``({}, None)`` without one."""
     cands = [f for f in walk_files(data_dir) if f.name == "data.csv"][:1] or sorted(data_dir.glob("*.csv"))[:1]
     if not cands:
         return {}, None
     rows = {}
-    # utf-8-sig: a spreadsheet-saved CSV starts with a byte-order mark that would otherwise hide the first header
-    text = cands[0].read_text(encoding="utf-8-sig", errors="replace")
-    try:
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    for row in csv.DictReader(text.splitlines(), dialect=dialect):
-        row = {(k or "").strip(): v for k, v in row.items() if isinstance(k, str)}
+    for row in read_rows(cands[0]):
         pcol = next((k for k in row if k.lower() in ("patient", "patient_id", "patientid", "patient id")), None)
         key = (row.get(pcol) or "").strip() if pcol else ""
         if key:
@@ -84,9 +83,8 @@ def _num(v):
         return str(v).strip()
 
 
-@register("lgg")
 def lgg_samples(data_dir: Path, options: dict) -> RecipeResult:
-    csv_rows, csv_path = _read_csv(data_dir)
+    csv_rows, csv_path = read_table(data_dir)
     warnings = [] if csv_path else [f"{data_dir}: no data.csv found; patient metadata unavailable"]
     samples, problems = [], []
     by_dir = _slice_files(data_dir)
@@ -166,30 +164,42 @@ def lgg_samples(data_dir: Path, options: dict) -> RecipeResult:
     return RecipeResult(samples, warnings, {"csv": str(csv_path) if csv_path else None, "expected": expected}, problems)
 
 
-def group_by_volume(samples: list[dict]) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for s in samples:
-        out.setdefault(s.get("volume_id", s["group"]), []).append(s)
-    for v in out.values():
-        v.sort(key=lambda s: s["slice_index"])
-    return out
-
-
 def stack_patient(samples: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Stack one patient's slices (sorted numerically) into ``(H, W, Z, C)`` image and ``(H, W, Z)`` mask."""
-    from medseg.data.transforms import binarise_mask_2d
+    from medseg.data.loading import binarise_mask_2d
 
     ordered = sorted(samples, key=lambda s: s["slice_index"])
-    imgs, masks = [], []
-    for s in ordered:
-        img = read_image_2d(s[IMAGE])
-        imgs.append(img if img.ndim == 3 else img[..., None])
-        masks.append(binarise_mask_2d(read_image_2d(s[LABEL], kind="mask")))
-    shapes = {i.shape for i in imgs}
-    if len(shapes) != 1:
-        raise fail(
-            ordered[0][IMAGE],
-            f"slices of this patient differ in size {sorted(shapes)}",
-            "re-export the slices at one size",
-        )
-    return np.stack(imgs, axis=2), np.stack(masks, axis=2).astype(np.uint8)
+    image = stack_slices([s[IMAGE] for s in ordered], _image_slice)
+    mask = stack_slices([s[LABEL] for s in ordered], lambda p: binarise_mask_2d(read_image_2d(p, kind="mask")))
+    return image, mask.astype(np.uint8)
+
+
+def _image_slice(path) -> np.ndarray:
+    img = read_image_2d(path)
+    return img if img.ndim == 3 else img[..., None]
+
+
+@register
+class LGG(Recipe):
+    """Kaggle LGG slices: grouped by patient for splits, stacked per volume for scoring, drawn on FLAIR."""
+
+    name = "lgg"
+    display = DisplayChannel(index=1, name="FLAIR")  # the TIFFs hold pre-contrast, FLAIR, post-contrast
+    table_name = "LGG data.csv"
+
+    def cases(self, data_dir: Path, options: dict) -> RecipeResult:
+        return lgg_samples(data_dir, options)
+
+    def metadata_for(self, image: Path, levels: int) -> dict | None:
+        stem = image.name.split(".")[0]
+        m = SLICE_RE.match(stem)
+        if not (stem.upper().startswith("TCGA_") and m):
+            return None
+        for d in list(image.parents)[:levels]:
+            if (d / "data.csv").is_file():
+                rows, _ = read_table(d)
+                return dict(rows.get(patient_key(m.group("stem")), {}))
+        return None
+
+    def owns_image(self, source: str) -> bool:
+        return Path(source).name.upper().startswith("TCGA_")

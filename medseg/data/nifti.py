@@ -16,7 +16,8 @@ import json
 import re
 from pathlib import Path
 
-from medseg.data.base import IMAGE, LABEL, RecipeResult, files_with_ext, first_subdir, mask_stem, natural_key, register
+from medseg.data.base import IMAGE, LABEL, Recipe, RecipeResult, register
+from medseg.data.files import files_with_ext, first_subdir, mask_stem, natural_key
 from medseg.errors import fail
 from medseg.io import VOLUME_EXTS, file_ext, strip_ext
 
@@ -125,7 +126,6 @@ def _images_without_labels(img_dir: Path, lab_dir: Path, ending: str) -> list[st
     return out
 
 
-@register("nifti")
 def nifti_samples(data_dir: Path, options: dict) -> RecipeResult:
     spec_path = data_dir / "dataset.json"
     if spec_path.is_file():
@@ -198,3 +198,13 @@ def _single_folder(data_dir: Path) -> RecipeResult:
                 f"{case}_label{file_ext(p)} beside it to train on it"
             )
     return RecipeResult(samples, warnings, {"expected": EXPECTED})
+
+
+@register
+class Nifti(Recipe):
+    """3D volumes in the MSD or nnU-Net layout, or plain image and label folders."""
+
+    name = "nifti"
+
+    def cases(self, data_dir: Path, options: dict) -> RecipeResult:
+        return nifti_samples(data_dir, options)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from medseg.data.base import IMAGE, LABEL, RecipeResult, files_below, files_with_ext, natural_key, register, walk_files
+from medseg.data.base import IMAGE, LABEL, Recipe, RecipeResult, register
+from medseg.data.files import files_below, files_with_ext, natural_key, walk_files
 from medseg.errors import fail
 from medseg.io import IMAGE_2D_EXTS
 
@@ -174,7 +175,6 @@ def _table_warnings(table: dict, samples: list[dict], table_path: Path | None, d
     return out
 
 
-@register("ph2")
 def ph2_samples(data_dir: Path, options: dict) -> RecipeResult:
     case_root = find_case_root(data_dir)
     if case_root is None:
@@ -224,3 +224,64 @@ def ph2_samples(data_dir: Path, options: dict) -> RecipeResult:
         {"table": str(table_path) if table_path else None, "root": str(case_root)},
         problems,
     )
+
+
+REFERENCE_KEYS = frozenset(["histological_diagnosis", "diagnosis", "diagnosis_name", *CRITERIA, "colours"])
+
+
+def reference_diagnosis(meta: dict) -> str | None:
+    """PH2's clinical diagnosis of a case, decoded; None when it has none."""
+    if meta.get("diagnosis_name"):
+        return str(meta["diagnosis_name"])
+    code = meta.get("diagnosis")
+    if code in (None, ""):
+        return None
+    number = int(code) if str(code).strip().isdigit() else code  # a table read as text gives "1"
+    return DIAGNOSIS_NAMES.get(number, f"code {code}")
+
+
+def reference_rows(meta: dict) -> list[tuple[str, str]]:
+    """The report's rows for PH2's annotation of a case: diagnosis, histology, dermoscopic criteria, colours."""
+    rows = []
+    diagnosis = reference_diagnosis(meta)
+    if diagnosis:
+        rows.append(("Reference (PH2 annotation)", f"{diagnosis} (clinical diagnosis)"))
+    if meta.get("histological_diagnosis"):
+        rows.append(("Histology (PH2 annotation)", str(meta["histological_diagnosis"])))
+    criteria = [
+        f"{k.replace('_', ' ')}: {CRITERIA_CODES[k].get(meta[k], meta[k])}"
+        for k in CRITERIA_CODES
+        if meta.get(k) not in (None, "")
+    ]
+    if criteria:
+        rows.append(("Dermoscopic criteria (PH2 annotation)", "; ".join(criteria)))
+    if meta.get("colours"):
+        rows.append(("Colours (PH2 annotation)", ", ".join(map(str, meta["colours"]))))
+    return rows
+
+
+@register
+class PH2(Recipe):
+    """PH2 dermoscopy: one image and lesion mask per case, and the clinical table PH2_dataset.txt."""
+
+    name = "ph2"
+    reference_keys = REFERENCE_KEYS
+
+    def cases(self, data_dir: Path, options: dict) -> RecipeResult:
+        return ph2_samples(data_dir, options)
+
+    def metadata_for(self, image: Path, levels: int) -> dict | None:
+        m = re.match(r"^(IMD\d+)", image.name, re.IGNORECASE)
+        if not (m and CASE_RE.match(m.group(1))):
+            return None
+        for d in list(image.parents)[:levels]:
+            table = find_table(d, None)
+            if table:
+                return dict(parse_table(table).get(m.group(1).upper(), {}))
+        return None
+
+    def reference_rows(self, meta: dict) -> list[tuple[str, str]]:
+        return reference_rows(meta)
+
+    def reference_diagnosis(self, meta: dict) -> str | None:
+        return reference_diagnosis(meta)

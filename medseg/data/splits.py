@@ -12,25 +12,29 @@ from pathlib import Path
 import numpy as np
 
 from medseg.config import SplitConfig
+from medseg.data.base import Recipe
 from medseg.errors import MedsegError
 
 
-def _strata(samples: list[dict], key: str | None) -> dict[str, list[str]]:
-    """Map stratum -> sorted unique groups."""
+def _strata(samples: list[dict], key: str | None, recipe: Recipe) -> dict[str, list[str]]:
+    """Map stratum -> sorted unique groups (a group's stratum is that of its first sample)."""
     out: dict[str, list[str]] = {}
     seen = set()
     for s in samples:
-        g = s["group"]
+        g = recipe.split_group(s)
         if g in seen:
             continue
         seen.add(g)
-        value = s.get("meta", {}).get(key) if key else None
-        out.setdefault(str(value), []).append(g)
+        out.setdefault(str(recipe.stratum(s, key)), []).append(g)
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def make_split(samples: list[dict], cfg: SplitConfig) -> dict:
-    """Return ``{"train": [...], "val": [...], "test": [...]}`` lists of case ids plus how they were made."""
+def make_split(samples: list[dict], cfg: SplitConfig, recipe: Recipe | None = None) -> dict:
+    """Return ``{"train": [...], "val": [...], "test": [...]}`` lists of case ids plus how they were made.
+
+    ``recipe`` says which samples stay together (:meth:`Recipe.split_group`) and what they are stratified by
+    (:meth:`Recipe.stratum`); without one, a sample's ``group`` and its ``meta[cfg.stratify]``."""
+    recipe = recipe or Recipe()
     if cfg.max_train_groups < 0:
         raise MedsegError(
             f"split.max_train_groups={cfg.max_train_groups} must be >= 0; fix: --set data.split.max_train_groups=0"
@@ -47,7 +51,7 @@ def make_split(samples: list[dict], cfg: SplitConfig) -> dict:
         out["method"] = "predefined folders"
         return out
     rng = np.random.default_rng(cfg.seed)
-    strata = _strata(samples, cfg.stratify)
+    strata = _strata(samples, cfg.stratify, recipe)
     n_groups = sum(len(v) for v in strata.values())
     side: dict[str, str] = {}
     if cfg.folds > 1:
@@ -83,7 +87,7 @@ def make_split(samples: list[dict], cfg: SplitConfig) -> dict:
         for g in order[cfg.max_train_groups :]:
             side[g] = "unused"
         method += f", {min(cfg.max_train_groups, len(order))} of {len(order)} training groups"
-    out = {k: [s["case_id"] for s in samples if side[s["group"]] == k] for k in ("train", "val", "test")}
+    out = {k: [s["case_id"] for s in samples if side[recipe.split_group(s)] == k] for k in ("train", "val", "test")}
     if cfg.stratify and set(strata) == {"None"}:
         method += f", not stratified (no case has a {cfg.stratify})"
     elif cfg.stratify:
