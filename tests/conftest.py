@@ -51,6 +51,12 @@ def log_lines():
     logger.setLevel(level)
 
 
+def dice(a, b) -> float:
+    """Dice overlap of two masks (any non-zero is foreground), written out here rather than taken from medseg."""
+    a, b = a.astype(bool), b.astype(bool)
+    return 2 * (a & b).sum() / max(1, a.sum() + b.sum())
+
+
 def best_validation(history: list[dict]) -> tuple[int, float]:
     """(epoch, mean validation Dice) of a training history's best validated epoch; the first of equals wins."""
     scored = [

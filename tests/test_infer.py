@@ -16,12 +16,7 @@ from medseg.engine.train import train
 from medseg.errors import MedsegError
 from medseg.inference.infer import infer
 
-from .conftest import pdf_text, quiet
-
-
-def _dice(a, b):
-    a, b = a.astype(bool), b.astype(bool)
-    return 2 * (a & b).sum() / max(1, a.sum() + b.sum())
+from .conftest import dice, pdf_text, quiet
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +45,7 @@ def model3d(tmp_path_factory):
             "train.pos_fraction=0.5",
         ],
     )
-    res = train(cfg, data, root / "run", progress=False, log=quiet)
+    res = train(cfg, data, root / "run", progress=False)
     assert res.best_metric > 0.7, res.history[-1]
     return root / "run" / "best.pt"
 
@@ -69,7 +64,7 @@ def model2d(tmp_path_factory):
             "train.val_every=60",
         ],
     )
-    train(cfg, data, root / "run", progress=False, log=quiet)
+    train(cfg, data, root / "run", progress=False)
     return root / "run" / "best.pt"
 
 
@@ -98,7 +93,7 @@ def test_oblique_nifti_round_trip(model3d, tmp_path):
     assert np.allclose(seg.get_qform(), src.get_qform(), atol=1e-5) and np.allclose(seg.get_sform(), aff, atol=1e-5)
     assert int(seg.header["qform_code"]) == 1 and int(seg.header["sform_code"]) == 2
     assert np.allclose(seg.header.get_zooms(), src.header.get_zooms())
-    assert _dice(np.asarray(seg.dataobj), mask) > 0.7  # the blob is found where it is
+    assert dice(np.asarray(seg.dataobj), mask) > 0.7  # the blob is found where it is
     assert hashlib.sha256((tmp_path / "obl.nii.gz").read_bytes()).hexdigest() == before  # input untouched
     f = json.loads((tmp_path / "out" / "obl_findings.json").read_text())
     expected_ml = mask.sum() * 1.3 * 1.1 * 1.8 / 1000
@@ -120,7 +115,7 @@ def test_lps_nrrd_anisotropic(model3d, tmp_path):
     assert np.allclose(a.GetSpacing(), b.GetSpacing()) and np.allclose(a.GetOrigin(), b.GetOrigin())
     assert np.allclose(a.GetDirection(), b.GetDirection())
     seg = np.transpose(sitk.GetArrayFromImage(b), (2, 1, 0))
-    assert _dice(seg, mask) > 0.6
+    assert dice(seg, mask) > 0.6
 
 
 def test_dicom_series_to_nifti(model3d, tmp_path):
@@ -134,7 +129,7 @@ def test_dicom_series_to_nifti(model3d, tmp_path):
     assert np.allclose(lps_origin, ref.GetOrigin(), atol=1e-3)
     assert np.allclose(seg.header.get_zooms(), ref.GetSpacing(), atol=1e-4)
     assert res["metadata"]["modality"] == "CT"
-    assert _dice(np.asarray(seg.dataobj), mask) > 0.6
+    assert dice(np.asarray(seg.dataobj), mask) > 0.6
 
 
 def test_dicom_folder_with_several_series(model3d, tmp_path):
@@ -156,7 +151,7 @@ def test_dicom_folder_with_several_series(model3d, tmp_path):
     lines = []
     res = infer([str(folder)], model=[str(model3d)], out=tmp_path / "out", progress=False, log=lines.append).outputs[0]
     seg = nib.load(str(tmp_path / "out" / "study_seg.nii.gz"))
-    assert seg.shape == (32, 30, 14) and _dice(np.asarray(seg.dataobj), mask) > 0.6
+    assert seg.shape == (32, 30, 14) and dice(np.asarray(seg.dataobj), mask) > 0.6
     series = res["dicom_series"]
     assert (series["series_uid"], series["files"], series["description"]) == ("1.2.3.4.1", 14, "AX T2")
     assert series["other_series"] == [{"series_uid": "1.2.3.4.2", "files": 3, "description": "LOCALIZER"}]
@@ -221,7 +216,7 @@ def test_folder_of_case_folders(model3d, brats_dir, tmp_path):
     assert sorted(r["case_id"] for r in summary.outputs) == ["p1_ct", "p2_ct", "series_2"]
     for name in ("p1_ct", "p2_ct", "series_2"):
         seg = nib.load(str(tmp_path / "out" / f"{name}_seg.nii.gz"))
-        assert seg.shape == (24, 22, 12) and _dice(np.asarray(seg.dataobj), mask) > 0.6
+        assert seg.shape == (24, 22, 12) and dice(np.asarray(seg.dataobj), mask) > 0.6
 
     brats, errors = expand_inputs([str(brats_dir)], load_config("brats"))
     assert not errors and len(brats) == 4 and all(len(c.paths) == 2 for c in brats)
@@ -244,7 +239,7 @@ def test_2d_odd_sizes(model2d, tmp_path):
     for h, w in ((50, 70), (61, 45)):
         seg = np.array(Image.open(tmp_path / "out" / f"odd_{h}x{w}_seg.png"))
         assert seg.shape == (h, w) and set(np.unique(seg)) <= {0, 255}
-        assert _dice(seg > 0, np.load(tmp_path / f"odd_{h}x{w}.npy")) > 0.7
+        assert dice(seg > 0, np.load(tmp_path / f"odd_{h}x{w}.npy")) > 0.7
 
 
 def test_exif_turned_photo_is_segmented_upright(model2d, tmp_path):
@@ -261,7 +256,7 @@ def test_exif_turned_photo_is_segmented_upright(model2d, tmp_path):
         [str(tmp_path / "phone.jpg")], model=[str(model2d)], out=tmp_path / "out", progress=False, log=lines.append
     ).outputs[0]
     seg = np.array(Image.open(tmp_path / "out" / "phone_seg.png"))
-    assert seg.shape == (64, 48) and _dice(seg > 0, mask) > 0.7
+    assert seg.shape == (64, 48) and dice(seg > 0, mask) > 0.7
     assert res["exif_orientation"] == 8 and res["geometry"]["shape"] == [64, 48]
     assert any(line.startswith("note:") and "EXIF orientation 8 applied" in line for line in lines)
 
@@ -293,7 +288,7 @@ def test_4d_multimodal_and_modality_mismatch(tmp_path):
             "preprocess.crop_foreground=false",
         ],
     )
-    train(cfg, data, tmp_path / "run", progress=False, log=quiet)
+    train(cfg, data, tmp_path / "run", progress=False)
     model = tmp_path / "run" / "best.pt"
     _run([data / "imagesTr" / "case_000.nii.gz"], model, tmp_path / "out")
     seg = nib.load(str(tmp_path / "out" / "case_000_seg.nii.gz"))
@@ -353,7 +348,7 @@ def test_tta_and_probabilities(model2d, tmp_path):
 
     prob = tifffile.imread(tmp_path / "out" / "t_prob.tif")
     assert prob.shape == (1, 48, 64) and 0 <= prob.min() and prob.max() <= 1
-    assert res["tta"] is True and _dice(prob[0] > 0.5, mask) > 0.7
+    assert res["tta"] is True and dice(prob[0] > 0.5, mask) > 0.7
 
 
 def test_dimension_mismatch_is_explained(model2d, tmp_path):
@@ -422,7 +417,7 @@ def test_model_trained_on_nonzero_box_segments_in_place(model3d, tmp_path):
     seg = nib.load(str(tmp_path / "out" / "box_seg.nii.gz"))
     assert seg.shape == img.shape and np.allclose(seg.affine, aff, atol=1e-5)
     pred = np.asarray(seg.dataobj)
-    assert _dice(pred, mask) > 0.7
+    assert dice(pred, mask) > 0.7
     assert not pred[~keep].any() or pred[~keep].sum() < 0.02 * pred.sum()
 
 
