@@ -11,6 +11,7 @@ Every recipe has a synthetic twin in :mod:`medseg.data.synthetic` that writes a
 small fake data set in the same layout, used by the tests and the demo.
 """
 
+from medseg.config import add_recipe_names
 from medseg.data import brats, demo, folder, lgg, nifti, ph2  # noqa: F401  (register recipes)
 from medseg.data.base import (  # noqa: F401
     IMAGE,
@@ -25,3 +26,5 @@ from medseg.data.base import (  # noqa: F401
     recipe_or_default,
     register,
 )
+
+add_recipe_names(list_recipes)  # a recipe registered in code, without a YAML, loads by name
