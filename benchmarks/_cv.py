@@ -26,6 +26,7 @@ def run_cv(recipe: str, default_data: str, argv=None) -> None:
     from medseg.config import load_config
     from medseg.engine.train import train
     from medseg.evaluation.evaluate import evaluate_model
+    from medseg.inference.options import InferenceOptions
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +48,7 @@ def run_cv(recipe: str, default_data: str, argv=None) -> None:
                 a.data_dir,
                 out / f"fold{fold}" / f"eval-{ck}",
                 split="val",
-                tta=a.tta,
+                options=InferenceOptions(tta=a.tta),
                 force=True,
                 progress=False,
                 log=lambda *_: None,

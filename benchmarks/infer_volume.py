@@ -90,7 +90,7 @@ def run_medseg(volume: str, model: str, device: str) -> dict:
     for _ in range(2 if device == "cuda" else 1):
         out = Path(volume).parent / f"out-{time.time_ns()}"
         t0 = time.perf_counter()
-        summary = infer([volume], model=[model], out=out, device=device, progress=False, log=lambda *_: None)
+        summary = infer([volume], model=[model], out=out, device=device, progress=False)
         walls.append(time.perf_counter() - t0)
         timings = summary.outputs[0].get("timings")
     gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None

@@ -7,6 +7,10 @@ from pathlib import Path
 from medseg.config import apply_overrides, check_value, config_from_dict, load_config
 from medseg.engine.train import TrainResult, latest_run_dir, load_run_config, train
 from medseg.errors import MedsegError, fail
+from medseg.inference.options import InferenceOptions, flag
+from medseg.log import get_logger
+
+logger = get_logger(__name__)
 
 
 def _cli_overrides(overrides, epochs=None, seed=None) -> list[str]:
@@ -39,7 +43,6 @@ def train_from_cli(
     seed=None,
     overrides=None,
     progress=True,
-    log=print,
     nproc=1,
 ) -> TrainResult:
     """Resolve config, data and run directory the way ``medseg train`` documents, then train."""
@@ -59,7 +62,7 @@ def train_from_cli(
             from medseg.checkpoint import load_checkpoint
 
             data_dir = load_checkpoint(run_dir / "last.pt", map_location="cpu")["data"]["data_dir"]
-        return train(cfg, data_dir, run_dir, device=device, resume=True, progress=progress, log=log, nproc=nproc)
+        return train(cfg, data_dir, run_dir, device=device, resume=True, progress=progress, nproc=nproc)
     cfg = load_config(config, overrides)
     data_dir = Path(data_dir) if data_dir else default_data_dir(cfg.name, cfg.data.recipe)
     if not data_dir.exists() and cfg.data.recipe != "demo":
@@ -68,7 +71,7 @@ def train_from_cli(
             "data directory does not exist",
             f"pass --data-dir or put the data in datasets/{cfg.name} (see datasets/{cfg.name}/README.md)",
         )
-    return train(cfg, data_dir, out, device=device, resume=False, force=force, progress=progress, log=log, nproc=nproc)
+    return train(cfg, data_dir, out, device=device, resume=False, force=force, progress=progress, nproc=nproc)
 
 
 def check_from_cli(name: str, data_dir=None, overrides=None, progress=False) -> dict:
@@ -93,7 +96,7 @@ def run_demo(
     cfg = load_config("demo")
     data_dir = out / "data"
     log(f"demo: synthetic data in {data_dir}")
-    result = train(cfg, data_dir, run_dir, device=device, force=force, progress=progress, log=log)
+    result = train(cfg, data_dir, run_dir, device=device, force=force, progress=progress)
     from medseg.evaluation.evaluate import evaluate_model
     from medseg.inference.infer import infer
     from medseg.reporting.report import case_report, cohort_report
@@ -112,7 +115,6 @@ def run_demo(
         device=device,
         force=force,
         progress=False,
-        log=log,
     )
     pdf = case_report(
         single.outputs[0]["findings_json"],
@@ -134,62 +136,33 @@ def run_demo(
     return summary
 
 
-# flags that stand for a config key: their values obey the key's range
-POST_FLAGS = {
-    "threshold": "infer.threshold",
-    "min_size": "infer.min_size",
-    "overlap": "infer.overlap",
-    "sw_batch_size": "infer.sw_batch_size",
-}
-
-
-def check_post_flags(post: dict) -> None:
-    for name, value in post.items():
-        if name in POST_FLAGS:
-            check_value(POST_FLAGS[name], value, "--" + name.replace("_", "-"))
-
-
 def infer_from_cli(
     inputs,
     model=None,
     out=None,
     device="auto",
-    tta=None,
-    probabilities=False,
+    options: InferenceOptions | None = None,
     force=False,
     report=False,
     progress=True,
-    log=print,
-    **post,
 ):
-    """``medseg infer``: segment, write masks and findings, optionally a PDF per case. ``tta`` None: the
-    checkpoint's ``infer.tta``. Empty inputs and checkpoints among the inputs are refused by ``infer``."""
+    """``medseg infer``: segment, write masks and findings, optionally a PDF per case. ``options`` left unset take
+    the checkpoint's ``infer`` settings. Empty inputs and checkpoints among the inputs are refused by ``infer``."""
     from medseg.inference.infer import infer
 
-    check_post_flags(post)
+    model = ensemble_members(model)
     try:
-        summary = infer(
-            inputs,
-            model=model,
-            out=out,
-            device=device,
-            tta=tta,
-            probabilities=probabilities,
-            force=force,
-            progress=progress,
-            log=log,
-            **post,
-        )
+        summary = infer(inputs, model=model, out=out, device=device, options=options, force=force, progress=progress)
     except MedsegError as exc:  # some inputs failed: the cases that were segmented still get their reports
         done = getattr(exc, "summary", None)
-        failed = write_case_reports(done, force, log) if report and done is not None else []
+        failed = write_case_reports(done, force) if report and done is not None else []
         if failed:
             raise MedsegError(
                 f"{exc}; {len(failed)} of {len(done.outputs)} reports failed too (first: {failed[0]})"
             ) from None
         raise
-    failed = write_case_reports(summary, force, log) if report else []
-    log(f"outputs in {summary.out_dir}")
+    failed = write_case_reports(summary, force) if report else []
+    logger.info(f"outputs in {summary.out_dir}")
     if failed:
         raise MedsegError(
             f"{len(failed)} of {len(summary.outputs)} reports failed (first: {failed[0]}); the other "
@@ -198,7 +171,7 @@ def infer_from_cli(
     return summary
 
 
-def write_case_reports(summary, force: bool = False, log=print) -> list[str]:
+def write_case_reports(summary, force: bool = False) -> list[str]:
     """One PDF per segmented case. A report that fails is named with the reason in one line and the batch goes on,
     so one odd case never costs the others their reports; returns those lines."""
     from medseg.reporting.report import case_report
@@ -212,9 +185,9 @@ def write_case_reports(summary, force: bool = False, log=print) -> list[str]:
         except Exception as exc:  # noqa: BLE001 - a fault in one report must not abort the others
             failed.append(f"{res['case_id']}: report not written: {type(exc).__name__}: {' '.join(str(exc).split())}")
         else:
-            log(f"report: {pdf}")
+            logger.info(f"report: {pdf}")
             continue
-        log(f"error: {failed[-1]}")
+        logger.error(failed[-1])
     return failed
 
 
@@ -229,22 +202,21 @@ def evaluate_from_cli(
     labels=None,
     images=None,
     device="auto",
-    tta=None,
+    options: InferenceOptions | None = None,
     report=False,
     force=False,
     progress=True,
     log=print,
-    **post,
 ):
     """``medseg evaluate``: folders (--pred/--gt) or a model (or a list of models, ensembled) on a recipe
-    (--model/--data/--data-dir). ``post`` (threshold, keep_largest, min_size, fill_holes) overrides the
-    checkpoint's post-processing, as for ``medseg infer``."""
+    (--model/--data/--data-dir). ``options`` (tta and the clean-up) override the checkpoint's, as for
+    ``medseg infer``."""
     from medseg.evaluation.evaluate import evaluate_folders, evaluate_model
 
-    post = {k: v for k, v in post.items() if v is not None}
-    check_post_flags(post)
+    options = options or InferenceOptions()
+    post = options.given_post()
     if post and not model:
-        flags = ", ".join("--" + k.replace("_", "-") for k in post)
+        flags = ", ".join(flag(k) for k in post)
         raise MedsegError(
             f"{flags} post-process a model's output; with --pred/--gt the masks are already final "
             "(fix: use --model with --data, or post-process with medseg infer first)"
@@ -264,6 +236,7 @@ def evaluate_from_cli(
                 f"--data '{data}' is not a data recipe{did_you_mean(data, list_recipes())}; "
                 f"fix: use one of {list_recipes()}"
             )
+        model = ensemble_members(model, data_dir=Path(data_dir) if data_dir else default_data_dir(data))
         res = evaluate_model(
             model,
             data,
@@ -271,11 +244,10 @@ def evaluate_from_cli(
             out,
             split=split,
             device=device,
-            tta=tta,
+            options=options,
             force=force,
             progress=progress,
             log=log,
-            post=post,
         )
     else:
         if pred is None or gt is None:
@@ -317,3 +289,73 @@ def report_from_cli(source, out=None, gt=None, force=False, log=print):
         )
     log(f"report: {pdf}")
     return pdf
+
+
+def ensemble_members(models, data_dir=None) -> list[str]:
+    """``-m`` arguments with each folder that ``medseg cv`` wrote replaced by its folds' ``last.pt``. With
+    ``data_dir`` (evaluate) a cross-validation's own data folder is refused: no case in it is held out from every
+    fold, so an ensemble of the folds would be scored on cases it trained on."""
+    from medseg.evaluation.cv import expand_models, refuse_held_in
+
+    paths, cv_dirs = expand_models(models)
+    if data_dir is not None:
+        refuse_held_in(cv_dirs, data_dir)
+    return paths
+
+
+def cv_from_cli(
+    config: str,
+    data_dir=None,
+    out=None,
+    folds: int = 5,
+    only=None,
+    overrides=None,
+    device: str = "auto",
+    tta: bool | None = None,
+    score_best: bool = False,
+    force: bool = False,
+    progress: bool = True,
+):
+    """``medseg cv``: the data folder and output folder resolved as ``medseg train`` resolves them (output default
+    ``runs/cv-NAME``), then :func:`medseg.evaluation.cv.cross_validate`."""
+    from medseg.evaluation.cv import cross_validate
+
+    cfg = load_config(config, overrides)
+    data_dir = Path(data_dir) if data_dir else default_data_dir(cfg.name, cfg.data.recipe)
+    if not data_dir.exists() and cfg.data.recipe != "demo":
+        raise fail(
+            data_dir,
+            "data directory does not exist",
+            f"pass --data-dir or put the data in datasets/{cfg.name} (see datasets/{cfg.name}/README.md)",
+        )
+    return cross_validate(
+        config,
+        data_dir,
+        Path(out) if out else Path("runs") / f"cv-{cfg.name}",
+        folds=folds,
+        only=only,
+        overrides=overrides,
+        device=device,
+        tta=tta,
+        score_best=score_best,
+        force=force,
+        progress=progress,
+    )
+
+
+def compare_from_cli(
+    run_a, run_b, metric="dice", label=None, eval_dir="eval-last", margin=0.05, n_boot=10000
+) -> list[dict]:
+    """``medseg compare``: RUN_B against RUN_A, case by case (:mod:`medseg.evaluation.compare`)."""
+    from medseg.evaluation.compare import compare_runs
+
+    return compare_runs(
+        [run_a],
+        [run_b],
+        metric=metric,
+        label=label,
+        eval_dir=eval_dir,
+        margin=margin,
+        n_boot=n_boot,
+        name=f"{run_b} - {run_a}",
+    )

@@ -132,7 +132,6 @@ def train(
         seed=seed,
         overrides=set_,
         progress=not quiet,
-        log=_echo,
         nproc=nproc,
     )
 
@@ -190,7 +189,8 @@ def infer(
         "--model",
         "-m",
         metavar="CHECKPOINT",
-        help="Checkpoint(s); several are ensembled. Default: the newest runs/**/best.pt that fits the inputs.",
+        help="Checkpoint(s); several are ensembled. A folder that medseg cv wrote stands for its folds' last.pt "
+        "(the cross-validation ensemble). Default: the newest runs/**/best.pt that fits the inputs.",
     ),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default runs/infer-<timestamp>)."),
     device: str = DEVICE,
@@ -208,25 +208,28 @@ def infer(
 ):
     """Segment new images; masks are written in each input's exact geometry, with findings JSON."""
     from medseg.api import infer_from_cli
+    from medseg.inference.options import InferenceOptions
 
     _run(
-        infer_from_cli,
-        inputs,
-        model=[str(m) for m in model],
-        out=out,
-        device=device,
-        tta=tta,
-        probabilities=probabilities,
-        force=force,
-        report=report,
-        progress=not quiet,
-        log=_echo,
-        threshold=threshold,
-        keep_largest=keep_largest,
-        min_size=min_size,
-        fill_holes=fill_holes,
-        overlap=overlap,
-        sw_batch_size=sw_batch_size,
+        lambda: infer_from_cli(  # inside _run: a flag out of range is a one-line error
+            inputs,
+            model=[str(m) for m in model],
+            out=out,
+            device=device,
+            options=InferenceOptions(
+                tta=tta,
+                threshold=threshold,
+                keep_largest=keep_largest,
+                min_size=min_size,
+                fill_holes=fill_holes,
+                overlap=overlap,
+                sw_batch_size=sw_batch_size,
+                probabilities=probabilities,
+            ),
+            force=force,
+            report=report,
+            progress=not quiet,
+        )
     )
 
 
@@ -239,7 +242,9 @@ def evaluate(
         "--model",
         "-m",
         metavar="CHECKPOINT",
-        help="Checkpoint to run on a data set instead of --pred; repeat to evaluate an ensemble (same split).",
+        help="Checkpoint to run on a data set instead of --pred; repeat to evaluate an ensemble (same split). "
+        "A folder that medseg cv wrote stands for its folds' last.pt, scored on cases no fold saw (not its own "
+        "--data-dir: every case there trained some fold).",
     ),
     data: str | None = typer.Option(None, "--data", help="Recipe name with --model (ph2, lgg, brats, nifti, folder)."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder with --model."),
@@ -259,28 +264,28 @@ def evaluate(
 ):
     """Per-case, per-class metrics (Dice, Jaccard, precision, recall, HD95, ASSD, lesion counts)."""
     from medseg.api import evaluate_from_cli
+    from medseg.inference.options import InferenceOptions
 
     _run(
-        evaluate_from_cli,
-        pred=pred,
-        gt=gt,
-        model=list(model) or None,
-        data=data,
-        data_dir=data_dir,
-        split=split,
-        out=out,
-        labels=labels.split(",") if labels else None,
-        images=images,
-        device=device,
-        tta=tta,
-        report=report,
-        force=force,
-        progress=not quiet,
-        log=_echo,
-        threshold=threshold,
-        keep_largest=keep_largest,
-        min_size=min_size,
-        fill_holes=fill_holes,
+        lambda: evaluate_from_cli(  # inside _run: a flag out of range is a one-line error
+            pred=pred,
+            gt=gt,
+            model=list(model) or None,
+            data=data,
+            data_dir=data_dir,
+            split=split,
+            out=out,
+            labels=labels.split(",") if labels else None,
+            images=images,
+            device=device,
+            options=InferenceOptions(
+                tta=tta, threshold=threshold, keep_largest=keep_largest, min_size=min_size, fill_holes=fill_holes
+            ),
+            report=report,
+            force=force,
+            progress=not quiet,
+            log=_echo,
+        )
     )
 
 
@@ -295,6 +300,79 @@ def report(
     from medseg.api import report_from_cli
 
     _run(report_from_cli, source, out=out, gt=gt, force=force, log=_echo)
+
+
+@app.command()
+def cv(
+    config: str = typer.Argument(..., help="Recipe name or path to a YAML config, as for medseg train."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder (default datasets/NAME)."),
+    folds: int = typer.Option(5, "--folds", help="Number of folds (groups such as patients stay in one fold)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default runs/cv-NAME)."),
+    only: list[int] = typer.Option([], "--only", metavar="FOLD", help="Run only this fold (repeatable, from 0)."),
+    set_: list[str] = typer.Option(
+        [], "--set", "-s", metavar="KEY=VALUE", help="Override any config key in every fold (repeatable)."
+    ),
+    device: str = DEVICE,
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="Average predictions over flips when scoring; default: the config's infer.tta."
+    ),
+    score_best: bool = typer.Option(
+        False, "--score-best", help="Also score best.pt (picked on the same held-out fold, so optimistic)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Train the asked-for folds again (a rerun without it keeps the finished folds)."
+    ),
+    quiet: bool = QUIET,
+):
+    """K-fold cross-validation: train each fold, score its held-out cases at the original resolution, pool them.
+
+    Writes fold0/ ... (each a training run with eval-last/), cv.json, folds.csv, summary.csv (mean and spread over
+    folds) and metrics.csv (every held-out case). Use the folds together with medseg infer -m OUT."""
+    from medseg.api import cv_from_cli
+
+    _run(
+        cv_from_cli,
+        config,
+        data_dir=data_dir,
+        out=out,
+        folds=folds,
+        only=only or None,
+        overrides=set_,
+        device=device,
+        tta=tta,
+        score_best=score_best,
+        force=force,
+        progress=not quiet,
+    )
+
+
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="The reference: a folder medseg cv or medseg evaluate wrote."),
+    run_b: Path = typer.Argument(..., help="The run compared with it, scored on the same cases."),
+    metric: str = typer.Option("dice", "--metric", help="A column of metrics.csv (dice, jaccard, hd95, ...)."),
+    label: str | None = typer.Option(None, "--label", help="The class to compare (default: the first)."),
+    eval_dir: str = typer.Option(
+        "eval-last", "--eval-dir", help="Evaluation folder inside each fold (eval-best with cv --score-best)."
+    ),
+    margin: float = typer.Option(0.05, "--margin", help="A case counts as up or down beyond this difference."),
+    boot: int = typer.Option(10000, "--boot", help="Bootstrap resamples for the 95% interval."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Paired per-case comparison of two runs: mean difference (B - A), 95% bootstrap interval, wins and losses."""
+    from medseg.api import compare_from_cli
+    from medseg.evaluation.compare import describe
+
+    (rec,) = _run(
+        compare_from_cli, run_a, run_b, metric=metric, label=label, eval_dir=eval_dir, margin=margin, n_boot=boot
+    )
+    if as_json:
+        typer.echo(json.dumps(rec))
+        return
+    typer.echo(describe(rec))
+    typer.echo(f"share of resamples above 0: {rec['share_of_resamples_above_0']}")
+    typer.echo("most down: " + ", ".join(f"{c} {d:+.3f}" for c, d in rec["most_down"]))
+    typer.echo("most up: " + ", ".join(f"{c} {d:+.3f}" for c, d in rec["most_up"]))
 
 
 @app.command()

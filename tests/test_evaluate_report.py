@@ -151,13 +151,12 @@ def test_case_pdf_numbers_match_findings(tmp_path):
             "model.strides=[2,2]",
         ],
     )
-    train(cfg, data, tmp_path / "run", progress=False, log=quiet)
+    train(cfg, data, tmp_path / "run", progress=False)
     res = infer(
         [str(data / "images" / "case_000.png")],
         model=[str(tmp_path / "run" / "best.pt")],
         out=tmp_path / "inf",
         progress=False,
-        log=quiet,
     ).outputs[0]
     pdf = case_report(res["findings_json"], gt=data / "masks" / "case_000_mask.png")
     assert pdf.parent.name == "reports"

@@ -18,7 +18,8 @@ from medseg.config import load_config
 from medseg.data import synthetic
 from medseg.engine.train import train
 from medseg.errors import MedsegError
-from medseg.inference.infer import infer, load_models
+from medseg.inference.checkpoints import load_models
+from medseg.inference.infer import infer
 from medseg.models import build_model, model_spec
 
 from .conftest import quiet
@@ -39,7 +40,7 @@ def ckpt2d(tmp_path_factory):
     root = tmp_path_factory.mktemp("ck2")
     data = synthetic.make_folder_2d(root / "data", n=8, size=(48, 64))
     cfg = load_config("demo", ["data.recipe=folder", "train.epochs=1", *SMALL_2D])
-    train(cfg, data, root / "run", progress=False, log=quiet)
+    train(cfg, data, root / "run", progress=False)
     return root / "run" / "best.pt"
 
 
@@ -209,7 +210,7 @@ def test_nan_checkpoint_refused_by_infer_before_anything_is_written(ckpt2d, tmp_
     bad = _tampered(ckpt2d, tmp_path / "nan.pt", _nan_weight)
     Image.fromarray(np.full((48, 64), 120, np.uint8)).save(tmp_path / "a.png")
     with pytest.raises(MedsegError, match="nan.pt: checkpoint key 'state_dict"):
-        infer([str(tmp_path / "a.png")], model=[str(bad)], out=tmp_path / "o", progress=False, log=quiet)
+        infer([str(tmp_path / "a.png")], model=[str(bad)], out=tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()
 
 
@@ -222,30 +223,28 @@ def _png(path, seed=0):
     return path
 
 
-def test_q5_symlink_loop_segments_each_file_once(ckpt2d, tmp_path):
+def test_q5_symlink_loop_segments_each_file_once(ckpt2d, tmp_path, log_lines):
     d = tmp_path / "scans"
     d.mkdir()
     _png(d / "loop.png")
     os.symlink(d, d / "loop_a")
     os.symlink(d, d / "loop_b")
-    said = []
-    summary = infer([str(d)], model=[str(ckpt2d)], out=tmp_path / "o", progress=False, log=said.append)
+    summary = infer([str(d)], model=[str(ckpt2d)], out=tmp_path / "o", progress=False)
     assert [o["case_id"] for o in summary.outputs] == ["loop"]
-    warnings = [s for s in said if s.startswith("warning:")]
-    assert len(warnings) == 2, said
+    warnings = [s for s in log_lines if s.startswith("warning:")]
+    assert len(warnings) == 2, log_lines
     assert any(str(d / "loop_a") in w and "skipped" in w for w in warnings)
 
 
-def test_q5_linked_file_and_linked_folder_once(ckpt2d, tmp_path):
+def test_q5_linked_file_and_linked_folder_once(ckpt2d, tmp_path, log_lines):
     d = tmp_path / "scans"
     (d / "sub").mkdir(parents=True)
     _png(d / "sub" / "x.png")
     os.symlink(d / "sub" / "x.png", d / "alias.png")
     os.symlink(d / "sub", d / "again")
-    said = []
-    summary = infer([str(d)], model=[str(ckpt2d)], out=tmp_path / "o", progress=False, log=said.append)
+    summary = infer([str(d)], model=[str(ckpt2d)], out=tmp_path / "o", progress=False)
     assert len(summary.outputs) == 1
-    assert sum(s.startswith("warning:") for s in said) == 2, said
+    assert sum(s.startswith("warning:") for s in log_lines) == 2, log_lines
 
 
 # ---------------------------------------------------------------------------- q21: a checkpoint as an INPUT
@@ -263,7 +262,6 @@ def test_q21_checkpoint_given_as_input_is_refused(ckpt2d, tmp_path):
             model=[str(ckpt2d)],
             out=tmp_path / "o",
             progress=False,
-            log=quiet,
         )
     assert not (tmp_path / "o" / "img_seg.png").exists()
 
@@ -282,7 +280,7 @@ def test_q26_modality_count_error_names_the_channels(tmp_path):
     model = _payload_3d(tmp_path / "m.pt", channels=("flair", "t1c"))
     _volume(tmp_path / "one.nii.gz")
     with pytest.raises(MedsegError, match=r"one.nii.gz: the model expects 2 modalities \(flair,t1c\), got 1; fix: "):
-        infer([str(tmp_path / "one.nii.gz")], model=[str(model)], out=tmp_path / "o", progress=False, log=quiet)
+        infer([str(tmp_path / "one.nii.gz")], model=[str(model)], out=tmp_path / "o", progress=False)
 
 
 # ---------------------------------------------------------------------------- q22: the default model
@@ -306,23 +304,22 @@ def _runs(tmp_path, ckpt2d, with_1ch_3d=False):
     return two
 
 
-def test_q22_default_model_fits_a_2d_input(ckpt2d, tmp_path):
+def test_q22_default_model_fits_a_2d_input(ckpt2d, tmp_path, log_lines):
     _runs(tmp_path, ckpt2d)
     _png(tmp_path / "img.png")
-    said = []
-    summary = infer([str(tmp_path / "img.png")], out=tmp_path / "o", progress=False, log=said.append)
+    summary = infer([str(tmp_path / "img.png")], out=tmp_path / "o", progress=False)
     assert summary.outputs[0]["models"][0]["path"].endswith("runs/ph2like/best.pt")
-    assert said[0].startswith("using runs/ph2like/best.pt (folder, 2D, 1 epoch, val Dice ")
-    assert "runs/brats/best.pt (2D image" not in said[0] and "runs/brats/best.pt" in said[0]  # the newer one, skipped
+    said = log_lines[0]
+    assert said.startswith("using runs/ph2like/best.pt (folder, 2D, 1 epoch, val Dice ")
+    assert "runs/brats/best.pt (2D image" not in said and "runs/brats/best.pt" in said  # the newer one, skipped
 
 
-def test_q22_default_model_fits_a_single_volume(ckpt2d, tmp_path):
+def test_q22_default_model_fits_a_single_volume(ckpt2d, tmp_path, log_lines):
     _runs(tmp_path, ckpt2d, with_1ch_3d=True)
     _volume(tmp_path / "v.nii.gz")
-    said = []
-    summary = infer([str(tmp_path / "v.nii.gz")], out=tmp_path / "o", progress=False, log=said.append)
+    summary = infer([str(tmp_path / "v.nii.gz")], out=tmp_path / "o", progress=False)
     assert summary.outputs[0]["models"][0]["path"].endswith("runs/mono/best.pt")
-    assert said[0].startswith("using runs/mono/best.pt (brats, 3D, 3 epochs, val Dice 0.50)")
+    assert log_lines[0].startswith("using runs/mono/best.pt (brats, 3D, 3 epochs, val Dice 0.50)")
 
 
 def test_q22_no_default_model_fits(ckpt2d, tmp_path):
@@ -333,7 +330,7 @@ def test_q22_no_default_model_fits(ckpt2d, tmp_path):
         match=r"none of the 2 checkpoints under runs fits these inputs .*takes 2 "
         r"modalities \(flair,t1c\), v.nii.gz has 1.*fix: pass --model",
     ):
-        infer([str(tmp_path / "v.nii.gz")], out=tmp_path / "o", progress=False, log=quiet)
+        infer([str(tmp_path / "v.nii.gz")], out=tmp_path / "o", progress=False)
 
 
 # ---------------------------------------------------------------------------- q17: --out and write faults
@@ -343,7 +340,7 @@ def test_q17_out_is_an_existing_file(ckpt2d, tmp_path):
     _png(tmp_path / "img.png")
     (tmp_path / "out.txt").write_text("keep me")
     with pytest.raises(MedsegError, match=r"out.txt: exists and is a file, not a folder; fix: choose another --out"):
-        infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "out.txt", progress=False, log=quiet)
+        infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "out.txt", progress=False)
     assert (tmp_path / "out.txt").read_text() == "keep me"
 
 
@@ -351,7 +348,7 @@ def test_q17_out_cannot_be_created(ckpt2d, tmp_path):
     _png(tmp_path / "img.png")
     (tmp_path / "f").write_text("")
     with pytest.raises(MedsegError, match=r"f/out: cannot be created \(Not a directory\); fix: choose an --out"):
-        infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "f" / "out", progress=False, log=quiet)
+        infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "f" / "out", progress=False)
 
 
 def _leftovers(out):
@@ -364,7 +361,7 @@ def _leftovers(out):
     ids=["q17-read-only-fs", "q17-read-only-folder"],
 )
 def test_q17_read_only_out(code, reason, ckpt2d, tmp_path, monkeypatch):
-    import medseg.inference.infer as mi
+    import medseg.inference.outputs as mi
 
     def refuse(_arr, path):  # running as root, chmod cannot make a folder read-only: the OS's answer, simulated
         raise OSError(code, os.strerror(code), str(path))
@@ -372,12 +369,12 @@ def test_q17_read_only_out(code, reason, ckpt2d, tmp_path, monkeypatch):
     monkeypatch.setattr(mi, "write_image_2d", refuse)
     _png(tmp_path / "img.png")
     with pytest.raises(MedsegError, match=rf"img_seg.png: could not be written \({reason}\); stopped there: 0 of 1"):
-        infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "o", progress=False, log=quiet)
+        infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=tmp_path / "o", progress=False)
     assert _leftovers(tmp_path / "o") == []
 
 
 def test_q17_disk_full_mid_batch_keeps_finished_cases_and_leaves_no_half_case(ckpt2d, tmp_path, monkeypatch):
-    import medseg.inference.infer as mi
+    import medseg.inference.outputs as mi
 
     real_atomic = mi.atomic_write
 
@@ -395,7 +392,6 @@ def test_q17_disk_full_mid_batch_keeps_finished_cases_and_leaves_no_half_case(ck
             model=[str(ckpt2d)],
             out=tmp_path / "o",
             progress=False,
-            log=quiet,
         )
     text = str(err.value)
     assert text.startswith(
@@ -414,7 +410,7 @@ def test_q17_really_read_only_out(ckpt2d, tmp_path):
     out.chmod(0o555)
     try:
         with pytest.raises(MedsegError, match=r"img_seg.png: could not be written \(Permission denied\)"):
-            infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=out, progress=False, log=quiet)
+            infer([str(tmp_path / "img.png")], model=[str(ckpt2d)], out=out, progress=False)
         assert _leftovers(out) == []
     finally:
         out.chmod(0o755)
@@ -453,7 +449,7 @@ def test_cli_prints_one_line_and_exits_2(args, line, ckpt2d, tmp_path):
 )
 def test_multimodal_input_with_an_empty_part_is_one_line(raw):
     """`medseg infer "$FLAIR,$T1C"` with a variable unset: an IndexError before; now an error line naming it."""
-    from medseg.inference.infer import expand_inputs
+    from medseg.inference.cases import expand_inputs
 
     cases, errors = expand_inputs([raw], load_config("brats"))
     assert cases == [] and len(errors) == 1 and "a file of this multi-modal case is empty" in errors[0]

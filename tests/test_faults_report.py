@@ -132,7 +132,7 @@ def test_infer_report_still_written_when_another_input_failed(tmp_path, monkeypa
 
     monkeypatch.setattr(medseg.inference.infer, "infer", failing_infer)
     with pytest.raises(MedsegError, match="1 of 2 inputs failed"):
-        infer_from_cli(["good.png", "bad.png"], model=["m.pt"], out=out, report=True, progress=False, log=quiet)
+        infer_from_cli(["good.png", "bad.png"], model=["m.pt"], out=out, report=True, progress=False)
     assert (out / "good_case_report.pdf").is_file()
 
 
@@ -261,7 +261,7 @@ def ph2_case_pdf(tmp_path_factory, ph2_model, ph2_dir):
     case = ph2_dir / "PH2 Dataset images" / "IMD010"
     image = next((case / "IMD010_Dermoscopic_Image").iterdir())
     out = tmp_path_factory.mktemp("inf")
-    res = infer([str(image)], model=[str(ph2_model)], out=out, progress=False, log=quiet).outputs[0]
+    res = infer([str(image)], model=[str(ph2_model)], out=out, progress=False).outputs[0]
     return case_report(res["findings_json"], out=out / "r.pdf", gt=case / "IMD010_lesion" / "IMD010_lesion.bmp")
 
 

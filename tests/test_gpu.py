@@ -50,7 +50,7 @@ def _cfg(extra=()):
 def gpu_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpu")
     data = synthetic.make_nifti_folder(root / "data", n=8, shape=(28, 28, 20), seed=1)
-    res = train(_cfg(), data, root / "run", device="cuda", progress=False, log=quiet)
+    res = train(_cfg(), data, root / "run", device="cuda", progress=False)
     return root, data, res
 
 
@@ -82,7 +82,6 @@ def test_gpu_and_cpu_inference_agree_and_keep_geometry(gpu_run, tmp_path):
             out=tmp_path / dev,
             device=dev,
             progress=False,
-            log=quiet,
         )
         seg = nib.load(str(next((tmp_path / dev).glob("*_seg.nii.gz"))))
         assert np.allclose(seg.affine, src.affine, atol=1e-5) and seg.shape == src.shape[:3]
@@ -111,7 +110,7 @@ def test_2d_train_and_evaluate_on_cuda_match_cpu_evaluation(folder_dir, small_2d
     from medseg.evaluation.evaluate import evaluate_model
 
     cfg = load_config("demo", ["data.recipe=folder", *small_2d_overrides, "train.epochs=3"])
-    train(cfg, folder_dir, tmp_path / "run", device="cuda", progress=False, log=quiet)
+    train(cfg, folder_dir, tmp_path / "run", device="cuda", progress=False)
     dice = {}
     for dev in ("cuda", "cpu"):
         ev = evaluate_model(

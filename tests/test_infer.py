@@ -15,8 +15,9 @@ from medseg.data import synthetic
 from medseg.engine.train import train
 from medseg.errors import MedsegError
 from medseg.inference.infer import infer
+from medseg.inference.options import InferenceOptions
 
-from .conftest import dice, pdf_text, quiet
+from .conftest import dice, pdf_text
 
 
 @pytest.fixture(scope="session")
@@ -74,8 +75,9 @@ def _blob_volume(shape, seed=5):
     return synthetic.mri_from_mask(rng, mask), mask
 
 
-def _run(inputs, model, out, **kw):
-    return infer([str(i) for i in inputs], model=[str(model)], out=out, progress=False, log=quiet, **kw)
+def _run(inputs, model, out, force=False, **options):
+    opts = InferenceOptions(**options)
+    return infer([str(i) for i in inputs], model=[str(model)], out=out, options=opts, force=force, progress=False)
 
 
 def test_oblique_nifti_round_trip(model3d, tmp_path):
@@ -132,7 +134,7 @@ def test_dicom_series_to_nifti(model3d, tmp_path):
     assert dice(np.asarray(seg.dataobj), mask) > 0.6
 
 
-def test_dicom_folder_with_several_series(model3d, tmp_path):
+def test_dicom_folder_with_several_series(model3d, tmp_path, log_lines):
     """A study folder as exported from a PACS: the scan and a 3-slice localizer side by side. The scan (the
     largest series) is segmented, the findings name both series, and the log warns which one was taken."""
     img, mask = _blob_volume((32, 30, 14), seed=11)
@@ -148,14 +150,13 @@ def test_dicom_folder_with_several_series(model3d, tmp_path):
         description="LOCALIZER",
         prefix="loc",
     )
-    lines = []
-    res = infer([str(folder)], model=[str(model3d)], out=tmp_path / "out", progress=False, log=lines.append).outputs[0]
+    res = infer([str(folder)], model=[str(model3d)], out=tmp_path / "out", progress=False).outputs[0]
     seg = nib.load(str(tmp_path / "out" / "study_seg.nii.gz"))
     assert seg.shape == (32, 30, 14) and dice(np.asarray(seg.dataobj), mask) > 0.6
     series = res["dicom_series"]
     assert (series["series_uid"], series["files"], series["description"]) == ("1.2.3.4.1", 14, "AX T2")
     assert series["other_series"] == [{"series_uid": "1.2.3.4.2", "files": 3, "description": "LOCALIZER"}]
-    warning = [line for line in lines if line.startswith("warning:")]
+    warning = [line for line in log_lines if line.startswith("warning:")]
     assert (
         len(warning) == 1 and "2 DICOM series" in warning[0] and "'AX T2'" in warning[0] and "LOCALIZER" in warning[0]
     )
@@ -172,7 +173,7 @@ def test_label_tables_for_viewers(model3d, model2d, tmp_path):
     """3D masks come with colour tables naming their values (3D Slicer .ctbl, ITK-SNAP label descriptions) in the
     overlay colours; a folder holding another model's tables is not rewritten without force; binary 2D masks
     (0/255 PNGs) get none."""
-    from medseg.inference.infer import write_label_tables
+    from medseg.inference.outputs import write_label_tables
     from medseg.reporting.viz import class_colour
 
     img, _ = _blob_volume((24, 22, 12))
@@ -202,7 +203,7 @@ def test_folder_of_case_folders(model3d, brats_dir, tmp_path):
     """`medseg infer scans/` segments every case below the folder: volumes in per-patient folders (same file names
     get their folder's name), DICOM series folders, multi-modal case folders (BraTS validation sets), 2D images in
     per-case folders; label folders, masks, PH2's lesion/ROI folders and medseg's own outputs are left out."""
-    from medseg.inference.infer import expand_inputs
+    from medseg.inference.cases import expand_inputs
 
     img, mask = _blob_volume((24, 22, 12))
     scans = tmp_path / "scans"
@@ -242,7 +243,7 @@ def test_2d_odd_sizes(model2d, tmp_path):
         assert dice(seg > 0, np.load(tmp_path / f"odd_{h}x{w}.npy")) > 0.7
 
 
-def test_exif_turned_photo_is_segmented_upright(model2d, tmp_path):
+def test_exif_turned_photo_is_segmented_upright(model2d, tmp_path, log_lines):
     """A phone photo stored 64x48 with EXIF orientation 8 (shown turned 90 degrees anticlockwise): the mask is the
     upright picture's size and finds the lesion where a viewer shows it; findings and log say so."""
     rng = np.random.default_rng(3)
@@ -251,14 +252,11 @@ def test_exif_turned_photo_is_segmented_upright(model2d, tmp_path):
     exif = Image.Exif()
     exif[274] = 8
     Image.fromarray(stored).save(tmp_path / "phone.jpg", quality=95, exif=exif)
-    lines = []
-    res = infer(
-        [str(tmp_path / "phone.jpg")], model=[str(model2d)], out=tmp_path / "out", progress=False, log=lines.append
-    ).outputs[0]
+    res = infer([str(tmp_path / "phone.jpg")], model=[str(model2d)], out=tmp_path / "out", progress=False).outputs[0]
     seg = np.array(Image.open(tmp_path / "out" / "phone_seg.png"))
     assert seg.shape == (64, 48) and dice(seg > 0, mask) > 0.7
     assert res["exif_orientation"] == 8 and res["geometry"]["shape"] == [64, 48]
-    assert any(line.startswith("note:") and "EXIF orientation 8 applied" in line for line in lines)
+    assert any(line.startswith("note:") and "EXIF orientation 8 applied" in line for line in log_lines)
 
 
 def test_lgg_style_tiff_slice(model2d, tmp_path):
@@ -328,15 +326,14 @@ def test_bad_checkpoints(tmp_path):
         _run([tmp_path], tmp_path / "evil.pt", tmp_path / "o")
 
 
-def test_default_model_is_newest_run(model2d, tmp_path, monkeypatch):
+def test_default_model_is_newest_run(model2d, tmp_path, log_lines):
     with pytest.raises(MedsegError, match="no --model given"):
-        infer([str(tmp_path)], out=tmp_path / "o", progress=False, log=quiet)
+        infer([str(tmp_path)], out=tmp_path / "o", progress=False)
     (tmp_path / "runs" / "x").mkdir(parents=True)
     (tmp_path / "runs" / "x" / "best.pt").write_bytes(model2d.read_bytes())
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(tmp_path / "img.png")
-    said = []
-    infer([str(tmp_path / "img.png")], out=tmp_path / "o", progress=False, log=said.append)
-    assert "runs/x/best.pt" in said[0]
+    infer([str(tmp_path / "img.png")], out=tmp_path / "o", progress=False)
+    assert log_lines[0].startswith("using runs/x/best.pt (")
 
 
 def test_tta_and_probabilities(model2d, tmp_path):
@@ -364,7 +361,7 @@ def test_ensemble_averages_checkpoints(model2d, tmp_path):
     other = tmp_path / "copy.pt"
     other.write_bytes(model2d.read_bytes())
     res = infer(
-        [str(tmp_path / "e.png")], model=[str(model2d), str(other)], out=tmp_path / "out", progress=False, log=quiet
+        [str(tmp_path / "e.png")], model=[str(model2d), str(other)], out=tmp_path / "out", progress=False
     ).outputs[0]
     assert len(res["models"]) == 2
     single = _run([tmp_path / "e.png"], model2d, tmp_path / "out1").outputs[0]
@@ -378,7 +375,8 @@ def test_crop_to_nonzero_box_and_back():
     from monai.data import MetaTensor
 
     from medseg.data.transforms import CropNonzerod
-    from medseg.inference.infer import uncrop
+    from medseg.inference.predictor import uncrop
+    from medseg.tasks import task_for
 
     aff = torch.as_tensor(synthetic.oblique_affine(spacing=(1.3, 1.1, 1.8), angle_deg=25), dtype=torch.float64)
     x = torch.zeros(2, 20, 18, 16)
@@ -387,12 +385,13 @@ def test_crop_to_nonzero_box_and_back():
     assert tuple(d["image"].shape) == (2, 6, 6, 6)
     assert d["crop_box"] == {"start": [4, 5, 2], "full_shape": [20, 18, 16]}
     probs = torch.full((3, 6, 6, 6), 0.2)
-    full, full_aff = uncrop(probs, torch.as_tensor(d["image"].affine, dtype=torch.float64), d["crop_box"], binary=False)
+    softmax, sigmoid = task_for(load_config("brats")), task_for(load_config("demo"))
+    full, full_aff = uncrop(probs, torch.as_tensor(d["image"].affine, dtype=torch.float64), d["crop_box"], softmax)
     assert tuple(full.shape) == (3, 20, 18, 16)
     assert torch.allclose(full_aff, aff, atol=1e-6)  # back on the input's own grid
     assert torch.allclose(full[:, 4:10, 5:11, 2:8], probs)
     assert float(full[0].sum()) == pytest.approx(20 * 18 * 16 - 216 + 0.2 * 216)  # background everywhere else
-    binary, _ = uncrop(torch.ones(1, 6, 6, 6), aff, d["crop_box"], binary=True)
+    binary, _ = uncrop(torch.ones(1, 6, 6, 6), aff, d["crop_box"], sigmoid)
     assert float(binary.sum()) == 216
     whole = CropNonzerod(keys=["image"])({"image": MetaTensor(torch.zeros(1, 5, 5, 5), affine=aff)})
     assert tuple(whole["image"].shape) == (1, 5, 5, 5) and whole["crop_box"]["start"] == [0, 0, 0]
@@ -422,20 +421,20 @@ def test_model_trained_on_nonzero_box_segments_in_place(model3d, tmp_path):
 
 
 def test_stitching_moves_to_host_memory_only_when_the_gpu_is_short(monkeypatch):
-    from medseg.inference.infer import _stitch_on_cpu
+    from medseg.inference.predictor import stitch_on_cpu
 
     cfg = load_config("brats", [])
     assert cfg.out_channels == 5  # 2 inputs, softmax over 5 classes: (2 + 2*5 + 2) * 4 bytes = 56 bytes per voxel
     cuda = torch.device("cuda")
     x = torch.empty(1, 2, 100, 100, 100)  # 1e6 voxels -> 56 MB
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (140 * 2**20, 80 * 2**30))
-    assert not _stitch_on_cpu(x, cfg, cuda, tta=False)  # 56 MB < half of 140 MiB (73 MB)
-    assert _stitch_on_cpu(x, cfg, cuda, tta=True)  # + 20 bytes per voxel for the TTA sum: 76 MB > 73 MB
-    assert not _stitch_on_cpu(x, cfg, torch.device("cpu"), tta=True)
+    assert not stitch_on_cpu(x, cfg, cuda, tta=False)  # 56 MB < half of 140 MiB (73 MB)
+    assert stitch_on_cpu(x, cfg, cuda, tta=True)  # + 20 bytes per voxel for the TTA sum: 76 MB > 73 MB
+    assert not stitch_on_cpu(x, cfg, torch.device("cpu"), tta=True)
 
     def no_answer(device=None):
         raise RuntimeError("driver cannot say")
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", no_answer)
-    assert not _stitch_on_cpu(torch.empty(1, 2, 80, 80, 80), cfg, cuda, tta=False)  # 5 * 80**3 < 160**3: fixed rule
-    assert _stitch_on_cpu(x, cfg, cuda, tta=False)  # 5 * 100**3 > 160**3
+    assert not stitch_on_cpu(torch.empty(1, 2, 80, 80, 80), cfg, cuda, tta=False)  # 5 * 80**3 < 160**3: fixed rule
+    assert stitch_on_cpu(x, cfg, cuda, tta=False)  # 5 * 100**3 > 160**3

@@ -63,7 +63,7 @@ def ph2_model(tmp_path_factory):
         ],
     )
     out = tmp_path_factory.mktemp("ph2") / "run"
-    res = train(cfg, shared("ph2"), out, progress=False, log=quiet)
+    res = train(cfg, shared("ph2"), out, progress=False)
     assert res.epochs_run == 1
     return out / "best.pt"
 
@@ -80,7 +80,7 @@ def lgg_model(tmp_path_factory):
         ],
     )
     out = tmp_path_factory.mktemp("lgg") / "run"
-    train(cfg, shared("lgg"), out, progress=False, log=quiet)
+    train(cfg, shared("lgg"), out, progress=False)
     return out / "best.pt"
 
 
@@ -91,7 +91,7 @@ def brats_model(tmp_path_factory):
         ["train.epochs=1", "preprocess.spacing=[4,4,4]", "train.patch_size=[32,32,32]", "infer.roi_size=[32,32,32]"],
     )
     out = tmp_path_factory.mktemp("brats") / "run"
-    res = train(cfg, shared("brats"), out, progress=False, log=quiet)
+    res = train(cfg, shared("brats"), out, progress=False)
     assert np.isfinite(res.history[0]["train_loss"])
     return out / "best.pt"
 
@@ -116,7 +116,7 @@ def radiomics_model(tmp_path_factory):
         ],
     )
     out = tmp_path_factory.mktemp("rad") / "run"
-    train(cfg, shared("volumes/pyradiomics"), out, progress=False, log=quiet)
+    train(cfg, shared("volumes/pyradiomics"), out, progress=False)
     return out / "best.pt"
 
 
@@ -143,7 +143,7 @@ def test_infer_real_brats_case_folder(brats_model, tmp_path):
     import nibabel as nib
 
     case = shared("brats") / "validation" / "brats_2013_pat0003_1"
-    res = infer([str(case)], model=[str(brats_model)], out=tmp_path, progress=False, log=quiet).outputs[0]
+    res = infer([str(case)], model=[str(brats_model)], out=tmp_path, progress=False).outputs[0]
     assert [p.split("/")[-1] for p in res["input"]] == ["Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz"]
     seg, ref = nib.load(res["segmentation"]), nib.load(str(case / "Flair_subtrMeanDivStd.nii.gz"))
     assert seg.shape == ref.shape and np.allclose(seg.affine, ref.affine)
@@ -165,7 +165,7 @@ def test_infer_real_volume_geometry(radiomics_model, tmp_path, name):
     import SimpleITK as sitk
 
     src = shared("volumes") / name
-    res = infer([str(src)], model=[str(radiomics_model)], out=tmp_path, progress=False, log=quiet).outputs[0]
+    res = infer([str(src)], model=[str(radiomics_model)], out=tmp_path, progress=False).outputs[0]
     a, b = sitk.ReadImage(str(src)), sitk.ReadImage(res["segmentation"])
     assert a.GetSize() == b.GetSize()
     assert np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6) and np.allclose(
@@ -186,12 +186,12 @@ def test_infer_real_2d(ph2_model, lgg_model, tmp_path):
     ph2 = load_samples("ph2", shared("ph2")).samples
     jpg = next(s["image"] for s in ph2 if s["image"].endswith(".jpg"))
     bmp = next(s["image"] for s in ph2 if s["image"].endswith(".bmp"))
-    infer([jpg, bmp], model=[str(ph2_model)], out=tmp_path / "ph2", progress=False, log=quiet)
+    infer([jpg, bmp], model=[str(ph2_model)], out=tmp_path / "ph2", progress=False)
     for src in (jpg, bmp):
         stem = src.rsplit("/", 1)[1].rsplit(".", 1)[0]
         assert Image.open(tmp_path / "ph2" / f"{stem}_seg.png").size == Image.open(src).size
     lgg = load_samples("lgg", shared("lgg")).samples[10]["image"]
-    res = infer([lgg], model=[str(lgg_model)], out=tmp_path / "lgg", progress=False, log=quiet).outputs[0]
+    res = infer([lgg], model=[str(lgg_model)], out=tmp_path / "lgg", progress=False).outputs[0]
     assert Image.open(res["segmentation"]).size == (256, 256)
 
 
@@ -217,7 +217,7 @@ def test_evaluate_and_report_real(ph2_model, lgg_model, brats_model, tmp_path):
     d = s[(s["class"] == "all_foreground") & (s["metric"] == "dice")].iloc[0]
     assert f"{fmt(d['mean'])} ± {fmt(d['std'])}" in text
     case = next(iter(ph2.info["cases"].values()))
-    res = infer([case["image"]], model=[str(ph2_model)], out=tmp_path / "inf", progress=False, log=quiet).outputs[0]
+    res = infer([case["image"]], model=[str(ph2_model)], out=tmp_path / "inf", progress=False).outputs[0]
     assert "diagnosis" in res["metadata"]  # looked up from PH2_dataset.txt
     single = case_report(res["findings_json"], gt=case["ground_truth"], out=tmp_path / "case.pdf")
     text = pdf_text(single)

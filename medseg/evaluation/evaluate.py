@@ -34,6 +34,7 @@ from medseg.data.base import IMAGE, LABEL, mask_stem
 from medseg.errors import MedsegError, fail
 from medseg.evaluation.findings import significant
 from medseg.evaluation.metrics import bootstrap_ci, case_metrics, distance_keys, metric_names
+from medseg.inference.options import InferenceOptions
 from medseg.io import IMAGE_2D_EXTS, VOLUME_EXTS, atomic_write, file_ext, read_image_2d, read_volume, strip_ext
 
 SIZE_KEYS = ["gt_size", "pred_size"]
@@ -303,20 +304,22 @@ def evaluate_model(
     out,
     split: str = "val",
     device: str = "auto",
-    tta: bool | None = None,
+    options: InferenceOptions | None = None,
     force: bool = False,
     progress: bool = True,
     log=print,
-    post: dict | None = None,
 ) -> EvalResult:
     """Run ``model`` (one checkpoint, or a list of them to ensemble: probabilities averaged, as ``medseg infer``
     does) on a recipe's cases and evaluate at each case's original resolution.
 
-    ``post`` overrides the checkpoint's post-processing (``threshold``, ``keep_largest``, ``min_size``,
-    ``fill_holes``), so a choice can be measured on held-out cases without retraining."""
-    from medseg.data import load_samples
-    from medseg.data.lgg import group_by_volume
-    from medseg.inference.infer import Case, effective_post, load_models, segment_case
+    ``options`` override the checkpoint's test-time flips and post-processing (``threshold``, ``keep_largest``,
+    ``min_size``, ``fill_holes``), so a choice can be measured on held-out cases without retraining."""
+    from medseg.data import get_recipe, load_samples
+    from medseg.data.stacking import stack_slices
+    from medseg.inference.cases import Case
+    from medseg.inference.checkpoints import load_models
+    from medseg.inference.infer import segment_case
+    from medseg.inference.predictor import Predictor
     from medseg.progress import track
     from medseg.reporting.overlays import save_case_overlay, save_volume_overlay
     from medseg.runtime import resolve_device
@@ -348,23 +351,25 @@ def evaluate_model(
             "only the held-out ones"
         )
     labels = list(cfg.data.labels)
-    tta = bool(cfg.infer.tta) if tta is None else tta  # None: the checkpoint's own setting
+    predictor = Predictor(models, dev, options)  # options left unset: the first checkpoint's own
     pred_dir = out_dir / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     predicted = {}
     for s in track(samples, desc="predict", enabled=progress, unit="case"):
         case = Case(s["case_id"], s[IMAGE] if isinstance(s[IMAGE], list) else [s[IMAGE]], s["case_id"])
-        res = segment_case(models, case, pred_dir, dev, tta=tta, force=True, post=post)
+        res = segment_case(predictor, case, pred_dir, force=True)
         predicted[s["case_id"]] = res["segmentation"]
     infer_s = time.time() - t0
     rows, cases = [], {}
-    volumes = group_by_volume(samples) if all("volume_id" in s for s in samples) else None
+    recipe = get_recipe(data)
+    volumes = recipe.volumes(samples)  # slices that stack into one volume (LGG), or None
     units = units_info(None, 3 if volumes else cfg.data.spatial_dims)
     if volumes:  # slices of one patient -> one volume (per-patient metrics, as in Buda et al. 2019)
+        read = lambda p: read_label_map(Path(p), len(labels))[0]
         for vid, sl in volumes.items():
-            pred = np.stack([read_label_map(Path(predicted[s["case_id"]]), len(labels))[0] for s in sl], axis=-1)
-            gt = np.stack([read_label_map(Path(s[LABEL]), len(labels))[0] for s in sl], axis=-1)
+            pred = stack_slices([predicted[s["case_id"]] for s in sl], read)
+            gt = stack_slices([s[LABEL] for s in sl], read)
             # slices carry no in-plane spacing or thickness: sizes in voxels, distances in voxel steps
             rows += metrics_rows(vid, pred, gt, None, labels)
             cases[vid] = {
@@ -395,7 +400,7 @@ def evaluate_model(
         target = out_dir / "overlays" / f"{cid}.png"
         title = f"{cid} ({tags[cid]})" if cid in tags else cid
         if volumes:
-            c["overlay"] = save_volume_overlay(c, labels, target, title=title)
+            c["overlay"] = save_volume_overlay(c, labels, target, recipe, title=title)
         else:
             c["overlay"] = save_case_overlay(
                 c["image"],
@@ -424,8 +429,8 @@ def evaluate_model(
         "training_cases_scored": len(seen) if split == "all" else 0,
         "per_volume": bool(volumes),
         "infer_seconds": round(infer_s, 1),
-        "tta": tta,
-        "postprocess": effective_post(cfg, post),
+        "tta": predictor.options.tta,
+        "postprocess": predictor.options.post,
         "cases": cases,
         "ranked": ranks,
         "model_card": model_card(ck, lm.sha),

@@ -22,6 +22,7 @@ from medseg import __version__
 from medseg.data.ph2 import CRITERIA_CODES, DIAGNOSIS_NAMES
 from medseg.errors import fail
 from medseg.evaluation.findings import UNIT_LABELS, format_size
+from medseg.inference.facts import CaseFacts
 from medseg.reporting.viz import dejavu_codepoints, dejavu_font
 
 DISCLAIMER = (
@@ -604,7 +605,7 @@ def case_report(
         ("Pixel spacing" if ndim == 2 else "Voxel spacing", _spacing_text(geo, known)),
         *study_meta,
     ]
-    others = (f.get("dicom_series") or {}).get("other_series") or []
+    others = CaseFacts.from_findings(f).other_series
     if others:  # the reader took the largest series of the folder: say which ones it did not segment
         study.append(
             (

@@ -1,0 +1,221 @@
+"""What ``medseg infer`` writes: the mask and probabilities of each case in its input's geometry, its findings
+JSON, the class tables for viewers, and the one-line errors that say what is safe on disk when a write fails."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from medseg import __version__
+from medseg.checkpoint import describe
+from medseg.data.lookup import lookup_metadata
+from medseg.errors import MedsegError, fail, os_fix, os_reason
+from medseg.evaluation.findings import lesion_findings
+from medseg.inference.cases import Case, output_ext
+from medseg.inference.predictor import Prediction, Predictor
+from medseg.io import Geometry, atomic_write, write_image_2d, write_volume
+
+
+@dataclass
+class CaseOutputs:
+    """The files one case's segmentation writes into the --out folder."""
+
+    seg: Path
+    findings: Path
+    prob: Path | None
+
+    @classmethod
+    def of(cls, case: Case, out_dir: Path, spatial_dims: int, probabilities: bool) -> CaseOutputs:
+        """``<case>_seg.<ext>`` in the input's own format, ``<case>_findings.json``, and with ``probabilities``
+        ``<case>_prob.nii.gz`` (``.tif`` for 2D images)."""
+        prob = out_dir / f"{case.case_id}_prob{'.nii.gz' if spatial_dims == 3 else '.tif'}"
+        return cls(
+            out_dir / f"{case.case_id}_seg{output_ext(case)}",
+            out_dir / f"{case.case_id}_findings.json",
+            prob if probabilities else None,
+        )
+
+    @property
+    def targets(self) -> list[Path]:
+        return [self.seg, self.findings] + ([self.prob] if self.prob else [])
+
+    def refuse_existing(self, force: bool) -> None:
+        """Outputs of an earlier run are never overwritten unless the user says so."""
+        if force:
+            return
+        for t in self.targets:
+            if t.exists():
+                raise fail(t, "already exists", "pass --force to overwrite or choose another --out")
+
+    def failed(self, exc: OSError) -> Path:
+        """The output being written when ``exc`` happened (its name is in the temporary file's name)."""
+        name = Path(str(exc.filename or "")).name
+        for t in self.targets:
+            if t.name in name:
+                return t
+        return self.targets[0]
+
+
+def write_case(
+    paths: CaseOutputs, case: Case, labels: np.ndarray, pred: Prediction, predictor: Predictor, t_start: float
+) -> dict:
+    """Write one case's mask, probabilities and findings JSON and return the findings; when a write fails (a full
+    disk, a read-only folder) no file of this case that was not there before stays half written."""
+    existed = {t for t in paths.targets if t.exists()}
+    try:
+        return _write_case(paths, case, labels, pred, predictor, t_start)
+    except OSError as exc:
+        for t in paths.targets:
+            if t not in existed and t.exists():
+                t.unlink()
+        raise CaseWriteError(paths.failed(exc), exc) from None
+
+
+def _write_case(paths, case, labels, pred, predictor, t_start) -> dict:
+    cfg, geom, timings = predictor.models[0].cfg, pred.geom, pred.timings
+    t0 = time.time()
+    write_masks(paths, labels, pred.probs, geom, cfg.binary)
+    timings["write_s"] = round(time.time() - t0, 3)
+    t0 = time.time()
+    findings = lesion_findings(labels, geom, list(cfg.data.labels))
+    timings["findings_s"] = round(time.time() - t0, 3)
+    timings["total_s"] = round(time.time() - t_start, 3)
+    result = findings_record(paths, case, pred, predictor, findings)
+    atomic_write(paths.findings, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)), suffix=".json")
+    result["findings_json"] = str(paths.findings)
+    return result
+
+
+def write_masks(paths: CaseOutputs, labels: np.ndarray, probs: np.ndarray, geom: Geometry, binary: bool) -> None:
+    """The mask (binary 2D masks as 0/255 PNGs) and the probabilities, each on the input's own grid."""
+    if geom.ndim == 2:
+        write_image_2d(labels * 255 if binary else labels, paths.seg)
+        if paths.prob:
+            import tifffile
+
+            atomic_write(paths.prob, lambda tmp: tifffile.imwrite(tmp, probs.astype(np.float32)), suffix=".tif")
+        return
+    write_volume(labels, geom, paths.seg, force=True)
+    if paths.prob:
+        p = probs[0] if binary else np.moveaxis(probs, 0, -1)
+        pg = Geometry(geom.shape, geom.spacing, geom.affine, geom.fmt, geom.path, header=None, meta=geom.meta)
+        write_volume(p.astype(np.float32), pg, paths.prob, force=True)
+
+
+def findings_record(paths: CaseOutputs, case: Case, pred: Prediction, predictor: Predictor, findings: dict) -> dict:
+    """The findings JSON of one case: inputs, outputs, geometry, loader facts, findings and how they were made."""
+    cfg, geom = predictor.models[0].cfg, pred.geom
+    return {
+        "case_id": case.case_id,
+        "input": [str(Path(p).resolve()) for p in case.paths],
+        "segmentation": str(paths.seg.resolve()),
+        "probabilities": str(paths.prob.resolve()) if paths.prob else None,
+        "geometry": geom.summary(),
+        **pred.facts.to_findings(),
+        "metadata": {**geom.meta.get("dicom", {}), **lookup_metadata(case.paths[0])},
+        "labels": list(cfg.data.labels),
+        "channels": list(cfg.data.channels),
+        **findings,
+        "models": [
+            {"path": str(m.path.resolve()), "sha256_12": m.sha, "description": describe(m.ckpt)}
+            for m in predictor.models
+        ],
+        "postprocess": predictor.options.post,
+        "tta": bool(predictor.options.tta),
+        "device": str(predictor.device),
+        "timings": pred.timings,
+        "medseg_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def make_out_dir(out_dir: Path) -> None:
+    """Create the --out folder, or say in one line why it cannot be one."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise fail(
+            out_dir, "exists and is a file, not a folder", "choose another --out (a folder; it is created if missing)"
+        )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(
+            out_dir, f"cannot be created ({os_reason(exc)})", "choose an --out folder you can write to"
+        ) from None
+
+
+class CaseWriteError(MedsegError):
+    """An OSError (full disk, read-only folder) while one case's outputs were written; that case's new files were
+    already removed, so what is on disk is whole."""
+
+    def __init__(self, target: Path, cause: OSError):
+        self.target, self.cause = target, cause
+        super().__init__(str(batch_write_failure(target, cause)))
+
+
+def batch_write_failure(
+    target: Path, exc: OSError, out_dir: Path | None = None, done: int = 0, total: int = 0
+) -> MedsegError:
+    """``TARGET: could not be written (REASON); ...`` saying what is safe on disk; with ``out_dir`` also that the
+    batch stopped there and how many cases before it are complete."""
+    reason, fix = os_reason(exc), os_fix(exc, "check the --out folder")
+    batch = (
+        f"stopped there: {done} of {total} case(s) were written to {out_dir} before it and are complete, and "
+        if out_dir is not None
+        else ""
+    )
+    return fail(
+        target,
+        f"could not be written ({reason}); {batch}no partial file of this case was left",
+        f"{fix}, then run again (cases already written are refused unless --force)",
+    )
+
+
+def write_label_tables(out_dir: Path, labels: list[str], force: bool = False) -> list[Path]:
+    """Write ``labels.ctbl`` (3D Slicer) and ``labels_itksnap.txt`` (ITK-SNAP) naming the mask values; an existing
+    table with other classes (masks of another model in this folder) is only replaced with ``force``."""
+    from medseg.reporting.viz import label_tables
+
+    paths = []
+    for name, text in label_tables(labels).items():
+        path = out_dir / name
+        old = path.read_text() if path.is_file() else None
+        if old is not None and old != text and not force:
+            raise fail(
+                path,
+                "already exists with other class names (masks of another model are in this folder)",
+                "choose another --out or pass --force",
+            )
+        if old != text:
+            atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text), suffix=path.suffix)
+        paths.append(path)
+    return paths
+
+
+def findings_unit(res: dict) -> str:
+    """How to print the sizes of a findings dict: mL, mm², or px² for 2D images of unknown pixel spacing."""
+    from medseg.evaluation.findings import UNIT_LABELS
+
+    return UNIT_LABELS[res["unit"]]
+
+
+def findings_sizes(res: dict, cls: dict) -> str:
+    """One class's findings for the log: total size, lesion count, the largest lesion's maximum diameter."""
+    from medseg.evaluation.findings import format_size
+
+    text = f"{format_size(cls['total_' + res['unit']])} {findings_unit(res)} in {cls['n_lesions']} lesion(s)"
+    if cls["lesions"]:
+        length = res["length_unit"]
+        text += f", largest {cls['lesions'][0]['max_diameter_' + length]:.1f} {length} across"
+    return text
+
+
+def spacing_note(res: dict) -> str:
+    """The log's note on a 2D image of unknown pixel spacing: its sizes are pixels, not millimetres."""
+    if res.get("spacing_known", True):
+        return ""
+    return " (pixel spacing unknown, so sizes are in pixels; set data.pixel_spacing_mm to measure in mm)"
