@@ -74,18 +74,6 @@ def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
     return tuple(box)
 
 
-def _centroid(comp: np.ndarray, box: tuple[slice, ...], label: int) -> np.ndarray:
-    """Centre of mass of component ``label`` from its box's axis profiles (far quicker than
-    ``ndimage.center_of_mass`` over the whole label map, and only for the lesions reported)."""
-    m = comp[box] == label
-    total = m.sum(dtype=np.int64)
-    centre = []
-    for axis in range(m.ndim):
-        profile = m.sum(axis=tuple(a for a in range(m.ndim) if a != axis), dtype=np.int64)
-        centre.append(box[axis].start + float((profile * np.arange(profile.size)).sum()) / total)
-    return np.array(centre)
-
-
 def component_sizes(comp: np.ndarray, n: int, chunk: int = 1 << 24) -> np.ndarray:
     """Voxel count of components 1..n. ``np.bincount`` of the whole int32 label image would first copy it to int64
     (630 MB more for a 512x512x300 box); counting chunk by chunk keeps the extra memory to one chunk."""
@@ -109,57 +97,11 @@ def lesion_findings(labels: np.ndarray, geom: Geometry, label_names: list[str], 
     spacing = tuple(float(s) for s in geom.spacing) if known else (1.0,) * ndim
     unit = "ml" if ndim == 3 else ("mm2" if known else "px2")
     length = "mm" if known else "px"
-    unit_size = float(np.prod(spacing))  # mm^3 or mm^2 per voxel (1 px^2 when unknown)
-    to_unit = {
-        "ml": lambda n: significant(n * unit_size / 1000.0),
-        "mm2": lambda n: significant(n * unit_size),
-        "px2": int,
-    }[unit]
     out = {}
-    structure = ndimage.generate_binary_structure(ndim, ndim)
     for c, name in enumerate(label_names):
         if c == 0:
             continue
-        full = labels == c
-        total = int(full.sum())
-        # label the class's bounding box only: lesions are usually a small part of a scan
-        box = _bbox(full) if total else tuple(slice(0, 1) for _ in range(ndim))
-        offset = np.array([b.start for b in box], dtype=np.float64)
-        mask = full[box]
-        comp, n = ndimage.label(mask, structure=structure)
-        sizes = component_sizes(comp, n)
-        order = np.argsort(-sizes, kind="stable")[:max_lesions]
-        slices = ndimage.find_objects(comp)
-        lesions = []
-        for rank, idx in enumerate(order):
-            sl = slices[idx]
-            lo = np.array([s.start for s in sl], dtype=np.float64) + offset
-            hi = np.array([s.stop - 1 for s in sl], dtype=np.float64) + offset
-            corners = np.array(np.meshgrid(*[[a, b] for a, b in zip(lo, hi)], indexing="ij")).reshape(ndim, -1).T
-            world = np.array([_world(geom, c_, known) for c_ in corners])
-            centroid = _centroid(comp, sl, idx + 1) + offset
-            lesions.append(
-                {
-                    "id": rank + 1,
-                    f"size_{unit}": to_unit(int(sizes[idx])),
-                    "voxels": int(sizes[idx]),
-                    f"max_diameter_{length}": round(max_diameter(comp[sl] == idx + 1, spacing), 1),
-                    f"centroid_{length}": _world(geom, centroid, known),
-                    "centroid_voxel": [round(float(v), 1) for v in centroid],
-                    f"bbox_{length}": {
-                        "min": world.min(axis=0).round(2).tolist(),
-                        "max": world.max(axis=0).round(2).tolist(),
-                    },
-                    "bbox_voxel": {"min": lo.astype(int).tolist(), "max": hi.astype(int).tolist()},
-                }
-            )
-        out[name] = {
-            f"total_{unit}": to_unit(total),
-            "voxels": total,
-            "n_lesions": int(n),
-            f"largest_{unit}": lesions[0][f"size_{unit}"] if lesions else to_unit(0),
-            "lesions": lesions,
-        }
+        out[name] = _class_findings(labels == c, geom, spacing, unit, length, known, max_lesions)
     coordinates = "RAS mm" if ndim == 3 else f"row/column {length} from the top-left pixel"
     return {
         "unit": unit,
@@ -168,4 +110,58 @@ def lesion_findings(labels: np.ndarray, geom: Geometry, label_names: list[str], 
         "spacing_known": known,
         "coordinates": coordinates,
         "classes": out,
+    }
+
+
+def _class_findings(full: np.ndarray, geom: Geometry, spacing, unit: str, length: str, known: bool, most: int) -> dict:
+    """One class's findings: its lesions are ``skimage.measure.regionprops`` of the connected components."""
+    from skimage.measure import label, regionprops
+
+    total = int(full.sum())
+    # label the class's bounding box only: lesions are usually a small part of a scan
+    box = _bbox(full) if total else tuple(slice(0, 1) for _ in range(full.ndim))
+    offset = np.array([b.start for b in box], dtype=np.float64)
+    comp, n = label(full[box], connectivity=full.ndim, return_num=True)
+    order = np.argsort(-component_sizes(comp, n), kind="stable")[:most]  # largest first, ties by position
+    if n > most:  # a noisy mask has thousands of specks: describe only the lesions reported
+        comp = np.where(np.isin(comp, order + 1), comp, 0)
+    props = {p.label: p for p in regionprops(comp, spacing=spacing)}
+    found = [
+        _lesion(rank + 1, props[i + 1], offset, geom, spacing, unit, length, known) for rank, i in enumerate(order)
+    ]
+    return {
+        f"total_{unit}": _size(total, total * float(np.prod(spacing)), unit),
+        "voxels": total,
+        "n_lesions": int(n),
+        f"largest_{unit}": found[0][f"size_{unit}"] if found else _size(0, 0.0, unit),
+        "lesions": found,
+    }
+
+
+def _size(voxels: int, area: float, unit: str):
+    """A size in ``unit``: mL and mm² to 3 significant figures, pixel counts whole."""
+    return {"ml": lambda: significant(area / 1000.0), "mm2": lambda: significant(area), "px2": lambda: voxels}[unit]()
+
+
+def _lesion(rank: int, p, offset: np.ndarray, geom: Geometry, spacing, unit: str, length: str, known: bool) -> dict:
+    """One lesion's entry of the findings (``p``: its regionprops, in the class box that starts at ``offset``)."""
+    ndim = len(offset)
+    lo = np.array(p.bbox[:ndim], dtype=np.float64) + offset
+    hi = np.array(p.bbox[ndim:], dtype=np.float64) - 1 + offset
+    corners = np.array(np.meshgrid(*[[a, b] for a, b in zip(lo, hi)], indexing="ij")).reshape(ndim, -1).T
+    world = np.array([_world(geom, c, known) for c in corners])
+    # the centre of mass in voxel indices, mapped to the world by _world: regionprops' centroid is the index scaled
+    # by the spacing, and a volume's world coordinates need its affine, which may rotate the axes
+    centroid = p.coords.mean(axis=0) + offset
+    return {
+        "id": rank,
+        f"size_{unit}": _size(int(p.num_pixels), float(p.area), unit),
+        "voxels": int(p.num_pixels),
+        # own code: regionprops' feret_diameter_max runs through the pixel-edge midpoints (marching squares), so a
+        # single pixel measures 1 instead of the pixel-corner sqrt(2) docs/units.md defines
+        f"max_diameter_{length}": round(max_diameter(p.image, spacing), 1),
+        f"centroid_{length}": _world(geom, centroid, known),
+        "centroid_voxel": [round(float(v), 1) for v in centroid],
+        f"bbox_{length}": {"min": world.min(axis=0).round(2).tolist(), "max": world.max(axis=0).round(2).tolist()},
+        "bbox_voxel": {"min": lo.astype(int).tolist(), "max": hi.astype(int).tolist()},
     }
