@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 
 import nibabel as nib
 import numpy as np
@@ -438,3 +439,46 @@ def test_stitching_moves_to_host_memory_only_when_the_gpu_is_short(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", no_answer)
     assert not stitch_on_cpu(torch.empty(1, 2, 80, 80, 80), cfg, cuda, tta=False)  # 5 * 80**3 < 160**3: fixed rule
     assert stitch_on_cpu(x, cfg, cuda, tta=False)  # 5 * 100**3 > 160**3
+
+
+def test_inference_options_name_the_flag_and_fill_in_the_checkpoint():
+    """Flags are range-checked once, naming the flag; unset options come from the checkpoint's infer section, and
+    the sliding window stays each ensemble member's own unless a flag sets it."""
+    with pytest.raises(MedsegError, match=r"^--threshold 1.5 .*; fix: e.g. --threshold "):
+        InferenceOptions(threshold=1.5)
+    with pytest.raises(MedsegError, match=r"^--sw-batch-size 0 "):
+        InferenceOptions(sw_batch_size=0)
+    cfg = load_config(
+        "demo",
+        ["infer.threshold=0.3", "infer.tta=true", "infer.min_size=12", "infer.fill_holes=false", "infer.overlap=0.6"],
+    )
+    given = InferenceOptions(keep_largest=True, sw_batch_size=2)
+    assert given.given_post() == ["keep_largest"]
+    opts = given.for_checkpoint(cfg)
+    assert opts.post == {"threshold": 0.3, "keep_largest": True, "min_size": 12.0, "fill_holes": False}
+    assert opts.tta is True and opts.window(cfg) == (0.6, 2)
+    other = load_config("demo", ["infer.overlap=0.1", "infer.sw_batch_size=8"])
+    assert opts.window(other) == (0.1, 2) and InferenceOptions().window(other) == (0.1, 8)
+    assert InferenceOptions(tta=False).for_checkpoint(cfg).tta is False  # a flag beats the checkpoint
+
+
+def test_case_facts_read_back_from_findings_as_written():
+    """Loader facts go into the findings JSON under their old keys and come back from it unchanged; an older
+    findings file without them reads as no facts."""
+    from medseg.inference.facts import CaseFacts
+
+    series = {
+        "series_uid": "1.2",
+        "files": 14,
+        "description": "AX T2",
+        "other_series": [{"files": 3, "description": "LOC"}],
+    }
+    facts = CaseFacts.from_loader({}, {"dicom_series": series}, context=False)
+    assert facts.to_findings() == {"dicom_series": series} and facts.other_series == series["other_series"]
+    assert CaseFacts.from_findings({"case_id": "x", **facts.to_findings()}) == facts
+    assert CaseFacts.from_findings({"case_id": "old"}) == CaseFacts() and CaseFacts().notes("a.png", (4, 5)) == []
+    photo = CaseFacts.from_loader({"exif": "upright", "exif_orientation": 6, "context_found": 0}, {}, context=True)
+    assert photo.to_findings() == {"context_slices_found": 0, "exif_orientation": 6}
+    levels = [level for level, _ in photo.notes("a.jpg", (4, 5))]
+    assert levels == [logging.WARNING, logging.INFO]
+    assert CaseFacts.from_loader({"exif": "as stored", "exif_orientation": 1}, {}, context=False).to_findings() == {}
