@@ -22,8 +22,6 @@ from medseg.inference.checkpoints import load_models
 from medseg.inference.infer import infer
 from medseg.models import build_model, model_spec
 
-from .conftest import quiet
-
 SMALL_2D = [
     "model.channels=[4,8,16]",
     "model.strides=[2,2]",
@@ -202,7 +200,7 @@ def test_evaluate_refuses_nan_weights(ckpt2d, tmp_path):
     bad = _tampered(ckpt2d, tmp_path / "nan.pt", _nan_weight)
     data = synthetic.make_folder_2d(tmp_path / "data", n=4, size=(48, 64))
     with pytest.raises(MedsegError, match=r"nan.pt: checkpoint key 'state_dict\..*non-finite"):
-        evaluate_model(bad, "folder", data, tmp_path / "ev", split="all", progress=False, log=quiet)
+        evaluate_model(bad, "folder", data, tmp_path / "ev", split="all", progress=False)
     assert not (tmp_path / "ev" / "predictions").exists() or not any((tmp_path / "ev" / "predictions").iterdir())
 
 
