@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -12,16 +10,10 @@ from datetime import date
 
 
 def machine() -> str:
-    import torch
+    """Where a figure was measured, as ``medseg cv`` records it in cv.json."""
+    from medseg.evaluation.cv import describe_machine
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()} cores ({cpu}), {dev}, torch {torch.__version__}"
+    return describe_machine()
 
 
 def peak_rss_mb() -> float:

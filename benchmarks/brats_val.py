@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import line, peak_rss_mb
 
 
@@ -33,7 +32,7 @@ def main(argv=None) -> None:
     cmd = "python benchmarks/brats_val.py " + " ".join(sys.argv[1:] if argv is None else argv)
     cfg = load_config("brats", a.overrides)
     t0 = time.time()
-    tr = train(cfg, a.data_dir, Path(a.out), force=True, progress=False, log=lambda *_: None)
+    tr = train(cfg, a.data_dir, Path(a.out), force=True, progress=False)
     minutes = (time.time() - t0) / 60
     for ck in ("last", "best"):
         ev = evaluate_model(
@@ -44,7 +43,6 @@ def main(argv=None) -> None:
             split="val",
             force=True,
             progress=False,
-            log=lambda *_: None,
         )
         s = ev.summary
         dice = s[s["metric"] == "dice"]

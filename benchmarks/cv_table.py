@@ -1,4 +1,5 @@
-"""Print a Markdown table of a cross-validation run's per-fold results (the cv.json that ph2_cv.py/lgg_cv.py write).
+"""Print a Markdown table of a cross-validation run's per-fold results (the cv.json that ``medseg cv``, ph2_cv.py and
+lgg_cv.py write).
 
 python benchmarks/cv_table.py runs/cv-ph2/cv.json
 """
@@ -16,6 +17,7 @@ def _num(value, fmt: str) -> str:
 
 def table(path: str) -> str:
     res = json.loads(Path(path).read_text())
+    res = res.get("folds", res)  # a cv.json from before the pooled summary held the folds at its top level
     folds = sorted(res, key=int)
     rows = [
         "| fold | Dice (last.pt) | Jaccard (last.pt) | Dice (best.pt, picked on this fold) | training (min) |",

@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import line, peak_rss_mb, run_isolated
 
 ROI = [96, 96, 96]

@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import line, peak_rss_mb
 
 
@@ -65,7 +64,7 @@ def main(argv=None) -> None:
         n_patients, n_slices = replicate(Path(a.data_dir), tmp / "kaggle_3m", a.slices)
         cfg = load_config("lgg", a.overrides)
         t0 = time.time()
-        res = train(cfg, tmp, Path(a.out), force=True, progress=False, log=lambda *_: None)
+        res = train(cfg, tmp, Path(a.out), force=True, progress=False)
         minutes = (time.time() - t0) / 60
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,9 +20,7 @@ import argparse
 import copy
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import binarise_peer_mask, line
 
 
@@ -46,16 +44,16 @@ def run_fold(data_dir: str, fold: int, folds: int, minutes: float, loss: str = "
     )
     from monai.utils import set_determinism
 
-    from medseg.config import load_config
     from medseg.data import load_samples
     from medseg.data.splits import make_split, select
     from medseg.data.transforms import binarise_mask_2d
+    from medseg.evaluation.cv import fold_config
     from medseg.evaluation.metrics import overlap_metrics
     from medseg.io import read_image_2d
 
     set_determinism(0)
     torch.set_num_threads(2)
-    cfg = load_config("ph2", [f"data.split.folds={folds}", f"data.split.fold={fold}"])
+    cfg = fold_config("ph2", folds, fold)  # the folds medseg cv trains
     samples = load_samples("ph2", data_dir).samples
     split = make_split(samples, cfg.data.split)
     tr, va = select(samples, split["train"]), select(samples, split["val"])

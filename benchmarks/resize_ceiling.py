@@ -15,12 +15,9 @@ input size itself caps the score; a mean near 1 means a larger input cannot be w
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine
 
 

@@ -15,11 +15,8 @@ from the config; the figure isolates what a model change costs per step from the
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import line
 
 

@@ -21,9 +21,7 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import binarise_peer_mask, line, run_isolated
 
 

@@ -1,78 +1,98 @@
-"""The statistics of benchmarks/cv_compare.py on cross-validation folders written by hand, and the resize round
-trip of benchmarks/resize_ceiling.py on masks worked out by hand."""
+"""The benchmark scripts: each medseg name they use exists with the arguments they pass, cv_compare.py and
+cv_table.py read what medseg cv writes, and the resize round trip of resize_ceiling.py on masks worked out by hand."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import importlib.util
+import inspect
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-_spec = importlib.util.spec_from_file_location("cv_compare", Path(__file__).parents[1] / "benchmarks" / "cv_compare.py")
-cv_compare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cv_compare)
-_spec = importlib.util.spec_from_file_location(
-    "resize_ceiling", Path(__file__).parents[1] / "benchmarks" / "resize_ceiling.py"
-)
-resize_ceiling = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(resize_ceiling)
+BENCH = Path(__file__).parents[1] / "benchmarks"
 
 
-def _run(root: Path, folds: dict[int, dict[str, float]]) -> Path:
+def _load(name: str):
+    """A benchmark script as a module, with its folder on sys.path as ``python benchmarks/NAME.py`` has it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(BENCH))
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module
+
+
+cv_compare = _load("cv_compare")
+cv_table = _load("cv_table")
+resize_ceiling = _load("resize_ceiling")
+
+
+def _medseg_names(tree: ast.AST, script: str) -> dict:
+    names = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "medseg":
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{script}: {node.module} has no {alias.name}"
+                names[alias.asname or alias.name] = getattr(module, alias.name)
+    return names
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py")))
+def test_benchmarks_call_medseg_as_it_is(script):
+    """Scripts import medseg inside their functions, so a renamed function or a dropped keyword would only show
+    when someone runs an hour-long benchmark: check both here."""
+    source = (BENCH / script).read_text()
+    assert "sys.path.insert" not in source  # a script's own folder is on sys.path when it runs
+    tree = ast.parse(source)
+    names = _medseg_names(tree, script)
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names):
+            continue
+        params = inspect.signature(names[node.func.id]).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        for kw in node.keywords:
+            assert kw.arg is None or kw.arg in params, f"{script}:{node.lineno}: {node.func.id}() takes no {kw.arg}="
+
+
+def _fold_runs(root: Path, folds: dict[int, dict[str, float]]) -> Path:
     for fold, scores in folds.items():
         d = root / f"fold{fold}" / "eval-last"
         d.mkdir(parents=True)
-        lines = ["case_id,class,dice,jaccard"]
-        for case, dice in scores.items():
-            lines += [f"{case},tumour,{dice},{dice / (2 - dice)}", f"{case},oedema,0.1,0.05"]
-        (d / "metrics.csv").write_text("\n".join(lines) + "\n")
+        rows = ["case_id,class,dice"] + [f"{case},tumour,{dice}" for case, dice in scores.items()]
+        (d / "metrics.csv").write_text("\n".join(rows) + "\n")
     return root
 
 
-def test_paired_differences_averaged_over_seeds(tmp_path):
-    b0 = _run(tmp_path / "b0", {0: {"a": 0.5, "b": 0.8}, 1: {"c": 0.6}})
-    b1 = _run(tmp_path / "b1", {0: {"a": 0.7, "b": 0.8}, 1: {"c": 0.6}})
-    l0 = _run(tmp_path / "l0", {0: {"a": 0.6, "b": 0.7}, 1: {"c": 0.9}})
-    l1 = _run(tmp_path / "l1", {0: {"a": 0.8, "b": 0.7}, 1: {"c": 0.7}})
-    out = cv_compare.main(["--base", str(b0), str(b1), "--lever", str(l0), str(l1), "--boot", "2000"])
-    lever, noise = out
-    # per case, lever - default averaged over the two seeds: a (0.1 + 0.1)/2, b -0.1, c (0.3 + 0.1)/2
-    assert lever["cases"] == 3 and lever["mean_diff"] == pytest.approx((0.1 - 0.1 + 0.2) / 3, abs=1e-4)
-    assert lever["base_mean"] == pytest.approx((0.6 + 0.8 + 0.6) / 3, abs=1e-4)
-    assert (lever["cases_up"], lever["cases_down"]) == (2, 1)
-    assert lever["most_down"][0] == ["b", -0.1] and lever["most_up"][0] == ["c", 0.2]
-    lo, hi = lever["ci95"]
-    assert -0.1 <= lo < lever["mean_diff"] < hi <= 0.2  # a mean of resampled cases lies within the cases' range
-    # the default against itself on the second seed: only case a moves, by +0.2
-    assert noise["mean_diff"] == pytest.approx(0.2 / 3, abs=1e-4) and noise["cases_up"] == 1
+def test_cv_compare_prints_the_lever_and_the_noise_floor(tmp_path, capsys):
+    b0 = _fold_runs(tmp_path / "b0", {0: {"a": 0.5, "b": 0.8}, 1: {"c": 0.6}})
+    b1 = _fold_runs(tmp_path / "b1", {0: {"a": 0.7, "b": 0.8}, 1: {"c": 0.6}})
+    l0 = _fold_runs(tmp_path / "l0", {0: {"a": 0.6, "b": 0.7}, 1: {"c": 0.9}})
+    l1 = _fold_runs(tmp_path / "l1", {0: {"a": 0.8, "b": 0.7}, 1: {"c": 0.7}})
+    lever, noise = cv_compare.main(["--base", str(b0), str(b1), "--lever", str(l0), str(l1), "--boot", "2000"])
+    out, err = capsys.readouterr()
+    printed = [json.loads(x) for x in out.splitlines()]
+    assert [p["metric"] for p in printed] == ["dice: lever - default", "dice: default, second seed - first seed"]
+    assert printed[0]["mean_diff"] == lever["mean_diff"] == pytest.approx(0.2 / 3, abs=1e-4)
+    assert noise["mean_diff"] == pytest.approx(0.2 / 3, abs=1e-4)
+    assert "lever - default: 3 cases, 0.6667 -> 0.7333 (+0.0667" in err
+    with pytest.raises(SystemExit, match="^error: .*one run per base run"):
+        cv_compare.main(["--base", str(b0), str(b1), "--lever", str(l0)])
 
 
-def test_class_and_metric_can_be_chosen(tmp_path):
-    b = _run(tmp_path / "b", {0: {"a": 0.5}})
-    lev = _run(tmp_path / "l", {0: {"a": 0.6}})
-    assert cv_compare.case_scores(b, "jaccard") == pytest.approx({"a": 0.5 / 1.5})
-    assert cv_compare.case_scores(b, label="oedema") == {"a": 0.1}
-    assert cv_compare.main(["--base", str(b), "--lever", str(lev), "--label", "oedema"])[0]["mean_diff"] == 0
-
-
-def test_constant_difference_has_a_zero_width_interval():
-    lo, hi, share = cv_compare.bootstrap_ci(np.full(7, 0.03), n=500)
-    assert lo == pytest.approx(0.03) and hi == pytest.approx(0.03) and share == 1.0
-
-
-def test_mismatched_runs_are_refused(tmp_path):
-    b = _run(tmp_path / "b", {0: {"a": 0.5}})
-    other = _run(tmp_path / "o", {0: {"z": 0.5}})
-    with pytest.raises(SystemExit, match="one lever run per base run"):
-        cv_compare.main(["--base", str(b), str(b), "--lever", str(other)])
-    with pytest.raises(SystemExit, match="share no held-out case"):
-        cv_compare.main(["--base", str(b), "--lever", str(other)])
-    with pytest.raises(SystemExit, match="no fold"):
-        cv_compare.main(["--base", str(tmp_path), "--lever", str(b)])
-    twice = _run(tmp_path / "t", {0: {"a": 0.5}, 1: {"a": 0.6}})
-    with pytest.raises(SystemExit, match="held out by two folds"):
-        cv_compare.case_scores(twice)
+def test_cv_table_reads_both_cv_json_layouts(tmp_path):
+    fold = {"dice": 0.9, "jaccard": 0.8, "dice_best_pt": None, "train_minutes": 5.0}
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps({"setup": {}, "folds": {"0": fold, "1": {**fold, "dice": 0.8}}}))
+    old = tmp_path / "old.json"  # written by the benchmark scripts before medseg cv
+    old.write_text(json.dumps({"0": fold, "1": {**fold, "dice": 0.8}}))
+    assert cv_table.table(new) == cv_table.table(old)
+    assert "| **mean** | **0.8500** | **0.8000** | - | 5.0 |" in cv_table.table(new)
 
 
 def test_resize_round_trip_keeps_an_aligned_half_and_loses_a_lone_pixel():

@@ -188,7 +188,6 @@ def _run_fold(cfg: Config, data_dir: Path, fold_dir: Path, device: str, tta, sco
             options=InferenceOptions(tta=tta),
             force=True,
             progress=progress,
-            log=_log.info,
         )
         scores[ck] = (_headline(ev.summary, label), ev)
     ev = scores[SCORED][1]
@@ -235,7 +234,7 @@ def _read_fold_tables(out_dir: Path, folds: list[int]) -> tuple[pd.DataFrame, pd
 def pool(fold_summaries: pd.DataFrame, metrics: pd.DataFrame, units: dict) -> pd.DataFrame:
     """Per class and metric: the mean of the fold means with their SD, min and max over folds, and the
     statistics of all held-out cases pooled (``case_*``, as ``medseg evaluate`` computes them)."""
-    from medseg.evaluation.evaluate import summarise
+    from medseg.evaluation.tables import summarise
 
     per_case = summarise(metrics.drop(columns="fold"), units).set_index(["class", "metric"])
     rows = []
