@@ -346,12 +346,13 @@ def cv_from_cli(
 def compare_from_cli(
     run_a, run_b, metric="dice", label=None, eval_dir="eval-last", margin=0.05, n_boot=10000
 ) -> list[dict]:
-    """``medseg compare``: RUN_B against RUN_A, case by case (:mod:`medseg.evaluation.compare`)."""
+    """``medseg compare``: RUN_B against RUN_A, case by case (:mod:`medseg.evaluation.compare`). Either side may be
+    comma-separated runs, one per seed, paired in order; then the second record is RUN_A's noise floor."""
     from medseg.evaluation.compare import compare_runs
 
     return compare_runs(
-        [run_a],
-        [run_b],
+        [r for r in str(run_a).split(",") if r],
+        [r for r in str(run_b).split(",") if r],
         metric=metric,
         label=label,
         eval_dir=eval_dir,

@@ -348,8 +348,10 @@ def cv(
 
 @app.command()
 def compare(
-    run_a: Path = typer.Argument(..., help="The reference: a folder medseg cv or medseg evaluate wrote."),
-    run_b: Path = typer.Argument(..., help="The run compared with it, scored on the same cases."),
+    run_a: str = typer.Argument(
+        ..., help="The reference: a folder medseg cv or medseg evaluate wrote (or a,b,...: one run per seed)."
+    ),
+    run_b: str = typer.Argument(..., help="The run compared with it, on the same cases (as many seeds as RUN_A)."),
     metric: str = typer.Option("dice", "--metric", help="A column of metrics.csv (dice, jaccard, hd95, ...)."),
     label: str | None = typer.Option(None, "--label", help="The class to compare (default: the first)."),
     eval_dir: str = typer.Option(
@@ -357,22 +359,26 @@ def compare(
     ),
     margin: float = typer.Option(0.05, "--margin", help="A case counts as up or down beyond this difference."),
     boot: int = typer.Option(10000, "--boot", help="Bootstrap resamples for the 95% interval."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per comparison."),
 ):
-    """Paired per-case comparison of two runs: mean difference (B - A), 95% bootstrap interval, wins and losses."""
+    """Paired per-case comparison of two runs: mean difference (B - A), 95% bootstrap interval, wins and losses.
+
+    With several seeds per side (RUN_A and RUN_B as comma-separated runs, paired in order) each case's difference
+    is averaged over the pairs, and RUN_A's second seed against its first shows the noise floor."""
     from medseg.api import compare_from_cli
     from medseg.evaluation.compare import describe
 
-    (rec,) = _run(
+    records = _run(
         compare_from_cli, run_a, run_b, metric=metric, label=label, eval_dir=eval_dir, margin=margin, n_boot=boot
     )
-    if as_json:
-        typer.echo(json.dumps(rec))
-        return
-    typer.echo(describe(rec))
-    typer.echo(f"share of resamples above 0: {rec['share_of_resamples_above_0']}")
-    typer.echo("most down: " + ", ".join(f"{c} {d:+.3f}" for c, d in rec["most_down"]))
-    typer.echo("most up: " + ", ".join(f"{c} {d:+.3f}" for c, d in rec["most_up"]))
+    for rec in records:
+        if as_json:
+            typer.echo(json.dumps(rec))
+            continue
+        typer.echo(describe(rec))
+        typer.echo(f"  share of resamples above 0: {rec['share_of_resamples_above_0']}")
+        typer.echo("  most down: " + ", ".join(f"{c} {d:+.3f}" for c, d in rec["most_down"]))
+        typer.echo("  most up: " + ", ".join(f"{c} {d:+.3f}" for c, d in rec["most_up"]))
 
 
 @app.command()

@@ -227,3 +227,24 @@ def test_compare_command(tmp_path):
     assert r.exit_code == 0 and "2 cases, 0.6500 -> 0.7000 (+0.0500" in r.output and "most up: p1 +0.100" in r.output
     r = run_cli("compare", a, tmp_path / "missing")
     assert r.exit_code == 2 and "missing: has no fold*/eval-last/metrics.csv" in r.output
+
+
+def test_compare_command_pairs_seeds_given_as_lists(tmp_path):
+    b0 = _run(tmp_path / "b0", {0: {"a": 0.5, "b": 0.8}})
+    b1 = _run(tmp_path / "b1", {0: {"a": 0.7, "b": 0.8}})
+    l0 = _run(tmp_path / "l0", {0: {"a": 0.6, "b": 0.8}})
+    l1 = _run(tmp_path / "l1", {0: {"a": 0.8, "b": 0.8}})
+    r = run_cli("compare", f"{b0},{b1}", f"{l0},{l1}", "--json", "--boot", "500")
+    assert r.exit_code == 0, r.output
+    lever, noise = (json.loads(x) for x in r.output.splitlines())
+    assert lever["mean_diff"] == pytest.approx(0.05) and noise["mean_diff"] == pytest.approx(0.1)
+    r = run_cli("compare", f"{b0},{b1}", l0)
+    assert r.exit_code == 2 and "2 base runs but 1 runs to compare" in r.output
+
+
+def test_cv_command_refuses_before_training(tmp_path):
+    r = run_cli("cv", "demo", "--folds", "1", "--out", tmp_path / "cv")
+    assert r.exit_code == 2 and "needs at least 2 folds" in r.output
+    r = run_cli("cv", "ph2", "--data-dir", tmp_path / "nowhere", "--out", tmp_path / "cv")
+    assert r.exit_code == 2 and "nowhere: data directory does not exist" in r.output
+    assert not (tmp_path / "cv").exists()
