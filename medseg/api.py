@@ -295,7 +295,7 @@ def ensemble_members(models, data_dir=None) -> list[str]:
     """``-m`` arguments with each folder that ``medseg cv`` wrote replaced by its folds' ``last.pt``. With
     ``data_dir`` (evaluate) a cross-validation's own data folder is refused: no case in it is held out from every
     fold, so an ensemble of the folds would be scored on cases it trained on."""
-    from medseg.evaluation.cv import expand_models, refuse_held_in
+    from medseg.evaluation.cv_ensemble import expand_models, refuse_held_in
 
     paths, cv_dirs = expand_models(models)
     if data_dir is not None:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from medseg.errors import MedsegError
-from medseg.evaluation import compare, cv
+from medseg.evaluation import compare, cv, cv_ensemble
 
 from .conftest import run_cli
 
@@ -115,7 +115,7 @@ def test_a_fold_left_unfinished_is_refused_without_force(tmp_path):
 
 def test_the_folds_are_one_ensemble_for_infer_and_not_scored_on_their_own_data(cv_run, tmp_path):
     out, data_dir, _ = cv_run
-    paths, dirs = cv.expand_models([out, "x.pt"])
+    paths, dirs = cv_ensemble.expand_models([out, "x.pt"])
     assert paths == [str(out / "fold0" / "last.pt"), str(out / "fold1" / "last.pt"), "x.pt"] and dirs == [out]
     image = next(iter(sorted((data_dir / "images").glob("*.png"))))
     r = run_cli("infer", image, "-m", out, "--out", tmp_path / "inf", "--device", "cpu", "--quiet")
