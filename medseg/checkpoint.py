@@ -5,10 +5,14 @@ with ``torch.load(..., weights_only=True)`` (no pickled code runs):
 
 ``format``, ``format_version``, ``medseg_version``, ``created``, ``model``
 (registry name + constructor kwargs), ``state_dict``, ``config`` (the resolved
-config as a dict), ``labels``, ``channels``, ``preprocess``,
-``intensity_stats``, ``epoch``, ``best_metric``, ``best_epoch``,
-``val_metrics`` and, for resuming, ``optimizer``, ``scheduler``, ``scaler``,
-``rng``.
+config as a dict), ``labels``, ``channels``, ``roi_size``, ``split``, ``data``,
+``epoch``, ``best_metric``, ``best_epoch``, ``world_size``, ``val_metrics`` and,
+in ``last.pt`` for resuming, ``optimizer``, ``scheduler``, ``scaler``, ``rng``,
+``history`` (and ``train_state_dict``, ``ema_updates`` with ``train.ema``).
+
+Checkpoints written by earlier versions may also hold ``preprocess``, ``infer``
+and ``intensity_stats``; they load as before, and only ``preprocess.spacing``
+is still checked (``config`` holds the same settings).
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ def test_evaluate_ensembles_models_of_one_split_and_refuses_mixed_splits(folder_
 
     def fit(name, *more):
         cfg = load_config("demo", ["data.recipe=folder", *small_2d_overrides, "train.epochs=2", *more])
-        train(cfg, folder_dir, tmp_path / name, progress=False, log=lambda *a, **k: None)
+        train(cfg, folder_dir, tmp_path / name, progress=False)
         return tmp_path / name / "last.pt"
 
     a, b, c = fit("a"), fit("b", "train.seed=5"), fit("c", "data.split.seed=3")
@@ -196,7 +196,7 @@ def test_evaluate_overrides_the_checkpoints_postprocessing(folder_dir, tmp_path,
     from medseg.engine.train import train
 
     cfg = load_config("demo", ["data.recipe=folder", *small_2d_overrides, "train.epochs=1"])
-    train(cfg, folder_dir, tmp_path / "run", progress=False, log=lambda *a, **k: None)
+    train(cfg, folder_dir, tmp_path / "run", progress=False)
     common = [
         "evaluate",
         "--model",

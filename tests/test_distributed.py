@@ -7,8 +7,6 @@ from medseg.config import load_config
 from medseg.engine.train import train
 from medseg.errors import MedsegError
 
-from .conftest import quiet
-
 # Stated tolerance: DDP shards the data and draws different augmentations per rank, so it is not bit-identical
 # to one process; both must converge and their best validation Dice must agree within 0.05.
 TOLERANCE = 0.05
@@ -27,8 +25,8 @@ def test_ddp_gloo_matches_single_process(folder_dir, tmp_path):
             "train.val_every=20",
         ],
     )
-    single = train(cfg, folder_dir, tmp_path / "single", progress=False, log=quiet)
-    ddp = train(cfg, folder_dir, tmp_path / "ddp", progress=False, log=quiet, nproc=2)
+    single = train(cfg, folder_dir, tmp_path / "single", progress=False)
+    ddp = train(cfg, folder_dir, tmp_path / "ddp", progress=False, nproc=2)
     assert single.best_metric > 0.8 and ddp.best_metric > 0.8
     assert abs(ddp.best_metric - single.best_metric) < TOLERANCE
     ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
@@ -47,11 +45,11 @@ def test_ddp_gloo_matches_single_process(folder_dir, tmp_path):
             "train.val_every=20",
         ],
     )
-    again = train(more, folder_dir, tmp_path / "ddp", resume=True, progress=False, log=quiet, nproc=2)
+    again = train(more, folder_dir, tmp_path / "ddp", resume=True, progress=False, nproc=2)
     assert load_checkpoint(tmp_path / "ddp" / "last.pt")["epoch"] == 61 and len(again.history) == 61
 
 
 def test_global_batch_must_divide(folder_dir, tmp_path):
     cfg = load_config("demo", ["data.recipe=folder", "train.batch_size=3"])
     with pytest.raises(MedsegError, match="not divisible by --nproc 2"):
-        train(cfg, folder_dir, tmp_path / "x", progress=False, log=quiet, nproc=2)
+        train(cfg, folder_dir, tmp_path / "x", progress=False, nproc=2)

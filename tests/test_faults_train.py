@@ -17,8 +17,6 @@ from medseg.config import load_config
 from medseg.engine.train import train
 from medseg.errors import MedsegError
 
-from .conftest import quiet
-
 
 def _cfg(overrides, *more):
     """The tiny 2D run, one training step per epoch: these tests are about what lands on disk, not learning."""
@@ -68,13 +66,13 @@ def test_force_keeps_user_files_in_tb(folder_dir, tmp_path, small_2d_overrides):
     """q2-force-keeps-tb-user-file"""
     cfg = _cfg(small_2d_overrides, "train.epochs=1")
     run = tmp_path / "r"
-    train(cfg, folder_dir, run, progress=False, log=quiet)
+    train(cfg, folder_dir, run, progress=False)
     old_events = sorted(p.relative_to(run) for p in (run / "tb").rglob("events.out.tfevents.*"))
     assert old_events and any(p.parts[1] == "hparams" for p in old_events)
     (run / "tb" / "mine").mkdir()
     (run / "tb" / "mine" / "keep.txt").write_text("my notes")
     (run / "tb" / "notes.md").write_text("mine too")
-    train(cfg, folder_dir, run, force=True, progress=False, log=quiet)
+    train(cfg, folder_dir, run, force=True, progress=False)
     assert (run / "tb" / "mine" / "keep.txt").read_text() == "my notes"
     assert (run / "tb" / "notes.md").read_text() == "mine too"
     new_events = sorted(p.relative_to(run) for p in (run / "tb").rglob("events.out.tfevents.*"))
@@ -90,10 +88,10 @@ def test_force_keeps_user_files_in_tb(folder_dir, tmp_path, small_2d_overrides):
 def test_history_ahead_of_checkpoint_is_cut_on_resume(folder_dir, tmp_path, small_2d_overrides):
     """q8-killed-after-history-write: history.csv has epoch 2, last.pt epoch 1."""
     run = tmp_path / "r"
-    train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False, log=quiet)
+    train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False)
     rows = _rows(run)
     _write_rows(run, rows + [{**rows[-1], "epoch": "2", "train_loss": "0.123"}])
-    res = train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, run, resume=True, progress=False, log=quiet)
+    res = train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, run, resume=True, progress=False)
     assert _epochs(run) == ["1", "2"]
     assert [int(r["epoch"]) for r in res.history] == [1, 2]
     assert _rows(run)[1]["train_loss"] != "0.123"  # the row of the epoch really trained, not the orphan
@@ -102,10 +100,10 @@ def test_history_ahead_of_checkpoint_is_cut_on_resume(folder_dir, tmp_path, smal
 def test_history_behind_checkpoint_is_restored_on_resume(folder_dir, tmp_path, small_2d_overrides):
     """q8-killed-after-checkpoint-write: last.pt has epoch 2, history.csv only epoch 1."""
     run = tmp_path / "r"
-    train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, run, progress=False, log=quiet)
+    train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, run, progress=False)
     full = _rows(run)
     _write_rows(run, full[:1])
-    train(_cfg(small_2d_overrides, "train.epochs=3"), folder_dir, run, resume=True, progress=False, log=quiet)
+    train(_cfg(small_2d_overrides, "train.epochs=3"), folder_dir, run, resume=True, progress=False)
     rows = _rows(run)
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert rows[1]["train_loss"] == full[1]["train_loss"]
@@ -118,14 +116,14 @@ def test_disk_full_on_last_checkpoint_then_resume(folder_dir, tmp_path, small_2d
     with monkeypatch.context() as m:
         _disk_full_on(m, "last.pt", epoch=2)
         with pytest.raises(MedsegError) as err:
-            train(cfg, folder_dir, run, progress=False, log=quiet)
+            train(cfg, folder_dir, run, progress=False)
     msg = str(err.value)
     assert msg.startswith(f"{run / 'last.pt'}: could not write the checkpoint (No space left on device)")
     assert "the previous last.pt/best.pt are intact; fix: free disk space" in msg and msg.endswith("--resume")
     assert "\n" not in msg
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
     assert not _hidden(run)  # the failed write's temp file is gone
-    train(cfg, folder_dir, run, resume=True, progress=False, log=quiet)
+    train(cfg, folder_dir, run, resume=True, progress=False)
     assert _epochs(run) == ["1", "2"]
 
 
@@ -139,7 +137,7 @@ def test_out_is_an_existing_file(folder_dir, tmp_path, small_2d_overrides):
     out = tmp_path / "run.txt"
     out.write_text("not a folder")
     with pytest.raises(MedsegError, match=r"run\.txt: is a file, not a run folder; fix: choose another --out"):
-        train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, out, progress=False, log=quiet)
+        train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, out, progress=False)
     assert out.read_text() == "not a folder"
 
 
@@ -193,7 +191,7 @@ def test_out_in_read_only_folder(folder_dir, tmp_path, small_2d_overrides, monke
         match=r"ro/run: cannot prepare the run folder \(Permission denied\); fix: choose an "
         r"--out in a folder you can write to",
     ):
-        train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, out, progress=False, log=quiet)
+        train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, out, progress=False)
 
 
 def test_split_write_refused(folder_dir, tmp_path, small_2d_overrides, monkeypatch):
@@ -213,7 +211,7 @@ def test_split_write_refused(folder_dir, tmp_path, small_2d_overrides, monkeypat
         match=r"split\.json: could not write the split \(Permission denied\); nothing was "
         r"trained yet; fix: free disk space \(or make .* writable\) and run again",
     ):
-        train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False, log=quiet)
+        train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False)
     assert not list(run.iterdir())  # no half-written file, no temp file left
 
 
@@ -249,7 +247,7 @@ def test_read_only_run_folder_by_chmod(folder_dir, tmp_path, small_2d_overrides)
     run.chmod(0o555)
     try:
         with pytest.raises(MedsegError, match=r"could not write .*Permission denied"):
-            train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False, log=quiet)
+            train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False)
     finally:
         run.chmod(0o755)
 
@@ -259,7 +257,7 @@ def test_disk_full_on_first_checkpoint(folder_dir, tmp_path, small_2d_overrides,
     run = tmp_path / "r"
     _disk_full_on(monkeypatch, "best.pt")
     with pytest.raises(MedsegError) as err:
-        train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False, log=quiet)
+        train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False)
     assert re.fullmatch(
         r".*best\.pt: could not write the checkpoint \(No space left on device\); no checkpoint of "
         r"this run was saved yet; fix: free disk space \(or make .* writable\) and run again",
@@ -290,9 +288,9 @@ def test_disk_full_on_history(folder_dir, tmp_path, small_2d_overrides, monkeypa
             r"device\); last\.pt holds this epoch .*; fix: free disk space and run "
             r"again with --resume",
         ):
-            train(cfg, folder_dir, run, progress=False, log=quiet)
+            train(cfg, folder_dir, run, progress=False)
     assert not _hidden(run)
-    train(cfg, folder_dir, run, resume=True, progress=False, log=quiet)
+    train(cfg, folder_dir, run, resume=True, progress=False)
     assert _epochs(run) == ["1", "2"]
 
 
@@ -308,10 +306,10 @@ def test_failed_start_is_reusable_without_force(folder_dir, tmp_path, small_2d_o
     with monkeypatch.context() as m:
         _disk_full_on(m, "best.pt")
         with pytest.raises((MedsegError, OSError)):
-            train(cfg, folder_dir, run, progress=False, log=quiet)
+            train(cfg, folder_dir, run, progress=False)
     assert (run / "config.yaml").is_file() and (run / "split.json").is_file() and not (run / "last.pt").exists()
     (run / "notes.txt").write_text("mine")
-    res = train(cfg, folder_dir, run, progress=False, log=quiet)
+    res = train(cfg, folder_dir, run, progress=False)
     assert res.epochs_run == 1 and load_checkpoint(run / "last.pt")["epoch"] == 1
     assert (run / "notes.txt").read_text() == "mine"
     assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1  # the failed start's events file went
@@ -320,12 +318,12 @@ def test_failed_start_is_reusable_without_force(folder_dir, tmp_path, small_2d_o
 def test_stale_temp_files_are_cleaned_on_resume(folder_dir, tmp_path, small_2d_overrides):
     """q19-stale-temp-cleaned: a SIGKILL mid-write leaves .last.pt.<random>.tmp.tmp; only medseg's temps go."""
     run = tmp_path / "r"
-    train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False, log=quiet)
+    train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False)
     stale = [".last.pt.k2j4_x9a.tmp.tmp", ".best.pt.abc123.tmp.pt", ".history.csv.q1w2e3.tmp.csv", "history.tmp"]
     mine = [".mine.abc.tmp", "notes.tmp", ".last.pt.keep", "last.pt.bak"]
     for name in stale + mine:
         (run / name).write_bytes(b"x")
-    train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, run, resume=True, progress=False, log=quiet)
+    train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, run, resume=True, progress=False)
     left = {p.name for p in run.iterdir()}
     assert not set(stale) & left
     assert set(mine) <= left
@@ -373,7 +371,7 @@ def test_overlay_logged_per_validation(
     more = [f"train.epochs={epochs}", f"train.val_every={val_every}"]
     more += [f"train.image_log_every={image_every}"] if image_every else []
     run = tmp_path / "r"
-    res = train(_cfg(small_2d_overrides, *more), folder_dir, run, progress=False, log=quiet)
+    res = train(_cfg(small_2d_overrides, *more), folder_dir, run, progress=False)
     n_val = sum("val_mean_dice" in r for r in res.history)
     assert n_val == epochs // val_every
     acc = _events(run)
@@ -387,7 +385,7 @@ def test_overlay_logged_per_validation(
 
 def test_panel_is_legible_and_has_a_legend():
     """q25-panel-size-legend"""
-    from medseg.engine.train import _panel
+    from medseg.engine.tensorboard import panel as _panel
     from medseg.reporting.viz import FN_COLOUR, FP_COLOUR, GT_COLOUR, PRED_COLOUR
 
     gt = np.zeros((48, 64), np.uint8)
@@ -419,7 +417,7 @@ class _LabelAsLogits(torch.nn.Module):
 def test_whole_foreground_dice_merges_the_classes():
     """q25-dice-whole: classes swapped inside the right region: per-class Dice 0, whole-foreground Dice 1."""
     from medseg.engine.losses import build_loss
-    from medseg.engine.train import validate
+    from medseg.engine.validation import validate
 
     cfg = load_config("demo", ["preprocess.spatial_size=[8,8]", "data.labels=[background,a,b]"])
     gt = np.zeros((8, 8))
@@ -451,7 +449,7 @@ def test_multiclass_run_logs_whole_dice(brats_dir, tmp_path):
             "train.batch_size=2",
         ],
     )
-    res = train(cfg, brats_dir, tmp_path / "b", progress=False, log=quiet)
+    res = train(cfg, brats_dir, tmp_path / "b", progress=False)
     assert float(res.history[-1]["val_loss"]) > 0
     acc = _events(tmp_path / "b")
     assert len(acc.Scalars("val/dice_whole")) == 1 and len(acc.Images("val/overlay")) == 1
@@ -491,14 +489,13 @@ def test_progress_is_plain_lines_off_a_terminal(monkeypatch):
     bar.close()
 
 
-def test_training_log_off_a_terminal_has_no_bars(folder_dir, tmp_path, small_2d_overrides, capsys):
+def test_training_log_off_a_terminal_has_no_bars(folder_dir, tmp_path, small_2d_overrides, capsys, log_lines):
     """q27-train-log-plain: no carriage-return redraws, no unnamed MONAI 'Loading dataset' bar."""
-    lines = []
-    train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, tmp_path / "r", progress=True, log=lines.append)
+    train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, tmp_path / "r", progress=True)
     out = capsys.readouterr()
     assert "\r" not in out.err and "Loading dataset" not in out.err + out.out
     assert 0 < len(out.err.splitlines()) <= 12
-    assert any(re.fullmatch(r"caching \d+ training and \d+ validation samples\.\.\.", x) for x in lines)
+    assert any(re.fullmatch(r"caching \d+ training and \d+ validation samples\.\.\.", x) for x in log_lines)
 
 
 def test_3d_pipeline_raises_no_monai_future_warning():
@@ -525,7 +522,7 @@ def test_a_users_config_in_the_run_folder_is_never_replaced(folder_dir, tmp_path
         with pytest.raises(MedsegError, match=r"config.yaml: has a run file's name but was not written by medseg"):
             prepare_run_dir(run, resume=False, force=force)
         assert (run / "config.yaml").read_text() == "# my experiment\nname: mine\n"
-    train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, tmp_path / "ok", progress=False, log=quiet)
+    train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, tmp_path / "ok", progress=False)
     prepare_run_dir(tmp_path / "ok", resume=False, force=True)  # medseg's own config.yaml is replaced with --force
     assert not (tmp_path / "ok" / "config.yaml").exists()
 
@@ -534,9 +531,9 @@ def test_best_without_last_points_at_force(folder_dir, tmp_path, small_2d_overri
     """x-best-without-last: a run stopped between its first best.pt and last.pt cannot be resumed; the rerun says
     so and names --force, instead of 'pass --resume' followed by 'drop --resume'."""
     run = tmp_path / "r"
-    train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False, log=quiet)
+    train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False)
     (run / "last.pt").unlink()
     with pytest.raises(MedsegError, match=r"cannot be resumed .*but no last.pt.*fix: pass --force"):
-        train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False, log=quiet)
-    res = train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, force=True, progress=False, log=quiet)
+        train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False)
+    res = train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, force=True, progress=False)
     assert res.epochs_run == 1

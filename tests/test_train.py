@@ -10,7 +10,7 @@ from medseg.engine.train import train
 from medseg.errors import MedsegError
 from medseg.models import build_model
 
-from .conftest import best_validation, quiet
+from .conftest import best_validation
 
 
 def _cfg(overrides, *more):
@@ -18,7 +18,7 @@ def _cfg(overrides, *more):
 
 
 def test_train_2d_outputs(folder_dir, tmp_path, small_2d_overrides):
-    res = train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, tmp_path / "run", progress=False, log=quiet)
+    res = train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, tmp_path / "run", progress=False)
     run = tmp_path / "run"
     for f in ("best.pt", "last.pt", "config.yaml", "split.json", "history.csv"):
         assert (run / f).is_file(), f
@@ -26,19 +26,10 @@ def test_train_2d_outputs(folder_dir, tmp_path, small_2d_overrides):
     assert res.epochs_run == 2
     assert (res.best_epoch, res.best_metric) == pytest.approx(best_validation(res.history), abs=1e-5)
     ck = torch.load(run / "best.pt", map_location="cpu", weights_only=True)  # safe path works
-    for key in (
-        "model",
-        "state_dict",
-        "config",
-        "labels",
-        "channels",
-        "preprocess",
-        "intensity_stats",
-        "medseg_version",
-    ):
+    for key in ("model", "state_dict", "config", "labels", "channels", "roi_size", "split", "data", "medseg_version"):
         assert key in ck
+    assert not {"preprocess", "infer", "intensity_stats"} & set(ck)  # never read: the config holds them
     assert ck["labels"] == ["background", "lesion"] and ck["channels"] == ["red", "green", "blue"]
-    assert len(ck["intensity_stats"]["mean"]) == 3
     model = build_model(ck["model"])
     model.load_state_dict(ck["state_dict"])  # rebuilt from the file alone
     assert "optimizer" in load_checkpoint(run / "last.pt")
@@ -49,15 +40,14 @@ def test_train_2d_outputs(folder_dir, tmp_path, small_2d_overrides):
     assert "validation_seconds" not in ck["val_metrics"]
 
 
-def test_final_model_on_every_case_tracks_the_training_loss(folder_dir, tmp_path, small_2d_overrides):
+def test_final_model_on_every_case_tracks_the_training_loss(folder_dir, tmp_path, small_2d_overrides, log_lines):
     # after cross-validation, the model to ship trains on every case: no validation split at all
-    lines = []
+    lines = log_lines
     res = train(
         _cfg(small_2d_overrides, "train.epochs=3", "data.split.val_fraction=0"),
         folder_dir,
         tmp_path / "run",
         progress=False,
-        log=lines.append,
     )
     import json
 
@@ -70,6 +60,71 @@ def test_final_model_on_every_case_tracks_the_training_loss(folder_dir, tmp_path
     assert "no validation cases" in lines[0] and f"lowest training loss {min(losses):.4f}" in lines[-1]
 
 
+def test_checkpoints_with_the_keys_older_versions_wrote_still_load_and_resume(folder_dir, tmp_path, small_2d_overrides):
+    from medseg.checkpoint import save_checkpoint, validate_checkpoint
+
+    run = tmp_path / "run"
+    train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False)
+    old_keys = {
+        "preprocess": {"spatial_size": [48, 64], "spacing": None},
+        "infer": {"threshold": 0.5},
+        "intensity_stats": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2], "n_images": 3},
+    }
+    for name in ("best.pt", "last.pt"):
+        ck = load_checkpoint(run / name)
+        save_checkpoint({**{k: v for k, v in ck.items() if k != "format"}, **old_keys}, run / name)
+    ck = load_checkpoint(run / "best.pt")
+    assert ck["intensity_stats"]["n_images"] == 3
+    cfg = validate_checkpoint(ck, run / "best.pt")
+    assert cfg.data.labels == ["background", "lesion"]
+    build_model(ck["model"]).load_state_dict(ck["state_dict"])
+    res = train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, run, resume=True, progress=False)
+    assert [r["epoch"] for r in res.history] == [1, 2]
+    assert "preprocess" not in load_checkpoint(run / "last.pt")  # what the resumed run wrote is the new layout
+
+
+def test_a_trainer_subclass_changes_how_the_best_epoch_is_picked(folder_dir, tmp_path, small_2d_overrides):
+    from medseg.engine.trainer import Trainer
+
+    class FirstEpochIsBest(Trainer):
+        steps = 0
+
+        def train_step(self, batch, epoch):
+            self.steps += 1
+            return super().train_step(batch, epoch)
+
+        def validate(self, epoch, row):
+            super().validate(epoch, row)  # the Dice still goes into the history
+            return 1.0 - epoch
+
+    cfg = _cfg(small_2d_overrides, "train.epochs=3", "train.val_every=1")
+    trainer = FirstEpochIsBest(cfg, folder_dir, tmp_path / "run", device="cpu", progress=False)
+    res = trainer.fit()
+    assert res.best_epoch == 1 and load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 3
+    assert trainer.steps == 3 * trainer.steps_per_epoch > 0
+    assert all("val_dice_lesion" in r for r in res.history)
+
+
+def test_a_trainer_without_an_optimiser_step_saves_its_initial_weights(folder_dir, tmp_path, small_2d_overrides):
+    from medseg.engine.trainer import Trainer
+
+    class Frozen(Trainer):
+        def train_step(self, batch, epoch):
+            return 0.5
+
+    cfg = _cfg(small_2d_overrides, "train.epochs=2")
+    res = Frozen(cfg, folder_dir, tmp_path / "frozen", device="cpu", progress=False).fit()
+    assert [r["train_loss"] for r in res.history] == [0.5, 0.5]
+    fresh = Trainer(cfg, folder_dir, tmp_path / "fresh", device="cpu", progress=False)
+    fresh.setup()  # the same seed builds the same network
+    saved = load_checkpoint(tmp_path / "frozen" / "last.pt")["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in fresh.net.state_dict().items())
+    trained = train(cfg, folder_dir, tmp_path / "trained", device="cpu", progress=False)
+    assert trained.history[0]["train_loss"] != 0.5
+    assert not torch.equal(_weights(tmp_path / "trained" / "last.pt")[next(iter(saved))], next(iter(saved.values())))
+
+
 def _weights(path):
     return load_checkpoint(path)["state_dict"]
 
@@ -77,16 +132,16 @@ def _weights(path):
 @pytest.mark.parametrize("ema", [None, 0.9])
 def test_resume_matches_uninterrupted_run(folder_dir, tmp_path, small_2d_overrides, ema):
     cfg = _cfg(small_2d_overrides, "train.epochs=3", f"train.ema={'null' if ema is None else ema}")
-    train(cfg, folder_dir, tmp_path / "straight", progress=False, log=quiet)
+    train(cfg, folder_dir, tmp_path / "straight", progress=False)
 
     def kill_after_first_epoch(epoch, row):
         if epoch == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, folder_dir, tmp_path / "split", progress=False, log=quiet, on_epoch_end=kill_after_first_epoch)
+        train(cfg, folder_dir, tmp_path / "split", progress=False, on_epoch_end=kill_after_first_epoch)
     assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 1
-    train(cfg, folder_dir, tmp_path / "split", resume=True, progress=False, log=quiet)
+    train(cfg, folder_dir, tmp_path / "split", resume=True, progress=False)
     a, b = _weights(tmp_path / "straight" / "last.pt"), _weights(tmp_path / "split" / "last.pt")
     assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 3
     diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
@@ -96,8 +151,8 @@ def test_resume_matches_uninterrupted_run(folder_dir, tmp_path, small_2d_overrid
 def test_ema_weights_are_the_saved_model(folder_dir, tmp_path, small_2d_overrides):
     """Decay 0.5 over two steps: the first update copies w1, the second gives 0.5 * w1 + 0.5 * w2."""
     one_step = [*small_2d_overrides, "train.max_steps_per_epoch=1", "train.scheduler=constant"]
-    train(_cfg(one_step, "train.epochs=1"), folder_dir, tmp_path / "plain", progress=False, log=quiet)
-    train(_cfg(one_step, "train.epochs=2", "train.ema=0.5"), folder_dir, tmp_path / "ema", progress=False, log=quiet)
+    train(_cfg(one_step, "train.epochs=1"), folder_dir, tmp_path / "plain", progress=False)
+    train(_cfg(one_step, "train.epochs=2", "train.ema=0.5"), folder_dir, tmp_path / "ema", progress=False)
     w1 = _weights(tmp_path / "plain" / "last.pt")
     last = load_checkpoint(tmp_path / "ema" / "last.pt")
     w2, saved = last["train_state_dict"], last["state_dict"]
@@ -109,7 +164,7 @@ def test_ema_weights_are_the_saved_model(folder_dir, tmp_path, small_2d_override
     assert "train_state_dict" not in best and "optimizer" not in best
     build_model(best["model"]).load_state_dict(best["state_dict"])
     with pytest.raises(MedsegError, match="train.ema.*between 0 and 1"):
-        train(_cfg(one_step, "train.ema=1.5"), folder_dir, tmp_path / "bad", progress=False, log=quiet)
+        train(_cfg(one_step, "train.ema=1.5"), folder_dir, tmp_path / "bad", progress=False)
 
 
 def test_seed_changes_and_reproduces(folder_dir, tmp_path, small_2d_overrides):
@@ -119,7 +174,6 @@ def test_seed_changes_and_reproduces(folder_dir, tmp_path, small_2d_overrides):
             folder_dir,
             tmp_path / name,
             progress=False,
-            log=quiet,
         )
     a, b, c = (_weights(tmp_path / n / "last.pt") for n in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -128,19 +182,19 @@ def test_seed_changes_and_reproduces(folder_dir, tmp_path, small_2d_overrides):
 
 def test_existing_run_needs_resume_or_force(folder_dir, tmp_path, small_2d_overrides):
     cfg = _cfg(small_2d_overrides, "train.epochs=1")
-    train(cfg, folder_dir, tmp_path / "r", progress=False, log=quiet)
+    train(cfg, folder_dir, tmp_path / "r", progress=False)
     (tmp_path / "r" / "notes.txt").write_text("mine")
     before = (tmp_path / "r" / "last.pt").read_bytes()
     with pytest.raises(MedsegError, match="already holds a run.*--resume.*--force"):
-        train(cfg, folder_dir, tmp_path / "r", progress=False, log=quiet)
+        train(cfg, folder_dir, tmp_path / "r", progress=False)
     assert (tmp_path / "r" / "last.pt").read_bytes() == before
-    train(cfg, folder_dir, tmp_path / "r", force=True, progress=False, log=quiet)
+    train(cfg, folder_dir, tmp_path / "r", force=True, progress=False)
     assert (tmp_path / "r" / "notes.txt").read_text() == "mine"  # --force only replaces medseg's files
 
 
 def test_demo_model_learns(folder_dir, tmp_path):
     cfg = _cfg(["preprocess.spatial_size=[48,64]", "train.epochs=60", "train.batch_size=2", "train.val_every=60"])
-    res = train(cfg, folder_dir, tmp_path / "learn", progress=False, log=quiet)
+    res = train(cfg, folder_dir, tmp_path / "learn", progress=False)
     assert res.best_metric > 0.8
 
 
@@ -157,7 +211,7 @@ def test_train_3d_multiclass(brats_dir, tmp_path):
             "train.batch_size=2",
         ],
     )
-    res = train(cfg, brats_dir, tmp_path / "b3", progress=False, log=quiet)
+    res = train(cfg, brats_dir, tmp_path / "b3", progress=False)
     ck = load_checkpoint(tmp_path / "b3" / "best.pt")
     assert ck["model"]["kwargs"]["out_channels"] == 5 and ck["model"]["kwargs"]["spatial_dims"] == 3
     assert ck["split"]["val"] == ["brats_2013_pat0004_1"]  # the validation/ folder
@@ -167,7 +221,7 @@ def test_train_3d_multiclass(brats_dir, tmp_path):
 def test_bad_patch_size_says_the_fix(brats_dir, tmp_path):
     cfg = load_config("brats", ["train.patch_size=[20,20,20]"])
     with pytest.raises(MedsegError, match=r"multiple of 8.*\[24, 24, 24\]"):
-        train(cfg, brats_dir, tmp_path / "x", progress=False, log=quiet)
+        train(cfg, brats_dir, tmp_path / "x", progress=False)
 
 
 def test_label_outside_classes_stops_training(tmp_path):
@@ -183,11 +237,11 @@ def test_label_outside_classes_stops_training(tmp_path):
     nib.save(nib.Nifti1Image(arr, img.affine), str(lab))
     cfg = load_config("brats", ["train.patch_size=[16,16,16]", "model.channels=[4,8,16]", "model.strides=[2,2]"])
     with pytest.raises(MedsegError, match=r"OTMultiClass.nii.gz: label values \[9\] are outside"):
-        train(cfg, root, tmp_path / "r", progress=False, log=quiet)
+        train(cfg, root, tmp_path / "r", progress=False)
 
 
 def test_positive_weights_hand_case():
-    from medseg.engine.train import positive_weights
+    from medseg.engine.loading import positive_weights
 
     w = positive_weights([True, False, False, False], 0.5)
     assert w == pytest.approx([0.5, 1 / 6, 1 / 6, 1 / 6])  # positives drawn half the time, 1 in 4 otherwise
@@ -197,7 +251,7 @@ def test_positive_weights_hand_case():
 
 
 def test_weighted_loader_draws_the_asked_share_of_positives():
-    from medseg.engine.train import make_loader, positive_weights
+    from medseg.engine.loading import make_loader, positive_weights
 
     flags = [i < 10 for i in range(100)]  # 10% positive
     ds = [{"image": torch.zeros(1, 2, 2), "label": torch.full((1, 2, 2), float(f))} for f in flags]
@@ -215,7 +269,7 @@ class _LabelAsLogits(torch.nn.Module):
 
 
 def test_validation_pools_slices_per_volume():
-    from medseg.engine.train import validate
+    from medseg.engine.validation import validate
 
     cfg = load_config("demo", ["preprocess.spatial_size=[4,4]"])
     gt = [np.zeros((4, 4)), np.zeros((4, 4)), np.zeros((4, 4))]
@@ -238,7 +292,7 @@ def test_validation_pools_slices_per_volume():
 
 
 def test_validation_batches_same_size_slices_without_changing_the_score():
-    from medseg.engine.train import validate
+    from medseg.engine.validation import validate
 
     rng = np.random.default_rng(0)
     items = []
@@ -272,9 +326,8 @@ def test_validation_batches_same_size_slices_without_changing_the_score():
 def test_one_window_inputs_skip_the_sliding_window_with_the_same_logits():
     from monai.inferers import sliding_window_inference
 
-    from medseg.engine.train import model_spec
     from medseg.inference.predictor import predict_logits
-    from medseg.models import build_model
+    from medseg.models import build_model, model_spec
 
     cfg = load_config("demo", ["train.amp=false", "preprocess.spatial_size=[32,32]"])
     torch.manual_seed(0)
@@ -344,7 +397,7 @@ def test_fn_weight_turns_the_dice_term_into_tversky():
 def test_bad_setting_fails_before_any_data_work(tmp_path, override, message):
     # the data folder does not exist: the config error must come first, and the run folder is not even created
     with pytest.raises(MedsegError, match=message):
-        train(load_config("demo", [override]), tmp_path / "no-data", tmp_path / "run", progress=False, log=quiet)
+        train(load_config("demo", [override]), tmp_path / "no-data", tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 
 
@@ -353,7 +406,7 @@ def test_config_check_builds_nothing_real_and_draws_no_random_numbers():
 
     torch.manual_seed(3)
     state = torch.get_rng_state().clone()
-    check_config(load_config("lgg"))  # builds the model on the meta device
+    check_config(load_config("lgg"))  # asks the model registry; builds nothing
     assert torch.equal(state, torch.get_rng_state())
 
 
@@ -484,7 +537,6 @@ def test_deep_supervision_trains_and_infers(folder_dir, tmp_path, small_2d_overr
         folder_dir,
         tmp_path / "run",
         progress=False,
-        log=quiet,
     )
     assert res.epochs_run == 2
     assert (res.best_epoch, res.best_metric) == pytest.approx(best_validation(res.history), abs=1e-5)
@@ -510,10 +562,10 @@ def test_amp_dtype_per_device(monkeypatch):
 
 
 @pytest.mark.parametrize("amp", [True, False])
-def test_cpu_bfloat16_training(folder_dir, tmp_path, small_2d_overrides, monkeypatch, amp):
+def test_cpu_bfloat16_training(folder_dir, tmp_path, small_2d_overrides, monkeypatch, amp, log_lines):
     """With native bfloat16 (forced here, so the test runs on any CPU) the network computes in bfloat16, the loss and
     the saved weights stay float32; train.amp=false keeps everything in float32."""
-    import medseg.engine.train as T
+    import medseg.engine.trainer as T
     import medseg.runtime as R
 
     monkeypatch.setattr(R, "cpu_has_native_bf16", lambda: True)
@@ -527,16 +579,14 @@ def test_cpu_bfloat16_training(folder_dir, tmp_path, small_2d_overrides, monkeyp
         return net
 
     monkeypatch.setattr(T, "build_model", recording_model)
-    messages = []
     res = train(
         _cfg(small_2d_overrides, "train.epochs=2", f"train.amp={str(amp).lower()}"),
         folder_dir,
         tmp_path / "run",
         progress=False,
-        log=lambda m, *a, **k: messages.append(str(m)),
     )
     assert seen and set(seen) == {torch.bfloat16 if amp else torch.float32}
-    assert any("mixed precision: bfloat16 on cpu" in m for m in messages) == amp
+    assert any("mixed precision: bfloat16 on cpu" in m for m in log_lines) == amp
     assert np.isfinite(res.history[-1]["train_loss"])
     assert (res.best_epoch, res.best_metric) == pytest.approx(best_validation(res.history), abs=1e-5)
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
@@ -546,14 +596,14 @@ def test_cpu_bfloat16_training(folder_dir, tmp_path, small_2d_overrides, monkeyp
 def test_cpu_bfloat16_inference_tracks_float32(monkeypatch):
     """Sliding-window logits in bfloat16 autocast stay close to float32 ones (and differ, so the path really ran);
     a checkpoint config with train.amp=false is inferred in float32."""
-    import medseg.engine.train as T
     import medseg.inference.predictor as P
     import medseg.runtime as R
+    from medseg.models import model_spec
 
     monkeypatch.setattr(R, "cpu_has_native_bf16", lambda: True)
     cfg = load_config("demo", ["model.channels=[4,8,16]", "model.strides=[2,2]", "preprocess.spatial_size=[32,32]"])
     torch.manual_seed(0)
-    net = build_model(T.model_spec(cfg)).eval()
+    net = build_model(model_spec(cfg)).eval()
     x, cpu = torch.randn(1, 3, 40, 48), torch.device("cpu")
     a = P.predict_logits(net, x, cfg, cpu, roi=[32, 32])
     b = P.predict_logits(net, x, cfg, cpu, roi=[32, 32], amp=False)
@@ -564,7 +614,7 @@ def test_cpu_bfloat16_inference_tracks_float32(monkeypatch):
     assert torch.equal(P.predict_logits(net, x, off, cpu, roi=[32, 32]), b)
 
 
-def test_config_check_leaves_models_that_cannot_be_built_on_meta_to_the_real_build(monkeypatch):
+def test_config_check_builds_no_model_so_one_needing_real_values_passes_it(monkeypatch):
     from medseg import models
     from medseg.engine.checks import check_config
 
@@ -572,7 +622,8 @@ def test_config_check_leaves_models_that_cannot_be_built_on_meta_to_the_real_bui
         scale = torch.ones(1).item()  # needs real values: fails on the meta device
         return torch.nn.Conv2d(in_channels, out_channels, 1, bias=scale > 0)
 
-    monkeypatch.setitem(models._MODELS, "value_dependent", value_dependent)
+    family = models.ModelFamily("value_dependent", value_dependent)
+    monkeypatch.setitem(models.registry._FAMILIES, "value_dependent", family)
     cfg = load_config("demo", ["model.name=value_dependent"])
     with pytest.raises(RuntimeError), torch.device("meta"):
         models.build_model(models.model_spec(cfg))
