@@ -17,8 +17,6 @@ from medseg.engine.trainer import Trainer, TrainResult, as_float
 from medseg.engine.validation import Validation, validate
 from medseg.errors import user_errors
 
-_lr_lambda = lr_lambda  # the name engine.checks builds the schedule by
-
 __all__ = [
     "TrainResult",
     "Trainer",
