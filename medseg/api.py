@@ -99,11 +99,20 @@ def run_demo(
     result = train(cfg, data_dir, run_dir, device=device, force=force, progress=progress)
     from medseg.evaluation.evaluate import evaluate_model
     from medseg.inference.infer import infer
+    from medseg.reporting.figures import EvaluationFigures
     from medseg.reporting.report import case_report, cohort_report
 
     model = run_dir / "best.pt"
     ev = evaluate_model(
-        model, "demo", data_dir, out / "evaluation", split="val", device=device, force=force, progress=False, log=log
+        model,
+        "demo",
+        data_dir,
+        out / "evaluation",
+        split="val",
+        device=device,
+        force=force,
+        progress=False,
+        figures=EvaluationFigures(),
     )
     _print_summary(ev, log)
     cohort = cohort_report(ev.out_dir, out=out / "cohort_report.pdf", force=force)
@@ -212,6 +221,7 @@ def evaluate_from_cli(
     (--model/--data/--data-dir). ``options`` (tta and the clean-up) override the checkpoint's, as for
     ``medseg infer``."""
     from medseg.evaluation.evaluate import evaluate_folders, evaluate_model
+    from medseg.reporting.figures import EvaluationFigures
 
     options = options or InferenceOptions()
     post = options.given_post()
@@ -247,12 +257,14 @@ def evaluate_from_cli(
             options=options,
             force=force,
             progress=progress,
-            log=log,
+            figures=EvaluationFigures(),
         )
     else:
         if pred is None or gt is None:
             raise MedsegError("medseg evaluate needs --pred and --gt folders (or --model with --data)")
-        res = evaluate_folders(pred, gt, out, labels=labels, images=images, force=force, progress=progress, log=log)
+        res = evaluate_folders(
+            pred, gt, out, labels=labels, images=images, force=force, progress=progress, figures=EvaluationFigures()
+        )
     _print_summary(res, log)
     if report:
         from medseg.reporting.report import cohort_report
@@ -319,6 +331,7 @@ def cv_from_cli(
     """``medseg cv``: the data folder and output folder resolved as ``medseg train`` resolves them (output default
     ``runs/cv-NAME``), then :func:`medseg.evaluation.cv.cross_validate`."""
     from medseg.evaluation.cv import cross_validate
+    from medseg.reporting.figures import EvaluationFigures
 
     cfg = load_config(config, overrides)
     data_dir = Path(data_dir) if data_dir else default_data_dir(cfg.name, cfg.data.recipe)
@@ -340,6 +353,7 @@ def cv_from_cli(
         score_best=score_best,
         force=force,
         progress=progress,
+        figures=EvaluationFigures(),
     )
 
 

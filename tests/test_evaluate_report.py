@@ -10,9 +10,10 @@ from PIL import Image
 from medseg.errors import MedsegError
 from medseg.evaluation.evaluate import evaluate_folders
 from medseg.evaluation.metrics import case_metrics
+from medseg.reporting.figures import EvaluationFigures
 from medseg.reporting.report import case_report, cohort_report, fmt
 
-from .conftest import pdf_text, quiet
+from .conftest import pdf_text
 
 
 def _masks(tmp_path, n=4):
@@ -35,11 +36,15 @@ def _masks(tmp_path, n=4):
     return truth
 
 
-def test_evaluate_folders_tables(tmp_path):
+def test_evaluate_folders_tables(tmp_path, log_lines):
     truth = _masks(tmp_path)
-    said = []
     res = evaluate_folders(
-        tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", images=tmp_path / "img", progress=False, log=said.append
+        tmp_path / "pred",
+        tmp_path / "gt",
+        tmp_path / "ev",
+        images=tmp_path / "img",
+        progress=False,
+        figures=EvaluationFigures(),
     )
     df = pd.read_csv(tmp_path / "ev" / "metrics.csv")
     assert list(df.columns[:4]) == ["case_id", "class", "dice", "jaccard"]
@@ -56,14 +61,14 @@ def test_evaluate_folders_tables(tmp_path):
     assert dice["mean"] == pytest.approx(df["dice"].mean(), abs=1e-5) and dice["n"] == 4
     info = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert info["predictions_without_gt"] == ["orphan"]  # reported, not silently dropped
-    assert any("orphan" in s for s in said)
+    assert any(s.startswith("warning: 1 predictions have no ground truth") and "orphan" in s for s in log_lines)
     assert info["ranked"]["best"] == "case0" and info["ranked"]["worst"] == "case3"
     for f in ("boxplots.png", "dice_vs_size.png"):
         assert (tmp_path / "ev" / f).stat().st_size > 1000
     assert res.info["cases"]["case0"]["overlay"].endswith("case0.png")
     assert sorted(p.name for p in (tmp_path / "ev" / "overlays").glob("*.png")) == [f"case{i}.png" for i in range(4)]
     with pytest.raises(MedsegError, match="already holds an evaluation"):
-        evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=quiet)
+        evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False)
 
 
 def test_evaluate_shape_and_geometry_mismatch(tmp_path):
@@ -72,11 +77,11 @@ def test_evaluate_shape_and_geometry_mismatch(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.eye(4)), str(tmp_path / "p" / "a_seg.nii.gz"))
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 5), np.uint8), np.eye(4)), str(tmp_path / "g" / "a.nii.gz"))
     with pytest.raises(MedsegError, match=r"a_seg.nii.gz and .*a.nii.gz: shapes differ"):
-        evaluate_folders(tmp_path / "p", tmp_path / "g", tmp_path / "o", progress=False, log=quiet)
+        evaluate_folders(tmp_path / "p", tmp_path / "g", tmp_path / "o", progress=False)
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.eye(4)), str(tmp_path / "p2" / "a_seg.nii.gz"))
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.diag([2, 1, 1, 1.0])), str(tmp_path / "g2" / "a.nii.gz"))
     with pytest.raises(MedsegError, match="geometry differs"):
-        evaluate_folders(tmp_path / "p2", tmp_path / "g2", tmp_path / "o2", progress=False, log=quiet)
+        evaluate_folders(tmp_path / "p2", tmp_path / "g2", tmp_path / "o2", progress=False)
 
 
 def test_evaluate_multiclass_3d_and_bad_labels(tmp_path):
@@ -96,7 +101,6 @@ def test_evaluate_multiclass_3d_and_bad_labels(tmp_path):
         tmp_path / "o",
         labels=["background", "core", "edema"],
         progress=False,
-        log=quiet,
     )
     df = res.metrics.set_index("class")
     assert df.loc["core", "dice"] == pytest.approx(1.0)
@@ -104,15 +108,18 @@ def test_evaluate_multiclass_3d_and_bad_labels(tmp_path):
     assert df.loc["edema", "gt_size"] == pytest.approx(27 * 0.8 * 0.8 * 2.5 / 1000)
     assert "all_foreground" in df.index
     with pytest.raises(MedsegError, match=r"label values \[1, 2\] are outside"):
-        evaluate_folders(
-            tmp_path / "p", tmp_path / "g", tmp_path / "o2", labels=["background", "core"], progress=False, log=quiet
-        )
+        evaluate_folders(tmp_path / "p", tmp_path / "g", tmp_path / "o2", labels=["background", "core"], progress=False)
 
 
 def test_cohort_pdf_numbers_match_csv(tmp_path):
     _masks(tmp_path)
     evaluate_folders(
-        tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", images=tmp_path / "img", progress=False, log=quiet
+        tmp_path / "pred",
+        tmp_path / "gt",
+        tmp_path / "ev",
+        images=tmp_path / "img",
+        progress=False,
+        figures=EvaluationFigures(),
     )
     pdf = cohort_report(tmp_path / "ev")
     assert pdf.parent.name == "reports"
@@ -201,7 +208,7 @@ def test_volume_views_pick_lesion_slices_and_skip_strips_for_stacks():
 
 def test_2d_sizes_without_pixel_spacing_are_in_pixels(tmp_path):
     _masks(tmp_path)
-    res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=quiet)
+    res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False)
     assert res.info["spacing_known"] is False and res.info["size_unit"] == "px²" and res.info["length_unit"] == "px"
     pdf = cohort_report(tmp_path / "ev", out=tmp_path / "c.pdf")
     text = pdf_text(pdf)
@@ -210,7 +217,7 @@ def test_2d_sizes_without_pixel_spacing_are_in_pixels(tmp_path):
 
 
 def test_log_size_axis_has_short_labels():
-    from medseg.reporting.overlays import _compact_number
+    from medseg.reporting.plots import _compact_number
 
     assert [_compact_number(v) for v in (0.05, 2, 500, 2e4, 1.5e6)] == ["0.05", "2", "500", "20k", "1.5M"]
 
@@ -228,3 +235,16 @@ def test_boundary_is_the_inner_ring_and_not_the_image_edge():
     corner = np.zeros((3, 3), bool)
     corner[0, 0] = True
     assert np.array_equal(boundary(corner), corner)
+
+
+def test_evaluation_without_figures_writes_the_tables_only(tmp_path):
+    """Evaluation draws nothing itself: without a figures object it writes metrics.csv, summary.csv and eval.json,
+    and eval.json names no picture; a cohort report of that folder still has its tables."""
+    _masks(tmp_path)
+    res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", images=tmp_path / "img", progress=False)
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["eval.json", "metrics.csv", "summary.csv"]
+    info = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert "plots" not in info and not any("overlay" in c for c in info["cases"].values())
+    assert len(res.metrics) == 4
+    text = pdf_text(cohort_report(tmp_path / "ev", out=tmp_path / "c.pdf"))
+    assert "Per-case results" in text and "Distribution per class" not in text

@@ -17,7 +17,7 @@ from medseg.evaluation.findings import lesion_findings
 from medseg.io import Geometry
 from medseg.reporting.report import case_report, cohort_report
 
-from .conftest import pdf_text, quiet, train_tiny
+from .conftest import pdf_text, train_tiny
 
 LABELS = ["background", "lesion"]
 
@@ -342,7 +342,7 @@ def test_volume_views_carry_orientation_and_modality(tmp_path, monkeypatch):
 
 def test_cohort_box_plots_grid_and_distances(tmp_path):
     """q28-boxplots: the overlap metrics in a 2x2 grid, HD95/ASSD plotted too."""
-    from medseg.reporting.overlays import evaluation_plots
+    from medseg.reporting.plots import evaluation_plots
 
     rng = np.random.default_rng(0)
     df = pd.DataFrame(
@@ -368,6 +368,7 @@ def _evaluation_with_diagnoses(tmp_path, n=6) -> Path:
     """An evaluation folder of n cases whose Dice falls with the case number, named so that alphabetical order is
     not Dice order, each with a PH2 clinical diagnosis recorded the way evaluate_model records a case's metadata."""
     from medseg.evaluation.evaluate import evaluate_folders
+    from medseg.reporting.figures import EvaluationFigures
 
     for d in ("pred", "gt"):
         (tmp_path / d).mkdir()
@@ -378,7 +379,7 @@ def _evaluation_with_diagnoses(tmp_path, n=6) -> Path:
         p = np.roll(g, i, axis=0)  # shifted by i rows: Dice falls with i
         Image.fromarray(g).save(tmp_path / "gt" / f"{name}.png")
         Image.fromarray(p).save(tmp_path / "pred" / f"{name}_seg.png")
-    evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=quiet)
+    evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, figures=EvaluationFigures())
     info = json.loads((tmp_path / "ev" / "eval.json").read_text())
     for i, name in enumerate(names):
         info["cases"][name]["meta"] = {"diagnosis": i % 3, "diagnosis_name": None}

@@ -22,8 +22,6 @@ from medseg.evaluation.findings import lesion_findings
 from medseg.evaluation.metrics import case_metrics
 from medseg.io import Geometry, geometry_2d
 
-from .conftest import quiet
-
 LABELS = ["background", "lesion"]
 
 
@@ -116,7 +114,7 @@ def test_q10_evaluate_folders_of_png_masks_reports_pixels(tmp_path):
     from medseg.evaluation.evaluate import evaluate_folders
 
     _png_masks(tmp_path)
-    res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False, log=quiet)
+    res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", progress=False)
     cols = pd.read_csv(tmp_path / "ev" / "metrics.csv").columns
     assert {"hd95_px", "assd_px"} <= set(cols) and not {"hd95_mm", "assd_mm"} & set(cols)
     summary = pd.read_csv(tmp_path / "ev" / "summary.csv", keep_default_na=False).set_index("metric")
@@ -137,7 +135,7 @@ def test_q10_metrics_csv_volume_sizes_to_3_significant_figures(tmp_path):
     for sub, name in (("gt", "case0.nii.gz"), ("pred", "case0_seg.nii.gz")):
         (tmp_path / sub).mkdir()
         nib.save(nib.Nifti1Image(gt, aff), tmp_path / sub / name)
-    evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", labels=LABELS, progress=False, log=quiet)
+    evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", labels=LABELS, progress=False)
     row = pd.read_csv(tmp_path / "ev" / "metrics.csv").iloc[0]
     assert row["gt_size"] == 1.08 and row["pred_size"] == 1.08 and "hd95_mm" in row.index
 
@@ -248,20 +246,17 @@ def _copy_cases(src, dst, ids, rename=lambda cid: cid):
         shutil.copy(src / "masks" / f"{cid}_mask.png", dst / "masks" / f"{rename(cid)}_mask.png")
 
 
-def test_q23_new_folder_is_scored_as_a_test_set(trained, tmp_path):
+def test_q23_new_folder_is_scored_as_a_test_set(trained, tmp_path, log_lines):
     from medseg.evaluation.evaluate import evaluate_model
 
     ids = trained["split"]["train"] + trained["split"]["val"]
     new = tmp_path / "new"
     _copy_cases(trained["data"], new, ids[:3], rename=lambda cid: cid.replace("case", "new"))
-    said = []
-    res = evaluate_model(
-        trained["model"], "folder", new, tmp_path / "ev", split="val", device="cpu", progress=False, log=said.append
-    )
+    res = evaluate_model(trained["model"], "folder", new, tmp_path / "ev", split="val", device="cpu", progress=False)
     assert res.info["test_set"] is True and res.info["n_cases"] == 3 and res.info["split"] == "all"
     assert any(
         f"none of the model's training or validation cases are in {new}: scoring all 3 cases as a test set" in s
-        for s in said
+        for s in log_lines
     )
     assert json.loads((tmp_path / "ev" / "eval.json").read_text())["test_set"] is True
 
@@ -272,19 +267,16 @@ def test_q23_folder_with_training_cases_only_is_refused_not_scored(trained, tmp_
     part = tmp_path / "part"
     _copy_cases(trained["data"], part, trained["split"]["train"][:2])
     with pytest.raises(MedsegError) as err:
-        evaluate_model(
-            trained["model"], "folder", part, tmp_path / "ev", split="val", device="cpu", progress=False, log=quiet
-        )
+        evaluate_model(trained["model"], "folder", part, tmp_path / "ev", split="val", device="cpu", progress=False)
     msg = str(err.value)
     assert "2 of its training or validation cases are" in msg
     assert "--split all" not in msg  # never advise scoring training cases
     assert not (tmp_path / "ev" / "metrics.csv").exists()
 
 
-def test_q23_split_all_over_training_cases_warns(trained, tmp_path):
+def test_q23_split_all_over_training_cases_warns(trained, tmp_path, log_lines):
     from medseg.evaluation.evaluate import evaluate_model
 
-    said = []
     res = evaluate_model(
         trained["model"],
         "folder",
@@ -293,11 +285,10 @@ def test_q23_split_all_over_training_cases_warns(trained, tmp_path):
         split="all",
         device="cpu",
         progress=False,
-        log=said.append,
     )
     n_seen = len(trained["split"]["train"]) + len(trained["split"]["val"])
     assert res.info["training_cases_scored"] == n_seen
-    assert any(s.startswith("warning:") and f"{n_seen} of the 6 cases" in s and "optimistic" in s for s in said)
+    assert any(s.startswith("warning:") and f"{n_seen} of the 6 cases" in s and "optimistic" in s for s in log_lines)
 
 
 @pytest.mark.slow

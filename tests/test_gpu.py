@@ -16,8 +16,6 @@ from medseg.engine.train import train
 from medseg.inference.infer import infer
 from medseg.inference.predictor import predict_logits
 
-from .conftest import quiet
-
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
 
 
@@ -120,7 +118,6 @@ def test_2d_train_and_evaluate_on_cuda_match_cpu_evaluation(folder_dir, small_2d
             tmp_path / f"eval-{dev}",
             device=dev,
             progress=False,
-            log=quiet,
         )
         s = ev.summary
         dice[dev] = float(s[(s["class"] == "lesion") & (s["metric"] == "dice")]["mean"].iloc[0])

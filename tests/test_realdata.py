@@ -11,7 +11,7 @@ from medseg.data.lgg import group_by_volume, stack_patient
 from medseg.engine.train import train
 from medseg.inference.infer import infer
 
-from .conftest import pdf_text, quiet, shared
+from .conftest import pdf_text, shared
 
 pytestmark = pytest.mark.realdata
 
@@ -200,15 +200,22 @@ def test_evaluate_and_report_real(ph2_model, lgg_model, brats_model, tmp_path):
     import pandas as pd
 
     from medseg.evaluation.evaluate import evaluate_model
+    from medseg.reporting.figures import EvaluationFigures
     from medseg.reporting.report import case_report, cohort_report, fmt
 
-    ph2 = evaluate_model(ph2_model, "ph2", shared("ph2"), tmp_path / "ph2", split="val", progress=False, log=quiet)
+    ph2 = evaluate_model(ph2_model, "ph2", shared("ph2"), tmp_path / "ph2", split="val", progress=False)
     assert len(ph2.metrics) == load_checkpoint(ph2_model)["data"]["n_val"]
     assert all("diagnosis" in c["meta"] for c in ph2.info["cases"].values())
-    lgg = evaluate_model(lgg_model, "lgg", shared("lgg"), tmp_path / "lgg", split="val", progress=False, log=quiet)
+    lgg = evaluate_model(lgg_model, "lgg", shared("lgg"), tmp_path / "lgg", split="val", progress=False)
     assert lgg.info["per_volume"] and len(lgg.metrics) == 2  # two validation patients, one row each
     brats = evaluate_model(
-        brats_model, "brats", shared("brats"), tmp_path / "brats", split="val", progress=False, log=quiet
+        brats_model,
+        "brats",
+        shared("brats"),
+        tmp_path / "brats",
+        split="val",
+        progress=False,
+        figures=EvaluationFigures(),
     )
     assert set(brats.metrics["class"]) == {"necrosis", "oedema", "non_enhancing", "enhancing", "all_foreground"}
     pdf = cohort_report(tmp_path / "brats")

@@ -1,4 +1,4 @@
-"""Overlay PNGs and evaluation plots (matplotlib, colour-blind-safe Okabe-Ito colours).
+"""Overlay PNGs (matplotlib, colour-blind-safe Okabe-Ito colours).
 
 Contours: ground truth solid, prediction dashed. Binary tasks shade false
 positives (reddish purple) and false negatives (sky blue); multi-class tasks use one
@@ -13,36 +13,28 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.data.base import Recipe
+from medseg.data.stacking import stack_slices
+from medseg.evaluation.masks import read_label_map
 from medseg.io import IMAGE_2D_EXTS, file_ext, read_image_2d, read_volume
 from medseg.reporting.viz import (
-    CLASS_COLOURS,
     FN_COLOUR,
     FP_COLOUR,
     GT_COLOUR,
     PRED_COLOUR,
     class_colour,
+    mpl_colour,
     plain_text,
+    pyplot,
+    save_png,
     to_display_rgb,
 )
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _rgb(c) -> tuple:
-    return tuple(v / 255 for v in c)
-
-
 def _class_colour(c: int, binary: bool, kind: str):
     if binary:
-        return _rgb(GT_COLOUR if kind == "gt" else PRED_COLOUR)
-    return _rgb(class_colour(c))
+        return mpl_colour(GT_COLOUR if kind == "gt" else PRED_COLOUR)
+    return mpl_colour(class_colour(c))
 
 
 def _scale_bar(ax, shape, spacing_col: float, spacing_known: bool = True) -> None:
@@ -131,13 +123,13 @@ def legend_handles(labels: list[str], has_gt: bool, has_pred: bool):
     h = []
     if binary:
         if has_gt:
-            h.append(Line2D([], [], color=_rgb(GT_COLOUR), lw=2, label="ground truth"))
+            h.append(Line2D([], [], color=mpl_colour(GT_COLOUR), lw=2, label="ground truth"))
         if has_pred:
-            h.append(Line2D([], [], color=_rgb(PRED_COLOUR), lw=2, ls="--", label="prediction"))
+            h.append(Line2D([], [], color=mpl_colour(PRED_COLOUR), lw=2, ls="--", label="prediction"))
         if has_gt and has_pred:
             h += [
-                Patch(color=_rgb(FP_COLOUR), label="false positive"),
-                Patch(color=_rgb(FN_COLOUR), label="false negative"),
+                Patch(color=mpl_colour(FP_COLOUR), label="false positive"),
+                Patch(color=mpl_colour(FN_COLOUR), label="false negative"),
             ]
     else:
         for c, name in enumerate(labels[1:], start=1):
@@ -154,27 +146,12 @@ def _finish(fig, labels, has_gt, has_pred, target: Path, title: str) -> str:
     if title:
         fig.suptitle(plain_text(title), fontsize=9)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _save_png(fig, target, bbox_inches="tight")
+    save_png(fig, target, bbox_inches="tight")
     return str(target)
 
 
-def _save_png(fig, target: Path, **kwargs) -> None:
-    """Write the figure under a temporary name, then rename: a failed save leaves no half-written PNG."""
-    tmp = Path(target).with_name(f".{Path(target).name}.part.png")
-    try:
-        fig.savefig(tmp, dpi=130, **kwargs)
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
-        _plt().close(fig)
-
-
 def _labels_of(path, n) -> np.ndarray | None:
-    if not path:
-        return None
-    from medseg.evaluation.evaluate import read_label_map
-
-    return read_label_map(Path(path), n)[0]
+    return read_label_map(Path(path), n)[0] if path else None
 
 
 def save_case_overlay(
@@ -200,7 +177,7 @@ def save_case_overlay(
         base = to_display_rgb(np.moveaxis(raw, -1, 0) if raw.ndim == 3 else raw)
     else:
         base = np.full((*shape, 3), 40, np.uint8)
-    plt = _plt()
+    plt = pyplot()
     aspect = shape[1] / shape[0]
     fig, ax = plt.subplots(figsize=(4.2 * min(1.6, aspect), 4.2 / max(1.0, aspect) + 0.5))
     draw_panel(ax, base, g, p, labels, spacing_2d or (1.0, 1.0), "", spacing_known=bool(spacing_2d))
@@ -282,7 +259,7 @@ def volume_figure(
 ):
     """The panels of a volume (see _views), with orientation letters when ``oriented`` (a RAS volume; slices
     stacked from 2D files have no known orientation) and the background image's modality in the title."""
-    plt = _plt()
+    plt = pyplot()
     panels = _views(vol, gt, pred, spacing, n_axial, through_plane)
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.3))
     axes = np.atleast_1d(axes)
@@ -347,18 +324,16 @@ def save_volume_files_overlay(
     )
 
 
-def save_volume_overlay(case: dict, labels, target: Path, title: str = "") -> str:
-    """Overlay for a volume stacked from 2D slices (LGG): axial slices with the most lesion."""
-    from medseg.data.transforms import adapt_channels_2d
-
-    imgs = [adapt_channels_2d(read_image_2d(p), 3, p)[1] for p in case["image"]]  # FLAIR channel
-    vol = np.stack(imgs, axis=-1).transpose(1, 0, 2)[::-1, ::-1]  # rows/cols -> x, y so the axial view is upright
-    stack = lambda ps: np.stack([_labels_of(p, len(labels)) for p in ps], axis=-1).transpose(1, 0, 2)[::-1, ::-1]
+def save_volume_overlay(case: dict, labels, target: Path, recipe: Recipe, title: str = "") -> str:
+    """Overlay for a volume stacked from 2D slices (LGG): axial slices with the most lesion, drawn on the channel
+    the recipe shows (:attr:`Recipe.display`: FLAIR for LGG)."""
+    upright = lambda v: v.transpose(1, 0, 2)[::-1, ::-1]  # rows/cols -> x, y: the axial view upright
+    label_stack = lambda ps: upright(stack_slices(ps, lambda p: _labels_of(p, len(labels))))
     # Slice thickness is unknown for stacked 2D slices, so only axial panels are drawn (no through-plane strips).
     return render_volume(
-        vol,
-        stack(case["ground_truth"]),
-        stack(case["prediction"]),
+        upright(stack_slices(case["image"], recipe.display_slice)),
+        label_stack(case["ground_truth"]),
+        label_stack(case["prediction"]),
         (1.0, 1.0, 1.0),
         labels,
         target,
@@ -367,101 +342,5 @@ def save_volume_overlay(case: dict, labels, target: Path, title: str = "") -> st
         through_plane=False,
         spacing_known=False,
         oriented=False,
-        modality="FLAIR",
+        modality=recipe.display.name,
     )
-
-
-def _compact_number(v: float) -> str:
-    """A tick label short enough for a log axis: 0.05, 2, 500, 20k, 1.5M."""
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= scale:
-            return f"{v / scale:g}{suffix}"
-    return f"{v:g}"
-
-
-METRIC_TITLES = {
-    "dice": "Dice",
-    "jaccard": "Jaccard",
-    "precision": "Precision",
-    "recall": "Recall",
-    "hd95": "HD95",
-    "assd": "ASSD",
-}
-
-
-def _box_with_points(ax, df, classes: list[str], metric: str, seed: int = 0) -> None:
-    """Box plot per class with every case drawn as a point (jittered sideways), so a few cases never hide behind a
-    box; cases with the metric undefined (NaN) are left out."""
-    data = [df.loc[df["class"] == c, metric].dropna().to_numpy(dtype=float) for c in classes]
-    ax.boxplot([d if d.size else np.array([np.nan]) for d in data], showmeans=True, showfliers=False, widths=0.5)
-    rng = np.random.default_rng(seed)
-    for i, d in enumerate(data, start=1):
-        ax.scatter(
-            i + rng.uniform(-0.12, 0.12, d.size),
-            d,
-            s=9,
-            alpha=0.6,
-            color=_rgb(CLASS_COLOURS[0]),
-            zorder=3,
-            linewidths=0,
-        )
-    ax.set_xticks(
-        range(1, len(classes) + 1),
-        [plain_text(c) for c in classes],
-        rotation=20 if len(classes) > 2 else 0,
-        ha="right" if len(classes) > 2 else "center",
-        fontsize=9,
-    )
-    ax.tick_params(axis="y", labelsize=9)
-    ax.grid(axis="y", alpha=0.3)
-
-
-def evaluation_plots(df, out_dir: Path, size_unit: str = "mL") -> dict:
-    """Per-class box plots (with the cases as points) of the overlap metrics in a 2x2 grid and of the surface
-    distances (HD95, ASSD, in the unit their column names), and Dice against lesion size."""
-    plt = _plt()
-    out = {}
-    classes = list(dict.fromkeys(df["class"]))
-    fig, axes = plt.subplots(2, 2, figsize=(7.6, 5.6), sharey=True)
-    for ax, m in zip(axes.ravel(), ["dice", "jaccard", "precision", "recall"]):
-        _box_with_points(ax, df, classes, m)
-        ax.set_title(METRIC_TITLES[m], fontsize=11)
-        ax.set_ylim(-0.02, 1.02)
-    fig.tight_layout()
-    out["boxplots"] = str(out_dir / "boxplots.png")
-    _save_png(fig, Path(out["boxplots"]))
-    distances = [c for c in df.columns if c.split("_")[0] in ("hd95", "assd")]
-    if distances:
-        fig, axes = plt.subplots(1, len(distances), figsize=(3.8 * len(distances), 3.0))
-        for ax, m in zip(np.atleast_1d(axes), distances):
-            name, unit = m.split("_", 1)
-            _box_with_points(ax, df, classes, m)
-            ax.set_title(f"{METRIC_TITLES.get(name, name)} ({unit})", fontsize=11)
-            ax.set_ylim(bottom=0)
-        fig.tight_layout()
-        out["distances"] = str(out_dir / "distances.png")
-        _save_png(fig, Path(out["distances"]))
-    fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    for i, c in enumerate(classes):
-        sub = df[(df["class"] == c) & (df["gt_size"] > 0)]
-        ax.scatter(
-            sub["gt_size"], sub["dice"], s=14, label=plain_text(c), color=_rgb(CLASS_COLOURS[i % len(CLASS_COLOURS)])
-        )
-    sizes = df.loc[df["gt_size"] > 0, "gt_size"]
-    if len(sizes) and sizes.max() / max(sizes.min(), 1e-9) > 20:
-        ax.set_xscale("log")  # ticks at 1, 2, 5 per decade with short labels: minor labels overlap otherwise
-        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _compact_number(v)))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.tick_params(axis="x", labelsize=7)
-    ax.set_xlabel(f"ground-truth size [{size_unit}]", fontsize=8)
-    ax.set_ylabel("Dice", fontsize=8)
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    out["dice_vs_size"] = str(out_dir / "dice_vs_size.png")
-    _save_png(fig, Path(out["dice_vs_size"]))
-    return out

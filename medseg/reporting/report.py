@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape as xml_escape
 import pandas as pd
 
 from medseg import __version__
-from medseg.data.ph2 import CRITERIA_CODES, DIAGNOSIS_NAMES
+from medseg.data.lookup import metadata_rows, reference_diagnosis
 from medseg.errors import fail
 from medseg.evaluation.findings import UNIT_LABELS, format_size
 from medseg.inference.facts import CaseFacts
@@ -412,70 +412,6 @@ def _target(out, default: Path, force: bool) -> Path:
 
 
 # ----------------------------------------------------------------------------
-# reference annotations of the data sets (what the data set says, never the software's diagnosis)
-# ----------------------------------------------------------------------------
-
-PH2_KEYS = {
-    "histological_diagnosis",
-    "diagnosis",
-    "diagnosis_name",
-    "asymmetry",
-    "pigment_network",
-    "dots_globules",
-    "streaks",
-    "regression_areas",
-    "blue_whitish_veil",
-    "colours",
-}
-
-
-def reference_diagnosis(meta: dict | None) -> str | None:
-    """The data set's own diagnosis of a case (PH2's clinical diagnosis), decoded; None when it has none."""
-    meta = meta or {}
-    if meta.get("diagnosis_name"):
-        return str(meta["diagnosis_name"])
-    code = meta.get("diagnosis")
-    if code in (None, ""):
-        return None
-    number = int(code) if str(code).strip().isdigit() else code  # a table read as text gives "1"
-    return DIAGNOSIS_NAMES.get(number, f"code {code}")
-
-
-def _ph2_rows(meta: dict) -> list[tuple[str, str]]:
-    rows = []
-    diagnosis = reference_diagnosis(meta)
-    if diagnosis:
-        rows.append(("Reference (PH2 annotation)", f"{diagnosis} (clinical diagnosis)"))
-    if meta.get("histological_diagnosis"):
-        rows.append(("Histology (PH2 annotation)", str(meta["histological_diagnosis"])))
-    criteria = [
-        f"{k.replace('_', ' ')}: {CRITERIA_CODES[k].get(meta[k], meta[k])}"
-        for k in CRITERIA_CODES
-        if meta.get(k) not in (None, "")
-    ]
-    if criteria:
-        rows.append(("Dermoscopic criteria (PH2 annotation)", "; ".join(criteria)))
-    if meta.get("colours"):
-        rows.append(("Colours (PH2 annotation)", ", ".join(map(str, meta["colours"]))))
-    return rows
-
-
-def _metadata_rows(meta: dict, source: str) -> tuple[list, list]:
-    """``(study rows, reference rows)``: DICOM tags describe the study; a data set's table (PH2, LGG data.csv) is
-    its reference annotation, labelled so it never reads as this software's finding."""
-    meta = {k: v for k, v in (meta or {}).items() if k != "modality" and v not in (None, "", [])}
-    reference = _ph2_rows(meta) if PH2_KEYS & set(meta) else []
-    rest = {k: v for k, v in meta.items() if k not in PH2_KEYS}
-    pretty = [
-        (k.replace("_", " ").capitalize(), ", ".join(map(str, v)) if isinstance(v, list) else str(v))
-        for k, v in rest.items()
-    ]
-    if Path(source).name.upper().startswith("TCGA_"):  # LGG: the clinical table of the data set
-        return [], reference + [(f"{k} (LGG data.csv)", v) for k, v in pretty]
-    return pretty, reference
-
-
-# ----------------------------------------------------------------------------
 # single case
 # ----------------------------------------------------------------------------
 
@@ -546,7 +482,8 @@ def _findings_table(f: dict):
 
 
 def _agreement_table(f: dict, gt, case_id: str, labels: list[str]):
-    from medseg.evaluation.evaluate import metrics_rows, read_label_map
+    from medseg.evaluation.masks import read_label_map
+    from medseg.evaluation.tables import metrics_rows
 
     _, _, length, known = _findings_units(f)
     pred, _, _ = read_label_map(Path(f["segmentation"]), len(labels))
@@ -597,7 +534,7 @@ def case_report(
     known = _findings_units(f)[3]
     ndim = len(geo["shape"])
     meta = f.get("metadata") or {}
-    study_meta, reference = _metadata_rows(meta, f["input"][0] if f.get("input") else "")
+    study_meta, reference = metadata_rows(meta, f["input"][0] if f.get("input") else "")
     study = [
         ("Source file", Markup("<br/>".join(esc(Path(p).name) for p in f["input"]))),
         ("Modality", meta.get("modality") or ", ".join(f.get("channels", []))),

@@ -26,6 +26,33 @@ CLASS_COLOURS = [
 ]
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: figures are written to files, never shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def mpl_colour(c) -> tuple:
+    """An 8-bit RGB colour as matplotlib takes it (0-1 floats)."""
+    return tuple(v / 255 for v in c)
+
+
+def save_png(fig, target: Path, **kwargs) -> None:
+    """Write the figure under a temporary name, then rename: a failed save leaves no half-written PNG. The figure is
+    closed either way."""
+    tmp = Path(target).with_name(f".{Path(target).name}.part.png")
+    try:
+        fig.savefig(tmp, dpi=130, **kwargs)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        pyplot().close(fig)
+
+
 def dejavu_font(style: str = "") -> Path:
     """DejaVu Sans as matplotlib ships it (always installed with medseg): Latin with accents, Greek, Cyrillic."""
     import matplotlib
