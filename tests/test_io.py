@@ -54,3 +54,33 @@ def test_unsupported_and_empty_files(tmp_path):
     (tmp_path / "emptydir").mkdir()
     with pytest.raises(MedsegError, match="no DICOM series"):
         read_volume(tmp_path / "emptydir")
+
+
+@pytest.mark.parametrize("ext", [".nrrd", ".mha"])
+def test_an_itk_volume_is_opened_by_one_reader(tmp_path, monkeypatch, ext):
+    """The reader that read and checked the header reads the voxels: no second reader opens the file again."""
+    aff = np.array([[-0.7, 0, 0, 40.0], [0, 0, 2.5, -12.0], [0, 0.9, 0, 7.5], [0, 0, 0, 1]])
+    arr = np.arange(6 * 7 * 5, dtype=np.int16).reshape(6, 7, 5)
+    write_itk(arr, aff, tmp_path / f"in{ext}")
+    opened = []
+    real = sitk.ImageFileReader
+
+    class CountingReader(real):
+        def SetFileName(self, name):
+            opened.append(name)
+            return super().SetFileName(name)
+
+    monkeypatch.setattr(sitk, "ImageFileReader", CountingReader)
+    monkeypatch.setattr(sitk, "ReadImage", lambda *a, **k: pytest.fail("a second reader opened the file"))
+    back, geom = read_volume(tmp_path / f"in{ext}")
+    assert opened == [str(tmp_path / f"in{ext}")]
+    assert np.array_equal(back, arr) and np.allclose(geom.affine, aff)
+
+
+def test_the_names_the_stages_import_stay_importable_from_medseg_io():
+    import medseg.io
+
+    used = "IMAGE_2D_EXTS VOLUME_EXTS Geometry atomic_write exif_orientation file_ext geometry_2d is_dicom_dir"
+    used += " read_image_2d read_volume slice_neighbours stale_temp_files strip_ext volume_slices write_volume"
+    assert set(used.split()) <= set(medseg.io.__all__)
+    assert all(hasattr(medseg.io, name) for name in medseg.io.__all__)
