@@ -107,6 +107,10 @@ def test_a_fold_left_unfinished_is_refused_without_force(tmp_path):
     (tmp_path / "cv" / "fold1" / "last.pt").write_bytes(b"")
     with pytest.raises(MedsegError, match=r"fold1: already holds last.pt .*fix: pass --force to train fold 1 again"):
         cv.cross_validate("demo", tmp_path / "data", tmp_path / "cv", folds=2, overrides=TINY_DEMO, progress=False)
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "metrics.csv").write_text("case_id,class,dice\n")  # an evaluation's folder, say
+    with pytest.raises(MedsegError, match="holds metrics.csv but no cv.json, so medseg cv did not write them"):
+        cv.cross_validate("demo", tmp_path / "data", tmp_path / "ev", folds=2, force=True, progress=False)
     with pytest.raises(MedsegError, match="at least 2 folds"):
         cv.cross_validate("demo", tmp_path / "data", tmp_path / "cv", folds=1)
     with pytest.raises(MedsegError, match=r"--only 2 is not a fold of 2 \(0..1\)"):

@@ -129,6 +129,18 @@ def _check_same_setup(out_dir: Path, old: dict, setup: dict) -> None:
         )
 
 
+def _refuse_foreign_files(out_dir: Path) -> None:
+    """Without a cv.json, files named as the pooled results belong to something else (an evaluation's
+    metrics.csv, say): they are never replaced, even with --force."""
+    found = [n for n in CV_FILES[1:] if (out_dir / n).exists()]
+    if found:
+        raise fail(
+            out_dir,
+            f"holds {', '.join(found)} but no cv.json, so medseg cv did not write them",
+            "choose another --out (an empty or new folder)",
+        )
+
+
 def _holds_fold_run(fold_dir: Path) -> list[str]:
     found = [f"{ck}.pt" for ck in ("last", "best") if (fold_dir / f"{ck}.pt").exists()]
     return found + [f"{d.name}/" for d in sorted(fold_dir.glob("eval-*")) if d.is_dir()]
@@ -166,7 +178,9 @@ def _headline(summary: pd.DataFrame, label: str) -> dict[str, float]:
     return {m: float(s[m]) for m in ("dice", "jaccard")}
 
 
-def _run_fold(cfg: Config, data_dir: Path, fold_dir: Path, device: str, tta, score_best: bool, force, progress):
+def _run_fold(
+    cfg: Config, data_dir: Path, fold_dir: Path, device: str, tta, score_best: bool, force, progress, figures
+):
     from medseg.engine.train import train
     from medseg.evaluation.evaluate import evaluate_model
     from medseg.inference.options import InferenceOptions
@@ -188,6 +202,7 @@ def _run_fold(cfg: Config, data_dir: Path, fold_dir: Path, device: str, tta, sco
             options=InferenceOptions(tta=tta),
             force=True,
             progress=progress,
+            figures=figures,
         )
         scores[ck] = (_headline(ev.summary, label), ev)
     ev = scores[SCORED][1]
@@ -324,12 +339,14 @@ def cross_validate(
     score_best: bool = False,
     force: bool = False,
     progress: bool = True,
+    figures=None,
 ) -> CVResult:
     """Train and score the folds of ``config`` (all of them, or ``only`` these) into ``out``; see the module text.
 
     A rerun into the same ``out`` with the same setup keeps the finished folds and trains the others, so
     ``only`` runs a cross-validation in parts; ``force`` trains the asked-for folds again. ``tta`` None: the
-    config's own ``infer.tta``."""
+    config's own ``infer.tta``. ``figures`` draws each fold evaluation's overlays and plots, as for
+    :func:`medseg.evaluation.evaluate.evaluate_model` (None: metrics only)."""
     wanted = _check_folds(folds, only)
     overrides = list(overrides or [])
     out_dir, data_dir = Path(out), Path(data_dir)
@@ -339,12 +356,13 @@ def cross_validate(
     if info is not None:
         _check_same_setup(out_dir, info, setup)
     else:
+        _refuse_foreign_files(out_dir)
         info = {"setup": setup, "folds": {}}
     todo = _folds_to_run(out_dir, wanted, info["folds"], force)
     out_dir.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(todo):
         _log.info(f"fold {f} of {folds} ({i + 1} of {len(todo)} to run): training into {out_dir / f'fold{f}'}")
-        rec = _run_fold(cfgs[f], data_dir, out_dir / f"fold{f}", device, tta, score_best, force, progress)
+        rec = _run_fold(cfgs[f], data_dir, out_dir / f"fold{f}", device, tta, score_best, force, progress, figures)
         info["folds"][str(f)] = rec
         write_pooled(out_dir, info)
         unit = "patients" if rec["per_volume"] else "cases"
