@@ -99,8 +99,9 @@ def run_demo(
     result = train(cfg, data_dir, run_dir, device=device, force=force, progress=progress)
     from medseg.evaluation.evaluate import evaluate_model
     from medseg.inference.infer import infer
+    from medseg.reporting.case_report import case_report
+    from medseg.reporting.cohort_report import cohort_report
     from medseg.reporting.figures import EvaluationFigures
-    from medseg.reporting.report import case_report, cohort_report
 
     model = run_dir / "best.pt"
     ev = evaluate_model(
@@ -183,7 +184,7 @@ def infer_from_cli(
 def write_case_reports(summary, force: bool = False) -> list[str]:
     """One PDF per segmented case. A report that fails is named with the reason in one line and the batch goes on,
     so one odd case never costs the others their reports; returns those lines."""
-    from medseg.reporting.report import case_report
+    from medseg.reporting.case_report import case_report
 
     failed = []
     for res in summary.outputs:
@@ -267,7 +268,7 @@ def evaluate_from_cli(
         )
     _print_summary(res, log)
     if report:
-        from medseg.reporting.report import cohort_report
+        from medseg.reporting.cohort_report import cohort_report
 
         log(f"report: {cohort_report(res.out_dir, out=res.out_dir / 'cohort_report.pdf', force=force)}")
     return res
@@ -286,7 +287,8 @@ def _print_summary(res, log) -> None:
 
 def report_from_cli(source, out=None, gt=None, force=False, log=print):
     """``medseg report``: a findings JSON gives a single-case PDF, an evaluation folder a cohort PDF."""
-    from medseg.reporting.report import case_report, cohort_report
+    from medseg.reporting.case_report import case_report
+    from medseg.reporting.cohort_report import cohort_report
 
     source = Path(source)
     if source.is_dir():

@@ -10,8 +10,10 @@ from PIL import Image
 from medseg.errors import MedsegError
 from medseg.evaluation.evaluate import evaluate_folders
 from medseg.evaluation.metrics import case_metrics
+from medseg.reporting.case_report import case_report
+from medseg.reporting.cohort_report import cohort_report
 from medseg.reporting.figures import EvaluationFigures
-from medseg.reporting.report import case_report, cohort_report, fmt
+from medseg.reporting.pdf import fmt
 
 from .conftest import pdf_text
 

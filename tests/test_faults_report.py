@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from medseg.errors import MedsegError
 from medseg.evaluation.findings import lesion_findings
 from medseg.io import Geometry
-from medseg.reporting.report import case_report, cohort_report
+from medseg.reporting.case_report import case_report
+from medseg.reporting.cohort_report import cohort_report
 
 from .conftest import pdf_text, train_tiny
 
@@ -147,7 +148,7 @@ def test_infer_report_still_written_when_another_input_failed(tmp_path, monkeypa
     ids=["q20-cjk-case-name", "q20-accents-greek", "q20-markup-characters"],
 )
 def test_case_names_print_in_the_pdf(tmp_path, case_id, font):
-    from medseg.reporting.report import embedded_cjk_codepoints
+    from medseg.reporting.fonts import embedded_cjk_codepoints
 
     if font == b"STSong-Light" and ord(case_id[0]) in embedded_cjk_codepoints():
         font = _embedded_cjk_font_name()  # an installed CJK TrueType font is embedded instead of the viewer's CID font
@@ -159,7 +160,7 @@ def test_case_names_print_in_the_pdf(tmp_path, case_id, font):
 def _embedded_cjk_font_name() -> bytes:
     from reportlab.pdfbase import pdfmetrics
 
-    from medseg.reporting.report import CJK_EMBEDDED
+    from medseg.reporting.fonts import CJK_EMBEDDED
 
     name = pdfmetrics.getFont(CJK_EMBEDDED).face.name
     return name if isinstance(name, bytes) else name.encode()
@@ -168,9 +169,9 @@ def _embedded_cjk_font_name() -> bytes:
 def test_cjk_without_an_installed_font_says_how_to_embed_one(tmp_path, monkeypatch):
     """q20-cjk-viewer-font: with no CJK TrueType font to embed, the CID font is named in a note, so a viewer that
     shows boxes is explained and the fix is given."""
-    from medseg.reporting import report
+    from medseg.reporting import fonts
 
-    monkeypatch.setattr(report, "embedded_cjk_codepoints", lambda: frozenset())
+    monkeypatch.setattr(fonts, "embedded_cjk_codepoints", lambda: frozenset())
     pdf = case_report(_findings_case(tmp_path / "case", (20, 30), case_id="病例一"), out=tmp_path / "r.pdf")
     text = " ".join(pdf_text(pdf).split())
     assert "Case 病例一" in text and b"STSong-Light" in pdf.read_bytes()
@@ -179,7 +180,7 @@ def test_cjk_without_an_installed_font_says_how_to_embed_one(tmp_path, monkeypat
 
 def test_an_installed_cjk_font_is_embedded(tmp_path):
     """q20-cjk-embedded: where a CJK TrueType font is installed it is embedded, and no viewer note is needed."""
-    from medseg.reporting.report import embedded_cjk_codepoints
+    from medseg.reporting.fonts import embedded_cjk_codepoints
 
     if ord("病") not in embedded_cjk_codepoints():
         pytest.skip("no CJK TrueType font installed here (e.g. Debian's fonts-wqy-microhei)")
@@ -302,9 +303,9 @@ def test_model_card_is_kept_together():
     """q28-model-card-together: one flowable that reportlab never splits over a page."""
     from reportlab.platypus import KeepTogether
 
-    from medseg.reporting.report import _model_card_flow
+    from medseg.reporting.pdf import model_card_flow
 
-    flow = _model_card_flow({"architecture": "unet", "validation": "dice 0.9"})
+    flow = model_card_flow({"architecture": "unet", "validation": "dice 0.9"})
     assert len(flow) == 1 and isinstance(flow[0], KeepTogether)
 
 
@@ -412,7 +413,7 @@ def test_best_median_worst_in_two_columns_without_doubled_titles(diagnosed_eval)
     reference diagnosis, not the case name and rank the overlay's own title already gives."""
     from reportlab.platypus import Table
 
-    from medseg.reporting.report import _case_dice, _diagnoses, _ranked_grid
+    from medseg.reporting.cohort_report import _case_dice, _diagnoses, _ranked_grid
 
     info = json.loads((diagnosed_eval / "eval.json").read_text())
     df = pd.read_csv(diagnosed_eval / "metrics.csv", dtype={"case_id": str})

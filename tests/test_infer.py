@@ -161,7 +161,7 @@ def test_dicom_folder_with_several_series(model3d, tmp_path, log_lines):
     assert (
         len(warning) == 1 and "2 DICOM series" in warning[0] and "'AX T2'" in warning[0] and "LOCALIZER" in warning[0]
     )
-    from medseg.reporting.report import case_report
+    from medseg.reporting.case_report import case_report
 
     pdf = case_report(res["findings_json"], out=tmp_path / "study.pdf")
     text = pdf_text(pdf)

@@ -200,8 +200,10 @@ def test_evaluate_and_report_real(ph2_model, lgg_model, brats_model, tmp_path):
     import pandas as pd
 
     from medseg.evaluation.evaluate import evaluate_model
+    from medseg.reporting.case_report import case_report
+    from medseg.reporting.cohort_report import cohort_report
     from medseg.reporting.figures import EvaluationFigures
-    from medseg.reporting.report import case_report, cohort_report, fmt
+    from medseg.reporting.pdf import fmt
 
     ph2 = evaluate_model(ph2_model, "ph2", shared("ph2"), tmp_path / "ph2", split="val", progress=False)
     assert len(ph2.metrics) == load_checkpoint(ph2_model)["data"]["n_val"]

@@ -1,0 +1,277 @@
+"""The cohort PDF report of an evaluation folder (``medseg report EVAL_DIR``): what was evaluated, the summary per
+class, Dice per reference diagnosis, the plots, the best, median and worst cases, every case, and the model card."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from medseg.data.lookup import reference_diagnosis
+from medseg.errors import fail
+from medseg.evaluation.findings import format_size
+from medseg.reporting.fonts import start_document
+from medseg.reporting.pdf import (
+    DISCLAIMER,
+    build_pdf,
+    fmt,
+    fmt_plain,
+    image,
+    kv_table,
+    model_card_flow,
+    para,
+    pdf_target,
+    styles,
+    table,
+)
+
+SUMMARY_METRICS = ["dice", "jaccard", "precision", "recall", "hd95_mm", "assd_mm", "hd95_px", "assd_px"]
+
+
+def _model_rows(info: dict) -> list[tuple[str, str]]:
+    """The checkpoint(s) an evaluation ran, for the cohort report's header table."""
+    if info.get("ensemble"):
+        return [
+            ("Models", f"ensemble of {len(info['ensemble'])} (probabilities averaged): " + ", ".join(info["ensemble"]))
+        ]
+    return [("Model", f"{info['model']} (sha256 {info.get('model_sha256_12')})")] if info.get("model") else []
+
+
+def _beside(eval_dir: Path, stored: str) -> str:
+    """A picture of an evaluation folder, found in the folder itself (``name`` or ``overlays/name``), so a moved or
+    copied folder reports its own files; eval.json keeps the paths they were first written to, the fallback."""
+    p = Path(stored)
+    for cand in (eval_dir / p.parent.name / p.name, eval_dir / p.name):
+        if cand.is_file():
+            return str(cand)
+    return stored
+
+
+def _case_dice(df: pd.DataFrame) -> pd.Series:
+    """Mean Dice over the foreground classes of each case (the ranking of eval.json's best/median/worst)."""
+    return df[df["class"] != "all_foreground"].groupby("case_id")["dice"].mean()
+
+
+def _diagnoses(info: dict) -> dict[str, str]:
+    """Each case's reference diagnosis from the data set (PH2), when the evaluation recorded one."""
+    out = {}
+    for cid, case in (info.get("cases") or {}).items():
+        d = reference_diagnosis(case.get("meta"))
+        if d:
+            out[str(cid)] = d
+    return out
+
+
+def _diagnosis_summary(dice: pd.Series, diagnoses: dict[str, str]):
+    """Dice per reference diagnosis: the breakdown a dermatologist asks for first (melanoma apart from nevi)."""
+    groups = pd.DataFrame({"dice": dice, "diagnosis": [diagnoses.get(c, "unknown") for c in dice.index]})
+    rows = [["Reference diagnosis", "Cases", "Dice mean ± SD", "Median", "Lowest"]]
+    for name, g in sorted(groups.groupby("diagnosis")["dice"], key=lambda kv: kv[1].mean()):
+        d = g.dropna()
+        rows.append(
+            [name, len(g), f"{fmt(d.mean())} ± {fmt(d.std()) if len(d) > 1 else 'n/a'}", fmt(d.median()), fmt(d.min())]
+        )
+    return table(rows)
+
+
+def _ranked_grid(eval_dir: Path, info: dict, dice: pd.Series, diagnoses: dict[str, str]) -> list:
+    """Best, median and worst case in two columns. The overlay carries the case name and rank in its own title,
+    so the caption under it adds only what the picture lacks (mean Dice, reference diagnosis)."""
+    from reportlab.lib.units import mm
+    from reportlab.platypus import Table, TableStyle
+
+    st = styles()
+    cells = []
+    for tag, cid in (info.get("ranked") or {}).items():
+        if tag not in ("best", "median", "worst"):
+            continue
+        case = info["cases"].get(cid, {})
+        overlay = _beside(eval_dir, case["overlay"]) if case.get("overlay") else None
+        cell = (
+            [image(overlay, max_w_mm=84, max_h_mm=100, align="CENTER")] if overlay and Path(overlay).is_file() else []
+        )
+        caption = (
+            f"Mean Dice {fmt(dice.get(cid))}"
+            if cell  # the overlay's own title names the case and its rank
+            else f"{tag.capitalize()}: {cid} (no overlay), mean Dice {fmt(dice.get(cid))}"
+        )
+        if diagnoses.get(str(cid)):
+            caption += f", reference diagnosis: {diagnoses[str(cid)]}"
+        cells.append((["best", "median", "worst"].index(tag), cell + [para(caption, st["caption"])]))
+    cells = [c for _, c in sorted(cells, key=lambda kv: kv[0])]
+    if not cells:
+        return []
+    rows = [cells[i : i + 2] + [""] * (2 - len(cells[i : i + 2])) for i in range(0, len(cells), 2)]
+    t = Table(rows, colWidths=[87 * mm, 87 * mm], hAlign="LEFT")
+    t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("BOTTOMPADDING", (0, 0), (-1, -1), 8)]))
+    return [para("Best, median and worst cases (by mean Dice)", st["h2"]), t]
+
+
+def _per_case_table(df: pd.DataFrame, dice: pd.Series, diagnoses: dict[str, str], info: dict):
+    """Every case and class, lowest mean Dice first (the cases to look at), a case's classes kept together."""
+    from reportlab.lib.units import mm
+
+    length = info.get("length_unit", "mm")  # docs/units.md
+    unit = info.get("size_unit", "mL")
+    hd = f"hd95_{length}" if f"hd95_{length}" in df.columns else "hd95_mm"
+    order = {cid: i for i, cid in enumerate(dice.sort_values(kind="stable", na_position="first").index)}
+    df = df.assign(_rank=df["case_id"].map(order).fillna(len(order))).sort_values("_rank", kind="stable")
+    with_diagnosis = bool(diagnoses)
+    head = [
+        "Case",
+        *(["Reference diagnosis"] if with_diagnosis else []),
+        "Class",
+        "Dice",
+        "Jaccard",
+        "Precision",
+        "Recall",
+        f"HD95 ({length})",
+        f"GT size ({unit})",
+        "Lesions found",
+    ]
+    rows = [head]
+    for _, r in df.iterrows():
+        rows.append(
+            [
+                r["case_id"],
+                *([diagnoses.get(str(r["case_id"]), "unknown")] if with_diagnosis else []),
+                r["class"],
+                fmt(r["dice"]),
+                fmt(r["jaccard"]),
+                fmt(r["precision"]),
+                fmt(r["recall"]),
+                fmt(r.get(hd), 1),
+                format_size(r["gt_size"]),
+                f"{int(r['lesions_detected'])}/{int(r['lesions_gt'])}",
+            ]
+        )
+    widths = [18, 26, 16, 14, 14, 14, 14, 16, 20, 16] if with_diagnosis else None
+    return table(rows, col_widths=[w * mm for w in widths] if widths else None)
+
+
+METRIC_NAMES = {"dice": "Dice", "jaccard": "Jaccard", "precision": "Precision", "recall": "Recall"}
+
+
+def _metric_name(metric: str) -> str:
+    """'hd95_px' -> 'HD95 (px)': the unit in words, never a column name."""
+    if metric in METRIC_NAMES:
+        return METRIC_NAMES[metric]
+    name, _, unit = metric.partition("_")
+    return f"{name.upper()} ({unit})" if unit else metric
+
+
+def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
+    """Write a cohort PDF from an evaluation folder (metrics.csv, summary.csv, eval.json, plots)."""
+    from reportlab.platypus import PageBreak
+
+    start_document()
+    eval_dir = Path(eval_dir)
+    for f in ("metrics.csv", "summary.csv", "eval.json"):
+        if not (eval_dir / f).is_file():
+            raise fail(eval_dir, f"has no {f}", "run medseg evaluate first and pass its --out folder")
+    info = json.loads((eval_dir / "eval.json").read_text())
+    df = pd.read_csv(eval_dir / "metrics.csv", dtype={"case_id": str})
+    summary = pd.read_csv(eval_dir / "summary.csv")
+    target = pdf_target(out, Path("reports") / f"{eval_dir.resolve().name}_cohort_report.pdf", force)
+    st = styles()
+    what = (
+        f"{info.get('data')} data, split '{info.get('split')}'"
+        if info.get("mode") == "model"
+        else f"predictions {info.get('pred_dir')} vs ground truth {info.get('gt_dir')}"
+    )
+    if info.get("test_set"):
+        what += " (a test set: none of the model's training or validation cases)"
+    processing = (
+        [
+            (
+                "Processing",
+                f"test-time augmentation {'on (flips averaged)' if info.get('tta') else 'off'}; "
+                + ", ".join(
+                    f"{k.replace('_', ' ')} {fmt_plain(v)}" for k, v in (info.get("postprocess") or {}).items()
+                ),
+            )
+        ]
+        if info.get("mode") == "model"
+        else []
+    )
+    body = [
+        para("Evaluation", st["h2"]),
+        kv_table(
+            [
+                (
+                    "Cases",
+                    f"{info['n_cases']}" + (" volumes (slices stacked per patient)" if info.get("per_volume") else ""),
+                ),
+                ("Data", what),
+                *_model_rows(info),
+                ("Labels", ", ".join(info["labels"])),
+                *processing,
+                (
+                    "Unscored",
+                    (
+                        f"{len(info.get('predictions_without_gt', []))} predictions without ground truth, "
+                        f"{len(info.get('gt_without_prediction', []))} ground truths without prediction"
+                    ),
+                ),
+                ("Created", info.get("created")),
+            ]
+        ),
+        para("Summary per class (mean ± SD, median, 95% bootstrap interval of the mean)", st["h2"]),
+    ]
+    rows = [["Class", "Metric", "n", "Mean ± SD", "Median", "95% CI"]]
+    for _, r in summary[summary["metric"].isin(SUMMARY_METRICS)].iterrows():
+        d = 3 if r["metric"] in METRIC_NAMES else 1  # ratios to 0.001, distances to 0.1 (docs/units.md)
+        rows.append(
+            [
+                r["class"],
+                _metric_name(r["metric"]),
+                f"{int(r['n'])}" + (f" (+{int(r['n_undefined'])} n/a)" if r["n_undefined"] else ""),
+                f"{fmt(r['mean'], d)} ± {fmt(r['std'], d)}",
+                fmt(r["median"], d),
+                f"{fmt(r['ci95_low'], d)} - {fmt(r['ci95_high'], d)}",
+            ]
+        )
+    body.append(table(rows))
+    body.append(
+        para(
+            "n/a: undefined (e.g. precision with nothing predicted, distances with an empty mask); "
+            "see the README for the empty-mask rules."
+            + (
+                " These images carry no pixel spacing: sizes are pixel counts and distances are in pixels "
+                "(set data.pixel_spacing_mm for millimetres)."
+                if not info.get("spacing_known", True)
+                else ""
+            ),
+            st["small"],
+        )
+    )
+    dice = _case_dice(df)
+    diagnoses = _diagnoses(info)
+    if diagnoses:
+        body += [
+            para("Dice per reference diagnosis (the data set's own diagnosis)", st["h2"]),
+            _diagnosis_summary(dice, diagnoses),
+        ]
+    plots = {k: _beside(eval_dir, v) for k, v in info.get("plots", {}).items() if v}
+    if plots.get("boxplots"):
+        body += [
+            para("Distribution per class (each point a case)", st["h2"]),
+            image(plots["boxplots"], max_w_mm=140, max_h_mm=105),
+        ]
+    if plots.get("distances"):
+        body += [image(plots["distances"], max_w_mm=140, max_h_mm=55)]
+    if plots.get("dice_vs_size"):
+        body += [image(plots["dice_vs_size"], max_w_mm=100, max_h_mm=70)]
+    grid = _ranked_grid(eval_dir, info, dice, diagnoses)
+    if grid:
+        body += [PageBreak(), *grid]
+    body += [
+        PageBreak(),
+        para("Per-case results (lowest mean Dice first)", st["h2"]),
+        _per_case_table(df, dice, diagnoses, info),
+    ]
+    body += model_card_flow(info.get("model_card"))
+    body.append(para(DISCLAIMER, st["disclaimer"]))
+    return build_pdf(target, "Cohort evaluation report", f"{info['n_cases']} cases - {datetime.now():%Y-%m-%d}", body)
