@@ -225,7 +225,7 @@ def test_log_size_axis_has_short_labels():
 
 
 def test_boundary_is_the_inner_ring_and_not_the_image_edge():
-    from medseg.reporting.viz import boundary
+    from medseg.viz import boundary
 
     m = np.zeros((5, 6), bool)
     m[1:4, 1:5] = True

@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medseg.errors import MedsegError
-from medseg.evaluation.findings import lesion_findings
+from medseg.inference.findings import lesion_findings
 from medseg.io import Geometry
 from medseg.reporting.case_report import case_report
 from medseg.reporting.cohort_report import cohort_report

@@ -386,7 +386,7 @@ def test_overlay_logged_per_validation(
 def test_panel_is_legible_and_has_a_legend():
     """q25-panel-size-legend"""
     from medseg.engine.tensorboard import panel as _panel
-    from medseg.reporting.viz import FN_COLOUR, FP_COLOUR, GT_COLOUR, PRED_COLOUR
+    from medseg.viz import FN_COLOUR, FP_COLOUR, GT_COLOUR, PRED_COLOUR
 
     gt = np.zeros((48, 64), np.uint8)
     gt[10:30, 10:30] = 1

@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from medseg.errors import MedsegError
-from medseg.evaluation.findings import lesion_findings
 from medseg.evaluation.metrics import case_metrics
+from medseg.inference.findings import lesion_findings
 from medseg.io import Geometry, geometry_2d
 
 LABELS = ["background", "lesion"]

@@ -175,7 +175,7 @@ def test_label_tables_for_viewers(model3d, model2d, tmp_path):
     overlay colours; a folder holding another model's tables is not rewritten without force; binary 2D masks
     (0/255 PNGs) get none."""
     from medseg.inference.outputs import write_label_tables
-    from medseg.reporting.viz import class_colour
+    from medseg.viz import class_colour
 
     img, _ = _blob_volume((24, 22, 12))
     nib.save(nib.Nifti1Image(img, np.eye(4)), tmp_path / "v.nii.gz")

@@ -24,7 +24,7 @@ LEGEND = (
 def panel(example: dict) -> np.ndarray:
     """The validation example for TensorBoard: contours and error shading on the image, scaled up (nearest
     neighbour) to at least PANEL_MIN_SIDE pixels on the short side, with a colour legend strip below."""
-    from medseg.reporting.viz import overlay, to_display_rgb
+    from medseg.viz import overlay, to_display_rgb
 
     img, gt, pred = example["image"], example["label"], example["pred"]
     if img.ndim == 4:  # 3D: the axial slice with the most ground truth
@@ -45,7 +45,7 @@ def _legend_strip(width: int, height: int = 22) -> np.ndarray:
     """A dark ``(height, width, 3)`` strip naming the overlay colours: a swatch and a word for each."""
     from PIL import Image, ImageDraw
 
-    from medseg.reporting import viz
+    from medseg import viz
 
     strip = Image.new("RGB", (width, height), (24, 24, 24))
     draw = ImageDraw.Draw(strip)

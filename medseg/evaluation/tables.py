@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from medseg.evaluation.findings import significant
 from medseg.evaluation.metrics import bootstrap_ci, case_metrics, distance_keys, metric_names
+from medseg.inference.findings import significant
 
 SIZE_KEYS = ["gt_size", "pred_size"]
 COUNT_KEYS = ["lesions_gt", "lesions_pred", "lesions_detected"]

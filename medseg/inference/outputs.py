@@ -15,8 +15,8 @@ from medseg import __version__
 from medseg.checkpoint import describe
 from medseg.data.lookup import lookup_metadata
 from medseg.errors import MedsegError, fail, os_fix, os_reason
-from medseg.evaluation.findings import lesion_findings
 from medseg.inference.cases import Case, output_ext
+from medseg.inference.findings import lesion_findings
 from medseg.inference.predictor import Prediction, Predictor
 from medseg.io import Geometry, atomic_write, write_image_2d, write_volume
 
@@ -178,7 +178,7 @@ def batch_write_failure(
 def write_label_tables(out_dir: Path, labels: list[str], force: bool = False) -> list[Path]:
     """Write ``labels.ctbl`` (3D Slicer) and ``labels_itksnap.txt`` (ITK-SNAP) naming the mask values; an existing
     table with other classes (masks of another model in this folder) is only replaced with ``force``."""
-    from medseg.reporting.viz import label_tables
+    from medseg.viz import label_tables
 
     paths = []
     for name, text in label_tables(labels).items():
@@ -198,14 +198,14 @@ def write_label_tables(out_dir: Path, labels: list[str], force: bool = False) ->
 
 def findings_unit(res: dict) -> str:
     """How to print the sizes of a findings dict: mL, mm², or px² for 2D images of unknown pixel spacing."""
-    from medseg.evaluation.findings import UNIT_LABELS
+    from medseg.inference.findings import UNIT_LABELS
 
     return UNIT_LABELS[res["unit"]]
 
 
 def findings_sizes(res: dict, cls: dict) -> str:
     """One class's findings for the log: total size, lesion count, the largest lesion's maximum diameter."""
-    from medseg.evaluation.findings import format_size
+    from medseg.inference.findings import format_size
 
     text = f"{format_size(cls['total_' + res['unit']])} {findings_unit(res)} in {cls['n_lesions']} lesion(s)"
     if cls["lesions"]:

@@ -48,7 +48,7 @@ def _drop_small(mask: np.ndarray, min_size: float, spacing) -> np.ndarray:
     installed version. Here a component of exactly ``min_size`` is kept, whatever the version."""
     from scipy import ndimage
 
-    from medseg.evaluation.findings import component_sizes
+    from medseg.inference.findings import component_sizes
 
     comp, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))
     size = np.concatenate([[0.0], component_sizes(comp, n) * float(np.prod([float(s) for s in spacing]))])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from medseg.data.lookup import metadata_rows
 from medseg.errors import fail
-from medseg.evaluation.findings import UNIT_LABELS, format_size
 from medseg.inference.facts import CaseFacts
+from medseg.inference.findings import UNIT_LABELS, format_size
 from medseg.reporting.fonts import Markup, esc, start_document
 from medseg.reporting.pdf import (
     DISCLAIMER,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from medseg.data.lookup import reference_diagnosis
 from medseg.errors import fail
-from medseg.evaluation.findings import format_size
+from medseg.inference.findings import format_size
 from medseg.reporting.fonts import start_document
 from medseg.reporting.pdf import (
     DISCLAIMER,

@@ -9,7 +9,7 @@ from itertools import groupby
 from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
-from medseg.reporting.viz import dejavu_codepoints, dejavu_font
+from medseg.viz import dejavu_codepoints, dejavu_font
 
 FONT, FONT_BOLD = "DejaVuSans", "DejaVuSans-Bold"
 # Characters DejaVu Sans lacks: Korean, Japanese kana, then the other CJK blocks (Han, CJK punctuation, full-width

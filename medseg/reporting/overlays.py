@@ -17,7 +17,7 @@ from medseg.data.base import Recipe
 from medseg.data.stacking import stack_slices
 from medseg.evaluation.masks import read_label_map
 from medseg.io import IMAGE_2D_EXTS, file_ext, read_image_2d, read_volume
-from medseg.reporting.viz import (
+from medseg.viz import (
     FN_COLOUR,
     FP_COLOUR,
     GT_COLOUR,

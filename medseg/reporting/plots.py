@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.reporting.viz import CLASS_COLOURS, mpl_colour, plain_text, pyplot, save_png
+from medseg.viz import CLASS_COLOURS, mpl_colour, plain_text, pyplot, save_png
 
 
 def _compact_number(v: float) -> str:
