@@ -20,10 +20,6 @@ def shared(sub: str) -> Path:
     return p
 
 
-def quiet(*_a, **_k) -> None:
-    """A ``log=`` callable that drops every line: for tests that check files, not messages."""
-
-
 @pytest.fixture()
 def log_lines():
     """The lines medseg logs during the test, as the command line prints them (``warning:`` prefixes included).
