@@ -47,6 +47,14 @@ def log_lines():
     logger.setLevel(level)
 
 
+def csv_rows(path) -> list[dict]:
+    """A CSV file's rows as dicts of strings, keyed by its header."""
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def dice(a, b) -> float:
     """Dice overlap of two masks (any non-zero is foreground), written out here rather than taken from medseg."""
     a, b = a.astype(bool), b.astype(bool)

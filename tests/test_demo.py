@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ from PIL import Image
 
 from medseg.checkpoint import load_checkpoint
 
-from .conftest import dice, pdf_text, run_cli
+from .conftest import csv_rows, dice, pdf_text, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,11 +44,6 @@ def demo(tmp_path_factory):
     return root / "demo", done.stdout
 
 
-def _rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _mask(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path)) > 0
 
@@ -63,7 +57,7 @@ def test_the_demo_says_where_its_reports_are(demo):
 
 def test_training_ran_every_epoch_and_learned(demo):
     out, _ = demo
-    history = _rows(out / "run" / "history.csv")
+    history = csv_rows(out / "run" / "history.csv")
     assert [int(r["epoch"]) for r in history] == list(range(1, 41))
     dice = [float(r["val_dice_lesion"]) for r in history if r["val_dice_lesion"]]
     assert len(dice) == 8 and max(dice) > 0.9  # validated every 5 epochs; synthetic lesions are easy to learn
@@ -73,16 +67,16 @@ def test_training_ran_every_epoch_and_learned(demo):
 def test_evaluation_scores_each_validation_case_once(demo):
     out, _ = demo
     val = json.loads((out / "run" / "split.json").read_text())["val"]
-    rows = _rows(out / "evaluation" / "metrics.csv")
+    rows = csv_rows(out / "evaluation" / "metrics.csv")
     assert len(val) == 8 and sorted(r["case_id"] for r in rows) == sorted(val)
     assert {r["class"] for r in rows} == {"lesion"}
     dice = [float(r["dice"]) for r in rows]
     assert min(dice) > 0.9
-    summary = {(r["class"], r["metric"]): r for r in _rows(out / "evaluation" / "summary.csv")}
+    summary = {(r["class"], r["metric"]): r for r in csv_rows(out / "evaluation" / "summary.csv")}
     assert float(summary["lesion", "dice"]["mean"]) == pytest.approx(np.mean(dice), abs=1e-5)
     assert int(summary["lesion", "dice"]["n"]) == 8
     # Evaluation at the original resolution with post-processing agrees with training's own validation.
-    best = max(float(r["val_dice_lesion"]) for r in _rows(out / "run" / "history.csv") if r["val_dice_lesion"])
+    best = max(float(r["val_dice_lesion"]) for r in csv_rows(out / "run" / "history.csv") if r["val_dice_lesion"])
     assert np.mean(dice) == pytest.approx(best, abs=0.01)
 
 

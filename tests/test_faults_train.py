@@ -17,6 +17,8 @@ from medseg.config import load_config
 from medseg.engine.train import train
 from medseg.errors import MedsegError
 
+from .conftest import csv_rows
+
 
 def _cfg(overrides, *more):
     """The tiny 2D run, one training step per epoch: these tests are about what lands on disk, not learning."""
@@ -24,13 +26,11 @@ def _cfg(overrides, *more):
 
 
 def _epochs(run) -> list[str]:
-    with open(run / "history.csv", newline="") as fh:
-        return [r["epoch"] for r in csv.DictReader(fh)]
+    return [r["epoch"] for r in _rows(run)]
 
 
 def _rows(run) -> list[dict]:
-    with open(run / "history.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
+    return csv_rows(run / "history.csv")
 
 
 def _write_rows(run, rows: list[dict]) -> None:

@@ -1,5 +1,3 @@
-import csv
-
 import numpy as np
 import pytest
 import torch
@@ -10,7 +8,7 @@ from medseg.engine.train import train
 from medseg.errors import MedsegError
 from medseg.models import build_model
 
-from .conftest import best_validation
+from .conftest import best_validation, csv_rows
 
 
 def _cfg(overrides, *more):
@@ -33,8 +31,7 @@ def test_train_2d_outputs(folder_dir, tmp_path, small_2d_overrides):
     model = build_model(ck["model"])
     model.load_state_dict(ck["state_dict"])  # rebuilt from the file alone
     assert "optimizer" in load_checkpoint(run / "last.pt")
-    with open(run / "history.csv") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = csv_rows(run / "history.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"] and "val_dice_lesion" in rows[0]
     assert float(rows[0]["validation_seconds"]) > 0  # the validation pass is timed apart from the training epoch
     assert "validation_seconds" not in ck["val_metrics"]
