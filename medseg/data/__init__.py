@@ -22,7 +22,6 @@ from medseg.data.base import (  # noqa: F401
     get_recipe,
     list_recipes,
     load_samples,
-    log_warnings,
     recipe_or_default,
     register,
 )

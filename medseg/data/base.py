@@ -192,17 +192,6 @@ def load_samples(
     return result
 
 
-def log_warnings(result: RecipeResult, limit: int = 10) -> None:
-    """Log a recipe's warnings (the first ``limit``, then how many more) to the ``medseg.data`` logger."""
-    from medseg.log import get_logger
-
-    logger = get_logger("medseg.data")
-    for w in result.warnings[:limit]:
-        logger.warning(w)
-    if len(result.warnings) > limit:
-        logger.warning(f"... and {len(result.warnings) - limit} more")
-
-
 def _check_data_dir(recipe: Recipe, name: str, data_dir: Path) -> None:
     """Refuse a data directory that is missing or not a folder (a generating recipe creates it)."""
     if recipe.generates_data and not data_dir.exists():
