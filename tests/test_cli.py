@@ -1,6 +1,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from .conftest import pdf_text, run_cli
 
 
@@ -138,6 +140,7 @@ def test_train_then_refuse_then_resume(folder_dir, tmp_path, small_2d_overrides)
     assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
 
 
+@pytest.mark.slow  # trains three runs
 def test_evaluate_ensembles_models_of_one_split_and_refuses_mixed_splits(folder_dir, tmp_path, small_2d_overrides):
     from medseg.config import load_config
     from medseg.engine.train import train

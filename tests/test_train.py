@@ -189,6 +189,7 @@ def test_existing_run_needs_resume_or_force(folder_dir, tmp_path, small_2d_overr
     assert (tmp_path / "r" / "notes.txt").read_text() == "mine"  # --force only replaces medseg's files
 
 
+@pytest.mark.slow  # 60 epochs: about 150 CPU-seconds
 def test_demo_model_learns(folder_dir, tmp_path):
     cfg = _cfg(["preprocess.spatial_size=[48,64]", "train.epochs=60", "train.batch_size=2", "train.val_every=60"])
     res = train(cfg, folder_dir, tmp_path / "learn", progress=False)
