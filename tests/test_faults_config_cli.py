@@ -104,7 +104,7 @@ TRAIN_BAD = [
 
 @pytest.mark.parametrize("extra, needle", [(e, n) for _, e, n in TRAIN_BAD], ids=[i for i, _, _ in TRAIN_BAD])
 def test_train_refuses_a_bad_config_before_making_the_run_folder(folder_dir, tmp_path, extra, needle, monkeypatch):
-    import medseg.engine.loading as loading
+    from medseg.engine import loading
 
     def no_data_work(*a, **k):
         raise AssertionError("the data was read before the config was validated")
