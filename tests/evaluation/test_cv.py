@@ -12,10 +12,9 @@ import pytest
 
 from medseg.errors import MedsegError
 from medseg.evaluation import compare, cv, cv_ensemble
+from tests.conftest import run_cli
 
-from .conftest import run_cli
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_DEMO = [
     "data.options.n_cases=8",
     "data.options.size=[48,64]",

@@ -17,8 +17,7 @@ from medseg.engine.train import train
 from medseg.errors import MedsegError
 from medseg.inference.infer import infer
 from medseg.inference.options import InferenceOptions
-
-from .conftest import dice, pdf_text
+from tests.conftest import dice, pdf_text
 
 
 @pytest.fixture(scope="session")

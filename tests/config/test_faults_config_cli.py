@@ -9,8 +9,7 @@ import pytest
 from medseg.cli import app
 from medseg.config import load_config
 from medseg.errors import MedsegError
-
-from .conftest import run_cli, train_tiny
+from tests.conftest import run_cli, train_tiny
 
 
 def _one_line_error(r, *needles):

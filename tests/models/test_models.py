@@ -11,8 +11,7 @@ from medseg import models
 from medseg.config import load_config
 from medseg.engine.checks import check_config
 from medseg.errors import MedsegError
-
-from .conftest import run_cli
+from tests.conftest import run_cli
 
 
 class TinyFCN(nn.Module):

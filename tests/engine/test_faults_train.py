@@ -16,8 +16,7 @@ from medseg.checkpoint import load_checkpoint
 from medseg.config import load_config
 from medseg.engine.train import train
 from medseg.errors import MedsegError
-
-from .conftest import csv_rows
+from tests.conftest import csv_rows
 
 
 def _cfg(overrides, *more):

@@ -16,8 +16,7 @@ from medseg.engine.train import train
 from medseg.errors import MedsegError
 from medseg.inference.infer import infer
 from medseg.io import slice_neighbours
-
-from .conftest import write_slices
+from tests.conftest import write_slices
 
 
 def test_neighbours_by_number_centre_first_and_edges_repeat(tmp_path):

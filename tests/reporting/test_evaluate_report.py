@@ -14,8 +14,7 @@ from medseg.reporting.case_report import case_report
 from medseg.reporting.cohort_report import cohort_report
 from medseg.reporting.figures import EvaluationFigures
 from medseg.reporting.pdf import fmt
-
-from .conftest import pdf_text
+from tests.conftest import pdf_text
 
 
 def _masks(tmp_path, n=4):

@@ -20,8 +20,7 @@ from medseg.data import load_samples, synthetic
 from medseg.data.check import check_dataset
 from medseg.errors import MedsegError, find_user_error
 from medseg.io import read_image_2d, read_volume
-
-from .conftest import shared
+from tests.conftest import shared
 
 runner = CliRunner()
 

@@ -16,8 +16,7 @@ from medseg.engine.train import train
 from medseg.errors import MedsegError
 from medseg.inference.infer import infer
 from medseg.io import volume_slices
-
-from .conftest import write_slices
+from tests.conftest import write_slices
 
 
 def test_volume_slices_are_the_numbered_siblings_in_numeric_order(tmp_path):

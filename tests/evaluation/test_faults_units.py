@@ -298,8 +298,7 @@ def test_q10_q23_real_ph2_new_folder_in_pixels_as_a_test_set(tmp_path):
     from typer.testing import CliRunner
 
     from medseg.cli import app
-
-    from .conftest import shared
+    from tests.conftest import shared
 
     images = shared("ph2") / "PH2 Dataset images"
     cases = sorted(p.name for p in images.iterdir() if p.is_dir())[:11]

@@ -7,8 +7,7 @@ from medseg.config import load_config
 from medseg.engine.train import train
 from medseg.errors import MedsegError
 from medseg.models import build_model
-
-from .conftest import best_validation, csv_rows
+from tests.conftest import best_validation, csv_rows
 
 
 def _cfg(overrides, *more):

@@ -17,8 +17,7 @@ from medseg.inference.findings import lesion_findings
 from medseg.io import Geometry
 from medseg.reporting.case_report import case_report
 from medseg.reporting.cohort_report import cohort_report
-
-from .conftest import pdf_text, train_tiny
+from tests.conftest import pdf_text, train_tiny
 
 LABELS = ["background", "lesion"]
 
