@@ -24,7 +24,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "data and models": ("data", "models", "tasks", "checkpoint"),
     "inference": ("inference",),
     "engine": ("engine",),
-    "evaluation and reporting": ("evaluation", "reporting"),
+    "evaluation": ("evaluation",),
+    "reporting": ("reporting",),
     "api": ("api",),
     "command line": ("cli", "__main__"),
 }
