@@ -32,6 +32,18 @@ def default_data_dir(name: str, recipe: str | None = None) -> Path:
     return own
 
 
+def existing_data_dir(cfg, data_dir) -> Path:
+    """``--data-dir``, or the recipe's default folder; refused when it does not exist (the demo makes its own)."""
+    data_dir = Path(data_dir) if data_dir else default_data_dir(cfg.name, cfg.data.recipe)
+    if not data_dir.exists() and cfg.data.recipe != "demo":
+        raise fail(
+            data_dir,
+            "data directory does not exist",
+            f"pass --data-dir or put the data in datasets/{cfg.name} (see datasets/{cfg.name}/README.md)",
+        )
+    return data_dir
+
+
 def train_from_cli(
     config: str,
     data_dir=None,
@@ -64,13 +76,7 @@ def train_from_cli(
             data_dir = load_checkpoint(run_dir / "last.pt", map_location="cpu")["data"]["data_dir"]
         return train(cfg, data_dir, run_dir, device=device, resume=True, progress=progress, nproc=nproc)
     cfg = load_config(config, overrides)
-    data_dir = Path(data_dir) if data_dir else default_data_dir(cfg.name, cfg.data.recipe)
-    if not data_dir.exists() and cfg.data.recipe != "demo":
-        raise fail(
-            data_dir,
-            "data directory does not exist",
-            f"pass --data-dir or put the data in datasets/{cfg.name} (see datasets/{cfg.name}/README.md)",
-        )
+    data_dir = existing_data_dir(cfg, data_dir)
     return train(cfg, data_dir, out, device=device, resume=False, force=force, progress=progress, nproc=nproc)
 
 
@@ -336,13 +342,7 @@ def cv_from_cli(
     from medseg.reporting.figures import EvaluationFigures
 
     cfg = load_config(config, overrides)
-    data_dir = Path(data_dir) if data_dir else default_data_dir(cfg.name, cfg.data.recipe)
-    if not data_dir.exists() and cfg.data.recipe != "demo":
-        raise fail(
-            data_dir,
-            "data directory does not exist",
-            f"pass --data-dir or put the data in datasets/{cfg.name} (see datasets/{cfg.name}/README.md)",
-        )
+    data_dir = existing_data_dir(cfg, data_dir)
     return cross_validate(
         config,
         data_dir,

@@ -31,6 +31,7 @@ def _medseg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         env=env,
         capture_output=True,
         text=True,
+        encoding="utf-8",  # the demo prints px² whatever the locale of the machine running the tests
         timeout=900,
     )
 

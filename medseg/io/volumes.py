@@ -48,20 +48,12 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, Geometry]:
         with quiet_logger("nibabel"):  # it logs the header fixes it makes; _check_nifti_header refuses them instead
             img = nib.load(str(path))
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on damaged files
-        raise fail(
-            path,
-            f"cannot be read as NIfTI ({short_reason(exc)})",
-            "check that the file is complete (not truncated) and re-export it",
-        ) from None
+        raise _unreadable_nifti(path, exc) from None
     _check_nifti_header(path, img)  # from the header, before the voxels are read
     try:
         arr = np.asanyarray(img.dataobj)
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on damaged files
-        raise fail(
-            path,
-            f"cannot be read as NIfTI ({short_reason(exc)})",
-            "check that the file is complete (not truncated) and re-export it",
-        ) from None
+        raise _unreadable_nifti(path, exc) from None
     while arr.ndim > 4 and arr.shape[3] == 1:
         arr = arr[:, :, :, 0, ...]
     if arr.ndim == 2:
@@ -80,6 +72,14 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, Geometry]:
         header=img.header.copy(),
     )
     return arr, geom
+
+
+def _unreadable_nifti(path: Path, exc: Exception) -> MedsegError:
+    return fail(
+        path,
+        f"cannot be read as NIfTI ({short_reason(exc)})",
+        "check that the file is complete (not truncated) and re-export it",
+    )
 
 
 def _singular(rotation_zooms: np.ndarray) -> bool:
