@@ -1,6 +1,6 @@
 """Segmentation metrics: pure functions of two boolean masks and the voxel spacing.
 
-Empty-mask rules (explicit, documented in the README, tested):
+Empty-mask rules (explicit, documented in docs/metrics.md, tested):
 
 ====================  ==========================  ===========================
 metric                GT and prediction empty     only one of them empty

@@ -237,7 +237,7 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
     body.append(
         para(
             "n/a: undefined (e.g. precision with nothing predicted, distances with an empty mask); "
-            "see the README for the empty-mask rules."
+            "see docs/metrics.md for the empty-mask rules."
             + (
                 " These images carry no pixel spacing: sizes are pixel counts and distances are in pixels "
                 "(set data.pixel_spacing_mm for millimetres)."
