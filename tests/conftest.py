@@ -51,7 +51,7 @@ def csv_rows(path) -> list[dict]:
     """A CSV file's rows as dicts of strings, keyed by its header."""
     import csv
 
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 
 

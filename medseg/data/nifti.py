@@ -130,7 +130,7 @@ def nifti_samples(data_dir: Path, options: dict) -> RecipeResult:
     spec_path = data_dir / "dataset.json"
     if spec_path.is_file():
         try:
-            spec = json.loads(spec_path.read_text())
+            spec = json.loads(spec_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise fail(spec_path, f"is not valid JSON (line {exc.lineno})", "fix the JSON syntax") from None
         return _from_dataset_json(data_dir, spec)

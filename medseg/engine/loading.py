@@ -59,7 +59,7 @@ def load_training_data(cfg: Config, data_dir, run_dir: Path, resume: bool, info:
 
 def _split(cfg: Config, samples: list, run_dir: Path, resume: bool, info: DistInfo) -> dict:
     if resume and (run_dir / "split.json").is_file():
-        return json.loads((run_dir / "split.json").read_text())
+        return json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
     split = make_split(samples, cfg.data.split)
     if info.main:
         write_run_start(run_dir, split, cfg)

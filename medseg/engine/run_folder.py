@@ -193,4 +193,4 @@ def load_run_config(run_dir: Path) -> dict:
     p = run_dir / "config.yaml"
     if not p.is_file():
         raise fail(run_dir, "has no config.yaml", "resume only runs started by medseg train")
-    return yaml.safe_load(p.read_text())
+    return yaml.safe_load(p.read_text(encoding="utf-8"))

@@ -110,7 +110,7 @@ def read_cv(out_dir: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        info = json.loads(path.read_text())
+        info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise fail(path, f"cannot be read ({exc})", "remove it or choose another --out") from None
     if not isinstance(info, dict) or "setup" not in info or "folds" not in info:
@@ -241,7 +241,7 @@ def _read_fold_tables(out_dir: Path, folds: list[int]) -> tuple[pd.DataFrame, pd
             raise fail(ev_dir, f"lacks {', '.join(missing)} of a finished fold", f"pass --force --only {f}")
         metrics.append(pd.read_csv(ev_dir / "metrics.csv", dtype={"case_id": str}).assign(fold=f))
         summaries.append(pd.read_csv(ev_dir / "summary.csv").assign(fold=f))
-        units = units or json.loads((ev_dir / "eval.json").read_text())
+        units = units or json.loads((ev_dir / "eval.json").read_text(encoding="utf-8"))
     first = lambda df: df[["fold", *[c for c in df.columns if c != "fold"]]]
     return first(pd.concat(metrics, ignore_index=True)), first(pd.concat(summaries, ignore_index=True)), units
 

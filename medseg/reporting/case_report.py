@@ -45,7 +45,7 @@ def _read_findings(fpath: Path) -> dict:
     if not fpath.is_file():
         raise fail(fpath, "not found", "pass a <case>_findings.json written by medseg infer")
     try:
-        f = json.loads(fpath.read_text())
+        f = json.loads(fpath.read_text(encoding="utf-8"))
         _ = f["case_id"], f["labels"], f["classes"], f["geometry"]["shape"]  # the keys a report needs
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         raise fail(

@@ -171,7 +171,7 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
     for f in ("metrics.csv", "summary.csv", "eval.json"):
         if not (eval_dir / f).is_file():
             raise fail(eval_dir, f"has no {f}", "run medseg evaluate first and pass its --out folder")
-    info = json.loads((eval_dir / "eval.json").read_text())
+    info = json.loads((eval_dir / "eval.json").read_text(encoding="utf-8"))
     df = pd.read_csv(eval_dir / "metrics.csv", dtype={"case_id": str})
     summary = pd.read_csv(eval_dir / "summary.csv")
     target = pdf_target(out, Path("reports") / f"{eval_dir.resolve().name}_cohort_report.pdf", force)
