@@ -45,6 +45,7 @@ def run_fold(data_dir: str, fold: int, folds: int, minutes: float, loss: str = "
     from monai.utils import set_determinism
 
     from medseg.data import load_samples
+    from medseg.data.base import recipe_or_default
     from medseg.data.splits import make_split, select
     from medseg.data.transforms import binarise_mask_2d
     from medseg.evaluation.cv import fold_config
@@ -55,7 +56,7 @@ def run_fold(data_dir: str, fold: int, folds: int, minutes: float, loss: str = "
     torch.set_num_threads(2)
     cfg = fold_config("ph2", folds, fold)  # the folds medseg cv trains
     samples = load_samples("ph2", data_dir).samples
-    split = make_split(samples, cfg.data.split)
+    split = make_split(samples, cfg.data.split, recipe_or_default(cfg.data.recipe))
     tr, va = select(samples, split["train"]), select(samples, split["val"])
     size = (256, 192)  # PILReader's default array is (width, height): 765x572 -> 256x192 keeps the aspect
     keys = ["image", "label"]

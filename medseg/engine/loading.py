@@ -12,6 +12,7 @@ import torch
 
 from medseg.config import Config
 from medseg.data import LABEL, load_samples
+from medseg.data.base import recipe_or_default
 from medseg.data.splits import make_split, select
 from medseg.data.transforms import train_transforms, val_transforms
 from medseg.engine.distributed import DistInfo, share_of
@@ -60,7 +61,7 @@ def load_training_data(cfg: Config, data_dir, run_dir: Path, resume: bool, info:
 def _split(cfg: Config, samples: list, run_dir: Path, resume: bool, info: DistInfo) -> dict:
     if resume and (run_dir / "split.json").is_file():
         return json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
-    split = make_split(samples, cfg.data.split)
+    split = make_split(samples, cfg.data.split, recipe_or_default(cfg.data.recipe))  # the recipe's groups and strata
     if info.main:
         write_run_start(run_dir, split, cfg)
     return split
