@@ -35,7 +35,8 @@ def round_trip(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def ceiling(samples: list[dict], size: tuple[int, int]) -> dict[str, float]:
     """Dice of the round trip per case (per volume when the samples carry a ``volume_id``)."""
     from medseg.evaluation.evaluate import read_label_map
-    from medseg.evaluation.metrics import confusion, dice_from_counts
+    from medseg.evaluation.metrics import confusion
+    from medseg.tasks import dice_from_counts
 
     counts: dict[str, np.ndarray] = {}
     for s in samples:

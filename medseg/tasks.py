@@ -25,8 +25,8 @@ from medseg.errors import MedsegError
 def dice_from_counts(tp: float, fp: float, fn: float) -> float:
     """Dice from voxel counts (also counts pooled over slices); 1.0 when prediction and truth are both empty.
 
-    The rule medseg's evaluation applies too; it lives here because validation, which trains against it, sits
-    below evaluation in the package layers."""
+    Validation and evaluation both score with it, so a validation Dice and an evaluated Dice follow one rule; it
+    lives here, the lower of the two layers."""
     return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
 
 

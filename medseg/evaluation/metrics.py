@@ -26,6 +26,8 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
+from medseg.tasks import dice_from_counts
+
 METRICS = ["dice", "jaccard", "precision", "recall", "specificity", "hd95_mm", "assd_mm"]
 
 
@@ -47,11 +49,6 @@ def confusion(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int, int]:
     fp = int(np.count_nonzero(p)) - tp
     fn = int(np.count_nonzero(g)) - tp
     return tp, fp, fn, int(p.size) - tp - fp - fn
-
-
-def dice_from_counts(tp: float, fp: float, fn: float) -> float:
-    """Dice from voxel counts (also counts pooled over slices); 1.0 when prediction and truth are both empty."""
-    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
 def overlap_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
