@@ -134,6 +134,34 @@ def small_2d_overrides():
     ]
 
 
+def blob_3d_config(*extra: str):
+    """A 1-channel 3D U-Net on synthetic bright blobs (1.5 mm grid, 24³ windows) that learns in 50 short epochs."""
+    from medseg.config import load_config
+
+    return load_config(
+        "brats",
+        [
+            "data.recipe=nifti",
+            "data.labels=[background,blob]",
+            "data.channels=[mr]",
+            "preprocess.spacing=[1.5,1.5,1.5]",
+            "preprocess.crop_foreground=false",
+            "train.patch_size=[24,24,24]",
+            "infer.roi_size=[24,24,24]",
+            "model.channels=[8,16,32]",
+            "model.strides=[2,2]",
+            "train.epochs=50",
+            "train.batch_size=2",
+            "train.lr=0.005",
+            "train.samples_per_volume=4",
+            "train.val_every=50",
+            "data.split.use_predefined=false",
+            "train.pos_fraction=0.5",
+            *extra,
+        ],
+    )
+
+
 TINY_2D = [
     "model.channels=[4,8,16]",
     "model.strides=[2,2]",

@@ -15,40 +15,16 @@ from medseg.data import synthetic
 from medseg.engine.train import train
 from medseg.inference.infer import infer
 from medseg.inference.predictor import predict_logits
+from tests.conftest import blob_3d_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
-
-
-def _cfg(extra=()):
-    return load_config(
-        "brats",
-        [
-            "data.recipe=nifti",
-            "data.labels=[background,blob]",
-            "data.channels=[mr]",
-            "preprocess.spacing=[1.5,1.5,1.5]",
-            "preprocess.crop_foreground=false",
-            "train.patch_size=[24,24,24]",
-            "infer.roi_size=[24,24,24]",
-            "model.channels=[8,16,32]",
-            "model.strides=[2,2]",
-            "train.epochs=50",
-            "train.batch_size=2",
-            "train.lr=0.005",
-            "train.samples_per_volume=4",
-            "train.val_every=50",
-            "data.split.use_predefined=false",
-            "train.pos_fraction=0.5",
-            *extra,
-        ],
-    )
 
 
 @pytest.fixture(scope="module")
 def gpu_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpu")
     data = synthetic.make_nifti_folder(root / "data", n=8, shape=(28, 28, 20), seed=1)
-    res = train(_cfg(), data, root / "run", device="cuda", progress=False)
+    res = train(blob_3d_config(), data, root / "run", device="cuda", progress=False)
     return root, data, res
 
 
@@ -96,7 +72,7 @@ def test_amp_logits_track_fp32_logits(gpu_run):
     ck = load_checkpoint(root / "run" / "best.pt", map_location="cpu")
     net = build_model(ck["model"]).cuda().eval()
     net.load_state_dict(ck["state_dict"])
-    cfg = _cfg()
+    cfg = blob_3d_config()
     x = torch.randn(1, 1, 40, 36, 30, device="cuda")
     a = predict_logits(net, x, cfg, torch.device("cuda"), amp=True).float()
     b = predict_logits(net, x, cfg, torch.device("cuda"), amp=False).float()

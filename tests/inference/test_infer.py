@@ -17,7 +17,7 @@ from medseg.engine.train import train
 from medseg.errors import MedsegError
 from medseg.inference.infer import infer
 from medseg.inference.options import InferenceOptions
-from tests.conftest import dice, pdf_text
+from tests.conftest import blob_3d_config, dice, pdf_text
 
 
 @pytest.fixture(scope="session")
@@ -25,27 +25,7 @@ def model3d(tmp_path_factory):
     """A real 3D U-Net trained briefly on bright synthetic blobs (1 channel, 1.5 mm grid)."""
     root = tmp_path_factory.mktemp("m3")
     data = synthetic.make_nifti_folder(root / "data", n=8, shape=(28, 28, 20), seed=1)
-    cfg = load_config(
-        "brats",
-        [
-            "data.recipe=nifti",
-            "data.labels=[background,blob]",
-            "data.channels=[mr]",
-            "preprocess.spacing=[1.5,1.5,1.5]",
-            "preprocess.crop_foreground=false",
-            "train.patch_size=[24,24,24]",
-            "infer.roi_size=[24,24,24]",
-            "model.channels=[8,16,32]",
-            "model.strides=[2,2]",
-            "train.epochs=50",
-            "train.batch_size=2",
-            "train.lr=0.005",
-            "train.samples_per_volume=4",
-            "train.val_every=50",
-            "data.split.use_predefined=false",
-            "train.pos_fraction=0.5",
-        ],
-    )
+    cfg = blob_3d_config()
     res = train(cfg, data, root / "run", progress=False)
     assert res.best_metric > 0.7, res.history[-1]
     return root / "run" / "best.pt"
