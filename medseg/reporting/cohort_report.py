@@ -168,14 +168,43 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
 
     start_document()
     eval_dir = Path(eval_dir)
+    info, df, summary = _read_evaluation(eval_dir)
+    target = pdf_target(out, Path("reports") / f"{eval_dir.resolve().name}_cohort_report.pdf", force)
+    st = styles()
+    body = [para("Evaluation", st["h2"]), kv_table(_evaluation_rows(info)), *_summary_section(summary, info, st)]
+    dice = _case_dice(df)
+    diagnoses = _diagnoses(info)
+    if diagnoses:
+        body += [
+            para("Dice per reference diagnosis (the data set's own diagnosis)", st["h2"]),
+            _diagnosis_summary(dice, diagnoses),
+        ]
+    body += _plots_section(eval_dir, info, st)
+    grid = _ranked_grid(eval_dir, info, dice, diagnoses)
+    if grid:
+        body += [PageBreak(), *grid]
+    body += [
+        PageBreak(),
+        para("Per-case results (lowest mean Dice first)", st["h2"]),
+        _per_case_table(df, dice, diagnoses, info),
+    ]
+    body += model_card_flow(info.get("model_card"))
+    body.append(para(DISCLAIMER, st["disclaimer"]))
+    return build_pdf(target, "Cohort evaluation report", f"{info['n_cases']} cases - {datetime.now():%Y-%m-%d}", body)
+
+
+def _read_evaluation(eval_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """eval.json, metrics.csv and summary.csv of an evaluation folder; refused when one is missing."""
     for f in ("metrics.csv", "summary.csv", "eval.json"):
         if not (eval_dir / f).is_file():
             raise fail(eval_dir, f"has no {f}", "run medseg evaluate first and pass its --out folder")
     info = json.loads((eval_dir / "eval.json").read_text(encoding="utf-8"))
     df = pd.read_csv(eval_dir / "metrics.csv", dtype={"case_id": str})
-    summary = pd.read_csv(eval_dir / "summary.csv")
-    target = pdf_target(out, Path("reports") / f"{eval_dir.resolve().name}_cohort_report.pdf", force)
-    st = styles()
+    return info, df, pd.read_csv(eval_dir / "summary.csv")
+
+
+def _evaluation_rows(info: dict) -> list[tuple]:
+    """The first table: what was scored, by which model, with which processing, and what could not be scored."""
     what = (
         f"{info.get('data')} data, split '{info.get('split')}'"
         if info.get("mode") == "model"
@@ -196,30 +225,24 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
         if info.get("mode") == "model"
         else []
     )
-    body = [
-        para("Evaluation", st["h2"]),
-        kv_table(
-            [
-                (
-                    "Cases",
-                    f"{info['n_cases']}" + (" volumes (slices stacked per patient)" if info.get("per_volume") else ""),
-                ),
-                ("Data", what),
-                *_model_rows(info),
-                ("Labels", ", ".join(info["labels"])),
-                *processing,
-                (
-                    "Unscored",
-                    (
-                        f"{len(info.get('predictions_without_gt', []))} predictions without ground truth, "
-                        f"{len(info.get('gt_without_prediction', []))} ground truths without prediction"
-                    ),
-                ),
-                ("Created", info.get("created")),
-            ]
-        ),
-        para("Summary per class (mean ± SD, median, 95% bootstrap interval of the mean)", st["h2"]),
+    cases = f"{info['n_cases']}" + (" volumes (slices stacked per patient)" if info.get("per_volume") else "")
+    unscored = (
+        f"{len(info.get('predictions_without_gt', []))} predictions without ground truth, "
+        f"{len(info.get('gt_without_prediction', []))} ground truths without prediction"
+    )
+    return [
+        ("Cases", cases),
+        ("Data", what),
+        *_model_rows(info),
+        ("Labels", ", ".join(info["labels"])),
+        *processing,
+        ("Unscored", unscored),
+        ("Created", info.get("created")),
     ]
+
+
+def _summary_section(summary: pd.DataFrame, info: dict, st: dict) -> list:
+    """Mean ± SD, median and bootstrap interval per class and metric, with the note on undefined values and units."""
     rows = [["Class", "Metric", "n", "Mean ± SD", "Median", "95% CI"]]
     for _, r in summary[summary["metric"].isin(SUMMARY_METRICS)].iterrows():
         d = 3 if r["metric"] in METRIC_NAMES else 1  # ratios to 0.001, distances to 0.1 (docs/units.md)
@@ -233,28 +256,26 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
                 f"{fmt(r['ci95_low'], d)} - {fmt(r['ci95_high'], d)}",
             ]
         )
-    body.append(table(rows))
-    body.append(
-        para(
-            "n/a: undefined (e.g. precision with nothing predicted, distances with an empty mask); "
-            "see docs/metrics.md for the empty-mask rules."
-            + (
-                " These images carry no pixel spacing: sizes are pixel counts and distances are in pixels "
-                "(set data.pixel_spacing_mm for millimetres)."
-                if not info.get("spacing_known", True)
-                else ""
-            ),
-            st["small"],
-        )
+    note = (
+        "n/a: undefined (e.g. precision with nothing predicted, distances with an empty mask); "
+        "see docs/metrics.md for the empty-mask rules."
     )
-    dice = _case_dice(df)
-    diagnoses = _diagnoses(info)
-    if diagnoses:
-        body += [
-            para("Dice per reference diagnosis (the data set's own diagnosis)", st["h2"]),
-            _diagnosis_summary(dice, diagnoses),
-        ]
+    if not info.get("spacing_known", True):
+        note += (
+            " These images carry no pixel spacing: sizes are pixel counts and distances are in pixels "
+            "(set data.pixel_spacing_mm for millimetres)."
+        )
+    return [
+        para("Summary per class (mean ± SD, median, 95% bootstrap interval of the mean)", st["h2"]),
+        table(rows),
+        para(note, st["small"]),
+    ]
+
+
+def _plots_section(eval_dir: Path, info: dict, st: dict) -> list:
+    """The evaluation's plots that exist: box plots per class, surface distances, Dice against lesion size."""
     plots = {k: _beside(eval_dir, v) for k, v in info.get("plots", {}).items() if v}
+    body = []
     if plots.get("boxplots"):
         body += [
             para("Distribution per class (each point a case)", st["h2"]),
@@ -264,14 +285,4 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
         body += [image(plots["distances"], max_w_mm=140, max_h_mm=55)]
     if plots.get("dice_vs_size"):
         body += [image(plots["dice_vs_size"], max_w_mm=100, max_h_mm=70)]
-    grid = _ranked_grid(eval_dir, info, dice, diagnoses)
-    if grid:
-        body += [PageBreak(), *grid]
-    body += [
-        PageBreak(),
-        para("Per-case results (lowest mean Dice first)", st["h2"]),
-        _per_case_table(df, dice, diagnoses, info),
-    ]
-    body += model_card_flow(info.get("model_card"))
-    body.append(para(DISCLAIMER, st["disclaimer"]))
-    return build_pdf(target, "Cohort evaluation report", f"{info['n_cases']} cases - {datetime.now():%Y-%m-%d}", body)
+    return body
