@@ -130,8 +130,6 @@ def case_report(
 ) -> Path:
     """Write a one-case PDF from ``<case>_findings.json``; with ``gt`` the metrics are included. One A4 page for a 2D
     case. Nothing is left behind when it fails: the overlay PNG is kept only beside a finished PDF."""
-    from medseg.checkpoint import load_checkpoint
-    from medseg.evaluation.evaluate import model_card
     from medseg.reporting.overlays import save_case_overlay
 
     start_document()
@@ -145,47 +143,8 @@ def case_report(
     known = _findings_units(f)[3]
     ndim = len(geo["shape"])
     meta = f.get("metadata") or {}
-    study_meta, reference = metadata_rows(meta, f["input"][0] if f.get("input") else "")
-    study = [
-        ("Source file", Markup("<br/>".join(esc(Path(p).name) for p in f["input"]))),
-        ("Modality", meta.get("modality") or ", ".join(f.get("channels", []))),
-        ("Image size", image_size_text(geo["shape"], ndim)),
-        ("Pixel spacing" if ndim == 2 else "Voxel spacing", _spacing_text(geo, known)),
-        *study_meta,
-    ]
-    others = CaseFacts.from_findings(f).other_series
-    if others:  # the reader took the largest series of the folder: say which ones it did not segment
-        study.append(
-            (
-                "Not segmented",
-                Markup(
-                    "<br/>".join(
-                        esc(f"series '{o['description'] or o['series_uid']}' ({o['files']} files)") for o in others
-                    )
-                ),
-            )
-        )
-    info = [para("Study information", st["h2"]), kv_table(study, 34, 52)]
-    if reference:
-        info += [
-            para("Reference annotation", st["h2"]),
-            para("From the data set's own table: not a finding of this software.", st["small"]),
-            kv_table(reference, 34, 52),
-        ]
-    findings = [
-        para("Findings (this software)", st["h2"]),
-        _findings_table(f),
-        para(
-            f"Coordinates: {f.get('coordinates', '')}. Lesions are connected regions of one class."
-            + (
-                ""
-                if known
-                else " The pixel size is unknown, so sizes are pixel counts (px²) and lengths in "
-                "pixels; set data.pixel_spacing_mm for millimetres."
-            ),
-            st["small"],
-        ),
-    ]
+    info = _study_section(f, meta, known, st)
+    findings = _findings_section(f, known, st)
     agreement = (
         _agreement_table(f, gt, case_id, labels) if gt else None
     )  # refuses a wrong --gt before any file is written
@@ -209,11 +168,7 @@ def case_report(
             body = info + findings + [para("Overlay", st["h2"]), image(drawn, max_h_mm=62)]
         if agreement is not None:
             body += [para("Agreement with ground truth", st["h2"]), agreement]
-        card = None
-        m = (f.get("models") or [{}])[0]
-        if m.get("path") and Path(m["path"]).is_file():
-            card = model_card(load_checkpoint(m["path"]), m.get("sha256_12", ""))
-        body += model_card_flow(card)
+        body += model_card_flow(_saved_model_card(f))
         total_s = (f.get("timings") or {}).get("total_s")
         body += [
             para("Processing", st["h2"]),
@@ -228,3 +183,57 @@ def case_report(
         return pdf
     finally:
         drawn.unlink(missing_ok=True)
+
+
+def _study_section(f: dict, meta: dict, known: bool, st: dict) -> list:
+    """What was segmented: source, modality, size, spacing, the data set's metadata, the DICOM series left out and
+    the data set's own reference annotation (labelled as not this software's finding)."""
+    geo = f["geometry"]
+    ndim = len(geo["shape"])
+    study_meta, reference = metadata_rows(meta, f["input"][0] if f.get("input") else "")
+    study = [
+        ("Source file", Markup("<br/>".join(esc(Path(p).name) for p in f["input"]))),
+        ("Modality", meta.get("modality") or ", ".join(f.get("channels", []))),
+        ("Image size", image_size_text(geo["shape"], ndim)),
+        ("Pixel spacing" if ndim == 2 else "Voxel spacing", _spacing_text(geo, known)),
+        *study_meta,
+    ]
+    others = CaseFacts.from_findings(f).other_series
+    if others:  # the reader took the largest series of the folder: say which ones it did not segment
+        series = [esc(f"series '{o['description'] or o['series_uid']}' ({o['files']} files)") for o in others]
+        study.append(("Not segmented", Markup("<br/>".join(series))))
+    info = [para("Study information", st["h2"]), kv_table(study, 34, 52)]
+    if reference:
+        info += [
+            para("Reference annotation", st["h2"]),
+            para("From the data set's own table: not a finding of this software.", st["small"]),
+            kv_table(reference, 34, 52),
+        ]
+    return info
+
+
+def _findings_section(f: dict, known: bool, st: dict) -> list:
+    units = (
+        ""
+        if known
+        else " The pixel size is unknown, so sizes are pixel counts (px²) and lengths in "
+        "pixels; set data.pixel_spacing_mm for millimetres."
+    )
+    return [
+        para("Findings (this software)", st["h2"]),
+        _findings_table(f),
+        para(
+            f"Coordinates: {f.get('coordinates', '')}. Lesions are connected regions of one class." + units, st["small"]
+        ),
+    ]
+
+
+def _saved_model_card(f: dict) -> dict | None:
+    """The model card of the checkpoint the findings name, when that file is still on disk."""
+    from medseg.checkpoint import load_checkpoint
+    from medseg.evaluation.evaluate import model_card
+
+    m = (f.get("models") or [{}])[0]
+    if m.get("path") and Path(m["path"]).is_file():
+        return model_card(load_checkpoint(m["path"]), m.get("sha256_12", ""))
+    return None
