@@ -181,6 +181,12 @@ def train_tiny(config: str, data_dir, run_dir, *overrides: str) -> Path:
     return Path(run_dir) / "best.pt"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cache_dir(tmp_path_factory):
+    """Derived masks go to a cache of the test session's own, never the user's ~/.cache/medseg."""
+    os.environ["MEDSEG_CACHE_DIR"] = str(tmp_path_factory.mktemp("medseg-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _chdir_tmp(tmp_path, monkeypatch):
     """Run every test in its own folder so default outputs (runs/, reports/) never land in the repo."""

@@ -178,6 +178,10 @@ def load_samples(
             data_dir, f"no {recipe} cases found", result.info.get("expected", "check the layout in datasets/README.md")
         )
     result.samples, copies = _drop_identical_copies(result.samples)
+    from medseg.data.derived import derive_masks  # scaled copies of masks, foreground values: one cached mask each
+
+    result.samples, notes = derive_masks(result.samples, dict(options or {}), f"{recipe} data in {data_dir}")
+    result.warnings.extend(notes)
     if copies:
         a, b = copies[0]
         result.warnings.append(

@@ -68,8 +68,9 @@ def adapt_channels_2d(
 def binarise_mask_2d(mask: np.ndarray) -> np.ndarray:
     """Any 2D mask (1-bit, 0/1, 0/255, 0/any value, 3-channel, palette indices, lossy JPEG) -> ``(H, W)`` uint8 0/1.
 
-    A mask with one foreground value, or only small label values (palette indices up to 16), is foreground wherever
-    it is not 0. A mask with a range of values (JPEG noise, anti-aliased edges) is foreground above half its maximum.
+    A mask with one foreground value, only small label values (palette indices up to 16) or 16/32-bit integers (an
+    instance label map: one value per object) is foreground wherever it is not 0. An 8-bit mask with a range of
+    values (JPEG noise, anti-aliased edges) is foreground above half its maximum.
     """
     m = mask.max(axis=-1) if mask.ndim == 3 else mask
     if m.dtype == bool or not m.size:
@@ -77,7 +78,8 @@ def binarise_mask_2d(mask: np.ndarray) -> np.ndarray:
     top = float(m.max())
     if top <= 0:
         return np.zeros(m.shape, np.uint8)
-    if len(np.unique(m)) <= 2 or (np.issubdtype(m.dtype, np.integer) and top <= 16):
+    integer = np.issubdtype(m.dtype, np.integer)
+    if len(np.unique(m)) <= 2 or (integer and (top <= 16 or m.dtype.itemsize > 1)):
         return (m > 0).astype(np.uint8)
     return (m > top / 2).astype(np.uint8)
 
