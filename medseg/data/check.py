@@ -10,15 +10,17 @@ import numpy as np
 from medseg.config import Config
 from medseg.data.base import IMAGE, LABEL, get_recipe, load_samples
 from medseg.errors import MedsegError, fail
+from medseg.io import file_ext
+
+LOSSY_EXTS = (".jpg", ".jpeg")
 
 
 def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> dict:
     """Read every case of ``data_dir`` with ``cfg``'s recipe and validators.
 
-    Returns a JSON-serialisable report with ``n_cases`` (samples), ``n_groups``
-    (patients), sizes, spacings, label values, metadata keys, warnings and
-    ``problems`` (one line per bad file). Raises MedsegError when the layout
-    itself is wrong or empty.
+    Returns a JSON-serialisable report with ``n_cases`` (samples), ``n_groups`` (patients), sizes, spacings, label
+    values (``label_values_found``, and ``mask_summary``: what the loader makes of them), metadata keys, warnings
+    and ``problems`` (one line per bad file). Raises MedsegError when the layout itself is wrong or empty.
     """
     from medseg.data.loading import LoadImage2Dd, LoadVolumed
     from medseg.progress import track
@@ -41,6 +43,7 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
         else LoadVolumed(len(cfg.data.channels), cfg.num_classes, describe=True)
     )
     sizes, spacings, values, channels, exif = Counter(), Counter(), Counter(), Counter(), Counter()
+    thresholds, lossy = Counter(), 0  # 2D masks by the value above which they are foreground; JPEGs among them
     problems = list(result.problems)  # cases the recipe had to leave out, then files the loader rejects
     fg_fraction = []
     for s in track(samples, desc="checking", enabled=progress, unit="case"):
@@ -53,6 +56,9 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
             channels[meta["channels_on_disk"]] += 1
             exif[meta.get("exif", "none")] += 1
             values.update(out["label_meta"]["values_on_disk"])
+            above = out["label_meta"].get("foreground_above", 0.0)
+            thresholds[above] += 1
+            lossy += above > 0 and file_ext(s.get("label_source", s[LABEL])) in LOSSY_EXTS
             fg_fraction.append(float((np.asarray(out[LABEL]) > 0).mean()))
         except MedsegError as exc:
             problems.append(str(exc))
@@ -75,6 +81,9 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
         "channels_found": {str(k): v for k, v in channels.items()},
         "classes": list(cfg.data.labels),
         "label_values_found": sorted(values),
+        "mask_summary": _mask_summary(
+            sorted(values), thresholds, lossy, list(cfg.data.labels), cfg.data.options.get("foreground_values")
+        ),
         "image_sizes": dict(sizes.most_common(10)),
         "spacings_mm": dict(spacings.most_common(10)),
         "foreground_fraction_mean": round(float(np.mean(fg_fraction)), 5) if fg_fraction else None,
@@ -110,11 +119,14 @@ def _channel_warnings(found: Counter, expected: list[str]) -> list[str]:
     """What the 2D loader will do to images whose channel count differs from the config's ``data.channels``."""
     from medseg.data.loading import channel_plan
 
-    n, out = len(expected), []
+    n, out, total = len(expected), [], sum(found.values())
     for c, count in sorted(found.items()):
         c = int(c)
         plan = channel_plan(c, n)
         if plan in ("keep", "drop_alpha"):
+            continue
+        if plan == "repeat" and 2 * count < total:  # a few grey photos in a colour set: nothing to change
+            out.append(_few_grey(count, total, expected))
             continue
         what, fix = {
             "grey": ("turned to grey (colour is lost)", "set data.channels to [red, green, blue] to keep colour"),
@@ -126,6 +138,75 @@ def _channel_warnings(found: Counter, expected: list[str]) -> list[str]:
             f"({', '.join(expected)}): they will be {what}; {fix}"
         )
     return out
+
+
+def _number(v) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def _listed(values: list) -> str:
+    """ "0", "0 and 255", "0, 1 and 255"."""
+    words = [_number(v) for v in values]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _values_on_disk(values: list) -> str:
+    """The mask values found, as a person reads them: listed when few, else counted with their range."""
+    if len(values) <= 4:
+        return f"value{'s' if len(values) > 1 else ''} {_listed(values)} on disk"
+    return f"{len(values)} values {_number(values[0])}..{_number(values[-1])} on disk"
+
+
+def _mask_summary(values: list, thresholds: Counter, lossy: int, classes: list[str], chosen) -> str:
+    """What the masks hold and what medseg makes of them: the foreground it decided on (binary tasks) or the
+    classes the values are read as; one phrase for ``format_report``."""
+    if not values:
+        return "no mask could be read"
+    found = _values_on_disk(values)
+    if len(classes) != 2:
+        return f"{found}, read as classes 0..{len(classes) - 1} ({', '.join(classes)})"
+    if chosen is not None:  # the masks read are the derived 0/255 ones: the values chosen say more
+        return f"foreground = {_any_of(list(chosen))} (data.options.foreground_values), as 0/1"
+    ranged = sum(n for t, n in thresholds.items() if t > 0)
+    plain = sum(thresholds.values()) - ranged
+    if not ranged:
+        return f"{found}, foreground = {_nonzero_text(values)}"
+    why = " (lossy JPEG)" if lossy == ranged else " (a range of values: anti-aliased or lossy)"
+    cut = _threshold_text(thresholds)
+    if not plain:
+        return f"{found}{why}: foreground = {cut}, as 0/1"
+    return f"{found}{why}: foreground = not 0 in {plain} mask{'s' if plain > 1 else ''}, {cut} in {ranged}, as 0/1"
+
+
+def _nonzero_text(values: list) -> str:
+    """Masks with one value per pixel class: every value but 0 is foreground."""
+    fg = [v for v in values if v != 0]
+    if not fg:
+        return "none (every mask is empty)"
+    return _any_of(fg) if len(fg) <= 4 else "any value but 0"
+
+
+def _any_of(values: list) -> str:
+    """ "255" / "any of 1, 255"."""
+    return _number(values[0]) if len(values) == 1 else f"any of {', '.join(_number(v) for v in values)}"
+
+
+def _threshold_text(thresholds: Counter) -> str:
+    """Masks with a range of values are foreground above half their maximum: the cut, as a whole value."""
+    cuts = Counter()
+    for t, n in thresholds.items():
+        if t > 0:
+            cuts[int(t)] += n  # 127.5 (a maximum of 255) and 127 (of 254) cut alike
+    if len(cuts) == 1:
+        return f"above {next(iter(cuts))}"
+    return f"above half each mask's maximum (above {cuts.most_common(1)[0][0]} for most)"
+
+
+def _few_grey(count: int, total: int, expected: list[str]) -> str:
+    return (
+        f"{_images(count, 'is', 'are')} greyscale (1 channel) among {total}: expanded to the configured "
+        f"{len(expected)} channels ({', '.join(expected)}) by repeating {'its' if count == 1 else 'their'} grey"
+    )
 
 
 def _exif_warnings(exif: Counter) -> list[str]:
@@ -153,7 +234,8 @@ def format_report(r: dict) -> str:
         f"  cases: {r['n_cases']} ({r['n_groups']} groups/patients)"
         + (f", subsets {r['subsets']}" if set(r["subsets"]) != {"none"} else ""),
         f"  channels: expected {r['channels_expected']}, found {r['channels_found']}",
-        f"  classes: {r['classes']}; label values found: {r['label_values_found']}",
+        f"  classes: {', '.join(r['classes'])}",
+        f"  masks: {r['mask_summary']}",
         f"  image sizes: {r['image_sizes']}",
     ]
     if r["spacings_mm"]:

@@ -73,15 +73,20 @@ def binarise_mask_2d(mask: np.ndarray) -> np.ndarray:
     values (JPEG noise, anti-aliased edges) is foreground above half its maximum.
     """
     m = mask.max(axis=-1) if mask.ndim == 3 else mask
+    return (m > foreground_above(mask)).astype(np.uint8)
+
+
+def foreground_above(mask: np.ndarray) -> float:
+    """The value above which :func:`binarise_mask_2d` calls a pixel foreground: 0, or half the maximum for an 8-bit
+    mask with a range of values (``medseg datasets check`` reports it)."""
+    m = mask.max(axis=-1) if mask.ndim == 3 else mask
     if m.dtype == bool or not m.size:
-        return m.astype(np.uint8)
+        return 0.0
     top = float(m.max())
-    if top <= 0:
-        return np.zeros(m.shape, np.uint8)
     integer = np.issubdtype(m.dtype, np.integer)
-    if len(np.unique(m)) <= 2 or (integer and (top <= 16 or m.dtype.itemsize > 1)):
-        return (m > 0).astype(np.uint8)
-    return (m > top / 2).astype(np.uint8)
+    if top <= 0 or len(np.unique(m)) <= 2 or (integer and (top <= 16 or m.dtype.itemsize > 1)):
+        return 0.0
+    return top / 2
 
 
 def labels_to_classes(label: np.ndarray, num_classes: int, path) -> np.ndarray:
@@ -218,7 +223,7 @@ class LoadImage2Dd(_LoadPaird):
         }
         if mask is not None:
             if self.describe:
-                d["label_meta"] = {"values_on_disk": self._raw_values(mask)}
+                d["label_meta"] = {"values_on_disk": self._raw_values(mask), "foreground_above": foreground_above(mask)}
             if mask.shape[:2] != img.shape[1:]:
                 raise fail(
                     lpath,

@@ -349,3 +349,81 @@ def make_dicom_series(
         writer.SetFileName(str(folder / f"{prefix}_{z:04d}.dcm"))
         writer.Execute(sl)
     return folder
+
+
+# ----------------------------------------------------------------------------
+# person photos, full-body frames, endoscopy (folder-style 2D sets)
+# ----------------------------------------------------------------------------
+
+HUMANSEG_SIZES = [(73, 110), (110, 73), (48, 64), (90, 60)]  # (H, W): landscape and portrait photos
+MADS_DIR = "segmentation_full_body_mads_dataset_1192_img"
+
+
+def make_humanseg(
+    root: str | Path,
+    n: int = 9,
+    seed: int = 0,
+    scaled_every: int = 3,
+    grey: int = 2,
+    image_exts: tuple[str, ...] = (".jpg",),
+    odd_mask: bool = False,
+    dirs: tuple[str, str] = ("Training_Images", "Ground_Truth"),
+) -> Path:
+    """Human-Segmentation-Dataset layout: ``Training_Images/<n>.jpg`` + ``Ground_Truth/<n>.png`` (one channel 0/255),
+    numbered with gaps. Two of every ``scaled_every`` masks are a smaller copy of their photo in the same
+    proportions (as two thirds of the real masks are), the first ``grey`` photos are greyscale, image extensions
+    cycle through ``image_exts``; with ``odd_mask`` the last mask is cropped to other proportions."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    img_dir, mask_dir = root / dirs[0], root / dirs[1]
+    img_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        h, w = HUMANSEG_SIZES[i % len(HUMANSEG_SIZES)]
+        img, mask = lesion_2d(rng, h, w)
+        photo = Image.fromarray(img).convert("L") if i < grey else Image.fromarray(img)
+        photo.save(img_dir / f"{2 * i + 1}{image_exts[i % len(image_exts)]}", quality=90)
+        m = Image.fromarray(mask.astype(np.uint8) * 255)
+        if i % scaled_every:  # a scaled copy, as remove.bg returned it for a large photo
+            m = m.resize((round(w * 0.6), round(h * 0.6)), Image.Resampling.NEAREST)
+        if odd_mask and i == n - 1:
+            m = m.crop((0, 0, m.width * 3 // 4, m.height))
+        m.save(mask_dir / f"{2 * i + 1}.png")
+    return root
+
+
+def make_mads(root: str | Path, n: int = 6, size=(48, 64), seed: int = 0) -> Path:
+    """Kaggle full-body MADS layout: ``segmentation_full_body_mads_dataset_1192_img/images/<name>.png`` and
+    ``masks/<name>.png`` with the same names (the real frames are 512x384; smaller here), 3-channel 0/255 masks."""
+    base = Path(root) / MADS_DIR
+    rng = np.random.default_rng(seed)
+    (base / "images").mkdir(parents=True, exist_ok=True)
+    (base / "masks").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img, mask = lesion_2d(rng, *size)
+        name = f"{['Kata', 'Jazz', 'Sports', 'Taichi'][i % 4]}_{i:04d}.png"
+        Image.fromarray(img).save(base / "images" / name)
+        _save_mask(mask, base / "masks" / name, "rgb")
+    return Path(root)
+
+
+def make_kvasir(root: str | Path, n: int = 6, sizes=((60, 72), (48, 64)), seed: int = 0) -> Path:
+    """Kvasir-SEG layout: ``Kvasir-SEG/images/<id>.jpg`` + ``Kvasir-SEG/masks/<id>.jpg`` (RGB JPEG masks, so
+    their 0/255 carries compression noise) and the ``kavsir_bboxes.json`` the archive ships."""
+    base = Path(root) / "Kvasir-SEG"
+    rng = np.random.default_rng(seed)
+    (base / "images").mkdir(parents=True, exist_ok=True)
+    (base / "masks").mkdir(parents=True, exist_ok=True)
+    boxes = {}
+    for i in range(n):
+        h, w = sizes[i % len(sizes)]
+        img, mask = lesion_2d(rng, h, w)
+        name = "cju" + "".join(rng.choice(list("0123456789abcdefghijklmnopqrstuvwxyz"), 22))
+        Image.fromarray(img).save(base / "images" / f"{name}.jpg", quality=90)
+        rgb = np.repeat((mask * 255).astype(np.uint8)[..., None], 3, axis=2)
+        Image.fromarray(rgb).save(base / "masks" / f"{name}.jpg", quality=75)
+        ys, xs = np.nonzero(mask)
+        box = {"label": "polyp", "xmin": int(xs.min()), "ymin": int(ys.min()), "xmax": int(xs.max())}
+        boxes[name] = {"height": h, "width": w, "bbox": [{**box, "ymax": int(ys.max())}]}
+    (base / "kavsir_bboxes.json").write_text(json.dumps(boxes))
+    return Path(root)
