@@ -87,6 +87,8 @@ RULES: dict[str, tuple] = {
     },
     "augment.rotate_deg": _non_negative("15"),
     "augment.scale_range": _fraction("0.1"),
+    "augment.shift_range": _fraction("0.05"),
+    "augment.shear_range": _fraction("0.05"),
     "augment.intensity_scale": _non_negative("0.1"),
     "augment.intensity_shift": _non_negative("0.1"),
     "augment.noise_std": _non_negative("0.05"),
@@ -137,6 +139,11 @@ CHOICES: dict[str, tuple[tuple[str, ...], str, str]] = {
         ("zscore", "volume", "scale", "fixed", "none"),
         "preprocess.intensity '{value}' is unknown",
         "use zscore, volume, scale, fixed or none",
+    ),
+    "augment.affine_padding": (
+        ("zeros", "border", "reflection"),
+        "augment.affine_padding '{value}' is unknown",
+        "use zeros, border (repeat the edge pixel) or reflection",
     ),
     "model.dropout_mode": (("element", "channel"), "model.dropout_mode is '{value}'", "use 'element' or 'channel'"),
     "train.optimizer": (("adamw", "adam", "sgd"), "train.optimizer '{value}' is unknown", "use adamw, adam or sgd"),
@@ -211,6 +218,7 @@ def validate_config(cfg: Config, source: str = "config", overridden: set[str] | 
     _check_split(cfg.data.split, source)
     _check_context(cfg, source)
     _check_loss_weights(cfg, source)
+    _check_shift_size(cfg, source)
 
 
 def _check_split(split, source: str) -> None:
@@ -244,4 +252,17 @@ def _check_loss_weights(cfg: Config, source: str) -> None:
             source,
             "train.loss.dice_weight and ce_weight are both 0, so nothing is learnt",
             "give one of them a weight, e.g. --set train.loss.dice_weight=1",
+        )
+
+
+def _check_shift_size(cfg: Config, source: str) -> None:
+    """A shift is a fraction of the image size, so the size must be known before the data are read."""
+    if not cfg.augment.shift_range:
+        return
+    key = "preprocess.spatial_size" if cfg.data.spatial_dims == 2 else "train.patch_size"
+    if _get(cfg, key) is None:
+        raise fail(
+            source,
+            f"augment.shift_range {cfg.augment.shift_range} is a fraction of the image size, but {key} is not set",
+            f"set {key} (e.g. {'[256, 256]' if cfg.data.spatial_dims == 2 else '[96, 96, 96]'}) or shift_range 0",
         )

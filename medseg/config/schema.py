@@ -60,6 +60,9 @@ class AugmentConfig:
     affine_prob: float = 0.3
     rotate_deg: float = 15.0
     scale_range: float = 0.1
+    shift_range: float = 0.0  # affine translation up to this fraction of the image (2D) or patch (3D) size per axis
+    shear_range: float = 0.0  # affine shear factor up to this, per axis pair
+    affine_padding: str = "zeros"  # what fills pixels the affine brings in: zeros | border (Keras' "nearest")
     intensity_prob: float = 0.3
     intensity_scale: float = 0.1
     intensity_shift: float = 0.1

@@ -196,17 +196,7 @@ def random_transforms(cfg: Config) -> Compose:
     if a.rot90_prob > 0:
         ts.append(RandRotate90d(keys=keys, prob=a.rot90_prob, spatial_axes=(0, 1)))
     if a.affine_prob > 0:
-        rot = math.radians(a.rotate_deg)
-        ts.append(
-            RandAffined(
-                keys=keys,
-                prob=a.affine_prob,
-                rotate_range=[rot] if dims == 2 else [rot, rot, rot],
-                scale_range=[a.scale_range] * dims,
-                mode=("bilinear", "nearest"),
-                padding_mode="zeros",
-            )
-        )
+        ts.append(random_affine(cfg, keys))
     if a.intensity_prob > 0:
         ts.append(RandScaleIntensityd(keys=IMAGE, factors=a.intensity_scale, prob=a.intensity_prob, channel_wise=True))
         ts.append(RandShiftIntensityd(keys=IMAGE, offsets=a.intensity_shift, prob=a.intensity_prob, channel_wise=True))
@@ -229,6 +219,29 @@ def random_transforms(cfg: Config) -> Compose:
             )
         )
     return Compose(ts)
+
+
+def random_affine(cfg: Config, keys: list[str]) -> RandAffined:
+    """Rotation and scaling, plus shift and shear when the config asks for them (the Keras U-Net's augmentation)."""
+    a, dims = cfg.augment, cfg.data.spatial_dims
+    rot = math.radians(a.rotate_deg)
+    extra = {}
+    # a range of 0 still draws a random number: pass shift and shear only when set, so that configs without them
+    # draw (and augment) exactly as before
+    if a.shift_range:
+        size = cfg.preprocess.spatial_size if dims == 2 else cfg.train.patch_size  # rules.py requires it
+        extra["translate_range"] = [a.shift_range * s for s in size]
+    if a.shear_range:
+        extra["shear_range"] = [a.shear_range] * (2 if dims == 2 else 6)  # one factor per axis pair
+    return RandAffined(
+        keys=keys,
+        prob=a.affine_prob,
+        rotate_range=[rot] if dims == 2 else [rot, rot, rot],
+        scale_range=[a.scale_range] * dims,
+        mode=("bilinear", "nearest"),
+        padding_mode=a.affine_padding,
+        **extra,
+    )
 
 
 def train_transforms(cfg: Config) -> Compose:
