@@ -245,14 +245,7 @@ def evaluate_from_cli(
             raise MedsegError(
                 "--model needs --data NAME (the recipe) and --data-dir; fix: e.g. --data ph2 --data-dir datasets/ph2"
             )
-        from medseg.config import did_you_mean
-        from medseg.data import list_recipes
-
-        if data not in list_recipes():
-            raise MedsegError(
-                f"--data '{data}' is not a data recipe{did_you_mean(data, list_recipes())}; "
-                f"fix: use one of {list_recipes()}"
-            )
+        _check_recipe_name(data)
         model = ensemble_members(model, data_dir=Path(data_dir) if data_dir else default_data_dir(data))
         res = evaluate_model(
             model,
@@ -270,7 +263,15 @@ def evaluate_from_cli(
         if pred is None or gt is None:
             raise MedsegError("medseg evaluate needs --pred and --gt folders (or --model with --data)")
         res = evaluate_folders(
-            pred, gt, out, labels=labels, images=images, force=force, progress=progress, figures=EvaluationFigures()
+            pred,
+            gt,
+            out,
+            labels=labels,
+            images=images,
+            force=force,
+            progress=progress,
+            figures=EvaluationFigures(),
+            extra_metrics=_recipe_metrics(data),
         )
     _print_summary(res, log)
     if report:
@@ -278,6 +279,27 @@ def evaluate_from_cli(
 
         log(f"report: {cohort_report(res.out_dir, out=res.out_dir / 'cohort_report.pdf', force=force)}")
     return res
+
+
+def _check_recipe_name(data: str) -> None:
+    from medseg.config import did_you_mean
+    from medseg.data import list_recipes
+
+    if data not in list_recipes():
+        raise MedsegError(
+            f"--data '{data}' is not a data recipe{did_you_mean(data, list_recipes())}; "
+            f"fix: use one of {list_recipes()}"
+        )
+
+
+def _recipe_metrics(data: str | None) -> tuple[str, ...]:
+    """With --pred/--gt, ``--data NAME`` adds the metrics that recipe's data set is scored by (membrane: Rand)."""
+    if not data:
+        return ()
+    from medseg.data import get_recipe
+
+    _check_recipe_name(data)
+    return get_recipe(data).extra_metrics
 
 
 def _print_summary(res, log) -> None:
@@ -288,7 +310,17 @@ def _print_summary(res, log) -> None:
         log(
             f"{cls}: Dice {d['mean']:.4f} (95% CI {d['ci95_low']:.4f}-{d['ci95_high']:.4f}), Jaccard {j['mean']:.4f}, n={int(d['n'])}"
         )
+        extra = _extra_means(s[s["class"] == cls])
+        if extra:
+            log(f"{cls}: {extra}")
     log(f"metrics: {res.out_dir / 'metrics.csv'}, summary: {res.out_dir / 'summary.csv'}")
+
+
+def _extra_means(rows) -> str:
+    """The means of a recipe's extra metrics in one summary class, as one line ("" when there are none)."""
+    names = {"pixel_error": "pixel error", "rand_error": "Rand error", "vi_split": "VI split", "vi_merge": "VI merge"}
+    means = dict(zip(rows["metric"], rows["mean"]))
+    return ", ".join(f"{text} {means[k]:.4f}" for k, text in names.items() if k in means)
 
 
 def report_from_cli(source, out=None, gt=None, force=False, log=print):

@@ -246,7 +246,12 @@ def evaluate(
         "A folder that medseg cv wrote stands for its folds' last.pt, scored on cases no fold saw (not its own "
         "--data-dir: every case there trained some fold).",
     ),
-    data: str | None = typer.Option(None, "--data", help="Recipe name with --model (ph2, lgg, brats, nifti, folder)."),
+    data: str | None = typer.Option(
+        None,
+        "--data",
+        help="Recipe name with --model (ph2, lgg, brats, nifti, folder, membrane); with --pred/--gt it adds the "
+        "recipe's own metrics (membrane: pixel error, Rand and VI).",
+    ),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder with --model."),
     split: str = typer.Option("val", "--split", help="all, val or test (the checkpoint's own split)."),
     out: Path = typer.Option(..., "--out", help="Output folder for metrics.csv, summary.csv and plots."),

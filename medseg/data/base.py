@@ -62,6 +62,8 @@ class Recipe:
     name: ClassVar[str] = ""
     generates_data: ClassVar[bool] = False  # the recipe writes its data (the demo): a missing folder is created
     display: ClassVar[DisplayChannel] = DisplayChannel()
+    # data.options a config leaves unset take these values (membrane: which mask value is the foreground)
+    default_options: ClassVar[dict[str, Any]] = {}
 
     def cases(self, data_dir: Path, options: dict) -> RecipeResult:
         """The samples found in ``data_dir``, with warnings and the cases left out (``problems``)."""
@@ -101,6 +103,11 @@ class Recipe:
         from medseg.data.modalities import modality_case
 
         return modality_case(folder, channels, options.get("modalities"))
+
+    # -- evaluation -------------------------------------------------------------------------------------------
+
+    # metric groups medseg evaluate adds to every row of this data set (medseg.evaluation.metrics.EXTRA_METRICS)
+    extra_metrics: ClassVar[tuple[str, ...]] = ()
 
     # -- clinical metadata --------------------------------------------------------------------------------------
 
@@ -170,7 +177,8 @@ def load_samples(
     data_dir = Path(data_dir)
     found = get_recipe(recipe)
     _check_data_dir(found, recipe, data_dir)
-    result = found.cases(data_dir, dict(options or {}))
+    options = {**found.default_options, **(options or {})}
+    result = found.cases(data_dir, dict(options))
     if result.problems and not collect_problems:
         raise MedsegError(result.problems[0] + _more_problems(len(result.problems) - 1))
     if not result.samples and not result.problems:
@@ -180,7 +188,7 @@ def load_samples(
     result.samples, copies = _drop_identical_copies(result.samples)
     from medseg.data.derived import derive_masks  # scaled copies of masks, foreground values: one cached mask each
 
-    result.samples, notes = derive_masks(result.samples, dict(options or {}), f"{recipe} data in {data_dir}")
+    result.samples, notes = derive_masks(result.samples, dict(options), f"{recipe} data in {data_dir}")
     result.warnings.extend(notes)
     if copies:
         a, b = copies[0]

@@ -427,3 +427,39 @@ def make_kvasir(root: str | Path, n: int = 6, sizes=((60, 72), (48, 64)), seed: 
         boxes[name] = {"height": h, "width": w, "bbox": [{**box, "ymax": int(ys.max())}]}
     (base / "kavsir_bboxes.json").write_text(json.dumps(boxes))
     return Path(root)
+
+
+# ----------------------------------------------------------------------------
+# ISBI 2012 membranes (the Keras U-Net's data/membrane)
+# ----------------------------------------------------------------------------
+
+
+def membrane_section(rng: np.random.Generator, h: int, w: int, n_cells: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """An EM-like grey section ``(H, W)`` uint8 and its label ``(H, W)`` uint8: 255 inside the cells (the regions of
+    a random Voronoi diagram), 0 on the one-to-two pixel membranes between them, as the ISBI 2012 labels are."""
+    seeds = rng.uniform([0, 0], [h, w], size=(n_cells, 2))
+    yy, xx = np.mgrid[0:h, 0:w]
+    cell = np.argmin((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2, axis=-1)
+    edge = np.zeros((h, w), bool)
+    edge[:, 1:] |= cell[:, 1:] != cell[:, :-1]
+    edge[1:, :] |= cell[1:, :] != cell[:-1, :]
+    label = np.where(edge, 0, 255).astype(np.uint8)
+    img = 170 + 25 * _smooth_noise(rng, (h, w), 8) - 120 * edge + rng.normal(0, 8, (h, w))
+    return np.clip(img, 0, 255).astype(np.uint8), label
+
+
+def make_membrane(root: str | Path, n: int = 6, n_test: int = 2, size=(64, 64), seed: int = 0) -> Path:
+    """train/image/<n>.png + train/label/<n>.png (grey, label 255 = cell interior, 0 = membrane) and unlabelled
+    test/<n>.png, numbered from 0 without padding as the Keras U-Net's data/membrane is."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for sub in ("train/image", "train/label", "test"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n + n_test):
+        img, label = membrane_section(rng, *size)
+        if i < n:
+            Image.fromarray(img).save(root / "train" / "image" / f"{i}.png")
+            Image.fromarray(label).save(root / "train" / "label" / f"{i}.png")
+        else:
+            Image.fromarray(img).save(root / "test" / f"{i - n}.png")
+    return root

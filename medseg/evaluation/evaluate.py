@@ -60,9 +60,11 @@ def evaluate_folders(
     force: bool = False,
     progress: bool = True,
     figures: Figures | None = None,
+    extra_metrics: tuple[str, ...] = (),
 ) -> EvalResult:
     """Evaluate a folder of predictions against a folder of ground truth (``images``: a folder of the images,
-    the overlays' background)."""
+    the overlays' background; ``extra_metrics``: groups of metrics beyond the standard ones, as a recipe's
+    :attr:`~medseg.data.base.Recipe.extra_metrics` names them)."""
     out_dir = Path(out)
     check_out(out_dir, force)
     pairs, pred_only, gt_only = pair_cases(pred_dir, gt_dir)
@@ -78,7 +80,7 @@ def evaluate_folders(
         )
     labels = list(labels) if labels else guess_labels([p[2] for p in pairs])
     image_files = {case_key(p): p for p in mask_files(Path(images))} if images else {}
-    rows, cases, units = _score_pairs(pairs, labels, image_files, progress)
+    rows, cases, units = _score_pairs(pairs, labels, image_files, progress, tuple(extra_metrics))
     df = pd.DataFrame(rows)
     ranks = rank_cases(df)
     draw_overlays(figures, cases, ranks, out_dir, Drawing(labels), progress)
@@ -88,6 +90,7 @@ def evaluate_folders(
         "pred_dir": str(pred_dir),
         "gt_dir": str(gt_dir),
         "labels": labels,
+        "extra_metrics": list(extra_metrics),
         "n_cases": len(pairs),
         "predictions_without_gt": pred_only,
         "gt_without_prediction": gt_only,
@@ -99,7 +102,9 @@ def evaluate_folders(
     return write_evaluation(out_dir, df, info, figures)
 
 
-def _score_pairs(pairs: list, labels: list[str], image_files: dict, progress: bool) -> tuple[list, dict, dict]:
+def _score_pairs(
+    pairs: list, labels: list[str], image_files: dict, progress: bool, extra: tuple[str, ...] = ()
+) -> tuple[list, dict, dict]:
     """``(metrics rows, cases for eval.json, units)`` of the paired files; all of them must share one unit."""
     from medseg.progress import track
 
@@ -114,7 +119,7 @@ def _score_pairs(pairs: list, labels: list[str], image_files: dict, progress: bo
                 "evaluate volumes and 2D images (no pixel spacing) in separate runs",
             )
         units = case_units
-        rows += metrics_rows(case_id, pred, gt, spacing, labels)
+        rows += metrics_rows(case_id, pred, gt, spacing, labels, extra)
         cases[case_id] = {
             "prediction": str(pp),
             "ground_truth": str(gp),
@@ -187,9 +192,9 @@ def evaluate_model(
     recipe = get_recipe(data)
     volumes = recipe.volumes(samples)  # slices that stack into one volume (LGG), or None
     if volumes:
-        rows, cases, units = _score_volumes(volumes, predicted, labels)
+        rows, cases, units = _score_volumes(volumes, predicted, labels, recipe.extra_metrics)
     else:
-        rows, cases, units = _score_cases(samples, predicted, labels, cfg)
+        rows, cases, units = _score_cases(samples, predicted, labels, cfg, recipe.extra_metrics)
     df = pd.DataFrame(rows)
     ranks = rank_cases(df)
     drawing = Drawing(
@@ -209,6 +214,7 @@ def evaluate_model(
         "data_dir": str(data_dir),
         "split": "all" if test_set else split,
         "labels": labels,
+        "extra_metrics": list(recipe.extra_metrics),
         "n_cases": len(cases),
         "test_set": test_set,
         **({"split_requested": split} if test_set else {}),
@@ -244,7 +250,9 @@ def _predict(models: list, dev, options, samples: list[dict], pred_dir: Path, pr
     return predictor, predicted
 
 
-def _score_volumes(volumes: dict, predicted: dict, labels: list[str]) -> tuple[list, dict, dict]:
+def _score_volumes(
+    volumes: dict, predicted: dict, labels: list[str], extra: tuple[str, ...]
+) -> tuple[list, dict, dict]:
     """Slices of one patient stacked into one volume (per-patient metrics, as in Buda et al. 2019)."""
     from medseg.data.stacking import stack_slices
 
@@ -254,7 +262,7 @@ def _score_volumes(volumes: dict, predicted: dict, labels: list[str]) -> tuple[l
         pred = stack_slices([predicted[s["case_id"]] for s in sl], read)
         gt = stack_slices([s[LABEL] for s in sl], read)
         # slices carry no in-plane spacing or thickness: sizes in voxels, distances in voxel steps
-        rows += metrics_rows(vid, pred, gt, None, labels)
+        rows += metrics_rows(vid, pred, gt, None, labels, extra)
         cases[vid] = {
             "slices": [s["case_id"] for s in sl],
             "meta": sl[0].get("meta", {}),
@@ -265,7 +273,9 @@ def _score_volumes(volumes: dict, predicted: dict, labels: list[str]) -> tuple[l
     return rows, cases, units_info(None, 3)
 
 
-def _score_cases(samples: list[dict], predicted: dict, labels: list[str], cfg) -> tuple[list, dict, dict]:
+def _score_cases(
+    samples: list[dict], predicted: dict, labels: list[str], cfg, extra: tuple[str, ...]
+) -> tuple[list, dict, dict]:
     """Each case on its own grid; 2D cases in mm when the config gives their pixel spacing."""
     rows, cases = [], {}
     units = units_info(None, cfg.data.spatial_dims)
@@ -274,7 +284,7 @@ def _score_cases(samples: list[dict], predicted: dict, labels: list[str], cfg) -
         gt, spacing, _ = read_label_map(Path(s[LABEL]), len(labels))
         if cfg.data.spatial_dims == 2 and cfg.data.pixel_spacing_mm:
             spacing = tuple(cfg.data.pixel_spacing_mm)
-        rows += metrics_rows(s["case_id"], pred, gt, spacing, labels)
+        rows += metrics_rows(s["case_id"], pred, gt, spacing, labels, extra)
         units = units_info(spacing, gt.ndim)
         cases[s["case_id"]] = {
             "meta": s.get("meta", {}),

@@ -17,6 +17,10 @@ Surface distances are MONAI's kernels with the voxel spacing, so they are in
 millimetres; without a spacing (2D images of unknown pixel size) they are in
 pixels and named so (``hd95_px``, ``assd_px``), and sizes are pixel counts. Lesions are connected components (full connectivity); a ground
 truth lesion counts as detected when any predicted voxel overlaps it.
+
+A recipe can ask for more (:attr:`medseg.data.base.Recipe.extra_metrics`, the groups of :data:`EXTRA_METRICS`):
+the pixel error, and scikit-image's Rand and variation-of-information scores of the regions (connected components)
+of the class, the scores of the ISBI 2012 EM segmentation challenge.
 """
 
 from __future__ import annotations
@@ -112,6 +116,51 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing, distances: bool = Tr
     out["gt_size"] = float(np.count_nonzero(gt)) * unit
     out["pred_size"] = float(np.count_nonzero(pred)) * unit
     out.update(lesion_counts(pred, gt))
+    return out
+
+
+# -- extra metrics a recipe asks for ----------------------------------------------------------------------------------
+
+REGION_KEYS = ("rand_error", "rand_precision", "rand_recall", "vi_split", "vi_merge")
+EXTRA_METRICS: dict[str, tuple[str, ...]] = {"pixel_error": ("pixel_error",), "regions": REGION_KEYS}
+EXTRA_KEYS = [k for keys in EXTRA_METRICS.values() for k in keys]  # their columns, in metrics.csv's order
+
+
+def pixel_error(pred: np.ndarray, gt: np.ndarray) -> float:
+    """1 - pixel accuracy: the share of pixels that are foreground in one mask and not in the other."""
+    tp, fp, fn, tn = confusion(pred, gt)
+    return (fp + fn) / (tp + fp + fn + tn)
+
+
+def region_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Adapted Rand error, precision and recall and the split and merge terms of the variation of information
+    (scikit-image), comparing the connected components of ``gt`` with those of ``pred``.
+
+    Components are face-connected (4-neighbours in 2D): a one-pixel membrane running diagonally still separates two
+    cells. Pixels that are background in ``gt`` are left out of every score; the prediction's background is one
+    more region. All NaN when ``gt`` has no foreground (no region to compare)."""
+    from skimage.metrics import adapted_rand_error, variation_of_information
+
+    g, p = ndimage.label(np.asarray(gt, bool))[0], ndimage.label(np.asarray(pred, bool))[0]
+    if not g.any():
+        return dict.fromkeys(REGION_KEYS, float("nan"))
+    with np.errstate(divide="ignore", invalid="ignore"):  # cells of one pixel each leave no pairs: NaN, not a warning
+        error, precision, recall = adapted_rand_error(g, p, ignore_labels=(0,))
+        split, merge = variation_of_information(g, p, ignore_labels=(0,))
+    values = (error, precision, recall, split, merge)
+    return dict(zip(REGION_KEYS, (float(v) for v in values)))
+
+
+def extra_metrics(pred: np.ndarray, gt: np.ndarray, groups: tuple[str, ...] | list[str]) -> dict[str, float]:
+    """The columns of the named :data:`EXTRA_METRICS` groups for one binary pair."""
+    unknown = [g for g in groups if g not in EXTRA_METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric groups {unknown}; known: {sorted(EXTRA_METRICS)}")
+    out: dict[str, float] = {}
+    if "pixel_error" in groups:
+        out["pixel_error"] = pixel_error(pred, gt)
+    if "regions" in groups:
+        out.update(region_scores(pred, gt))
     return out
 
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from medseg.evaluation.metrics import bootstrap_ci, case_metrics, distance_keys, metric_names
+from medseg.evaluation.metrics import (
+    EXTRA_KEYS,
+    bootstrap_ci,
+    case_metrics,
+    distance_keys,
+    extra_metrics,
+    metric_names,
+)
 from medseg.inference.findings import significant
 
 SIZE_KEYS = ["gt_size", "pred_size"]
@@ -18,8 +25,8 @@ COUNT_KEYS = ["lesions_gt", "lesions_pred", "lesions_detected"]
 
 
 def row_keys(length_unit: str = "mm") -> list[str]:
-    """The columns of metrics.csv, in order."""
-    return ["case_id", "class", *metric_names(length_unit), *SIZE_KEYS, *COUNT_KEYS]
+    """The columns metrics.csv may have, in order (the extra metrics only when a recipe asks for them)."""
+    return ["case_id", "class", *metric_names(length_unit), *EXTRA_KEYS, *SIZE_KEYS, *COUNT_KEYS]
 
 
 def units_info(spacing, ndim: int) -> dict:
@@ -29,13 +36,21 @@ def units_info(spacing, ndim: int) -> dict:
     return {"spacing_known": known, "size_unit": size, "length_unit": "mm" if known else "px"}
 
 
-def metrics_rows(case_id: str, pred: np.ndarray, gt: np.ndarray, spacing, labels: list[str]) -> list[dict]:
-    """One row per foreground class (and the whole foreground when there are several classes) of one case."""
+def metrics_rows(
+    case_id: str, pred: np.ndarray, gt: np.ndarray, spacing, labels: list[str], extra: tuple[str, ...] = ()
+) -> list[dict]:
+    """One row per foreground class (and the whole foreground when there are several classes) of one case;
+    ``extra`` names the groups of extra metrics to add (a recipe's ``extra_metrics``)."""
     pairs = [(name, pred == c, gt == c) for c, name in enumerate(labels) if c]
     if len(labels) > 2:  # whole foreground ("whole tumour" for BraTS)
         pairs.append(("all_foreground", pred > 0, gt > 0))
     return [
-        {"case_id": case_id, "class": name, **_rounded_sizes(case_metrics(p, g, spacing), spacing is not None)}
+        {
+            "case_id": case_id,
+            "class": name,
+            **_rounded_sizes(case_metrics(p, g, spacing), spacing is not None),
+            **extra_metrics(p, g, extra),
+        }
         for name, p, g in pairs
     ]
 
@@ -53,10 +68,15 @@ def summarise(df: pd.DataFrame, units: dict | None = None) -> pd.DataFrame:
     """Per class and metric: n, undefined count, mean, SD, median, 95% bootstrap interval, and the unit."""
     units = units or units_info((1.0, 1.0, 1.0), 3)
     length = units["length_unit"]
-    unit_of = {**dict.fromkeys(distance_keys(length), length), **dict.fromkeys(SIZE_KEYS, units["size_unit"])}
+    unit_of = {
+        **dict.fromkeys(distance_keys(length), length),
+        **dict.fromkeys(SIZE_KEYS, units["size_unit"]),
+        **dict.fromkeys(("vi_split", "vi_merge"), "bits"),
+    }
     out = []
+    extras = [k for k in EXTRA_KEYS if k in df.columns]
     for cls, g in df.groupby("class", sort=False):
-        for metric in metric_names(length) + SIZE_KEYS:
+        for metric in metric_names(length) + extras + SIZE_KEYS:
             out.append({"class": cls, "metric": metric, "unit": unit_of.get(metric, ""), **_statistics(g[metric])})
     return pd.DataFrame(out)
 
