@@ -105,10 +105,10 @@ def test_check_reports_bad_files_and_exits_1(tmp_path):
     from medseg.data import synthetic
 
     root = synthetic.make_folder_2d(tmp_path / "f", n=3, size=(16, 16))
-    Image.new("L", (8, 8)).save(root / "masks" / "case_001_mask.png")
+    Image.new("L", (8, 12)).save(root / "masks" / "case_001_mask.png")  # other proportions: not a scaled copy
     r = run_cli("datasets", "check", "folder", "--data-dir", root)
     assert r.exit_code == 1
-    assert "PROBLEM" in r.output and "case_001_mask.png: mask is 8x8" in r.output
+    assert "PROBLEM" in r.output and "case_001_mask.png: mask is 12x8" in r.output
 
 
 def test_missing_data_dir(tmp_path):

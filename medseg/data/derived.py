@@ -183,7 +183,7 @@ def _scaled_warning(scaled: list[tuple[Path, tuple, tuple]], n_masks: int) -> li
     size = "smaller" if smaller == len(scaled) else "larger" if not smaller else "differently sized"
     text = (
         f"{label.parent}: {len(scaled)} of {n_masks} masks are a {size} copy of their image, in the same "
-        f"proportions (e.g. {label.name} is {mask_hw[1]}x{mask_hw[0]} for a {image_hw[1]}x{image_hw[0]} image): "
+        f"proportions (e.g. {label.name} is {mask_hw[0]}x{mask_hw[1]} for a {image_hw[0]}x{image_hw[1]} image): "
         "brought to the image's size with nearest neighbour"
     )
     return [text]

@@ -48,7 +48,7 @@ def test_derive_masks_rescales_with_nearest_neighbour_and_counts(tmp_path):
     assert warnings == [
         (
             f"{tmp_path}: 1 of 2 masks are a smaller copy of their image, in the same proportions (e.g. a_mask.png is "
-            "30x20 for a 60x40 image): brought to the image's size with nearest neighbour"
+            "20x30 for a 40x60 image): brought to the image's size with nearest neighbour"
         )
     ]
 

@@ -36,7 +36,7 @@ def test_twin_pairs_by_number_and_brings_scaled_masks_to_size(humanseg_dir):
     assert res.warnings == [
         (
             f"{humanseg_dir / 'Ground_Truth'}: 6 of 9 masks are a smaller copy of their image, in the same proportions "
-            "(e.g. 3.png is 44x66 for a 73x110 image): brought to the image's size with nearest neighbour"
+            "(e.g. 3.png is 66x44 for a 110x73 image): brought to the image's size with nearest neighbour"
         )
     ]
     scaled = [s for s in res.samples if "label_source" in s]
