@@ -190,6 +190,10 @@ def load_samples(
 
     result.samples, notes = derive_masks(result.samples, dict(options), f"{recipe} data in {data_dir}")
     result.warnings.extend(notes)
+    from medseg.data.boxes import apply_boxes  # data.options.boxes: each label drawn from its image's boxes
+
+    result.samples, notes = apply_boxes(result.samples, dict(options or {}), data_dir, f"{recipe} data in {data_dir}")
+    result.warnings.extend(notes)
     if copies:
         a, b = copies[0]
         result.warnings.append(

@@ -430,6 +430,76 @@ def make_kvasir(root: str | Path, n: int = 6, sizes=((60, 72), (48, 64)), seed: 
 
 
 # ----------------------------------------------------------------------------
+# box labels: WIDER FACE, COCO JSON and CSV
+# ----------------------------------------------------------------------------
+
+
+def _boxed_image(rng, size, boxes_xywh) -> np.ndarray:
+    """An RGB noise image with a bright rectangle on each box (``x, y, w, h`` in pixels)."""
+    img = rng.integers(0, 90, (*size, 3), dtype=np.uint8)
+    for x, y, w, h in boxes_xywh:
+        img[max(y, 0) : y + h, max(x, 0) : x + w] = 220
+    return img
+
+
+def make_widerface(root: str | Path, n_events: int = 2, per_event: int = 3, size=(48, 64), seed: int = 0) -> Path:
+    """WIDER FACE as downloaded: WIDER_{train,val}/images/<event>/<name>.jpg and wider_face_split/*_bbx_gt.txt.
+
+    In each split the first image has 0 faces (a line of zeros follows its count), the second has one face marked
+    invalid beside a valid one, and the last has a face that runs past the right edge."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "wider_face_split").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        lines, n = [], n_events * per_event
+        for i in range(n):
+            event = f"{i // per_event}--Event{i // per_event}"
+            rel = f"{event}/{i // per_event}_Event_{split}_{i}.jpg"
+            faces = [(int(rng.integers(2, 30)), int(rng.integers(2, 20)), 10 + i % 3, 12, 0)]
+            if i == 0:
+                faces = []
+            elif i == 1:
+                faces.append((40, 30, 8, 8, 1))  # marked invalid
+            elif i == n - 1:
+                faces = [(size[1] - 6, 4, 12, 10, 0)]  # 6 of its 12 columns are outside the image
+            path = root / f"WIDER_{split}" / "images" / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(_boxed_image(rng, size, [f[:4] for f in faces if not f[4]])).save(path, quality=95)
+            lines += [rel, str(len(faces))] + [f"{x} {y} {w} {h} 0 0 0 {bad} 0 0 " for x, y, w, h, bad in faces]
+            lines += ["0 0 0 0 0 0 0 0 0 0 "] if not faces else []
+        (root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def make_box_set(root: str | Path, fmt: str = "csv", n: int = 6, size=(40, 56), seed: int = 0) -> Path:
+    """images/case_<i>.png with one lesion box each (the last image has none) and one box file: ``boxes.csv``
+    (image,x1,y1,x2,y2) or ``annotations/instances.json`` (COCO; a second category, ``ruler``, on even images)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows, images, anns = ["image,x1,y1,x2,y2"], [], []
+    for i in range(n):
+        name = f"case_{i}.png"
+        box = (int(rng.integers(1, 20)), int(rng.integers(1, 15)), int(rng.integers(6, 20)), int(rng.integers(6, 16)))
+        boxes = [box] if i < n - 1 else []
+        Image.fromarray(_boxed_image(rng, size, boxes)).save(root / "images" / name)
+        images.append({"id": i + 1, "file_name": name, "width": size[1], "height": size[0]})
+        for x, y, w, h in boxes:
+            rows.append(f"{name},{x},{y},{x + w},{y + h}")
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "bbox": [x, y, w, h]})
+        if i % 2 == 0 and i < n - 1:
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 2, "bbox": [0, 0, 3, 3]})
+    if fmt == "csv":
+        (root / "boxes.csv").write_text("\n".join(rows) + "\n")
+    else:
+        cats = [{"id": 1, "name": "lesion"}, {"id": 2, "name": "ruler"}]
+        (root / "annotations").mkdir(exist_ok=True)
+        coco = {"images": images, "annotations": anns, "categories": cats}
+        (root / "annotations" / "instances.json").write_text(json.dumps(coco, indent=1))
+    return root
+
+
+# ----------------------------------------------------------------------------
 # ISBI 2012 membranes (the Keras U-Net's data/membrane)
 # ----------------------------------------------------------------------------
 
