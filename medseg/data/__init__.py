@@ -12,7 +12,7 @@ small fake data set in the same layout, used by the tests and the demo.
 """
 
 from medseg.config import add_recipe_names
-from medseg.data import boxes, boxfolder, brats, demo, folder, humanseg, lgg, membrane, nifti, ph2, widerface  # noqa: F401  (register recipes)
+from medseg.data import boxes, boxfolder, brats, demo, folder, humanseg, lgg, membrane, nifti, nuclei, ph2, widerface  # noqa: F401  (register recipes)
 from medseg.data.base import (  # noqa: F401
     IMAGE,
     LABEL,

@@ -89,6 +89,7 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
         "foreground_fraction_mean": round(float(np.mean(fg_fraction)), 5) if fg_fraction else None,
         "empty_masks": int(sum(f == 0 for f in fg_fraction)),
         "metadata_keys": meta_keys,
+        "contents": result.info.get("summary"),  # the recipe's own count (nuclei: images and nuclei)
         "warnings": warnings,
         "problems": problems,
     }
@@ -233,6 +234,7 @@ def format_report(r: dict) -> str:
         f"{r['recipe']} data in {r['data_dir']}",
         f"  cases: {r['n_cases']} ({r['n_groups']} groups/patients)"
         + (f", subsets {r['subsets']}" if set(r["subsets"]) != {"none"} else ""),
+        *([f"  contents: {r['contents']}"] if r.get("contents") else []),
         f"  channels: expected {r['channels_expected']}, found {r['channels_found']}",
         f"  classes: {', '.join(r['classes'])}",
         f"  masks: {r['mask_summary']}",

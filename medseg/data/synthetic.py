@@ -533,3 +533,74 @@ def make_membrane(root: str | Path, n: int = 6, n_test: int = 2, size=(64, 64), 
         else:
             Image.fromarray(img).save(root / "test" / f"{i - n}.png")
     return root
+
+
+# ----------------------------------------------------------------------------
+# nuclei: Data Science Bowl 2018 (one mask file per nucleus), instance label maps
+# ----------------------------------------------------------------------------
+
+
+def _nuclei_scene(rng: np.random.Generator, h: int, w: int, n: int, overlap: bool) -> tuple[np.ndarray, list]:
+    """A fluorescence-like RGBA image ``(H, W, 4)`` uint8 (alpha 255, as the Data Science Bowl's) and one bool
+    mask per nucleus (discs of radius 3-6). With ``overlap`` the second disc is a small one over the first's rim."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    discs = []
+    for k in range(n):
+        r = rng.uniform(3, 6)
+        cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
+        if overlap and k == 1:  # a small nucleus on the rim of the first: both masks claim the shared pixels
+            r, (cy, cx) = 2.5, (discs[0][0] + discs[0][2] * 0.6, discs[0][1])
+        discs.append((cy, cx, r))
+    masks = [(yy - cy) ** 2 + (xx - cx) ** 2 <= r**2 for cy, cx, r in discs]
+    signal = np.clip(20 + 180 * np.any(masks, axis=0) + rng.normal(0, 6, (h, w)), 0, 255).astype(np.uint8)
+    rgba = np.stack([signal // 3, signal, signal // 2, np.full((h, w), 255, np.uint8)], axis=-1)
+    return rgba, masks
+
+
+def make_nuclei(
+    root: str | Path, n: int = 6, sizes=((40, 48), (56, 40), (48, 48)), n_test: int = 1, seed: int = 0
+) -> Path:
+    """``stage1_train/<id>/images/<id>.png`` (RGBA, sizes in turn) with ``masks/<mask id>.png``, one 0/255 file per
+    nucleus (3 to 7 per image; the first image's second nucleus overlaps its first), and ``stage1_test/<id>/images``
+    without masks, as the Data Science Bowl 2018 stage-1 archives unpack. Ids are hex digests like the real ones."""
+    import hashlib
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+
+    def hex_id(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    for i in range(n + n_test):
+        h, w = sizes[i % len(sizes)]
+        rgba, masks = _nuclei_scene(rng, h, w, 3 + i % 5, overlap=i == 0)
+        case = hex_id(f"case{i}")
+        folder = root / ("stage1_train" if i < n else "stage1_test") / case
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgba).save(folder / "images" / f"{case}.png")
+        if i >= n:
+            continue  # test cases ship no masks
+        (folder / "masks").mkdir()
+        for k, m in enumerate(masks):
+            Image.fromarray((m * 255).astype(np.uint8)).save(folder / "masks" / f"{hex_id(f'{case}-{k}')}.png")
+    return root
+
+
+def make_instance_folder(root: str | Path, n: int = 4, size=(40, 48), seed: int = 0) -> Path:
+    """``images/<name>.png`` (RGB) with ``instances/<name>.png|tif``: one label map per image, 0 background and one
+    value per nucleus (values with gaps; 16-bit PNG and 32-bit TIFF in turn), where overlaps are already settled."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "instances").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        rgba, masks = _nuclei_scene(rng, *size, 3 + i % 3, overlap=False)
+        label = np.zeros(size, np.int32)
+        for k, m in enumerate(masks):
+            label[m] = 10 * (k + 1)  # gaps in the values: the recipe renumbers 1..N
+        Image.fromarray(rgba[..., :3]).save(root / "images" / f"cells_{i}.png")
+        if i % 2:
+            Image.fromarray(label).save(root / "instances" / f"cells_{i}.tif")
+        else:
+            Image.fromarray(label.astype(np.uint16)).save(root / "instances" / f"cells_{i}.png")
+    return root
