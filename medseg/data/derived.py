@@ -61,14 +61,20 @@ def derived_mask(kind: str, sources: list[Path], params: dict, build: Callable[[
 # -- sizes ----------------------------------------------------------------------------------------------------------
 
 
-def image_sizes(path: Path) -> tuple[tuple[int, int], tuple[int, int]]:
-    """``((h, w) as viewers show it, (h, w) as stored)`` from the file's header (EXIF orientations 5-8 turn it)."""
+def stored_size(path: Path) -> tuple[int, int]:
+    """``(h, w)`` of the pixels as stored, from the file's header."""
     from PIL import Image
-
-    from medseg.io import exif_orientation
 
     with Image.open(path) as im:
         w, h = im.size
+    return h, w
+
+
+def image_sizes(path: Path) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((h, w) as viewers show it, (h, w) as stored)`` (EXIF orientations 5-8 turn the picture)."""
+    from medseg.io import exif_orientation
+
+    h, w = stored_size(path)
     upright = (w, h) if exif_orientation(path) in (5, 6, 7, 8) else (h, w)
     return upright, (h, w)
 
@@ -155,6 +161,8 @@ def _scaled_target(image: Path, label: Path) -> tuple[int, int] | None:
     proportions fit); None when the mask is at its image's size or differs by more than scale (the loader then
     refuses it, naming the file)."""
     try:
+        if stored_size(image) == stored_size(label):  # the usual case, from the headers alone (EXIF costs a decode)
+            return None
         upright, stored = image_sizes(image)
         mask_hw = image_sizes(label)[0]
     except Exception:  # noqa: BLE001 - unreadable, too large, not an image: the loader says which, naming the file
