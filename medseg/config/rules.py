@@ -85,6 +85,11 @@ RULES: dict[str, tuple] = {
             "lowres_prob",
         )
     },
+    "augment.flip_axes": (
+        lambda v: len(v) > 0 and all(a >= 0 for a in v) and len(set(v)) == len(v),
+        "must be distinct spatial axes from 0 (2D: 0 is height, 1 is width)",
+        "[1]",
+    ),
     "augment.rotate_deg": _non_negative("15"),
     "augment.scale_range": _fraction("0.1"),
     "augment.shift_range": _fraction("0.05"),

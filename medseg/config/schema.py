@@ -56,6 +56,7 @@ class PreprocessConfig:
 @dataclass
 class AugmentConfig:
     flip_prob: float = 0.5
+    flip_axes: list[int] | None = None  # spatial axes flipped, in training and by TTA (None: every axis; [1]: 2D W)
     rot90_prob: float = 0.0
     affine_prob: float = 0.3
     rotate_deg: float = 15.0

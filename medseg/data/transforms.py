@@ -172,6 +172,17 @@ def deterministic_transforms(cfg: Config, with_label: bool = True, for_training:
     return Compose(ts)
 
 
+def flip_axes(cfg: Config) -> list[int]:
+    """The spatial axes random flips and test-time flips use: ``augment.flip_axes``, else every axis (a photo of
+    people has an up and a down; a microscope slide has none)."""
+    axes, dims = cfg.augment.flip_axes, cfg.data.spatial_dims
+    if axes is not None and max(axes) >= dims:
+        raise MedsegError(
+            f"augment.flip_axes {list(axes)} names an axis a {dims}D image lacks; fix: use axes from 0 to {dims - 1}"
+        )
+    return list(range(dims)) if axes is None else list(axes)
+
+
 def random_transforms(cfg: Config) -> Compose:
     """Augmentation (and, in 3D, foreground-aware patch sampling) from ``cfg.augment``."""
     a, dims = cfg.augment, cfg.data.spatial_dims
@@ -192,7 +203,7 @@ def random_transforms(cfg: Config) -> Compose:
             )
         )
     if a.flip_prob > 0:
-        ts += [RandFlipd(keys=keys, prob=a.flip_prob, spatial_axis=ax) for ax in range(dims)]
+        ts += [RandFlipd(keys=keys, prob=a.flip_prob, spatial_axis=ax) for ax in flip_axes(cfg)]
     if a.rot90_prob > 0:
         ts.append(RandRotate90d(keys=keys, prob=a.rot90_prob, spatial_axes=(0, 1)))
     if a.affine_prob > 0:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from medseg.config import Config
 from medseg.data.base import IMAGE
+from medseg.data.transforms import flip_axes
 from medseg.errors import fail, find_user_error
 from medseg.inference.cases import Case, check_modality_count
 from medseg.inference.checkpoints import LoadedModel
@@ -137,7 +138,7 @@ class Predictor:
         out_device = torch.device("cpu") if stitch_on_cpu else self.device
         task = task_for(cfg)
         total = None
-        flips = flip_dims(cfg.data.spatial_dims, bool(self.options.tta))
+        flips = flip_dims(flip_axes(cfg), bool(self.options.tta))
         for dims in flips:
             xi = torch.flip(x, dims) if dims else x
             logits = predict_logits(
@@ -207,9 +208,10 @@ def preprocess(case: Case, cfg: Config) -> dict:
         raise fail(case.paths[0], f"cannot be preprocessed ({type(exc).__name__}: {exc})", "check the file") from None
 
 
-def flip_dims(spatial_dims: int, tta: bool) -> list[tuple[int, ...]]:
-    """The flips test-time augmentation averages over: none, then each spatial axis of a ``(B, C, ...)`` batch."""
-    return [()] + ([(2 + a,) for a in range(spatial_dims)] if tta else [])
+def flip_dims(axes: list[int], tta: bool) -> list[tuple[int, ...]]:
+    """The flips test-time augmentation averages over: none, then each of the spatial ``axes`` (those training
+    flipped: :func:`medseg.data.transforms.flip_axes`) of a ``(B, C, ...)`` batch."""
+    return [()] + ([(2 + a,) for a in axes] if tta else [])
 
 
 def stitch_on_cpu(x: torch.Tensor, cfg: Config, device: torch.device, tta: bool) -> bool:

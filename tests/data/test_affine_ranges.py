@@ -94,3 +94,28 @@ def test_out_of_range_keys_are_one_line(override, message):
 def test_a_shift_needs_the_image_size():
     with pytest.raises(MedsegError, match="preprocess.spatial_size is not set.*fix: set preprocess.spatial_size"):
         load_config("folder", ["augment.shift_range=0.05", "preprocess.spatial_size=null"])
+
+
+def test_flip_axes_pick_the_axes_of_training_flips_and_test_time_flips():
+    from monai.transforms import RandFlipd
+
+    from medseg.inference.predictor import flip_dims
+
+    every = load_config("demo", [])
+    upright = load_config("demo", ["augment.flip_axes=[1]"])
+    axes = [
+        [t.flipper.spatial_axis for t in random_transforms(c).transforms if isinstance(t, RandFlipd)]
+        for c in (every, upright)
+    ]
+    assert axes == [[0, 1], [1]]
+    assert flip_dims([1], tta=True) == [(), (3,)]  # no flip, then the batch's width axis
+    assert flip_dims([0, 1], tta=False) == [()]
+
+
+def test_flip_axes_beyond_the_image_are_refused():
+    from medseg.data.transforms import flip_axes
+
+    with pytest.raises(MedsegError, match=r"augment.flip_axes \[2\] names an axis a 2D image lacks"):
+        flip_axes(load_config("demo", ["augment.flip_axes=[2]"]))
+    with pytest.raises(MedsegError, match="distinct spatial axes"):
+        load_config("demo", ["augment.flip_axes=[1, 1]"])
