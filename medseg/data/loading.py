@@ -140,7 +140,7 @@ class _LoadPaird(MapTransform):
 
     @staticmethod
     def _raw_values(lab: np.ndarray) -> list:
-        uniq = np.unique(np.asarray(lab))[:50]
+        uniq = np.unique(np.asarray(lab))[:1000]  # an instance map holds hundreds of object values
         return [int(v) if float(v).is_integer() else float(v) for v in uniq]
 
 
