@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,76 +23,107 @@ def check_dataset(cfg: Config, data_dir: str | Path, progress: bool = False) -> 
     values (``label_values_found``, and ``mask_summary``: what the loader makes of them), metadata keys, warnings
     and ``problems`` (one line per bad file). Raises MedsegError when the layout itself is wrong or empty.
     """
-    from medseg.data.loading import LoadImage2Dd, LoadVolumed
     from medseg.progress import track
 
     result = load_samples(
         cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels}, collect_problems=True
     )
-    samples = result.samples
-    dims = cfg.data.spatial_dims
-    loader = (
-        LoadImage2Dd(
-            len(cfg.data.channels),
-            cfg.num_classes,
-            context=cfg.data.context_slices,
-            describe=True,
-            select=cfg.channel_select,
-            stored=cfg.data.stored_channels,
-        )
-        if dims == 2
-        else LoadVolumed(len(cfg.data.channels), cfg.num_classes, describe=True)
-    )
-    sizes, spacings, values, channels, exif = Counter(), Counter(), Counter(), Counter(), Counter()
-    thresholds, lossy = Counter(), 0  # 2D masks by the value above which they are foreground; JPEGs among them
-    problems = list(result.problems)  # cases the recipe had to leave out, then files the loader rejects
-    fg_fraction = []
-    for s in track(samples, desc="checking", enabled=progress, unit="case"):
-        try:  # each file is read once, by the same loader (and validators) that training uses
-            out = loader({IMAGE: s[IMAGE], LABEL: s[LABEL]})
-            meta = out["image_meta"]
-            sizes["x".join(str(v) for v in meta["original_size"])] += 1
-            if dims == 3:
-                spacings["x".join(f"{v:.3g}" for v in meta["spacing"])] += 1
-            channels[meta["channels_on_disk"]] += 1
-            exif[meta.get("exif", "none")] += 1
-            values.update(out["label_meta"]["values_on_disk"])
-            above = out["label_meta"].get("foreground_above", 0.0)
-            thresholds[above] += 1
-            lossy += above > 0 and file_ext(s.get("label_source", s[LABEL])) in LOSSY_EXTS
-            fg_fraction.append(float((np.asarray(out[LABEL]) > 0).mean()))
+    tally = _Tally(cfg, problems=list(result.problems))  # cases the recipe left out, then files the loader rejects
+    for sample in track(result.samples, desc="checking", enabled=progress, unit="case"):
+        tally.read(sample)
+    return _report(cfg, data_dir, result, tally)
+
+
+@dataclass
+class _Tally:
+    """What the cases hold, counted as each is read by the loader (and validators) that training uses."""
+
+    cfg: Config
+    problems: list[str]
+    sizes: Counter = field(default_factory=Counter)
+    spacings: Counter = field(default_factory=Counter)
+    values: Counter = field(default_factory=Counter)
+    channels: Counter = field(default_factory=Counter)
+    exif: Counter = field(default_factory=Counter)
+    thresholds: Counter = field(default_factory=Counter)  # 2D masks by the value above which they are foreground
+    lossy: int = 0  # thresholded masks stored as JPEG
+    fg_fraction: list[float] = field(default_factory=list)
+    loader: object = None
+
+    def __post_init__(self):
+        from medseg.data.loading import LoadImage2Dd, LoadVolumed
+
+        cfg = self.cfg
+        if cfg.data.spatial_dims == 2:
+            self.loader = LoadImage2Dd(
+                len(cfg.data.channels),
+                cfg.num_classes,
+                context=cfg.data.context_slices,
+                describe=True,
+                select=cfg.channel_select,
+                stored=cfg.data.stored_channels,
+            )
+        else:
+            self.loader = LoadVolumed(len(cfg.data.channels), cfg.num_classes, describe=True)
+
+    def read(self, sample: dict) -> None:
+        """Count one case; a file the loader rejects becomes a problem line (each file is read once)."""
+        try:
+            self._count(sample, self.loader({IMAGE: sample[IMAGE], LABEL: sample[LABEL]}))
         except MedsegError as exc:
-            problems.append(str(exc))
+            self.problems.append(str(exc))
         except Exception as exc:  # noqa: BLE001 - one odd file must not end the check of all the others
-            problems.append(_unexpected(s, exc))
+            self.problems.append(_unexpected(sample, exc))
+
+    def _count(self, sample: dict, out: dict) -> None:
+        meta = out["image_meta"]
+        self.sizes["x".join(str(v) for v in meta["original_size"])] += 1
+        if self.cfg.data.spatial_dims == 3:
+            self.spacings["x".join(f"{v:.3g}" for v in meta["spacing"])] += 1
+        self.channels[meta["channels_on_disk"]] += 1
+        self.exif[meta.get("exif", "none")] += 1
+        self.values.update(out["label_meta"]["values_on_disk"])
+        above = out["label_meta"].get("foreground_above", 0.0)
+        self.thresholds[above] += 1
+        self.lossy += above > 0 and file_ext(sample.get("label_source", sample[LABEL])) in LOSSY_EXTS
+        self.fg_fraction.append(float((np.asarray(out[LABEL]) > 0).mean()))
+
+
+def _report(cfg: Config, data_dir, result, tally: _Tally) -> dict:
+    samples = result.samples
     meta_keys = sorted({k for s in samples for k in s.get("meta", {})})
     warnings = list(result.warnings)
-    if dims == 2:
+    if cfg.data.spatial_dims == 2:
         if not cfg.data.stored_channels:  # channels picked by name are taken as they are: nothing to warn of
-            warnings += _channel_warnings(channels, cfg.data.channels)
-        warnings += _exif_warnings(exif)
+            warnings += _channel_warnings(tally.channels, cfg.data.channels)
+        warnings += _exif_warnings(tally.exif)
+    fg = tally.fg_fraction
     report = {
         "recipe": cfg.data.recipe,
         "data_dir": str(Path(data_dir)),
         "n_cases": len(samples),
         "n_groups": len({get_recipe(cfg.data.recipe).split_group(s) for s in samples}),
         "subsets": dict(Counter(s.get("subset", "none") for s in samples)),
-        "spatial_dims": dims,
+        "spatial_dims": cfg.data.spatial_dims,
         "channels_expected": list(cfg.data.channels),
-        "channels_found": {str(k): v for k, v in channels.items()},
+        "channels_found": {str(k): v for k, v in tally.channels.items()},
         "classes": list(cfg.data.labels),
-        "label_values_found": sorted(values),
+        "label_values_found": sorted(tally.values),
         "mask_summary": _mask_summary(
-            sorted(values), thresholds, lossy, list(cfg.data.labels), cfg.data.options.get("foreground_values")
+            sorted(tally.values),
+            tally.thresholds,
+            tally.lossy,
+            list(cfg.data.labels),
+            cfg.data.options.get("foreground_values"),
         ),
-        "image_sizes": dict(sizes.most_common(10)),
-        "spacings_mm": dict(spacings.most_common(10)),
-        "foreground_fraction_mean": round(float(np.mean(fg_fraction)), 5) if fg_fraction else None,
-        "empty_masks": int(sum(f == 0 for f in fg_fraction)),
+        "image_sizes": dict(tally.sizes.most_common(10)),
+        "spacings_mm": dict(tally.spacings.most_common(10)),
+        "foreground_fraction_mean": round(float(np.mean(fg)), 5) if fg else None,
+        "empty_masks": int(sum(f == 0 for f in fg)),
         "metadata_keys": meta_keys,
         "contents": result.info.get("summary"),  # the recipe's own count (nuclei: images and nuclei)
         "warnings": warnings,
-        "problems": problems,
+        "problems": tally.problems,
     }
     if "diagnosis" in meta_keys:
         report["diagnosis_counts"] = dict(Counter(str(s["meta"].get("diagnosis")) for s in samples))
