@@ -5,7 +5,7 @@ The registry below is the one list of families. A new family is one file that de
 where it can tell without building, ``check(kwargs)`` and its total stride), plus one ``register_model`` line here.
 """
 
-from medseg.models import attention_unet, basicunet, segresnet, unet
+from medseg.models import attention_unet, basicunet, segnet, segresnet, unet
 from medseg.models.build import build_model, check_model_config, model_spec, size_divisor
 from medseg.models.registry import (
     ModelFamily,
@@ -20,6 +20,7 @@ register_model("unet", unet.build, check_fn=unet.check)
 register_model("attention_unet", attention_unet.build, check_fn=attention_unet.check)
 register_model("basicunet", basicunet.build, check_fn=basicunet.check)
 register_model("segresnet", segresnet.build, check_fn=segresnet.check)
+register_model("segnet", segnet.build, check_fn=segnet.check)
 
 __all__ = [
     "ModelFamily",
