@@ -56,12 +56,15 @@ def train_from_cli(
     overrides=None,
     progress=True,
     nproc=1,
+    init=None,
 ) -> TrainResult:
     """Resolve config, data and run directory the way ``medseg train`` documents, then train."""
     overrides = _cli_overrides(overrides, epochs, seed)
     if resume:
-        if force:
-            raise MedsegError("--resume and --force contradict each other; fix: pass only one")
+        if force or init:
+            raise MedsegError(
+                f"--resume and {'--force' if force else '--init'} contradict each other; fix: pass only one"
+            )
         name = Path(config).stem if config.endswith((".yaml", ".yml")) else config
         run_dir = Path(out) if out else latest_run_dir(name)
         if run_dir is None:
@@ -77,7 +80,9 @@ def train_from_cli(
         return train(cfg, data_dir, run_dir, device=device, resume=True, progress=progress, nproc=nproc)
     cfg = load_config(config, overrides)
     data_dir = existing_data_dir(cfg, data_dir)
-    return train(cfg, data_dir, out, device=device, resume=False, force=force, progress=progress, nproc=nproc)
+    return train(
+        cfg, data_dir, out, device=device, resume=False, force=force, progress=progress, nproc=nproc, init=init
+    )
 
 
 def check_from_cli(name: str, data_dir=None, overrides=None, progress=False) -> dict:

@@ -115,6 +115,9 @@ def train(
     nproc: int = typer.Option(
         1, "--nproc", help="Processes for DistributedDataParallel (GPUs: one per GPU; CPU: gloo)."
     ),
+    init: Path | None = typer.Option(
+        None, "--init", help="Start from this medseg checkpoint (fine-tuning): every tensor that fits loads."
+    ),
     quiet: bool = QUIET,
 ):
     """Train a model on a data set recipe."""
@@ -133,6 +136,7 @@ def train(
         overrides=set_,
         progress=not quiet,
         nproc=nproc,
+        init=init,
     )
 
 

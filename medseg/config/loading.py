@@ -95,8 +95,18 @@ def config_from_dict(data: dict, source: str = "config", overrides: list[str] | 
     ``overrides`` are the ``--set`` items already applied to ``data``: a bad value among them is blamed on the
     command line, not on the config file."""
     cfg = _build(Config, copy.deepcopy(data), "", source)
+    _encoder_intensity(cfg, data)
     validate_config(cfg, source, overridden={item.split("=", 1)[0].strip() for item in overrides or []})
     return cfg
+
+
+def _encoder_intensity(cfg: Config, data: dict) -> None:
+    """An ImageNet encoder was trained on ImageNet-normalised RGB: feed it the same unless the config says
+    otherwise. Set here, the choice is written into the run's config, so inference and export repeat it. (A weight
+    file of unknown origin leaves preprocess.intensity as the config has it.)"""
+    given = "intensity" in (data.get("preprocess") or {})
+    if cfg.model.pretrained == "imagenet" and not given and cfg.data.spatial_dims == 2:
+        cfg.preprocess.intensity = "imagenet"
 
 
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:

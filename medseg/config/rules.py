@@ -124,6 +124,8 @@ RULES: dict[str, tuple] = {
     "train.ema": (lambda v: 0 < v < 1, "must be a decay between 0 and 1 (exclusive)", "0.99"),
     "train.image_log_every": _non_negative("5"),
     "train.seed": (lambda v: 0 <= v < 2**32, "must be from 0 to 2**32 - 1 (NumPy's seed range)", "0"),
+    "train.freeze_encoder_epochs": _non_negative("3"),
+    "train.encoder_lr_scale": (lambda v: 0 < v <= 10, "must be a factor between 0 (exclusive) and 10", "0.1"),
     "train.loss.dice_weight": _non_negative("1.0"),
     "train.loss.ce_weight": _non_negative("1.0"),
     "train.loss.fn_weight": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive; 0.5 = Dice)", "0.5"),
@@ -141,9 +143,9 @@ RULES: dict[str, tuple] = {
 # key: (the names it may take, the problem and the fix as one line each; {value} is the name given)
 CHOICES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "preprocess.intensity": (
-        ("zscore", "volume", "scale", "fixed", "none"),
+        ("zscore", "volume", "scale", "fixed", "imagenet", "none"),
         "preprocess.intensity '{value}' is unknown",
-        "use zscore, volume, scale, fixed or none",
+        "use zscore, volume, scale, fixed, imagenet or none",
     ),
     "augment.affine_padding": (
         ("zeros", "border", "reflection"),

@@ -45,8 +45,8 @@ class PreprocessConfig:
     spatial_size: list[int] | None = None  # 2D: resize every image to this (H, W)
     spacing: list[float] | None = None  # 3D: resample to this voxel size (mm)
     orientation: str = "RAS"  # 3D: reorient to these axis codes
-    intensity: str = "zscore"  # zscore (per image) | volume (per scan) | scale (per-image min-max) | fixed | none
-    intensity_range: list[float] = field(default_factory=lambda: [0.0, 255.0])  # for intensity: fixed
+    intensity: str = "zscore"  # zscore (per image) | volume (per scan) | scale (per-image min-max) | fixed | imagenet
+    intensity_range: list[float] = field(default_factory=lambda: [0.0, 255.0])  # for intensity: fixed, imagenet
     volume_percentiles: list[float] = field(default_factory=lambda: [10.0, 99.0])  # for intensity: volume (clip)
     nonzero: bool = False  # zscore over non-zero voxels only (skull-stripped MRI)
     channel_wise: bool = True  # zscore/scale each channel alone; false: one mean/std over all (keeps hue)
@@ -87,6 +87,8 @@ class ModelConfig:
     norm: str = "instance"
     head: bool | int = False  # unet: keep channels[0] (true) or this many feature maps at the top + a 1x1 output conv
     deep_supervision: int = 0  # unet: also score the decoder's outputs at this many lower resolutions in training
+    encoder: str | None = None  # encoder_unet, fcn: the image encoder (efficientnet-lite0, resnet34, ...)
+    pretrained: str | None = None  # encoder weights to start from: imagenet, or a state-dict / checkpoint file
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,6 +124,8 @@ class TrainConfig:
     ema: float | None = None  # decay of an exponential moving average of the weights, e.g. 0.99; validated and saved
     loss: LossConfig = field(default_factory=LossConfig)
     seed: int = 0
+    freeze_encoder_epochs: int = 0  # train only the decoder for this many epochs (model.pretrained encoders)
+    encoder_lr_scale: float = 1.0  # the encoder's learning rate is train.lr times this (discriminative rates)
     image_log_every: int = 1  # validations (not epochs) between TensorBoard image panels; 1: at every one
 
 

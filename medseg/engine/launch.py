@@ -40,7 +40,9 @@ def join_torchrun(cfg: Config, data_dir, out_dir, device: str, resume: bool, for
     return Trainer(cfg, data_dir, box[0], device, resume, prepared=True, dist_info=info, **trainer_kw).fit()
 
 
-def spawn(cfg: Config, data_dir, out_dir, device: str, resume: bool, force: bool, progress: bool, nproc: int):
+def spawn(
+    cfg: Config, data_dir, out_dir, device: str, resume: bool, force: bool, progress: bool, nproc: int, init=None
+):
     """Train in ``nproc`` local processes and sum up their run from what rank 0 wrote."""
     import torch.multiprocessing as mp
 
@@ -60,7 +62,7 @@ def spawn(cfg: Config, data_dir, out_dir, device: str, resume: bool, force: bool
     log.info(f"starting {nproc} processes ({backend(device)})")
     # the processes start afresh: tell them whether this one prints its log lines (the command line does)
     shown = any(isinstance(h, StdoutHandler) for h in logging.getLogger(ROOT).handlers)
-    args = (nproc, _free_port(), cfg.to_dict(), str(data_dir), str(run_dir), device, resume, progress, shown)
+    args = (nproc, _free_port(), cfg.to_dict(), str(data_dir), str(run_dir), device, resume, progress, shown, init)
     mp.spawn(_worker, args=args, nprocs=nproc, join=True)
     return _spawned_result(run_dir, nproc, time.time() - t0)
 
@@ -87,7 +89,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, cfg_dict, data_dir, run_dir, device, resume, progress, shown) -> None:
+def _worker(rank, world, port, cfg_dict, data_dir, run_dir, device, resume, progress, shown, init=None) -> None:
     """One spawned process: join the group, train its share, leave the group."""
     import torch.distributed as dist
 
@@ -100,6 +102,7 @@ def _worker(rank, world, port, cfg_dict, data_dir, run_dir, device, resume, prog
         with user_errors():
             info = DistInfo(rank, world, rank)
             cfg = config_from_dict(cfg_dict)
-            Trainer(cfg, data_dir, run_dir, device, resume, progress=progress, prepared=True, dist_info=info).fit()
+            kw = {"progress": progress, "prepared": True, "dist_info": info, "init": init}
+            Trainer(cfg, data_dir, run_dir, device, resume, **kw).fit()
     finally:
         dist.destroy_process_group()

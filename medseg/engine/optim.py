@@ -22,6 +22,31 @@ def build_optimizer(cfg: Config, params):
     raise MedsegError(f"train.optimizer '{t.optimizer}' is unknown; fix: use adamw, adam or sgd")
 
 
+def parameter_groups(cfg: Config, net: torch.nn.Module) -> list[dict]:
+    """The network's parameters for the optimiser: one group, or with ``train.encoder_lr_scale`` the decoder and
+    head at ``train.lr`` first, then the encoder at ``lr x scale`` (discriminative rates: a pretrained encoder
+    moves less). The schedule scales both groups alike."""
+    scale = cfg.train.encoder_lr_scale
+    if scale == 1.0:
+        return [{"params": list(net.parameters())}]
+    from medseg.models.pretrained import find_encoder
+
+    encoder = {id(p) for p in find_encoder(net).parameters()}
+    rest = [p for p in net.parameters() if id(p) not in encoder]
+    mine = [p for p in net.parameters() if id(p) in encoder]
+    return [{"params": rest}, {"params": mine, "lr": cfg.train.lr * scale}]
+
+
+def freeze_encoder(net: torch.nn.Module, frozen: bool) -> None:
+    """Stop (or restart) the encoder's weights learning: ``train.freeze_encoder_epochs`` trains the new decoder
+    first, so its random start does not push large gradients into pretrained weights. Running norm statistics
+    keep updating, as in fastai's and Keras' fine-tuning."""
+    from medseg.models.pretrained import find_encoder
+
+    for p in find_encoder(net).parameters():
+        p.requires_grad_(not frozen)
+
+
 def lr_lambda(cfg: Config, total_steps: int, steps_per_epoch: int):
     """The learning-rate factor at each training step: linear warm-up over ``train.warmup_epochs``, then
     ``train.scheduler`` over the remaining steps."""

@@ -46,6 +46,7 @@ def train(
     progress: bool = True,
     on_epoch_end=None,
     nproc: int = 1,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train ``cfg`` on ``data_dir`` into ``out_dir`` (default ``runs/NAME-<timestamp>``); see :class:`Trainer`.
 
@@ -53,12 +54,13 @@ def train(
     under ``torchrun`` (``WORLD_SIZE`` set) each launched process joins the group itself. The data are split
     across ranks, ``train.batch_size`` is the global batch, and only rank 0 writes checkpoints and TensorBoard.
     Log lines go to the ``medseg.engine`` loggers. Errors in data loading surface as MedsegError.
+    ``init``: a medseg checkpoint to start from (everything that fits loads; see
+    :func:`medseg.models.pretrained.load_init`).
     """
     with user_errors():
         if under_torchrun():
-            return join_torchrun(
-                cfg, data_dir, out_dir, device, resume, force, progress=progress, on_epoch_end=on_epoch_end
-            )
+            kw = {"progress": progress, "on_epoch_end": on_epoch_end, "init": init}
+            return join_torchrun(cfg, data_dir, out_dir, device, resume, force, **kw)
         if nproc > 1:
-            return spawn(cfg, data_dir, out_dir, device, resume, force, progress, nproc)
-        return Trainer(cfg, data_dir, out_dir, device, resume, force, progress, on_epoch_end).fit()
+            return spawn(cfg, data_dir, out_dir, device, resume, force, progress, nproc, init)
+        return Trainer(cfg, data_dir, out_dir, device, resume, force, progress, on_epoch_end, init=init).fit()

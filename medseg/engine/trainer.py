@@ -29,7 +29,7 @@ from medseg.engine.checks import check_config
 from medseg.engine.distributed import SINGLE, DistInfo, barrier, silence_other_ranks, wrap_model
 from medseg.engine.loading import load_training_data, training_loader
 from medseg.engine.losses import build_loss
-from medseg.engine.optim import build_ema, build_optimizer, build_schedule
+from medseg.engine.optim import build_ema, build_optimizer, build_schedule, freeze_encoder, parameter_groups
 from medseg.engine.precision import Precision, training_device
 from medseg.engine.run_folder import default_run_dir, prepare_run_dir, resumed_history, write_history
 from medseg.engine.tensorboard import Board
@@ -84,7 +84,13 @@ class Trainer:
         on_epoch_end=None,
         prepared: bool = False,
         dist_info: DistInfo | None = None,
+        init=None,
     ):
+        if init and resume:
+            raise MedsegError(
+                "--init starts a new run from another model and --resume continues this one; fix: use one"
+            )
+        self.init = Path(init) if init else None
         self.cfg, self.data_dir, self.device_name = cfg, data_dir, device
         self.run_dir = Path(run_dir) if run_dir else default_run_dir(cfg.name)
         self.resume, self.force, self.prepared = resume, force, prepared
@@ -122,6 +128,8 @@ class Trainer:
         self.step = self.start_epoch * self.steps_per_epoch
         self.board = Board(self.run_dir, self.info.main, self.step if self.resume else None)
         self.facts = checkpoints.run_facts(self.cfg, self.spec, roi_size(self.cfg), self.data, self.data_dir)
+        if self.weights:
+            self.facts["weights"] = self.weights
         total = self.cfg.train.epochs * self.steps_per_epoch
         self.bar = progress_bar(total, self.cfg.name, self.progress, unit="steps", initial=self.step)
         # counted in validations, not epochs (validation runs every val_every epochs); those before a resume count
@@ -129,13 +137,52 @@ class Trainer:
 
     def build_model(self) -> None:
         self.spec = model_spec(self.cfg)
-        self.net = build_model(self.spec).to(self.dev)
+        net = build_model(self.spec)
+        self.weights = None if self.resume else self.starting_weights(net)  # a resume reads its own from last.pt
+        self.net = net.to(self.dev)
         self.model = wrap_model(self.net, self.dev, self.info)  # what the training step calls
+
+    def starting_weights(self, net) -> dict | None:
+        """Fill ``net`` from ``--init`` (a medseg model) or ``model.pretrained`` (encoder weights), log what
+        loaded, and return the report the checkpoints keep (None: random initialisation)."""
+        from medseg.models.pretrained import find_encoder, load_init, load_pretrained
+
+        pretrained = self.cfg.model.pretrained
+        if self.cfg.train.freeze_encoder_epochs:
+            find_encoder(net)  # a network without one stops here, not at the first epoch
+        if self.init is not None:
+            if pretrained:
+                log.info(f"--init {self.init} replaces model.pretrained ({pretrained})")
+            report = load_init(net, self.init)
+            self.warn_other_intensity()
+        elif pretrained:
+            report = load_pretrained(net, pretrained, self.spec["kwargs"].get("encoder"))
+            if pretrained == "imagenet" and self.cfg.preprocess.intensity != "imagenet":
+                log.warning(
+                    f"the ImageNet encoder learnt ImageNet-normalised RGB; this run feeds it preprocess.intensity "
+                    f"{self.cfg.preprocess.intensity}; fix: --set preprocess.intensity=imagenet unless that is meant"
+                )
+        else:
+            return None
+        log.info(f"starting weights: {report.summary()}")
+        return {**report.to_dict(), "option": "--init" if self.init is not None else "model.pretrained"}
+
+    def warn_other_intensity(self) -> None:
+        """A model fine-tuned on inputs normalised otherwise than it learnt starts from features that mean nothing."""
+        from medseg.checkpoint import load_checkpoint
+
+        theirs = load_checkpoint(self.init, map_location="cpu")["config"].get("preprocess", {}).get("intensity")
+        ours = self.cfg.preprocess.intensity
+        if theirs and theirs != ours:
+            log.warning(
+                f"--init {self.init} was trained with preprocess.intensity {theirs}, this run uses {ours}; "
+                f"fix: --set preprocess.intensity={theirs} unless the change is meant"
+            )
 
     def build_optimisation(self) -> None:
         """Optimiser, weight averaging, the loader (its sampler draws from its own generator), schedule, precision."""
         cfg = self.cfg
-        self.optimizer = build_optimizer(cfg, self.model.parameters())
+        self.optimizer = build_optimizer(cfg, parameter_groups(cfg, self.net))
         self.ema = build_ema(self.net, cfg.train.ema)
         self.generator = torch.Generator()
         self.loader = training_loader(cfg, self.data, cfg.train.batch_size // self.info.world, self.generator)
@@ -151,6 +198,7 @@ class Trainer:
         ck = checkpoints.restore(self.run_dir / "last.pt", self.dev, *parts)
         self.start_epoch, self.best_metric, self.best_epoch = ck["epoch"], ck["best_metric"], ck["best_epoch"]
         self.history = resumed_history(ck, self.run_dir / "history.csv")
+        self.weights = ck.get("weights")
         if self.info.main:
             write_history(self.run_dir / "history.csv", self.history)  # agree with last.pt before the next epoch
         log.info(f"resuming {self.run_dir} at epoch {self.start_epoch + 1}/{self.cfg.train.epochs}")
@@ -162,6 +210,11 @@ class Trainer:
     def begin_epoch(self, epoch: int) -> None:
         """Seed augmentation, shuffling and dropout from ``seed + epoch`` (each rank its own stream)."""
         seed = self.cfg.train.seed + epoch
+        frozen = self.cfg.train.freeze_encoder_epochs
+        if frozen:
+            freeze_encoder(self.net, epoch < frozen)
+            if epoch == frozen:
+                log.info(f"epoch {epoch + 1}: the encoder trains from now on (train.freeze_encoder_epochs {frozen})")
         torch.manual_seed(seed)
         self.generator.manual_seed(seed + 7919 * self.info.rank)
         if hasattr(self.data.train_ds, "transform"):

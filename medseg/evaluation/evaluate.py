@@ -361,14 +361,31 @@ def _split_samples(
     return chosen
 
 
+def architecture(spec: dict) -> str:
+    """The network in one line: an encoder network names its encoder, a U-Net its levels."""
+    kw = spec["kwargs"]
+    if kw.get("encoder"):
+        levels = f", decoder widths {kw.get('channels')}" if spec["name"] == "encoder_unet" else ""
+        return f"{spec['name']} {kw.get('spatial_dims')}D on {kw['encoder']}{levels}"
+    return (
+        f"{spec['name']} {kw.get('spatial_dims')}D, channels {kw.get('channels')}, "
+        f"strides {kw.get('strides')}, residual units {kw.get('num_res_units')}"
+    )
+
+
+def initial_weights(w: dict | None) -> str:
+    """Where training started: the file (and its hash) of ``--init`` or ``model.pretrained``, or random weights."""
+    if not w:
+        return "random initialisation"
+    name = Path(w["source"]).name
+    return f"{name} ({w['option']}, sha256 {w['sha256'][:12]}; {w['loaded']} of {w['total']} {w['target']} tensors)"
+
+
 def model_card(ck: dict, sha: str) -> dict:
     """The facts of a checkpoint that eval.json and the reports show: architecture, inputs, training data."""
     d = ck.get("data", {})
-    spec = ck["model"]
-    kw = spec["kwargs"]
     return {
-        "architecture": f"{spec['name']} {kw.get('spatial_dims')}D, channels {kw.get('channels')}, "
-        f"strides {kw.get('strides')}, residual units {kw.get('num_res_units')}",
+        "architecture": architecture(ck["model"]),
         "inputs": ", ".join(ck.get("channels", [])),
         "labels": ", ".join(ck.get("labels", [])),
         "training_data": f"{d.get('recipe')} from {d.get('data_dir')}",
@@ -376,6 +393,7 @@ def model_card(ck: dict, sha: str) -> dict:
         "validation": ", ".join(
             f"{k.replace('val_', '')} {float(v):.4f}" for k, v in (ck.get("val_metrics") or {}).items()
         ),
+        "initial_weights": initial_weights(ck.get("weights")),
         "epochs": ck.get("epoch"),
         "medseg_version": ck.get("medseg_version"),
         "checkpoint_sha256_12": sha,

@@ -17,9 +17,12 @@ DIVISIBLE_SIZES = ("preprocess.spatial_size", "train.patch_size", "infer.roi_siz
 def model_spec(cfg: Config) -> dict:
     """The constructor call that :func:`build_model` makes, as plain data."""
     m = cfg.model
+    family = known_family(m.name)
     return {
         "name": m.name,
         "kwargs": {
+            **(family.defaults if family else {}),
+            **({"encoder": m.encoder} if m.encoder else {}),
             "spatial_dims": cfg.data.spatial_dims,
             "in_channels": cfg.in_channels,
             "out_channels": cfg.out_channels,

@@ -8,7 +8,7 @@ stride and check read the same arguments, so a config is judged before any netwo
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -31,12 +31,15 @@ def accepts_anything(kwargs: dict) -> None:
 @dataclass(frozen=True)
 class ModelFamily:
     """One kind of network: ``build(**kwargs)`` makes it; ``stride(kwargs)`` is what every input side must be a
-    multiple of; ``check(kwargs)`` raises ValueError or TypeError for arguments ``build`` would refuse."""
+    multiple of; ``check(kwargs)`` raises ValueError or TypeError for arguments ``build`` would refuse;
+    ``defaults`` are arguments a spec records when the config leaves them out (the encoder), so a checkpoint
+    names them."""
 
     name: str
     build: Callable[..., nn.Module]
     stride: Callable[[dict], int] = strides_product
     check: Callable[[dict], None] = accepts_anything
+    defaults: dict = field(default_factory=dict)
 
 
 _FAMILIES: dict[str, ModelFamily] = {}
@@ -47,9 +50,12 @@ def register_model(
     builder: Callable[..., nn.Module],
     stride_fn: Callable[[dict], int] | None = None,
     check_fn: Callable[[dict], None] | None = None,
+    defaults: dict | None = None,
 ) -> ModelFamily:
     """Make ``model.name: NAME`` build networks with ``builder`` (a later registration of a name replaces it)."""
-    family = ModelFamily(name, builder, stride_fn or strides_product, check_fn or accepts_anything)
+    family = ModelFamily(
+        name, builder, stride_fn or strides_product, check_fn or accepts_anything, dict(defaults or {})
+    )
     _FAMILIES[name] = family
     return family
 

@@ -10,6 +10,7 @@ from itertools import pairwise
 from torch import nn
 
 from medseg.models.arguments import check_keywords, check_levels, check_norm
+from medseg.models.supervision import check_supervised_levels
 
 
 def _block(spatial_dims: int, widths: list[int], norm) -> nn.Sequential:
@@ -127,9 +128,8 @@ def _validate(spatial_dims, channels, strides, num_res_units, dropout, norm, hea
     if not 0 <= dropout < 1:
         raise ValueError(f"model.dropout {dropout} must be at least 0 and below 1")
     _top_width(head, channels)
-    levels = int(deep_supervision or 0)
-    if levels and not 1 <= levels <= len(channels) - 2:
-        raise ValueError(f"deep_supervision must be between 1 and {len(channels) - 2} for {len(channels)} levels")
+    if deep_supervision:
+        check_supervised_levels(int(deep_supervision), len(channels))
 
 
 def _top_width(head, channels) -> int:

@@ -164,6 +164,7 @@ MODEL_CARD_NAMES = {
     "training_data": "Training data",
     "split": "Split",
     "validation": "Validation (best epoch)",
+    "initial_weights": "Initial weights",
     "epochs": "Epochs trained",
     "medseg_version": "medseg version",
     "checkpoint_sha256_12": "Checkpoint SHA-256",

