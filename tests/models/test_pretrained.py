@@ -156,3 +156,16 @@ def test_imagenet_for_an_encoder_without_local_weights_says_how_to_get_them():
 def test_networks_without_an_encoder_say_which_have_one():
     with pytest.raises(MedsegError, match="encoder_unet or fcn"):
         find_encoder(net_of("unet"))
+
+
+def test_a_medseg_checkpoint_gives_its_encoder(tmp_path):
+    donor = net_of(encoder="resnet18", deep_supervision=1)  # wrapped: its keys start with net.encoder.
+    path = tmp_path / "best.pt"
+    torch.save({"model": {"name": "encoder_unet"}, "config": {}, "state_dict": donor.state_dict()}, path)
+    tensors, medseg = read_state_dict(path)
+    assert medseg and any(k.startswith("net.encoder.") for k in tensors)
+    net = net_of(encoder="resnet18")
+    report = load_pretrained(net, str(path), "resnet18")
+    assert report.matched_by == "name" and report.loaded == report.total and not report.missing
+    assert all(not k.startswith("net.encoder.") for k in report.unexpected)  # the decoder and heads are left over
+    assert torch.equal(find_encoder(net).state_dict()["conv1.weight"], find_encoder(donor).state_dict()["conv1.weight"])
