@@ -40,6 +40,8 @@ def main(argv=None) -> None:
     ap.add_argument("--train-images", type=int, default=0, help="keep this many training images per fold")
     ap.add_argument("--out", default=None, help="default runs/networks-CONFIG")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--init", default=None, help="every fold starts from this medseg checkpoint (fine-tuning)")
+    ap.add_argument("--tag", default="", help="appended to each network's folder name (e.g. the --init source)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     a = ap.parse_args(argv)
 
@@ -50,11 +52,12 @@ def main(argv=None) -> None:
     root = Path(a.out or f"runs/networks-{name}")
     subset = [f"data.split.max_train_groups={a.train_images}"] if a.train_images else []
     for net in a.nets:
-        out = root / (f"{net}-n{a.train_images}" if a.train_images else net)
+        out = root / ((f"{net}-n{a.train_images}" if a.train_images else net) + a.tag)
         overrides = [*NETWORKS[net], *subset, *a.overrides]
         info = None
         for fold in a.only if a.only is not None else range(a.folds):
             kw = {"folds": a.folds, "only": [fold], "overrides": overrides, "device": a.device, "progress": False}
+            kw["init"] = a.init
             info = cross_validate(a.config, a.data_dir, out, force=True, **kw).info
             r = info["folds"][str(fold)]
             line(
@@ -66,6 +69,7 @@ def main(argv=None) -> None:
                 command=cmd,
                 network=net,
                 overrides=overrides,
+                init=a.init,
                 jaccard=round(r["jaccard"], 4),
                 n_val=r["n_val"],
                 train_minutes=round(r["train_minutes"], 1),

@@ -372,6 +372,7 @@ def cv_from_cli(
     score_best: bool = False,
     force: bool = False,
     progress: bool = True,
+    init=None,
 ):
     """``medseg cv``: the data folder and output folder resolved as ``medseg train`` resolves them (output default
     ``runs/cv-NAME``), then :func:`medseg.evaluation.cv.cross_validate`."""
@@ -393,6 +394,7 @@ def cv_from_cli(
         force=force,
         progress=progress,
         figures=EvaluationFigures(),
+        init=init,
     )
 
 

@@ -331,6 +331,7 @@ def cv(
     force: bool = typer.Option(
         False, "--force", help="Train the asked-for folds again (a rerun without it keeps the finished folds)."
     ),
+    init: Path | None = typer.Option(None, "--init", help="Every fold starts from this medseg checkpoint."),
     quiet: bool = QUIET,
 ):
     """K-fold cross-validation: train each fold, score its held-out cases at the original resolution, pool them.
@@ -352,6 +353,7 @@ def cv(
         score_best=score_best,
         force=force,
         progress=not quiet,
+        init=init,
     )
 
 

@@ -179,14 +179,14 @@ def _headline(summary: pd.DataFrame, label: str) -> dict[str, float]:
 
 
 def _run_fold(
-    cfg: Config, data_dir: Path, fold_dir: Path, device: str, tta, score_best: bool, force, progress, figures
+    cfg: Config, data_dir: Path, fold_dir: Path, device: str, tta, score_best: bool, force, progress, figures, init=None
 ):
     from medseg.engine.train import train
     from medseg.evaluation.evaluate import evaluate_model
     from medseg.inference.options import InferenceOptions
 
     t0 = time.time()
-    tr = train(cfg, data_dir, fold_dir, device=device, force=force, progress=progress)
+    tr = train(cfg, data_dir, fold_dir, device=device, force=force, progress=progress, init=init)
     train_min = (time.time() - t0) / 60
     label = cfg.data.labels[1]
     scores, t0 = {}, time.time()
@@ -340,18 +340,22 @@ def cross_validate(
     force: bool = False,
     progress: bool = True,
     figures=None,
+    init: str | Path | None = None,
 ) -> CVResult:
     """Train and score the folds of ``config`` (all of them, or ``only`` these) into ``out``; see the module text.
 
     A rerun into the same ``out`` with the same setup keeps the finished folds and trains the others, so
     ``only`` runs a cross-validation in parts; ``force`` trains the asked-for folds again. ``tta`` None: the
     config's own ``infer.tta``. ``figures`` draws each fold evaluation's overlays and plots, as for
-    :func:`medseg.evaluation.evaluate.evaluate_model` (None: metrics only)."""
+    :func:`medseg.evaluation.evaluate.evaluate_model` (None: metrics only). ``init``: every fold starts from this
+    medseg checkpoint (``medseg train --init``)."""
     wanted = _check_folds(folds, only)
     overrides = list(overrides or [])
     out_dir, data_dir = Path(out), Path(data_dir)
     cfgs = {f: fold_config(config, folds, f, overrides) for f in wanted}
     setup = _setup(config, folds, data_dir, overrides, tta, cfgs[wanted[0]])
+    if init:  # another starting model makes another experiment (older cv.json files have no such key)
+        setup["init"] = str(Path(init).resolve())
     info = read_cv(out_dir)
     if info is not None:
         _check_same_setup(out_dir, info, setup)
@@ -362,7 +366,8 @@ def cross_validate(
     out_dir.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(todo):
         _log.info(f"fold {f} of {folds} ({i + 1} of {len(todo)} to run): training into {out_dir / f'fold{f}'}")
-        rec = _run_fold(cfgs[f], data_dir, out_dir / f"fold{f}", device, tta, score_best, force, progress, figures)
+        fold_dir = out_dir / f"fold{f}"
+        rec = _run_fold(cfgs[f], data_dir, fold_dir, device, tta, score_best, force, progress, figures, init)
         info["folds"][str(f)] = rec
         write_pooled(out_dir, info)
         unit = "patients" if rec["per_volume"] else "cases"

@@ -251,3 +251,18 @@ def test_cv_command_refuses_before_training(tmp_path):
     r = run_cli("cv", "ph2", "--data-dir", tmp_path / "nowhere", "--out", tmp_path / "cv")
     assert r.exit_code == 2 and "nowhere: data directory does not exist" in r.output
     assert not (tmp_path / "cv").exists()
+
+
+def test_every_fold_can_start_from_one_checkpoint(cv_run, tmp_path):
+    out, data, _ = cv_run
+    start = out / "fold0" / "best.pt"
+    res = cv.cross_validate(
+        "demo", data, tmp_path / "cv", folds=2, only=[1], overrides=TINY_DEMO, device="cpu", progress=False, init=start
+    )
+    assert res.info["setup"]["init"] == str(start.resolve())
+    from medseg.checkpoint import load_checkpoint
+
+    w = load_checkpoint(tmp_path / "cv" / "fold1" / "best.pt")["weights"]
+    assert w["option"] == "--init" and w["source"] == str(start) and w["loaded"] == w["total"]
+    with pytest.raises(MedsegError, match="another cross-validation.*init"):  # another start, another experiment
+        cv.cross_validate("demo", data, tmp_path / "cv", folds=2, only=[0], overrides=TINY_DEMO, device="cpu")
