@@ -100,28 +100,42 @@ def imagenet_file(encoder: str) -> Path:
 
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     """The tensors of a state-dict file (torchvision, timm, segmentation_models.pytorch, a training script's
-    ``{"state_dict": ...}``) or of a medseg checkpoint, read with ``weights_only=True``; and whether it was a medseg
-    checkpoint."""
+    ``{"state_dict": ...}``; ``.safetensors`` too, as the Hugging Face hub ships timm's) or of a medseg checkpoint,
+    read with ``weights_only=True``; and whether it was a medseg checkpoint."""
     if not path.is_file():
         raise fail(path, "does not exist", "set model.pretrained (or --init) to a weight file, or to imagenet")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _load_tensors(path)
     except Exception as exc:  # noqa: BLE001 - pickles with code, truncated files, other formats: one message
         raise fail(
-            path, f"cannot be read as PyTorch weights ({type(exc).__name__})", "give a .pt/.pth state dict"
+            path, f"cannot be read as PyTorch weights ({type(exc).__name__})", "give a .pt/.pth or .safetensors file"
         ) from None
     medseg = isinstance(obj, dict) and "model" in obj and "state_dict" in obj and "config" in obj
-    for _ in range(3):
-        if isinstance(obj, dict) and not _is_tensors(obj):
-            inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict) and _is_tensors(obj[k])), None)
-            if inner is None:
-                inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
-            if inner is None:
-                break
-            obj = inner
-    if not (isinstance(obj, dict) and obj and _is_tensors(obj)):
+    tensors = _unwrap(obj)
+    if tensors is None:
         raise fail(path, "holds no state dict of tensors", "give the state dict of a network (a .pt/.pth file)")
-    return obj, medseg
+    return tensors, medseg
+
+
+def _load_tensors(path: Path):
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _unwrap(obj, depth: int = 3) -> dict[str, torch.Tensor] | None:
+    """The dict of tensors inside the nesting training scripts save (``{"state_dict": {...}}``, ``{"model": ...}``),
+    at most ``depth`` levels down; None when there is none."""
+    for _ in range(depth + 1):
+        if not isinstance(obj, dict) or not obj:
+            return None
+        if _is_tensors(obj):
+            return obj
+        nested = [obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)]
+        obj = next((d for d in nested if _is_tensors(d)), nested[0] if nested else None)
+    return None
 
 
 def _is_tensors(d: dict) -> bool:

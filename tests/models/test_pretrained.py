@@ -182,3 +182,16 @@ def test_without_the_extras_the_errors_name_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "segmentation_models_pytorch", None)
     with pytest.raises(MedsegError, match=r"pip install 'medseg\[encoders\]'"):
         smp()
+
+
+def test_a_safetensors_file_loads_like_a_state_dict(tmp_path):
+    from safetensors.torch import save_file
+
+    donor = find_encoder(net_of(encoder="resnet18")).state_dict()
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in donor.items()}, str(path))
+    net = net_of(encoder="resnet18")
+    report = load_pretrained(net, str(path), "resnet18")
+    assert report.loaded == report.total and torch.equal(
+        find_encoder(net).state_dict()["conv1.weight"], donor["conv1.weight"]
+    )
