@@ -181,6 +181,38 @@ def train_tiny(config: str, data_dir, run_dir, *overrides: str) -> Path:
     return Path(run_dir) / "best.pt"
 
 
+@pytest.fixture()
+def one_thread():
+    """Small networks run fastest on one thread: two threads spin against each other on a busy 2-core machine,
+    which made the model tests several times slower. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def small_spec(name: str, **extra) -> dict:
+    """The spec of a 3-level 2D network of family ``name`` (RGB in, 2 classes out unless ``extra`` says otherwise),
+    with the defaults the family records, as :func:`medseg.models.model_spec` would write it."""
+    from medseg.models import model_family
+
+    kw = {
+        "spatial_dims": 2,
+        "in_channels": 3,
+        "out_channels": 2,
+        "channels": [8, 16, 32],
+        "strides": [2, 2],
+        "num_res_units": 1,
+        "dropout": 0.0,
+        "norm": "instance",
+        **model_family(name).defaults,
+        **extra,
+    }
+    return {"name": name, "kwargs": kw}
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _cache_dir(tmp_path_factory):
     """Derived masks go to a cache of the test session's own, never the user's ~/.cache/medseg."""

@@ -31,12 +31,7 @@ LITE = [
 UNET = [*TINY_2D, "model.deep_supervision=1"]  # ph2.yaml supervises 2 levels; the tiny U-Net has 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -11,31 +11,9 @@ from medseg.config import load_config
 from medseg.errors import MedsegError
 from medseg.models import build_model, check_model_config, model_family, model_spec
 from medseg.models.encoders import FCN
+from tests.conftest import small_spec
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two threads on a busy 2-core machine made these tests several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def spec(name: str, **extra) -> dict:
-    kw = {
-        "spatial_dims": 2,
-        "in_channels": 3,
-        "out_channels": 2,
-        "channels": [8, 16, 32],
-        "strides": [2, 2],
-        "num_res_units": 1,
-        "dropout": 0.0,
-        "norm": "instance",
-        **model_family(name).defaults,
-        **extra,
-    }
-    return {"name": name, "kwargs": kw}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FAMILIES = [
@@ -50,7 +28,7 @@ FAMILIES = [
 
 @pytest.mark.parametrize("name,extra", FAMILIES)
 def test_each_family_returns_logits_of_the_input_size(name, extra):
-    s = spec(name, **extra)
+    s = small_spec(name, **extra)
     model_family(name).check(s["kwargs"])
     net = build_model(s).eval()
     with torch.no_grad():
@@ -66,14 +44,14 @@ def test_the_spec_names_the_default_encoder_so_a_checkpoint_rebuilds_it():
 
 
 def test_encoder_unet_depth_and_widths_follow_model_channels():
-    net = build_model(spec("encoder_unet", channels=[8, 16, 32, 64]))
+    net = build_model(small_spec("encoder_unet", channels=[8, 16, 32, 64]))
     widths = [b.conv2[0].out_channels for b in net.decoder.blocks]
     assert widths == [64, 32, 16, 8]  # deepest first
     assert model_family("encoder_unet").stride({"channels": [8, 16, 32, 64]}) == 16
 
 
 def test_deep_supervision_scores_the_decoder_levels_below_the_top_in_training_only():
-    net = build_model(spec("encoder_unet", channels=[8, 16, 32, 64], deep_supervision=2))
+    net = build_model(small_spec("encoder_unet", channels=[8, 16, 32, 64], deep_supervision=2))
     net.train()
     outs = net(torch.randn(2, 3, 64, 64))
     assert [tuple(o.shape[2:]) for o in outs] == [(64, 64), (32, 32), (16, 16)]
@@ -86,7 +64,7 @@ def test_the_fcn_skip_scores_start_at_zero_so_training_starts_from_the_deepest_s
     import torch.nn.functional as F
 
     torch.manual_seed(0)
-    fcn8 = build_model(spec("fcn", encoder="resnet18")).eval()
+    fcn8 = build_model(small_spec("fcn", encoder="resnet18")).eval()
     x = torch.randn(1, 3, 64, 64)
 
     def deep_scores_only():
@@ -100,7 +78,7 @@ def test_the_fcn_skip_scores_start_at_zero_so_training_starts_from_the_deepest_s
         assert torch.allclose(fcn8(x), deep_scores_only(), atol=1e-6)
         fcn8.skips[0].bias.fill_(1.0)  # a learnt skip changes the output
         assert not torch.allclose(fcn8(x), deep_scores_only(), atol=1e-3)
-    fcn32 = build_model(spec("fcn32s", encoder="resnet18"))
+    fcn32 = build_model(small_spec("fcn32s", encoder="resnet18"))
     assert isinstance(fcn8, FCN) and len(fcn8.skips) == 2 and len(fcn32.skips) == 0
 
 
@@ -119,7 +97,7 @@ def test_the_fcn_skip_scores_start_at_zero_so_training_starts_from_the_deepest_s
 )
 def test_check_refuses_what_the_builder_cannot_make(name, extra, words):
     with pytest.raises((ValueError, TypeError), match=words):
-        model_family(name).check(spec(name, **extra)["kwargs"])
+        model_family(name).check(small_spec(name, **extra)["kwargs"])
 
 
 def test_a_size_that_is_no_multiple_of_the_encoder_stride_is_refused_with_the_fix():
@@ -139,7 +117,7 @@ def test_each_family_learns_a_bright_square(name, extra):
         r, c = 8 + 8 * i, 40 - 6 * i
         x[i, :, r : r + 16, c : c + 16] += 2.0
         y[i, 0, r : r + 16, c : c + 16] = 1.0
-    net = build_model(spec(name, **{**extra, "out_channels": 1}))
+    net = build_model(small_spec(name, **{**extra, "out_channels": 1}))
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []

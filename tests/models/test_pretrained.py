@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("segmentation_models_pytorch", exc_type=ImportError)
 
 from medseg.errors import MedsegError
-from medseg.models import build_model, model_family
+from medseg.models import build_model
 from medseg.models.pretrained import (
     adapt_first_conv,
     find_encoder,
@@ -19,30 +19,13 @@ from medseg.models.pretrained import (
     match,
     read_state_dict,
 )
+from tests.conftest import small_spec
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def net_of(name="encoder_unet", in_channels=3, **extra):
-    kw = {
-        "spatial_dims": 2,
-        "in_channels": in_channels,
-        "out_channels": 1,
-        "channels": [8, 16, 32],
-        "strides": [2, 2],
-        "num_res_units": 1,
-        "dropout": 0.0,
-        "norm": "instance",
-        **model_family(name).defaults,
-        **extra,
-    }
-    return build_model({"name": name, "kwargs": kw})
+    return build_model(small_spec(name, in_channels=in_channels, out_channels=1, **extra))
 
 
 def lite0():

@@ -15,13 +15,7 @@ from medseg.models import segnet
 KW = {"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "channels": [4, 8, 16], "strides": [2, 2]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Networks this small run fastest on one thread (two threads spin against each other on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _net(**over) -> nn.Module:
