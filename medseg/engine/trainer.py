@@ -153,8 +153,8 @@ class Trainer:
         if self.init is not None:
             if pretrained:
                 log.info(f"--init {self.init} replaces model.pretrained ({pretrained})")
-            report = load_init(net, self.init)
-            self.warn_other_intensity()
+            report, their_config = load_init(net, self.init)
+            self.warn_other_intensity(their_config)
         elif pretrained:
             report = load_pretrained(net, pretrained, self.spec["kwargs"].get("encoder"))
             if pretrained == "imagenet" and self.cfg.preprocess.intensity != "imagenet":
@@ -167,11 +167,9 @@ class Trainer:
         log.info(f"starting weights: {report.summary()}")
         return {**report.to_dict(), "option": "--init" if self.init is not None else "model.pretrained"}
 
-    def warn_other_intensity(self) -> None:
+    def warn_other_intensity(self, their_config: dict) -> None:
         """A model fine-tuned on inputs normalised otherwise than it learnt starts from features that mean nothing."""
-        from medseg.checkpoint import load_checkpoint
-
-        theirs = load_checkpoint(self.init, map_location="cpu")["config"].get("preprocess", {}).get("intensity")
+        theirs = their_config.get("preprocess", {}).get("intensity")
         ours = self.cfg.preprocess.intensity
         if theirs and theirs != ours:
             log.warning(

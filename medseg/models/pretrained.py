@@ -98,10 +98,10 @@ def imagenet_file(encoder: str) -> Path:
     return Path(getattr(module, cls).get_model_file_path())
 
 
-def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     """The tensors of a state-dict file (torchvision, timm, segmentation_models.pytorch, a training script's
     ``{"state_dict": ...}``; ``.safetensors`` too, as the Hugging Face hub ships timm's) or of a medseg checkpoint,
-    read with ``weights_only=True``; and whether it was a medseg checkpoint."""
+    read with ``weights_only=True``; and the whole checkpoint when it was a medseg one (else None)."""
     if not path.is_file():
         raise fail(path, "does not exist", "set model.pretrained (or --init) to a weight file, or to imagenet")
     try:
@@ -110,7 +110,7 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
         raise fail(
             path, f"cannot be read as PyTorch weights ({type(exc).__name__})", "give a .pt/.pth or .safetensors file"
         ) from None
-    medseg = isinstance(obj, dict) and "model" in obj and "state_dict" in obj and "config" in obj
+    medseg = obj if isinstance(obj, dict) and "model" in obj and "state_dict" in obj and "config" in obj else None
     tensors = _unwrap(obj)
     if tensors is None:
         raise fail(path, "holds no state dict of tensors", "give the state dict of a network (a .pt/.pth file)")
@@ -260,13 +260,14 @@ def load_pretrained(net: nn.Module, pretrained: str, encoder: str | None) -> Wei
     return _load_into(find_encoder(net), source, path, "encoder", "model.pretrained")
 
 
-def load_init(net: nn.Module, checkpoint: Path) -> WeightsReport:
+def load_init(net: nn.Module, checkpoint: Path) -> tuple[WeightsReport, dict]:
     """Fill ``net`` from a medseg checkpoint (``--init``): everything that fits; the rest (a head for another
-    number of classes or channels) keeps its fresh initialisation."""
+    number of classes or channels) keeps its fresh initialisation. Returns the report and the checkpoint's config
+    (read once, for the caller's checks)."""
     source, medseg = read_state_dict(Path(checkpoint))
-    if not medseg:
+    if medseg is None:
         raise fail(checkpoint, "is not a medseg checkpoint", "give a best.pt/last.pt, or use model.pretrained")
-    return _load_into(net, source, Path(checkpoint), "model", "--init")
+    return _load_into(net, source, Path(checkpoint), "model", "--init"), medseg["config"]
 
 
 def _load_into(module: nn.Module, source: dict, path: Path, target: str, option: str) -> WeightsReport:
