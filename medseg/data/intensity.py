@@ -133,7 +133,7 @@ def intensity_transforms(cfg: Config) -> list:
             )
         return [NormalizeByVolumed(len(cfg.data.channels), lo, hi, select=cfg.channel_select)]
     if p.intensity == "imagenet":
-        return imagenet_transforms(p.intensity_range, len(cfg.data.channels))
+        return imagenet_transforms(p.intensity_range, len(cfg.data.channels), cfg.in_channels // len(cfg.data.channels))
     if p.intensity == "none":
         return []
     raise MedsegError(
@@ -144,12 +144,14 @@ def intensity_transforms(cfg: Config) -> list:
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # RGB, of images scaled to [0, 1]
 
 
-def imagenet_transforms(intensity_range, n_channels: int) -> list:
+def imagenet_transforms(intensity_range, n_channels: int, slices: int = 1) -> list:
     """What an ImageNet-trained encoder was fed: ``intensity_range`` (8-bit by default) scaled to [0, 1], then each
     channel less ImageNet's mean and over its std, in RGB order. Other channel counts (grey, MRI sequences) get the
-    mean of the three channels' statistics."""
+    mean of the three channels' statistics. In 2.5D the ``slices`` (centre, then neighbours) each bring their
+    ``n_channels``, and each slice gets the same statistics."""
     lo, hi = (float(v) for v in intensity_range)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if n_channels == 3 else ((0.449,) * n_channels, (0.226,) * n_channels)
+    mean, std = mean * slices, std * slices
     return [
         CheckRanged(lo, hi),
         ScaleIntensityRanged(keys=IMAGE, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=False),

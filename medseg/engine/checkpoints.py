@@ -77,6 +77,14 @@ def restore(path: Path, dev, net, ema, optimizer, scheduler, precision) -> dict:
             raise fail(path, "was trained without train.ema", "resume with the run's own config.yaml")
         ema.module.load_state_dict(ck["state_dict"])
         ema.n_averaged.fill_(int(ck.get("ema_updates", 1)))
+    saved_groups = len(ck["optimizer"].get("param_groups", []))
+    if saved_groups != len(optimizer.param_groups):  # train.encoder_lr_scale switched on or off since
+        raise fail(
+            path,
+            f"was trained with {saved_groups} optimiser parameter group(s), this config makes "
+            f"{len(optimizer.param_groups)} (train.encoder_lr_scale)",
+            "resume with the run's own config.yaml, or start a new run from it with --init",
+        )
     optimizer.load_state_dict(ck["optimizer"])
     scheduler.load_state_dict(ck["scheduler"])
     precision.load_state_dict(ck.get("scaler"))

@@ -39,13 +39,18 @@ def silence_other_ranks(info: DistInfo) -> None:
         logging.getLogger(ROOT).setLevel(logging.CRITICAL + 1)
 
 
-def wrap_model(net: torch.nn.Module, dev: torch.device, info: DistInfo) -> torch.nn.Module:
-    """``net`` itself in one process; DistributedDataParallel around it in several."""
+def wrap_model(
+    net: torch.nn.Module, dev: torch.device, info: DistInfo, idle_parameters: bool = False
+) -> torch.nn.Module:
+    """``net`` itself in one process; DistributedDataParallel around it in several. ``idle_parameters``: some
+    parameters may get no gradient in a step (a frozen encoder, a timm encoder's blocks below a shallow decoder),
+    which DDP must be told of, or it waits for their gradients forever."""
     if info.world == 1:
         return net
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(net, device_ids=[dev] if dev.type == "cuda" else None)
+    devices = [dev] if dev.type == "cuda" else None
+    return DistributedDataParallel(net, device_ids=devices, find_unused_parameters=idle_parameters)
 
 
 def share_of(train_samples: list, val_samples: list, seed: int, info: DistInfo) -> tuple[list, list]:

@@ -37,6 +37,21 @@ def parameter_groups(cfg: Config, net: torch.nn.Module) -> list[dict]:
     return [{"params": rest}, {"params": mine, "lr": cfg.train.lr * scale}]
 
 
+def may_idle(cfg: Config, net: torch.nn.Module) -> bool:
+    """Whether a training step may leave parameters without a gradient: a frozen encoder's, or the deeper blocks
+    of an encoder below a shallower decoder. Any network with an encoder is taken to (it costs DDP a graph walk
+    per step, against a hang)."""
+    if cfg.train.freeze_encoder_epochs:
+        return True
+    from medseg.models.pretrained import find_encoder
+
+    try:
+        find_encoder(net)
+    except MedsegError:
+        return False
+    return True
+
+
 def freeze_encoder(net: torch.nn.Module, frozen: bool) -> None:
     """Stop (or restart) the encoder's weights learning: ``train.freeze_encoder_epochs`` trains the new decoder
     first, so its random start does not push large gradients into pretrained weights. Running norm statistics

@@ -29,7 +29,14 @@ from medseg.engine.checks import check_config
 from medseg.engine.distributed import SINGLE, DistInfo, barrier, silence_other_ranks, wrap_model
 from medseg.engine.loading import load_training_data, training_loader
 from medseg.engine.losses import build_loss
-from medseg.engine.optim import build_ema, build_optimizer, build_schedule, freeze_encoder, parameter_groups
+from medseg.engine.optim import (
+    build_ema,
+    build_optimizer,
+    build_schedule,
+    freeze_encoder,
+    may_idle,
+    parameter_groups,
+)
 from medseg.engine.precision import Precision, training_device
 from medseg.engine.run_folder import default_run_dir, prepare_run_dir, resumed_history, write_history
 from medseg.engine.tensorboard import Board
@@ -140,7 +147,7 @@ class Trainer:
         net = build_model(self.spec)
         self.weights = None if self.resume else self.starting_weights(net)  # a resume reads its own from last.pt
         self.net = net.to(self.dev)
-        self.model = wrap_model(self.net, self.dev, self.info)  # what the training step calls
+        self.model = wrap_model(self.net, self.dev, self.info, may_idle(self.cfg, net))  # what the step calls
 
     def starting_weights(self, net) -> dict | None:
         """Fill ``net`` from ``--init`` (a medseg model) or ``model.pretrained`` (encoder weights), log what

@@ -98,14 +98,21 @@ def imagenet_file(encoder: str) -> Path:
     return Path(getattr(module, cls).get_model_file_path())
 
 
-def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+def read_state_dict(path: Path, option: str = "model.pretrained") -> tuple[dict[str, torch.Tensor], dict | None]:
     """The tensors of a state-dict file (torchvision, timm, segmentation_models.pytorch, a training script's
     ``{"state_dict": ...}``; ``.safetensors`` too, as the Hugging Face hub ships timm's) or of a medseg checkpoint,
     read with ``weights_only=True``; and the whole checkpoint when it was a medseg one (else None)."""
     if not path.is_file():
-        raise fail(path, "does not exist", "set model.pretrained (or --init) to a weight file, or to imagenet")
+        fix = (
+            "give --init a medseg best.pt or last.pt"
+            if option == "--init"
+            else "set it to a weight file, or to imagenet"
+        )
+        raise fail(path, f"({option}) does not exist", fix)
     try:
         obj = _load_tensors(path)
+    except ImportError:
+        raise fail(path, "is a .safetensors file and the safetensors package is missing", "pip install safetensors")
     except Exception as exc:  # noqa: BLE001 - pickles with code, truncated files, other formats: one message
         raise fail(
             path, f"cannot be read as PyTorch weights ({type(exc).__name__})", "give a .pt/.pth or .safetensors file"
@@ -155,18 +162,32 @@ def _bare(name: str) -> str:
     return name.replace(".block.", ".")  # a deep-supervision tap wraps a decoder block
 
 
-def _fits(src: torch.Tensor, dst: torch.Tensor) -> str | None:
-    """``"same"``, ``"adapt"`` (a conv weight that differs only in its input channels, from RGB) or None."""
+def _fits(src: torch.Tensor, dst: torch.Tensor, adaptable: bool = False) -> str | None:
+    """``"same"``, ``"adapt"`` (an input convolution's weight that differs only in its input channels, from RGB)
+    or None."""
     if src.shape == dst.shape:
         return "same"
     if (
-        src.ndim == dst.ndim >= 4
+        adaptable
+        and src.ndim == dst.ndim >= 4
         and src.shape[0] == dst.shape[0]
         and src.shape[2:] == dst.shape[2:]
         and src.shape[1] == 3
     ):
         return "adapt"
     return None
+
+
+def input_convolutions(module: nn.Module) -> frozenset[str]:
+    """The weights of the convolutions that read the network's input: those (not transposed) taking as many
+    channels as the first convolution does. Only these are adapted to another channel count; a transposed
+    convolution's weight is (in, out, ...), so an output layer's class count must never be taken for input
+    channels."""
+    convs = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.modules.conv._ConvNd) and not m.transposed]
+    if not convs:
+        return frozenset()
+    width = convs[0][1].in_channels
+    return frozenset(f"{n}.weight" for n, m in convs if m.in_channels == width)
 
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -178,12 +199,15 @@ def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return summed.repeat(1, in_channels, *([1] * (weight.ndim - 2))) / in_channels
 
 
-def match(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> tuple[dict, WeightsReport]:
+def match(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], adaptable: frozenset[str] = frozenset()
+) -> tuple[dict, WeightsReport]:
     """The tensors of ``source`` placed on ``target``'s names, by name, else by order; with the report (whose
-    source, sha and target fields the caller fills)."""
-    placed, report = _match_by_name(source, target)
+    source, sha and target fields the caller fills). ``adaptable``: the target names that may be fitted from RGB
+    to another channel count (:func:`input_convolutions`)."""
+    placed, report = _match_by_name(source, target, adaptable)
     if report.loaded < MIN_FIT * len(target):
-        by_order, order_report = _match_by_order(source, target)
+        by_order, order_report = _match_by_order(source, target, adaptable)
         if order_report.loaded > report.loaded:
             return by_order, order_report
     return placed, report
@@ -193,7 +217,7 @@ def _new_report(matched_by: str, total: int) -> WeightsReport:
     return WeightsReport("", "", "", matched_by, 0, total)
 
 
-def _match_by_name(source, target):
+def _match_by_name(source, target, adaptable):
     bare = {}
     for k, v in source.items():
         bare.setdefault(_bare(k), (k, v))
@@ -205,29 +229,38 @@ def _match_by_name(source, target):
             continue
         src_name, src = bare[key]
         used.add(src_name)
-        _place(name, src, dst, placed, report)
+        _place(name, src, dst, placed, report, name in adaptable)
     report.unexpected = [k for k in source if k not in used]
     return placed, report
 
 
-def _match_by_order(source, target):
-    """Pair the i-th tensors; every pair must fit (the source may be longer: a classifier past the encoder)."""
+def _match_by_order(source, target, adaptable):
+    """Pair the i-th tensors; every pair must fit, in shape and in kind (the last part of the name: ``weight``,
+    ``bias``, ``running_mean``, ...), so that a norm's four equal-shaped tensors cannot be swapped. The source may
+    be longer: a classifier past the encoder."""
     report, placed = _new_report("order", len(target)), {}
     if len(source) < len(target):
         report.missing = list(target)
         return {}, report
-    pairs = list(zip(target.items(), source.values()))
-    if any(_fits(src, dst) is None for (_, dst), src in pairs):
+    pairs = [(name, dst, src_name, src) for (name, dst), (src_name, src) in zip(target.items(), source.items())]
+    if any(
+        _kind(name) != _kind(src_name) or _fits(src, dst, name in adaptable) is None
+        for name, dst, src_name, src in pairs
+    ):
         report.missing = list(target)
         return {}, report
-    for (name, dst), src in pairs:
-        _place(name, src, dst, placed, report)
+    for name, dst, _, src in pairs:
+        _place(name, src, dst, placed, report, name in adaptable)
     report.unexpected = list(source)[len(target) :]
     return placed, report
 
 
-def _place(name: str, src: torch.Tensor, dst: torch.Tensor, placed: dict, report: WeightsReport) -> None:
-    fit = _fits(src, dst)
+def _kind(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def _place(name: str, src: torch.Tensor, dst: torch.Tensor, placed: dict, report: WeightsReport, adapt: bool) -> None:
+    fit = _fits(src, dst, adapt)
     if fit is None:
         report.mismatched.append(f"{name} {tuple(src.shape)}->{tuple(dst.shape)}")
         return
@@ -248,23 +281,24 @@ def find_encoder(net: nn.Module) -> nn.Module:
         if name == "encoder" or name.endswith(".encoder"):
             return module
     raise MedsegError(
-        "this model has no pretrained encoder; fix: use model.name encoder_unet or fcn for model.pretrained, "
+        "this model has no encoder; fix: use model.name encoder_unet, fcn or segnet for model.pretrained, "
         "train.freeze_encoder_epochs and train.encoder_lr_scale"
     )
 
 
 def load_pretrained(net: nn.Module, pretrained: str, encoder: str | None) -> WeightsReport:
     """Fill ``net``'s encoder from ``pretrained`` (``imagenet`` or a file); refuses a file that fits nothing."""
+    target = find_encoder(net)  # a network without one stops here, before any file is looked for
     path = imagenet_file(encoder or "") if pretrained == "imagenet" else Path(pretrained).expanduser()
     source, _ = read_state_dict(path)
-    return _load_into(find_encoder(net), source, path, "encoder", "model.pretrained")
+    return _load_into(target, source, path, "encoder", "model.pretrained")
 
 
 def load_init(net: nn.Module, checkpoint: Path) -> tuple[WeightsReport, dict]:
     """Fill ``net`` from a medseg checkpoint (``--init``): everything that fits; the rest (a head for another
     number of classes or channels) keeps its fresh initialisation. Returns the report and the checkpoint's config
     (read once, for the caller's checks)."""
-    source, medseg = read_state_dict(Path(checkpoint))
+    source, medseg = read_state_dict(Path(checkpoint), "--init")
     if medseg is None:
         raise fail(checkpoint, "is not a medseg checkpoint", "give a best.pt/last.pt, or use model.pretrained")
     return _load_into(net, source, Path(checkpoint), "model", "--init"), medseg["config"]
@@ -272,7 +306,7 @@ def load_init(net: nn.Module, checkpoint: Path) -> tuple[WeightsReport, dict]:
 
 def _load_into(module: nn.Module, source: dict, path: Path, target: str, option: str) -> WeightsReport:
     own = module.state_dict()
-    placed, report = match(source, own)
+    placed, report = match(source, own, input_convolutions(module))
     if report.loaded < MIN_FIT * len(own):
         raise fail(
             path,

@@ -53,3 +53,22 @@ def test_global_batch_must_divide(folder_dir, tmp_path):
     cfg = load_config("demo", ["data.recipe=folder", "train.batch_size=3"])
     with pytest.raises(MedsegError, match="not divisible by --nproc 2"):
         train(cfg, folder_dir, tmp_path / "x", progress=False, nproc=2)
+
+
+@pytest.mark.slow
+def test_ddp_trains_a_frozen_encoder_below_a_shallow_decoder(folder_dir, tmp_path):
+    """Frozen encoder epochs and a timm encoder's unread deeper blocks leave parameters without gradients: DDP
+    must be told, or the second step waits for them forever. The frozen epoch must leave the encoder as it was."""
+    pytest.importorskip("segmentation_models_pytorch", exc_type=ImportError)
+    import torch
+
+    net = ["data.recipe=folder", "preprocess.spatial_size=[48,64]", "train.batch_size=4", "train.val_every=1"]
+    net += ["model.name=encoder_unet", "model.encoder=efficientnet-lite0", "model.channels=[8,16,32]"]
+    start = train(load_config("demo", [*net, "train.epochs=1"]), folder_dir, tmp_path / "start", progress=False)
+    frozen = load_config("demo", [*net, "train.epochs=1", "train.freeze_encoder_epochs=1"])
+    train(frozen, folder_dir, tmp_path / "ddp", progress=False, nproc=2, init=start.run_dir / "last.pt")
+    before = load_checkpoint(tmp_path / "start" / "last.pt")["state_dict"]
+    after = load_checkpoint(tmp_path / "ddp" / "last.pt")["state_dict"]
+    weights = [k for k in after if k.startswith("encoder.") and k.endswith(("weight", "bias"))]  # not norm statistics
+    assert weights and all(torch.equal(before[k], after[k]) for k in weights)
+    assert not torch.equal(before["segmentation_head.0.weight"], after["segmentation_head.0.weight"])

@@ -79,6 +79,20 @@ def test_imagenet_intensities_on_hand_worked_pixels():
     assert np.allclose(np.asarray(out["image"])[:, 0, :], expected, atol=1e-5)
 
 
+def test_in_2_5d_every_slice_gets_the_imagenet_statistics():
+    """Three MRI channels and one neighbouring slice on each side: nine channels, the centre slice first."""
+    from medseg.config import load_config
+    from medseg.data.intensity import intensity_transforms
+
+    cfg = load_config("lgg", ["preprocess.intensity=imagenet", "data.context_slices=1"])
+    assert cfg.in_channels == 9
+    out = {"image": torch.full((9, 1, 1), 255.0)}
+    for t in intensity_transforms(cfg):
+        out = t(out)
+    expected = [(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225] * 3  # R, G, B per slice
+    assert np.allclose(np.asarray(out["image"])[:, 0, 0], expected, atol=1e-5)
+
+
 def test_an_imagenet_encoder_unet_trains_infers_and_names_its_weights(ph2_dir, tmp_path, lite0):
     best = train_tiny("ph2", ph2_dir, tmp_path / "run", *LITE)
     ck = load_checkpoint(best)
@@ -161,6 +175,14 @@ def test_init_warns_when_the_checkpoint_learnt_other_intensities(ph2_dir, tmp_pa
     )
 
 
+def test_resuming_with_encoder_lr_scale_switched_on_names_the_run_and_the_fix(ph2_dir, tmp_path):
+    arch = ["model.name=encoder_unet", "model.encoder=resnet18", "preprocess.spatial_size=[64,64]"]
+    train_tiny("ph2", ph2_dir, tmp_path / "run", *arch)
+    more = load_config("ph2", [*TINY_2D, *arch, "train.epochs=2", "train.encoder_lr_scale=0.1"])
+    with pytest.raises(MedsegError, match=r"last\.pt.*1 optimiser parameter group.*makes 2.*--init"):
+        train(more, ph2_dir, tmp_path / "run", progress=False, resume=True)
+
+
 def test_init_and_resume_together_are_refused(ph2_dir, tmp_path):
     with pytest.raises(MedsegError, match="--init.*--resume"):
         train(load_config("ph2", UNET), ph2_dir, tmp_path / "b", progress=False, resume=True, init="x.pt")
@@ -169,7 +191,7 @@ def test_init_and_resume_together_are_refused(ph2_dir, tmp_path):
 
 
 def test_freezing_a_network_without_an_encoder_stops_before_training(ph2_dir, tmp_path):
-    with pytest.raises(MedsegError, match="no pretrained encoder"):
+    with pytest.raises(MedsegError, match="this model has no encoder"):
         train(load_config("ph2", [*UNET, "train.freeze_encoder_epochs=2"]), ph2_dir, tmp_path / "r", progress=False)
     assert not (tmp_path / "r" / "best.pt").exists()
 

@@ -139,8 +139,10 @@ def test_imagenet_for_an_encoder_without_local_weights_says_how_to_get_them():
 
 
 def test_networks_without_an_encoder_say_which_have_one():
-    with pytest.raises(MedsegError, match="encoder_unet or fcn"):
+    with pytest.raises(MedsegError, match="encoder_unet, fcn or segnet"):
         find_encoder(net_of("unet"))
+    with pytest.raises(MedsegError, match="has no encoder"):  # before any weight file is looked for
+        load_pretrained(net_of("unet"), "imagenet", None)
 
 
 def test_a_medseg_checkpoint_gives_its_encoder(tmp_path):
@@ -199,3 +201,40 @@ def test_the_imagenet_variant_lgg_yaml_documents_builds_and_fills_its_encoder():
     net = build_model(model_spec(cfg))
     report = load_pretrained(net, cfg.model.pretrained, cfg.model.encoder)
     assert report.loaded == report.total and not report.adapted  # three MRI channels take the RGB stem as it is
+
+
+def _checkpoint(tmp_path, net) -> Path:
+    path = tmp_path / "best.pt"
+    torch.save({"model": {"name": "unet"}, "config": {}, "state_dict": net.state_dict()}, path)
+    return path
+
+
+def test_init_from_three_classes_leaves_the_transposed_output_layer_fresh_not_adapted(tmp_path):
+    """A MONAI U-Net's output layer is a transposed convolution, (in, classes, k, k): with three classes it looks
+    like an RGB kernel, and must not be averaged into the new head."""
+    from medseg.models.pretrained import load_init
+
+    three = build_model(small_spec("unet", out_channels=3))
+    report, _ = load_init(net_of("unet"), _checkpoint(tmp_path, three))
+    assert report.adapted == []
+    assert "model.2.0.conv.weight (16, 3, 3, 3)->(16, 1, 3, 3)" in report.mismatched  # the transposed output layer
+
+
+def test_init_from_rgb_adapts_only_the_convolutions_that_read_the_input(tmp_path):
+    from medseg.models.pretrained import input_convolutions, load_init
+
+    grey = net_of("unet", in_channels=1)
+    report, _ = load_init(grey, _checkpoint(tmp_path, net_of("unet")))
+    # the first residual unit's convolution and its shortcut both read the image
+    assert report.adapted == ["model.0.conv.unit0.conv.weight", "model.0.residual.weight"]
+    assert set(report.adapted) <= input_convolutions(grey)
+
+
+def test_matching_by_order_never_swaps_a_norms_equal_shaped_tensors():
+    target = torch.nn.BatchNorm2d(4).state_dict()  # weight, bias, running_mean, running_var, num_batches_tracked
+    names = ["w", "b", "running_mean", "running_var", "num_batches_tracked"]
+    source = {f"bn0.{k}": v.clone() for k, v in zip(names, target.values())}
+    placed, report = match(source, target)
+    assert report.loaded == 0 and not placed  # the names' kinds differ ("w" is no "weight")
+    source = {f"bn0.{k}": v.clone() for k, v in target.items()}
+    assert match(source, target)[1].loaded == 5
