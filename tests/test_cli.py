@@ -223,12 +223,17 @@ def test_evaluate_overrides_the_checkpoints_postprocessing(folder_dir, tmp_path,
     assert len(fg) == info["n_cases"] and (fg["recall"] == 1.0).all()  # every pixel is above a threshold of 1e-9
     finding = json.loads(next((tmp_path / "ev" / "predictions").glob("*_findings.json")).read_text())
     assert finding["postprocess"]["threshold"] == 1e-9 and finding["postprocess"]["fill_holes"] is True
+    lesions = pd.read_csv(tmp_path / "ev" / "lesions.csv")
+    assert info["lesion_detection"]["ranked_by_probability"] is True
+    assert (lesions["lesions_pred"] == info["n_cases"]).all()  # one component, the whole image, per case
     r = run_cli(*common, "--out", tmp_path / "ev2", "--min-size", "1e9")  # larger than any image: nothing is kept
     assert r.exit_code == 0, r.output
     fg = pd.read_csv(tmp_path / "ev2" / "metrics.csv").query("`class` != 'background'")
     assert (fg["pred_size"] == 0).all() and json.loads((tmp_path / "ev2" / "eval.json").read_text())["postprocess"][
         "min_size"
     ] == 1e9
+    nothing = pd.read_csv(tmp_path / "ev2" / "lesions.csv")
+    assert (nothing["lesions_pred"] == 0).all() and (nothing["ap"] == 0).all() and (nothing["lesions_true"] > 0).all()
     r = run_cli(
         "evaluate",
         "--pred",

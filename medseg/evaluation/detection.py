@@ -100,7 +100,7 @@ class DetectionResult:
 
 
 def evaluate_detections(
-    cases: list[CaseObjects],
+    cases: list[CaseObjects | EncodedCase],
     classes: list[str],
     thresholds: tuple[float, ...] = COCO_THRESHOLDS,
     max_dets: int = 1000,
@@ -159,23 +159,43 @@ def _ranked_matches(ev, n_thresholds: int, n_classes: int) -> dict:
     return ranked
 
 
-def _coco_pair(cases: list[CaseObjects], n_classes: int):
+@dataclass
+class EncodedCase:
+    """A case's objects as COCO run-length encodings, a small fraction of its label maps' memory: what a cohort
+    keeps while it is read. ``truths``: (class, rle, area, box); ``detections``: (class, score, rle, area, box)."""
+
+    height: int
+    width: int
+    truths: list[tuple]
+    detections: list[tuple]
+
+
+def encode(case: CaseObjects) -> EncodedCase:
+    """``case`` encoded (:func:`evaluate_detections` takes either form)."""
+    gt, pred = _as_2d(case.gt), _as_2d(case.pred)
+    if gt.shape != pred.shape:
+        raise ValueError(f"instance maps differ in shape: {gt.shape} vs {pred.shape}")
+    truths = [((case.gt_classes or {}).get(label, 1), *obj) for label, *obj in _objects(gt)]
+    detections = [
+        ((case.pred_classes or {}).get(label, 1), float((case.scores or {}).get(label, 1.0)), *obj)
+        for label, *obj in _objects(pred)
+    ]
+    return EncodedCase(gt.shape[0], gt.shape[1], truths, detections)
+
+
+def _coco_pair(cases: list, n_classes: int):
     """pycocotools ground-truth and detection sets built in memory, one image per case."""
     from pycocotools.coco import COCO
 
     images, truths, detections = [], [], []
     for image_id, case in enumerate(cases, start=1):
-        gt, pred = _as_2d(case.gt), _as_2d(case.pred)
-        if gt.shape != pred.shape:
-            raise ValueError(f"case {image_id}: instance maps differ in shape: {gt.shape} vs {pred.shape}")
-        images.append({"id": image_id, "height": gt.shape[0], "width": gt.shape[1]})
-        for label, rle, area, box in _objects(gt):
-            cls = (case.gt_classes or {}).get(label, 1)
+        enc = case if isinstance(case, EncodedCase) else encode(case)
+        images.append({"id": image_id, "height": enc.height, "width": enc.width})
+        for cls, rle, area, box in enc.truths:
             truths.append(_annotation(len(truths) + 1, image_id, cls, rle, area, box, n_classes))
-        for label, rle, area, box in _objects(pred):
-            cls = (case.pred_classes or {}).get(label, 1)
+        for cls, score, rle, area, box in enc.detections:
             det = _annotation(len(detections) + 1, image_id, cls, rle, area, box, n_classes)
-            det["score"] = float((case.scores or {}).get(label, 1.0))
+            det["score"] = score
             detections.append(det)
     categories = [{"id": c} for c in range(1, n_classes + 1)]
     sets = []

@@ -31,6 +31,8 @@ import pandas as pd
 from medseg import __version__
 from medseg.data.base import IMAGE, LABEL
 from medseg.errors import MedsegError, fail
+from medseg.evaluation.detection import LESION_THRESHOLDS
+from medseg.evaluation.lesions import LesionDetections, quantised
 from medseg.evaluation.masks import case_key, guess_labels, mask_files, pair_cases, read_label_map
 from medseg.evaluation.outputs import (
     Drawing,
@@ -80,7 +82,8 @@ def evaluate_folders(
         )
     labels = list(labels) if labels else guess_labels([p[2] for p in pairs])
     image_files = {case_key(p): p for p in mask_files(Path(images))} if images else {}
-    rows, cases, units = _score_pairs(pairs, labels, image_files, progress, tuple(extra_metrics))
+    lesions = LesionDetections(labels)
+    rows, cases, units = _score_pairs(pairs, labels, image_files, progress, tuple(extra_metrics), lesions)
     df = pd.DataFrame(rows)
     ranks = rank_cases(df)
     draw_overlays(figures, cases, ranks, out_dir, Drawing(labels), progress)
@@ -94,16 +97,17 @@ def evaluate_folders(
         "n_cases": len(pairs),
         "predictions_without_gt": pred_only,
         "gt_without_prediction": gt_only,
+        "lesion_detection": _lesion_info(lesions),
         "cases": cases,
         "ranked": ranks,
         "medseg_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return write_evaluation(out_dir, df, info, figures)
+    return write_evaluation(out_dir, df, info, figures, info["lesion_detection"]["rows"])
 
 
 def _score_pairs(
-    pairs: list, labels: list[str], image_files: dict, progress: bool, extra: tuple[str, ...] = ()
+    pairs: list, labels: list[str], image_files: dict, progress: bool, extra: tuple[str, ...], lesions
 ) -> tuple[list, dict, dict]:
     """``(metrics rows, cases for eval.json, units)`` of the paired files; all of them must share one unit."""
     from medseg.progress import track
@@ -120,6 +124,7 @@ def _score_pairs(
             )
         units = case_units
         rows += metrics_rows(case_id, pred, gt, spacing, labels, extra)
+        lesions.add(pred, gt, None)  # masks alone: no probabilities to rank the lesions by
         cases[case_id] = {
             "prediction": str(pp),
             "ground_truth": str(gp),
@@ -187,14 +192,16 @@ def evaluate_model(
     samples, seen, test_set = _scored_samples(models, paths, samples, split, data_dir)
     labels = list(cfg.data.labels)
     t0 = time.time()
-    predictor, predicted = _predict(models, dev, options, samples, out_dir / "predictions", progress)
-    infer_s = time.time() - t0
     recipe = get_recipe(data)
     volumes = recipe.volumes(samples)  # slices that stack into one volume (LGG), or None
-    if volumes:
-        rows, cases, units = _score_volumes(volumes, predicted, labels, recipe.extra_metrics)
-    else:
-        rows, cases, units = _score_cases(samples, predicted, labels, cfg, recipe.extra_metrics)
+    lesions = LesionDetections(labels)
+    scorer = (
+        _VolumeScorer(volumes, labels, recipe.extra_metrics, lesions)
+        if volumes
+        else _CaseScorer(labels, cfg, recipe.extra_metrics, lesions)
+    )
+    predictor, infer_s = _predict(models, dev, options, samples, out_dir / "predictions", progress, scorer.add)
+    rows, cases, units = scorer.finish()
     df = pd.DataFrame(rows)
     ranks = rank_cases(df)
     drawing = Drawing(
@@ -220,6 +227,7 @@ def evaluate_model(
         **({"split_requested": split} if test_set else {}),
         "training_cases_scored": len(seen) if split == "all" else 0,
         "per_volume": bool(volumes),
+        "lesion_detection": _lesion_info(lesions),
         "infer_seconds": round(infer_s, 1),
         "tta": predictor.options.tta,
         "postprocess": predictor.options.post,
@@ -230,69 +238,112 @@ def evaluate_model(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     log.info(f"evaluated {len(cases)} {'volumes' if volumes else 'cases'} in {time.time() - t0:.0f}s")
-    return write_evaluation(out_dir, df, info, figures)
+    return write_evaluation(out_dir, df, info, figures, info["lesion_detection"]["rows"])
 
 
-def _predict(models: list, dev, options, samples: list[dict], pred_dir: Path, progress: bool) -> tuple:
-    """``(predictor, {case_id: segmentation file})``: each sample segmented as ``medseg infer`` does."""
+def _predict(models: list, dev, options, samples: list[dict], pred_dir: Path, progress: bool, on_case) -> tuple:
+    """``(predictor, seconds spent predicting)``: each sample segmented as ``medseg infer`` does, and handed with
+    its probabilities to ``on_case(sample, segmentation file, probabilities)``."""
     from medseg.inference.cases import Case
-    from medseg.inference.infer import segment_case
+    from medseg.inference.infer import segment_case_keeping_probabilities
     from medseg.inference.predictor import Predictor
     from medseg.progress import track
 
     predictor = Predictor(models, dev, options)  # options left unset: the first checkpoint's own
     pred_dir.mkdir(parents=True, exist_ok=True)
-    predicted = {}
+    seconds = 0.0
     for s in track(samples, desc="predict", enabled=progress, unit="case"):
         case = Case(s["case_id"], s[IMAGE] if isinstance(s[IMAGE], list) else [s[IMAGE]], s["case_id"])
-        res = segment_case(predictor, case, pred_dir, force=True)
-        predicted[s["case_id"]] = res["segmentation"]
-    return predictor, predicted
+        t0 = time.time()
+        res, probs = segment_case_keeping_probabilities(predictor, case, pred_dir, force=True)
+        seconds += time.time() - t0
+        on_case(s, res["segmentation"], probs)
+    return predictor, seconds
 
 
-def _score_volumes(
-    volumes: dict, predicted: dict, labels: list[str], extra: tuple[str, ...]
-) -> tuple[list, dict, dict]:
-    """Slices of one patient stacked into one volume (per-patient metrics, as in Buda et al. 2019)."""
-    from medseg.data.stacking import stack_slices
+class _CaseScorer:
+    """Each case on its own grid, scored as soon as it is predicted (its probabilities are then dropped); 2D cases
+    in mm when the config gives their pixel spacing."""
 
-    read = lambda p: read_label_map(Path(p), len(labels))[0]
-    rows, cases = [], {}
-    for vid, sl in volumes.items():
-        pred = stack_slices([predicted[s["case_id"]] for s in sl], read)
-        gt = stack_slices([s[LABEL] for s in sl], read)
-        # slices carry no in-plane spacing or thickness: sizes in voxels, distances in voxel steps
-        rows += metrics_rows(vid, pred, gt, None, labels, extra)
-        cases[vid] = {
-            "slices": [s["case_id"] for s in sl],
-            "meta": sl[0].get("meta", {}),
-            "image": [s[IMAGE] for s in sl],
-            "ground_truth": [s[LABEL] for s in sl],
-            "prediction": [predicted[s["case_id"]] for s in sl],
-        }
-    return rows, cases, units_info(None, 3)
+    def __init__(self, labels: list[str], cfg, extra: tuple[str, ...], lesions: LesionDetections):
+        self.labels, self.cfg, self.extra, self.lesions = labels, cfg, extra, lesions
+        self.rows, self.cases = [], {}
+        self.units = units_info(None, cfg.data.spatial_dims)
 
-
-def _score_cases(
-    samples: list[dict], predicted: dict, labels: list[str], cfg, extra: tuple[str, ...]
-) -> tuple[list, dict, dict]:
-    """Each case on its own grid; 2D cases in mm when the config gives their pixel spacing."""
-    rows, cases = [], {}
-    units = units_info(None, cfg.data.spatial_dims)
-    for s in samples:
-        pred, _, _ = read_label_map(Path(predicted[s["case_id"]]), len(labels))
-        gt, spacing, _ = read_label_map(Path(s[LABEL]), len(labels))
-        if cfg.data.spatial_dims == 2 and cfg.data.pixel_spacing_mm:
-            spacing = tuple(cfg.data.pixel_spacing_mm)
-        rows += metrics_rows(s["case_id"], pred, gt, spacing, labels, extra)
-        units = units_info(spacing, gt.ndim)
-        cases[s["case_id"]] = {
+    def add(self, s: dict, segmentation: str, probs: np.ndarray) -> None:
+        pred, _, _ = read_label_map(Path(segmentation), len(self.labels))
+        gt, spacing, _ = read_label_map(Path(s[LABEL]), len(self.labels))
+        if self.cfg.data.spatial_dims == 2 and self.cfg.data.pixel_spacing_mm:
+            spacing = tuple(self.cfg.data.pixel_spacing_mm)
+        self.rows += metrics_rows(s["case_id"], pred, gt, spacing, self.labels, self.extra)
+        self.lesions.add(pred, gt, _on_grid(self.lesions.probabilities(probs), gt.shape, segmentation))
+        self.units = units_info(spacing, gt.ndim)
+        self.cases[s["case_id"]] = {
             "meta": s.get("meta", {}),
             "image": s[IMAGE],
             "ground_truth": s[LABEL],
-            "prediction": predicted[s["case_id"]],
+            "prediction": segmentation,
         }
-    return rows, cases, units
+
+    def finish(self) -> tuple[list, dict, dict]:
+        return self.rows, self.cases, self.units
+
+
+class _VolumeScorer:
+    """Slices of one patient stacked into one volume (per-patient metrics, as in Buda et al. 2019); each slice's
+    class probabilities are kept, as uint8, until its volume is scored."""
+
+    def __init__(self, volumes: dict, labels: list[str], extra: tuple[str, ...], lesions: LesionDetections):
+        self.volumes, self.labels, self.extra, self.lesions = volumes, labels, extra, lesions
+        self.predicted, self.kept = {}, {}
+
+    def add(self, s: dict, segmentation: str, probs: np.ndarray) -> None:
+        self.predicted[s["case_id"]] = segmentation
+        self.kept[s["case_id"]] = quantised(self.lesions.probabilities(probs))
+
+    def finish(self) -> tuple[list, dict, dict]:
+        from medseg.data.stacking import stack_slices
+
+        read = lambda p: read_label_map(Path(p), len(self.labels))[0]
+        rows, cases = [], {}
+        for vid, sl in self.volumes.items():
+            ids = [s["case_id"] for s in sl]
+            pred = stack_slices([self.predicted[i] for i in ids], read)
+            gt = stack_slices([s[LABEL] for s in sl], read)
+            # slices carry no in-plane spacing or thickness: sizes in voxels, distances in voxel steps
+            rows += metrics_rows(vid, pred, gt, None, self.labels, self.extra)
+            probabilities = {
+                name: stack_slices([self.kept.pop(i)[name] for i in ids], lambda a: a) / 255.0
+                for name in self.lesions.names
+            }
+            self.lesions.add(pred, gt, _on_grid(probabilities, gt.shape, self.predicted[ids[0]]))
+            cases[vid] = {
+                "slices": ids,
+                "meta": sl[0].get("meta", {}),
+                "image": [s[IMAGE] for s in sl],
+                "ground_truth": [s[LABEL] for s in sl],
+                "prediction": [self.predicted[i] for i in ids],
+            }
+        return rows, cases, units_info(None, 3)
+
+
+def _on_grid(probabilities: dict[str, np.ndarray], shape: tuple, segmentation: str) -> dict | None:
+    """The class probabilities when they lie on the scored grid, else None (the lesions then go unranked)."""
+    if all(p.shape == shape for p in probabilities.values()):
+        return probabilities
+    log.warning(f"{segmentation}: probabilities {next(iter(probabilities.values())).shape} are not on the mask's grid "
+                f"{shape}; its lesions are scored without a ranking")  # fmt: skip
+    return None
+
+
+def _lesion_info(lesions: LesionDetections) -> dict:
+    """eval.json's record of the lesion-wise detection (lesions.csv holds the table)."""
+    return {
+        "file": "lesions.csv",
+        "ranked_by_probability": lesions.scored,
+        "iou_thresholds": list(LESION_THRESHOLDS),
+        "rows": lesions.rows(),
+    }
 
 
 # ----------------------------------------------------------------------------

@@ -17,10 +17,11 @@ import pandas as pd
 
 from medseg.data.base import Recipe
 from medseg.errors import fail
+from medseg.evaluation.lesions import LESION_COLUMNS
 from medseg.evaluation.tables import row_keys, summarise
 from medseg.io import atomic_write
 
-OUTPUTS = ("metrics.csv", "summary.csv", "eval.json")
+OUTPUTS = ("metrics.csv", "summary.csv", "lesions.csv", "eval.json")
 
 
 @dataclass
@@ -80,12 +81,17 @@ def draw_overlays(
         case["overlay"] = figures.overlay(case, out_dir / "overlays" / f"{cid}.png", title, drawing)
 
 
-def write_evaluation(out_dir: Path, df: pd.DataFrame, info: dict, figures: Figures | None = None) -> EvalResult:
-    """metrics.csv, summary.csv, the plots (with ``figures``) and eval.json, each written whole or not at all."""
+def write_evaluation(
+    out_dir: Path, df: pd.DataFrame, info: dict, figures: Figures | None = None, lesions: list[dict] | None = None
+) -> EvalResult:
+    """metrics.csv, summary.csv, lesions.csv (the lesion-wise detection rows, when given), the plots (with
+    ``figures``) and eval.json, each written whole or not at all."""
     df = df[[k for k in row_keys(info["length_unit"]) if k in df.columns]]
     summary = summarise(df, info)
     _write_csv(out_dir / "metrics.csv", df)
     _write_csv(out_dir / "summary.csv", summary)
+    if lesions:
+        _write_csv(out_dir / "lesions.csv", pd.DataFrame(lesions, columns=LESION_COLUMNS))
     if figures is not None:
         info["plots"] = figures.plots(df, out_dir, info["size_unit"])
     atomic_write(

@@ -67,6 +67,14 @@ def case_labels(predictor: Predictor, pred: Prediction) -> np.ndarray:
 
 def segment_case(predictor: Predictor, case: Case, out_dir: Path, force: bool = False) -> dict:
     """Segment one case; write its mask (and probabilities) and findings JSON, and return the findings."""
+    return segment_case_keeping_probabilities(predictor, case, out_dir, force)[0]
+
+
+def segment_case_keeping_probabilities(
+    predictor: Predictor, case: Case, out_dir: Path, force: bool = False
+) -> tuple[dict, np.ndarray]:
+    """:func:`segment_case`, also returning the probabilities ``(K, *shape)`` on the input's grid (which
+    ``medseg evaluate`` ranks lesions by, without writing them)."""
     t_start = time.time()
     paths = CaseOutputs.of(case, out_dir, predictor.models[0].cfg.data.spatial_dims, predictor.options.probabilities)
     paths.refuse_existing(force)
@@ -74,7 +82,7 @@ def segment_case(predictor: Predictor, case: Case, out_dir: Path, force: bool = 
     t0 = time.time()
     labels = case_labels(predictor, pred)
     pred.timings["postprocess_s"] = round(time.time() - t0, 3)
-    return write_case(paths, case, labels, pred, predictor, t_start)
+    return write_case(paths, case, labels, pred, predictor, t_start), pred.probs
 
 
 def infer(

@@ -108,6 +108,11 @@ def test_evaluate_multiclass_3d_and_bad_labels(tmp_path):
     assert df.loc["edema", "dice"] == pytest.approx(2 * 18 / (18 + 27))
     assert df.loc["edema", "gt_size"] == pytest.approx(27 * 0.8 * 0.8 * 2.5 / 1000)
     assert "all_foreground" in df.index
+    lesions = pd.read_csv(tmp_path / "o" / "lesions.csv").set_index(["class", "iou"])
+    assert lesions.loc[("edema", 0.5), "tp"] == 1  # 18 of its 27 voxels found: IoU 2/3
+    assert lesions.loc[("all_foreground", 0.1), "lesions_true"] == 2 and lesions.loc[("core", 0.1), "recall"] == 1
+    assert lesions["ap"].isna().all()  # masks alone cannot rank their lesions
+    assert res.info["lesion_detection"]["ranked_by_probability"] is False
     with pytest.raises(MedsegError, match=r"label values \[1, 2\] are outside"):
         evaluate_folders(tmp_path / "p", tmp_path / "g", tmp_path / "o2", labels=["background", "core"], progress=False)
 
@@ -243,7 +248,12 @@ def test_evaluation_without_figures_writes_the_tables_only(tmp_path):
     and eval.json names no picture; a cohort report of that folder still has its tables."""
     _masks(tmp_path)
     res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", images=tmp_path / "img", progress=False)
-    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["eval.json", "metrics.csv", "summary.csv"]
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [
+        "eval.json",
+        "lesions.csv",
+        "metrics.csv",
+        "summary.csv",
+    ]
     info = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert "plots" not in info and not any("overlay" in c for c in info["cases"].values())
     assert len(res.metrics) == 4
