@@ -22,7 +22,8 @@ def model_spec(cfg: Config) -> dict:
         "name": m.name,
         "kwargs": {
             **(family.defaults if family else {}),
-            **({"encoder": m.encoder} if m.encoder else {}),
+            # only the families built on an encoder take one (a config switched to the U-Net may still name it)
+            **({"encoder": m.encoder} if m.encoder and (family is None or "encoder" in family.defaults) else {}),
             "spatial_dims": cfg.data.spatial_dims,
             "in_channels": cfg.in_channels,
             "out_channels": cfg.out_channels,

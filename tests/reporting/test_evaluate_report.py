@@ -137,6 +137,11 @@ def test_cohort_pdf_numbers_match_csv(tmp_path):
     for _, r in pd.read_csv(tmp_path / "ev" / "metrics.csv").iterrows():
         assert f"{r['case_id']} lesion {fmt(r['dice'])} {fmt(r['jaccard'])}" in text
     assert "Page 1" in text and "not a diagnosis" in text
+    # every lesion overlaps its prediction by IoU 7/13 or more: all four found at 0.1 and 0.5, none false; masks
+    # without probabilities cannot be ranked
+    assert "Lesion-wise detection" in text and "cannot be ranked" in text
+    for iou in ("0.1", "0.5"):
+        assert f"lesion {iou} 4 4 0 0 1.000 1.000 n/a n/a n/a" in text
     with pytest.raises(MedsegError, match="already exists"):
         cohort_report(tmp_path / "ev")
     # a moved evaluation folder reports the plots beside its own metrics.csv, not the paths eval.json was written with
