@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from medseg.evaluation.detection import LESION_THRESHOLDS, encode, evaluate_detections, lesion_objects
+from medseg.evaluation.tables import class_masks
 
 FP_PER_CASE = (1, 2)
 LESION_COLUMNS = [
@@ -37,7 +38,7 @@ class LesionDetections:
 
     def __init__(self, labels: list[str]):
         self.labels = list(labels)
-        self.names = [n for n in self.labels[1:]] + (["all_foreground"] if len(self.labels) > 2 else [])
+        self.names = [*self.labels[1:], *(["all_foreground"] if len(self.labels) > 2 else [])]
         self.cases: dict[str, list] = {n: [] for n in self.names}
         self.scored = True
 
@@ -54,11 +55,7 @@ class LesionDetections:
         """One case's class maps, with :meth:`probabilities` of the same grid (None: masks only)."""
         if probabilities is None:
             self.scored = False
-        for c, name in enumerate(self.names, start=1):
-            if name == "all_foreground":
-                p, g = pred > 0, gt > 0
-            else:
-                p, g = pred == c, gt == c
+        for name, p, g in class_masks(pred, gt, self.labels):
             prob = None if probabilities is None else probabilities[name]
             self.cases[name].append(encode(lesion_objects(g, p, prob)))
 

@@ -41,9 +41,6 @@ def metrics_rows(
 ) -> list[dict]:
     """One row per foreground class (and the whole foreground when there are several classes) of one case;
     ``extra`` names the groups of extra metrics to add (a recipe's ``extra_metrics``)."""
-    pairs = [(name, pred == c, gt == c) for c, name in enumerate(labels) if c]
-    if len(labels) > 2:  # whole foreground ("whole tumour" for BraTS)
-        pairs.append(("all_foreground", pred > 0, gt > 0))
     return [
         {
             "case_id": case_id,
@@ -51,8 +48,17 @@ def metrics_rows(
             **_rounded_sizes(case_metrics(p, g, spacing), spacing is not None),
             **extra_metrics(p, g, extra),
         }
-        for name, p, g in pairs
+        for name, p, g in class_masks(pred, gt, labels)
     ]
+
+
+def class_masks(pred: np.ndarray, gt: np.ndarray, labels: list[str]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(class name, predicted mask, true mask)`` of every foreground class of two class maps, and of the whole
+    foreground ("all_foreground", the whole tumour for BraTS) when there are several classes."""
+    pairs = [(name, pred == c, gt == c) for c, name in enumerate(labels) if c]
+    if len(labels) > 2:
+        pairs.append(("all_foreground", pred > 0, gt > 0))
+    return pairs
 
 
 def _rounded_sizes(m: dict, physical: bool) -> dict:
