@@ -8,6 +8,9 @@ and inference ask ``task_for(cfg)`` and never branch on the kind of task themsel
   above ``infer.threshold``.
 - :class:`MulticlassTask` (three or more labels): one softmax channel per class, Dice + cross-entropy, the most
   probable class wins; validation also scores all foreground classes as one region (BraTS' "whole tumour").
+- :class:`InstanceTask` (``data.task: instances``): labels are instance maps (0 background, 1..N one value per
+  object); the network learns background, object interior and object boundary, and a seeded watershed turns its
+  probabilities into objects again.
 
 A new kind of task is a subclass here plus an entry in :data:`TASKS` and in :func:`task_name`.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medseg.config import Config
@@ -77,10 +81,23 @@ class Task:
         """Counts of all foreground classes as one region, or None where :meth:`class_counts` already holds them."""
         return None
 
+    def clean(self, labels: np.ndarray, spacing, keep_largest: bool, min_size: float, fill_holes: bool) -> np.ndarray:
+        """The clean-up inference applies to a label map (``min_size`` in mm² or mm³ on ``spacing``)."""
+        from medseg.inference.postprocess import postprocess
+
+        return postprocess(
+            labels,
+            self.cfg.num_classes,
+            spacing,
+            keep_largest=keep_largest,
+            min_size=min_size,
+            fill_holes=fill_holes,
+        )
+
     def threshold(self, threshold: float | None) -> float:
         return self.cfg.infer.threshold if threshold is None else float(threshold)
 
-    def _dice_ce_loss(self, **activation) -> nn.Module:
+    def _dice_ce_loss(self, target=None, **activation) -> nn.Module:
         """MONAI's Dice + (B)CE loss; ``activation`` is how MONAI turns logits and labels into comparable maps.
 
         ``loss.batch_dice`` pools the Dice terms over the batch (nnU-Net's "batch Dice"): a slice with an empty
@@ -105,6 +122,8 @@ class Task:
             # MONAI has no Tversky+CE pair; DiceCELoss calls its ``dice`` term and adds (B)CE itself, so swapping
             # that term keeps MONAI's target handling and weighting for both halves.
             loss.dice = TverskyLoss(alpha=1.0 - lc.fn_weight, beta=lc.fn_weight, **common)
+        if target is not None:
+            loss = _OnTargets(loss, target)
         return DeepSupervisionLoss(loss, weight_mode="exp") if self.cfg.model.deep_supervision else loss
 
 
@@ -167,11 +186,95 @@ class MulticlassTask(Task):
         return overlap_counts(pred > 0, gt > 0)
 
 
-TASKS: dict[str, type[Task]] = {"binary": BinaryTask, "multiclass": MulticlassTask}
+INSTANCE_CLASSES = ("background", "interior", "boundary")
+
+
+def instance_classes(ids: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, ...)`` instance ids -> ``(B, 1, ...)`` classes: 0 background, 1 object interior, 2 object boundary.
+
+    A boundary pixel is an object pixel with another value (background or a neighbouring object) among its 3x3
+    (3x3x3) neighbours, so two touching objects are parted by a line two pixels wide: the seam a watershed needs
+    to split them again. Computed on the fly from the (augmented, resized) ids, so the seam is always one pixel
+    per side at the resolution the network sees."""
+    pool = F.max_pool2d if ids.ndim == 4 else F.max_pool3d
+    ids = ids.float()
+    above = pool(ids, 3, stride=1, padding=1)
+    below = -pool(-ids, 3, stride=1, padding=1)
+    seam = (above != ids) | (below != ids)
+    classes = torch.where(seam, 2.0, 1.0)
+    return torch.where(ids > 0, classes, torch.zeros_like(classes))
+
+
+class _OnTargets(nn.Module):
+    """A loss scored on ``target(label)`` instead of the label itself (instance ids -> classes)."""
+
+    def __init__(self, loss: nn.Module, target):
+        super().__init__()
+        self.loss, self.target = loss, target
+
+    def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits, self.target(label))
+
+
+class InstanceTask(Task):
+    """Objects of one class as an instance map: the network's three softmax channels are background, interior and
+    boundary (the three-class U-Net of the Data Science Bowl 2018, Caicedo et al. 2019); inference thresholds the
+    foreground, seeds one object per connected interior and floods the rest of the foreground from the seeds
+    (:func:`medseg.inference.instances.instances_from_probabilities`). Validation scores the foreground Dice."""
+
+    name = "instances"
+
+    @property
+    def out_channels(self) -> int:
+        return len(INSTANCE_CLASSES)
+
+    def activation(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=1)
+
+    def loss(self) -> nn.Module:
+        """Soft Dice (interior and boundary) + cross-entropy over the three classes, on :func:`instance_classes`."""
+        return self._dice_ce_loss(
+            target=instance_classes,
+            softmax=True,
+            to_onehot_y=True,
+            include_background=self.cfg.train.loss.include_background,
+        )
+
+    def logits_to_labels(self, logits: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        """Validation's map: 0 background, 1 interior, 2 boundary (scored as one foreground)."""
+        return logits.argmax(dim=1, keepdim=True).to(torch.uint8)
+
+    def probabilities_to_labels(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """The instance map of one case (uint16; int32 beyond 65535 objects)."""
+        from medseg.inference.instances import instances_from_probabilities
+
+        return instances_from_probabilities(probs, self.threshold(threshold))
+
+    def background_probabilities(self, shape, dtype=torch.float32) -> torch.Tensor:
+        out = torch.zeros(tuple(shape), dtype=dtype)
+        out[0] = 1.0
+        return out
+
+    def class_counts(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        """The foreground's counts: any object pixel (interior or boundary, any id) against any object pixel."""
+        return overlap_counts(pred > 0, gt > 0)[None]
+
+    def clean(self, labels: np.ndarray, spacing, keep_largest: bool, min_size: float, fill_holes: bool) -> np.ndarray:
+        """Objects under ``min_size`` (mm², mm³) dropped and the rest renumbered 1..N; a largest-object rule would
+        keep one nucleus of hundreds and is not applied, and holes are closed by the watershed's flooding."""
+        from medseg.inference.instances import drop_small_objects
+
+        return drop_small_objects(labels, min_size / float(np.prod(spacing)) if min_size > 0 else 0)
+
+
+TASKS: dict[str, type[Task]] = {"binary": BinaryTask, "multiclass": MulticlassTask, "instances": InstanceTask}
 
 
 def task_name(cfg: Config) -> str:
-    """Which entry of :data:`TASKS` a config trains: binary with two labels, else multi-class."""
+    """Which entry of :data:`TASKS` a config trains: instances when ``data.task`` says so, binary with two labels,
+    else multi-class."""
+    if cfg.instances:
+        return "instances"
     return "binary" if cfg.binary else "multiclass"
 
 

@@ -142,6 +142,11 @@ RULES: dict[str, tuple] = {
 
 # key: (the names it may take, the problem and the fix as one line each; {value} is the name given)
 CHOICES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "data.task": (
+        ("semantic", "instances"),
+        "data.task '{value}' is unknown",
+        "use semantic (a class per pixel) or instances (a value per object, e.g. nuclei)",
+    ),
     "preprocess.intensity": (
         ("zscore", "volume", "scale", "fixed", "imagenet", "none"),
         "preprocess.intensity '{value}' is unknown",
@@ -226,6 +231,7 @@ def validate_config(cfg: Config, source: str = "config", overridden: set[str] | 
     _check_context(cfg, source)
     _check_loss_weights(cfg, source)
     _check_shift_size(cfg, source)
+    _check_instances(cfg, source)
 
 
 def _check_split(split, source: str) -> None:
@@ -272,4 +278,14 @@ def _check_shift_size(cfg: Config, source: str) -> None:
             source,
             f"augment.shift_range {cfg.augment.shift_range} is a fraction of the image size, but {key} is not set",
             f"set {key} (e.g. {'[256, 256]' if cfg.data.spatial_dims == 2 else '[96, 96, 96]'}) or shift_range 0",
+        )
+
+
+def _check_instances(cfg: Config, source: str) -> None:
+    """Instance maps number objects of one kind: one foreground class (a class per object is not read yet)."""
+    if cfg.instances and cfg.num_classes != 2:
+        raise fail(
+            source,
+            f"data.task instances needs one object class, but data.labels has {cfg.num_classes - 1}",
+            "e.g. --set 'data.labels=[background, nucleus]'",
         )

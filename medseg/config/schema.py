@@ -30,6 +30,7 @@ class SplitConfig:
 @dataclass
 class DataConfig:
     recipe: str = "demo"
+    task: str = "semantic"  # semantic: one class per pixel | instances: one value per object (instance label maps)
     labels: list[str] = field(default_factory=lambda: ["background", "lesion"])
     channels: list[str] = field(default_factory=lambda: ["image"])
     stored_channels: list[str] | None = None  # 2D: the channels each file holds, by name; channels picks from them
@@ -162,7 +163,16 @@ class Config:
         return self.num_classes == 2
 
     @property
+    def instances(self) -> bool:
+        """Objects, not only classes: the ground truth is an instance label map and so is the prediction."""
+        return self.data.task == "instances"
+
+    @property
     def out_channels(self) -> int:
+        """Network outputs: one sigmoid channel (binary), one per class, or background/interior/boundary for
+        instances (:class:`medseg.tasks.InstanceTask`)."""
+        if self.instances:
+            return 3
         return 1 if self.binary else self.num_classes
 
     @property

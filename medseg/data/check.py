@@ -62,9 +62,10 @@ class _Tally:
                 describe=True,
                 select=cfg.channel_select,
                 stored=cfg.data.stored_channels,
+                instances=cfg.instances,
             )
         else:
-            self.loader = LoadVolumed(len(cfg.data.channels), cfg.num_classes, describe=True)
+            self.loader = LoadVolumed(len(cfg.data.channels), cfg.num_classes, describe=True, instances=cfg.instances)
 
     def read(self, sample: dict) -> None:
         """Count one case; a file the loader rejects becomes a problem line (each file is read once)."""

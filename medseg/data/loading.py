@@ -117,6 +117,23 @@ def labels_to_classes(label: np.ndarray, num_classes: int, path) -> np.ndarray:
     return rounded.astype(np.uint8)
 
 
+def instance_ids(label: np.ndarray, path) -> np.ndarray:
+    """Check an instance label map (0 background, one non-negative integer per object) and return it as float32,
+    which holds every id up to 2**24 exactly through resizing and augmentation (nearest-neighbour)."""
+    if not np.isfinite(label).all():
+        raise fail(path, "instance map contains NaN or infinite values", "repair the label file")
+    rounded = np.rint(label)
+    if np.abs(rounded - label).max(initial=0) > 1e-3 or rounded.min(initial=0) < 0:
+        raise fail(
+            path,
+            "instance map has negative or non-integer values",
+            "save one non-negative integer per object, 0 for background",
+        )
+    if rounded.max(initial=0) >= 2**24:
+        raise fail(path, "instance map has ids of 2**24 or more", "renumber the objects 1..N")
+    return rounded.astype(np.float32)
+
+
 def check_finite(arr: np.ndarray, path) -> None:
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         n = int((~np.isfinite(arr)).sum())
@@ -131,12 +148,19 @@ class _LoadPaird(MapTransform):
     """Base of the loaders: knows the expected channel count and number of classes."""
 
     def __init__(
-        self, n_channels: int, num_classes: int, keys=(IMAGE, LABEL), allow_missing_keys=True, describe: bool = False
+        self,
+        n_channels: int,
+        num_classes: int,
+        keys=(IMAGE, LABEL),
+        allow_missing_keys=True,
+        describe: bool = False,
+        instances: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
         self.n_channels = n_channels
         self.num_classes = num_classes
         self.describe = describe  # also report what is on disk (channels, label values): `medseg datasets check`
+        self.instances = instances  # labels are instance maps: keep each object's id (data.task: instances)
 
     @staticmethod
     def _raw_values(lab: np.ndarray) -> list:
@@ -161,8 +185,9 @@ class LoadImage2Dd(_LoadPaird):
         describe: bool = False,
         select: list[int] | None = None,
         stored: list[str] | None = None,
+        instances: bool = False,
     ):
-        super().__init__(n_channels, num_classes, keys, allow_missing_keys, describe)
+        super().__init__(n_channels, num_classes, keys, allow_missing_keys, describe, instances)
         self.context, self.select, self.stored = context, select, stored
 
     def _read(self, path, upright: bool = True) -> tuple[np.ndarray, int]:
@@ -231,7 +256,9 @@ class LoadImage2Dd(_LoadPaird):
                     f"{img.shape[1]}x{img.shape[2]}",
                     "re-export the mask at the image's size or remove the case",
                 )
-            if self.num_classes == 2:
+            if self.instances:
+                lab = instance_ids(mask if mask.ndim == 2 else mask[..., 0], lpath)
+            elif self.num_classes == 2:
                 lab = binarise_mask_2d(mask)
             else:
                 lab = labels_to_classes(mask if mask.ndim == 2 else mask[..., 0], self.num_classes, lpath)
@@ -302,6 +329,7 @@ class LoadVolumed(_LoadPaird):
                     "label geometry (origin/direction/spacing) differs from its image",
                     "copy the image geometry into the label file",
                 )
-            lab = labels_to_classes(np.asarray(lab, dtype=np.float32), self.num_classes, lp)
+            lab = np.asarray(lab, dtype=np.float32)
+            lab = instance_ids(lab, lp) if self.instances else labels_to_classes(lab, self.num_classes, lp)
             d[LABEL] = MetaTensor(torch.from_numpy(lab[None]), affine=torch.as_tensor(geom0.affine), meta=dict(meta))
         return d

@@ -222,6 +222,7 @@ def _run_fold(
         "per_volume": bool(ev.info.get("per_volume", False)),
         "tta": bool(ev.info["tta"]),
         "held_out": sorted(ev.info["cases"]),
+        **({"instances": ev.info["instances"]} if "instances" in ev.info else {}),
         "machine": describe_machine(),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -283,6 +284,24 @@ def _pooled_headline(done: list[dict]) -> dict:
         "dice_best_pt": mean("dice_best_pt"),
         "jaccard_best_pt": mean("jaccard_best_pt"),
         "train_minutes_per_fold": mean("train_minutes"),
+        **_pooled_instances(done),
+    }
+
+
+def _pooled_instances(done: list[dict]) -> dict:
+    """An instance task's object scores over the folds: per-image means weighted by each fold's images, and the
+    folds' mean COCO AP (each fold's detections are ranked by its own model)."""
+    if not done or not all("instances" in r for r in done):
+        return {}
+    runs = [r["instances"] for r in done]
+    n = np.array([r["cases"] for r in runs], dtype=float)
+    weighted = lambda k: float(np.sum(n * [r[k] for r in runs]) / n.sum())
+    return {
+        "instances": {
+            "cases": int(n.sum()),
+            **{k: round(weighted(k), 4) for k in ("dsb_mean", "pq_mean", "count_error_mean", "count_error_abs_mean")},
+            **{f"{k}_fold_mean": round(float(np.mean([r[k] for r in runs])), 4) for k in ("ap", "ap50", "ap75")},
+        }
     }
 
 

@@ -31,9 +31,17 @@ import pandas as pd
 from medseg import __version__
 from medseg.data.base import IMAGE, LABEL
 from medseg.errors import MedsegError, fail
-from medseg.evaluation.detection import LESION_THRESHOLDS
+from medseg.evaluation.detection import LESION_THRESHOLDS, CaseObjects
+from medseg.evaluation.instance_cohort import INSTANCE_CSV, InstanceCohort
 from medseg.evaluation.lesions import LesionDetections, quantised
-from medseg.evaluation.masks import case_key, guess_labels, mask_files, pair_cases, read_label_map
+from medseg.evaluation.masks import (
+    case_key,
+    guess_labels,
+    mask_files,
+    pair_cases,
+    read_instance_map,
+    read_label_map,
+)
 from medseg.evaluation.outputs import (
     Drawing,
     EvalResult,
@@ -195,11 +203,12 @@ def evaluate_model(
     recipe = get_recipe(data)
     volumes = recipe.volumes(samples)  # slices that stack into one volume (LGG), or None
     lesions = LesionDetections(labels)
-    scorer = (
-        _VolumeScorer(volumes, labels, recipe.extra_metrics, lesions)
-        if volumes
-        else _CaseScorer(labels, cfg, recipe.extra_metrics, lesions)
-    )
+    if cfg.instances:
+        scorer = _InstanceScorer(labels, cfg, recipe.extra_metrics, lesions)
+    elif volumes:
+        scorer = _VolumeScorer(volumes, labels, recipe.extra_metrics, lesions)
+    else:
+        scorer = _CaseScorer(labels, cfg, recipe.extra_metrics, lesions)
     predictor, infer_s = _predict(models, dev, options, samples, out_dir / "predictions", progress, scorer.add)
     rows, cases, units = scorer.finish()
     df = pd.DataFrame(rows)
@@ -209,6 +218,7 @@ def evaluate_model(
         spacing_2d=cfg.data.pixel_spacing_mm,
         modality=(list(cfg.data.channels) or [None])[0],  # the volume's background
         stacked_by=recipe if volumes else None,
+        instances=cfg.instances,
     )
     draw_overlays(figures, cases, ranks, out_dir, drawing, progress)
     info = {
@@ -228,6 +238,7 @@ def evaluate_model(
         "training_cases_scored": len(seen) if split == "all" else 0,
         "per_volume": bool(volumes),
         "lesion_detection": _lesion_info(lesions),
+        **({"instances": scorer.cohort.summary()} if cfg.instances else {}),
         "infer_seconds": round(infer_s, 1),
         "tta": predictor.options.tta,
         "postprocess": predictor.options.post,
@@ -238,7 +249,11 @@ def evaluate_model(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     log.info(f"evaluated {len(cases)} {'volumes' if volumes else 'cases'} in {time.time() - t0:.0f}s")
-    return write_evaluation(out_dir, df, info, figures, info["lesion_detection"]["rows"])
+    result = write_evaluation(out_dir, df, info, figures, info["lesion_detection"]["rows"])
+    if cfg.instances:
+        _write_instance_rows(out_dir, scorer.cohort)
+        _log_instances(info["instances"])
+    return result
 
 
 def _predict(models: list, dev, options, samples: list[dict], pred_dir: Path, progress: bool, on_case) -> tuple:
@@ -325,6 +340,54 @@ class _VolumeScorer:
                 "prediction": [self.predicted[i] for i in ids],
             }
         return rows, cases, units_info(None, 3)
+
+
+class _InstanceScorer(_CaseScorer):
+    """An instance task's cases: the foreground's pixel metrics as a binary task's, and the objects themselves
+    (not connected components) for the object-wise scores of :class:`InstanceCohort` and lesions.csv."""
+
+    def __init__(self, labels: list[str], cfg, extra: tuple[str, ...], lesions: LesionDetections):
+        super().__init__(labels, cfg, extra, lesions)
+        self.cohort = InstanceCohort(labels[1])
+
+    def add(self, s: dict, segmentation: str, probs: np.ndarray) -> None:
+        from medseg.data.nuclei import INSTANCES
+        from medseg.inference.instances import object_scores
+
+        pred = read_instance_map(Path(segmentation))
+        gt = read_instance_map(Path(s.get(INSTANCES, s[LABEL])))
+        if pred.shape != gt.shape:
+            raise fail(segmentation, f"is {pred.shape} but its ground truth is {gt.shape}", "predict on its grid")
+        px = self.cfg.data.pixel_spacing_mm
+        spacing = read_label_map(Path(s[LABEL]), 2)[1] if gt.ndim == 3 else (tuple(px) if px else None)
+        fg_pred, fg_gt = (pred > 0).astype(np.uint8), (gt > 0).astype(np.uint8)
+        self.rows += metrics_rows(s["case_id"], fg_pred, fg_gt, spacing, self.labels, self.extra)
+        scores = object_scores(pred, probs) if probs.shape[1:] == pred.shape else None
+        self.cohort.add(s["case_id"], gt, pred, scores)
+        self.lesions.add_objects(CaseObjects(gt, pred, scores))
+        self.units = units_info(spacing, gt.ndim)
+        self.cases[s["case_id"]] = {
+            "meta": s.get("meta", {}),
+            "image": s[IMAGE],
+            "ground_truth": s.get(INSTANCES, s[LABEL]),
+            "prediction": segmentation,
+        }
+
+
+def _write_instance_rows(out_dir: Path, cohort: InstanceCohort) -> None:
+    from medseg.io import atomic_write
+
+    frame = pd.DataFrame(cohort.per_case)
+    atomic_write(out_dir / INSTANCE_CSV, lambda tmp: frame.to_csv(tmp, index=False), suffix=".csv")
+
+
+def _log_instances(summary: dict) -> None:
+    log.info(
+        f"objects: DSB 2018 score {summary['dsb_mean']:.4f}, AP50 {summary['ap50']:.4f}, "
+        f"AP@[.50:.95] {summary['ap']:.4f}, PQ {summary['pq_mean']:.4f}, count error per image "
+        f"{summary['count_error_mean']:+.1f} ({summary['objects_pred']} found, {summary['objects_true']} true) "
+        f"-> {INSTANCE_CSV}"
+    )
 
 
 def _on_grid(probabilities: dict[str, np.ndarray], shape: tuple, segmentation: str) -> dict | None:

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from medseg.evaluation.detection import LESION_THRESHOLDS, encode, evaluate_detections, lesion_objects
+from medseg.evaluation.detection import (
+    LESION_THRESHOLDS,
+    CaseObjects,
+    encode,
+    evaluate_detections,
+    lesion_objects,
+)
 from medseg.evaluation.tables import class_masks
 
 FP_PER_CASE = (1, 2)
@@ -58,6 +64,12 @@ class LesionDetections:
         for name, p, g in class_masks(pred, gt, self.labels):
             prob = None if probabilities is None else probabilities[name]
             self.cases[name].append(encode(lesion_objects(g, p, prob)))
+
+    def add_objects(self, objects: CaseObjects) -> None:
+        """One case's objects as they are (an instance task's maps, one foreground class), not as components."""
+        if objects.scores is None:
+            self.scored = False
+        self.cases[self.names[0]].append(encode(objects))
 
     def rows(self) -> list[dict]:
         """One row per class and IoU threshold (columns :data:`LESION_COLUMNS`)."""

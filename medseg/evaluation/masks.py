@@ -59,6 +59,19 @@ def read_label_map(path: Path, num_classes: int) -> tuple[np.ndarray, tuple | No
     return labels_to_classes(np.asarray(arr, dtype=np.float32), num_classes, path), tuple(geom.spacing), geom.affine
 
 
+def read_instance_map(path: Path) -> np.ndarray:
+    """An instance map file as it is stored (0 background, one integer per object), as int64."""
+    from medseg.data.loading import instance_ids
+
+    if file_ext(path) in IMAGE_2D_EXTS:
+        raw = read_image_2d(path, kind="mask")
+        raw = raw if raw.ndim == 2 else raw[..., 0]
+    else:
+        raw = read_volume(path)[0]
+        raw = raw[..., 0] if raw.ndim == 4 else raw
+    return instance_ids(np.asarray(raw, dtype=np.float64), path).astype(np.int64)
+
+
 def guess_labels(gt_files: list[Path]) -> list[str]:
     """Label names for ground truth given without them: binary when the masks hold 0/1 or 0/255, else
     ``class_1`` .. ``class_N`` for the largest value found in the first 20 files."""

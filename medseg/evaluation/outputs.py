@@ -21,7 +21,7 @@ from medseg.evaluation.lesions import LESION_COLUMNS
 from medseg.evaluation.tables import row_keys, summarise
 from medseg.io import atomic_write
 
-OUTPUTS = ("metrics.csv", "summary.csv", "lesions.csv", "eval.json")
+OUTPUTS = ("metrics.csv", "summary.csv", "lesions.csv", "instances.csv", "eval.json")
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Drawing:
     spacing_2d: tuple | None = None
     modality: str | None = None
     stacked_by: Recipe | None = None
+    instances: bool = False  # the files are instance maps: each object outlined in its own colour
 
 
 class Figures(Protocol):

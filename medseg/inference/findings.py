@@ -92,25 +92,65 @@ def lesion_findings(labels: np.ndarray, geom: Geometry, label_names: list[str], 
     spacing; lengths and coordinates are mm (volumes: RAS mm; 2D: row, column from the top-left), px when the
     spacing is unknown. Lesions are connected components with full connectivity (26 in 3D, 8 in 2D), largest first.
     """
-    ndim = labels.ndim
-    known = spacing_known(geom)
-    spacing = tuple(float(s) for s in geom.spacing) if known else (1.0,) * ndim
-    unit = "ml" if ndim == 3 else ("mm2" if known else "px2")
-    length = "mm" if known else "px"
+    u = _Units.of(geom)
     out = {}
     for c, name in enumerate(label_names):
         if c == 0:
             continue
-        out[name] = _class_findings(labels == c, geom, spacing, unit, length, known, max_lesions)
-    coordinates = "RAS mm" if ndim == 3 else f"row/column {length} from the top-left pixel"
-    return {
-        "unit": unit,
-        "unit_label": UNIT_LABELS[unit],
-        "length_unit": length,
-        "spacing_known": known,
-        "coordinates": coordinates,
-        "classes": out,
+        out[name] = _class_findings(labels == c, geom, u.spacing, u.unit, u.length, u.known, max_lesions)
+    return {**u.header(), "classes": out}
+
+
+class _Units:
+    """How a case's sizes are given: mL (volumes), mm² (2D of known spacing) or px², lengths in mm or px."""
+
+    def __init__(self, ndim: int, known: bool, spacing):
+        self.ndim, self.known = ndim, known
+        self.spacing = tuple(float(s) for s in spacing) if known else (1.0,) * ndim
+        self.unit = "ml" if ndim == 3 else ("mm2" if known else "px2")
+        self.length = "mm" if known else "px"
+
+    @classmethod
+    def of(cls, geom: Geometry) -> _Units:
+        return cls(geom.ndim, spacing_known(geom), geom.spacing)
+
+    def header(self) -> dict:
+        coordinates = "RAS mm" if self.ndim == 3 else f"row/column {self.length} from the top-left pixel"
+        return {
+            "unit": self.unit,
+            "unit_label": UNIT_LABELS[self.unit],
+            "length_unit": self.length,
+            "spacing_known": self.known,
+            "coordinates": coordinates,
+        }
+
+
+def instance_findings(
+    instances: np.ndarray, scores: dict[int, float], geom: Geometry, label_names: list[str], max_lesions: int = 50
+) -> dict:
+    """The findings of an instance map: the class entry of :func:`lesion_findings` (its ``lesions`` the largest
+    ``max_lesions`` objects), and ``objects``, every object in id order: its id is its value in the map, with its
+    class, size, maximum diameter, centroid, box and ``score`` (mean object probability)."""
+    from skimage.measure import regionprops
+
+    u = _Units.of(geom)
+    name = label_names[1]
+    origin = np.zeros(instances.ndim)
+    objects = []
+    for p in regionprops(np.asarray(instances, np.int32), spacing=u.spacing):
+        entry = _lesion(int(p.label), p, origin, geom, u.spacing, u.unit, u.length, u.known)
+        objects.append({"id": entry.pop("id"), "class": name, **entry, "score": scores.get(int(p.label))})
+    largest = sorted(objects, key=lambda o: (-o["voxels"], o["id"]))[:max_lesions]
+    total = int(np.count_nonzero(instances))
+    size = f"size_{u.unit}"
+    summary = {
+        f"total_{u.unit}": _size(total, total * float(np.prod(u.spacing)), u.unit),
+        "voxels": total,
+        "n_lesions": len(objects),
+        f"largest_{u.unit}": largest[0][size] if largest else _size(0, 0.0, u.unit),
+        "lesions": largest,
     }
+    return {**u.header(), "classes": {name: summary}, "objects": objects}
 
 
 def _class_findings(full: np.ndarray, geom: Geometry, spacing, unit: str, length: str, known: bool, most: int) -> dict:

@@ -36,7 +36,6 @@ from medseg.inference.outputs import (
     write_case,
     write_label_tables,
 )
-from medseg.inference.postprocess import postprocess
 from medseg.inference.predictor import Prediction, Predictor
 from medseg.log import get_logger
 from medseg.runtime import resolve_device
@@ -53,11 +52,10 @@ class InferSummary:
 
 def case_labels(predictor: Predictor, pred: Prediction) -> np.ndarray:
     """The label map of a prediction: the task's threshold or arg-max, then the clean-up the options ask for."""
-    opts, cfg = predictor.options, predictor.models[0].cfg
+    opts = predictor.options
     labels = predictor.task.probabilities_to_labels(pred.probs, opts.threshold)
-    return postprocess(
+    return predictor.task.clean(
         labels,
-        cfg.num_classes,
         pred.geom.spacing,
         keep_largest=bool(opts.keep_largest),
         min_size=float(opts.min_size),
@@ -76,7 +74,8 @@ def segment_case_keeping_probabilities(
     """:func:`segment_case`, also returning the probabilities ``(K, *shape)`` on the input's grid (which
     ``medseg evaluate`` ranks lesions by, without writing them)."""
     t_start = time.time()
-    paths = CaseOutputs.of(case, out_dir, predictor.models[0].cfg.data.spatial_dims, predictor.options.probabilities)
+    cfg = predictor.models[0].cfg
+    paths = CaseOutputs.of(case, out_dir, cfg.data.spatial_dims, predictor.options.probabilities, cfg.instances)
     paths.refuse_existing(force)
     pred = predictor.predict(case)
     t0 = time.time()
@@ -112,7 +111,7 @@ def infer(
     cfg = predictor.models[0].cfg
     cases, failures = expand_inputs(inputs, cfg, warn=True)
     summary = InferSummary(out_dir, failures=list(failures))
-    if cases and (cfg.data.spatial_dims == 3 or not cfg.binary):  # masks hold class indices: name them
+    if cases and not cfg.instances and (cfg.data.spatial_dims == 3 or not cfg.binary):  # class indices: name them
         try:
             tables = write_label_tables(out_dir, list(cfg.data.labels), force)
         except OSError as exc:

@@ -20,34 +20,80 @@ from scipy import ndimage
 
 
 def split_touching(
-    mask: np.ndarray, seeds: np.ndarray | None = None, min_distance: float | None = None, min_size: int = 0
+    mask: np.ndarray,
+    seeds: np.ndarray | None = None,
+    min_distance: float | None = None,
+    min_size: int = 0,
+    elevation: np.ndarray | None = None,
 ) -> np.ndarray:
     """An instance map (uint16 or int32 when there are more than 65535 objects) of ``mask``: one object per seed
     (``seeds``: a boolean map or a label map; default the distance-transform peaks at least ``min_distance``
-    pixels apart, by default :func:`typical_radius`). Objects under ``min_size`` pixels are dropped; the
-    survivors are numbered 1..N."""
+    pixels apart, by default :func:`typical_radius`). The watershed floods ``elevation`` (default the negated
+    distance to the background) from the seeds; a blob of the mask no seed reaches is one object of its own.
+    Objects under ``min_size`` pixels are dropped; the survivors are numbered 1..N."""
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
     mask = np.asarray(mask, bool)
     if not mask.any():
         return np.zeros(mask.shape, np.uint16)
-    distance = ndimage.distance_transform_edt(mask)
+    blobs, _ = ndimage.label(mask)
+    distance = ndimage.distance_transform_edt(mask) if seeds is None or elevation is None else None
     if seeds is None:
-        blobs, _ = ndimage.label(mask)
         apart = typical_radius(blobs, min_size) if min_distance is None else min_distance
         peaks = peak_local_max(distance, min_distance=max(1, round(apart)), labels=blobs, exclude_border=False)
         markers = _plateau_markers(distance, mask, peaks)
-        # a blob without a peak (thinner than min_distance) is still an object
-        unseeded = np.setdiff1d(np.unique(blobs[mask]), np.unique(blobs[markers > 0]))
-        for k, b in enumerate(unseeded, start=int(markers.max(initial=0)) + 1):
-            markers[blobs == b] = k
     else:
         s = np.asarray(seeds)
         markers = ndimage.label(s > 0)[0] if s.dtype == bool or s.max(initial=0) <= 1 else s.astype(np.int32)
         markers = np.where(mask, markers, 0)
-    labels = watershed(-distance, markers, mask=mask)
+    _seed_orphans(markers, blobs, mask)
+    labels = watershed(-distance if elevation is None else elevation, markers, mask=mask)
     return _renumber(labels, min_size)
+
+
+def _seed_orphans(markers: np.ndarray, blobs: np.ndarray, mask: np.ndarray) -> None:
+    """Give every blob of ``mask`` without a marker one of its own, in place: a blob thinner than the seed rule
+    (or one whose interior the network missed) is still an object."""
+    unseeded = np.setdiff1d(np.unique(blobs[mask]), np.unique(blobs[markers > 0]))
+    if unseeded.size:
+        lut = np.zeros(int(blobs.max()) + 1, np.int32)
+        lut[unseeded] = np.arange(1, unseeded.size + 1) + int(markers.max(initial=0))
+        orphan = lut[blobs]
+        markers[orphan > 0] = orphan[orphan > 0]
+
+
+def instances_from_probabilities(probs: np.ndarray, threshold: float = 0.5, min_seed: int = 0) -> np.ndarray:
+    """``(3, ...)`` background / interior / boundary probabilities -> an instance map (2D or 3D).
+
+    The foreground is where the object probability (interior + boundary) exceeds ``threshold``; each connected
+    region where the interior alone does (face connectivity, so seeds that touch only at a corner stay two) seeds
+    one object, and the watershed floods the negated interior probability from the seeds within the foreground:
+    the boundary the network drew between touching objects is the ridge where floods meet."""
+    probs = np.asarray(probs, np.float32)
+    if probs.shape[0] != 3:
+        raise ValueError(f"instance probabilities need 3 channels (background, interior, boundary), got {probs.shape}")
+    foreground = probs[0] < 1.0 - threshold
+    seeds, _ = ndimage.label((probs[1] > threshold) & foreground)
+    if min_seed > 0:
+        seeds = _renumber(seeds, min_seed).astype(np.int32)
+    return split_touching(foreground, seeds=seeds, elevation=-probs[1])
+
+
+def drop_small_objects(labels: np.ndarray, min_pixels: float) -> np.ndarray:
+    """An instance map without its objects under ``min_pixels`` pixels (voxels), renumbered 1..N."""
+    return _renumber(np.asarray(labels), int(np.ceil(min_pixels)) if min_pixels > 0 else 0)
+
+
+def object_scores(labels: np.ndarray, probs: np.ndarray) -> dict[int, float]:
+    """Each object's confidence: its mean object probability (1 - background probability, or the one sigmoid
+    channel), the score detection AP ranks it by."""
+    n = int(labels.max(initial=0))
+    if not n:
+        return {}
+    fg = 1.0 - probs[0] if probs.shape[0] > 1 else probs[0]
+    means = ndimage.mean(fg, labels, index=np.arange(1, n + 1))
+    return {i + 1: round(float(m), 4) for i, m in enumerate(means)}
 
 
 def _plateau_markers(distance: np.ndarray, mask: np.ndarray, peaks: np.ndarray) -> np.ndarray:

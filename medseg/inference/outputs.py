@@ -16,7 +16,8 @@ from medseg.checkpoint import describe
 from medseg.data.lookup import lookup_metadata
 from medseg.errors import MedsegError, fail, os_fix, os_reason
 from medseg.inference.cases import Case, output_ext
-from medseg.inference.findings import lesion_findings
+from medseg.inference.findings import instance_findings, lesion_findings
+from medseg.inference.instances import object_scores
 from medseg.inference.predictor import Prediction, Predictor
 from medseg.io import Geometry, atomic_write, write_image_2d, write_volume
 
@@ -28,21 +29,24 @@ class CaseOutputs:
     seg: Path
     findings: Path
     prob: Path | None
+    objects: Path | None = None
 
     @classmethod
-    def of(cls, case: Case, out_dir: Path, spatial_dims: int, probabilities: bool) -> CaseOutputs:
-        """``<case>_seg.<ext>`` in the input's own format, ``<case>_findings.json``, and with ``probabilities``
+    def of(cls, case: Case, out_dir: Path, spatial_dims: int, probabilities: bool, instances: bool = False):
+        """``<case>_seg.<ext>`` in the input's own format (an instance map for ``instances``: 16-bit PNG for 2D
+        images), ``<case>_findings.json``, with ``instances`` ``<case>_objects.csv``, and with ``probabilities``
         ``<case>_prob.nii.gz`` (``.tif`` for 2D images)."""
         prob = out_dir / f"{case.case_id}_prob{'.nii.gz' if spatial_dims == 3 else '.tif'}"
         return cls(
             out_dir / f"{case.case_id}_seg{output_ext(case)}",
             out_dir / f"{case.case_id}_findings.json",
             prob if probabilities else None,
+            out_dir / f"{case.case_id}_objects.csv" if instances else None,
         )
 
     @property
     def targets(self) -> list[Path]:
-        return [self.seg, self.findings] + ([self.prob] if self.prob else [])
+        return [self.seg, self.findings] + [p for p in (self.prob, self.objects) if p]
 
     def refuse_existing(self, force: bool) -> None:
         """Outputs of an earlier run are never overwritten unless the user says so."""
@@ -79,10 +83,14 @@ def write_case(
 def _write_case(paths, case, labels, pred, predictor, t_start) -> dict:
     cfg, geom, timings = predictor.models[0].cfg, pred.geom, pred.timings
     t0 = time.time()
-    write_masks(paths, labels, pred.probs, geom, cfg.binary)
+    write_masks(paths, labels, pred.probs, geom, cfg.binary and not cfg.instances)
     timings["write_s"] = round(time.time() - t0, 3)
     t0 = time.time()
-    findings = lesion_findings(labels, geom, list(cfg.data.labels))
+    if cfg.instances:
+        findings = instance_findings(labels, object_scores(labels, pred.probs), geom, list(cfg.data.labels))
+        write_objects_csv(paths.objects, findings, geom.ndim)
+    else:
+        findings = lesion_findings(labels, geom, list(cfg.data.labels))
     timings["findings_s"] = round(time.time() - t0, 3)
     timings["total_s"] = round(time.time() - t_start, 3)
     result = findings_record(paths, case, pred, predictor, findings)
@@ -105,6 +113,27 @@ def write_masks(paths: CaseOutputs, labels: np.ndarray, probs: np.ndarray, geom:
         p = probs[0] if binary else np.moveaxis(probs, 0, -1)
         pg = Geometry(geom.shape, geom.spacing, geom.affine, geom.fmt, geom.path, header=None, meta=geom.meta)
         write_volume(p.astype(np.float32), pg, paths.prob, force=True)
+
+
+def write_objects_csv(path: Path, findings: dict, ndim: int) -> None:
+    """One row per object of an instance map: id (its value in the map), class, size in the findings' unit (mm²,
+    mL or px², named in the header), maximum diameter, centroid and box corners (mm or px; one column per axis),
+    and score (mean object probability)."""
+    import pandas as pd
+
+    unit, length = findings["unit"], findings["length_unit"]
+    axes = ("x", "y", "z") if ndim == 3 else ("row", "col")
+    places = {"centroid": "centroid", "bbox_min": "min", "bbox_max": "max"}
+    columns = ["id", "class", f"size_{unit}", f"max_diameter_{length}"]
+    columns += [f"{k}_{a}_{length}" for k in places for a in axes] + ["score"]
+    rows = []
+    for o in findings["objects"]:
+        where = {"centroid": o[f"centroid_{length}"], **o[f"bbox_{length}"]}
+        values = [o["id"], o["class"], o[f"size_{unit}"], o[f"max_diameter_{length}"]]
+        values += [v for k in places.values() for v in where[k]] + [o["score"]]
+        rows.append(values)
+    frame = pd.DataFrame(rows, columns=columns)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False), suffix=".csv")
 
 
 def findings_record(paths: CaseOutputs, case: Case, pred: Prediction, predictor: Predictor, findings: dict) -> dict:
@@ -207,7 +236,8 @@ def findings_sizes(res: dict, cls: dict) -> str:
     """One class's findings for the log: total size, lesion count, the largest lesion's maximum diameter."""
     from medseg.inference.findings import format_size
 
-    text = f"{format_size(cls['total_' + res['unit']])} {findings_unit(res)} in {cls['n_lesions']} lesion(s)"
+    what = "object(s)" if res.get("objects") is not None else "lesion(s)"
+    text = f"{format_size(cls['total_' + res['unit']])} {findings_unit(res)} in {cls['n_lesions']} {what}"
     if cls["lesions"]:
         length = res["length_unit"]
         text += f", largest {cls['lesions'][0]['max_diameter_' + length]:.1f} {length} across"

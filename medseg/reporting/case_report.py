@@ -66,14 +66,15 @@ def _findings_table(f: dict):
     unit, label, length, _ = _findings_units(f)
     ndim = len(f["geometry"]["shape"])
     where = "RAS mm" if ndim == 3 else f"row, column {length}"
+    noun = "object" if f.get("objects") is not None else "lesion"
     rows = [
         [
             "Class",
-            "Lesions",
+            f"{noun.capitalize()}s",
             f"Total size ({label})",
-            f"Largest lesion ({label})",
-            f"Largest lesion diameter ({length})",
-            f"Largest lesion centre ({where})",
+            f"Largest {noun} ({label})",
+            f"Largest {noun} diameter ({length})",
+            f"Largest {noun} centre ({where})",
         ]
     ]
     for name, c in f["classes"].items():
@@ -150,7 +151,10 @@ def case_report(
     )  # refuses a wrong --gt before any file is written
     overlay = target.with_name(f"{case_id}_overlay.png")
     drawn = overlay.with_name(f".{overlay.name}.tmp.png")
+    sizes_png = overlay.with_name(f".{case_id}_sizes.tmp.png")
     try:
+        if f.get("objects") is not None:
+            findings += _objects_section(f, sizes_png, st)
         save_case_overlay(
             f["input"][0] if len(f["input"]) == 1 else f["input"],
             str(gt) if gt else None,
@@ -160,6 +164,7 @@ def case_report(
             title="",
             spacing_2d=tuple(geo["spacing_mm"]) if ndim == 2 and known else None,
             modality=(f.get("channels") or [meta.get("modality")])[0],
+            instances=f.get("objects") is not None,
         )
         if ndim == 2:  # the picture beside the study tables, so that a 2D case fits one page
             picture = [para("Overlay", st["h2"]), image(drawn, max_w_mm=86, max_h_mm=95)]
@@ -183,6 +188,7 @@ def case_report(
         return pdf
     finally:
         drawn.unlink(missing_ok=True)
+        sizes_png.unlink(missing_ok=True)
 
 
 def _study_section(f: dict, meta: dict, known: bool, st: dict) -> list:
@@ -219,13 +225,52 @@ def _findings_section(f: dict, known: bool, st: dict) -> list:
         else " The pixel size is unknown, so sizes are pixel counts (px²) and lengths in "
         "pixels; set data.pixel_spacing_mm for millimetres."
     )
+    what = (
+        "Objects are those the model separated, touching ones apart (the instance map)."
+        if f.get("objects") is not None
+        else "Lesions are connected regions of one class."
+    )
     return [
         para("Findings (this software)", st["h2"]),
         _findings_table(f),
-        para(
-            f"Coordinates: {f.get('coordinates', '')}. Lesions are connected regions of one class." + units, st["small"]
-        ),
+        para(f"Coordinates: {f.get('coordinates', '')}. {what}" + units, st["small"]),
     ]
+
+
+def _objects_section(f: dict, target: Path, st: dict) -> list:
+    """An instance map's objects: the count per class, their sizes (median, quartiles, range) and a histogram."""
+    import numpy as np
+
+    unit, label, _, _ = _findings_units(f)
+    rows = [["Class", "Objects", f"Median size ({label})", f"Quartiles ({label})", f"Range ({label})"]]
+    sizes_by_class: dict[str, list] = {}
+    for o in f["objects"]:
+        sizes_by_class.setdefault(o["class"], []).append(float(o[f"size_{unit}"]))
+    for name, sizes in sizes_by_class.items():
+        q1, med, q3 = np.percentile(sizes, [25, 50, 75])
+        rows.append(
+            [name, len(sizes), format_size(med), f"{format_size(q1)} - {format_size(q3)}",
+             f"{format_size(min(sizes))} - {format_size(max(sizes))}"]
+        )  # fmt: skip
+    out = [para("Objects", st["h2"])]
+    if not sizes_by_class:
+        return out + [para("No objects were found.", st["small"])]
+    _size_histogram(sizes_by_class, label, target)
+    return out + [table(rows), image(target, max_w_mm=120, max_h_mm=45)]
+
+
+def _size_histogram(sizes_by_class: dict[str, list], label: str, target: Path) -> None:
+    from medseg.viz import pyplot, save_png
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 2.0))
+    for name, sizes in sizes_by_class.items():
+        ax.hist(sizes, bins=min(40, max(5, len(sizes) // 4)), alpha=0.8, label=f"{name} ({len(sizes)})")
+    ax.set_xlabel(f"object size ({label})", fontsize=8)
+    ax.set_ylabel("objects", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, frameon=False)
+    save_png(fig, target, bbox_inches="tight")
 
 
 def _saved_model_card(f: dict) -> dict | None:

@@ -31,6 +31,7 @@ class EvaluationFigures:
             title=title,
             spacing_2d=drawing.spacing_2d,
             modality=drawing.modality,
+            instances=drawing.instances,
         )
 
     def plots(self, metrics: pd.DataFrame, out_dir: Path, size_unit: str) -> dict[str, str]:

@@ -5,6 +5,9 @@ positives (reddish purple) and false negatives (sky blue); multi-class tasks use
 colour per label, named in the legend. Every panel of known pixel spacing has a scale bar in mm; images without
 one (2D files, stacked slices) get none, since a bar in pixels would read as millimetres.
 3D volumes are shown in radiological convention (patient right on the left).
+
+Instance maps (``instances=True``, 2D): each predicted object is outlined in its own colour, so that touching
+objects read as separate ones, and the true objects' outlines are white.
 """
 
 from __future__ import annotations
@@ -163,13 +166,17 @@ def save_case_overlay(
     title: str = "",
     spacing_2d=None,
     modality: str | None = None,
+    instances: bool = False,
 ) -> str:
     """Overlay PNG for one case (2D image or 3D volume files); ``image``/``gt``/``pred`` may be None. ``modality``
-    names a volume's background image (the first input channel) in its title."""
+    names a volume's background image (the first input channel) in its title; ``instances``: the files are
+    instance maps, each object outlined in its own colour (2D)."""
     target = Path(target)
     ref = pred or gt
     if file_ext(ref) not in IMAGE_2D_EXTS:
         return save_volume_files_overlay(image, gt, pred, labels, target, title, modality=modality)
+    if instances:
+        return save_instance_overlay(image, gt, pred, target, title, spacing_2d)
     g, p = _labels_of(gt, len(labels)), _labels_of(pred, len(labels))
     shape = (g if g is not None else p).shape
     if image:
@@ -182,6 +189,81 @@ def save_case_overlay(
     fig, ax = plt.subplots(figsize=(4.2 * min(1.6, aspect), 4.2 / max(1.0, aspect) + 0.5))
     draw_panel(ax, base, g, p, labels, spacing_2d or (1.0, 1.0), "", spacing_known=bool(spacing_2d))
     return _finish(fig, labels, g is not None, p is not None, target, title)
+
+
+def object_colour(k: int) -> tuple[int, int, int]:
+    """A bright colour for object ``k``: hues a golden angle apart, so neighbours (consecutive ids) differ."""
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((0.13 + 0.618034 * k) % 1.0, 0.85, 1.0)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def outline_objects(rgb: np.ndarray, ids: np.ndarray, colour=None, width: int = 1, outside: bool = False):
+    """``rgb`` with each object's outline painted ``width`` pixels wide, in ``colour`` or its own colour: its
+    inner rim, or with ``outside`` the background pixels around it (where a second outline drawn inside stays
+    visible)."""
+    from scipy import ndimage
+    from skimage.segmentation import find_boundaries
+
+    out = rgb.copy()
+    region = (ids == 0) if outside else (ids > 0)
+    edge = find_boundaries(ids, mode="outer" if outside else "inner") & region
+    if width > 1:  # thicken away from the other outline only
+        edge = ndimage.binary_dilation(edge, iterations=width - 1) & region
+    if colour is not None:
+        out[edge] = colour
+        return out
+    n = int(ids.max(initial=0))
+    palette = np.array([(0, 0, 0), *(object_colour(k) for k in range(1, n + 1))], np.uint8)
+    out[edge] = palette[ids[edge]]
+    return out
+
+
+def save_instance_overlay(image, gt, pred, target: Path, title: str = "", spacing_2d=None) -> str:
+    """One 2D case's instance maps over its image: predicted objects outlined inside in their own colours, true
+    ones outside in white."""
+    from matplotlib import patheffects
+    from matplotlib.lines import Line2D
+
+    from medseg.evaluation.masks import read_instance_map
+
+    g = read_instance_map(Path(gt)) if gt else None
+    p = read_instance_map(Path(pred)) if pred else None
+    shape = (g if g is not None else p).shape
+    if image:
+        raw = read_image_2d(image)
+        base = to_display_rgb(np.moveaxis(raw, -1, 0) if raw.ndim == 3 else raw)
+    else:
+        base = np.full((*shape, 3), 40, np.uint8)
+    width = max(1, round(max(shape) / 500))  # still visible once a large image is shrunk onto the page
+    if g is not None:
+        base = outline_objects(base, g, (255, 255, 255), width, outside=True)
+    if p is not None:
+        base = outline_objects(base, p, None, width)
+    plt = pyplot()
+    aspect = shape[1] / shape[0]
+    fig, ax = plt.subplots(figsize=(4.2 * min(1.6, aspect), 4.2 / max(1.0, aspect) + 0.5))
+    spacing = spacing_2d or (1.0, 1.0)
+    ax.imshow(base, aspect=spacing[0] / spacing[1], interpolation="nearest")
+    _scale_bar(ax, base.shape, spacing[1], bool(spacing_2d))
+    ax.axis("off")
+    handles = []
+    if g is not None:
+        edge = [patheffects.withStroke(linewidth=3.5, foreground="black")]  # a white line on the white page
+        n = int(len(np.unique(g)) - 1)
+        handles.append(Line2D([], [], color="white", lw=2, path_effects=edge, label=f"ground truth ({n}), outside"))
+    if p is not None:
+        n = int(len(np.unique(p)) - 1)
+        handles.append(
+            Line2D([], [], color=mpl_colour(object_colour(1)), lw=2, label=f"prediction ({n}), inside, one colour each")
+        )
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7, frameon=False, facecolor="black")
+    if title:
+        fig.suptitle(plain_text(title), fontsize=9)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_png(fig, target, bbox_inches="tight")
+    return str(target)
 
 
 def _canonical(arr: np.ndarray, affine: np.ndarray):

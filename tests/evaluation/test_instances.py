@@ -85,3 +85,21 @@ def test_empty_maps_follow_the_documented_rules():
 def test_maps_that_are_not_instance_maps_are_refused(gt, pred, words):
     with pytest.raises(ValueError, match=words):
         instance_scores(gt, pred)
+
+
+def test_a_cohort_of_perfect_and_half_found_images_scores_as_worked_out():
+    from medseg.evaluation.instance_cohort import InstanceCohort
+
+    truth = np.zeros((10, 10), np.uint16)
+    truth[1:4, 1:4], truth[6:9, 6:9] = 1, 2
+    half = np.where(truth == 1, 1, 0).astype(np.uint16)  # the second object missed
+    cohort = InstanceCohort("nucleus")
+    assert cohort.add("a", truth, truth, {1: 0.9, 2: 0.8})["dsb"] == 1.0
+    assert cohort.add("b", truth, half, {1: 0.7})["dsb"] == 0.5  # TP 1 / (TP 1 + FN 1) at every threshold
+    s = cohort.summary()
+    assert (s["objects_true"], s["objects_pred"], s["dsb_mean"], s["count_error_mean"]) == (4, 3, 0.75, -0.5)
+    # three detections, all true, ranked 0.9, 0.8, 0.7: precision 1 up to recall 3/4, then nothing
+    assert s["ap50"] == pytest.approx(76 / 101) and s["operating_point_50"]["recall"] == 0.75
+    unranked = InstanceCohort("nucleus")
+    unranked.add("a", truth, truth, None)
+    assert np.isnan(unranked.summary()["ap"]) and unranked.summary()["dsb_mean"] == 1.0

@@ -67,3 +67,57 @@ def test_grey_takes_channels_first_or_last():
     hwc = np.zeros((8, 10, 3))
     hwc[..., 0] = 3
     assert np.allclose(grey(hwc), 1) and np.allclose(grey(np.moveaxis(hwc, -1, 0)), 1)
+
+
+def test_a_blob_no_seed_reaches_is_an_object_of_its_own():
+    mask = discs([(20, 12), (20, 45)]) > 0  # two separate discs
+    seeds = np.zeros(mask.shape, bool)
+    seeds[19:22, 11:14] = True  # only the left one is seeded
+    pred = split_touching(mask, seeds)
+    assert pred.max() == 2 and pred[20, 45] != pred[20, 12] and pred[20, 45] > 0
+
+
+def three_class_probabilities(truth: np.ndarray) -> np.ndarray:
+    """Background / interior / boundary probabilities that a perfect network would give for ``truth``."""
+    import torch
+
+    from medseg.tasks import instance_classes
+
+    classes = instance_classes(torch.as_tensor(truth, dtype=torch.float32)[None, None])[0, 0].numpy()
+    return np.stack([(classes == k).astype(np.float32) for k in range(3)])
+
+
+def test_probabilities_of_touching_nuclei_become_the_nuclei_again():
+    from medseg.inference.instances import instances_from_probabilities
+
+    truth = discs(TOUCHING)
+    pred = instances_from_probabilities(three_class_probabilities(truth))
+    scores = instance_scores(truth, pred)
+    assert pred.max() == 2 and scores["rq"] == 1.0 and scores["sq"] > 0.95  # the seam is given back to them
+    assert pred.dtype == np.uint16
+
+
+def test_probabilities_work_in_3d_and_need_three_channels():
+    import pytest
+
+    from medseg.inference.instances import instances_from_probabilities
+
+    truth = np.zeros((12, 12, 12), np.uint16)
+    truth[2:6, 2:6, 2:6], truth[6:10, 2:6, 2:6] = 1, 2  # two cubes face to face
+    assert instances_from_probabilities(three_class_probabilities(truth)).max() == 2
+    with pytest.raises(ValueError, match="3 channels"):
+        instances_from_probabilities(np.zeros((2, 4, 4)))
+
+
+def test_small_objects_are_dropped_and_scores_are_the_mean_object_probability():
+    from medseg.inference.instances import drop_small_objects, object_scores
+
+    labels = np.zeros((6, 6), np.uint16)
+    labels[0, 0] = 1  # one pixel
+    labels[2:4, 2:5] = 2  # six pixels
+    kept = drop_small_objects(labels, 2)
+    assert kept.max() == 1 and kept[2, 2] == 1 and kept[0, 0] == 0
+    probs = np.zeros((3, 6, 6), np.float32)
+    probs[0] = 0.4  # object probability 0.6 everywhere ...
+    probs[0, 2, 2] = 0.0  # ... and 1.0 on one of the six pixels of object 2
+    assert object_scores(labels, probs) == {1: 0.6, 2: round((5 * 0.6 + 1.0) / 6, 4)}

@@ -58,3 +58,60 @@ def test_each_task_loss_trains_its_own_output(labels, channels):
     loss = task.loss()(logits, label)
     loss.backward()
     assert torch.isfinite(loss) and logits.grad.abs().sum() > 0
+
+
+def _instance_cfg(*extra):
+    return load_config("nuclei", ["data.task=instances", *extra])
+
+
+def test_instance_targets_mark_the_rim_and_the_seam_between_touching_objects():
+    from medseg.tasks import instance_classes
+
+    ids = torch.zeros(1, 1, 5, 8)
+    ids[0, 0, 1:4, 1:4] = 1  # a 3x3 square: its centre pixel is the only interior
+    ids[0, 0, 1:4, 4:7] = 7  # a second square touching it
+    want = torch.tensor(
+        [
+            [0, 0, 0, 0, 0, 0, 0, 0],
+            [0, 2, 2, 2, 2, 2, 2, 0],
+            [0, 2, 1, 2, 2, 1, 2, 0],
+            [0, 2, 2, 2, 2, 2, 2, 0],
+            [0, 0, 0, 0, 0, 0, 0, 0],
+        ]
+    ).float()
+    assert torch.equal(instance_classes(ids)[0, 0], want)
+
+
+def test_instance_task_has_three_outputs_scores_the_foreground_and_refuses_two_classes():
+    from medseg.errors import MedsegError
+    from medseg.tasks import InstanceTask
+
+    cfg = _instance_cfg()
+    task = task_for(cfg)
+    assert isinstance(task, InstanceTask) and task.out_channels == cfg.out_channels == 3
+    pred = np.array([0, 1, 2, 2, 0])  # interior and boundary are both foreground
+    gt = np.array([0, 5, 5, 0, 9])  # any object id is foreground
+    assert task.class_counts(pred, gt).tolist() == [[2, 1, 1]]
+    with pytest.raises(MedsegError, match="one object class"):
+        _instance_cfg("data.labels=[background,a,b]")
+    with pytest.raises(MedsegError, match="data.task 'objects' is unknown"):
+        load_config("nuclei", ["data.task=objects"])
+
+
+def test_instance_loss_learns_the_targets_it_derives_from_ids():
+    task = task_for(_instance_cfg("model.deep_supervision=0"))
+    ids = torch.zeros(2, 1, 12, 12)
+    ids[:, :, 2:7, 2:7], ids[:, :, 2:7, 7:11] = 3, 4
+    logits = torch.zeros(2, 3, 12, 12, requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=0.5)
+    first = None
+    for _ in range(30):
+        opt.zero_grad()
+        loss = task.loss()(logits, ids)
+        first = first if first is not None else float(loss.detach())
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.3 * first
+    from medseg.tasks import instance_classes
+
+    assert torch.equal(task.logits_to_labels(logits.detach()).float(), instance_classes(ids))
