@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.base import IMAGE, LABEL, Recipe, RecipeResult, register
+from medseg.data.coco_masks import find_coco_json, instance_map_of, read_coco_masks
 from medseg.data.derived import derived_mask, image_sizes
 from medseg.data.files import files_with_ext, first_subdir, mask_stem, natural_key
 from medseg.errors import MedsegError, fail
@@ -49,11 +50,12 @@ INSTANCES = "instances"  # the sample key naming the instance label map
 MAX_OBJECTS = 65535  # what a 16-bit label map holds
 TRAIN_DIRS = ["stage1_train", "stage2_train"]
 INSTANCE_DIRS = ["instances", "labels"]
-LAYOUTS = ("auto", "dsb", "instances")
+LAYOUTS = ("auto", "dsb", "instances", "coco")
 OVERLAP_RULE = "smallest-object-keeps-pixel"
 EXPECTED = (
     "expected stage1_train/<id>/images/<id>.png with stage1_train/<id>/masks/<one file per nucleus>.png "
-    "(the Data Science Bowl 2018 layout), or images/<name>.png with instances/<name>.png|tif label maps"
+    "(the Data Science Bowl 2018 layout), images/<name>.png with instances/<name>.png|tif label maps, or images/ "
+    "with a COCO instance JSON (annotations/*.json)"
 )
 
 
@@ -337,12 +339,56 @@ class Nuclei(Recipe):
         if root is not None:
             samples, problems = _derive_all([(c,) for c in _case_folders(root)], _dsb_case)
             return _result(samples, problems, "nuclei")
-        found = _instance_pairs(data_dir, options) if layout != "dsb" else None
+        found = _instance_pairs(data_dir, options) if layout in ("auto", "instances") else None
         if found is None:
+            coco = find_coco_json(data_dir, options) if layout in ("auto", "coco") else None
+            if coco is not None:
+                return _coco_result(data_dir, coco, options)
             return RecipeResult([], info={"expected": EXPECTED})
         pairs, missing = found
         samples, problems = _derive_all(pairs, _instance_case)
         return _result(samples, missing + problems, "objects")
+
+
+def _coco_result(data_dir: Path, path: Path, options: dict) -> RecipeResult:
+    """The images of a COCO instance JSON, each with its annotations painted into a cached instance map."""
+    cats = list(options.get("categories") or [])
+    coco = read_coco_masks(path, cats)
+    jobs, problems = [], []
+    for image_id, entry in coco.images.items():
+        image = _coco_image(data_dir, path, str(entry["file_name"]))
+        if image is None:
+            problems.append(str(fail(data_dir / "images" / entry["file_name"], "listed in the COCO JSON but not found",
+                                     f"add the image or remove it from {path.name}")))  # fmt: skip
+        else:
+            jobs.append((image, image_id, entry))
+
+    def make(image: Path, image_id: int, entry: dict) -> dict:
+        upright, stored = image_sizes(image)
+        listed = (entry.get("height"), entry.get("width"))
+        if None not in listed and tuple(int(v) for v in listed) not in (upright, stored):
+            raise fail(image, f"is {upright[0]}x{upright[1]} but {path.name} says {listed[0]}x{listed[1]}",
+                       "re-export the annotations for this image")  # fmt: skip
+        hw = upright if None in listed else tuple(int(v) for v in listed)
+        build = lambda: instance_map_of(coco, image_id, hw)
+        label = derived_mask("coco", [path], {"image": str(entry["file_name"]), "categories": cats}, build)
+        return _sample(image.stem, image, path, label)
+
+    samples, failed = _derive_all(jobs, make)
+    res = _result(samples, problems + failed, "objects")
+    if coco.left_out:
+        left = ", ".join(f"{n} {why}" for why, n in sorted(coco.left_out.items()))
+        res.info["summary"] += f"; left out of {path.name}: {left}"
+    return res
+
+
+def _coco_image(data_dir: Path, json_path: Path, file_name: str) -> Path | None:
+    """A COCO ``file_name`` on disk: under ``images/``, the data folder, or beside the JSON's folder."""
+    for base in (data_dir / "images", data_dir, json_path.parent.parent / "images", json_path.parent):
+        p = base / file_name
+        if p.is_file():
+            return p
+    return None
 
 
 def _result(samples: list[dict], problems: list[str], what: str) -> RecipeResult:

@@ -604,3 +604,58 @@ def make_instance_folder(root: str | Path, n: int = 4, size=(40, 48), seed: int 
         else:
             Image.fromarray(label.astype(np.uint16)).save(root / "instances" / f"cells_{i}.png")
     return root
+
+
+def make_coco_instances(root: str | Path, n: int = 3, size=(40, 48), seed: int = 0) -> Path:
+    """``images/cells_<i>.png`` with ``annotations/instances.json``: each nucleus as COCO annotates it, in turn a
+    polygon (a 24-gon around the disc), an uncompressed RLE and a compressed RLE; plus one crowd region and one
+    box-only annotation per image, which the reader leaves out. Returns ``root``; the discs drawn are in
+    ``annotations/truth_<i>.png`` (uint16 ids in annotation order) for tests to compare with."""
+    import json
+
+    from pycocotools import mask as coco_mask
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for i in range(n):
+        rgba, masks = _nuclei_scene(rng, *size, 3 + i % 3, overlap=False)
+        name = f"cells_{i}.png"
+        Image.fromarray(rgba[..., :3]).save(root / "images" / name)
+        images.append({"id": i + 1, "file_name": name, "height": size[0], "width": size[1]})
+        truth = np.zeros(size, np.uint16)
+        for k, m in enumerate(masks):
+            truth[m & (truth == 0)] = k + 1
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
+                         "segmentation": _coco_segmentation(m, k % 3, coco_mask)})  # fmt: skip
+        Image.fromarray(truth).save(root / "annotations" / f"truth_{i}.png")
+        crowd = coco_mask.encode(
+            np.asfortranarray(np.pad(np.ones((3, 3), np.uint8), [(0, size[0] - 3), (0, size[1] - 3)]))
+        )
+        anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 1,
+                     "segmentation": {"size": crowd["size"], "counts": crowd["counts"].decode()}})  # fmt: skip
+        anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "bbox": [0, 0, 4, 4]})
+    coco = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "nucleus"}]}
+    (root / "annotations" / "instances.json").write_text(json.dumps(coco))
+    return root
+
+
+def _coco_segmentation(mask: np.ndarray, kind: int, coco_mask):
+    """A bool mask as COCO stores it: 0 a polygon traced round its outline, 1 an uncompressed RLE (counts a list,
+    column-major runs starting with background), 2 a compressed RLE (counts a string)."""
+    if kind == 0:
+        ys, xs = np.nonzero(mask)
+        cy, cx = ys.mean(), xs.mean()
+        r = np.sqrt(mask.sum() / np.pi)
+        t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+        # pixel centres are at integer + 0.5 in COCO's polygon coordinates
+        return [[round(float(v), 2) for xy in zip(cx + 0.5 + r * np.cos(t), cy + 0.5 + r * np.sin(t)) for v in xy]]
+    if kind == 1:
+        flat = mask.ravel(order="F")  # COCO runs go down the columns
+        changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        runs = np.diff(np.concatenate([[0], changes, [flat.size]])).tolist()
+        return {"size": list(mask.shape), "counts": ([0] if flat[0] else []) + [int(r) for r in runs]}
+    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": rle["size"], "counts": rle["counts"].decode()}
