@@ -111,7 +111,7 @@ def evaluate_folders(
         "medseg_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return write_evaluation(out_dir, df, info, figures, info["lesion_detection"]["rows"])
+    return write_evaluation(out_dir, df, info, figures, info["lesion_detection"]["rows"], lesions.curves())
 
 
 def _score_pairs(
@@ -249,7 +249,8 @@ def evaluate_model(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     log.info(f"evaluated {len(cases)} {'volumes' if volumes else 'cases'} in {time.time() - t0:.0f}s")
-    result = write_evaluation(out_dir, df, info, figures, info["lesion_detection"]["rows"])
+    curves = scorer.cohort.curves() if cfg.instances else lesions.curves()
+    result = write_evaluation(out_dir, df, info, figures, info["lesion_detection"]["rows"], curves)
     if cfg.instances:
         _write_instance_rows(out_dir, scorer.cohort)
         _log_instances(info["instances"])

@@ -26,6 +26,7 @@ class InstanceCohort:
         self.encoded: list = []
         self.per_case: list[dict] = []
         self.scored = True
+        self._result = None
 
     def add(self, case_id: str, gt: np.ndarray, pred: np.ndarray, scores: dict[int, float] | None) -> dict:
         """One case; ``scores`` maps each predicted id to its confidence (None: masks only, no ranking)."""
@@ -34,10 +35,20 @@ class InstanceCohort:
         row = {"case": case_id, **instance_scores(gt, pred)}
         self.per_case.append(row)
         self.encoded.append(encode(CaseObjects(gt, pred, scores)))
+        self._result = None
         return row
 
     def detections(self) -> DetectionResult:
-        return evaluate_detections(self.encoded, [self.class_name])
+        if self._result is None:
+            self._result = evaluate_detections(self.encoded, [self.class_name])
+        return self._result
+
+    def curves(self) -> dict[str, tuple]:
+        """``{"CLASS, IoU t": (recall, precision)}`` at IoU 0.5 and 0.75 (none without a ranking or objects)."""
+        res = self.detections() if self.per_case else None
+        if res is None or not self.scored or not res.n_true[0]:
+            return {}
+        return {f"{self.class_name}, IoU {t:g}": res.pr_curve(0, t) for t in (0.5, 0.75)}
 
     def summary(self) -> dict:
         """The cohort's numbers for eval.json: per-image means and the COCO scores (NaN without a ranking)."""

@@ -47,6 +47,7 @@ class LesionDetections:
         self.names = [*self.labels[1:], *(["all_foreground"] if len(self.labels) > 2 else [])]
         self.cases: dict[str, list] = {n: [] for n in self.names}
         self.scored = True
+        self.results: dict = {}  # class -> DetectionResult, once rows() has scored it
 
     def probabilities(self, probs: np.ndarray) -> dict[str, np.ndarray]:
         """Each class's probability map from a prediction's ``(K, ...)`` probabilities: a binary task's single
@@ -77,7 +78,7 @@ class LesionDetections:
         for name, cases in self.cases.items():
             if not cases:
                 continue
-            result = evaluate_detections(cases, [name], LESION_THRESHOLDS)
+            result = self.results[name] = evaluate_detections(cases, [name], LESION_THRESHOLDS)
             for iou in LESION_THRESHOLDS:
                 op = result.operating_point(0, iou)
                 ranked = {
@@ -98,6 +99,17 @@ class LesionDetections:
                     }
                 )
         return out
+
+    def curves(self) -> dict[str, tuple]:
+        """``{"CLASS, IoU t": (recall, precision)}`` of the classes :meth:`rows` scored, when lesions were ranked."""
+        if not self.scored:
+            return {}
+        return {
+            f"{name}, IoU {iou:g}": res.pr_curve(0, iou)
+            for name, res in self.results.items()
+            for iou in LESION_THRESHOLDS
+            if res.n_true[0]
+        }
 
 
 def quantised(probabilities: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

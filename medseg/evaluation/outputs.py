@@ -54,6 +54,9 @@ class Figures(Protocol):
     def plots(self, metrics: pd.DataFrame, out_dir: Path, size_unit: str) -> dict[str, str]:
         """The plots of the metrics table, by name."""
 
+    def pr_curves(self, curves: dict, out_dir: Path) -> str:
+        """The precision-recall curves ``{name: (recall, precision)}`` of the detections in one plot."""
+
 
 def check_out(out_dir: Path, force: bool) -> None:
     """Refuse a folder that holds an evaluation already unless ``force``; create it."""
@@ -83,10 +86,16 @@ def draw_overlays(
 
 
 def write_evaluation(
-    out_dir: Path, df: pd.DataFrame, info: dict, figures: Figures | None = None, lesions: list[dict] | None = None
+    out_dir: Path,
+    df: pd.DataFrame,
+    info: dict,
+    figures: Figures | None = None,
+    lesions: list[dict] | None = None,
+    curves: dict | None = None,
 ) -> EvalResult:
     """metrics.csv, summary.csv, lesions.csv (the lesion-wise detection rows, when given), the plots (with
-    ``figures``) and eval.json, each written whole or not at all."""
+    ``figures``; ``curves``: precision-recall curves of the detections) and eval.json, each written whole or not
+    at all."""
     df = df[[k for k in row_keys(info["length_unit"]) if k in df.columns]]
     summary = summarise(df, info)
     _write_csv(out_dir / "metrics.csv", df)
@@ -95,6 +104,8 @@ def write_evaluation(
         _write_csv(out_dir / "lesions.csv", pd.DataFrame(lesions, columns=LESION_COLUMNS))
     if figures is not None:
         info["plots"] = figures.plots(df, out_dir, info["size_unit"])
+        if curves:
+            info["plots"]["pr_curve"] = figures.pr_curves(curves, out_dir)
     atomic_write(
         out_dir / "eval.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1, default=str)), suffix=".json"
     )

@@ -172,7 +172,7 @@ def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bo
     target = pdf_target(out, Path("reports") / f"{eval_dir.resolve().name}_cohort_report.pdf", force)
     st = styles()
     body = [para("Evaluation", st["h2"]), kv_table(_evaluation_rows(info)), *_summary_section(summary, info, st)]
-    body += _lesion_section(info, st)
+    body += _instance_section(info, st) + _lesion_section(info, st)
     dice = _case_dice(df)
     diagnoses = _diagnoses(info)
     if diagnoses:
@@ -295,14 +295,42 @@ def _lesion_section(info: dict, st: dict) -> list:
                 *(fmt(r[k], 3) for k in ("ap", "sensitivity_at_1fp", "sensitivity_at_2fp")),
             ]
         )
+    objects = bool(info.get("instances"))
+    what = "Objects are those of the instance maps" if objects else "Lesions are connected components"
     note = (
-        "Lesions are connected components. A predicted lesion is found when it overlaps a true one by at least the "
+        f"{what}. A predicted lesion is found when it overlaps a true one by at least the "
         "IoU shown, each true lesion once; AP ranks predicted lesions by their mean probability, and the "
         "sensitivities are the share found while false lesions stay at or below 1 and 2 per case."
     )
     if not ranked:
         note += " These masks came without probabilities, so lesions cannot be ranked: AP and sensitivities are n/a."
-    return [para("Lesion-wise detection", st["h2"]), table(rows), para(note, st["small"])]
+    title = "Object-wise detection at IoU 0.1 and 0.5" if objects else "Lesion-wise detection"
+    return [para(title, st["h2"]), table(rows), para(note, st["small"])]
+
+
+def _instance_section(info: dict, st: dict) -> list:
+    """An instance task's object scores (eval.json's instances): the Data Science Bowl score, panoptic quality,
+    COCO AP and counts."""
+    r = info.get("instances")
+    if not r or not r.get("cases"):
+        return []
+    rows = [
+        ["Class", "Images", "Objects (true / found)", "DSB 2018", "PQ", "AP", "AP50", "AP75", "AR@100", "Count error"],
+        [
+            r["class"],
+            str(r["cases"]),
+            f"{r['objects_true']} / {r['objects_pred']}",
+            *(fmt(r[k], 3) for k in ("dsb_mean", "pq_mean", "ap", "ap50", "ap75", "ar100")),
+            f"{r['count_error_mean']:+.1f} (|{r['count_error_abs_mean']:.1f}|)",
+        ],
+    ]
+    note = (
+        "Objects as the model separated them. DSB 2018: per image TP / (TP + FP + FN) averaged over IoU 0.50-0.95, "
+        "then over images; PQ: segmentation quality x recognition quality at IoU 0.5; AP: COCO's average precision "
+        "(objects ranked by their mean probability), AP over IoU 0.50-0.95, at 0.5 and at 0.75; count error: found "
+        "minus true objects per image, mean (mean absolute)."
+    )
+    return [para("Objects", st["h2"]), table(rows), para(note, st["small"])]
 
 
 def _plots_section(eval_dir: Path, info: dict, st: dict) -> list:
@@ -318,4 +346,10 @@ def _plots_section(eval_dir: Path, info: dict, st: dict) -> list:
         body += [image(plots["distances"], max_w_mm=140, max_h_mm=55)]
     if plots.get("dice_vs_size"):
         body += [image(plots["dice_vs_size"], max_w_mm=100, max_h_mm=70)]
+    if plots.get("pr_curve"):
+        from reportlab.platypus import KeepTogether
+
+        what = "objects" if info.get("instances") else "lesions"
+        heading = para(f"Precision-recall of the {what}, ranked by mean probability", st["h2"])
+        body.append(KeepTogether([heading, image(plots["pr_curve"], max_w_mm=100, max_h_mm=70)]))
     return body

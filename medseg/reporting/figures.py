@@ -13,7 +13,7 @@ import pandas as pd
 
 from medseg.evaluation.outputs import Drawing
 from medseg.reporting.overlays import save_case_overlay, save_volume_overlay
-from medseg.reporting.plots import evaluation_plots
+from medseg.reporting.plots import evaluation_plots, pr_curve_plot
 
 
 class EvaluationFigures:
@@ -36,3 +36,6 @@ class EvaluationFigures:
 
     def plots(self, metrics: pd.DataFrame, out_dir: Path, size_unit: str) -> dict[str, str]:
         return evaluation_plots(metrics, out_dir, size_unit)
+
+    def pr_curves(self, curves: dict, out_dir: Path) -> str:
+        return pr_curve_plot(curves, out_dir / "pr_curve.png")

@@ -108,3 +108,25 @@ def evaluation_plots(df, out_dir: Path, size_unit: str = "mL") -> dict:
     out["dice_vs_size"] = str(out_dir / "dice_vs_size.png")
     save_png(fig, Path(out["dice_vs_size"]))
     return out
+
+
+def pr_curve_plot(curves: dict, target: Path) -> str:
+    """Precision against recall of each named detection curve (COCO's interpolated precision at 101 recall
+    steps); the steps a curve never reaches (precision undefined) are left out."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for i, (name, (recall, precision)) in enumerate(curves.items()):
+        p = np.asarray(precision, float)
+        reached = np.isfinite(p) & (p > 0)
+        ax.plot(np.asarray(recall)[reached], p[reached], lw=1.6, label=plain_text(name),
+                color=mpl_colour(CLASS_COLOURS[i % len(CLASS_COLOURS)]))  # fmt: skip
+    ax.set_xlabel("recall", fontsize=8)
+    ax.set_ylabel("precision", fontsize=8)
+    ax.set_xlim(0, 1.0)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    save_png(fig, Path(target))
+    return str(target)

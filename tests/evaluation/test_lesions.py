@@ -72,3 +72,18 @@ def test_multiclass_lesions_per_class_and_for_the_whole_foreground():
 def test_quantised_probabilities_keep_a_255th():
     q = quantised({"a": np.array([0.0, 0.5, 1.0, 1.2])})["a"]
     assert q.dtype == np.uint8 and q.tolist() == [0, 128, 255, 255]
+
+
+def test_pr_curves_exist_only_for_ranked_lesions():
+    from medseg.evaluation.lesions import LesionDetections
+
+    gt = np.zeros((8, 8), np.uint8)
+    gt[1:3, 1:3] = 1
+    ranked, unranked = LesionDetections(["background", "lesion"]), LesionDetections(["background", "lesion"])
+    ranked.add(gt, gt, {"lesion": gt.astype(float)})
+    unranked.add(gt, gt, None)
+    ranked.rows(), unranked.rows()
+    curves = ranked.curves()
+    assert sorted(curves) == ["lesion, IoU 0.1", "lesion, IoU 0.5"] and unranked.curves() == {}
+    recall, precision = curves["lesion, IoU 0.5"]
+    assert precision[-1] == pytest.approx(1.0) and recall[-1] == pytest.approx(1.0)  # found, nothing false

@@ -14,7 +14,7 @@ from medseg.data import synthetic
 from medseg.data.loading import LoadImage2Dd
 from medseg.errors import MedsegError
 
-from ..conftest import csv_rows, train_tiny
+from ..conftest import csv_rows, pdf_text, train_tiny
 
 INSTANCE_RUN = ["data.task=instances", "train.epochs=3", "preprocess.spatial_size=[48,48]", "model.deep_supervision=0"]
 
@@ -70,8 +70,12 @@ def test_infer_writes_a_16_bit_instance_map_objects_csv_and_findings(instance_mo
 @pytest.mark.slow
 def test_evaluate_scores_objects_and_writes_instances_csv(instance_model, nuclei_dir, tmp_path):
     from medseg.evaluation.evaluate import evaluate_model
+    from medseg.reporting.cohort_report import cohort_report
+    from medseg.reporting.figures import EvaluationFigures
 
-    ev = evaluate_model(instance_model, "nuclei", nuclei_dir, tmp_path / "ev", split="all", progress=False)
+    ev = evaluate_model(
+        instance_model, "nuclei", nuclei_dir, tmp_path / "ev", split="all", progress=False, figures=EvaluationFigures()
+    )
     inst = ev.info["instances"]
     rows = csv_rows(tmp_path / "ev" / "instances.csv")
     assert len(rows) == inst["cases"] == 8
@@ -79,3 +83,6 @@ def test_evaluate_scores_objects_and_writes_instances_csv(instance_model, nuclei
     assert 0.0 <= inst["dsb_mean"] <= 1.0 and inst["ranked_by_probability"]
     lesions = csv_rows(tmp_path / "ev" / "lesions.csv")
     assert int(lesions[0]["lesions_true"]) == inst["objects_true"]  # the objects themselves, not components
+    assert Path(ev.info["plots"]["pr_curve"]).is_file()
+    text = pdf_text(cohort_report(tmp_path / "ev", tmp_path / "cohort.pdf"))
+    assert "DSB 2018" in text and "Object-wise detection" in text and "Precision-recall of the objects" in text
