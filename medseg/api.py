@@ -228,10 +228,11 @@ def evaluate_from_cli(
     force=False,
     progress=True,
     log=print,
+    instances=False,
 ):
     """``medseg evaluate``: folders (--pred/--gt) or a model (or a list of models, ensembled) on a recipe
     (--model/--data/--data-dir). ``options`` (tta and the clean-up) override the checkpoint's, as for
-    ``medseg infer``."""
+    ``medseg infer``; ``instances``: the folders hold instance maps (a model's checkpoint says so itself)."""
     from medseg.evaluation.evaluate import evaluate_folders, evaluate_model
     from medseg.reporting.figures import EvaluationFigures
 
@@ -246,6 +247,11 @@ def evaluate_from_cli(
     if model:
         if pred is not None or gt is not None:
             raise MedsegError("give either --pred/--gt or --model/--data, not both")
+        if instances:
+            raise MedsegError(
+                "--instances is for --pred/--gt folders; with --model the checkpoint says whether its task is "
+                "instances (fix: drop --instances)"
+            )
         if not data:
             raise MedsegError(
                 "--model needs --data NAME (the recipe) and --data-dir; fix: e.g. --data ph2 --data-dir datasets/ph2"
@@ -277,6 +283,7 @@ def evaluate_from_cli(
             progress=progress,
             figures=EvaluationFigures(),
             extra_metrics=_recipe_metrics(data),
+            instances=instances,
         )
     _print_summary(res, log)
     if report:

@@ -269,6 +269,12 @@ def evaluate(
     fill_holes: bool | None = FILL_HOLES,
     report: bool = typer.Option(False, "--report", help="Also write the cohort PDF into --out (cohort_report.pdf)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an earlier evaluation in --out."),
+    instances: bool = typer.Option(
+        False,
+        "--instances",
+        help="--pred/--gt hold instance maps (a value per object): also score the objects (DSB 2018, PQ, AP), "
+        "ranked by the scores in <case>_objects.csv where medseg infer wrote them.",
+    ),
     quiet: bool = QUIET,
 ):
     """Per-case, per-class metrics (Dice, Jaccard, precision, recall, HD95, ASSD, lesion counts)."""
@@ -294,6 +300,7 @@ def evaluate(
             force=force,
             progress=not quiet,
             log=_echo,
+            instances=instances,
         )
     )
 

@@ -32,13 +32,14 @@ from medseg import __version__
 from medseg.data.base import IMAGE, LABEL
 from medseg.errors import MedsegError, fail
 from medseg.evaluation.detection import LESION_THRESHOLDS, CaseObjects
-from medseg.evaluation.instance_cohort import INSTANCE_CSV, InstanceCohort
+from medseg.evaluation.instance_cohort import INSTANCE_CSV, InstanceCohort, scores_beside
 from medseg.evaluation.lesions import LesionDetections, quantised
 from medseg.evaluation.masks import (
     case_key,
     guess_labels,
     mask_files,
     pair_cases,
+    read_instance_file,
     read_instance_map,
     read_label_map,
 )
@@ -71,10 +72,13 @@ def evaluate_folders(
     progress: bool = True,
     figures: Figures | None = None,
     extra_metrics: tuple[str, ...] = (),
+    instances: bool = False,
 ) -> EvalResult:
     """Evaluate a folder of predictions against a folder of ground truth (``images``: a folder of the images,
     the overlays' background; ``extra_metrics``: groups of metrics beyond the standard ones, as a recipe's
-    :attr:`~medseg.data.base.Recipe.extra_metrics` names them)."""
+    :attr:`~medseg.data.base.Recipe.extra_metrics` names them). With ``instances`` both are instance maps,
+    scored object by object too, and ranked by the scores in ``<case>_objects.csv`` beside each prediction
+    where ``medseg infer`` wrote one."""
     out_dir = Path(out)
     check_out(out_dir, force)
     pairs, pred_only, gt_only = pair_cases(pred_dir, gt_dir)
@@ -88,13 +92,16 @@ def evaluate_folders(
             f"no prediction matches a ground-truth file in {gt_dir}",
             "name predictions <case>_seg.<ext> and ground truth <case>.<ext> (or <case>_mask.<ext>)",
         )
-    labels = list(labels) if labels else guess_labels([p[2] for p in pairs])
+    labels = (
+        list(labels) if labels else (["background", "object"] if instances else guess_labels([p[2] for p in pairs]))
+    )
     image_files = {case_key(p): p for p in mask_files(Path(images))} if images else {}
     lesions = LesionDetections(labels)
-    rows, cases, units = _score_pairs(pairs, labels, image_files, progress, tuple(extra_metrics), lesions)
+    cohort = InstanceCohort(labels[1]) if instances else None
+    rows, cases, units = _score_pairs(pairs, labels, image_files, progress, tuple(extra_metrics), lesions, cohort)
     df = pd.DataFrame(rows)
     ranks = rank_cases(df)
-    draw_overlays(figures, cases, ranks, out_dir, Drawing(labels), progress)
+    draw_overlays(figures, cases, ranks, out_dir, Drawing(labels, instances=instances), progress)
     info = {
         "mode": "folders",
         **units,
@@ -106,23 +113,35 @@ def evaluate_folders(
         "predictions_without_gt": pred_only,
         "gt_without_prediction": gt_only,
         "lesion_detection": _lesion_info(lesions),
+        **({"instances": cohort.summary()} if cohort else {}),
         "cases": cases,
         "ranked": ranks,
         "medseg_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return write_evaluation(out_dir, df, info, figures, info["lesion_detection"]["rows"], lesions.curves())
+    curves = cohort.curves() if cohort else lesions.curves()
+    result = write_evaluation(out_dir, df, info, figures, info["lesion_detection"]["rows"], curves)
+    if cohort:
+        _write_instance_rows(out_dir, cohort)
+        _log_instances(info["instances"])
+    return result
 
 
 def _score_pairs(
-    pairs: list, labels: list[str], image_files: dict, progress: bool, extra: tuple[str, ...], lesions
+    pairs: list, labels: list[str], image_files: dict, progress: bool, extra: tuple[str, ...], lesions, cohort=None
 ) -> tuple[list, dict, dict]:
-    """``(metrics rows, cases for eval.json, units)`` of the paired files; all of them must share one unit."""
+    """``(metrics rows, cases for eval.json, units)`` of the paired files; all of them must share one unit. With
+    a ``cohort`` the files are instance maps: their foreground is scored, and their objects into ``cohort``."""
     from medseg.progress import track
 
     rows, cases, units = [], {}, None
     for case_id, pp, gp in track(pairs, desc="evaluate", enabled=progress, unit="case"):
-        pred, gt, spacing = _read_pair(pp, gp, len(labels))
+        pred, gt, spacing = _read_pair(pp, gp, len(labels), instances=cohort is not None)
+        if cohort is not None:  # objects scored as they are, pixels as the union of the objects
+            scores = scores_beside(pp)
+            cohort.add(case_id, gt, pred, scores)
+            lesions.add_objects(CaseObjects(gt, pred, scores))
+            pred, gt = (pred > 0).astype(np.uint8), (gt > 0).astype(np.uint8)
         case_units = units_info(spacing, gt.ndim)
         if units and case_units != units:  # one metrics.csv column cannot hold mm for some cases and px for others
             raise fail(
@@ -132,7 +151,8 @@ def _score_pairs(
             )
         units = case_units
         rows += metrics_rows(case_id, pred, gt, spacing, labels, extra)
-        lesions.add(pred, gt, None)  # masks alone: no probabilities to rank the lesions by
+        if cohort is None:
+            lesions.add(pred, gt, None)  # masks alone: no probabilities to rank the lesions by
         cases[case_id] = {
             "prediction": str(pp),
             "ground_truth": str(gp),
@@ -141,10 +161,12 @@ def _score_pairs(
     return rows, cases, units
 
 
-def _read_pair(pp: Path, gp: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray, tuple | None]:
-    """``(prediction, ground truth, spacing)`` of one pair; refused unless both lie on one grid."""
-    pred, _, paff = read_label_map(pp, num_classes)
-    gt, spacing, gaff = read_label_map(gp, num_classes)
+def _read_pair(pp: Path, gp: Path, num_classes: int, instances: bool = False) -> tuple:
+    """``(prediction, ground truth, spacing)`` of one pair (class maps, or with ``instances`` instance maps);
+    refused unless both lie on one grid."""
+    read = read_instance_file if instances else (lambda p: read_label_map(p, num_classes))
+    pred, _, paff = read(pp)
+    gt, spacing, gaff = read(gp)
     if pred.shape != gt.shape:
         raise MedsegError(
             f"{pp} and {gp}: shapes differ {pred.shape} vs {gt.shape}; fix: predict on the ground truth's "

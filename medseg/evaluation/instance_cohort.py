@@ -9,6 +9,8 @@ AP75 and AR@100, each predicted object ranked by its mean object probability).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from medseg.evaluation.detection import CaseObjects, DetectionResult, encode, evaluate_detections
@@ -79,6 +81,23 @@ class InstanceCohort:
             "ranked_by_probability": self.scored,
             "operating_point_50": res.operating_point(0, 0.5),
         }
+
+
+def scores_beside(prediction: Path) -> dict[int, float] | None:
+    """The objects' scores ``medseg infer`` wrote beside an instance map (``<case>_objects.csv`` next to
+    ``<case>_seg.<ext>``), or None when there is no such table (the objects then go unranked)."""
+    import pandas as pd
+
+    from medseg.io import strip_ext
+
+    stem = strip_ext(prediction)
+    table = prediction.parent / f"{stem.removesuffix('_seg')}_objects.csv"
+    if not table.is_file():
+        return None
+    df = pd.read_csv(table)
+    if not {"id", "score"} <= set(df.columns) or df["score"].isna().any():
+        return None
+    return {int(i): float(v) for i, v in zip(df["id"], df["score"])}
 
 
 def _mean(col) -> float:

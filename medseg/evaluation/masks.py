@@ -61,15 +61,21 @@ def read_label_map(path: Path, num_classes: int) -> tuple[np.ndarray, tuple | No
 
 def read_instance_map(path: Path) -> np.ndarray:
     """An instance map file as it is stored (0 background, one integer per object), as int64."""
+    return read_instance_file(path)[0]
+
+
+def read_instance_file(path: Path) -> tuple[np.ndarray, tuple | None, np.ndarray | None]:
+    """:func:`read_label_map` for an instance map: ``(ids as int64, spacing, affine or None)``."""
     from medseg.data.loading import instance_ids
 
+    spacing = affine = None
     if file_ext(path) in IMAGE_2D_EXTS:
         raw = read_image_2d(path, kind="mask")
         raw = raw if raw.ndim == 2 else raw[..., 0]
     else:
-        raw = read_volume(path)[0]
-        raw = raw[..., 0] if raw.ndim == 4 else raw
-    return instance_ids(np.asarray(raw, dtype=np.float64), path).astype(np.int64)
+        raw, geom = read_volume(path)
+        raw, spacing, affine = (raw[..., 0] if raw.ndim == 4 else raw), tuple(geom.spacing), geom.affine
+    return instance_ids(np.asarray(raw, dtype=np.float64), path).astype(np.int64), spacing, affine
 
 
 def guess_labels(gt_files: list[Path]) -> list[str]:

@@ -86,3 +86,27 @@ def test_evaluate_scores_objects_and_writes_instances_csv(instance_model, nuclei
     assert Path(ev.info["plots"]["pr_curve"]).is_file()
     text = pdf_text(cohort_report(tmp_path / "ev", tmp_path / "cohort.pdf"))
     assert "DSB 2018" in text and "Object-wise detection" in text and "Precision-recall of the objects" in text
+
+
+def test_folders_of_instance_maps_are_scored_and_ranked_by_the_objects_csv(tmp_path):
+    from medseg.evaluation.evaluate import evaluate_folders
+
+    truth = np.zeros((10, 12), np.uint16)
+    truth[1:4, 1:4], truth[6:9, 6:9], truth[1:4, 8:11] = 1, 2, 3
+    pred = np.where(truth == 3, 0, truth).astype(np.uint16)  # the third object missed
+    pred[7, 1] = 5  # and a one-pixel false object
+    for d in ("gt", "pred"):
+        (tmp_path / d).mkdir()
+    Image.fromarray(truth).save(tmp_path / "gt" / "a.png")
+    Image.fromarray(pred).save(tmp_path / "pred" / "a_seg.png")
+    ev = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", instances=True, progress=False)
+    inst = ev.info["instances"]
+    assert (inst["objects_true"], inst["objects_pred"], inst["count_error_mean"]) == (3, 3, 0.0)
+    assert inst["dsb_mean"] == pytest.approx(2 / 4)  # TP 2, FP 1, FN 1 at every threshold
+    assert not inst["ranked_by_probability"] and np.isnan(inst["ap50"])
+    # the false object scored lowest: ranked, AP50 = precision 1 up to recall 2/3 (67 of 101 steps)
+    (tmp_path / "pred" / "a_objects.csv").write_text("id,score\n1,0.9\n2,0.8\n5,0.1\n")
+    ev = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", instances=True, force=True,
+                          progress=False)  # fmt: skip
+    assert ev.info["instances"]["ap50"] == pytest.approx(67 / 101)
+    assert ev.info["instances"]["ranked_by_probability"]
