@@ -248,7 +248,9 @@ class InstanceTask(Task):
         """The instance map of one case (uint16; int32 beyond 65535 objects)."""
         from medseg.inference.instances import instances_from_probabilities
 
-        return instances_from_probabilities(probs, self.threshold(threshold))
+        seed = self.cfg.infer.seed_threshold
+        t = self.threshold(threshold)
+        return instances_from_probabilities(probs, t, seed_threshold=t if seed is None else float(seed))
 
     def background_probabilities(self, shape, dtype=torch.float32) -> torch.Tensor:
         out = torch.zeros(tuple(shape), dtype=dtype)

@@ -137,6 +137,7 @@ RULES: dict[str, tuple] = {
         "must be between 0 and 1 (exclusive: 0 or 1 would mark every pixel or none)",
         "0.5",
     ),
+    "infer.seed_threshold": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)", "0.6"),
     "infer.min_size": _non_negative("0"),
 }
 

@@ -136,6 +136,7 @@ class InferConfig:
     overlap: float = 0.25
     sw_batch_size: int = 4
     threshold: float = 0.5
+    seed_threshold: float | None = None  # instances: interior probability that seeds an object (None: threshold)
     keep_largest: bool = False
     min_size: float = 0.0  # drop components smaller than this (mm^3 in 3D, mm^2 in 2D)
     fill_holes: bool = False

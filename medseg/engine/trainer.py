@@ -148,6 +148,8 @@ class Trainer:
         self.weights = None if self.resume else self.starting_weights(net)  # a resume reads its own from last.pt
         self.net = net.to(self.dev)
         self.model = wrap_model(self.net, self.dev, self.info, may_idle(self.cfg, net))  # what the step calls
+        # a detector (Mask R-CNN) takes the labels and returns its own loss in training
+        self.own_loss = bool(getattr(net, "computes_own_loss", False))
 
     def starting_weights(self, net) -> dict | None:
         """Fill ``net`` from ``--init`` (a medseg model) or ``model.pretrained`` (encoder weights), log what
@@ -251,8 +253,9 @@ class Trainer:
         x, y = batch[IMAGE].to(self.dev, non_blocking=True), batch[LABEL].to(self.dev, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with self.precision.autocast():
-            out = self.model(x)
-        loss = self.loss_fn(as_float(out), y)  # the loss's sums and logs in float32 on every device
+            out = self.model(x, y) if self.own_loss else self.model(x)
+        # the loss's sums and logs in float32 on every device
+        loss = out.float() if self.own_loss else self.loss_fn(as_float(out), y)
         if not torch.isfinite(loss):
             raise MedsegError(
                 f"training diverged at epoch {epoch + 1} (loss is {loss.item()}); fix: lower train.lr "

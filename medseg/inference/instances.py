@@ -63,18 +63,21 @@ def _seed_orphans(markers: np.ndarray, blobs: np.ndarray, mask: np.ndarray) -> N
         markers[orphan > 0] = orphan[orphan > 0]
 
 
-def instances_from_probabilities(probs: np.ndarray, threshold: float = 0.5, min_seed: int = 0) -> np.ndarray:
+def instances_from_probabilities(
+    probs: np.ndarray, threshold: float = 0.5, min_seed: int = 0, seed_threshold: float | None = None
+) -> np.ndarray:
     """``(3, ...)`` background / interior / boundary probabilities -> an instance map (2D or 3D).
 
     The foreground is where the object probability (interior + boundary) exceeds ``threshold``; each connected
     region where the interior alone does (face connectivity, so seeds that touch only at a corner stay two) seeds
-    one object, and the watershed floods the negated interior probability from the seeds within the foreground:
-    the boundary the network drew between touching objects is the ridge where floods meet."""
+    one object (``seed_threshold``, default ``threshold``: higher splits more, lower merges more), and the
+    watershed floods the negated interior probability from the seeds within the foreground: the boundary the
+    network drew between touching objects is the ridge where floods meet."""
     probs = np.asarray(probs, np.float32)
     if probs.shape[0] != 3:
         raise ValueError(f"instance probabilities need 3 channels (background, interior, boundary), got {probs.shape}")
     foreground = probs[0] < 1.0 - threshold
-    seeds, _ = ndimage.label((probs[1] > threshold) & foreground)
+    seeds, _ = ndimage.label((probs[1] > (threshold if seed_threshold is None else seed_threshold)) & foreground)
     if min_seed > 0:
         seeds = _renumber(seeds, min_seed).astype(np.int32)
     return split_touching(foreground, seeds=seeds, elevation=-probs[1])

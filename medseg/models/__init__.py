@@ -5,7 +5,7 @@ The registry below is the one list of families. A new family is one file that de
 where it can tell without building, ``check(kwargs)`` and its total stride), plus one ``register_model`` line here.
 """
 
-from medseg.models import attention_unet, basicunet, encoders, segnet, segresnet, unet
+from medseg.models import attention_unet, basicunet, encoders, maskrcnn, segnet, segresnet, unet
 from medseg.models.build import build_model, check_model_config, model_spec, size_divisor
 from medseg.models.registry import (
     ModelFamily,
@@ -25,6 +25,7 @@ _ENCODER = {"encoder": encoders.DEFAULT_ENCODER}  # recorded in the spec when mo
 register_model("encoder_unet", encoders.build_unet, encoders.unet_stride, encoders.check_unet, _ENCODER)
 for _fcn in ("fcn", "fcn16s", "fcn32s"):
     register_model(_fcn, encoders.fcn_builder(_fcn), encoders.fcn_stride, encoders.check_fcn(_fcn), _ENCODER)
+register_model("maskrcnn", maskrcnn.build, maskrcnn.stride, maskrcnn.check, {"encoder": maskrcnn.DEFAULT_BACKBONE})
 
 __all__ = [
     "ModelFamily",

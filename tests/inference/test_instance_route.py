@@ -110,3 +110,17 @@ def test_folders_of_instance_maps_are_scored_and_ranked_by_the_objects_csv(tmp_p
                           progress=False)  # fmt: skip
     assert ev.info["instances"]["ap50"] == pytest.approx(67 / 101)
     assert ev.info["instances"]["ranked_by_probability"]
+
+
+@pytest.mark.slow
+def test_mask_rcnn_trains_through_the_engine_and_writes_the_same_outputs(nuclei_dir, tmp_path):
+    from medseg.inference.infer import infer
+
+    run = ["data.task=instances", "model.name=maskrcnn", "model.deep_supervision=0", "train.lr=0.0003"]
+    model = train_tiny("nuclei", nuclei_dir, tmp_path / "run", *run, "preprocess.spatial_size=[64,64]")
+    image = next((nuclei_dir / "stage1_train").glob("*/images/*.png"))
+    res = infer([str(image)], model=[str(model)], out=tmp_path / "out", progress=False).outputs[0]
+    seg = Image.open(res["segmentation"])
+    assert seg.mode.startswith("I;16") and seg.size == Image.open(image).size
+    assert (tmp_path / "out" / f"{res['case_id']}_objects.csv").is_file()
+    assert "maskrcnn" in json.loads(Path(res["findings_json"]).read_text())["models"][0]["description"]

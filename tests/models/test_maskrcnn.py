@@ -1,0 +1,90 @@
+"""Mask R-CNN behind the engine: its targets from instance maps, the rendering of its detections as the instance
+task's three classes, its own loss falling in training, and the config checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.config import load_config
+from medseg.errors import MedsegError
+from medseg.models import build_model, check_model_config, model_spec
+from medseg.models.maskrcnn import instance_targets, render
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+MRCNN = ["data.task=instances", "model.name=maskrcnn", "model.deep_supervision=0", "preprocess.spatial_size=[64,64]"]
+
+
+def test_targets_have_a_box_around_each_objects_pixels():
+    ids = torch.zeros(6, 8)
+    ids[1:3, 2:5] = 4  # rows 1-2, columns 2-4
+    ids[5, 7] = 9  # one pixel in the corner
+    t = instance_targets(ids)
+    assert t["boxes"].tolist() == [[2.0, 1.0, 5.0, 3.0], [7.0, 5.0, 8.0, 6.0]]  # x1, y1, x2, y2 around the pixels
+    assert t["labels"].tolist() == [1, 1] and t["masks"].shape == (2, 6, 8) and int(t["masks"][1].sum()) == 1
+    empty = instance_targets(torch.zeros(4, 4))
+    assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, 4, 4)
+
+
+def test_detections_render_as_interior_boundary_and_background():
+    masks = torch.zeros(2, 1, 5, 8)
+    masks[0, 0, 1:4, 1:4] = 1.0
+    masks[1, 0, 1:4, 4:7] = 0.9  # touching the first
+    probs = torch.softmax(render({"masks": masks, "scores": torch.tensor([0.8, 1.0])}, (5, 8)), dim=0)
+    assert torch.allclose(probs.sum(0), torch.ones(5, 8), atol=1e-4)
+    classes = probs.argmax(0)
+    assert classes[2, 2] == 1 and classes[2, 5] == 1  # each object's centre is interior
+    assert classes[2, 3] == 2 and classes[2, 4] == 2  # the seam between them is boundary
+    assert classes[0, 0] == 0 and probs[1, 2, 2] == pytest.approx(0.8, abs=1e-3)  # score x mask probability
+    nothing = torch.softmax(render({"masks": torch.zeros(0, 1, 5, 8), "scores": torch.zeros(0)}, (5, 8)), 0)
+    assert (nothing.argmax(0) == 0).all()
+
+
+@pytest.mark.slow
+def test_mask_rcnn_trains_on_its_own_loss_and_predicts_three_classes():
+    from medseg.data.synthetic import _nuclei_scene
+
+    cfg = load_config("nuclei", MRCNN)
+    net = build_model(model_spec(cfg))
+    assert net.computes_own_loss
+    rng = np.random.default_rng(0)
+    scenes = [_nuclei_scene(rng, 64, 64, 5, overlap=False) for _ in range(2)]
+    x = torch.stack(
+        [torch.as_tensor(rgba[..., :3] / 255.0, dtype=torch.float32).permute(2, 0, 1) for rgba, _ in scenes]
+    )
+    y = torch.zeros(2, 1, 64, 64)
+    for b, (_, masks) in enumerate(scenes):
+        for k, m in enumerate(masks):
+            y[b, 0][torch.as_tensor(m)] = k + 1
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-4)
+    net.train()
+    losses = []
+    for _ in range(8):
+        opt.zero_grad()
+        loss = net(x, y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+    net.eval()
+    with torch.no_grad():
+        out = net(x)
+    assert out.shape == (2, 3, 64, 64) and torch.allclose(
+        torch.softmax(out, 1).sum(1), torch.ones(2, 64, 64), atol=1e-3
+    )
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["data.task=semantic"], "set data.task instances"),
+        (["model.deep_supervision=2"], "set model.deep_supervision 0"),
+        (["model.encoder=vgg16"], "is not one of"),
+        (["model.extra={anchor_sizes: [8, 16]}"], "needs 5 sizes"),
+    ],
+)
+def test_configs_mask_rcnn_cannot_run_are_refused_before_building(extra, message):
+    with pytest.raises(MedsegError, match=message):
+        check_model_config(load_config("nuclei", [*MRCNN, *extra]))
