@@ -410,3 +410,9 @@ def _log_pooled(res: CVResult) -> None:
         f"{k}-fold cross-validation{part}: mean Dice {p['dice']:.4f}{spread}, Jaccard {p['jaccard']:.4f}; "
         f"summary: {res.out_dir / 'summary.csv'}, per case: {res.out_dir / 'metrics.csv'}"
     )
+    if "instances" in p:
+        o = p["instances"]
+        _log.info(
+            f"objects over {o['cases']} held-out images: DSB 2018 score {o['dsb_mean']:.4f}, PQ {o['pq_mean']:.4f}, "
+            f"AP50 {o['ap50_fold_mean']:.4f} and AP@[.50:.95] {o['ap_fold_mean']:.4f} (means of the folds)"
+        )

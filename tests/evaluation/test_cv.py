@@ -266,3 +266,12 @@ def test_every_fold_can_start_from_one_checkpoint(cv_run, tmp_path):
     assert w["option"] == "--init" and w["source"] == str(start) and w["loaded"] == w["total"]
     with pytest.raises(MedsegError, match="another cross-validation.*init"):  # another start, another experiment
         cv.cross_validate("demo", data, tmp_path / "cv", folds=2, only=[0], overrides=TINY_DEMO, device="cpu")
+
+
+def test_object_scores_pool_per_image_weighted_and_ap_per_fold():
+    fold = lambda n, dsb, ap50: {"instances": {"cases": n, "dsb_mean": dsb, "pq_mean": dsb, "count_error_mean": 1.0,
+                                               "count_error_abs_mean": 2.0, "ap": ap50 / 2, "ap50": ap50, "ap75": 0.1}}  # fmt: skip
+    pooled = cv._pooled_instances([fold(30, 0.6, 0.8), fold(10, 0.2, 0.4)])["instances"]
+    assert pooled["cases"] == 40 and pooled["dsb_mean"] == pytest.approx((30 * 0.6 + 10 * 0.2) / 40)
+    assert pooled["ap50_fold_mean"] == pytest.approx(0.6) and pooled["ap_fold_mean"] == pytest.approx(0.3)
+    assert cv._pooled_instances([fold(30, 0.6, 0.8), {"dice": 0.9}]) == {}  # a semantic fold among them: none
