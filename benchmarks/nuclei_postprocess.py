@@ -68,11 +68,14 @@ def main(argv=None) -> None:
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--cv", required=True, help="the medseg cv folder of an instance task")
     ap.add_argument("--folds", type=int, nargs="*", help="only these folds")
+    ap.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS))
+    ap.add_argument("--seeds", type=float, nargs="+", default=list(SEEDS))
+    ap.add_argument("--min-pixels", type=int, nargs="+", default=list(MIN_PIXELS))
     a = ap.parse_args(argv)
     cmd = "python benchmarks/nuclei_postprocess.py " + " ".join(sys.argv[1:] if argv is None else argv)
     cases = held_out_probabilities(Path(a.cv), a.data_dir, a.folds)
     results = []
-    for t, seed, px in itertools.product(THRESHOLDS, SEEDS, MIN_PIXELS):
+    for t, seed, px in itertools.product(a.thresholds, a.seeds, a.min_pixels):
         if seed < t:
             continue  # a seed below the foreground threshold is the foreground itself
         results.append(((t, seed, px), score(cases, t, seed, px)))

@@ -262,10 +262,13 @@ class InstanceTask(Task):
         return overlap_counts(pred > 0, gt > 0)[None]
 
     def clean(self, labels: np.ndarray, spacing, keep_largest: bool, min_size: float, fill_holes: bool) -> np.ndarray:
-        """Objects under ``min_size`` (mm², mm³) dropped and the rest renumbered 1..N; a largest-object rule would
-        keep one nucleus of hundreds and is not applied, and holes are closed by the watershed's flooding."""
-        from medseg.inference.instances import drop_small_objects
+        """With ``fill_holes`` each object's holes become its own; objects under ``min_size`` (mm², mm³) are
+        dropped and the rest renumbered 1..N. ``keep_largest`` does not apply to objects (it would keep one nucleus
+        of hundreds) and is ignored."""
+        from medseg.inference.instances import drop_small_objects, fill_object_holes
 
+        if fill_holes:
+            labels = fill_object_holes(labels)
         return drop_small_objects(labels, min_size / float(np.prod(spacing)) if min_size > 0 else 0)
 
 

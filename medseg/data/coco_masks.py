@@ -44,7 +44,9 @@ def is_instance_json(path: Path) -> bool:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
-    anns = data.get("annotations") if isinstance(data, dict) else None
+    if not isinstance(data, dict):  # a list (Label Studio's JSON-min, ...) is not COCO
+        return False
+    anns = data.get("annotations")
     return (
         isinstance(data.get("images"), list)
         and isinstance(anns, list)
@@ -75,6 +77,10 @@ def read_coco_masks(path: Path, categories: list[str] | None = None) -> CocoMask
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise fail(f"{path}, line {exc.lineno}", f"is not valid JSON ({exc.msg})", "repair the JSON") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(path, f"cannot be read ({exc})", "give a COCO JSON file in UTF-8") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise fail(path, "is not a COCO object with an 'images' list", "export the annotations as COCO JSON")
     out = CocoMasks(path)
     for n, im in enumerate(data.get("images") or []):
         if not isinstance(im, dict) or "id" not in im or not im.get("file_name"):

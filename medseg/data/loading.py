@@ -118,8 +118,14 @@ def labels_to_classes(label: np.ndarray, num_classes: int, path) -> np.ndarray:
 
 
 def instance_ids(label: np.ndarray, path) -> np.ndarray:
-    """Check an instance label map (0 background, one non-negative integer per object) and return it as float32,
-    which holds every id up to 2**24 exactly through resizing and augmentation (nearest-neighbour)."""
+    """Check an instance label map (0 background, one non-negative integer per object; a grey map stored with
+    equal channels is read as one) and return it as float32, which holds every id up to 2**24 exactly through
+    resizing and augmentation (nearest-neighbour)."""
+    label = np.asarray(label)
+    if label.ndim == 3 and label.shape[-1] <= 4:  # a 2D map saved as RGB(A)
+        if not (label[..., :3] == label[..., :1]).all():
+            raise fail(path, "instance map has colour channels", "save one channel, one whole value per object")
+        label = label[..., 0]
     if not np.isfinite(label).all():
         raise fail(path, "instance map contains NaN or infinite values", "repair the label file")
     rounded = np.rint(label)
@@ -257,7 +263,7 @@ class LoadImage2Dd(_LoadPaird):
                     "re-export the mask at the image's size or remove the case",
                 )
             if self.instances:
-                lab = instance_ids(mask if mask.ndim == 2 else mask[..., 0], lpath)
+                lab = instance_ids(mask, lpath)
             elif self.num_classes == 2:
                 lab = binarise_mask_2d(mask)
             else:

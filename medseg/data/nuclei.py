@@ -335,7 +335,9 @@ class Nuclei(Recipe):
 
     def cases(self, data_dir: Path, options: dict) -> RecipeResult:
         layout = _layout(options, data_dir)
-        root = find_dsb_root(data_dir) if layout != "instances" else None
+        if options.get("coco") and layout in ("auto", "coco"):  # named outright: it wins over what is found
+            return _coco_result(data_dir, find_coco_json(data_dir, options), options)
+        root = find_dsb_root(data_dir) if layout in ("auto", "dsb") else None
         if root is not None:
             samples, problems = _derive_all([(c,) for c in _case_folders(root)], _dsb_case)
             return _result(samples, problems, "nuclei")

@@ -278,7 +278,10 @@ class Trainer:
         if (epoch + 1) % self.cfg.train.val_every and epoch + 1 != self.cfg.train.epochs:
             return None
         started = time.perf_counter()
-        val = validate(self.inference_model, self.data.val_ds, self.cfg, self.dev, self.loss_fn)
+        # a network with its own training loss has no comparable loss on the rendered validation output
+        val = validate(
+            self.inference_model, self.data.val_ds, self.cfg, self.dev, None if self.own_loss else self.loss_fn
+        )
         # 4 decimals: on a small set a pass takes milliseconds, and 0.0 would read as "not timed"
         row["validation_seconds"] = round(time.perf_counter() - started, 4)
         self.board.validation(val, self.cfg.data.labels, row["validation_seconds"], self.step)
@@ -351,6 +354,7 @@ def validation_row(val: Validation, labels: list[str]) -> dict:
 
 
 def epoch_line(epoch: int, train_loss: float, val: Validation, labels: list[str]) -> str:
-    return f"epoch {epoch + 1}: loss {train_loss:.4f}, val loss {val.loss:.4f}, val Dice " + ", ".join(
+    val_loss = f", val loss {val.loss:.4f}" if val.loss is not None else ""
+    return f"epoch {epoch + 1}: loss {train_loss:.4f}{val_loss}, val Dice " + ", ".join(
         f"{n} {v:.4f}" for n, v in zip(labels[1:], val.dice)
     )

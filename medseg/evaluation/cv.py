@@ -293,14 +293,21 @@ def _pooled_instances(done: list[dict]) -> dict:
     folds' mean COCO AP (each fold's detections are ranked by its own model)."""
     if not done or not all("instances" in r for r in done):
         return {}
-    runs = [r["instances"] for r in done]
+    runs = [r["instances"] for r in done if r["instances"].get("cases")]
+    if not runs:
+        return {}
     n = np.array([r["cases"] for r in runs], dtype=float)
-    weighted = lambda k: float(np.sum(n * [r[k] for r in runs]) / n.sum())
+
+    def weighted(k: str) -> float:  # a fold whose images have no objects on either side has NaN means
+        v = np.array([r[k] for r in runs], dtype=float)
+        ok = np.isfinite(v)
+        return float(np.sum(n[ok] * v[ok]) / n[ok].sum()) if ok.any() else float("nan")
+
     return {
         "instances": {
             "cases": int(n.sum()),
             **{k: round(weighted(k), 4) for k in ("dsb_mean", "pq_mean", "count_error_mean", "count_error_abs_mean")},
-            **{f"{k}_fold_mean": round(float(np.mean([r[k] for r in runs])), 4) for k in ("ap", "ap50", "ap75")},
+            **{f"{k}_fold_mean": round(float(np.nanmean([r[k] for r in runs])), 4) for k in ("ap", "ap50", "ap75")},
         }
     }
 

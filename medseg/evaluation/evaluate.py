@@ -31,7 +31,7 @@ import pandas as pd
 from medseg import __version__
 from medseg.data.base import IMAGE, LABEL
 from medseg.errors import MedsegError, fail
-from medseg.evaluation.detection import LESION_THRESHOLDS, CaseObjects
+from medseg.evaluation.detection import LESION_THRESHOLDS
 from medseg.evaluation.instance_cohort import INSTANCE_CSV, InstanceCohort, scores_beside
 from medseg.evaluation.lesions import LesionDetections, quantised
 from medseg.evaluation.masks import (
@@ -138,9 +138,9 @@ def _score_pairs(
     for case_id, pp, gp in track(pairs, desc="evaluate", enabled=progress, unit="case"):
         pred, gt, spacing = _read_pair(pp, gp, len(labels), instances=cohort is not None)
         if cohort is not None:  # objects scored as they are, pixels as the union of the objects
-            scores = scores_beside(pp)
+            scores = scores_beside(pp, pred)
             cohort.add(case_id, gt, pred, scores)
-            lesions.add_objects(CaseObjects(gt, pred, scores))
+            lesions.add_objects(cohort.encoded[-1], ranked=scores is not None)
             pred, gt = (pred > 0).astype(np.uint8), (gt > 0).astype(np.uint8)
         case_units = units_info(spacing, gt.ndim)
         if units and case_units != units:  # one metrics.csv column cannot hold mm for some cases and px for others
@@ -378,16 +378,16 @@ class _InstanceScorer(_CaseScorer):
         from medseg.inference.instances import object_scores
 
         pred = read_instance_map(Path(segmentation))
-        gt = read_instance_map(Path(s.get(INSTANCES, s[LABEL])))
+        gt, volume_spacing, _ = read_instance_file(Path(s.get(INSTANCES, s[LABEL])))
         if pred.shape != gt.shape:
             raise fail(segmentation, f"is {pred.shape} but its ground truth is {gt.shape}", "predict on its grid")
         px = self.cfg.data.pixel_spacing_mm
-        spacing = read_label_map(Path(s[LABEL]), 2)[1] if gt.ndim == 3 else (tuple(px) if px else None)
+        spacing = volume_spacing if gt.ndim == 3 else (tuple(px) if px else None)
         fg_pred, fg_gt = (pred > 0).astype(np.uint8), (gt > 0).astype(np.uint8)
         self.rows += metrics_rows(s["case_id"], fg_pred, fg_gt, spacing, self.labels, self.extra)
         scores = object_scores(pred, probs) if probs.shape[1:] == pred.shape else None
         self.cohort.add(s["case_id"], gt, pred, scores)
-        self.lesions.add_objects(CaseObjects(gt, pred, scores))
+        self.lesions.add_objects(self.cohort.encoded[-1], ranked=scores is not None)
         self.units = units_info(spacing, gt.ndim)
         self.cases[s["case_id"]] = {
             "meta": s.get("meta", {}),

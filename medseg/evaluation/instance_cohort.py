@@ -29,16 +29,32 @@ class InstanceCohort:
         self.per_case: list[dict] = []
         self.scored = True
         self._result = None
+        self._warned = False
 
     def add(self, case_id: str, gt: np.ndarray, pred: np.ndarray, scores: dict[int, float] | None) -> dict:
         """One case; ``scores`` maps each predicted id to its confidence (None: masks only, no ranking)."""
         if scores is None:
             self.scored = False
+        self._warn_if_binary(case_id, gt)
         row = {"case": case_id, **instance_scores(gt, pred)}
         self.per_case.append(row)
         self.encoded.append(encode(CaseObjects(gt, pred, scores)))
         self._result = None
         return row
+
+    def _warn_if_binary(self, case_id: str, gt: np.ndarray) -> None:
+        """A binary mask given as instance ground truth is one object per image: say so once."""
+        from scipy import ndimage
+
+        if self._warned or len(np.unique(gt[gt > 0])) != 1 or ndimage.label(gt > 0)[1] < 2:
+            return
+        self._warned = True
+        from medseg.log import get_logger
+
+        get_logger(__name__).warning(
+            f"{case_id}: the ground truth holds one value for several separate regions, so it counts them as one "
+            "object; fix: give instance maps (a value per object), or score it as a semantic mask"
+        )
 
     def detections(self) -> DetectionResult:
         if self._result is None:
@@ -83,21 +99,35 @@ class InstanceCohort:
         }
 
 
-def scores_beside(prediction: Path) -> dict[int, float] | None:
+def scores_beside(prediction: Path, ids: np.ndarray) -> dict[int, float] | None:
     """The objects' scores ``medseg infer`` wrote beside an instance map (``<case>_objects.csv`` next to
-    ``<case>_seg.<ext>``), or None when there is no such table (the objects then go unranked)."""
+    ``<case>_seg.<ext>``), or None when there is no such table, or it does not score every object of ``ids``
+    (the objects then go unranked: an object left out would otherwise rank first)."""
     import pandas as pd
 
+    from medseg.errors import fail
     from medseg.io import strip_ext
+    from medseg.log import get_logger
 
     stem = strip_ext(prediction)
     table = prediction.parent / f"{stem.removesuffix('_seg')}_objects.csv"
     if not table.is_file():
         return None
-    df = pd.read_csv(table)
-    if not {"id", "score"} <= set(df.columns) or df["score"].isna().any():
+    try:
+        df = pd.read_csv(table)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise fail(table, f"cannot be read as a table ({exc})", "remove it or write id,score columns") from None
+    scores = {}
+    if {"id", "score"} <= set(df.columns) and not df["score"].isna().any():
+        scores = {int(i): float(v) for i, v in zip(df["id"], df["score"])}
+    missing = set(np.unique(ids[ids > 0]).tolist()) - set(scores)
+    if missing:
+        get_logger(__name__).warning(
+            f"{table}: scores {len(missing)} object(s) of {prediction.name} too few (e.g. id {min(missing)}); its "
+            "objects are scored without a ranking"
+        )
         return None
-    return {int(i): float(v) for i, v in zip(df["id"], df["score"])}
+    return scores
 
 
 def _mean(col) -> float:

@@ -15,6 +15,7 @@ import numpy as np
 from medseg.evaluation.detection import (
     LESION_THRESHOLDS,
     CaseObjects,
+    EncodedCase,
     encode,
     evaluate_detections,
     lesion_objects,
@@ -66,11 +67,12 @@ class LesionDetections:
             prob = None if probabilities is None else probabilities[name]
             self.cases[name].append(encode(lesion_objects(g, p, prob)))
 
-    def add_objects(self, objects: CaseObjects) -> None:
-        """One case's objects as they are (an instance task's maps, one foreground class), not as components."""
-        if objects.scores is None:
+    def add_objects(self, objects: CaseObjects | EncodedCase, ranked: bool | None = None) -> None:
+        """One case's objects as they are (an instance task's maps, one foreground class), not as components;
+        ``ranked`` says whether an encoded case's detections carry real scores."""
+        if (objects.scores is None) if isinstance(objects, CaseObjects) else not ranked:
             self.scored = False
-        self.cases[self.names[0]].append(encode(objects))
+        self.cases[self.names[0]].append(encode(objects) if isinstance(objects, CaseObjects) else objects)
 
     def rows(self) -> list[dict]:
         """One row per class and IoU threshold (columns :data:`LESION_COLUMNS`)."""

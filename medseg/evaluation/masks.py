@@ -71,7 +71,6 @@ def read_instance_file(path: Path) -> tuple[np.ndarray, tuple | None, np.ndarray
     spacing = affine = None
     if file_ext(path) in IMAGE_2D_EXTS:
         raw = read_image_2d(path, kind="mask")
-        raw = raw if raw.ndim == 2 else raw[..., 0]
     else:
         raw, geom = read_volume(path)
         raw, spacing, affine = (raw[..., 0] if raw.ndim == 4 else raw), tuple(geom.spacing), geom.affine

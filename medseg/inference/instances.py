@@ -88,6 +88,19 @@ def drop_small_objects(labels: np.ndarray, min_pixels: float) -> np.ndarray:
     return _renumber(np.asarray(labels), int(np.ceil(min_pixels)) if min_pixels > 0 else 0)
 
 
+def fill_object_holes(labels: np.ndarray) -> np.ndarray:
+    """Background enclosed by the objects given to the object nearest to it (a hole inside one object is that
+    object's; a gap enclosed by several goes to each one's nearest)."""
+    from skimage.segmentation import expand_labels
+
+    labels = np.asarray(labels)
+    holes = ndimage.binary_fill_holes(labels > 0) & (labels == 0)
+    if not holes.any():
+        return labels
+    grown = expand_labels(labels, distance=max(labels.shape))
+    return np.where(holes, grown, labels).astype(labels.dtype)
+
+
 def object_scores(labels: np.ndarray, probs: np.ndarray) -> dict[int, float]:
     """Each object's confidence: its mean object probability (1 - background probability, or the one sigmoid
     channel), the score detection AP ranks it by."""
@@ -121,7 +134,7 @@ def typical_radius(blobs: np.ndarray, min_size: int = 0) -> float:
 
 
 def _renumber(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Labels 1..N in order of first appearance, objects under ``min_size`` pixels dropped."""
+    """Labels 1..N in the order of their values, objects under ``min_size`` pixels dropped."""
     ids, sizes = np.unique(labels[labels > 0], return_counts=True)
     keep = ids[sizes >= max(1, int(min_size))]
     lut = np.zeros(int(labels.max(initial=0)) + 1, np.int64)

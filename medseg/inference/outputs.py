@@ -102,6 +102,12 @@ def _write_case(paths, case, labels, pred, predictor, t_start) -> dict:
 def write_masks(paths: CaseOutputs, labels: np.ndarray, probs: np.ndarray, geom: Geometry, binary: bool) -> None:
     """The mask (binary 2D masks as 0/255 PNGs) and the probabilities, each on the input's own grid."""
     if geom.ndim == 2:
+        if labels.max(initial=0) > 65535:  # only an instance map gets here
+            raise fail(
+                paths.seg,
+                f"would hold {int(labels.max())} objects, more than a 16-bit PNG can number",
+                "raise infer.min_size (specks are most of them) or segment the image in parts",
+            )
         write_image_2d(labels * 255 if binary else labels, paths.seg)
         if paths.prob:
             import tifffile

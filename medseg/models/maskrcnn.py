@@ -9,8 +9,10 @@ Two things differ from a segmentation network, and both stay inside this module:
   ``computes_own_loss`` with the labels instead of applying the task's loss.
 - **Its output is rendered as the instance task's three classes.** In evaluation ``forward(x)`` returns
   log-probabilities of background, interior and boundary: each pixel belongs to the detection with the largest
-  score x mask probability, whose value is the pixel's object probability; where two detections' masks meet, or a
-  mask meets background, the pixel is boundary. The softmax the task applies gives those probabilities back, so
+  score x mask probability c; a pixel that detection's mask holds (mask probability above 0.5) has object
+  probability 0.5 + c / 2, others c / 2, so at ``infer.threshold`` 0.5 every detection above torchvision's score
+  floor (0.05) is an object and AP ranks them all, while a threshold t keeps only those with c above 2t - 1;
+  where two detections' masks meet, or a mask meets background, the pixel is boundary. The softmax the task applies gives those probabilities back, so
   sliding windows (tiled inference of large images, blended where tiles overlap), test-time flips, ensembles,
   resampling to the image's grid, the watershed that numbers the objects and every output are the instance
   task's own.
@@ -162,10 +164,13 @@ def render(detection: dict, hw, mask_threshold: float = 0.5) -> torch.Tensor:
         probs[0] = 1.0
         return torch.log(probs.clamp_min(1e-6))
     weighted = masks[:, 0] * detection["scores"][:, None, None]
-    strength, owner = weighted.max(dim=0)
+    confidence, owner = weighted.max(dim=0)
     held = masks[:, 0].gather(0, owner[None])[0] > mask_threshold
     ids = torch.where(held, owner + 1, torch.zeros_like(owner)).float()
     boundary = instance_classes(ids[None, None])[0, 0] == 2
+    # every pixel a mask holds is foreground at infer.threshold 0.5, whatever its detection's score (AP ranks all
+    # of them); a threshold t keeps those with score x mask probability above 2t - 1
+    strength = torch.where(held, 0.5 + 0.5 * confidence, 0.5 * confidence)
     probs = torch.stack([1.0 - strength, torch.where(boundary, 0.0, strength), torch.where(boundary, strength, 0.0)])
     return torch.log(probs.clamp_min(1e-6))
 

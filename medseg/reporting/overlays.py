@@ -174,7 +174,7 @@ def save_case_overlay(
     target = Path(target)
     ref = pred or gt
     if file_ext(ref) not in IMAGE_2D_EXTS:
-        return save_volume_files_overlay(image, gt, pred, labels, target, title, modality=modality)
+        return save_volume_files_overlay(image, gt, pred, labels, target, title, modality=modality, instances=instances)
     if instances:
         return save_instance_overlay(image, gt, pred, target, title, spacing_2d)
     g, p = _labels_of(gt, len(labels)), _labels_of(pred, len(labels))
@@ -386,8 +386,9 @@ def render_volume(
 
 
 def save_volume_files_overlay(
-    image, gt, pred, labels, target: Path, title: str = "", modality: str | None = None
+    image, gt, pred, labels, target: Path, title: str = "", modality: str | None = None, instances: bool = False
 ) -> str:
+    """A volume's overlay; instance maps (``instances``) are drawn as their objects' union."""
     ref_path = pred or gt
     _, ref_geom = read_volume(ref_path)
     if image:
@@ -396,7 +397,12 @@ def save_volume_files_overlay(
         vol = vol[..., 0] if vol.ndim == 4 else vol
     else:
         vol, geom = np.zeros(ref_geom.shape, np.float32), ref_geom
-    g, p = _labels_of(gt, len(labels)), _labels_of(pred, len(labels))
+    if instances:
+        from medseg.evaluation.masks import read_instance_map
+
+        g, p = ((read_instance_map(Path(f)) > 0).astype(np.uint8) if f else None for f in (gt, pred))
+    else:
+        g, p = _labels_of(gt, len(labels)), _labels_of(pred, len(labels))
     vol_c, tr = _canonical(np.asarray(vol, np.float32), geom.affine)
     g = _canonical(g, geom.affine)[0] if g is not None else None
     p = _canonical(p, geom.affine)[0] if p is not None else None

@@ -76,3 +76,23 @@ def test_a_wrong_image_size_is_a_problem_line(coco_dir):
     assert len(res.samples) == 2 and any(
         "cells_1.png: is 40x48 but instances.json says 99x48" in p for p in res.problems
     )
+
+
+def test_a_json_list_is_not_taken_for_coco_and_named_when_asked_for(tmp_path):
+    root = synthetic.make_coco_instances(tmp_path / "c", n=1)
+    (root / "annotations" / "instances.json").rename(root / "annotations" / "z.json")
+    (root / "annotations" / "a_labelstudio.json").write_text("[]")  # first in name order, and no COCO object
+    assert len(load_samples("nuclei", root).samples) == 1
+    with pytest.raises(MedsegError, match="a_labelstudio.json: is not a COCO object with an 'images' list"):
+        load_samples("nuclei", root, {"coco": "annotations/a_labelstudio.json"})
+
+
+def test_a_colour_instance_map_is_refused(tmp_path):
+    from medseg.data.loading import instance_ids
+
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[1, 1] = (200, 10, 10)
+    with pytest.raises(MedsegError, match="m.png: instance map has colour channels"):
+        instance_ids(rgb, "m.png")
+    grey = np.repeat(np.arange(16, dtype=np.uint8).reshape(4, 4)[..., None], 3, axis=2)
+    assert instance_ids(grey, "g.png").tolist() == np.arange(16).reshape(4, 4).tolist()

@@ -110,6 +110,20 @@ def test_folders_of_instance_maps_are_scored_and_ranked_by_the_objects_csv(tmp_p
                           progress=False)  # fmt: skip
     assert ev.info["instances"]["ap50"] == pytest.approx(67 / 101)
     assert ev.info["instances"]["ranked_by_probability"]
+    # a table that leaves an object out would rank it first: the objects go unranked instead
+    (tmp_path / "pred" / "a_objects.csv").write_text("id,score\n1,0.9\n2,0.8\n")
+    ev = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", instances=True, force=True,
+                          progress=False)  # fmt: skip
+    assert not ev.info["instances"]["ranked_by_probability"]
+
+
+def test_a_binary_mask_given_as_instances_is_warned_about(log_lines):
+    from medseg.evaluation.instance_cohort import InstanceCohort
+
+    gt = np.zeros((6, 6), np.uint8)
+    gt[0:2, 0:2], gt[4:6, 4:6] = 255, 255  # two regions, one value
+    InstanceCohort("nucleus").add("a", gt, gt, None)
+    assert any("one value for several separate regions" in line for line in log_lines)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from medseg.evaluation.instances import instance_scores
 from medseg.inference.instances import grey, otsu_instances, split_touching, typical_radius
@@ -121,3 +122,26 @@ def test_small_objects_are_dropped_and_scores_are_the_mean_object_probability():
     probs[0] = 0.4  # object probability 0.6 everywhere ...
     probs[0, 2, 2] = 0.0  # ... and 1.0 on one of the six pixels of object 2
     assert object_scores(labels, probs) == {1: 0.6, 2: round((5 * 0.6 + 1.0) / 6, 4)}
+
+
+def test_holes_go_to_the_object_around_them():
+    from medseg.inference.instances import fill_object_holes
+
+    labels = np.zeros((7, 7), np.uint16)
+    labels[1:6, 1:6] = 3
+    labels[3, 3] = 0  # a hole in object 3
+    labels[0, 6] = 0
+    filled = fill_object_holes(labels)
+    assert filled[3, 3] == 3 and filled[0, 6] == 0 and filled[0, 0] == 0  # open background stays background
+
+
+def test_more_objects_than_a_16_bit_png_numbers_are_refused_with_the_fix(tmp_path):
+    from medseg.errors import MedsegError
+    from medseg.inference.outputs import CaseOutputs, write_masks
+    from medseg.io import geometry_2d
+
+    labels = np.arange(300 * 300, dtype=np.int32).reshape(300, 300)  # 89,999 objects
+    paths = CaseOutputs(tmp_path / "a_seg.png", tmp_path / "a_findings.json", None)
+    with pytest.raises(MedsegError, match="a_seg.png: would hold 89999 objects.*fix: raise infer.min_size"):
+        write_masks(paths, labels, np.zeros((3, 300, 300)), geometry_2d("a.png", (300, 300)), binary=False)
+    assert not paths.seg.exists()

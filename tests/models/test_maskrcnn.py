@@ -37,7 +37,7 @@ def test_detections_render_as_interior_boundary_and_background():
     classes = probs.argmax(0)
     assert classes[2, 2] == 1 and classes[2, 5] == 1  # each object's centre is interior
     assert classes[2, 3] == 2 and classes[2, 4] == 2  # the seam between them is boundary
-    assert classes[0, 0] == 0 and probs[1, 2, 2] == pytest.approx(0.8, abs=1e-3)  # score x mask probability
+    assert classes[0, 0] == 0 and probs[1, 2, 2] == pytest.approx(0.5 + 0.8 / 2, abs=1e-3)  # 0.5 + score x mask / 2
     nothing = torch.softmax(render({"masks": torch.zeros(0, 1, 5, 8), "scores": torch.zeros(0)}, (5, 8)), 0)
     assert (nothing.argmax(0) == 0).all()
 
