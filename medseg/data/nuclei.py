@@ -323,7 +323,7 @@ def summary(samples: list[dict], what: str = "nuclei") -> str:
     return (
         f"{len(counts)} image{'s' if len(counts) != 1 else ''}, {sum(counts):,} {what} ({min(counts)} to "
         f"{max(counts)} per image, median {statistics.median(counts):g}); each image's masks are one label map "
-        f"with a value per {what[:-1] if what == 'objects' else 'nucleus'}, and a binary task trains on their union"
+        f"with a value per {what[:-1] if what == 'objects' else 'nucleus'}"
     )
 
 
