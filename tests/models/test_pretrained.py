@@ -202,6 +202,24 @@ def test_the_imagenet_variant_lgg_yaml_documents_builds_and_fills_its_encoder():
     assert report.loaded == report.total and not report.adapted  # three MRI channels take the RGB stem as it is
 
 
+def test_the_imagenet_variant_ph2_yaml_documents_is_the_benchmarked_lite0_unet(monkeypatch):
+    """The command in configs/ph2.yaml's comment is the network benchmarks/networks.py cross-validated."""
+    from medseg.config import load_config, validate_config
+    from medseg.models import model_spec
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from networks import NETWORKS
+
+    lite0()
+    text = (Path(__file__).resolve().parents[2] / "configs" / "ph2.yaml").read_text()
+    overrides = re.findall(r"--set (\S+)", text)
+    assert sorted(overrides) == sorted([*NETWORKS["lite0-imagenet"], "train.epochs=50"])
+    cfg = load_config("ph2", overrides)
+    validate_config(cfg)
+    report = load_pretrained(build_model(model_spec(cfg)), cfg.model.pretrained, cfg.model.encoder)
+    assert report.loaded == report.total
+
+
 def _checkpoint(tmp_path, net) -> Path:
     path = tmp_path / "best.pt"
     torch.save({"model": {"name": "unet"}, "config": {}, "state_dict": net.state_dict()}, path)
