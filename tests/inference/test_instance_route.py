@@ -138,3 +138,27 @@ def test_mask_rcnn_trains_through_the_engine_and_writes_the_same_outputs(nuclei_
     assert seg.mode.startswith("I;16") and seg.size == Image.open(image).size
     assert (tmp_path / "out" / f"{res['case_id']}_objects.csv").is_file()
     assert "maskrcnn" in json.loads(Path(res["findings_json"]).read_text())["models"][0]["description"]
+
+
+def test_instance_volumes_are_scored_in_3d_with_their_spacing(tmp_path):
+    import nibabel as nib
+
+    from medseg.evaluation.evaluate import evaluate_folders
+    from medseg.reporting.figures import EvaluationFigures
+
+    truth = np.zeros((12, 12, 8), np.uint16)
+    truth[1:5, 1:5, 1:5], truth[6:10, 6:10, 2:6] = 1, 2  # two cubes of 64 voxels
+    pred = truth.copy()
+    pred[6:10, 6:10, 2:6] = 0  # the second one missed
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    for d, arr in (("gt", truth), ("pred", pred)):
+        (tmp_path / d).mkdir()
+        nib.save(nib.Nifti1Image(arr, affine), tmp_path / d / ("v_seg.nii.gz" if d == "pred" else "v.nii.gz"))
+    ev = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", instances=True, progress=False,
+                          figures=EvaluationFigures())  # fmt: skip
+    inst = ev.info["instances"]
+    assert (inst["objects_true"], inst["objects_pred"], inst["dsb_mean"]) == (2, 1, 0.5)
+    row = ev.metrics.iloc[0]
+    # 128 voxels of 2 x 2 x 3 mm: 1.536 mL, to 3 significant figures
+    assert row["gt_size"] == pytest.approx(1.54) and ev.info["size_unit"] == "mL"
+    assert Path(ev.info["cases"]["v"]["overlay"]).is_file()
