@@ -44,8 +44,8 @@ def main(argv=None) -> None:
     from medseg.data.nuclei import instance_map
     from medseg.evaluation.detection import CaseObjects, encode, evaluate_detections
     from medseg.evaluation.instances import instance_scores
-    from medseg.inference.instances import otsu_instances
     from medseg.io import read_image_2d
+    from medseg.objects import otsu_instances
 
     cmd = "python benchmarks/nuclei_instances.py " + " ".join(sys.argv[1:] if argv is None else argv)
     samples = load_samples("nuclei", a.data_dir).samples[:: a.every]

@@ -52,7 +52,7 @@ def held_out_probabilities(cv_dir: Path, data_dir: str, folds: list[int] | None)
 
 def score(cases, threshold: float, seed: float, min_pixels: int) -> dict:
     from medseg.evaluation.instance_cohort import InstanceCohort
-    from medseg.inference.instances import drop_small_objects, instances_from_probabilities, object_scores
+    from medseg.objects import drop_small_objects, instances_from_probabilities, object_scores
 
     cohort = InstanceCohort("nucleus")
     for k, (truth, probs) in enumerate(cases):

@@ -83,7 +83,7 @@ class Task:
 
     def clean(self, labels: np.ndarray, spacing, keep_largest: bool, min_size: float, fill_holes: bool) -> np.ndarray:
         """The clean-up inference applies to a label map (``min_size`` in mm² or mm³ on ``spacing``)."""
-        from medseg.inference.postprocess import postprocess
+        from medseg.postprocess import postprocess
 
         return postprocess(
             labels,
@@ -216,20 +216,17 @@ class _OnTargets(nn.Module):
         return self.loss(logits, self.target(label))
 
 
-class InstanceTask(Task):
+class InstanceTask(MulticlassTask):
     """Objects of one class as an instance map: the network's three softmax channels are background, interior and
     boundary (the three-class U-Net of the Data Science Bowl 2018, Caicedo et al. 2019); inference thresholds the
     foreground, seeds one object per connected interior and floods the rest of the foreground from the seeds
-    (:func:`medseg.inference.instances.instances_from_probabilities`). Validation scores the foreground Dice."""
+    (:func:`medseg.objects.instances_from_probabilities`). Validation scores the foreground Dice."""
 
     name = "instances"
 
     @property
     def out_channels(self) -> int:
         return len(INSTANCE_CLASSES)
-
-    def activation(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(logits, dim=1)
 
     def loss(self) -> nn.Module:
         """Soft Dice (interior and boundary) + cross-entropy over the three classes, on :func:`instance_classes`."""
@@ -240,32 +237,27 @@ class InstanceTask(Task):
             include_background=self.cfg.train.loss.include_background,
         )
 
-    def logits_to_labels(self, logits: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
-        """Validation's map: 0 background, 1 interior, 2 boundary (scored as one foreground)."""
-        return logits.argmax(dim=1, keepdim=True).to(torch.uint8)
-
     def probabilities_to_labels(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """The instance map of one case (uint16; int32 beyond 65535 objects)."""
-        from medseg.inference.instances import instances_from_probabilities
+        from medseg.objects import instances_from_probabilities
 
         seed = self.cfg.infer.seed_threshold
         t = self.threshold(threshold)
         return instances_from_probabilities(probs, t, seed_threshold=t if seed is None else float(seed))
 
-    def background_probabilities(self, shape, dtype=torch.float32) -> torch.Tensor:
-        out = torch.zeros(tuple(shape), dtype=dtype)
-        out[0] = 1.0
-        return out
-
     def class_counts(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-        """The foreground's counts: any object pixel (interior or boundary, any id) against any object pixel."""
+        """The foreground's counts: any object pixel (validation's arg-max map holds 0 background, 1 interior,
+        2 boundary) against any object pixel (any id)."""
         return overlap_counts(pred > 0, gt > 0)[None]
+
+    def whole_counts(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        return None  # the one object class is the whole foreground
 
     def clean(self, labels: np.ndarray, spacing, keep_largest: bool, min_size: float, fill_holes: bool) -> np.ndarray:
         """With ``fill_holes`` each object's holes become its own; objects under ``min_size`` (mm², mm³) are
         dropped and the rest renumbered 1..N. ``keep_largest`` does not apply to objects (it would keep one nucleus
         of hundreds) and is ignored."""
-        from medseg.inference.instances import drop_small_objects, fill_object_holes
+        from medseg.objects import drop_small_objects, fill_object_holes
 
         if fill_holes:
             labels = fill_object_holes(labels)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.errors import MedsegError, fail
+from medseg.errors import fail
 
 
 @dataclass
@@ -157,13 +157,3 @@ def annotation_mask(ann: dict, hw: tuple[int, int], where: Path) -> np.ndarray:
             "re-export the annotations at the image's size",
         )
     return mask.astype(bool)
-
-
-def instance_map_of(coco: CocoMasks, image_id: int, hw: tuple[int, int]) -> np.ndarray:
-    """The uint16 instance map of one image: its annotations in file order, overlaps to the smallest object."""
-    from medseg.data.nuclei import MAX_OBJECTS, blob_of, paint_instances
-
-    anns = coco.annotations[image_id]
-    if len(anns) > MAX_OBJECTS:
-        raise MedsegError(f"{coco.path}: image {image_id} has {len(anns)} objects, more than a 16-bit map holds")
-    return paint_instances([blob_of(annotation_mask(a, hw, coco.path)) for a in anns], hw)

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.base import IMAGE, LABEL, Recipe, RecipeResult, register
-from medseg.data.coco_masks import find_coco_json, instance_map_of, read_coco_masks
+from medseg.data.coco_masks import CocoMasks, annotation_mask, find_coco_json, read_coco_masks
 from medseg.data.derived import derived_mask, image_sizes
 from medseg.data.files import files_with_ext, first_subdir, mask_stem, natural_key
 from medseg.errors import MedsegError, fail
@@ -382,6 +382,14 @@ def _coco_result(data_dir: Path, path: Path, options: dict) -> RecipeResult:
         left = ", ".join(f"{n} {why}" for why, n in sorted(coco.left_out.items()))
         res.info["summary"] += f"; left out of {path.name}: {left}"
     return res
+
+
+def instance_map_of(coco: CocoMasks, image_id: int, hw: tuple[int, int]) -> np.ndarray:
+    """The uint16 instance map of one COCO image: its annotations in file order, overlaps to the smallest object."""
+    anns = coco.annotations[image_id]
+    if len(anns) > MAX_OBJECTS:
+        raise _too_many(coco.path, len(anns), "annotations")
+    return paint_instances([blob_of(annotation_mask(a, hw, coco.path)) for a in anns], hw)
 
 
 def _coco_image(data_dir: Path, json_path: Path, file_name: str) -> Path | None:

@@ -32,6 +32,7 @@ import pandas as pd
 from medseg import __version__
 from medseg.config import Config, load_config
 from medseg.errors import MedsegError, fail
+from medseg.evaluation.outputs import write_csv
 from medseg.io import atomic_write
 from medseg.log import get_logger
 
@@ -312,10 +313,6 @@ def _pooled_instances(done: list[dict]) -> dict:
     }
 
 
-def _write_csv(path: Path, df: pd.DataFrame) -> None:
-    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"), suffix=".csv")
-
-
 def _write_json(path: Path, info: dict) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1, default=str)), suffix=".json")
 
@@ -331,9 +328,9 @@ def write_pooled(out_dir: Path, info: dict) -> CVResult:
     info["scored_checkpoint"] = f"{SCORED}.pt"
     info["medseg_version"] = __version__
     info["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _write_csv(out_dir / "metrics.csv", metrics)
-    _write_csv(out_dir / "folds.csv", fold_summaries)
-    _write_csv(out_dir / "summary.csv", summary)
+    write_csv(out_dir / "metrics.csv", metrics)
+    write_csv(out_dir / "folds.csv", fold_summaries)
+    write_csv(out_dir / "summary.csv", summary)
     _write_json(out_dir / "cv.json", info)  # last: cv.json names only folds whose tables are written
     return CVResult(out_dir, info, fold_summaries, summary, metrics)
 

@@ -375,7 +375,7 @@ class _InstanceScorer(_CaseScorer):
 
     def add(self, s: dict, segmentation: str, probs: np.ndarray) -> None:
         from medseg.data.nuclei import INSTANCES
-        from medseg.inference.instances import object_scores
+        from medseg.objects import object_scores
 
         pred = read_instance_map(Path(segmentation))
         gt, volume_spacing, _ = read_instance_file(Path(s.get(INSTANCES, s[LABEL])))
@@ -398,10 +398,9 @@ class _InstanceScorer(_CaseScorer):
 
 
 def _write_instance_rows(out_dir: Path, cohort: InstanceCohort) -> None:
-    from medseg.io import atomic_write
+    from medseg.evaluation.outputs import write_csv
 
-    frame = pd.DataFrame(cohort.per_case)
-    atomic_write(out_dir / INSTANCE_CSV, lambda tmp: frame.to_csv(tmp, index=False), suffix=".csv")
+    write_csv(out_dir / INSTANCE_CSV, pd.DataFrame(cohort.per_case))
 
 
 def _log_instances(summary: dict) -> None:

@@ -98,10 +98,10 @@ def write_evaluation(
     at all."""
     df = df[[k for k in row_keys(info["length_unit"]) if k in df.columns]]
     summary = summarise(df, info)
-    _write_csv(out_dir / "metrics.csv", df)
-    _write_csv(out_dir / "summary.csv", summary)
+    write_csv(out_dir / "metrics.csv", df)
+    write_csv(out_dir / "summary.csv", summary)
     if lesions:
-        _write_csv(out_dir / "lesions.csv", pd.DataFrame(lesions, columns=LESION_COLUMNS))
+        write_csv(out_dir / "lesions.csv", pd.DataFrame(lesions, columns=LESION_COLUMNS))
     if figures is not None:
         info["plots"] = figures.plots(df, out_dir, info["size_unit"])
         if curves:
@@ -112,5 +112,6 @@ def write_evaluation(
     return EvalResult(out_dir, df, summary, info)
 
 
-def _write_csv(path: Path, table: pd.DataFrame) -> None:
+def write_csv(path: Path, table: pd.DataFrame) -> None:
+    """A table written whole or not at all, 6 significant figures."""
     atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"), suffix=".csv")

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from medseg.io import Geometry
+from medseg.postprocess import component_sizes
 
 UNIT_LABELS = {"ml": "mL", "mm2": "mm²", "px2": "px²"}
 
@@ -72,17 +73,6 @@ def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         box.append(slice(int(hit[0]), int(hit[-1]) + 1))
     return tuple(box)
-
-
-def component_sizes(comp: np.ndarray, n: int, chunk: int = 1 << 24) -> np.ndarray:
-    """Voxel count of components 1..n. ``np.bincount`` of the whole int32 label image would first copy it to int64
-    (630 MB more for a 512x512x300 box); counting chunk by chunk keeps the extra memory to one chunk."""
-    sizes = np.zeros(n + 1, dtype=np.int64)
-    if n:
-        flat = comp.reshape(-1)
-        for start in range(0, flat.size, chunk):
-            sizes += np.bincount(flat[start : start + chunk], minlength=n + 1)
-    return sizes[1:]
 
 
 def lesion_findings(labels: np.ndarray, geom: Geometry, label_names: list[str], max_lesions: int = 50) -> dict:

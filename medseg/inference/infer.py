@@ -3,7 +3,7 @@
 The checkpoint alone defines preprocessing (channels, orientation, spacing, intensity normalisation, resize); the
 :class:`~medseg.inference.predictor.Predictor` runs it and the network and brings the probabilities back onto the
 input's voxel grid. Here they become a label map (the task's threshold or arg-max, then the clean-up of
-:mod:`medseg.inference.postprocess`), written with the input's own header (NIfTI qform/sform kept), spacing, origin
+:mod:`medseg.postprocess`), written with the input's own header (NIfTI qform/sform kept), spacing, origin
 and direction, beside a findings JSON. The stages:
 
 - :mod:`medseg.inference.cases`: the user's inputs -> cases;

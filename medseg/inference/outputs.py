@@ -17,9 +17,9 @@ from medseg.data.lookup import lookup_metadata
 from medseg.errors import MedsegError, fail, os_fix, os_reason
 from medseg.inference.cases import Case, output_ext
 from medseg.inference.findings import instance_findings, lesion_findings
-from medseg.inference.instances import object_scores
 from medseg.inference.predictor import Prediction, Predictor
 from medseg.io import Geometry, atomic_write, write_image_2d, write_volume
+from medseg.objects import object_scores
 
 
 @dataclass

@@ -179,16 +179,20 @@ def save_case_overlay(
         return save_instance_overlay(image, gt, pred, target, title, spacing_2d)
     g, p = _labels_of(gt, len(labels)), _labels_of(pred, len(labels))
     shape = (g if g is not None else p).shape
-    if image:
-        raw = read_image_2d(image)
-        base = to_display_rgb(np.moveaxis(raw, -1, 0) if raw.ndim == 3 else raw)
-    else:
-        base = np.full((*shape, 3), 40, np.uint8)
+    base = _display_background(image, shape)
     plt = pyplot()
     aspect = shape[1] / shape[0]
     fig, ax = plt.subplots(figsize=(4.2 * min(1.6, aspect), 4.2 / max(1.0, aspect) + 0.5))
     draw_panel(ax, base, g, p, labels, spacing_2d or (1.0, 1.0), "", spacing_known=bool(spacing_2d))
     return _finish(fig, labels, g is not None, p is not None, target, title)
+
+
+def _display_background(image, shape) -> np.ndarray:
+    """A 2D case's picture as display RGB, or dark grey of ``shape`` when there is no image."""
+    if not image:
+        return np.full((*shape, 3), 40, np.uint8)
+    raw = read_image_2d(image)
+    return to_display_rgb(np.moveaxis(raw, -1, 0) if raw.ndim == 3 else raw)
 
 
 def object_colour(k: int) -> tuple[int, int, int]:
@@ -231,11 +235,7 @@ def save_instance_overlay(image, gt, pred, target: Path, title: str = "", spacin
     g = read_instance_map(Path(gt)) if gt else None
     p = read_instance_map(Path(pred)) if pred else None
     shape = (g if g is not None else p).shape
-    if image:
-        raw = read_image_2d(image)
-        base = to_display_rgb(np.moveaxis(raw, -1, 0) if raw.ndim == 3 else raw)
-    else:
-        base = np.full((*shape, 3), 40, np.uint8)
+    base = _display_background(image, shape)
     width = max(1, round(max(shape) / 500))  # still visible once a large image is shrunk onto the page
     if g is not None:
         base = outline_objects(base, g, (255, 255, 255), width, outside=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medseg.evaluation.instances import instance_scores
-from medseg.inference.instances import grey, otsu_instances, split_touching, typical_radius
+from medseg.objects import grey, otsu_instances, split_touching, typical_radius
 
 
 def discs(centres, radius=8, shape=(40, 60)):
@@ -89,7 +89,7 @@ def three_class_probabilities(truth: np.ndarray) -> np.ndarray:
 
 
 def test_probabilities_of_touching_nuclei_become_the_nuclei_again():
-    from medseg.inference.instances import instances_from_probabilities
+    from medseg.objects import instances_from_probabilities
 
     truth = discs(TOUCHING)
     pred = instances_from_probabilities(three_class_probabilities(truth))
@@ -101,7 +101,7 @@ def test_probabilities_of_touching_nuclei_become_the_nuclei_again():
 def test_probabilities_work_in_3d_and_need_three_channels():
     import pytest
 
-    from medseg.inference.instances import instances_from_probabilities
+    from medseg.objects import instances_from_probabilities
 
     truth = np.zeros((12, 12, 12), np.uint16)
     truth[2:6, 2:6, 2:6], truth[6:10, 2:6, 2:6] = 1, 2  # two cubes face to face
@@ -111,7 +111,7 @@ def test_probabilities_work_in_3d_and_need_three_channels():
 
 
 def test_small_objects_are_dropped_and_scores_are_the_mean_object_probability():
-    from medseg.inference.instances import drop_small_objects, object_scores
+    from medseg.objects import drop_small_objects, object_scores
 
     labels = np.zeros((6, 6), np.uint16)
     labels[0, 0] = 1  # one pixel
@@ -125,7 +125,7 @@ def test_small_objects_are_dropped_and_scores_are_the_mean_object_probability():
 
 
 def test_holes_go_to_the_object_around_them():
-    from medseg.inference.instances import fill_object_holes
+    from medseg.objects import fill_object_holes
 
     labels = np.zeros((7, 7), np.uint16)
     labels[1:6, 1:6] = 3

@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 
 from medseg.inference.findings import lesion_findings
-from medseg.inference.postprocess import postprocess
 from medseg.io import Geometry, geometry_2d
+from medseg.postprocess import postprocess
 
 
 def _two_blobs():
@@ -77,7 +77,7 @@ def test_findings_report_the_largest_lesions_first_with_their_own_centroids():
 
 
 def testcomponent_sizes_are_counted_chunk_by_chunk():
-    from medseg.inference.findings import component_sizes
+    from medseg.postprocess import component_sizes
 
     comp = np.array([[0, 1, 1, 0, 2], [3, 3, 3, 0, 2], [0, 0, 0, 0, 2]], dtype=np.int32)  # sizes 2, 3, 3
     for chunk in (1, 4, 7, 1 << 24):  # chunk borders inside components must not change the counts

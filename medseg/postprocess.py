@@ -48,10 +48,19 @@ def _drop_small(mask: np.ndarray, min_size: float, spacing) -> np.ndarray:
     installed version. Here a component of exactly ``min_size`` is kept, whatever the version."""
     from scipy import ndimage
 
-    from medseg.inference.findings import component_sizes
-
     comp, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))
     size = np.concatenate([[0.0], component_sizes(comp, n) * float(np.prod([float(s) for s in spacing]))])
     keep = size >= float(min_size) * (1 - 1e-9)
     keep[0] = False
     return keep[comp]
+
+
+def component_sizes(comp: np.ndarray, n: int, chunk: int = 1 << 24) -> np.ndarray:
+    """Voxel count of components 1..n. ``np.bincount`` of the whole int32 label image would first copy it to int64
+    (630 MB more for a 512x512x300 box); counting chunk by chunk keeps the extra memory to one chunk."""
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    if n:
+        flat = comp.reshape(-1)
+        for start in range(0, flat.size, chunk):
+            sizes += np.bincount(flat[start : start + chunk], minlength=n + 1)
+    return sizes[1:]
