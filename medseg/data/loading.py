@@ -135,7 +135,7 @@ def instance_ids(label: np.ndarray, path) -> np.ndarray:
             "instance map has negative or non-integer values",
             "save one non-negative integer per object, 0 for background",
         )
-    if rounded.max(initial=0) >= 2**24:
+    if float(rounded.max(initial=0)) >= 2**24:
         raise fail(path, "instance map has ids of 2**24 or more", "renumber the objects 1..N")
     return rounded.astype(np.float32)
 
