@@ -200,7 +200,7 @@ def read_coco(path: Path, text: str | None = None, categories: list[str] | None 
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise fail(path, "has no 'images' list", "give COCO JSON with 'images' and 'annotations' lists")
     names, sizes = _coco_images(path, data["images"])
-    keep = _coco_categories(path, data.get("categories") or [], categories)
+    keep = coco_category_ids(path, data.get("categories") or [], categories)
     boxes: dict[str, list[Box]] = {name: [] for name in names.values()}
     for n, ann in enumerate(data.get("annotations") or []):
         image_id, bbox = _coco_annotation(path, n, ann, names)
@@ -238,18 +238,17 @@ def _coco_annotation(path: Path, n: int, ann, names: dict) -> tuple:
     return ann["image_id"], bbox
 
 
-def _coco_categories(path: Path, listed: list, wanted: list[str] | None) -> set | None:
-    """The category ids of the ``wanted`` names (None: every category)."""
+def coco_category_ids(
+    path: Path, listed: list, wanted: list[str] | None, option: str = "data.options.box_categories"
+) -> set | None:
+    """The category ids of the ``wanted`` names (None: every category); an unknown name is refused, naming the
+    config ``option`` that asked for it."""
     if not wanted:
         return None
     by_name = {str(c.get("name")): c.get("id") for c in listed if isinstance(c, dict)}
     unknown = [w for w in wanted if w not in by_name]
     if unknown:
-        raise fail(
-            path,
-            f"has no category named {unknown[0]!r}",
-            f"set data.options.box_categories to some of {sorted(by_name)[:10]}",
-        )
+        raise fail(path, f"has no category named {unknown[0]!r}", f"set {option} to some of {sorted(by_name)[:10]}")
     return {by_name[w] for w in wanted}
 
 

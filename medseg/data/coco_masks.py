@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.data.boxes import coco_category_ids
 from medseg.errors import fail
 
 
@@ -87,7 +88,7 @@ def read_coco_masks(path: Path, categories: list[str] | None = None) -> CocoMask
             raise fail(path, f"images[{n}] lacks 'id' or 'file_name'", "give every image an id and a file_name")
         out.images[im["id"]] = im
         out.annotations[im["id"]] = []
-    keep = _category_ids(path, data.get("categories") or [], categories)
+    keep = coco_category_ids(path, data.get("categories") or [], categories, "data.options.categories")
     for n, ann in enumerate(data.get("annotations") or []):
         why = _left_out(path, n, ann, out.images, keep)
         if why:
@@ -112,18 +113,6 @@ def _left_out(path: Path, n: int, ann, images: dict, keep: set | None) -> str | 
     if keep is not None and ann.get("category_id") not in keep:
         return "annotations of other categories"
     return None
-
-
-def _category_ids(path: Path, listed: list, wanted: list[str] | None) -> set | None:
-    if not wanted:
-        return None
-    by_name = {str(c.get("name")): c.get("id") for c in listed if isinstance(c, dict)}
-    unknown = [w for w in wanted if w not in by_name]
-    if unknown:
-        raise fail(
-            path, f"has no category named {unknown[0]!r}", f"set data.options.categories to some of {sorted(by_name)}"
-        )
-    return {by_name[w] for w in wanted}
 
 
 def annotation_mask(ann: dict, hw: tuple[int, int], where: Path) -> np.ndarray:
