@@ -119,12 +119,7 @@ def evaluate_folders(
         "medseg_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    curves = cohort.curves() if cohort else lesions.curves()
-    result = write_evaluation(out_dir, df, info, figures, info["lesion_detection"]["rows"], curves)
-    if cohort:
-        _write_instance_rows(out_dir, cohort)
-        _log_instances(info["instances"])
-    return result
+    return _write_all(out_dir, df, info, figures, lesions, cohort)
 
 
 def _score_pairs(
@@ -225,12 +220,7 @@ def evaluate_model(
     recipe = get_recipe(data)
     volumes = recipe.volumes(samples)  # slices that stack into one volume (LGG), or None
     lesions = LesionDetections(labels)
-    if cfg.instances:
-        scorer = _InstanceScorer(labels, cfg, recipe.extra_metrics, lesions)
-    elif volumes:
-        scorer = _VolumeScorer(volumes, labels, recipe.extra_metrics, lesions)
-    else:
-        scorer = _CaseScorer(labels, cfg, recipe.extra_metrics, lesions)
+    scorer = _scorer_for(cfg, volumes, labels, recipe.extra_metrics, lesions)
     predictor, infer_s = _predict(models, dev, options, samples, out_dir / "predictions", progress, scorer.add)
     rows, cases, units = scorer.finish()
     df = pd.DataFrame(rows)
@@ -271,12 +261,7 @@ def evaluate_model(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     log.info(f"evaluated {len(cases)} {'volumes' if volumes else 'cases'} in {time.time() - t0:.0f}s")
-    curves = scorer.cohort.curves() if cfg.instances else lesions.curves()
-    result = write_evaluation(out_dir, df, info, figures, info["lesion_detection"]["rows"], curves)
-    if cfg.instances:
-        _write_instance_rows(out_dir, scorer.cohort)
-        _log_instances(info["instances"])
-    return result
+    return _write_all(out_dir, df, info, figures, lesions, scorer.cohort if cfg.instances else None)
 
 
 def _predict(models: list, dev, options, samples: list[dict], pred_dir: Path, progress: bool, on_case) -> tuple:
@@ -395,6 +380,26 @@ class _InstanceScorer(_CaseScorer):
             "ground_truth": s.get(INSTANCES, s[LABEL]),
             "prediction": segmentation,
         }
+
+
+def _scorer_for(cfg, volumes, labels: list[str], extra: tuple[str, ...], lesions: LesionDetections):
+    """How a model's cases are scored: as objects, as slices stacked into volumes, or each on its own."""
+    if cfg.instances:
+        return _InstanceScorer(labels, cfg, extra, lesions)
+    if volumes:
+        return _VolumeScorer(volumes, labels, extra, lesions)
+    return _CaseScorer(labels, cfg, extra, lesions)
+
+
+def _write_all(out_dir: Path, df, info: dict, figures, lesions: LesionDetections, cohort) -> EvalResult:
+    """The evaluation's files (:func:`write_evaluation`), with an instance ``cohort`` also instances.csv; the
+    precision-recall curves are the objects' for instances, else the lesions'."""
+    curves = cohort.curves() if cohort else lesions.curves()
+    result = write_evaluation(out_dir, df, info, figures, info["lesion_detection"]["rows"], curves)
+    if cohort:
+        _write_instance_rows(out_dir, cohort)
+        _log_instances(info["instances"])
+    return result
 
 
 def _write_instance_rows(out_dir: Path, cohort: InstanceCohort) -> None:
