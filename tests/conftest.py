@@ -162,7 +162,11 @@ def blob_3d_config(*extra: str):
     )
 
 
+# A small U-Net from scratch whatever network the config ships (ph2 and humanseg ship an ImageNet encoder U-Net)
 TINY_2D = [
+    "model.name=unet",
+    "model.pretrained=null",
+    "preprocess.intensity=zscore",
     "model.channels=[4,8,16]",
     "model.strides=[2,2]",
     "model.num_res_units=1",

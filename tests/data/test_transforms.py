@@ -162,7 +162,7 @@ def test_truncated_image(tmp_path):
 
 
 def test_2d_pipeline_shapes(tmp_path):
-    cfg = load_config("ph2", ["preprocess.spatial_size=[32,48]"])
+    cfg = load_config("ph2", ["preprocess.spatial_size=[32,48]", "preprocess.intensity=zscore"])
     out = deterministic_transforms(cfg)(_pair(tmp_path))
     assert tuple(out[IMAGE].shape) == (3, 32, 48) and tuple(out[LABEL].shape) == (1, 32, 48)
     assert abs(float(out[IMAGE].mean())) < 0.05 and 0.8 < float(out[IMAGE].std()) < 1.2  # z-scored
@@ -237,10 +237,9 @@ def test_joint_zscore_keeps_the_colour_balance(tmp_path):
     Image.fromarray(img).save(tmp_path / "i.png")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "m.png")
     d = {IMAGE: str(tmp_path / "i.png"), LABEL: str(tmp_path / "m.png")}
-    per = deterministic_transforms(load_config("ph2", ["preprocess.spatial_size=[8,8]"]))(dict(d))[IMAGE]
-    joint = deterministic_transforms(
-        load_config("ph2", ["preprocess.spatial_size=[8,8]", "preprocess.channel_wise=false"])
-    )(dict(d))[IMAGE]
+    zscore = ["preprocess.spatial_size=[8,8]", "preprocess.intensity=zscore"]
+    per = deterministic_transforms(load_config("ph2", zscore))(dict(d))[IMAGE]
+    joint = deterministic_transforms(load_config("ph2", [*zscore, "preprocess.channel_wise=false"]))(dict(d))[IMAGE]
     assert torch.allclose(per[1], torch.zeros(8, 8)) and torch.allclose(per[0], per[2])
     values = np.array([100, 50, 50, 200, 50, 150], float)  # each value covers half of one channel
     mean, std = values.mean(), values.std()

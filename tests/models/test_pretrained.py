@@ -202,8 +202,9 @@ def test_the_imagenet_variant_lgg_yaml_documents_builds_and_fills_its_encoder():
     assert report.loaded == report.total and not report.adapted  # three MRI channels take the RGB stem as it is
 
 
-def test_the_imagenet_variant_ph2_yaml_documents_is_the_benchmarked_lite0_unet(monkeypatch):
-    """The command in configs/ph2.yaml's comment is the network benchmarks/networks.py cross-validated."""
+def test_ph2_ships_the_benchmarked_lite0_unet_and_documents_the_unet_from_scratch(monkeypatch):
+    """configs/ph2.yaml is the network benchmarks/networks.py cross-validated as lite0-imagenet (50 epochs), and the
+    command in its comment is the U-Net from scratch it replaced (80 epochs)."""
     from medseg.config import load_config, validate_config
     from medseg.models import model_spec
 
@@ -211,13 +212,16 @@ def test_the_imagenet_variant_ph2_yaml_documents_is_the_benchmarked_lite0_unet(m
     from networks import NETWORKS
 
     lite0()
+    shipped = load_config("ph2")
+    assert shipped == load_config("ph2", NETWORKS["lite0-imagenet"]) and shipped.train.epochs == 50
+    report = load_pretrained(build_model(model_spec(shipped)), shipped.model.pretrained, shipped.model.encoder)
+    assert report.loaded == report.total
     text = (Path(__file__).resolve().parents[2] / "configs" / "ph2.yaml").read_text()
     overrides = re.findall(r"--set (\S+)", text)
-    assert sorted(overrides) == sorted([*NETWORKS["lite0-imagenet"], "train.epochs=50"])
-    cfg = load_config("ph2", overrides)
-    validate_config(cfg)
-    report = load_pretrained(build_model(model_spec(cfg)), cfg.model.pretrained, cfg.model.encoder)
-    assert report.loaded == report.total
+    assert sorted(overrides) == sorted([*NETWORKS["unet"], "train.epochs=80"])
+    scratch = load_config("ph2", overrides)
+    validate_config(scratch)
+    assert (scratch.model.name, scratch.model.pretrained, scratch.preprocess.intensity) == ("unet", None, "zscore")
 
 
 def _checkpoint(tmp_path, net) -> Path:
