@@ -20,6 +20,8 @@ from pathlib import Path
 
 from _common import line
 
+from medseg.models.classical import METHODS as CLASSICAL
+
 # Each network names every key it depends on, so that a row means the same whichever network a config ships.
 SCRATCH = ["model.pretrained=null", "preprocess.intensity=zscore"]
 IMAGENET = ["model.pretrained=imagenet", "preprocess.intensity=imagenet"]
@@ -33,6 +35,8 @@ NETWORKS = {
     "lite0-imagenet": [*ENCODER_UNET, *IMAGENET],
     "lite0-imagenet-frozen": [*ENCODER_UNET, *IMAGENET, "train.freeze_encoder_epochs=5"],
 }
+# the classical methods, fitted by a parameter search (their "training minutes" are the fit)
+NETWORKS.update({name: [f"model.name={name}"] for name in CLASSICAL})
 
 
 def main(argv=None) -> None:

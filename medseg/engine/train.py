@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medseg.config import Config
+from medseg.engine.fitting import SearchFit, fits_by_search
 from medseg.engine.launch import join_torchrun, spawn, under_torchrun
 from medseg.engine.loading import make_loader, positive_weights
 from medseg.engine.optim import build_ema, build_optimizer, lr_lambda
@@ -61,6 +62,8 @@ def train(
         if under_torchrun():
             kw = {"progress": progress, "on_epoch_end": on_epoch_end, "init": init}
             return join_torchrun(cfg, data_dir, out_dir, device, resume, force, **kw)
+        if fits_by_search(cfg):  # a classical method: one parameter search, on one process
+            return SearchFit(cfg, data_dir, out_dir, device, resume, force, progress, on_epoch_end, init=init).fit()
         if nproc > 1:
             return spawn(cfg, data_dir, out_dir, device, resume, force, progress, nproc, init)
         return Trainer(cfg, data_dir, out_dir, device, resume, force, progress, on_epoch_end, init=init).fit()

@@ -5,7 +5,7 @@ The registry below is the one list of families. A new family is one file that de
 where it can tell without building, ``check(kwargs)`` and its total stride), plus one ``register_model`` line here.
 """
 
-from medseg.models import attention_unet, basicunet, encoders, maskrcnn, segnet, segresnet, unet
+from medseg.models import attention_unet, basicunet, classical, encoders, maskrcnn, segnet, segresnet, unet
 from medseg.models.build import build_model, check_model_config, model_spec, size_divisor
 from medseg.models.registry import (
     ModelFamily,
@@ -26,6 +26,8 @@ register_model("encoder_unet", encoders.build_unet, encoders.unet_stride, encode
 for _fcn in ("fcn", "fcn16s", "fcn32s"):
     register_model(_fcn, encoders.fcn_builder(_fcn), encoders.fcn_stride, encoders.check_fcn(_fcn), _ENCODER)
 register_model("maskrcnn", maskrcnn.build, maskrcnn.stride, maskrcnn.check, {"encoder": maskrcnn.DEFAULT_BACKBONE})
+for _method in classical.METHODS:  # fitted by a parameter search, not trained by gradient steps
+    register_model(_method, classical.builder(_method), classical.stride, classical.check(_method), trains="search")
 
 __all__ = [
     "ModelFamily",

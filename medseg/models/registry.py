@@ -33,13 +33,15 @@ class ModelFamily:
     """One kind of network: ``build(**kwargs)`` makes it; ``stride(kwargs)`` is what every input side must be a
     multiple of; ``check(kwargs)`` raises ValueError or TypeError for arguments ``build`` would refuse;
     ``defaults`` are arguments a spec records when the config leaves them out (the encoder), so a checkpoint
-    names them."""
+    names them; ``trains`` is how ``medseg train`` makes one: ``gradient`` steps, or a ``search`` over a classical
+    method's parameters (:mod:`medseg.engine.fitting`)."""
 
     name: str
     build: Callable[..., nn.Module]
     stride: Callable[[dict], int] = strides_product
     check: Callable[[dict], None] = accepts_anything
     defaults: dict = field(default_factory=dict)
+    trains: str = "gradient"
 
 
 _FAMILIES: dict[str, ModelFamily] = {}
@@ -51,10 +53,13 @@ def register_model(
     stride_fn: Callable[[dict], int] | None = None,
     check_fn: Callable[[dict], None] | None = None,
     defaults: dict | None = None,
+    trains: str = "gradient",
 ) -> ModelFamily:
     """Make ``model.name: NAME`` build networks with ``builder`` (a later registration of a name replaces it)."""
+    if trains not in ("gradient", "search"):
+        raise ValueError(f"trains must be 'gradient' or 'search', not {trains!r}")
     family = ModelFamily(
-        name, builder, stride_fn or strides_product, check_fn or accepts_anything, dict(defaults or {})
+        name, builder, stride_fn or strides_product, check_fn or accepts_anything, dict(defaults or {}), trains
     )
     _FAMILIES[name] = family
     return family

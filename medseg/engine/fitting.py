@@ -1,0 +1,227 @@
+"""Training a classical method (:mod:`medseg.models.classical`): a search over its few parameters for the highest
+mean Dice on the training images, in place of gradient steps.
+
+The run is an ordinary run folder. The same split, the same preprocessed images (the deterministic transforms
+validation uses, so the method sees at fitting time what it sees at inference), the same validation and the same
+checkpoints as a network's (one "epoch"); ``fit.csv`` lists every setting tried with its training Dice. The clean-up
+(largest component, hole filling) is part of the search: the best few settings are tried with and without each,
+and the chosen clean-up goes into the checkpoint's ``infer`` section, where ``medseg infer`` reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from medseg.config import Config
+from medseg.data import IMAGE, LABEL
+from medseg.engine import checkpoints
+from medseg.engine.checks import check_config
+from medseg.engine.distributed import silence_other_ranks
+from medseg.engine.loading import load_training_data
+from medseg.engine.precision import training_device
+from medseg.engine.run_folder import prepare_run_dir, write_history
+from medseg.engine.tensorboard import Board
+from medseg.engine.trainer import Trainer, TrainResult, best_summary, epoch_line, validation_row
+from medseg.engine.validation import plain, validate
+from medseg.errors import MedsegError
+from medseg.inference.predictor import roi_size
+from medseg.log import get_logger
+from medseg.models import build_model, model_family, model_spec
+from medseg.models.classical import fisher_projection
+from medseg.postprocess import postprocess
+from medseg.progress import progress_bar
+from medseg.tasks import dice_from_counts, overlap_counts
+
+log = get_logger(__name__)
+
+FIT_IMAGES = 60  # training images the search scores each setting on (model.extra.fit_images)
+POST_FINALISTS = 5  # settings tried with every clean-up
+
+
+def fits_by_search(cfg: Config) -> bool:
+    """Whether ``cfg``'s model is fitted by :class:`SearchFit` rather than trained by gradient steps."""
+    return model_family(cfg.model.name).trains == "search"
+
+
+@dataclass
+class FitResult:
+    """The chosen setting, its clean-up and training Dice, and every setting tried (``rows``)."""
+
+    params: dict
+    post: dict
+    train_dice: float
+    rows: list[dict]
+    n_images: int
+    seconds: float
+
+
+def image_dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    return dice_from_counts(*overlap_counts(pred, truth))
+
+
+def fit_images(cfg: Config, data) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Up to ``model.extra.fit_images`` training images, preprocessed as for validation, and their masks (a seeded
+    draw when there are more)."""
+    from medseg.data.transforms import val_transforms
+
+    n = int(cfg.model.extra.get("fit_images", FIT_IMAGES))
+    samples = list(data.train_samples)
+    if len(samples) > n:
+        pick = np.random.default_rng(cfg.train.seed).choice(len(samples), n, replace=False)
+        samples = [samples[i] for i in sorted(pick)]
+    transform = val_transforms(cfg)
+    images, masks = [], []
+    for s in samples:
+        item = transform(dict(s))
+        images.append(plain(item[IMAGE]).numpy().astype(np.float32))
+        masks.append(plain(item[LABEL]).numpy()[0] > 0)
+    return images, masks
+
+
+def search(method, images: list[np.ndarray], masks: list[np.ndarray], progress: bool = False) -> FitResult:
+    """Score every candidate setting of ``method`` on ``images`` (mean Dice of its mask at 0.5), then the best
+    :data:`POST_FINALISTS` with each clean-up; return the best."""
+    started = time.perf_counter()
+    shared = {"projection": fisher_projection(images, masks)}
+    candidates = method.candidates(images[0].shape[0])
+    bar = progress_bar(len(candidates), f"fitting {type(method).__name__}", progress, unit="settings")
+    rows, scored = [], []
+    for point in candidates:
+        t0 = time.perf_counter()
+        params = {**shared, **point}
+        params.update(method.learn(images, masks, params))
+        preds = [method.segment(im, params) > 0.5 for im in images]
+        dice = float(np.mean([image_dice(p, m) for p, m in zip(preds, masks)]))
+        scored.append((dice, params, preds))
+        rows.append(
+            {
+                **_shown(point),
+                "keep_largest": False,
+                "fill_holes": False,
+                "train_dice": round(dice, 5),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
+        bar.update(1)
+    bar.close()
+    best = (-1.0, {}, {"keep_largest": False, "fill_holes": False})
+    for dice, params, preds in sorted(scored, key=lambda s: -s[0])[:POST_FINALISTS]:
+        for keep, fill in ((False, False), (False, True), (True, False), (True, True)):
+            cleaned = [_clean(p, keep, fill) for p in preds] if keep or fill else preds
+            d = float(np.mean([image_dice(p, m) for p, m in zip(cleaned, masks)])) if keep or fill else dice
+            if keep or fill:
+                rows.append({**_shown(params), "keep_largest": keep, "fill_holes": fill, "train_dice": round(d, 5)})
+            if d > best[0]:
+                best = (d, params, {"keep_largest": keep, "fill_holes": fill})
+    seconds = time.perf_counter() - started
+    return FitResult(_plain(best[1]), best[2], best[0], rows, len(images), seconds)
+
+
+def _clean(mask: np.ndarray, keep_largest: bool, fill_holes: bool) -> np.ndarray:
+    """The clean-up inference applies, on the preprocessed grid (one pixel as the unit)."""
+    spacing = (1.0,) * mask.ndim
+    return postprocess(mask.astype(np.uint8), 2, spacing, keep_largest, 0.0, fill_holes) > 0
+
+
+def _shown(params: dict) -> dict:
+    """A setting as a row of fit.csv: the searched values, not the learnt arrays."""
+    return {k: v for k, v in params.items() if not isinstance(v, (list, tuple)) and not k.startswith("clf_")}
+
+
+def _plain(params: dict) -> dict:
+    """The setting as plain Python numbers and lists (a checkpoint loads with ``weights_only=True``)."""
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+class SearchFit(Trainer):
+    """A :class:`Trainer` whose one "epoch" is :func:`search`: same run folder, split, validation and checkpoints."""
+
+    def fit(self) -> TrainResult:
+        if self.resume or self.init is not None:
+            flag = "--resume" if self.resume else "--init"
+            raise MedsegError(
+                f"{self.cfg.model.name} is fitted in one pass, not trained in epochs, so {flag} has nothing to "
+                f"continue from; fix: run without {flag}"
+            )
+        cfg = self.cfg
+        check_config(cfg)
+        silence_other_ranks(self.info)
+        if not self.prepared:
+            prepare_run_dir(self.run_dir, False, self.force)
+        self.dev = training_device(self.device_name, self.info, cfg.train.num_workers)
+        self.data = load_training_data(cfg, self.data_dir, self.run_dir, False, self.info)
+        spec = model_spec(cfg)
+        images, masks = fit_images(cfg, self.data)
+        result = search(build_model(spec), images, masks, self.progress)
+        spec["kwargs"]["fitted"] = result.params
+        net = build_model(spec).to(self.dev)
+        fitted_cfg = dataclasses.replace(cfg, infer=dataclasses.replace(cfg.infer, **result.post))
+        log.info(fit_line(cfg.model.name, result))
+        return self.record(net, spec, fitted_cfg, result)
+
+    def record(self, net, spec: dict, cfg: Config, result: FitResult) -> TrainResult:
+        """Validate the fitted method and write the checkpoints, history, fit.csv and TensorBoard scalars."""
+        row = {
+            "epoch": 1,
+            "train_loss": round(1 - result.train_dice, 6),
+            "lr": 0.0,
+            "seconds": round(result.seconds, 2),
+            "train_dice": round(result.train_dice, 5),
+        }
+        board = Board(self.run_dir, self.info.main, None)
+        board.training(row["train_loss"], 0.0, result.seconds, 1)
+        metric = result.train_dice
+        validated = bool(self.data.val_samples)
+        if validated:
+            t0 = time.perf_counter()
+            val = validate(net, self.data.val_ds, cfg, self.dev)
+            row["validation_seconds"] = round(time.perf_counter() - t0, 4)
+            row.update(validation_row(val, cfg.data.labels))
+            board.validation(val, cfg.data.labels, row["validation_seconds"], 1)
+            log.info(epoch_line(0, row["train_loss"], val, cfg.data.labels))
+            metric = float(np.mean(val.dice))
+        if self.info.main:
+            facts = checkpoints.run_facts(cfg, spec, roi_size(cfg), self.data, self.data_dir)
+            payload = {
+                **facts,
+                "state_dict": net.state_dict(),
+                "epoch": 1,
+                "best_metric": metric if validated else -row["train_loss"],
+                "best_epoch": 1,
+                "world_size": 1,
+                "val_metrics": {k: v for k, v in row.items() if k.startswith("val_") and "dice" in k},
+                "fit": {
+                    "train_dice": result.train_dice,
+                    "n_images": result.n_images,
+                    "post": result.post,
+                    "settings_tried": len(result.rows),
+                    "seconds": round(result.seconds, 2),
+                },
+            }
+            checkpoints.save_epoch(self.run_dir, payload, True, {"history": [row]}, [row])
+            write_history(self.run_dir / "fit.csv", result.rows)  # any rows, written atomically
+        board.close(cfg, metric if validated else -row["train_loss"], validated)
+        seconds = time.time() - self.data.started
+        summary = best_summary(metric if validated else -row["train_loss"], validated)
+        log.info(f"done in {seconds:.0f}s: {summary}; checkpoints in {self.run_dir}")
+        return TrainResult(self.run_dir, metric, 1, 1, seconds, [row])
+
+
+def fit_line(name: str, result: FitResult) -> str:
+    chosen = ", ".join(f"{k} {v}" for k, v in _shown(result.params).items())
+    post = ", ".join(k for k, v in result.post.items() if v) or "no clean-up"
+    return (
+        f"{name}: {len(result.rows)} settings scored on {result.n_images} training images in {result.seconds:.1f}s; "
+        f"chose {chosen or 'its defaults'} with {post}: training Dice {result.train_dice:.4f}"
+    )

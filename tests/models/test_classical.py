@@ -1,0 +1,187 @@
+"""The classical methods: each is fitted by a search and segments what it should, survives bad inputs, and trains,
+infers and evaluates through the same commands as a network."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.engine.fitting import image_dice, search
+from medseg.models import build_model, model_family
+from medseg.models.classical import METHODS, fisher_projection, markers
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TWO_D = sorted(METHODS)
+THREE_D = sorted(n for n, m in METHODS.items() if 3 in m.dims)
+
+
+def disk_images(n: int, size: int = 40, channels: int = 3, seed: int = 0, dark: bool = True):
+    """``n`` noisy images with a disk of random centre and radius, darker (like a naevus) in every channel but the
+    second; their masks."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images, masks = [], []
+    for _ in range(n):
+        cy, cx = rng.uniform(size * 0.35, size * 0.65, 2)
+        r = rng.uniform(size * 0.15, size * 0.3)
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        img = rng.normal(0, 0.15, (channels, size, size)).astype(np.float32)
+        for c in range(channels):
+            step = 0.0 if c == 1 else (-1.0 if dark else 1.0)
+            img[c] += step * mask
+        images.append(img)
+        masks.append(mask)
+    return images, masks
+
+
+def test_every_method_is_registered_as_fitted_by_search():
+    for name in METHODS:
+        assert model_family(name).trains == "search"
+    assert model_family("unet").trains == "gradient"
+
+
+def test_fisher_projection_finds_the_channel_that_separates():
+    """Foreground differs from background only in channel 1 (by +2), channels 0 and 2 are noise: the direction is
+    (0, 1, 0), signed so that foreground projects higher."""
+    rng = np.random.default_rng(1)
+    img = rng.normal(0, 1, (3, 60, 60)).astype(np.float32)
+    mask = np.zeros((60, 60), bool)
+    mask[20:40, 20:40] = True
+    img[1][mask] -= 6.0  # darker foreground: the sign must flip
+    w = fisher_projection([img], [mask])
+    assert abs(w[1]) > 0.99 and w[1] < 0 and abs(w[0]) < 0.1 and abs(w[2]) < 0.1
+    assert fisher_projection([img], [np.zeros_like(mask)]) == [1.0, 1.0, 1.0]  # no foreground: no direction
+
+
+def test_markers_seed_both_sides_of_otsu():
+    g = np.zeros((10, 10), np.float32)
+    g[:, 5:] = 1.0
+    m = markers(g, 0.25)
+    assert (m[:, 5:] == 2).all() and (m[:, :5] == 1).all()
+    flat = markers(np.ones((4, 4), np.float32), 0.5)
+    assert (flat == 1).all()  # nothing to seed foreground from on a flat image
+
+
+@pytest.mark.parametrize("name", TWO_D)
+def test_each_method_fits_and_segments_held_out_disks(name):
+    images, masks = disk_images(6)
+    method = METHODS[name](spatial_dims=2, in_channels=3)
+    result = search(method, images, masks)
+    assert result.rows and 0.0 <= result.train_dice <= 1.0
+    test_images, test_masks = disk_images(4, seed=9)
+    fitted = METHODS[name](spatial_dims=2, in_channels=3, fitted=result.params)
+    dice = np.mean([image_dice(fitted.segment(im, fitted.fitted) > 0.5, m) for im, m in zip(test_images, test_masks)])
+    # edges and clustering need no learning to find a disk this clear; a wrong polarity or projection scores ~0.3
+    assert dice > 0.75, (name, dice, result.params)
+
+
+@pytest.mark.parametrize("name", TWO_D)
+def test_each_method_survives_bad_inputs(name):
+    """Single-channel images, fits on masks of which one or all are empty, then constant images: no crash, a
+    probability map of the image's shape in [0, 1]."""
+    grey_images, grey_masks = disk_images(3, channels=1, seed=2)
+    one_empty = [np.zeros_like(grey_masks[0]), *grey_masks[1:]]
+    all_empty = [np.zeros_like(m) for m in grey_masks]
+    for masks in (grey_masks, one_empty, all_empty):
+        result = search(METHODS[name](spatial_dims=2, in_channels=1), grey_images, masks)
+        assert 0.0 <= result.train_dice <= 1.0
+        method = METHODS[name](spatial_dims=2, in_channels=1, fitted=result.params)
+        for image in (grey_images[0], np.full_like(grey_images[0], 0.5), np.zeros_like(grey_images[0])):
+            prob = method.segment(image, method.fitted)
+            assert prob.shape == image.shape[1:] and prob.min() >= 0 and prob.max() <= 1
+
+
+@pytest.mark.parametrize("name", THREE_D)
+def test_the_methods_with_a_3d_form_segment_a_ball(name):
+    rng = np.random.default_rng(3)
+    zz, yy, xx = np.mgrid[:20, :20, :20]
+    volumes, masks = [], []
+    for _ in range(2):
+        mask = (zz - 10) ** 2 + (yy - 10) ** 2 + (xx - 10) ** 2 < rng.uniform(16, 36)
+        volumes.append((rng.normal(0, 0.15, (1, 20, 20, 20)) + mask).astype(np.float32))
+        masks.append(mask)
+    result = search(METHODS[name](spatial_dims=3, in_channels=1), volumes, masks)
+    assert result.train_dice > 0.75, (name, result.train_dice)
+
+
+def test_forward_gives_logits_of_the_batch_and_refuses_more_classes_or_the_wrong_dimensions():
+    from medseg.errors import MedsegError
+
+    spec = {"name": "otsu", "kwargs": {"spatial_dims": 2, "in_channels": 3, "out_channels": 1, "channels": [4]}}
+    spec["kwargs"]["fitted"] = {"channel": "grey", "polarity": "darker", "sigma": 0}
+    net = build_model(spec)
+    images, masks = disk_images(2)
+    logits = net(torch.from_numpy(np.stack(images)))
+    assert logits.shape == (2, 1, 40, 40) and logits.dtype == torch.float32
+    assert image_dice(logits[0, 0].numpy() > 0, masks[0]) > 0.9
+    assert not list(net.parameters())  # nothing for an optimiser
+    with pytest.raises(MedsegError, match="one foreground class"):
+        build_model({"name": "otsu", "kwargs": {**spec["kwargs"], "out_channels": 5}})
+    with pytest.raises(MedsegError, match="2D images only"):
+        build_model({"name": "edges", "kwargs": {**spec["kwargs"], "spatial_dims": 3}})
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory):
+    from medseg.config import load_config
+    from medseg.data import synthetic
+    from medseg.engine.train import train
+
+    root = tmp_path_factory.mktemp("classical")
+    data = synthetic.make_ph2(root / "ph2", n=10)
+    cfg = load_config(
+        "ph2",
+        ["model.name=otsu", "model.pretrained=null", "preprocess.intensity=zscore", "preprocess.spatial_size=[48,64]"],
+    )
+    result = train(cfg, data, root / "run", progress=False)
+    return data, root / "run", result
+
+
+def test_train_fits_writes_a_checkpoint_that_rebuilds_the_fitted_method(fitted_run):
+    from medseg.checkpoint import load_checkpoint
+
+    _data, run, result = fitted_run
+    ck = load_checkpoint(run / "best.pt")  # weights_only=True
+    fitted = ck["model"]["kwargs"]["fitted"]
+    assert {"channel", "polarity", "sigma", "projection"} <= set(fitted)
+    assert ck["fit"]["n_images"] >= 1 and ck["fit"]["settings_tried"] > 1
+    assert set(ck["fit"]["post"]) == {"keep_largest", "fill_holes"}
+    assert ck["config"]["infer"]["keep_largest"] == ck["fit"]["post"]["keep_largest"]
+    rows = (run / "fit.csv").read_text().splitlines()
+    assert rows[0].startswith("channel,polarity,sigma") and len(rows) - 1 == ck["fit"]["settings_tried"]
+    assert result.epochs_run == 1 and 0.5 < result.best_metric <= 1.0  # synthetic lesions are easy for Otsu
+    assert (run / "last.pt").is_file() and (run / "history.csv").is_file()
+
+
+def test_infer_and_evaluate_use_the_fitted_method_unchanged(fitted_run, tmp_path):
+    from PIL import Image
+
+    from medseg.evaluation.evaluate import evaluate_model
+    from medseg.inference.infer import infer
+
+    data, run, _result = fitted_run
+    image = next(data.rglob("*_Dermoscopic_Image/*.bmp"))
+    infer([str(image)], model=[str(run / "best.pt")], out=tmp_path / "pred", progress=False)
+    mask = Image.open(tmp_path / "pred" / f"{image.stem}_seg.png")
+    assert mask.size == Image.open(image).size
+    findings = json.loads((tmp_path / "pred" / f"{image.stem}_findings.json").read_text())
+    assert findings["models"][0]["description"].startswith("otsu 2D")
+    ev = evaluate_model(run / "best.pt", "ph2", data, tmp_path / "eval", split="val", progress=False)
+    assert len(ev.metrics) >= 1 and 0.5 < float(ev.metrics["dice"].mean()) <= 1.0  # Otsu finds synthetic lesions
+
+
+def test_resume_and_init_are_refused_with_the_fix(fitted_run):
+    from medseg.config import load_config
+    from medseg.engine.train import train
+    from medseg.errors import MedsegError
+
+    data, run, _result = fitted_run
+    cfg = load_config("ph2", ["model.name=otsu", "model.pretrained=null", "preprocess.spatial_size=[48,64]"])
+    with pytest.raises(MedsegError, match="fitted in one pass.*run without --resume"):
+        train(cfg, data, run, progress=False, resume=True)
+    with pytest.raises(MedsegError, match="run without --init"):
+        train(cfg, data, run.parent / "other", progress=False, init=run / "best.pt")
