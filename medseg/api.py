@@ -335,14 +335,19 @@ def _extra_means(rows) -> str:
     return ", ".join(f"{text} {means[k]:.4f}" for k, text in names.items() if k in means)
 
 
-def report_from_cli(source, out=None, gt=None, force=False, log=print):
-    """``medseg report``: a findings JSON gives a single-case PDF, an evaluation folder a cohort PDF."""
+def report_from_cli(source, out=None, gt=None, force=False, log=print, beside=()):
+    """``medseg report``: a findings JSON gives a single-case PDF, an evaluation folder a cohort PDF (``beside``:
+    other runs on the same cases, such as a classical floor)."""
     from medseg.reporting.case_report import case_report
     from medseg.reporting.cohort_report import cohort_report
 
     source = Path(source)
+    if beside and not source.is_dir():
+        raise fail(
+            source, "--beside compares evaluations, and this is no evaluation folder", "pass medseg evaluate's --out"
+        )
     if source.is_dir():
-        pdf = cohort_report(source, out=out, force=force)
+        pdf = cohort_report(source, out=out, force=force, beside=beside)
     elif source.suffix == ".json":
         pdf = case_report(source, out=out, gt=gt, force=force)
     else:

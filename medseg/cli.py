@@ -311,11 +311,18 @@ def report(
     out: Path | None = typer.Option(None, "--out", help="PDF path or folder (default reports/)."),
     gt: Path | None = typer.Option(None, "--gt", help="Ground-truth mask for a single-case report."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing PDF."),
+    beside: list[Path] = typer.Option(
+        [],
+        "--beside",
+        metavar="RUN",
+        help="Another evaluate or cv folder scored on the same cases, shown against this one; the best classical "
+        "method among them is named (repeatable).",
+    ),
 ):
     """Write a clinical-style PDF report."""
     from medseg.api import report_from_cli
 
-    _run(report_from_cli, source, out=out, gt=gt, force=force, log=_echo)
+    _run(report_from_cli, source, out=out, gt=gt, force=force, log=_echo, beside=beside)
 
 
 @app.command()

@@ -14,6 +14,7 @@ with two or more base runs, the base against itself on its second seed is the no
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,32 @@ def describe(rec: dict) -> str:
         f"({rec['mean_diff']:+.4f}, 95% CI {rec['ci95'][0]:+.4f} to {rec['ci95'][1]:+.4f}); "
         f"{rec['cases_up']} up and {rec['cases_down']} down by more than {rec['margin']}"
     )
+
+
+def method_of(run: str | Path) -> tuple[str, bool]:
+    """The method a run scored and whether it is classical, from the model card of its eval.json (an evaluate
+    folder) or of its first fold's (a cv folder); the folder's name when neither says."""
+    run = Path(run)
+    for f in (run / "eval.json", *sorted(run.glob("fold*/eval-last/eval.json"))):
+        if f.is_file():
+            card = json.loads(f.read_text(encoding="utf-8")).get("model_card") or {}
+            if card.get("method"):
+                return card["method"], bool(card.get("classical"))
+    return run.name, False
+
+
+def beside(eval_dir: str | Path, runs: list[str | Path], metric: str = "dice", n_boot: int = 10000) -> list[dict]:
+    """This evaluation against each of ``runs`` (evaluate or cv folders) on the cases both scored: per run its
+    method, whether it is classical, its mean and this evaluation's mean on those cases, and this one's paired
+    advantage with its bootstrap interval (:func:`summary`, with the other run as the base)."""
+    this = case_scores(eval_dir, metric)
+    out = []
+    for run in runs:
+        name, classical = method_of(run)
+        other = case_scores(run, metric)
+        if not set(other) & set(this):
+            raise fail(run, f"shares no scored case with {eval_dir}", "pass a run scored on the same cases or folds")
+        cases, base, diff = paired([other], [this])
+        rec = summary(f"this model - {name}", cases, base, diff, 0.05, n_boot)
+        out.append({"run": str(run), "method": name, "classical": classical, **rec})
+    return out

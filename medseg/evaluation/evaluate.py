@@ -505,6 +505,9 @@ def _split_samples(
 def architecture(spec: dict) -> str:
     """The network in one line: an encoder network names its encoder, a U-Net its levels."""
     kw = spec["kwargs"]
+    if "fitted" in kw:  # a classical method: what its search chose
+        chosen = ", ".join(f"{k} {v}" for k, v in kw["fitted"].items() if not isinstance(v, (list, dict)))
+        return f"{spec['name']} {kw.get('spatial_dims')}D (classical), fitted: {chosen or 'its defaults'}"
     if kw.get("encoder"):
         levels = f", decoder widths {kw.get('channels')}" if spec["name"] == "encoder_unet" else ""
         return f"{spec['name']} {kw.get('spatial_dims')}D on {kw['encoder']}{levels}"
@@ -534,9 +537,19 @@ def model_card(ck: dict, sha: str) -> dict:
         "validation": ", ".join(
             f"{k.replace('val_', '')} {float(v):.4f}" for k, v in (ck.get("val_metrics") or {}).items()
         ),
-        "initial_weights": initial_weights(ck.get("weights")),
+        "initial_weights": fitted_on(ck["fit"]) if ck.get("fit") else initial_weights(ck.get("weights")),
         "epochs": ck.get("epoch"),
         "medseg_version": ck.get("medseg_version"),
         "checkpoint_sha256_12": sha,
         "trained": ck.get("created"),
+        "method": ck["model"]["name"],
+        "classical": bool(ck.get("fit")),
     }
+
+
+def fitted_on(fit: dict) -> str:
+    """A classical method's start: no weights, a search (the checkpoint's ``fit`` facts)."""
+    return (
+        f"none: {fit.get('settings_tried')} settings searched on {fit.get('n_images')} training images "
+        f"(training Dice {float(fit.get('train_dice', float('nan'))):.4f})"
+    )

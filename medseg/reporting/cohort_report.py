@@ -162,16 +162,24 @@ def _metric_name(metric: str) -> str:
     return f"{name.upper()} ({unit})" if unit else metric
 
 
-def cohort_report(eval_dir: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
-    """Write a cohort PDF from an evaluation folder (metrics.csv, summary.csv, eval.json, plots)."""
+def cohort_report(
+    eval_dir: str | Path, out: str | Path | None = None, force: bool = False, beside: list | tuple = ()
+) -> Path:
+    """Write a cohort PDF from an evaluation folder (metrics.csv, summary.csv, eval.json, plots). ``beside``: other
+    runs (evaluate or cv folders) scored on the same cases, shown against this one, the best classical method
+    named (a floor)."""
     from reportlab.platypus import PageBreak
+
+    from medseg.evaluation.compare import beside as compare_beside
 
     start_document()
     eval_dir = Path(eval_dir)
     info, df, summary = _read_evaluation(eval_dir)
+    others = compare_beside(eval_dir, list(beside)) if beside else []
     target = pdf_target(out, Path("reports") / f"{eval_dir.resolve().name}_cohort_report.pdf", force)
     st = styles()
     body = [para("Evaluation", st["h2"]), kv_table(_evaluation_rows(info)), *_summary_section(summary, info, st)]
+    body += _beside_section(others, st)
     body += _instance_section(info, st) + _lesion_section(info, st)
     dice = _case_dice(df)
     diagnoses = _diagnoses(info)
@@ -271,6 +279,37 @@ def _summary_section(summary: pd.DataFrame, info: dict, st: dict) -> list:
         table(rows),
         para(note, st["small"]),
     ]
+
+
+def _beside_section(others: list[dict], st: dict) -> list:
+    """This model against other methods on the cases both scored, and the best classical method by name."""
+    if not others:
+        return []
+    rows = [["Method", "Kind", "Cases", "Its Dice", "This model", "Difference (95% CI)"]]
+    for o in others:
+        rows.append(
+            [
+                o["method"],
+                "classical" if o["classical"] else "network",
+                str(o["cases"]),
+                fmt(o["base_mean"], 3),
+                fmt(o["lever_mean"], 3),
+                f"{o['mean_diff']:+.3f} ({o['ci95'][0]:+.3f} to {o['ci95'][1]:+.3f})",
+            ]
+        )
+    flow = [para("Beside other methods on the same cases (mean Dice per case, paired)", st["h2"]), table(rows)]
+    classical = [o for o in others if o["classical"]]
+    if classical:
+        best = max(classical, key=lambda o: o["base_mean"])
+        flow.append(
+            para(
+                f"Best classical method: {best['method']}, Dice {best['base_mean']:.3f} on the same {best['cases']} "
+                f"cases; this model scores {best['mean_diff']:+.3f} against it (95% CI {best['ci95'][0]:+.3f} to "
+                f"{best['ci95'][1]:+.3f}, cases resampled).",
+                st["body"],
+            )
+        )
+    return flow
 
 
 def _lesion_section(info: dict, st: dict) -> list:

@@ -185,3 +185,38 @@ def test_resume_and_init_are_refused_with_the_fix(fitted_run):
         train(cfg, data, run, progress=False, resume=True)
     with pytest.raises(MedsegError, match="run without --init"):
         train(cfg, data, run.parent / "other", progress=False, init=run / "best.pt")
+
+
+def test_a_network_report_names_the_best_classical_method_beside_it(fitted_run, tmp_path):
+    from pypdf import PdfReader
+
+    from medseg.evaluation.compare import beside
+    from medseg.evaluation.evaluate import evaluate_model
+    from medseg.reporting.cohort_report import cohort_report
+    from tests.conftest import train_tiny
+
+    data, run, _result = fitted_run
+    floor = evaluate_model(run / "best.pt", "ph2", data, tmp_path / "otsu", split="val", progress=False)
+    card = json.loads((tmp_path / "otsu" / "eval.json").read_text())["model_card"]
+    assert card["method"] == "otsu" and card["classical"] and "(classical), fitted: channel" in card["architecture"]
+    assert card["initial_weights"].startswith("none: ")
+    net = train_tiny("ph2", data, tmp_path / "unet", "model.deep_supervision=0")
+    evaluate_model(net, "ph2", data, tmp_path / "unet-eval", split="val", progress=False)
+    [rec] = beside(tmp_path / "unet-eval", [tmp_path / "otsu"])
+    assert (rec["method"], rec["classical"], rec["cases"]) == ("otsu", True, len(floor.metrics))
+    assert rec["base_mean"] == pytest.approx(float(floor.metrics["dice"].mean()), abs=1e-4)
+    pdf = cohort_report(tmp_path / "unet-eval", out=tmp_path / "r.pdf", beside=[tmp_path / "otsu"])
+    text = " ".join(page.extract_text() for page in PdfReader(pdf).pages)
+    assert "Best classical method: otsu" in " ".join(text.split())
+
+
+def test_beside_refuses_a_run_of_other_cases(tmp_path):
+    from medseg.errors import MedsegError
+    from medseg.evaluation.compare import beside
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "metrics.csv").write_text("case_id,class,dice\nIMD001,lesion,0.9\n")
+    (tmp_path / "b" / "metrics.csv").write_text("case_id,class,dice\nIMD002,lesion,0.8\n")
+    with pytest.raises(MedsegError, match="shares no scored case"):
+        beside(tmp_path / "a", [tmp_path / "b"])
