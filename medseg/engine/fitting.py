@@ -38,7 +38,7 @@ from medseg.tasks import dice_from_counts, overlap_counts
 
 log = get_logger(__name__)
 
-FIT_IMAGES = 60  # training images the search scores each setting on (model.extra.fit_images)
+FIT_IMAGES = 40  # training images the search scores each setting on (model.extra.fit_images)
 POST_FINALISTS = 5  # settings tried with every clean-up
 
 
@@ -160,13 +160,14 @@ class SearchFit(Trainer):
         if not self.prepared:
             prepare_run_dir(self.run_dir, False, self.force)
         self.dev = training_device(self.device_name, self.info, cfg.train.num_workers)
-        self.data = load_training_data(cfg, self.data_dir, self.run_dir, False, self.info)
+        self.data = load_training_data(cfg, self.data_dir, self.run_dir, False, self.info, augmented=False)
         spec = model_spec(cfg)
         images, masks = fit_images(cfg, self.data)
         result = search(build_model(spec), images, masks, self.progress)
         spec["kwargs"]["fitted"] = result.params
         net = build_model(spec).to(self.dev)
-        fitted_cfg = dataclasses.replace(cfg, infer=dataclasses.replace(cfg.infer, **result.post))
+        # flips would run the method four times for the same mask: a fitted method infers without them
+        fitted_cfg = dataclasses.replace(cfg, infer=dataclasses.replace(cfg.infer, tta=False, **result.post))
         log.info(fit_line(cfg.model.name, result))
         return self.record(net, spec, fitted_cfg, result)
 

@@ -36,8 +36,12 @@ class TrainingData:
     started: float  # when building the datasets began (time.time()): the run's duration counts from here
 
 
-def load_training_data(cfg: Config, data_dir, run_dir: Path, resume: bool, info: DistInfo) -> TrainingData:
-    """Read the recipe's cases, split them (a resumed run keeps its split.json), and build the datasets."""
+def load_training_data(
+    cfg: Config, data_dir, run_dir: Path, resume: bool, info: DistInfo, augmented: bool = True
+) -> TrainingData:
+    """Read the recipe's cases, split them (a resumed run keeps its split.json), and build the datasets
+    (``augmented=False``: no augmented training dataset, ``train_ds`` is None; a parameter search reads its images
+    itself)."""
     result = load_samples(cfg.data.recipe, data_dir, {**cfg.data.options, "channels": cfg.data.channels})
     for w in result.warnings[:10]:
         log.warning(w)
@@ -53,7 +57,8 @@ def load_training_data(cfg: Config, data_dir, run_dir: Path, resume: bool, info:
         f"{cfg.name}: {n_train} training and {len(val_samples)} validation samples ({split['method']}) -> {run_dir}"
     )
     t0 = time.time()
-    train_ds, val_ds = _datasets(cfg, train_samples, val_samples)
+    train_ds, val_ds = _datasets(cfg, train_samples if augmented else [], val_samples)
+    train_ds = train_ds if augmented else None
     log.info(f"data ready in {time.time() - t0:.1f}s")
     return TrainingData(train_ds, val_ds, train_samples, val_samples, split, n_train, t0)
 

@@ -201,10 +201,10 @@ class Adaptive(ClassicalMethod):
 
     def grid(self, in_channels):
         return {
-            "channel": channel_options(in_channels),
+            "channel": channel_options(in_channels)[:2],  # the projection and the mean: a local mean is slow
             "polarity": ["brighter", "darker"],
-            "block": [0.125, 0.25, 0.5, 1.0],
-            "offset": [-1.0, -0.5, -0.25, 0.0],  # standard deviations; negative: above the local mean by that much
+            "block": [0.25, 0.5, 1.0],
+            "offset": [-0.5, -0.25, 0.0],  # standard deviations; negative: above the local mean by that much
             "sigma": [1],
         }
 
