@@ -3,6 +3,7 @@
     python benchmarks/networks.py ph2 --data-dir ../shared/data/ph2 --only 0                     # every network, fold 0
     python benchmarks/networks.py humanseg --data-dir ../shared/data/humanseg --nets unet lite0-imagenet
     python benchmarks/networks.py ph2 --data-dir ../shared/data/ph2 --only 0 --train-images 20    # low data
+    python benchmarks/networks.py ph2 --data-dir ../shared/data/ph2 --nets classical               # every classical method
 
 Each network is the config plus the overrides of :data:`NETWORKS`, trained and scored by ``medseg cv`` (its folds,
 its held-out scoring at each image's original resolution) into ``OUT/NET[-nN]/``. ``--train-images N`` keeps N
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from _common import line
@@ -43,7 +45,12 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config", help="a shipped config (ph2, humanseg, ...) or a YAML path")
     ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--nets", nargs="+", choices=sorted(NETWORKS), default=list(NETWORKS))
+    ap.add_argument(
+        "--nets",
+        nargs="+",
+        choices=sorted([*NETWORKS, "classical"]),
+        default=[n for n in NETWORKS if n not in CLASSICAL],
+    )
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--only", type=int, nargs="*", help="run only these folds")
     ap.add_argument("--train-images", type=int, default=0, help="keep this many training images per fold")
@@ -58,9 +65,11 @@ def main(argv=None) -> None:
 
     cmd = "python benchmarks/networks.py " + " ".join(sys.argv[1:] if argv is None else argv)
     name = Path(a.config).stem
+    nets = [m for n in a.nets for m in (CLASSICAL if n == "classical" else [n])]  # "classical": every method
+    started, table = time.perf_counter(), []
     root = Path(a.out or f"runs/networks-{name}")
     subset = [f"data.split.max_train_groups={a.train_images}"] if a.train_images else []
-    for net in a.nets:
+    for net in nets:
         out = root / ((f"{net}-n{a.train_images}" if a.train_images else net) + a.tag)
         overrides = [*NETWORKS[net], *subset, *a.overrides]
         info = None
@@ -95,6 +104,10 @@ def main(argv=None) -> None:
                 jaccard=round(p["jaccard"], 4),
                 train_minutes_per_fold=round(p["train_minutes_per_fold"], 1),
             )
+            table.append(f"| {net} | {p['dice']:.4f} | {p['jaccard']:.4f} | {p['train_minutes_per_fold']:.2f} |")
+    print(f"\n| {name}, {a.folds}-fold | Dice | Jaccard | training (min per fold) |\n|---|---|---|---|")
+    print("\n".join(table))
+    print(f"\nall of it: {(time.perf_counter() - started) / 60:.1f} min of wall time")
 
 
 if __name__ == "__main__":
