@@ -63,28 +63,52 @@ def image_dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return dice_from_counts(*overlap_counts(pred, truth))
 
 
-def fit_images(cfg: Config, data) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Up to ``model.extra.fit_images`` training images, preprocessed as for validation, and their masks (a seeded
-    draw when there are more)."""
+def mean_dice(preds: list[np.ndarray], masks: list[np.ndarray], groups: list | None = None) -> float:
+    """Mean Dice over images, or with ``groups`` over the volumes their slices belong to (counts pooled per volume,
+    the way validation and evaluation score LGG), so empty slices do not each count as a perfect score."""
+    if groups is None:
+        return float(np.mean([image_dice(p, m) for p, m in zip(preds, masks)]))
+    pooled: dict = {}
+    for p, m, g in zip(preds, masks, groups):
+        pooled[g] = pooled.get(g, 0) + overlap_counts(p, m)
+    return float(np.mean([dice_from_counts(*c) for c in pooled.values()]))
+
+
+def fit_images(cfg: Config, data) -> tuple[list[np.ndarray], list[np.ndarray], list | None]:
+    """Up to ``model.extra.fit_images`` training images, preprocessed as for validation, their masks, and the volume
+    each belongs to (None for whole images). A seeded draw when there are more: of images, or of whole volumes for
+    slices that stack into volumes (LGG), so each volume is scored pooled as validation scores it."""
     from medseg.data.transforms import val_transforms
 
     n = int(cfg.model.extra.get("fit_images", FIT_IMAGES))
     samples = list(data.train_samples)
-    if len(samples) > n:
-        pick = np.random.default_rng(cfg.train.seed).choice(len(samples), n, replace=False)
-        samples = [samples[i] for i in sorted(pick)]
+    rng = np.random.default_rng(cfg.train.seed)
+    sliced = all("volume_id" in s for s in samples)
+    if sliced:
+        volumes = sorted({s["volume_id"] for s in samples})
+        chosen, count = set(), 0
+        for i in rng.permutation(len(volumes)):
+            if count >= n:
+                break
+            chosen.add(volumes[i])
+            count += sum(s["volume_id"] == volumes[i] for s in samples)
+        samples = [s for s in samples if s["volume_id"] in chosen]
+    elif len(samples) > n:
+        samples = [samples[i] for i in sorted(rng.choice(len(samples), n, replace=False))]
     transform = val_transforms(cfg)
     images, masks = [], []
     for s in samples:
         item = transform(dict(s))
         images.append(plain(item[IMAGE]).numpy().astype(np.float32))
         masks.append(plain(item[LABEL]).numpy()[0] > 0)
-    return images, masks
+    return images, masks, [s["volume_id"] for s in samples] if sliced else None
 
 
-def search(method, images: list[np.ndarray], masks: list[np.ndarray], progress: bool = False) -> FitResult:
-    """Score every candidate setting of ``method`` on ``images`` (mean Dice of its mask at 0.5), then the best
-    :data:`POST_FINALISTS` with each clean-up; return the best."""
+def search(
+    method, images: list[np.ndarray], masks: list[np.ndarray], progress: bool = False, groups: list | None = None
+) -> FitResult:
+    """Score every candidate setting of ``method`` on ``images`` (mean Dice of its mask at 0.5, per volume with
+    ``groups``: :func:`mean_dice`), then the best :data:`POST_FINALISTS` with each clean-up; return the best."""
     started = time.perf_counter()
     shared = {"projection": fisher_projection(images, masks)}
     candidates = method.candidates(images[0].shape[0])
@@ -95,7 +119,7 @@ def search(method, images: list[np.ndarray], masks: list[np.ndarray], progress: 
         params = {**shared, **point}
         params.update(method.learn(images, masks, params))
         preds = [method.segment(im, params) > 0.5 for im in images]
-        dice = float(np.mean([image_dice(p, m) for p, m in zip(preds, masks)]))
+        dice = mean_dice(preds, masks, groups)
         scored.append((dice, params, preds))
         rows.append(
             {
@@ -111,12 +135,11 @@ def search(method, images: list[np.ndarray], masks: list[np.ndarray], progress: 
     best = (-1.0, {}, {"keep_largest": False, "fill_holes": False})
     for dice, params, preds in sorted(scored, key=lambda s: -s[0])[:POST_FINALISTS]:
         for keep, fill in ((False, False), (False, True), (True, False), (True, True)):
-            cleaned = [_clean(p, keep, fill) for p in preds] if keep or fill else preds
-            d = float(np.mean([image_dice(p, m) for p, m in zip(cleaned, masks)])) if keep or fill else dice
             if keep or fill:
-                rows.append({**_shown(params), "keep_largest": keep, "fill_holes": fill, "train_dice": round(d, 5)})
-            if d > best[0]:
-                best = (d, params, {"keep_largest": keep, "fill_holes": fill})
+                dice = mean_dice([_clean(p, keep, fill) for p in preds], masks, groups)
+                rows.append({**_shown(params), "keep_largest": keep, "fill_holes": fill, "train_dice": round(dice, 5)})
+            if dice > best[0]:
+                best = (dice, params, {"keep_largest": keep, "fill_holes": fill})
     seconds = time.perf_counter() - started
     return FitResult(_plain(best[1]), best[2], best[0], rows, len(images), seconds)
 
@@ -162,8 +185,8 @@ class SearchFit(Trainer):
         self.dev = training_device(self.device_name, self.info, cfg.train.num_workers)
         self.data = load_training_data(cfg, self.data_dir, self.run_dir, False, self.info, augmented=False)
         spec = model_spec(cfg)
-        images, masks = fit_images(cfg, self.data)
-        result = search(build_model(spec), images, masks, self.progress)
+        images, masks, groups = fit_images(cfg, self.data)
+        result = search(build_model(spec), images, masks, self.progress, groups)
         spec["kwargs"]["fitted"] = result.params
         net = build_model(spec).to(self.dev)
         # flips would run the method four times for the same mask: a fitted method infers without them

@@ -16,7 +16,7 @@ from medseg.engine.optim import build_ema, build_optimizer, lr_lambda
 from medseg.engine.run_folder import default_run_dir, latest_run_dir, load_run_config, prepare_run_dir
 from medseg.engine.trainer import Trainer, TrainResult, as_float
 from medseg.engine.validation import Validation, validate
-from medseg.errors import user_errors
+from medseg.errors import MedsegError, user_errors
 
 __all__ = [
     "TrainResult",
@@ -59,11 +59,16 @@ def train(
     :func:`medseg.models.pretrained.load_init`).
     """
     with user_errors():
+        if fits_by_search(cfg):  # a classical method: one parameter search, on one process
+            if under_torchrun() or nproc > 1:
+                raise MedsegError(
+                    f"{cfg.model.name} is fitted by a search on one process; fix: run medseg train without torchrun "
+                    "or --nproc"
+                )
+            return SearchFit(cfg, data_dir, out_dir, device, resume, force, progress, on_epoch_end, init=init).fit()
         if under_torchrun():
             kw = {"progress": progress, "on_epoch_end": on_epoch_end, "init": init}
             return join_torchrun(cfg, data_dir, out_dir, device, resume, force, **kw)
-        if fits_by_search(cfg):  # a classical method: one parameter search, on one process
-            return SearchFit(cfg, data_dir, out_dir, device, resume, force, progress, on_epoch_end, init=init).fit()
         if nproc > 1:
             return spawn(cfg, data_dir, out_dir, device, resume, force, progress, nproc, init)
         return Trainer(cfg, data_dir, out_dir, device, resume, force, progress, on_epoch_end, init=init).fit()

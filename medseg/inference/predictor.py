@@ -61,7 +61,8 @@ def predict_logits(
     roi = roi or roi_size(cfg)
     dtype = amp_dtype(device, cfg.train.amp if amp is None else amp)
     with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
-        if [int(s) for s in image.shape[2:]] == [int(r) for r in roi]:
+        # a classical method (a global threshold, a centre seed) sees the whole image, never a window of it
+        if getattr(model, "whole_input", False) or [int(s) for s in image.shape[2:]] == [int(r) for r in roi]:
             # One window covers the input exactly (2D slices resized to the training size): blending a single window
             # with its own weights is the identity, and the sliding-window set-up per call costs more than a small
             # forward pass, so the whole batch goes through the model at once.

@@ -47,6 +47,7 @@ class ClassicalMethod(nn.Module):
     spatial dimensions it works in."""
 
     fits_by_search = True
+    whole_input = True  # the predictor passes the whole preprocessed image, not sliding windows of it
     dims: tuple[int, ...] = (2, 3)
     expensive = False  # works on the colour projection only, so the search stays within minutes
 
@@ -248,7 +249,8 @@ class RegionGrowing(ClassicalMethod):
 
         seed = tuple(int(s) for s in seed)
         tol = float(params.get("tolerance", 1.0)) * abs(float(g[seed]) - float(threshold_otsu(g)))
-        return flood(g, seed, tolerance=tol).astype(np.float32)
+        # one-sided: pixels brighter than the seed belong to it too (flood alone bounds both sides)
+        return flood(np.minimum(g, g[seed]), seed, tolerance=tol).astype(np.float32)
 
 
 class Edges(ClassicalMethod):
@@ -394,6 +396,8 @@ class GraphCut(ClassicalMethod):
         contrast = np.exp(-(grad**2) / (2 * float(np.mean(grad**2)) + SMALL))
         for _ in range(int(params.get("rounds", 1))):
             cost_fg, cost_bg = (_colour_cost(pixels, m.reshape(-1)).reshape(g.shape) for m in (mask, ~mask))
+            floor = np.minimum(cost_fg, cost_bg)  # only the difference matters; capacities must not be negative
+            cost_fg, cost_bg = cost_fg - floor, cost_bg - floor
             graph = maxflow.Graph[float]()
             nodes = graph.add_grid_nodes(g.shape)
             graph.add_grid_edges(nodes, weights=float(params.get("smooth", 4.0)) * contrast, symmetric=True)
@@ -416,7 +420,7 @@ def _colour_cost(pixels: np.ndarray, member: np.ndarray, components: int = 3) ->
     with warnings.catch_warnings():  # 30 EM steps are plenty for a colour model; not converging further is fine
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm.fit(chosen)
-    return np.maximum(-gm.score_samples(pixels), 0.0) + 0.0
+    return -gm.score_samples(pixels)
 
 
 # --- active contours ---
@@ -611,7 +615,7 @@ class NormalisedCut(_Regions):
         if labels.max() == 0:  # one superpixel: no graph to cut
             return labels
         rag = graph.rag_mean_color(pixels, labels, mode="similarity", sigma=sim)
-        parts = graph.cut_normalized(labels, rag, thresh=float(params.get("thresh", 0.001)))
+        parts = graph.cut_normalized(labels, rag, thresh=float(params.get("thresh", 0.001)), rng=0)
         _, relabelled = np.unique(parts, return_inverse=True)
         return relabelled.reshape(parts.shape)
 

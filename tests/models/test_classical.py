@@ -261,8 +261,51 @@ def test_a_classical_method_fits_a_3d_recipe_and_writes_the_volume_in_its_geomet
     cfg = load_config("nifti", ["model.name=otsu", "train.patch_size=[32,32,24]", "infer.roi_size=[32,32,24]"])
     result = train(cfg, data, tmp_path / "run", progress=False)
     assert 0.0 <= result.best_metric <= 1.0
-    volume = sorted(p for p in data.rglob("*.nii.gz") if "label" not in p.name.lower())[0]
+    volume = min(p for p in data.rglob("*.nii.gz") if "label" not in p.name.lower())
     infer([str(volume)], model=[str(tmp_path / "run" / "best.pt")], out=tmp_path / "pred", progress=False)
     [mask] = list((tmp_path / "pred").glob("*_seg.nii.gz"))
     assert np.allclose(nib.load(mask).affine, nib.load(volume).affine)
     assert nib.load(mask).shape == nib.load(volume).shape
+
+
+def test_slices_of_a_volume_are_scored_pooled_as_validation_scores_them():
+    """Slice A: 4 true pixels found; slice B: no truth, 2 false pixels. Per image (1 + 0) / 2 = 0.5; pooled over
+    the volume tp 4, fp 2, fn 0: 2*4 / (2*4 + 2) = 0.8."""
+    from medseg.engine.fitting import mean_dice
+
+    truth_a = np.zeros((4, 4), bool)
+    truth_a[:2, :2] = True
+    pred_b = np.zeros((4, 4), bool)
+    pred_b[3, :2] = True
+    preds, masks = [truth_a, pred_b], [truth_a, np.zeros((4, 4), bool)]
+    assert mean_dice(preds, masks) == pytest.approx(0.5)
+    assert mean_dice(preds, masks, ["p1", "p1"]) == pytest.approx(0.8)
+    assert mean_dice(preds, masks, ["p1", "p2"]) == pytest.approx(0.5)
+
+
+def test_a_classical_method_sees_the_whole_image_not_sliding_windows():
+    from medseg.config import load_config
+    from medseg.inference.predictor import predict_logits
+
+    seen = []
+
+    class Recorder(METHODS["otsu"]):
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            return super().forward(x)
+
+    cfg = load_config("nifti", ["infer.roi_size=[16,16,16]"])
+    volume = torch.rand(1, 1, 40, 36, 20)
+    out = predict_logits(Recorder(spatial_dims=3), volume, cfg, torch.device("cpu"))
+    assert seen == [(1, 1, 40, 36, 20)] and out.shape == (1, 1, 40, 36, 20)
+
+
+def test_a_fit_refuses_several_processes(fitted_run):
+    from medseg.config import load_config
+    from medseg.engine.train import train
+    from medseg.errors import MedsegError
+
+    data, run, _result = fitted_run
+    cfg = load_config("ph2", ["model.name=otsu", "model.pretrained=null", "preprocess.spatial_size=[48,64]"])
+    with pytest.raises(MedsegError, match="fitted by a search on one process"):
+        train(cfg, data, run.parent / "multi", progress=False, nproc=2)
