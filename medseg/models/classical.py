@@ -452,12 +452,12 @@ class ChanVese(ClassicalMethod):
 
 class GeodesicSnake(ClassicalMethod):
     """Morphological geodesic active contour: Otsu's mask on the projection moved towards edges (the inverse
-    Gaussian gradient), with a balloon force that grows (+1), shrinks (-1) or neither."""
+    Gaussian gradient), with a balloon force that grows (+1) or shrinks (-1) it."""
 
     expensive = True
 
     def grid(self, in_channels):
-        return {"channel": ["projection"], "iterations": [50, 150], "balloon": [-1, 0, 1], "sigma": [1]}
+        return {"channel": ["projection"], "iterations": [40, 100], "balloon": [-1, 1], "sigma": [1]}
 
     def segment(self, image, params):
         from skimage.segmentation import inverse_gaussian_gradient, morphological_geodesic_active_contour
@@ -492,8 +492,10 @@ class _Regions(ClassicalMethod):
         from sklearn.linear_model import LogisticRegression
 
         feats, labels = [], []
+        self._learnt_regions = {}  # the search segments the same images next: their regions are not made twice
         for image, mask in zip(images, masks):
             regions = self.regions(image, params)
+            self._learnt_regions[id(image)] = regions
             f, counts = _region_features(image, regions)
             fg = np.bincount(regions.reshape(-1), (mask.reshape(-1) > 0).astype(float), len(counts))
             keep = counts > 0
@@ -517,7 +519,8 @@ class _Regions(ClassicalMethod):
         }
 
     def segment(self, image, params):
-        regions = self.regions(image, params)
+        cached = getattr(self, "_learnt_regions", {}).pop(id(image), None)
+        regions = cached if cached is not None else self.regions(image, params)
         f, _counts = _region_features(image, regions)
         if "clf_coef" not in params:
             return np.zeros(image.shape[1:], np.float32)
