@@ -225,13 +225,16 @@ class Adaptive(ClassicalMethod):
 
 class RegionGrowing(ClassicalMethod):
     """Flood fill from a seed (the image centre, or its brightest point after smoothing) over the connected pixels
-    whose value is within ``tolerance`` times the seed's distance from Otsu's threshold (1: down to the threshold)."""
+    whose value is within ``tolerance`` times the seed's distance from Otsu's threshold (1: down to the threshold),
+    on both sides of the seed's value (``band: two_sided``, which also stops at what is much brighter, such as a
+    glare) or below it only (``one_sided``)."""
 
     def grid(self, in_channels):
         return {
             "channel": channel_options(in_channels, expensive=True),
             "seed": ["centre", "extreme"],
             "tolerance": [0.5, 0.75, 1.0, 1.25],
+            "band": ["two_sided", "one_sided"],
             "sigma": [0, 2],
         }
 
@@ -249,8 +252,9 @@ class RegionGrowing(ClassicalMethod):
 
         seed = tuple(int(s) for s in seed)
         tol = float(params.get("tolerance", 1.0)) * abs(float(g[seed]) - float(threshold_otsu(g)))
-        # one-sided: pixels brighter than the seed belong to it too (flood alone bounds both sides)
-        return flood(np.minimum(g, g[seed]), seed, tolerance=tol).astype(np.float32)
+        if params.get("band", "two_sided") == "one_sided":  # pixels brighter than the seed belong to it too
+            g = np.minimum(g, g[seed])
+        return flood(g, seed, tolerance=tol).astype(np.float32)
 
 
 class Edges(ClassicalMethod):
