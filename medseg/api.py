@@ -229,10 +229,13 @@ def evaluate_from_cli(
     progress=True,
     log=print,
     instances=False,
+    beside=(),
 ):
     """``medseg evaluate``: folders (--pred/--gt) or a model (or a list of models, ensembled) on a recipe
     (--model/--data/--data-dir). ``options`` (tta and the clean-up) override the checkpoint's, as for
     ``medseg infer``; ``instances``: the folders hold instance maps (a model's checkpoint says so itself)."""
+    if beside and not report:
+        raise MedsegError("--beside puts other runs beside this one in the cohort PDF; fix: add --report")
     from medseg.evaluation.evaluate import evaluate_folders, evaluate_model
     from medseg.reporting.figures import EvaluationFigures
 
@@ -289,7 +292,8 @@ def evaluate_from_cli(
     if report:
         from medseg.reporting.cohort_report import cohort_report
 
-        log(f"report: {cohort_report(res.out_dir, out=res.out_dir / 'cohort_report.pdf', force=force)}")
+        pdf = cohort_report(res.out_dir, out=res.out_dir / "cohort_report.pdf", force=force, beside=beside)
+        log(f"report: {pdf}")
     return res
 
 

@@ -91,6 +91,13 @@ TTA = typer.Option(
     "--tta/--no-tta",
     help="Average predictions over flips (test-time augmentation); default: the checkpoint's infer.tta.",
 )
+BESIDE = typer.Option(
+    [],
+    "--beside",
+    metavar="RUN",
+    help="Another evaluate or cv folder scored on the same cases, shown in the cohort PDF against this one; the best "
+    "classical method among them is named (repeatable).",
+)
 
 
 @app.command()
@@ -268,6 +275,7 @@ def evaluate(
     min_size: float | None = MIN_SIZE,
     fill_holes: bool | None = FILL_HOLES,
     report: bool = typer.Option(False, "--report", help="Also write the cohort PDF into --out (cohort_report.pdf)."),
+    beside: list[Path] = BESIDE,
     force: bool = typer.Option(False, "--force", help="Overwrite an earlier evaluation in --out."),
     instances: bool = typer.Option(
         False,
@@ -301,6 +309,7 @@ def evaluate(
             progress=not quiet,
             log=_echo,
             instances=instances,
+            beside=beside,
         )
     )
 
@@ -311,13 +320,7 @@ def report(
     out: Path | None = typer.Option(None, "--out", help="PDF path or folder (default reports/)."),
     gt: Path | None = typer.Option(None, "--gt", help="Ground-truth mask for a single-case report."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing PDF."),
-    beside: list[Path] = typer.Option(
-        [],
-        "--beside",
-        metavar="RUN",
-        help="Another evaluate or cv folder scored on the same cases, shown against this one; the best classical "
-        "method among them is named (repeatable).",
-    ),
+    beside: list[Path] = BESIDE,
 ):
     """Write a clinical-style PDF report."""
     from medseg.api import report_from_cli

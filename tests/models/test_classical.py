@@ -309,3 +309,20 @@ def test_a_fit_refuses_several_processes(fitted_run):
     cfg = load_config("ph2", ["model.name=otsu", "model.pretrained=null", "preprocess.spatial_size=[48,64]"])
     with pytest.raises(MedsegError, match="fitted by a search on one process"):
         train(cfg, data, run.parent / "multi", progress=False, nproc=2)
+
+
+def test_evaluate_report_beside_names_the_floor_from_the_command_line(fitted_run, tmp_path):
+    from pypdf import PdfReader
+
+    from tests.conftest import run_cli
+
+    data, run, _result = fitted_run
+    common = ["evaluate", "-m", run / "best.pt", "--data", "ph2", "--data-dir", data, "--device", "cpu", "--quiet"]
+    assert run_cli(*common, "--out", tmp_path / "a").exit_code == 0
+    refused = run_cli(*common, "--out", tmp_path / "b", "--beside", tmp_path / "a")
+    assert refused.exit_code != 0 and "fix: add --report" in refused.output
+    assert not (tmp_path / "b").exists()  # refused before anything was scored or written
+    ok = run_cli(*common, "--out", tmp_path / "c", "--report", "--beside", tmp_path / "a")
+    assert ok.exit_code == 0, ok.output
+    text = " ".join(" ".join(p.extract_text().split()) for p in PdfReader(tmp_path / "c" / "cohort_report.pdf").pages)
+    assert "Best classical method: otsu" in text and "this model scores +0.000" in text  # the same fit, beside itself
