@@ -215,13 +215,14 @@ class SearchFit(Trainer):
             board.validation(val, cfg.data.labels, row["validation_seconds"], 1)
             log.info(epoch_line(0, row["train_loss"], val, cfg.data.labels))
             metric = float(np.mean(val.dice))
+        best = metric if validated else -row["train_loss"]  # what picks best.pt in a gradient run, negated loss
         if self.info.main:
             facts = checkpoints.run_facts(cfg, spec, roi_size(cfg), self.data, self.data_dir)
             payload = {
                 **facts,
                 "state_dict": net.state_dict(),
                 "epoch": 1,
-                "best_metric": metric if validated else -row["train_loss"],
+                "best_metric": best,
                 "best_epoch": 1,
                 "world_size": 1,
                 "val_metrics": {k: v for k, v in row.items() if k.startswith("val_") and "dice" in k},
@@ -235,10 +236,9 @@ class SearchFit(Trainer):
             }
             checkpoints.save_epoch(self.run_dir, payload, True, {"history": [row]}, [row])
             write_history(self.run_dir / "fit.csv", result.rows)  # any rows, written atomically
-        board.close(cfg, metric if validated else -row["train_loss"], validated)
+        board.close(cfg, best, validated)
         seconds = time.time() - self.data.started
-        summary = best_summary(metric if validated else -row["train_loss"], validated)
-        log.info(f"done in {seconds:.0f}s: {summary}; checkpoints in {self.run_dir}")
+        log.info(f"done in {seconds:.0f}s: {best_summary(best, validated)}; checkpoints in {self.run_dir}")
         return TrainResult(self.run_dir, metric, 1, 1, seconds, [row])
 
 
