@@ -230,10 +230,12 @@ def evaluate_from_cli(
     log=print,
     instances=False,
     beside=(),
+    label_values: dict | None = None,
 ):
     """``medseg evaluate``: folders (--pred/--gt) or a model (or a list of models, ensembled) on a recipe
     (--model/--data/--data-dir). ``options`` (tta and the clean-up) override the checkpoint's, as for
-    ``medseg infer``; ``instances``: the folders hold instance maps (a model's checkpoint says so itself)."""
+    ``medseg infer``; ``instances``: the folders hold instance maps (a model's checkpoint says so itself);
+    ``label_values``: the ground-truth folder's values that make each class (a checkpoint has its own)."""
     if beside and not report:
         raise MedsegError("--beside puts other runs beside this one in the cohort PDF; fix: add --report")
     from medseg.evaluation.evaluate import evaluate_folders, evaluate_model
@@ -250,10 +252,10 @@ def evaluate_from_cli(
     if model:
         if pred is not None or gt is not None:
             raise MedsegError("give either --pred/--gt or --model/--data, not both")
-        if instances:
+        if instances or label_values:
+            given = "--instances" if instances else "--label-values"
             raise MedsegError(
-                "--instances is for --pred/--gt folders; with --model the checkpoint says whether its task is "
-                "instances (fix: drop --instances)"
+                f"{given} is for --pred/--gt folders; with --model the checkpoint's config says it (fix: drop {given})"
             )
         if not data:
             raise MedsegError(
@@ -276,6 +278,8 @@ def evaluate_from_cli(
     else:
         if pred is None or gt is None:
             raise MedsegError("medseg evaluate needs --pred and --gt folders (or --model with --data)")
+        if label_values and not labels:
+            raise MedsegError("--label-values names classes; fix: give them with --labels, background first")
         res = evaluate_folders(
             pred,
             gt,
@@ -287,6 +291,7 @@ def evaluate_from_cli(
             figures=EvaluationFigures(),
             extra_metrics=_recipe_metrics(data),
             instances=instances,
+            label_values=label_values,
         )
     _print_summary(res, log)
     if report:
@@ -295,6 +300,24 @@ def evaluate_from_cli(
         pdf = cohort_report(res.out_dir, out=res.out_dir / "cohort_report.pdf", force=force, beside=beside)
         log(f"report: {pdf}")
     return res
+
+
+def parse_label_values(given: list[str] | None) -> dict[str, list[int]] | None:
+    """``["tumour=1,2,3,4", "background=0,5"]`` -> ``{"tumour": [1, 2, 3, 4], "background": [0, 5]}``."""
+    if not given:
+        return None
+    out = {}
+    for item in given:
+        name, _, values = item.partition("=")
+        try:
+            out[name.strip()] = [int(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise MedsegError(
+                f"--label-values {item!r}: values must be whole numbers; fix: e.g. tumour=1,2,3,4"
+            ) from None
+        if not name.strip() or not out[name.strip()]:
+            raise MedsegError(f"--label-values {item!r}: give NAME=VALUES; fix: e.g. tumour=1,2,3,4")
+    return out
 
 
 def _check_recipe_name(data: str) -> None:

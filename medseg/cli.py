@@ -267,6 +267,12 @@ def evaluate(
     split: str = typer.Option("val", "--split", help="all, val or test (the checkpoint's own split)."),
     out: Path = typer.Option(..., "--out", help="Output folder for metrics.csv, summary.csv and plots."),
     labels: str | None = typer.Option(None, "--labels", help="Comma-separated label names, background first."),
+    label_values: list[str] = typer.Option(
+        [],
+        "--label-values",
+        help="With --gt: the ground truth's values that make a class, NAME=V,V (repeatable), e.g. tumour=1,2,3,4 "
+        "to score BraTS' whole tumour; values listed under background are dropped.",
+    ),
     images: Path | None = typer.Option(None, "--images", help="Folder of the images, for overlays (with --pred)."),
     device: str = DEVICE,
     tta: bool | None = TTA,
@@ -286,7 +292,7 @@ def evaluate(
     quiet: bool = QUIET,
 ):
     """Per-case, per-class metrics (Dice, Jaccard, precision, recall, HD95, ASSD, lesion counts)."""
-    from medseg.api import evaluate_from_cli
+    from medseg.api import evaluate_from_cli, parse_label_values
     from medseg.inference.options import InferenceOptions
 
     _run(
@@ -310,6 +316,7 @@ def evaluate(
             log=_echo,
             instances=instances,
             beside=beside,
+            label_values=parse_label_values(label_values),
         )
     )
 

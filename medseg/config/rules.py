@@ -233,6 +233,7 @@ def validate_config(cfg: Config, source: str = "config", overridden: set[str] | 
     _check_loss_weights(cfg, source)
     _check_shift_size(cfg, source)
     _check_instances(cfg, source)
+    _check_label_values(cfg, source)
 
 
 def _check_split(split, source: str) -> None:
@@ -290,3 +291,33 @@ def _check_instances(cfg: Config, source: str) -> None:
             f"data.task instances needs one object class, but data.labels has {cfg.num_classes - 1}",
             "e.g. --set 'data.labels=[background, nucleus]'",
         )
+
+
+def _check_label_values(cfg: Config, source: str) -> None:
+    if cfg.data.label_values:
+        check_label_values(cfg.data.labels, cfg.data.label_values, cfg.instances, source)
+
+
+def check_label_values(labels: list[str], lv: dict, instances: bool, source: str) -> None:
+    """``data.label_values`` names classes of ``data.labels``, lists whole values, gives each value one class and
+    every foreground class at least one value."""
+    example = "e.g. --set 'data.labels=[background, tumour]' --set 'data.label_values={tumour: [1, 2, 3, 4]}'"
+    if not isinstance(lv, dict):
+        raise fail(source, "data.label_values must map class names to lists of label values", example)
+    if instances:
+        raise fail(source, "data.label_values maps class values, but data.task is instances", "remove label_values")
+    unknown = [k for k in lv if k not in labels]
+    if unknown:
+        raise fail(source, f"data.label_values names {unknown}, which are not in data.labels {list(labels)}", example)
+    seen: dict[int, str] = {}
+    for name, values in lv.items():
+        values = values if isinstance(values, (list, tuple)) else [values]
+        if not values or not all(isinstance(v, (int, float)) and float(v).is_integer() for v in values):
+            raise fail(source, f"data.label_values.{name} must be a list of whole label values", example)
+        for v in values:
+            if int(v) in seen and seen[int(v)] != name:
+                raise fail(source, f"data.label_values gives value {int(v)} to both {seen[int(v)]} and {name}", example)
+            seen[int(v)] = name
+    missing = [c for c in labels[1:] if c not in lv]
+    if missing:
+        raise fail(source, f"data.label_values lists no values for {missing}", example)

@@ -13,6 +13,18 @@ from typing import Any
 from medseg.errors import MedsegError
 
 
+def value_classes(labels: list[str], label_values: dict | None) -> dict[int, int] | None:
+    """Each label-map value on disk -> its class index, from ``data.label_values`` (class name -> values; 0 is
+    background unless listed under a class); None when the values are the class indices themselves."""
+    if not label_values:
+        return None
+    out = {0: 0}
+    for name, values in label_values.items():
+        listed = values if isinstance(values, (list, tuple)) else [values]
+        out.update({int(v): list(labels).index(name) for v in listed})
+    return out
+
+
 @dataclass
 class SplitConfig:
     """How cases are split. Fractions are of groups (patients), never slices."""
@@ -38,6 +50,9 @@ class DataConfig:
     pixel_spacing_mm: list[float] | None = None  # 2D only: physical pixel size if known
     context_slices: int = 0  # 2D slices of a volume: neighbours on each side fed as extra channels (2.5D)
     options: dict[str, Any] = field(default_factory=dict)  # recipe-specific
+    # class name -> the label-map values on disk that make it, to merge values into one class (BraTS' whole
+    # tumour: {tumour: [1, 2, 3, 4]}) or drop them into background; None: value i is class i
+    label_values: dict[str, list[int]] | None = None
     split: SplitConfig = field(default_factory=SplitConfig)
 
 
@@ -157,6 +172,11 @@ class Config:
     @property
     def num_classes(self) -> int:
         return len(self.data.labels)
+
+    @property
+    def value_classes(self) -> dict[int, int] | None:
+        """Each label-map value on disk -> its class index (:func:`value_classes`)."""
+        return value_classes(self.data.labels, self.data.label_values)
 
     @property
     def binary(self) -> bool:

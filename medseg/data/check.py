@@ -63,9 +63,16 @@ class _Tally:
                 select=cfg.channel_select,
                 stored=cfg.data.stored_channels,
                 instances=cfg.instances,
+                values=cfg.value_classes,
             )
         else:
-            self.loader = LoadVolumed(len(cfg.data.channels), cfg.num_classes, describe=True, instances=cfg.instances)
+            self.loader = LoadVolumed(
+                len(cfg.data.channels),
+                cfg.num_classes,
+                describe=True,
+                instances=cfg.instances,
+                values=cfg.value_classes,
+            )
 
     def read(self, sample: dict) -> None:
         """Count one case; a file the loader rejects becomes a problem line (each file is read once)."""

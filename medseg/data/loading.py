@@ -89,10 +89,13 @@ def foreground_above(mask: np.ndarray) -> float:
     return top / 2
 
 
-def labels_to_classes(label: np.ndarray, num_classes: int, path) -> np.ndarray:
-    """Check and convert a label map to integer classes ``0..num_classes-1`` (binary: anything > 0 is 1)."""
+def labels_to_classes(label: np.ndarray, num_classes: int, path, values: dict[int, int] | None = None) -> np.ndarray:
+    """Check and convert a label map to integer classes ``0..num_classes-1`` (binary: anything > 0 is 1), or with
+    ``values`` (:attr:`medseg.config.Config.value_classes`) map each value on disk to its class."""
     if not np.isfinite(label).all():
         raise fail(path, "label map contains NaN or infinite values", "repair the label file")
+    if values is not None:
+        return _mapped_classes(np.asarray(label), values, path)
     if num_classes == 2:
         fg_values = np.unique(label[label != 0])
         if fg_values.size > 1:
@@ -100,7 +103,8 @@ def labels_to_classes(label: np.ndarray, num_classes: int, path) -> np.ndarray:
             raise fail(
                 path,
                 f"label values {shown} are outside the configured classes (one foreground class)",
-                "list every class in data.labels (or --labels), or merge the values into one",
+                "list every class in data.labels (or --labels), or merge the values into one with data.label_values "
+                "(--label-values for folders)",
             )
         return (label != 0).astype(np.uint8)
     rounded = np.rint(label)
@@ -115,6 +119,25 @@ def labels_to_classes(label: np.ndarray, num_classes: int, path) -> np.ndarray:
             "fix the label map or list every class in data.labels",
         )
     return rounded.astype(np.uint8)
+
+
+def _mapped_classes(label: np.ndarray, values: dict[int, int], path) -> np.ndarray:
+    """``label``'s values through ``values``; a value it does not list is refused, never guessed."""
+    rounded = np.rint(label)
+    if np.abs(rounded - label).max(initial=0) > 1e-3:
+        raise fail(path, "label map has non-integer values", "save labels as integers (nearest-neighbour resampling)")
+    present = np.unique(rounded).astype(np.int64)
+    unlisted = [int(v) for v in present if int(v) not in values]
+    if unlisted:
+        raise fail(
+            path,
+            f"label values {unlisted[:6]} are not in data.label_values",
+            "list each value under a class of data.label_values (under background to drop it)",
+        )
+    out = np.zeros(label.shape, np.uint8)
+    for v in present:
+        out[rounded == v] = values[int(v)]
+    return out
 
 
 def instance_ids(label: np.ndarray, path) -> np.ndarray:
@@ -161,10 +184,12 @@ class _LoadPaird(MapTransform):
         allow_missing_keys=True,
         describe: bool = False,
         instances: bool = False,
+        values: dict[int, int] | None = None,
     ):
         super().__init__(keys, allow_missing_keys)
         self.n_channels = n_channels
         self.num_classes = num_classes
+        self.values = values  # label-map value -> class (data.label_values); None: the values are the classes
         self.describe = describe  # also report what is on disk (channels, label values): `medseg datasets check`
         self.instances = instances  # labels are instance maps: keep each object's id (data.task: instances)
 
@@ -192,8 +217,9 @@ class LoadImage2Dd(_LoadPaird):
         select: list[int] | None = None,
         stored: list[str] | None = None,
         instances: bool = False,
+        values: dict[int, int] | None = None,
     ):
-        super().__init__(n_channels, num_classes, keys, allow_missing_keys, describe, instances)
+        super().__init__(n_channels, num_classes, keys, allow_missing_keys, describe, instances, values)
         self.context, self.select, self.stored = context, select, stored
 
     def _read(self, path, upright: bool = True) -> tuple[np.ndarray, int]:
@@ -264,10 +290,10 @@ class LoadImage2Dd(_LoadPaird):
                 )
             if self.instances:
                 lab = instance_ids(mask, lpath)
-            elif self.num_classes == 2:
+            elif self.num_classes == 2 and self.values is None:
                 lab = binarise_mask_2d(mask)
             else:
-                lab = labels_to_classes(mask if mask.ndim == 2 else mask[..., 0], self.num_classes, lpath)
+                lab = labels_to_classes(mask if mask.ndim == 2 else mask[..., 0], self.num_classes, lpath, self.values)
             d[LABEL] = lab[None]
         return d
 
@@ -336,6 +362,6 @@ class LoadVolumed(_LoadPaird):
                     "copy the image geometry into the label file",
                 )
             lab = np.asarray(lab, dtype=np.float32)
-            lab = instance_ids(lab, lp) if self.instances else labels_to_classes(lab, self.num_classes, lp)
+            lab = instance_ids(lab, lp) if self.instances else labels_to_classes(lab, self.num_classes, lp, self.values)
             d[LABEL] = MetaTensor(torch.from_numpy(lab[None]), affine=torch.as_tensor(geom0.affine), meta=dict(meta))
         return d

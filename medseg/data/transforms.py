@@ -146,6 +146,7 @@ def deterministic_transforms(cfg: Config, with_label: bool = True, for_training:
                 select=cfg.channel_select,
                 stored=cfg.data.stored_channels,
                 instances=cfg.instances,
+                values=cfg.value_classes,
             )
         ]
         if p.spatial_size:
@@ -154,7 +155,7 @@ def deterministic_transforms(cfg: Config, with_label: bool = True, for_training:
                 ts.append(Resized(keys=LABEL, spatial_size=p.spatial_size, mode="nearest"))
         ts += intensity_transforms(cfg)
     else:
-        ts = [LoadVolumed(n_ch, k, keys=keys, instances=cfg.instances)]
+        ts = [LoadVolumed(n_ch, k, keys=keys, instances=cfg.instances, values=cfg.value_classes)]
         if p.orientation:
             # labels as MONAI defaults them today; left out, MONAI warns on every 3D command that the default changes
             ts.append(Orientationd(keys=keys, axcodes=p.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from medseg import __version__
+from medseg.config.schema import value_classes
 from medseg.data.base import IMAGE, LABEL
 from medseg.errors import MedsegError, fail
 from medseg.evaluation.detection import LESION_THRESHOLDS
@@ -73,10 +74,12 @@ def evaluate_folders(
     figures: Figures | None = None,
     extra_metrics: tuple[str, ...] = (),
     instances: bool = False,
+    label_values: dict[str, list[int]] | None = None,
 ) -> EvalResult:
     """Evaluate a folder of predictions against a folder of ground truth (``images``: a folder of the images,
     the overlays' background; ``extra_metrics``: groups of metrics beyond the standard ones, as a recipe's
-    :attr:`~medseg.data.base.Recipe.extra_metrics` names them). With ``instances`` both are instance maps,
+    :attr:`~medseg.data.base.Recipe.extra_metrics` names them; ``label_values``: the ground truth's values that
+    make each class, as ``data.label_values`` gives them, e.g. ``{"tumour": [1, 2, 3, 4]}``). With ``instances`` both are instance maps,
     scored object by object too, and ranked by the scores in ``<case>_objects.csv`` beside each prediction
     where ``medseg infer`` wrote one."""
     out_dir = Path(out)
@@ -95,19 +98,22 @@ def evaluate_folders(
     labels = (
         list(labels) if labels else (["background", "object"] if instances else guess_labels([p[2] for p in pairs]))
     )
+    values = _folder_values(labels, label_values, gt_dir)
     image_files = {case_key(p): p for p in mask_files(Path(images))} if images else {}
     lesions = LesionDetections(labels)
     cohort = InstanceCohort(labels[1]) if instances else None
-    rows, cases, units = _score_pairs(pairs, labels, image_files, progress, tuple(extra_metrics), lesions, cohort)
+    scored = _score_pairs(pairs, labels, image_files, progress, tuple(extra_metrics), lesions, cohort, values)
+    rows, cases, units = scored
     df = pd.DataFrame(rows)
     ranks = rank_cases(df)
-    draw_overlays(figures, cases, ranks, out_dir, Drawing(labels, instances=instances), progress)
+    draw_overlays(figures, cases, ranks, out_dir, Drawing(labels, instances=instances, values=values), progress)
     info = {
         "mode": "folders",
         **units,
         "pred_dir": str(pred_dir),
         "gt_dir": str(gt_dir),
         "labels": labels,
+        **({"label_values": label_values} if label_values else {}),
         "extra_metrics": list(extra_metrics),
         "n_cases": len(pairs),
         "predictions_without_gt": pred_only,
@@ -122,8 +128,25 @@ def evaluate_folders(
     return _write_all(out_dir, df, info, figures, lesions, cohort)
 
 
+def _folder_values(labels: list[str], label_values: dict | None, gt_dir) -> dict[int, int] | None:
+    """``label_values`` checked against ``labels`` as a config's are, then as value -> class."""
+    if not label_values:
+        return None
+    from medseg.config.rules import check_label_values
+
+    check_label_values(labels, label_values, False, f"--label-values for {gt_dir}")
+    return value_classes(labels, label_values)
+
+
 def _score_pairs(
-    pairs: list, labels: list[str], image_files: dict, progress: bool, extra: tuple[str, ...], lesions, cohort=None
+    pairs: list,
+    labels: list[str],
+    image_files: dict,
+    progress: bool,
+    extra: tuple[str, ...],
+    lesions,
+    cohort=None,
+    values: dict[int, int] | None = None,
 ) -> tuple[list, dict, dict]:
     """``(metrics rows, cases for eval.json, units)`` of the paired files; all of them must share one unit. With
     a ``cohort`` the files are instance maps: their foreground is scored, and their objects into ``cohort``."""
@@ -131,7 +154,7 @@ def _score_pairs(
 
     rows, cases, units = [], {}, None
     for case_id, pp, gp in track(pairs, desc="evaluate", enabled=progress, unit="case"):
-        pred, gt, spacing = _read_pair(pp, gp, len(labels), instances=cohort is not None)
+        pred, gt, spacing = _read_pair(pp, gp, len(labels), instances=cohort is not None, values=values)
         if cohort is not None:  # objects scored as they are, pixels as the union of the objects
             scores = scores_beside(pp, pred)
             cohort.add(case_id, gt, pred, scores)
@@ -156,12 +179,12 @@ def _score_pairs(
     return rows, cases, units
 
 
-def _read_pair(pp: Path, gp: Path, num_classes: int, instances: bool = False) -> tuple:
-    """``(prediction, ground truth, spacing)`` of one pair (class maps, or with ``instances`` instance maps);
-    refused unless both lie on one grid."""
-    read = read_instance_file if instances else (lambda p: read_label_map(p, num_classes))
+def _read_pair(pp: Path, gp: Path, num_classes: int, instances: bool = False, values=None) -> tuple:
+    """``(prediction, ground truth, spacing)`` of one pair (class maps, or with ``instances`` instance maps; the
+    ground truth's values through ``values``); refused unless both lie on one grid."""
+    read = read_instance_file if instances else (lambda p, v=None: read_label_map(p, num_classes, v))
     pred, _, paff = read(pp)
-    gt, spacing, gaff = read(gp)
+    gt, spacing, gaff = read(gp) if instances else read(gp, values)
     if pred.shape != gt.shape:
         raise MedsegError(
             f"{pp} and {gp}: shapes differ {pred.shape} vs {gt.shape}; fix: predict on the ground truth's "
@@ -231,6 +254,7 @@ def evaluate_model(
         modality=(list(cfg.data.channels) or [None])[0],  # the volume's background
         stacked_by=recipe if volumes else None,
         instances=cfg.instances,
+        values=cfg.value_classes,
     )
     draw_overlays(figures, cases, ranks, out_dir, drawing, progress)
     info = {
@@ -243,6 +267,7 @@ def evaluate_model(
         "data_dir": str(data_dir),
         "split": "all" if test_set else split,
         "labels": labels,
+        **({"label_values": cfg.data.label_values} if cfg.data.label_values else {}),
         "extra_metrics": list(recipe.extra_metrics),
         "n_cases": len(cases),
         "test_set": test_set,
@@ -295,7 +320,7 @@ class _CaseScorer:
 
     def add(self, s: dict, segmentation: str, probs: np.ndarray) -> None:
         pred, _, _ = read_label_map(Path(segmentation), len(self.labels))
-        gt, spacing, _ = read_label_map(Path(s[LABEL]), len(self.labels))
+        gt, spacing, _ = read_label_map(Path(s[LABEL]), len(self.labels), self.cfg.value_classes)
         if self.cfg.data.spatial_dims == 2 and self.cfg.data.pixel_spacing_mm:
             spacing = tuple(self.cfg.data.pixel_spacing_mm)
         self.rows += metrics_rows(s["case_id"], pred, gt, spacing, self.labels, self.extra)
@@ -316,8 +341,11 @@ class _VolumeScorer:
     """Slices of one patient stacked into one volume (per-patient metrics, as in Buda et al. 2019); each slice's
     class probabilities are kept, as uint8, until its volume is scored."""
 
-    def __init__(self, volumes: dict, labels: list[str], extra: tuple[str, ...], lesions: LesionDetections):
+    def __init__(
+        self, volumes: dict, labels: list[str], extra: tuple[str, ...], lesions: LesionDetections, values=None
+    ):
         self.volumes, self.labels, self.extra, self.lesions = volumes, labels, extra, lesions
+        self.values = values  # the ground truth's label values -> classes (data.label_values)
         self.predicted, self.kept = {}, {}
 
     def add(self, s: dict, segmentation: str, probs: np.ndarray) -> None:
@@ -327,12 +355,12 @@ class _VolumeScorer:
     def finish(self) -> tuple[list, dict, dict]:
         from medseg.data.stacking import stack_slices
 
-        read = lambda p: read_label_map(Path(p), len(self.labels))[0]
+        read = lambda p, v=None: read_label_map(Path(p), len(self.labels), v)[0]
         rows, cases = [], {}
         for vid, sl in self.volumes.items():
             ids = [s["case_id"] for s in sl]
             pred = stack_slices([self.predicted[i] for i in ids], read)
-            gt = stack_slices([s[LABEL] for s in sl], read)
+            gt = stack_slices([s[LABEL] for s in sl], lambda p: read(p, self.values))
             # slices carry no in-plane spacing or thickness: sizes in voxels, distances in voxel steps
             rows += metrics_rows(vid, pred, gt, None, self.labels, self.extra)
             probabilities = {
@@ -387,7 +415,7 @@ def _scorer_for(cfg, volumes, labels: list[str], extra: tuple[str, ...], lesions
     if cfg.instances:
         return _InstanceScorer(labels, cfg, extra, lesions)
     if volumes:
-        return _VolumeScorer(volumes, labels, extra, lesions)
+        return _VolumeScorer(volumes, labels, extra, lesions, cfg.value_classes)
     return _CaseScorer(labels, cfg, extra, lesions)
 
 

@@ -43,20 +43,24 @@ def pair_cases(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[tuple[str
     return pairs, sorted(set(preds) - set(gts)), sorted(set(gts) - set(preds))
 
 
-def read_label_map(path: Path, num_classes: int) -> tuple[np.ndarray, tuple | None, np.ndarray | None]:
-    """A mask file -> ``(class map, spacing, affine or None)``; binary tasks threshold anything > 0. 2D files carry
-    no pixel spacing: theirs is None."""
+def read_label_map(
+    path: Path, num_classes: int, values: dict[int, int] | None = None
+) -> tuple[np.ndarray, tuple | None, np.ndarray | None]:
+    """A mask file -> ``(class map, spacing, affine or None)``; binary tasks threshold anything > 0, and ``values``
+    (a ground truth's ``data.label_values``, :attr:`medseg.config.Config.value_classes`) maps each value on disk
+    to its class. 2D files carry no pixel spacing: theirs is None."""
     from medseg.data.transforms import binarise_mask_2d, labels_to_classes
 
     if file_ext(path) in IMAGE_2D_EXTS:
         raw = read_image_2d(path, kind="mask")
-        if num_classes == 2:
+        if num_classes == 2 and values is None:
             return binarise_mask_2d(raw), None, None
-        return labels_to_classes(raw if raw.ndim == 2 else raw[..., 0], num_classes, path), None, None
+        return labels_to_classes(raw if raw.ndim == 2 else raw[..., 0], num_classes, path, values), None, None
     arr, geom = read_volume(path)
     if arr.ndim == 4:
         arr = arr[..., 0]
-    return labels_to_classes(np.asarray(arr, dtype=np.float32), num_classes, path), tuple(geom.spacing), geom.affine
+    classes = labels_to_classes(np.asarray(arr, dtype=np.float32), num_classes, path, values)
+    return classes, tuple(geom.spacing), geom.affine
 
 
 def read_instance_map(path: Path) -> np.ndarray:

@@ -43,6 +43,7 @@ class Drawing:
     modality: str | None = None
     stacked_by: Recipe | None = None
     instances: bool = False  # the files are instance maps: each object outlined in its own colour
+    values: dict[int, int] | None = None  # the ground truth's label values -> classes (data.label_values)
 
 
 class Figures(Protocol):

@@ -154,6 +154,7 @@ def findings_record(paths: CaseOutputs, case: Case, pred: Prediction, predictor:
         **pred.facts.to_findings(),
         "metadata": {**geom.meta.get("dicom", {}), **lookup_metadata(case.paths[0])},
         "labels": list(cfg.data.labels),
+        **({"label_values": cfg.data.label_values} if cfg.data.label_values else {}),
         "channels": list(cfg.data.channels),
         **findings,
         "models": [

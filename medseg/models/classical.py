@@ -660,7 +660,7 @@ def check(name: str):
         if int(kwargs.get("out_channels", 1)) != 1:
             raise ValueError(
                 f"{name} segments one foreground class; set data.labels to background and one class "
-                "(or merge the classes with data.options)"
+                "(or merge the classes into one with data.label_values)"
             )
         if int(kwargs.get("spatial_dims", 2)) not in method.dims:
             raise ValueError(f"{name} works on {' and '.join(f'{d}D' for d in method.dims)} images only")

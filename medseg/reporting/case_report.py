@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+from medseg.config.schema import value_classes
 from medseg.data.lookup import metadata_rows
 from medseg.errors import fail
 from medseg.inference.facts import CaseFacts
@@ -100,7 +101,7 @@ def _agreement_table(f: dict, gt, case_id: str, labels: list[str]):
 
     _, _, length, known = _findings_units(f)
     pred, _, _ = read_label_map(Path(f["segmentation"]), len(labels))
-    g, spacing, _ = read_label_map(Path(gt), len(labels))
+    g, spacing, _ = read_label_map(Path(gt), len(labels), value_classes(labels, f.get("label_values")))
     if pred.shape != g.shape:
         raise fail(
             gt,
@@ -165,6 +166,7 @@ def case_report(
             spacing_2d=tuple(geo["spacing_mm"]) if ndim == 2 and known else None,
             modality=(f.get("channels") or [meta.get("modality")])[0],
             instances=f.get("objects") is not None,
+            values=value_classes(labels, f.get("label_values")),
         )
         if ndim == 2:  # the picture beside the study tables, so that a 2D case fits one page
             picture = [para("Overlay", st["h2"]), image(drawn, max_w_mm=86, max_h_mm=95)]

@@ -21,7 +21,7 @@ class EvaluationFigures:
 
     def overlay(self, case: dict, target: Path, title: str, drawing: Drawing) -> str:
         if drawing.stacked_by is not None:
-            return save_volume_overlay(case, drawing.labels, target, drawing.stacked_by, title=title)
+            return save_volume_overlay(case, drawing.labels, target, drawing.stacked_by, title, drawing.values)
         return save_case_overlay(
             case["image"],
             case["ground_truth"],
@@ -32,6 +32,7 @@ class EvaluationFigures:
             spacing_2d=drawing.spacing_2d,
             modality=drawing.modality,
             instances=drawing.instances,
+            values=drawing.values,
         )
 
     def plots(self, metrics: pd.DataFrame, out_dir: Path, size_unit: str) -> dict[str, str]:

@@ -153,8 +153,8 @@ def _finish(fig, labels, has_gt, has_pred, target: Path, title: str) -> str:
     return str(target)
 
 
-def _labels_of(path, n) -> np.ndarray | None:
-    return read_label_map(Path(path), n)[0] if path else None
+def _labels_of(path, n, values: dict[int, int] | None = None) -> np.ndarray | None:
+    return read_label_map(Path(path), n, values)[0] if path else None
 
 
 def save_case_overlay(
@@ -167,17 +167,19 @@ def save_case_overlay(
     spacing_2d=None,
     modality: str | None = None,
     instances: bool = False,
+    values: dict[int, int] | None = None,
 ) -> str:
     """Overlay PNG for one case (2D image or 3D volume files); ``image``/``gt``/``pred`` may be None. ``modality``
     names a volume's background image (the first input channel) in its title; ``instances``: the files are
-    instance maps, each object outlined in its own colour (2D)."""
+    instance maps, each object outlined in its own colour (2D); ``values``: the ground truth's label values ->
+    classes (``data.label_values``)."""
     target = Path(target)
     ref = pred or gt
     if file_ext(ref) not in IMAGE_2D_EXTS:
-        return save_volume_files_overlay(image, gt, pred, labels, target, title, modality=modality, instances=instances)
+        return save_volume_files_overlay(image, gt, pred, labels, target, title, modality, instances, values)
     if instances:
         return save_instance_overlay(image, gt, pred, target, title, spacing_2d)
-    g, p = _labels_of(gt, len(labels)), _labels_of(pred, len(labels))
+    g, p = _labels_of(gt, len(labels), values), _labels_of(pred, len(labels))
     shape = (g if g is not None else p).shape
     base = _display_background(image, shape)
     plt = pyplot()
@@ -386,7 +388,15 @@ def render_volume(
 
 
 def save_volume_files_overlay(
-    image, gt, pred, labels, target: Path, title: str = "", modality: str | None = None, instances: bool = False
+    image,
+    gt,
+    pred,
+    labels,
+    target: Path,
+    title: str = "",
+    modality: str | None = None,
+    instances: bool = False,
+    values: dict[int, int] | None = None,
 ) -> str:
     """A volume's overlay; instance maps (``instances``) are drawn as their objects' union."""
     ref_path = pred or gt
@@ -402,7 +412,7 @@ def save_volume_files_overlay(
 
         g, p = ((read_instance_map(Path(f)) > 0).astype(np.uint8) if f else None for f in (gt, pred))
     else:
-        g, p = _labels_of(gt, len(labels)), _labels_of(pred, len(labels))
+        g, p = _labels_of(gt, len(labels), values), _labels_of(pred, len(labels))
     vol_c, tr = _canonical(np.asarray(vol, np.float32), geom.affine)
     g = _canonical(g, geom.affine)[0] if g is not None else None
     p = _canonical(p, geom.affine)[0] if p is not None else None
@@ -412,15 +422,17 @@ def save_volume_files_overlay(
     )
 
 
-def save_volume_overlay(case: dict, labels, target: Path, recipe: Recipe, title: str = "") -> str:
+def save_volume_overlay(
+    case: dict, labels, target: Path, recipe: Recipe, title: str = "", values: dict[int, int] | None = None
+) -> str:
     """Overlay for a volume stacked from 2D slices (LGG): axial slices with the most lesion, drawn on the channel
     the recipe shows (:attr:`Recipe.display`: FLAIR for LGG)."""
     upright = lambda v: v.transpose(1, 0, 2)[::-1, ::-1]  # rows/cols -> x, y: the axial view upright
-    label_stack = lambda ps: upright(stack_slices(ps, lambda p: _labels_of(p, len(labels))))
+    label_stack = lambda ps, v=None: upright(stack_slices(ps, lambda p: _labels_of(p, len(labels), v)))
     # Slice thickness is unknown for stacked 2D slices, so only axial panels are drawn (no through-plane strips).
     return render_volume(
         upright(stack_slices(case["image"], recipe.display_slice)),
-        label_stack(case["ground_truth"]),
+        label_stack(case["ground_truth"], values),
         label_stack(case["prediction"]),
         (1.0, 1.0, 1.0),
         labels,
