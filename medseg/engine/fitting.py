@@ -110,7 +110,25 @@ def search(
     """Score every candidate setting of ``method`` on ``images`` (mean Dice of its mask at 0.5, per volume with
     ``groups``: :func:`mean_dice`), then the best :data:`POST_FINALISTS` with each clean-up; return the best."""
     started = time.perf_counter()
-    shared = {"projection": fisher_projection(images, masks)}
+    try:
+        shared = {"projection": fisher_projection(images, masks), **method.search_setup()}
+        rows, scored = _score_candidates(method, shared, images, masks, progress, groups)
+    finally:
+        method.search_done()
+    best = (-1.0, {}, {"keep_largest": False, "fill_holes": False})
+    for dice, params, preds in sorted(scored, key=lambda s: -s[0])[:POST_FINALISTS]:
+        for keep, fill in ((False, False), (False, True), (True, False), (True, True)):
+            if keep or fill:
+                dice = mean_dice([_clean(p, keep, fill) for p in preds], masks, groups)
+                rows.append({**_shown(params), "keep_largest": keep, "fill_holes": fill, "train_dice": round(dice, 5)})
+            if dice > best[0]:
+                best = (dice, params, {"keep_largest": keep, "fill_holes": fill})
+    seconds = time.perf_counter() - started
+    return FitResult(_plain(best[1]), best[2], best[0], rows, len(images), seconds)
+
+
+def _score_candidates(method, shared: dict, images, masks, progress: bool, groups) -> tuple[list, list]:
+    """fit.csv's rows and ``(dice, params, masks)`` of every candidate setting, each learnt and scored."""
     candidates = method.candidates(images[0].shape[0])
     bar = progress_bar(len(candidates), f"fitting {type(method).__name__}", progress, unit="settings")
     rows, scored = [], []
@@ -118,7 +136,7 @@ def search(
         t0 = time.perf_counter()
         params = {**shared, **point}
         params.update(method.learn(images, masks, params))
-        preds = [method.segment(im, params) > 0.5 for im in images]
+        preds = [method.predict(im, params) > 0.5 for im in images]
         dice = mean_dice(preds, masks, groups)
         scored.append((dice, params, preds))
         rows.append(
@@ -132,16 +150,7 @@ def search(
         )
         bar.update(1)
     bar.close()
-    best = (-1.0, {}, {"keep_largest": False, "fill_holes": False})
-    for dice, params, preds in sorted(scored, key=lambda s: -s[0])[:POST_FINALISTS]:
-        for keep, fill in ((False, False), (False, True), (True, False), (True, True)):
-            if keep or fill:
-                dice = mean_dice([_clean(p, keep, fill) for p in preds], masks, groups)
-                rows.append({**_shown(params), "keep_largest": keep, "fill_holes": fill, "train_dice": round(dice, 5)})
-            if dice > best[0]:
-                best = (dice, params, {"keep_largest": keep, "fill_holes": fill})
-    seconds = time.perf_counter() - started
-    return FitResult(_plain(best[1]), best[2], best[0], rows, len(images), seconds)
+    return rows, scored
 
 
 def _clean(mask: np.ndarray, keep_largest: bool, fill_holes: bool) -> np.ndarray:

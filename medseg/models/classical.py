@@ -44,22 +44,67 @@ class ClassicalMethod(nn.Module):
     """The shared machinery: ``segment(image, params)`` maps one preprocessed image ``(C, *spatial)`` to a
     foreground probability ``(*spatial)`` in [0, 1]; ``grid(in_channels)`` lists the parameters the fit searches;
     ``learn(images, masks, params)`` fits what a candidate learns from pixels (a classifier); ``dims`` are the
-    spatial dimensions it works in."""
+    spatial dimensions it works in. :meth:`predict` is what callers use: ``segment`` at the method's working size.
+    """
 
     fits_by_search = True
     whole_input = True  # the predictor passes the whole preprocessed image, not sliding windows of it
     dims: tuple[int, ...] = (2, 3)
     expensive = False  # works on the colour projection only, so the search stays within minutes
+    # >0: the method works on the image shrunk until its longest side is at most this many pixels, and its
+    # probabilities are resized back; the iterative methods, whose cost grows with the pixels (and the active
+    # contours' steps with the width), at a quarter of the pixels of a 192x256 image
+    work_size = 0
 
-    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 1, fitted=None, **_net):
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        fitted=None,
+        work_size: int | None = None,
+        **_net,
+    ):
         super().__init__()
         self.spatial_dims, self.in_channels = int(spatial_dims), int(in_channels)
         self.fitted = dict(fitted or {})
+        if work_size is not None:  # model.extra.work_size: 0 works at the preprocessed size
+            self.work_size = int(work_size)
+        self._memo: dict | None = None  # during a search: what several candidates share, per image
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         images = x.detach().float().cpu().numpy()
-        probs = np.stack([self.segment(img, self.fitted) for img in images])[:, None]
+        probs = np.stack([self.predict(img, self.fitted) for img in images])[:, None]
         return torch.from_numpy(_as_logits(probs)).to(x.device)
+
+    def predict(self, image: np.ndarray, params: dict) -> np.ndarray:
+        """:meth:`segment` on ``image`` shrunk to ``params["work_size"]`` (the fitted value), resized back."""
+        size = int(params.get("work_size", 0))
+        small = self.memo(("shrink", id(image), size), lambda: shrink(image, size))  # the memo keeps it alive
+        prob = self.segment(small, params)
+        return prob if small is image else resize_to(prob, image.shape[1:])
+
+    def search_setup(self) -> dict:
+        """The settings every candidate shares (the working size), and a memo for what they compute alike."""
+        self._memo = {}
+        return {"work_size": self.work_size} if self.work_size else {}
+
+    def search_done(self) -> None:
+        self._memo = None
+
+    def memo(self, key: tuple, compute):
+        """``compute()``, remembered under ``key`` during a search (keys start with the image's ``id``: the
+        search holds its images until it ends, when the memo is dropped)."""
+        if self._memo is None:
+            return compute()
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def grey(self, image: np.ndarray, params: dict) -> np.ndarray:
+        """:func:`grey`, remembered during a search (every candidate of a method shares a few)."""
+        key = ("grey", id(image), *(str(params.get(k)) for k in ("channel", "polarity", "sigma", "projection")))
+        return self.memo(key, lambda: grey(image, params))
 
     # --- what a method defines ---
 
@@ -125,6 +170,28 @@ def grey(image: np.ndarray, params: dict) -> np.ndarray:
     return gaussian_filter(out, sigma) if sigma > 0 else out
 
 
+def shrink(image: np.ndarray, longest: int) -> np.ndarray:
+    """``image`` ``(C, *spatial)`` area-averaged down until its longest side is at most ``longest`` pixels (itself
+    when it already is, or when ``longest`` is 0)."""
+    spatial = image.shape[1:]
+    if longest <= 0 or max(spatial) <= longest:
+        return image
+    from skimage.transform import resize
+
+    factor = longest / max(spatial)
+    size = tuple(max(2, round(s * factor)) for s in spatial)
+    return np.stack([resize(ch, size, order=1, anti_aliasing=True, preserve_range=True) for ch in image]).astype(
+        np.float32
+    )
+
+
+def resize_to(prob: np.ndarray, shape: tuple) -> np.ndarray:
+    """A probability map resized (linearly) to ``shape``."""
+    from skimage.transform import resize
+
+    return np.clip(resize(prob.astype(np.float32), shape, order=1, preserve_range=True), 0, 1).astype(np.float32)
+
+
 def _flat(img: np.ndarray) -> bool:
     return float(img.max() - img.min()) < 1e-6
 
@@ -167,7 +234,7 @@ class Otsu(ClassicalMethod):
         return {"channel": channel_options(in_channels), "polarity": ["brighter", "darker"], "sigma": [0, 1, 2]}
 
     def segment(self, image, params):
-        return otsu_mask(grey(image, params)).astype(np.float32)
+        return otsu_mask(self.grey(image, params)).astype(np.float32)
 
 
 class MultiOtsu(ClassicalMethod):
@@ -186,15 +253,22 @@ class MultiOtsu(ClassicalMethod):
         return params["n_fg"] < params["classes"]
 
     def segment(self, image, params):
-        from skimage.filters import threshold_multiotsu
-
-        g = grey(image, params)
-        try:
-            thresholds = threshold_multiotsu(g, classes=int(params.get("classes", 3)))
-        except ValueError:  # too few grey levels for that many classes
+        g = self.grey(image, params)
+        classes = int(params.get("classes", 3))
+        key = ("multiotsu", id(g), classes)  # the same classes for each number of them called foreground
+        regions = self.memo(key, lambda: _multiotsu_classes(g, classes))
+        if regions is None:  # too few grey levels for that many classes
             return np.zeros(g.shape, np.float32)
-        regions = np.digitize(g, thresholds)
         return (regions >= int(params.get("classes", 3)) - int(params.get("n_fg", 1))).astype(np.float32)
+
+
+def _multiotsu_classes(g: np.ndarray, classes: int) -> np.ndarray | None:
+    from skimage.filters import threshold_multiotsu
+
+    try:
+        return np.digitize(g, threshold_multiotsu(g, classes=classes))
+    except ValueError:
+        return None
 
 
 class Adaptive(ClassicalMethod):
@@ -212,7 +286,7 @@ class Adaptive(ClassicalMethod):
     def segment(self, image, params):
         from skimage.filters import threshold_local
 
-        g = grey(image, params)
+        g = self.grey(image, params)
         if _flat(g):
             return np.zeros(g.shape, np.float32)
         block = max(3, int(min(g.shape) * float(params.get("block", 0.25))) | 1)
@@ -241,7 +315,7 @@ class RegionGrowing(ClassicalMethod):
     def segment(self, image, params):
         from skimage.segmentation import flood
 
-        g = grey(image, params)
+        g = self.grey(image, params)
         if _flat(g):
             return np.zeros(g.shape, np.float32)
         if params.get("seed", "centre") == "centre":
@@ -270,10 +344,11 @@ class Edges(ClassicalMethod):
         from skimage.feature import canny
         from skimage.morphology import disk
 
-        g = grey(image, {**params, "sigma": 0})  # canny smooths by its own sigma
+        g = self.grey(image, {**params, "sigma": 0})  # canny smooths by its own sigma
         if _flat(g):
             return np.zeros(g.shape, np.float32)
-        edges = canny(g, sigma=float(params.get("sigma", 2)))
+        sigma = float(params.get("sigma", 2))
+        edges = self.memo(("canny", id(g), sigma), lambda: canny(g, sigma=sigma))  # shared by each closing radius
         radius = int(params.get("radius", 4))
         closed = binary_closing(np.pad(edges, radius), disk(radius))[(slice(radius, -radius),) * 2]
         return binary_fill_holes(closed).astype(np.float32)
@@ -348,8 +423,9 @@ class Watershed(ClassicalMethod):
         from skimage.filters import sobel
         from skimage.segmentation import watershed
 
-        g = grey(image, params)
-        labels = watershed(sobel(g), markers(g, float(params.get("margin", 0.5))))
+        g = self.grey(image, params)
+        gradient = self.memo(("sobel", id(g)), lambda: sobel(g))  # shared by each marker margin
+        labels = watershed(gradient, markers(g, float(params.get("margin", 0.5))))
         return (labels == 2).astype(np.float32)
 
 
@@ -358,6 +434,7 @@ class RandomWalker(ClassicalMethod):
     foreground seed first."""
 
     expensive = True
+    work_size = 128
 
     def grid(self, in_channels):
         return {"channel": ["projection"], "margin": [0.5, 1.0], "beta": [50, 250], "sigma": [1]}
@@ -365,7 +442,7 @@ class RandomWalker(ClassicalMethod):
     def segment(self, image, params):
         from skimage.segmentation import random_walker
 
-        g = grey(image, params)
+        g = self.grey(image, params)
         seeds = markers(g, float(params.get("margin", 0.5)))
         if (seeds > 0).all():
             return (seeds == 2).astype(np.float32)
@@ -383,6 +460,7 @@ class GraphCut(ClassicalMethod):
     smoothness term of weight ``smooth`` (PyMaxflow's max-flow on the pixel grid)."""
 
     expensive = True
+    work_size = 128
 
     def grid(self, in_channels):
         return {"smooth": [2.0, 8.0], "rounds": [2]}
@@ -391,8 +469,8 @@ class GraphCut(ClassicalMethod):
         import maxflow
         from skimage.filters import sobel
 
-        g = grey(image, {**params, "sigma": 1})
-        mask = otsu_mask(g)
+        g = self.grey(image, {**params, "sigma": 1})
+        mask = self.memo(("otsu", id(g)), lambda: otsu_mask(g))
         if mask.all() or not mask.any():
             return mask.astype(np.float32)
         pixels = image.reshape(image.shape[0], -1).T.astype(np.float64)
@@ -435,6 +513,7 @@ class ChanVese(ClassicalMethod):
     started from Otsu's mask on the projection, smoothed ``smoothing`` times per step."""
 
     expensive = True
+    work_size = 128
 
     def grid(self, in_channels):
         return {"channel": ["projection"], "iterations": [30, 100], "smoothing": [1, 3], "sigma": [1]}
@@ -442,8 +521,8 @@ class ChanVese(ClassicalMethod):
     def segment(self, image, params):
         from skimage.segmentation import morphological_chan_vese
 
-        g = grey(image, params)
-        start = otsu_mask(g)
+        g = self.grey(image, params)
+        start = self.memo(("otsu", id(g)), lambda: otsu_mask(g))
         if start.all() or not start.any():
             return start.astype(np.float32)
         level = morphological_chan_vese(
@@ -459,6 +538,7 @@ class GeodesicSnake(ClassicalMethod):
     Gaussian gradient), with a balloon force that grows (+1) or shrinks (-1) it."""
 
     expensive = True
+    work_size = 128
 
     def grid(self, in_channels):
         return {"channel": ["projection"], "iterations": [40, 100], "balloon": [-1, 1], "sigma": [1]}
@@ -466,8 +546,8 @@ class GeodesicSnake(ClassicalMethod):
     def segment(self, image, params):
         from skimage.segmentation import inverse_gaussian_gradient, morphological_geodesic_active_contour
 
-        g = grey(image, params)
-        start = otsu_mask(g)
+        g = self.grey(image, params)
+        start = self.memo(("otsu", id(g)), lambda: otsu_mask(g))
         if start.all() or not start.any():
             return start.astype(np.float32)
         scaled = (g - g.min()) / (float(g.max() - g.min()) + SMALL)
@@ -492,14 +572,28 @@ class _Regions(ClassicalMethod):
     def regions(self, image: np.ndarray, params: dict) -> np.ndarray:
         raise NotImplementedError
 
+    def predict(self, image, params):
+        return self.segment(image, params)  # the regions are found at the working size, classified at full size
+
+    def region_map(self, image: np.ndarray, params: dict) -> np.ndarray:
+        """:meth:`regions` of ``image`` at the working size, as labels 0..n-1 of the full-size grid; remembered
+        during a search, where each candidate learns from the regions it then segments."""
+        size = int(params.get("work_size", 0))
+        shown = tuple(sorted((k, str(v)) for k, v in params.items() if not k.startswith("clf_") and k != "projection"))
+
+        def compute():
+            small = self.memo(("shrink", id(image), size), lambda: shrink(image, size))
+            labels = self.regions(small, params)
+            return labels if small is image else _nearest_labels(labels, image.shape[1:])
+
+        return self.memo(("regions", id(image), shown), compute)
+
     def learn(self, images, masks, params):
         from sklearn.linear_model import LogisticRegression
 
         feats, labels = [], []
-        self._learnt_regions = {}  # the search segments the same images next: their regions are not made twice
         for image, mask in zip(images, masks):
-            regions = self.regions(image, params)
-            self._learnt_regions[id(image)] = regions
+            regions = self.region_map(image, params)
             f, counts = _region_features(image, regions)
             fg = np.bincount(regions.reshape(-1), (mask.reshape(-1) > 0).astype(float), len(counts))
             keep = counts > 0
@@ -523,14 +617,20 @@ class _Regions(ClassicalMethod):
         }
 
     def segment(self, image, params):
-        cached = getattr(self, "_learnt_regions", {}).pop(id(image), None)
-        regions = cached if cached is not None else self.regions(image, params)
+        regions = self.region_map(image, params)
         f, _counts = _region_features(image, regions)
         if "clf_coef" not in params:
             return np.zeros(image.shape[1:], np.float32)
         z = (f - np.asarray(params["clf_mean"])) / np.asarray(params["clf_scale"])
         prob = 1 / (1 + np.exp(-(z @ np.asarray(params["clf_coef"]) + float(params["clf_intercept"]))))
         return prob[regions].astype(np.float32)
+
+
+def _nearest_labels(labels: np.ndarray, shape: tuple) -> np.ndarray:
+    """Region labels resized to ``shape`` by nearest neighbour, renumbered 0..n-1 (a small region may vanish)."""
+    index = np.ix_(*(np.minimum((np.arange(n) + 0.5) * s / n, s - 1).astype(int) for n, s in zip(shape, labels.shape)))
+    _, relabelled = np.unique(labels[index], return_inverse=True)
+    return relabelled.reshape(shape)
 
 
 def _region_features(image: np.ndarray, regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -598,6 +698,7 @@ class NormalisedCut(_Regions):
 
     dims = (2,)
     expensive = True
+    work_size = 128
 
     def grid(self, in_channels):
         return {"n_segments": [150], "similarity": [0.05, 0.2], "thresh": [0.001, 0.05]}
@@ -608,14 +709,11 @@ class NormalisedCut(_Regions):
 
         scaled = (image - image.mean()) / (image.std() + SMALL)
         pixels = _channels_last(scaled)
-        labels = slic(
-            pixels,
-            n_segments=int(params.get("n_segments", 150)),
-            compactness=1.0,
-            channel_axis=-1,
-            start_label=0,
-            convert2lab=False,
+        n_segments = int(params.get("n_segments", 150))
+        slic_of = lambda: slic(
+            pixels, n_segments=n_segments, compactness=1.0, channel_axis=-1, start_label=0, convert2lab=False
         )
+        labels = self.memo(("slic", id(image), n_segments), slic_of)  # one superpixel graph for every cut of it
         # edge weights exp(-d^2 / similarity) for colour distances d of standardised images (skimage's default of 255
         # suits 8-bit colours and would weight every edge alike here)
         sim = float(params.get("similarity", 0.05))
