@@ -40,6 +40,8 @@ log = get_logger(__name__)
 
 FIT_IMAGES = 40  # training images the search scores each setting on (model.extra.fit_images)
 POST_FINALISTS = 5  # settings tried with every clean-up
+# the minimum object sizes tried, as fractions of the image's pixels (a 192x256 image: 98, 492 and 1475 pixels)
+MIN_SIZE_FRACTIONS = (0.002, 0.01, 0.03)
 
 
 def fits_by_search(cfg: Config) -> bool:
@@ -74,10 +76,11 @@ def mean_dice(preds: list[np.ndarray], masks: list[np.ndarray], groups: list | N
     return float(np.mean([dice_from_counts(*c) for c in pooled.values()]))
 
 
-def fit_images(cfg: Config, data) -> tuple[list[np.ndarray], list[np.ndarray], list | None]:
-    """Up to ``model.extra.fit_images`` training images, preprocessed as for validation, their masks, and the volume
-    each belongs to (None for whole images). A seeded draw when there are more: of images, or of whole volumes for
-    slices that stack into volumes (LGG), so each volume is scored pooled as validation scores it."""
+def fit_images(cfg: Config, data) -> tuple[list[np.ndarray], list[np.ndarray], list | None, float]:
+    """Up to ``model.extra.fit_images`` training images, preprocessed as for validation, their masks, the volume
+    each belongs to (None for whole images), and :func:`pixel_area`. A seeded draw when there are more: of images,
+    or of whole volumes for slices that stack into volumes (LGG), so each volume is scored pooled as validation
+    scores it."""
     from medseg.data.transforms import val_transforms
 
     n = int(cfg.model.extra.get("fit_images", FIT_IMAGES))
@@ -96,33 +99,54 @@ def fit_images(cfg: Config, data) -> tuple[list[np.ndarray], list[np.ndarray], l
     elif len(samples) > n:
         samples = [samples[i] for i in sorted(rng.choice(len(samples), n, replace=False))]
     transform = val_transforms(cfg)
-    images, masks = [], []
+    images, masks, areas = [], [], []
     for s in samples:
         item = transform(dict(s))
         images.append(plain(item[IMAGE]).numpy().astype(np.float32))
         masks.append(plain(item[LABEL]).numpy()[0] > 0)
-    return images, masks, [s["volume_id"] for s in samples] if sliced else None
+        areas.append(pixel_area(cfg, item["image_meta"], images[-1].shape[1:]))
+    return images, masks, [s["volume_id"] for s in samples] if sliced else None, float(np.median(areas))
+
+
+def pixel_area(cfg: Config, meta: dict, shape: tuple) -> float:
+    """What one preprocessed pixel (voxel) measures in the units ``medseg infer`` cleans up in: for volumes mm³
+    (the preprocessing spacing, or the scan's own), for 2D images px² of the original image (mm² with
+    ``data.pixel_spacing_mm``); a resized 2D image's pixel covers its share of the original."""
+    if cfg.data.spatial_dims == 3:
+        return float(np.prod(cfg.preprocess.spacing or meta.get("spacing") or [1.0, 1.0, 1.0]))
+    original = meta.get("original_size") or list(shape)
+    area = float(np.prod(original[-2:])) / float(np.prod(shape[-2:]))
+    return area * float(np.prod(cfg.data.pixel_spacing_mm or [1.0, 1.0]))
 
 
 def search(
-    method, images: list[np.ndarray], masks: list[np.ndarray], progress: bool = False, groups: list | None = None
+    method,
+    images: list[np.ndarray],
+    masks: list[np.ndarray],
+    progress: bool = False,
+    groups: list | None = None,
+    pixel_area: float = 1.0,
 ) -> FitResult:
     """Score every candidate setting of ``method`` on ``images`` (mean Dice of its mask at 0.5, per volume with
-    ``groups``: :func:`mean_dice`), then the best :data:`POST_FINALISTS` with each clean-up; return the best."""
+    ``groups``: :func:`mean_dice`), then the best :data:`POST_FINALISTS` with each clean-up (:func:`clean_ups`);
+    return the best. The chosen clean-up's ``min_size`` is in the units of ``pixel_area``, what one pixel of
+    ``images`` measures where ``medseg infer`` cleans up (:func:`pixel_area`)."""
     started = time.perf_counter()
     try:
         shared = {"projection": fisher_projection(images, masks), **method.search_setup()}
         rows, scored = _score_candidates(method, shared, images, masks, progress, groups)
     finally:
         method.search_done()
-    best = (-1.0, {}, {"keep_largest": False, "fill_holes": False})
+    best = (-1.0, {}, {})
+    pixels = int(np.prod(images[0].shape[1:]))
     for dice, params, preds in sorted(scored, key=lambda s: -s[0])[:POST_FINALISTS]:
-        for keep, fill in ((False, False), (False, True), (True, False), (True, True)):
-            if keep or fill:
-                dice = mean_dice([_clean(p, keep, fill) for p in preds], masks, groups)
-                rows.append({**_shown(params), "keep_largest": keep, "fill_holes": fill, "train_dice": round(dice, 5)})
+        for keep, fill, min_px in clean_ups(pixels):
+            post = {"keep_largest": keep, "fill_holes": fill, "min_size": round(min_px * pixel_area, 3)}
+            if keep or fill or min_px:
+                dice = mean_dice([_clean(p, keep, fill, min_px) for p in preds], masks, groups)
+                rows.append({**_shown(params), **post, "train_dice": round(dice, 5)})
             if dice > best[0]:
-                best = (dice, params, {"keep_largest": keep, "fill_holes": fill})
+                best = (dice, params, post)
     seconds = time.perf_counter() - started
     return FitResult(_plain(best[1]), best[2], best[0], rows, len(images), seconds)
 
@@ -141,9 +165,10 @@ def _score_candidates(method, shared: dict, images, masks, progress: bool, group
         scored.append((dice, params, preds))
         rows.append(
             {
-                **_shown(point),
+                **_shown({**shared, **point}),
                 "keep_largest": False,
                 "fill_holes": False,
+                "min_size": 0.0,
                 "train_dice": round(dice, 5),
                 "seconds": round(time.perf_counter() - t0, 3),
             }
@@ -153,10 +178,18 @@ def _score_candidates(method, shared: dict, images, masks, progress: bool, group
     return rows, scored
 
 
-def _clean(mask: np.ndarray, keep_largest: bool, fill_holes: bool) -> np.ndarray:
-    """The clean-up inference applies, on the preprocessed grid (one pixel as the unit)."""
+def clean_ups(pixels: int) -> list[tuple[bool, bool, int]]:
+    """``(keep_largest, fill_holes, min_size in pixels)`` to try: none, each alone and together, and each minimum
+    size of :data:`MIN_SIZE_FRACTIONS` with and without hole filling (beside the largest component it adds
+    nothing)."""
+    out = [(keep, fill, 0) for keep in (False, True) for fill in (False, True)]
+    return out + [(False, fill, max(1, round(f * pixels))) for f in MIN_SIZE_FRACTIONS for fill in (False, True)]
+
+
+def _clean(mask: np.ndarray, keep_largest: bool, fill_holes: bool, min_size: float = 0.0) -> np.ndarray:
+    """The clean-up inference applies, on the preprocessed grid (one pixel as the unit, also of ``min_size``)."""
     spacing = (1.0,) * mask.ndim
-    return postprocess(mask.astype(np.uint8), 2, spacing, keep_largest, 0.0, fill_holes) > 0
+    return postprocess(mask.astype(np.uint8), 2, spacing, keep_largest, float(min_size), fill_holes) > 0
 
 
 def _shown(params: dict) -> dict:
@@ -194,8 +227,8 @@ class SearchFit(Trainer):
         self.dev = training_device(self.device_name, self.info, cfg.train.num_workers)
         self.data = load_training_data(cfg, self.data_dir, self.run_dir, False, self.info, augmented=False)
         spec = model_spec(cfg)
-        images, masks, groups = fit_images(cfg, self.data)
-        result = search(build_model(spec), images, masks, self.progress, groups)
+        images, masks, groups, area = fit_images(cfg, self.data)
+        result = search(build_model(spec), images, masks, self.progress, groups, area)
         spec["kwargs"]["fitted"] = result.params
         net = build_model(spec).to(self.dev)
         # flips would run the method four times for the same mask: a fitted method infers without them
@@ -253,7 +286,8 @@ class SearchFit(Trainer):
 
 def fit_line(name: str, result: FitResult) -> str:
     chosen = ", ".join(f"{k} {v}" for k, v in _shown(result.params).items())
-    post = ", ".join(k for k, v in result.post.items() if v) or "no clean-up"
+    shown = {"keep_largest": "largest component", "fill_holes": "holes filled"}
+    post = ", ".join(shown.get(k, f"{k} {v:g}") for k, v in result.post.items() if v) or "no clean-up"
     return (
         f"{name}: {len(result.rows)} settings scored on {result.n_images} training images in {result.seconds:.1f}s; "
         f"chose {chosen or 'its defaults'} with {post}: training Dice {result.train_dice:.4f}"

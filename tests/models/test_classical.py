@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.engine.fitting import image_dice, search
+from medseg.engine.fitting import _clean, image_dice, mean_dice, search
 from medseg.models import build_model, model_family
-from medseg.models.classical import METHODS, fisher_projection, markers
+from medseg.models.classical import METHODS, fisher_projection, markers, resize_to, shrink
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,7 +74,7 @@ def test_each_method_fits_and_segments_held_out_disks(name):
     assert result.rows and 0.0 <= result.train_dice <= 1.0
     test_images, test_masks = disk_images(4, seed=9)
     fitted = METHODS[name](spatial_dims=2, in_channels=3, fitted=result.params)
-    dice = np.mean([image_dice(fitted.segment(im, fitted.fitted) > 0.5, m) for im, m in zip(test_images, test_masks)])
+    dice = np.mean([image_dice(fitted.predict(im, fitted.fitted) > 0.5, m) for im, m in zip(test_images, test_masks)])
     # edges and clustering need no learning to find a disk this clear; a wrong polarity or projection scores ~0.3
     assert dice > 0.75, (name, dice, result.params)
 
@@ -91,8 +91,80 @@ def test_each_method_survives_bad_inputs(name):
         assert 0.0 <= result.train_dice <= 1.0
         method = METHODS[name](spatial_dims=2, in_channels=1, fitted=result.params)
         for image in (grey_images[0], np.full_like(grey_images[0], 0.5), np.zeros_like(grey_images[0])):
-            prob = method.segment(image, method.fitted)
+            prob = method.predict(image, method.fitted)
             assert prob.shape == image.shape[1:] and prob.min() >= 0 and prob.max() <= 1
+
+
+def test_shrink_keeps_the_aspect_and_resize_to_restores_the_grid():
+    image = np.random.default_rng(0).normal(size=(3, 192, 256)).astype(np.float32)
+    small = shrink(image, 128)
+    assert small.shape == (3, 96, 128) and small.dtype == np.float32
+    assert shrink(image, 0) is image and shrink(image, 256) is image  # already small enough: untouched
+    assert abs(float(small.mean()) - float(image.mean())) < 0.05  # area-averaged, not sampled
+    prob = resize_to(np.eye(4, dtype=np.float32), (8, 8))
+    assert prob.shape == (8, 8) and prob.min() >= 0 and prob.max() <= 1
+
+
+@pytest.mark.parametrize("name", ["chan_vese", "normalised_cut", "random_walker"])
+def test_an_iterative_method_fits_at_its_working_size_and_answers_at_full_size(name):
+    images, masks = disk_images(3, size=160)
+    result = search(METHODS[name](spatial_dims=2, in_channels=3), images, masks)
+    assert result.params["work_size"] == 128  # in the checkpoint's spec: the fitted method works as it was fitted
+    fitted = METHODS[name](spatial_dims=2, in_channels=3, fitted=result.params)
+    test_images, test_masks = disk_images(2, size=160, seed=9)
+    probs = [fitted.predict(im, fitted.fitted) for im in test_images]
+    assert all(p.shape == (160, 160) for p in probs)
+    assert np.mean([image_dice(p > 0.5, m) for p, m in zip(probs, test_masks)]) > 0.75
+    full = search(METHODS[name](spatial_dims=2, in_channels=3, work_size=0), images, masks)
+    assert "work_size" not in full.params  # model.extra.work_size: 0 works at the preprocessed size
+    assert "work_size" not in search(METHODS["otsu"](spatial_dims=2, in_channels=3), images, masks).params
+
+
+@pytest.mark.parametrize("name", ["multiotsu", "edges", "watershed", "normalised_cut", "chan_vese"])
+def test_what_the_search_remembers_changes_no_score(name):
+    """The memo shares a step between settings during the search; the chosen setting, run afresh on each image
+    after it, must score exactly the training Dice the search reported."""
+    images, masks = disk_images(4, size=150, seed=4)
+    result = search(METHODS[name](spatial_dims=2, in_channels=3), images, masks)
+    fresh = METHODS[name](spatial_dims=2, in_channels=3, fitted=result.params)
+    preds = [_clean(fresh.predict(im, fresh.fitted) > 0.5, **result.post) for im in images]
+    assert mean_dice(preds, masks) == pytest.approx(result.train_dice, abs=1e-9)
+    assert fresh._memo is None  # nothing is remembered outside a search
+
+
+def test_the_clean_up_search_drops_specks_and_records_the_size_where_infer_cleans_up():
+    """Disks with bright specks around them: only a minimum size (not the largest component, which would also
+    drop the second disk) removes the specks and keeps both disks; its size is recorded in the units of the grid
+    that inference cleans up on, here 9 original pixels to a preprocessed one."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:60, :60]
+    images, masks = [], []
+    for _ in range(4):
+        mask = ((yy - 18) ** 2 + (xx - 18) ** 2 < 60) | ((yy - 42) ** 2 + (xx - 42) ** 2 < 60)
+        img = (mask + rng.normal(0, 0.05, mask.shape)).astype(np.float32)
+        for y, x in rng.integers(1, 58, (12, 2)):  # 3x3 specks as bright as the disks, away from them
+            if not mask[y - 2 : y + 3, x - 2 : x + 3].any():
+                img[y - 1 : y + 2, x - 1 : x + 2] = 1.0
+        images.append(img[None])
+        masks.append(mask)
+    plain = search(METHODS["otsu"](spatial_dims=2, in_channels=1), images, masks)
+    assert plain.post["min_size"] > 0 and not plain.post["keep_largest"], plain.post
+    assert plain.train_dice > 0.99
+    scaled = search(METHODS["otsu"](spatial_dims=2, in_channels=1), images, masks, pixel_area=9.0)
+    assert scaled.post["min_size"] == pytest.approx(9 * plain.post["min_size"])
+
+
+def test_pixel_area_measures_a_preprocessed_pixel_in_the_units_of_the_original():
+    from medseg.config import load_config
+    from medseg.engine.fitting import pixel_area
+
+    ph2 = load_config("ph2")
+    assert pixel_area(ph2, {"original_size": [576, 768]}, (192, 256)) == pytest.approx(9.0)
+    spaced = load_config("ph2", ["data.pixel_spacing_mm=[0.1,0.1]"])
+    assert pixel_area(spaced, {"original_size": [576, 768]}, (192, 256)) == pytest.approx(0.09)
+    assert pixel_area(load_config("brats"), {"spacing": [1, 1, 1]}, (40, 40, 40)) == pytest.approx(8.0)
+    native = load_config("brats", ["preprocess.spacing=null"])
+    assert pixel_area(native, {"spacing": [0.5, 0.5, 2.0]}, (40, 40, 40)) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("name", THREE_D)
@@ -149,8 +221,8 @@ def test_train_fits_writes_a_checkpoint_that_rebuilds_the_fitted_method(fitted_r
     fitted = ck["model"]["kwargs"]["fitted"]
     assert {"channel", "polarity", "sigma", "projection"} <= set(fitted)
     assert ck["fit"]["n_images"] >= 1 and ck["fit"]["settings_tried"] > 1
-    assert set(ck["fit"]["post"]) == {"keep_largest", "fill_holes"}
-    assert ck["config"]["infer"]["keep_largest"] == ck["fit"]["post"]["keep_largest"]
+    assert set(ck["fit"]["post"]) == {"keep_largest", "fill_holes", "min_size"}
+    assert all(ck["config"]["infer"][k] == v for k, v in ck["fit"]["post"].items())
     rows = (run / "fit.csv").read_text().splitlines()
     assert rows[0].startswith("channel,polarity,sigma") and len(rows) - 1 == ck["fit"]["settings_tried"]
     assert result.epochs_run == 1 and 0.5 < result.best_metric <= 1.0  # synthetic lesions are easy for Otsu
