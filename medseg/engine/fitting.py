@@ -39,6 +39,7 @@ from medseg.tasks import dice_from_counts, overlap_counts
 log = get_logger(__name__)
 
 FIT_IMAGES = 40  # training images the search scores each setting on (model.extra.fit_images)
+FIT_VOLUMES = 10  # the same for volumes, each a few hundred slices' worth of voxels
 POST_FINALISTS = 5  # settings tried with every clean-up
 # the minimum object sizes tried, as fractions of the image's pixels (a 192x256 image: 98, 492 and 1475 pixels)
 MIN_SIZE_FRACTIONS = (0.002, 0.01, 0.03)
@@ -83,7 +84,7 @@ def fit_images(cfg: Config, data) -> tuple[list[np.ndarray], list[np.ndarray], l
     scores it."""
     from medseg.data.transforms import val_transforms
 
-    n = int(cfg.model.extra.get("fit_images", FIT_IMAGES))
+    n = int(cfg.model.extra.get("fit_images", FIT_IMAGES if cfg.data.spatial_dims == 2 else FIT_VOLUMES))
     samples = list(data.train_samples)
     rng = np.random.default_rng(cfg.train.seed)
     sliced = all("volume_id" in s for s in samples)

@@ -33,6 +33,7 @@ from torch import nn
 
 HARD_LOGIT = 8.0
 SMALL = 1e-6
+MEMO_BYTES = 1 << 30  # what a search remembers at most; beyond it, steps are recomputed (large volumes)
 
 
 def _as_logits(prob: np.ndarray) -> np.ndarray:
@@ -80,31 +81,38 @@ class ClassicalMethod(nn.Module):
     def predict(self, image: np.ndarray, params: dict) -> np.ndarray:
         """:meth:`segment` on ``image`` shrunk to ``params["work_size"]`` (the fitted value), resized back."""
         size = int(params.get("work_size", 0))
-        small = self.memo(("shrink", id(image), size), lambda: shrink(image, size))  # the memo keeps it alive
+        small = self.memo("shrink", image, (size,), lambda: shrink(image, size))  # the memo keeps it alive
         prob = self.segment(small, params)
         return prob if small is image else resize_to(prob, image.shape[1:])
 
     def search_setup(self) -> dict:
         """The settings every candidate shares (the working size), and a memo for what they compute alike."""
-        self._memo = {}
+        self._memo, self._memo_bytes = {}, 0
         return {"work_size": self.work_size} if self.work_size else {}
 
     def search_done(self) -> None:
         self._memo = None
 
-    def memo(self, key: tuple, compute):
-        """``compute()``, remembered under ``key`` during a search (keys start with the image's ``id``: the
-        search holds its images until it ends, when the memo is dropped)."""
+    def memo(self, step: str, of: np.ndarray, key: tuple, compute):
+        """``compute()``, step ``step`` of array ``of`` with settings ``key``, remembered during a search. The entry
+        holds ``of`` itself, so the ``id`` it is found by cannot pass to another array while it is kept; past
+        :data:`MEMO_BYTES` nothing new is kept and steps are recomputed."""
         if self._memo is None:
             return compute()
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]
+        full = (step, id(of), *key)
+        if full in self._memo:
+            return self._memo[full][1]
+        value = compute()
+        size = _nbytes(value)
+        if self._memo_bytes + size <= MEMO_BYTES:
+            self._memo[full] = (of, value)
+            self._memo_bytes += size
+        return value
 
     def grey(self, image: np.ndarray, params: dict) -> np.ndarray:
         """:func:`grey`, remembered during a search (every candidate of a method shares a few)."""
-        key = ("grey", id(image), *(str(params.get(k)) for k in ("channel", "polarity", "sigma", "projection")))
-        return self.memo(key, lambda: grey(image, params))
+        key = tuple(str(params.get(k)) for k in ("channel", "polarity", "sigma", "projection"))
+        return self.memo("grey", image, key, lambda: grey(image, params))
 
     # --- what a method defines ---
 
@@ -168,6 +176,12 @@ def grey(image: np.ndarray, params: dict) -> np.ndarray:
         out = -out
     sigma = float(params.get("sigma", 0))
     return gaussian_filter(out, sigma) if sigma > 0 else out
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return int(getattr(value, "nbytes", 0))
 
 
 def shrink(image: np.ndarray, longest: int) -> np.ndarray:
@@ -255,8 +269,8 @@ class MultiOtsu(ClassicalMethod):
     def segment(self, image, params):
         g = self.grey(image, params)
         classes = int(params.get("classes", 3))
-        key = ("multiotsu", id(g), classes)  # the same classes for each number of them called foreground
-        regions = self.memo(key, lambda: _multiotsu_classes(g, classes))
+        # the same classes for each number of them called foreground
+        regions = self.memo("multiotsu", g, (classes,), lambda: _multiotsu_classes(g, classes))
         if regions is None:  # too few grey levels for that many classes
             return np.zeros(g.shape, np.float32)
         return (regions >= int(params.get("classes", 3)) - int(params.get("n_fg", 1))).astype(np.float32)
@@ -348,7 +362,7 @@ class Edges(ClassicalMethod):
         if _flat(g):
             return np.zeros(g.shape, np.float32)
         sigma = float(params.get("sigma", 2))
-        edges = self.memo(("canny", id(g), sigma), lambda: canny(g, sigma=sigma))  # shared by each closing radius
+        edges = self.memo("canny", g, (sigma,), lambda: canny(g, sigma=sigma))  # shared by each closing radius
         radius = int(params.get("radius", 4))
         closed = binary_closing(np.pad(edges, radius), disk(radius))[(slice(radius, -radius),) * 2]
         return binary_fill_holes(closed).astype(np.float32)
@@ -381,7 +395,7 @@ class _Clusters(ClassicalMethod):
             return np.zeros(image.shape[1:], np.float32)
         k = int(params.get("k", 2))
         # one clustering per image and k, whichever of its clusters are then called foreground
-        probs, centres = self.memo(("clusters", id(image), k), lambda: self.cluster_probabilities(pixels, k))
+        probs, centres = self.memo("clusters", image, (k,), lambda: self.cluster_probabilities(pixels, k))
         weights = np.asarray(params.get("projection") or [1.0] * image.shape[0])
         order = np.argsort(centres @ weights)[::-1]
         fg = probs[:, order[: int(params.get("n_fg", 1))]].sum(1)
@@ -425,7 +439,7 @@ class Watershed(ClassicalMethod):
         from skimage.segmentation import watershed
 
         g = self.grey(image, params)
-        gradient = self.memo(("sobel", id(g)), lambda: sobel(g))  # shared by each marker margin
+        gradient = self.memo("sobel", g, (), lambda: sobel(g))  # shared by each marker margin
         labels = watershed(gradient, markers(g, float(params.get("margin", 0.5))))
         return (labels == 2).astype(np.float32)
 
@@ -471,7 +485,7 @@ class GraphCut(ClassicalMethod):
         from skimage.filters import sobel
 
         g = self.grey(image, {**params, "sigma": 1})
-        mask = self.memo(("otsu", id(g)), lambda: otsu_mask(g))
+        mask = self.memo("otsu", g, (), lambda: otsu_mask(g))
         if mask.all() or not mask.any():
             return mask.astype(np.float32)
         pixels = image.reshape(image.shape[0], -1).T.astype(np.float64)
@@ -524,7 +538,7 @@ class ChanVese(ClassicalMethod):
         from skimage.segmentation import morphological_chan_vese
 
         g = self.grey(image, params)
-        start = self.memo(("otsu", id(g)), lambda: otsu_mask(g))
+        start = self.memo("otsu", g, (), lambda: otsu_mask(g))
         if start.all() or not start.any():
             return start.astype(np.float32)
         level = morphological_chan_vese(
@@ -551,7 +565,7 @@ class GeodesicSnake(ClassicalMethod):
         from skimage.segmentation import inverse_gaussian_gradient, morphological_geodesic_active_contour
 
         g = self.grey(image, params)
-        start = self.memo(("otsu", id(g)), lambda: otsu_mask(g))
+        start = self.memo("otsu", g, (), lambda: otsu_mask(g))
         if start.all() or not start.any():
             return start.astype(np.float32)
         scaled = (g - g.min()) / (float(g.max() - g.min()) + SMALL)
@@ -586,11 +600,11 @@ class _Regions(ClassicalMethod):
         shown = tuple(sorted((k, str(v)) for k, v in params.items() if not k.startswith("clf_") and k != "projection"))
 
         def compute():
-            small = self.memo(("shrink", id(image), size), lambda: shrink(image, size))
+            small = self.memo("shrink", image, (size,), lambda: shrink(image, size))
             labels = self.regions(small, params)
             return labels if small is image else _nearest_labels(labels, image.shape[1:])
 
-        return self.memo(("regions", id(image), shown), compute)
+        return self.memo("regions", image, shown, compute)
 
     def learn(self, images, masks, params):
         from sklearn.linear_model import LogisticRegression
@@ -717,7 +731,7 @@ class NormalisedCut(_Regions):
         slic_of = lambda: slic(
             pixels, n_segments=n_segments, compactness=1.0, channel_axis=-1, start_label=0, convert2lab=False
         )
-        labels = self.memo(("slic", id(image), n_segments), slic_of)  # one superpixel graph for every cut of it
+        labels = self.memo("slic", image, (n_segments,), slic_of)  # one superpixel graph for every cut of it
         # edge weights exp(-d^2 / similarity) for colour distances d of standardised images (skimage's default of 255
         # suits 8-bit colours and would weight every edge alike here)
         sim = float(params.get("similarity", 0.05))

@@ -132,6 +132,18 @@ def test_what_the_search_remembers_changes_no_score(name):
     assert fresh._memo is None  # nothing is remembered outside a search
 
 
+def test_a_search_past_its_memory_budget_recomputes_and_chooses_the_same(monkeypatch):
+    from medseg.models import classical
+
+    images, masks = disk_images(4, size=150, seed=4)
+    kept = search(METHODS["watershed"](spatial_dims=2, in_channels=3), images, masks)
+    monkeypatch.setattr(classical, "MEMO_BYTES", 150 * 150 * 4 * 3)  # room for three grey images, no more
+    method = METHODS["watershed"](spatial_dims=2, in_channels=3)
+    squeezed = search(method, images, masks)
+    assert squeezed.params == kept.params and squeezed.train_dice == kept.train_dice
+    assert method._memo is None  # dropped when the search ends
+
+
 def test_the_clean_up_search_drops_specks_and_records_the_size_where_infer_cleans_up():
     """Disks with bright specks around them: only a minimum size (not the largest component, which would also
     drop the second disk) removes the specks and keeps both disks; its size is recorded in the units of the grid
