@@ -92,7 +92,7 @@ def training_loader(cfg: Config, data: TrainingData, batch: int, generator):
     """The loader of this rank's training batches, oversampling slices with foreground where the config asks."""
     weights = None
     if cfg.data.spatial_dims == 2 and cfg.train.pos_slice_fraction is not None:
-        flags = _has_foreground(data.train_ds, data.train_samples)
+        flags = _has_foreground(data.train_ds, data.train_samples, cfg.num_classes, cfg.value_classes)
         weights = positive_weights(flags, cfg.train.pos_slice_fraction)
         log.info(
             f"{sum(flags)} of {len(flags)} training samples have foreground; drawn as "
@@ -134,12 +134,19 @@ def positive_weights(has_fg: list[bool], pos_fraction: float | None) -> list[flo
     return [pos_fraction / n_pos if f else (1 - pos_fraction) / n_neg for f in has_fg]
 
 
-def _has_foreground(ds, samples: list[dict]) -> list[bool]:
-    """Whether each training sample's mask has foreground: from the cache when there is one, else by reading it."""
+def _has_foreground(ds, samples: list[dict], num_classes: int = 2, values: dict | None = None) -> list[bool]:
+    """Whether each training sample's mask has foreground: from the cache when there is one, else by reading it
+    (through ``data.label_values`` when the config has them, so a value dropped into background is not foreground)."""
     cache = getattr(ds, "_cache", None)
     if cache and len(cache) == len(samples) and all(isinstance(c, dict) and LABEL in c for c in cache):
         return [bool(torch.as_tensor(c[LABEL]).any()) for c in cache]
-    from medseg.data.transforms import binarise_mask_2d
+    from medseg.data.transforms import binarise_mask_2d, labels_to_classes
     from medseg.io import read_image_2d
 
-    return [bool(binarise_mask_2d(read_image_2d(s[LABEL], kind="mask")).any()) for s in samples]
+    def classes(path):
+        raw = read_image_2d(path, kind="mask")
+        if values is None:
+            return binarise_mask_2d(raw)
+        return labels_to_classes(raw if raw.ndim == 2 else raw[..., 0], num_classes, path, values)
+
+    return [bool(classes(s[LABEL]).any()) for s in samples]

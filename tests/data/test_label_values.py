@@ -138,3 +138,18 @@ def test_the_command_line_parses_and_places_label_values(tmp_path):
         evaluate_from_cli(pred=tmp_path, gt=tmp_path, out=tmp_path / "o", label_values={"tumour": [1]})
     with pytest.raises(MedsegError, match="drop --label-values"):
         evaluate_from_cli(model=[tmp_path / "m.pt"], data="brats", out=tmp_path / "o", label_values={"t": [1]})
+
+
+def test_a_slice_whose_only_value_is_dropped_is_not_drawn_as_foreground(tmp_path):
+    from PIL import Image
+
+    from medseg.engine.loading import _has_foreground
+
+    for name, value in (("oedema_only.png", 2), ("core.png", 1), ("empty.png", 0)):
+        mask = np.zeros((8, 8), np.uint8)
+        mask[2:5, 2:5] = value
+        Image.fromarray(mask).save(tmp_path / name)
+    samples = [{"label": str(tmp_path / n)} for n in ("oedema_only.png", "core.png", "empty.png")]
+    core = load_config("ph2", ["data.labels=[background,core]", "data.label_values={background: [2], core: [1]}"])
+    assert _has_foreground(None, samples, 2, core.value_classes) == [False, True, False]
+    assert _has_foreground(None, samples) == [True, True, False]  # without the mapping any value is foreground
