@@ -715,11 +715,11 @@ class NormalisedCut(_Regions):
     graph-theoretic partition, its parts classified (2D)."""
 
     dims = (2,)
-    expensive = True
-    work_size = 128
+    expensive = True  # its cost is the eigenvectors of the superpixel graph, not the pixels: no smaller working size
 
     def grid(self, in_channels):
-        return {"n_segments": [150], "similarity": [0.05, 0.2], "thresh": [0.001, 0.05]}
+        # thresh 0.001 cuts into superpixel-sized parts (PH2: training Dice 0.53 against 0.84 for 0.05)
+        return {"n_segments": [150], "similarity": [0.05, 0.2], "thresh": [0.05]}
 
     def regions(self, image, params):
         from skimage import graph

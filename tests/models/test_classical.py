@@ -105,7 +105,7 @@ def test_shrink_keeps_the_aspect_and_resize_to_restores_the_grid():
     assert prob.shape == (8, 8) and prob.min() >= 0 and prob.max() <= 1
 
 
-@pytest.mark.parametrize("name", ["chan_vese", "normalised_cut", "random_walker"])
+@pytest.mark.parametrize("name", ["chan_vese", "snake", "random_walker"])
 def test_an_iterative_method_fits_at_its_working_size_and_answers_at_full_size(name):
     images, masks = disk_images(3, size=160)
     result = search(METHODS[name](spatial_dims=2, in_channels=3), images, masks)
