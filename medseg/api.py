@@ -238,7 +238,7 @@ def evaluate_from_cli(
     ``label_values``: the ground-truth folder's values that make each class (a checkpoint has its own)."""
     if beside and not report:
         raise MedsegError("--beside puts other runs beside this one in the cohort PDF; fix: add --report")
-    from medseg.evaluation.evaluate import evaluate_folders, evaluate_model
+    from medseg.evaluation.evaluate import evaluate_folders
     from medseg.reporting.figures import EvaluationFigures
 
     options = options or InferenceOptions()
@@ -257,24 +257,7 @@ def evaluate_from_cli(
             raise MedsegError(
                 f"{given} is for --pred/--gt folders; with --model the checkpoint's config says it (fix: drop {given})"
             )
-        if not data:
-            raise MedsegError(
-                "--model needs --data NAME (the recipe) and --data-dir; fix: e.g. --data ph2 --data-dir datasets/ph2"
-            )
-        _check_recipe_name(data)
-        model = ensemble_members(model, data_dir=Path(data_dir) if data_dir else default_data_dir(data))
-        res = evaluate_model(
-            model,
-            data,
-            Path(data_dir) if data_dir else default_data_dir(data),
-            out,
-            split=split,
-            device=device,
-            options=options,
-            force=force,
-            progress=progress,
-            figures=EvaluationFigures(),
-        )
+        res = _evaluate_model_from_cli(model, data, data_dir, out, split, device, options, force, progress)
     else:
         if pred is None or gt is None:
             raise MedsegError("medseg evaluate needs --pred and --gt folders (or --model with --data)")
@@ -300,6 +283,31 @@ def evaluate_from_cli(
         pdf = cohort_report(res.out_dir, out=res.out_dir / "cohort_report.pdf", force=force, beside=beside)
         log(f"report: {pdf}")
     return res
+
+
+def _evaluate_model_from_cli(model, data, data_dir, out, split, device, options, force, progress):
+    """``medseg evaluate --model``: the checkpoint(s), or a cv folder's fold models, on recipe ``data``."""
+    from medseg.evaluation.evaluate import evaluate_model
+    from medseg.reporting.figures import EvaluationFigures
+
+    if not data:
+        raise MedsegError(
+            "--model needs --data NAME (the recipe) and --data-dir; fix: e.g. --data ph2 --data-dir datasets/ph2"
+        )
+    _check_recipe_name(data)
+    folder = Path(data_dir) if data_dir else default_data_dir(data)
+    return evaluate_model(
+        ensemble_members(model, data_dir=folder),
+        data,
+        folder,
+        out,
+        split=split,
+        device=device,
+        options=options,
+        force=force,
+        progress=progress,
+        figures=EvaluationFigures(),
+    )
 
 
 def parse_label_values(given: list[str] | None) -> dict[str, list[int]] | None:
