@@ -121,6 +121,14 @@ def labels_to_classes(label: np.ndarray, num_classes: int, path, values: dict[in
     return rounded.astype(np.uint8)
 
 
+def mask_classes_2d(mask: np.ndarray, num_classes: int, path, values: dict[int, int] | None = None) -> np.ndarray:
+    """A 2D mask as read (grey or RGB) -> its classes: binary tasks threshold it (:func:`binarise_mask_2d`, for
+    lossy and 0/255 masks alike), others and any with ``values`` go through :func:`labels_to_classes`."""
+    if num_classes == 2 and values is None:
+        return binarise_mask_2d(mask)
+    return labels_to_classes(mask if mask.ndim == 2 else mask[..., 0], num_classes, path, values)
+
+
 def _mapped_classes(label: np.ndarray, values: dict[int, int], path) -> np.ndarray:
     """``label``'s values through ``values``; a value it does not list is refused, never guessed."""
     rounded = np.rint(label)
@@ -290,10 +298,8 @@ class LoadImage2Dd(_LoadPaird):
                 )
             if self.instances:
                 lab = instance_ids(mask, lpath)
-            elif self.num_classes == 2 and self.values is None:
-                lab = binarise_mask_2d(mask)
             else:
-                lab = labels_to_classes(mask if mask.ndim == 2 else mask[..., 0], self.num_classes, lpath, self.values)
+                lab = mask_classes_2d(mask, self.num_classes, lpath, self.values)
             d[LABEL] = lab[None]
         return d
 

@@ -50,6 +50,7 @@ from medseg.data.loading import (
     binarise_mask_2d,
     channel_plan,
     labels_to_classes,
+    mask_classes_2d,
 )
 from medseg.errors import MedsegError, fail, find_user_error
 
@@ -65,6 +66,7 @@ __all__ = [  # the loaders and intensity steps live in their own modules; their 
     "channel_plan",
     "deterministic_transforms",
     "labels_to_classes",
+    "mask_classes_2d",
     "random_transforms",
     "train_transforms",
     "val_transforms",

@@ -140,13 +140,10 @@ def _has_foreground(ds, samples: list[dict], num_classes: int = 2, values: dict 
     cache = getattr(ds, "_cache", None)
     if cache and len(cache) == len(samples) and all(isinstance(c, dict) and LABEL in c for c in cache):
         return [bool(torch.as_tensor(c[LABEL]).any()) for c in cache]
-    from medseg.data.transforms import binarise_mask_2d, labels_to_classes
+    from medseg.data.transforms import mask_classes_2d
     from medseg.io import read_image_2d
 
-    def classes(path):
-        raw = read_image_2d(path, kind="mask")
-        if values is None:
-            return binarise_mask_2d(raw)
-        return labels_to_classes(raw if raw.ndim == 2 else raw[..., 0], num_classes, path, values)
-
-    return [bool(classes(s[LABEL]).any()) for s in samples]
+    return [
+        bool(mask_classes_2d(read_image_2d(s[LABEL], kind="mask"), num_classes, s[LABEL], values).any())
+        for s in samples
+    ]

@@ -102,8 +102,9 @@ def evaluate_folders(
     image_files = {case_key(p): p for p in mask_files(Path(images))} if images else {}
     lesions = LesionDetections(labels)
     cohort = InstanceCohort(labels[1]) if instances else None
-    scored = _score_pairs(pairs, labels, image_files, progress, tuple(extra_metrics), lesions, cohort, values)
-    rows, cases, units = scored
+    rows, cases, units = _score_pairs(
+        pairs, labels, image_files, progress, tuple(extra_metrics), lesions, cohort, values
+    )
     df = pd.DataFrame(rows)
     ranks = rank_cases(df)
     draw_overlays(figures, cases, ranks, out_dir, Drawing(labels, instances=instances, values=values), progress)
@@ -182,9 +183,10 @@ def _score_pairs(
 def _read_pair(pp: Path, gp: Path, num_classes: int, instances: bool = False, values=None) -> tuple:
     """``(prediction, ground truth, spacing)`` of one pair (class maps, or with ``instances`` instance maps; the
     ground truth's values through ``values``); refused unless both lie on one grid."""
-    read = read_instance_file if instances else (lambda p, v=None: read_label_map(p, num_classes, v))
+    read = read_instance_file if instances else (lambda p: read_label_map(p, num_classes))
+    read_truth = read_instance_file if instances else (lambda p: read_label_map(p, num_classes, values))
     pred, _, paff = read(pp)
-    gt, spacing, gaff = read(gp) if instances else read(gp, values)
+    gt, spacing, gaff = read_truth(gp)
     if pred.shape != gt.shape:
         raise MedsegError(
             f"{pp} and {gp}: shapes differ {pred.shape} vs {gt.shape}; fix: predict on the ground truth's "
@@ -355,12 +357,13 @@ class _VolumeScorer:
     def finish(self) -> tuple[list, dict, dict]:
         from medseg.data.stacking import stack_slices
 
-        read = lambda p, v=None: read_label_map(Path(p), len(self.labels), v)[0]
+        read = lambda p: read_label_map(Path(p), len(self.labels))[0]
+        read_truth = lambda p: read_label_map(Path(p), len(self.labels), self.values)[0]
         rows, cases = [], {}
         for vid, sl in self.volumes.items():
             ids = [s["case_id"] for s in sl]
             pred = stack_slices([self.predicted[i] for i in ids], read)
-            gt = stack_slices([s[LABEL] for s in sl], lambda p: read(p, self.values))
+            gt = stack_slices([s[LABEL] for s in sl], read_truth)
             # slices carry no in-plane spacing or thickness: sizes in voxels, distances in voxel steps
             rows += metrics_rows(vid, pred, gt, None, self.labels, self.extra)
             probabilities = {

@@ -49,13 +49,10 @@ def read_label_map(
     """A mask file -> ``(class map, spacing, affine or None)``; binary tasks threshold anything > 0, and ``values``
     (a ground truth's ``data.label_values``, :attr:`medseg.config.Config.value_classes`) maps each value on disk
     to its class. 2D files carry no pixel spacing: theirs is None."""
-    from medseg.data.transforms import binarise_mask_2d, labels_to_classes
+    from medseg.data.transforms import labels_to_classes, mask_classes_2d
 
     if file_ext(path) in IMAGE_2D_EXTS:
-        raw = read_image_2d(path, kind="mask")
-        if num_classes == 2 and values is None:
-            return binarise_mask_2d(raw), None, None
-        return labels_to_classes(raw if raw.ndim == 2 else raw[..., 0], num_classes, path, values), None, None
+        return mask_classes_2d(read_image_2d(path, kind="mask"), num_classes, path, values), None, None
     arr, geom = read_volume(path)
     if arr.ndim == 4:
         arr = arr[..., 0]
