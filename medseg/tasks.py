@@ -44,6 +44,7 @@ class Task:
     """One kind of segmentation task, bound to its config (labels, threshold, loss settings)."""
 
     name = ""
+    voxelwise_labels = True  # probabilities_to_labels looks at each voxel alone (so it can run slab by slab)
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -223,6 +224,7 @@ class InstanceTask(MulticlassTask):
     (:func:`medseg.objects.instances_from_probabilities`). Validation scores the foreground Dice."""
 
     name = "instances"
+    voxelwise_labels = False  # the watershed floods across the whole map
 
     @property
     def out_channels(self) -> int:

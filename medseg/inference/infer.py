@@ -51,9 +51,12 @@ class InferSummary:
 
 
 def case_labels(predictor: Predictor, pred: Prediction) -> np.ndarray:
-    """The label map of a prediction: the task's threshold or arg-max, then the clean-up the options ask for."""
+    """The label map of a prediction: the task's threshold or arg-max (already made when the prediction was
+    resampled slab by slab), then the clean-up the options ask for."""
     opts = predictor.options
-    labels = predictor.task.probabilities_to_labels(pred.probs, opts.threshold)
+    labels = (
+        pred.labels if pred.labels is not None else predictor.task.probabilities_to_labels(pred.probs, opts.threshold)
+    )
     return predictor.task.clean(
         labels,
         pred.geom.spacing,
@@ -65,19 +68,20 @@ def case_labels(predictor: Predictor, pred: Prediction) -> np.ndarray:
 
 def segment_case(predictor: Predictor, case: Case, out_dir: Path, force: bool = False) -> dict:
     """Segment one case; write its mask (and probabilities) and findings JSON, and return the findings."""
-    return segment_case_keeping_probabilities(predictor, case, out_dir, force)[0]
+    keep = bool(predictor.options.probabilities)  # otherwise a volume's probabilities are never held whole
+    return segment_case_keeping_probabilities(predictor, case, out_dir, force, keep_probabilities=keep)[0]
 
 
 def segment_case_keeping_probabilities(
-    predictor: Predictor, case: Case, out_dir: Path, force: bool = False
-) -> tuple[dict, np.ndarray]:
+    predictor: Predictor, case: Case, out_dir: Path, force: bool = False, keep_probabilities: bool = True
+) -> tuple[dict, np.ndarray | None]:
     """:func:`segment_case`, also returning the probabilities ``(K, *shape)`` on the input's grid (which
     ``medseg evaluate`` ranks lesions by, without writing them)."""
     t_start = time.time()
     cfg = predictor.models[0].cfg
     paths = CaseOutputs.of(case, out_dir, cfg.data.spatial_dims, predictor.options.probabilities, cfg.instances)
     paths.refuse_existing(force)
-    pred = predictor.predict(case)
+    pred = predictor.predict(case, keep_probabilities=keep_probabilities)
     t0 = time.time()
     labels = case_labels(predictor, pred)
     pred.timings["postprocess_s"] = round(time.time() - t0, 3)

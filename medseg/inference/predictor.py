@@ -5,6 +5,11 @@ supports) that training's validation calls too. :class:`Predictor` builds on it 
 own preprocessing, test-time flips, an ensemble's average, where the stitched output lives, and the way back onto
 the input's voxel grid (uncropping the non-zero box, resampling through the two affines with
 ``monai.transforms.SpatialResample``), so any reorientation, resampling or oblique direction is undone exactly.
+
+A volume's probabilities come back onto the input's grid one slab at a time (:func:`resample_in_slabs`): the label
+map is made from each slab as it is resampled, so the input-sized map of ``K`` float32 probabilities (and the
+sampling grid behind it, three more floats per voxel) is only built when something asks for it: written
+probabilities, instance maps, ``medseg evaluate``'s lesion ranking or an ensemble's average.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from medseg.runtime import amp_dtype
 from medseg.tasks import Task, task_for
 
 LARGE_VOLUME_VOXELS = 160**3  # stitch on the CPU above this when the GPU cannot report its free memory
+SLAB_BYTES = 128 * 2**20  # resampled probabilities and their sampling grid held at once, per slab
 
 
 def roi_size(cfg: Config) -> list[int]:
@@ -83,12 +89,16 @@ def predict_logits(
 
 @dataclass
 class Prediction:
-    """One case's probabilities ``(K, *shape)`` on its input's own grid, that grid, its loader facts and timings."""
+    """One case's probabilities ``(K, *shape)`` on its input's own grid, that grid, its loader facts and timings.
 
-    probs: np.ndarray
+    ``labels`` is the label map before any clean-up when it was made slab by slab during resampling; ``probs`` is
+    then None unless it was asked for (``keep_probabilities``)."""
+
+    probs: np.ndarray | None
     geom: Geometry
     facts: CaseFacts
     timings: dict
+    labels: np.ndarray | None = None
 
 
 class Predictor:
@@ -103,19 +113,28 @@ class Predictor:
         self.options = (options or InferenceOptions()).for_checkpoint(models[0].cfg)
         self.task: Task = task_for(models[0].cfg)
 
-    def predict(self, case: Case) -> Prediction:
-        """The ensemble's mean probabilities for ``case``; grid and loader facts are the first member's."""
+    def predict(self, case: Case, keep_probabilities: bool = True) -> Prediction:
+        """The ensemble's mean probabilities for ``case``; grid and loader facts are the first member's.
+
+        One model on a volume, without ``keep_probabilities``: only the label map comes back (:attr:`labels`),
+        made slab by slab, so memory does not grow with the input's size times its class count."""
+        if len(self.models) == 1 and not keep_probabilities and self.task.voxelwise_labels:
+            return self.member_prediction(self.models[0], case, keep_probabilities=False)
         acc, first, timings = None, None, {}
         for lm in self.models:
-            probs, geom, facts, t = self.member_probabilities(lm, case)
+            member = self.member_prediction(lm, case, keep_probabilities=True)
+            probs, geom, facts, t = member.probs, member.geom, member.facts, member.timings
             acc = probs if acc is None else acc + probs
             first = first or (geom, facts)
             for k, v in t.items():
                 timings[k] = round(timings.get(k, 0.0) + v, 3)
-        return Prediction(acc / len(self.models), first[0], first[1], timings)
+        if len(self.models) > 1:
+            acc /= len(self.models)
+        return Prediction(acc, first[0], first[1], timings)
 
-    def member_probabilities(self, lm: LoadedModel, case: Case) -> tuple[np.ndarray, Geometry, CaseFacts, dict]:
-        """One checkpoint on one case: probabilities on the input's own grid ``(K, *shape)``."""
+    def member_prediction(self, lm: LoadedModel, case: Case, keep_probabilities: bool) -> Prediction:
+        """One checkpoint on one case: probabilities on the input's own grid ``(K, *shape)``, or (volumes, without
+        ``keep_probabilities``) only the label map."""
         cfg = lm.cfg
         check_dimensions(case, cfg)
         t0 = time.time()
@@ -124,11 +143,13 @@ class Predictor:
         img = d[IMAGE]
         x = (img.as_tensor() if hasattr(img, "as_tensor") else torch.as_tensor(img)).float()[None]
         t0 = time.time()
+        labels = None
         if cfg.data.spatial_dims == 2:
-            out, geom, facts = self._onto_image_grid(lm, case, x, d["image_meta"])
+            probs, geom, facts = self._onto_image_grid(lm, case, x, d["image_meta"])
         else:
-            out, geom, facts = self._onto_volume_grid(lm, x, d)
-        return out, geom, facts, {"preprocess_s": round(t_pre, 3), "predict_s": round(time.time() - t0, 3)}
+            probs, labels, geom, facts = self._onto_volume_grid(lm, x, d, keep_probabilities)
+        timings = {"preprocess_s": round(t_pre, 3), "predict_s": round(time.time() - t0, 3)}
+        return Prediction(probs, geom, facts, timings, labels)
 
     @torch.no_grad()
     def network_probabilities(self, lm: LoadedModel, x: torch.Tensor, stitch_on_cpu: bool = False) -> torch.Tensor:
@@ -145,7 +166,7 @@ class Predictor:
             logits = predict_logits(
                 lm.model, xi.to(self.device), cfg, self.device, roi, out_device, overlap=overlap, sw_batch_size=batch
             )
-            probs = task.activation(logits)
+            probs = activate_in_place(task, logits)
             probs = torch.flip(probs, dims) if dims else probs
             total = probs if total is None else total.add_(probs)
         return total / len(flips)
@@ -161,24 +182,26 @@ class Predictor:
         facts = CaseFacts.from_loader(meta, {}, context=bool(cfg.data.context_slices))
         return probs[0].cpu().numpy(), geom, facts
 
-    def _onto_volume_grid(self, lm: LoadedModel, x: torch.Tensor, d: dict):
-        """3D: probabilities uncropped (when trained on the non-zero box) and resampled onto the input's voxels."""
-        from monai.data import MetaTensor
-        from monai.transforms import SpatialResample
-
+    def _onto_volume_grid(self, lm: LoadedModel, x: torch.Tensor, d: dict, keep_probabilities: bool):
+        """3D: probabilities uncropped (when trained on the non-zero box) and resampled onto the input's voxels, a
+        slab at a time; the label map is made from each slab, the probabilities kept only when asked for."""
         cfg = lm.cfg
+        task = task_for(cfg)
         geom = d["image_meta"]["geometry"]
         on_cpu = stitch_on_cpu(x, cfg, self.device, bool(self.options.tta))
         probs = self.network_probabilities(lm, x, stitch_on_cpu=on_cpu).cpu()
+        del x
         probs = probs[0].as_tensor() if hasattr(probs, "as_tensor") else probs[0]
-        affine = torch.as_tensor(d[IMAGE].affine, dtype=torch.float64)
-        if "crop_box" in d:  # trained on the non-zero box: background outside it, then the uncropped grid
-            probs, affine = uncrop(probs, affine, d["crop_box"], task_for(cfg))
-        back = SpatialResample(mode="bilinear", padding_mode="border", dtype=np.float32)(
-            MetaTensor(probs, affine=affine), dst_affine=torch.as_tensor(geom.affine), spatial_size=list(geom.shape)
-        )
-        out = np.asarray(back.array if hasattr(back, "array") else back, dtype=np.float32)
-        return out, geom, CaseFacts.from_loader({}, geom.meta, context=False)
+        source = SourceGrid(probs, torch.as_tensor(d[IMAGE].affine, dtype=torch.float64), d.get("crop_box"), task)
+        shape = tuple(int(s) for s in geom.shape)
+        kept = np.empty((probs.shape[0], *shape), dtype=np.float32) if keep_probabilities else None
+        labels = None if keep_probabilities else np.empty(shape, dtype=np.uint8)
+        for z, slab in resample_in_slabs(source, torch.as_tensor(geom.affine, dtype=torch.float64), shape):
+            if kept is not None:
+                kept[..., z] = slab
+            else:
+                labels[..., z] = task.probabilities_to_labels(slab, self.options.threshold)
+        return kept, labels, geom, CaseFacts.from_loader({}, geom.meta, context=False)
 
 
 def check_dimensions(case: Case, cfg: Config) -> None:
@@ -232,17 +255,98 @@ def stitch_on_cpu(x: torch.Tensor, cfg: Config, device: torch.device, tta: bool)
     return need > free // 2
 
 
-def uncrop(probs: torch.Tensor, affine: torch.Tensor, box: dict, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
-    """Place ``(K, *crop)`` probabilities back into the uncropped grid of ``box`` (from ``CropNonzerod``).
+def activate_in_place(task: Task, logits: torch.Tensor) -> torch.Tensor:
+    """``task.activation`` on ``(1, K, *spatial)`` logits, written over them a slab at a time, so a large volume's
+    probabilities need no second buffer of its size."""
+    if logits.shape[0] != 1 or logits.ndim != 5:
+        return task.activation(logits)
+    step = max(1, logits.shape[-1] // 8)
+    for z in range(0, logits.shape[-1], step):
+        part = logits[..., z : z + step]
+        part.copy_(task.activation(part))
+    return logits
 
-    Outside the box every voxel is ``task``'s background (probability 0 for a sigmoid output; 1 for softmax
-    channel 0), and the affine moves back by the crop's start index.
-    """
-    start, full = [int(v) for v in box["start"]], [int(v) for v in box["full_shape"]]
-    if list(probs.shape[1:]) == full:
-        return probs, affine
-    out = task.background_probabilities((probs.shape[0], *full), dtype=probs.dtype)
-    out[(slice(None), *(slice(s, s + n) for s, n in zip(start, probs.shape[1:])))] = probs
-    shift = torch.eye(affine.shape[0], dtype=affine.dtype)
-    shift[: len(start), -1] = -torch.tensor(start, dtype=affine.dtype)
-    return out, affine @ shift
+
+@dataclass
+class SourceGrid:
+    """The network's probabilities ``(K, *crop)`` as the grid ``affine`` they were uncropped onto: background
+    outside ``box`` (from ``CropNonzerod``; None when the network saw the whole volume)."""
+
+    probs: torch.Tensor
+    affine: torch.Tensor  # of the cropped grid, as preprocessing left it
+    box: dict | None
+    task: Task
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in self.box["full_shape"]) if self.box else tuple(self.probs.shape[1:])
+
+    @property
+    def start(self) -> list[int]:
+        return [int(v) for v in self.box["start"]] if self.box else [0] * (self.probs.ndim - 1)
+
+    @property
+    def full_affine(self) -> torch.Tensor:
+        return self.affine @ translation(-np.asarray(self.start, dtype=np.float64))
+
+    def region(self, lo: list[int], hi: list[int]) -> torch.Tensor:
+        """The uncropped probabilities over voxels ``lo:hi`` of the full grid (a view where no background is
+        needed)."""
+        start = self.start
+        inner = [(max(a, s), min(b, s + n)) for a, b, s, n in zip(lo, hi, start, self.probs.shape[1:])]
+        src = (slice(None), *(slice(a - s, b - s) for (a, b), s in zip(inner, start)))
+        if all(a == lo_ and b == hi_ for (a, b), lo_, hi_ in zip(inner, lo, hi)):
+            return self.probs[src]
+        out = self.task.background_probabilities((self.probs.shape[0], *(b - a for a, b in zip(lo, hi))))
+        if all(a < b for a, b in inner):
+            out[(slice(None), *(slice(a - l_, b - l_) for (a, b), l_ in zip(inner, lo)))] = self.probs[src]
+        return out
+
+
+def translation(offset) -> torch.Tensor:
+    """The homogeneous matrix that moves voxel indices by ``offset``."""
+    m = torch.eye(len(offset) + 1, dtype=torch.float64)
+    m[: len(offset), -1] = torch.as_tensor(offset, dtype=torch.float64)
+    return m
+
+
+def resample_in_slabs(source: SourceGrid, dst_affine: torch.Tensor, shape: tuple[int, ...]):
+    """Yield ``(slice, (K, ..., slab) float32 array)`` along the last axis of the grid ``dst_affine``/``shape``:
+    ``source`` resampled bilinearly with border padding (``monai.transforms.SpatialResample``), each slab from
+    only the source voxels it can reach, so no input-sized array of probabilities or sampling grid is built.
+
+    Where the two grids coincide (no reorientation, resampling or crop) the slabs are the source's own values."""
+    from monai.data import MetaTensor
+    from monai.transforms import SpatialResample
+
+    full_affine, k = source.full_affine, source.probs.shape[0]
+    to_source = torch.linalg.solve(full_affine, dst_affine).numpy()  # destination voxel -> source voxel
+    same = np.allclose(to_source, np.eye(len(to_source)), atol=1e-3) and tuple(source.shape) == tuple(shape)
+    plane = int(np.prod(shape[:-1]))
+    step = max(1, min(shape[-1], SLAB_BYTES // (plane * 4 * (k + 4))))
+    resample = SpatialResample(mode="bilinear", padding_mode="border", dtype=np.float32)
+    for z0 in range(0, shape[-1], step):
+        z = slice(z0, min(z0 + step, shape[-1]))
+        if same:
+            yield z, source.region([0] * (len(shape) - 1) + [z.start], [*shape[:-1], z.stop]).numpy()
+            continue
+        lo, hi = reach(to_source, shape, z, source.shape)
+        slab_affine = dst_affine @ translation([0] * (len(shape) - 1) + [z0])
+        back = resample(
+            MetaTensor(source.region(lo, hi), affine=full_affine @ translation(np.asarray(lo, dtype=np.float64))),
+            dst_affine=slab_affine,
+            spatial_size=[*shape[:-1], z.stop - z.start],
+        )
+        yield z, np.asarray(back.array if hasattr(back, "array") else back, dtype=np.float32)
+
+
+def reach(to_source: np.ndarray, shape, z: slice, source_shape) -> tuple[list[int], list[int]]:
+    """The box of source voxels ``[lo, hi)`` that bilinear sampling of destination slab ``z`` can touch: its
+    corners mapped through ``to_source``, widened by a voxel each side and clipped to the source (border padding
+    repeats the source's edge, which a clipped box keeps)."""
+    ranges = [(0, s - 1) for s in shape[:-1]] + [(z.start, z.stop - 1)]
+    corners = np.array(np.meshgrid(*ranges, indexing="ij")).reshape(len(shape), -1)
+    mapped = to_source[:-1, :-1] @ corners + to_source[:-1, -1:]
+    lo = [int(np.clip(np.floor(v) - 1, 0, n - 1)) for v, n in zip(mapped.min(axis=1), source_shape)]
+    hi = [int(np.clip(np.ceil(v) + 2, a + 1, n)) for v, a, n in zip(mapped.max(axis=1), lo, source_shape)]
+    return lo, hi

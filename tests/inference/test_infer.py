@@ -351,11 +351,12 @@ def test_ensemble_averages_checkpoints(model2d, tmp_path):
 
 
 def test_crop_to_nonzero_box_and_back():
-    """CropNonzerod crops to the non-zero box (any channel) + margin; uncrop pads back with background."""
+    """CropNonzerod crops to the non-zero box (any channel) + margin; inference reads it back as the full grid,
+    background outside the box."""
     from monai.data import MetaTensor
 
     from medseg.data.transforms import CropNonzerod
-    from medseg.inference.predictor import uncrop
+    from medseg.inference.predictor import SourceGrid
     from medseg.tasks import task_for
 
     aff = torch.as_tensor(synthetic.oblique_affine(spacing=(1.3, 1.1, 1.8), angle_deg=25), dtype=torch.float64)
@@ -366,12 +367,16 @@ def test_crop_to_nonzero_box_and_back():
     assert d["crop_box"] == {"start": [4, 5, 2], "full_shape": [20, 18, 16]}
     probs = torch.full((3, 6, 6, 6), 0.2)
     softmax, sigmoid = task_for(load_config("brats")), task_for(load_config("demo"))
-    full, full_aff = uncrop(probs, torch.as_tensor(d["image"].affine, dtype=torch.float64), d["crop_box"], softmax)
-    assert tuple(full.shape) == (3, 20, 18, 16)
-    assert torch.allclose(full_aff, aff, atol=1e-6)  # back on the input's own grid
+    source = SourceGrid(probs, torch.as_tensor(d["image"].affine, dtype=torch.float64), d["crop_box"], softmax)
+    full = source.region([0, 0, 0], [20, 18, 16])
+    assert source.shape == (20, 18, 16) and tuple(full.shape) == (3, 20, 18, 16)
+    assert torch.allclose(source.full_affine, aff, atol=1e-6)  # back on the input's own grid
     assert torch.allclose(full[:, 4:10, 5:11, 2:8], probs)
     assert float(full[0].sum()) == pytest.approx(20 * 18 * 16 - 216 + 0.2 * 216)  # background everywhere else
-    binary, _ = uncrop(torch.ones(1, 6, 6, 6), aff, d["crop_box"], sigmoid)
+    part = source.region([3, 4, 1], [6, 7, 4])  # straddles the box's corner: 2x2x2 of it, background around
+    assert float(part[1].sum()) == pytest.approx(0.2 * 8) and float(part[0].sum()) == pytest.approx(27 - 8 + 1.6)
+    assert source.region([5, 6, 3], [7, 8, 5]).data_ptr() == probs[:, 1:3, 1:3, 1:3].data_ptr()  # inside: a view
+    binary = SourceGrid(torch.ones(1, 6, 6, 6), aff, d["crop_box"], sigmoid).region([0, 0, 0], [20, 18, 16])
     assert float(binary.sum()) == 216
     whole = CropNonzerod(keys=["image"])({"image": MetaTensor(torch.zeros(1, 5, 5, 5), affine=aff)})
     assert tuple(whole["image"].shape) == (1, 5, 5, 5) and whole["crop_box"]["start"] == [0, 0, 0]
@@ -398,6 +403,25 @@ def test_model_trained_on_nonzero_box_segments_in_place(model3d, tmp_path):
     pred = np.asarray(seg.dataobj)
     assert dice(pred, mask) > 0.7
     assert not pred[~keep].any() or pred[~keep].sum() < 0.02 * pred.sum()
+
+
+def test_labels_made_slab_by_slab_equal_those_of_the_whole_probabilities(model3d, tmp_path, monkeypatch):
+    """Without kept probabilities a volume's label map is made as each slab is resampled: the same map."""
+    from medseg.inference import predictor as predictor_module
+    from medseg.inference.cases import Case
+    from medseg.inference.checkpoints import load_models
+    from medseg.inference.predictor import Predictor
+
+    img, _ = _blob_volume((36, 34, 22), seed=9)
+    aff = synthetic.oblique_affine(spacing=(1.3, 1.1, 1.8), angle_deg=25)
+    nib.save(nib.Nifti1Image(img, aff), str(tmp_path / "obl.nii.gz"))
+    monkeypatch.setattr(predictor_module, "SLAB_BYTES", 36 * 34 * 4 * 6 * 5)  # 5 slices per slab
+    p = Predictor(load_models([str(model3d)], torch.device("cpu")), torch.device("cpu"))
+    case = Case("obl", [str(tmp_path / "obl.nii.gz")], "obl")
+    whole, slabs = p.predict(case), p.predict(case, keep_probabilities=False)
+    assert slabs.probs is None and whole.labels is None
+    assert slabs.labels.shape == img.shape and slabs.labels.any()
+    assert np.array_equal(slabs.labels, p.task.probabilities_to_labels(whole.probs))
 
 
 def test_stitching_moves_to_host_memory_only_when_the_gpu_is_short(monkeypatch):
