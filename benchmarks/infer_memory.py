@@ -45,32 +45,12 @@ def make_volumes(workdir: Path, shape) -> str:
 
 
 def make_model(workdir: Path, n_classes: int) -> str:
-    import torch
-
-    from medseg.checkpoint import save_checkpoint
     from medseg.config import load_config
-    from medseg.models import build_model, model_spec
+    from medseg.engine.checkpoints import save_untrained
 
     labels = ["background", *[f"class_{i}" for i in range(1, n_classes)]]
     cfg = load_config("brats", overrides=[f"data.labels=[{','.join(labels)}]"])
-    torch.manual_seed(0)
-    spec = model_spec(cfg)
-    net = build_model(spec)
-    path = workdir / f"model-{n_classes}.pt"
-    save_checkpoint(
-        {
-            "model": spec,
-            "state_dict": net.state_dict(),
-            "config": cfg.to_dict(),
-            "labels": labels,
-            "channels": list(cfg.data.channels),
-            "roi_size": list(cfg.infer.roi_size),
-            "epoch": 0,
-            "best_metric": 0.0,
-        },
-        path,
-    )
-    return str(path)
+    return str(save_untrained(cfg, workdir / f"model-{n_classes}.pt"))
 
 
 def run_medseg(volume: str, model: str, out: str, tta: bool) -> dict:

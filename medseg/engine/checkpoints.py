@@ -37,6 +37,29 @@ def run_facts(cfg, spec: dict, roi: list[int], data, data_dir) -> dict:
     }
 
 
+def save_untrained(cfg, path: str | Path, seed: int = 0) -> Path:
+    """A checkpoint of ``cfg``'s network with random weights (seeded): what speed, memory and export checks run,
+    where the weights do not matter."""
+    import torch
+
+    from medseg.inference.predictor import roi_size
+    from medseg.models import build_model, model_spec
+
+    torch.manual_seed(seed)
+    spec = model_spec(cfg)
+    payload = {
+        "model": spec,
+        "state_dict": build_model(spec).state_dict(),
+        "config": cfg.to_dict(),
+        "labels": list(cfg.data.labels),
+        "channels": list(cfg.data.channels),
+        "roi_size": roi_size(cfg),
+        "epoch": 0,
+        "best_metric": 0.0,
+    }
+    return save_checkpoint(payload, path)
+
+
 def resume_state(optimizer, scheduler, precision, history: list[dict], net, ema) -> dict:
     """The part of ``last.pt`` only a resume reads."""
     state = {

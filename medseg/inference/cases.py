@@ -30,7 +30,7 @@ def _is_supported(p: Path) -> bool:
     return file_ext(p) in VOLUME_EXTS + IMAGE_2D_EXTS
 
 
-CHECKPOINT_EXTS = (".pt", ".pth", ".ckpt")
+CHECKPOINT_EXTS = (".pt", ".pth", ".ckpt", ".onnx", ".ts")  # .onnx and .ts: medseg export's files
 
 
 def refuse_checkpoint_inputs(inputs: list[str]) -> None:

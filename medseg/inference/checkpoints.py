@@ -28,8 +28,14 @@ class LoadedModel:
 
 
 def load_models(paths: list[str | Path], device: torch.device) -> list[LoadedModel]:
+    from medseg.export import EXPORTED_EXTS, load_exported
+
     models = []
     for p in paths:
+        if file_ext(p) in EXPORTED_EXTS:  # medseg export's ONNX or TorchScript file: its metadata, a callable net
+            meta, cfg, net = load_exported(p, device)
+            models.append(LoadedModel(Path(p), meta, cfg, net, file_hash(p)))
+            continue
         ck = load_checkpoint(p, map_location="cpu")
         cfg = validate_checkpoint(ck, p)
         net = build_model(ck["model"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+import torch
 from torch import nn
 
 from medseg.models.arguments import check_keywords, check_levels, check_norm
@@ -68,6 +69,8 @@ class SegNet(nn.Module):
                 break
             feats.append(x)
             idx, size = saved[i - 1]
+            if torch.jit.is_tracing():  # a traced size is a tensor, which max_unpool refuses: fixed to this input's
+                size = [int(v) for v in size]
             x = self.unpools[i - 1](x, idx, output_size=size)
         out = self.out(x)
         if not self.training or not self.heads:
