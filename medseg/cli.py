@@ -207,6 +207,9 @@ def infer(
     device: str = DEVICE,
     tta: bool | None = TTA,
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write <case>_prob.nii.gz (.tif for 2D)."),
+    dicom_seg: bool = typer.Option(
+        False, "--dicom-seg", help="Also write <case>_seg.dcm, a DICOM SEG over each DICOM series input."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs of the same cases in --out."),
     threshold: float | None = THRESHOLD,
     keep_largest: bool | None = KEEP_LARGEST,
@@ -236,6 +239,7 @@ def infer(
                 overlap=overlap,
                 sw_batch_size=sw_batch_size,
                 probabilities=probabilities,
+                dicom_seg=dicom_seg,
             ),
             force=force,
             report=report,

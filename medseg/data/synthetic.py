@@ -321,7 +321,7 @@ def make_dicom_series(
     img.SetOrigin([float(o) for o in origin])
     img.SetDirection([float(d) for d in direction])
     series_uid = series_uid or "1.2.826.0.1.3680043.2.1125.1." + str(abs(hash(str(folder))) % 10**12)
-    study_uid = series_uid + ".1"
+    study_uid, frame_uid = series_uid + ".1000", series_uid + ".1001"  # apart from the slices' .1, .2, ...
     dir_tag = "\\".join(
         str(float(v)) for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])
     )
@@ -336,6 +336,7 @@ def make_dicom_series(
             ("0010|0010", "Synthetic^Patient"),
             ("0020|000d", study_uid),
             ("0020|000e", series_uid),
+            ("0020|0052", frame_uid),
             ("0008|0020", "20260101"),
             ("0008|103e", description),
             ("0020|0032", "\\".join(f"{p:.4f}" for p in pos)),

@@ -79,7 +79,8 @@ def segment_case_keeping_probabilities(
     ``medseg evaluate`` ranks lesions by, without writing them)."""
     t_start = time.time()
     cfg = predictor.models[0].cfg
-    paths = CaseOutputs.of(case, out_dir, cfg.data.spatial_dims, predictor.options.probabilities, cfg.instances)
+    opts = predictor.options
+    paths = CaseOutputs.of(case, out_dir, cfg.data.spatial_dims, opts.probabilities, cfg.instances, opts.dicom_seg)
     paths.refuse_existing(force)
     pred = predictor.predict(case, keep_probabilities=keep_probabilities)
     t0 = time.time()

@@ -39,6 +39,7 @@ class InferenceOptions:
         overlap: sliding-window overlap (0-1); ``None`` keeps each ensemble member's own.
         sw_batch_size: windows per forward pass; ``None`` keeps each ensemble member's own.
         probabilities: also write the probability map of each case.
+        dicom_seg: also write a DICOM SEG referencing each DICOM series input.
     """
 
     tta: bool | None = None
@@ -49,6 +50,7 @@ class InferenceOptions:
     overlap: float | None = None
     sw_batch_size: int | None = None
     probabilities: bool = False
+    dicom_seg: bool = False
 
     def __post_init__(self) -> None:
         for name, key in RANGED.items():

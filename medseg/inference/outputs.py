@@ -30,23 +30,33 @@ class CaseOutputs:
     findings: Path
     prob: Path | None
     objects: Path | None = None
+    dicom: Path | None = None
 
     @classmethod
-    def of(cls, case: Case, out_dir: Path, spatial_dims: int, probabilities: bool, instances: bool = False):
+    def of(
+        cls,
+        case: Case,
+        out_dir: Path,
+        spatial_dims: int,
+        probabilities: bool,
+        instances: bool = False,
+        dicom_seg: bool = False,
+    ):
         """``<case>_seg.<ext>`` in the input's own format (an instance map for ``instances``: 16-bit PNG for 2D
-        images), ``<case>_findings.json``, with ``instances`` ``<case>_objects.csv``, and with ``probabilities``
-        ``<case>_prob.nii.gz`` (``.tif`` for 2D images)."""
+        images), ``<case>_findings.json``, with ``instances`` ``<case>_objects.csv``, with ``probabilities``
+        ``<case>_prob.nii.gz`` (``.tif`` for 2D images) and with ``dicom_seg`` ``<case>_seg.dcm``."""
         prob = out_dir / f"{case.case_id}_prob{'.nii.gz' if spatial_dims == 3 else '.tif'}"
         return cls(
             out_dir / f"{case.case_id}_seg{output_ext(case)}",
             out_dir / f"{case.case_id}_findings.json",
             prob if probabilities else None,
             out_dir / f"{case.case_id}_objects.csv" if instances else None,
+            out_dir / f"{case.case_id}_seg.dcm" if dicom_seg else None,
         )
 
     @property
     def targets(self) -> list[Path]:
-        return [self.seg, self.findings] + [p for p in (self.prob, self.objects) if p]
+        return [self.seg, self.findings] + [p for p in (self.prob, self.objects, self.dicom) if p]
 
     def refuse_existing(self, force: bool) -> None:
         """Outputs of an earlier run are never overwritten unless the user says so."""
@@ -83,6 +93,8 @@ def write_case(
 def _write_case(paths, case, labels, pred, predictor, t_start) -> dict:
     cfg, geom, timings = predictor.models[0].cfg, pred.geom, pred.timings
     t0 = time.time()
+    if paths.dicom:  # first: a series it cannot describe fails the case before any file of it is written
+        write_case_dicom_seg(paths.dicom, labels, geom, cfg, predictor)
     write_masks(paths, labels, pred.probs, geom, cfg.binary and not cfg.instances)
     timings["write_s"] = round(time.time() - t0, 3)
     t0 = time.time()
@@ -97,6 +109,17 @@ def _write_case(paths, case, labels, pred, predictor, t_start) -> dict:
     atomic_write(paths.findings, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)), suffix=".json")
     result["findings_json"] = str(paths.findings)
     return result
+
+
+def write_case_dicom_seg(path: Path, labels: np.ndarray, geom: Geometry, cfg, predictor: Predictor) -> None:
+    """The case's DICOM SEG: one segment per foreground class (an instance map: its objects as one segment)."""
+    from medseg.io.dicom_seg import write_dicom_seg
+
+    names = list(cfg.data.labels)
+    if cfg.instances:
+        labels, names = (labels > 0).astype(np.uint8), names[:2]
+    model = predictor.models[0].ckpt["model"]["name"]
+    atomic_write(path, lambda tmp: write_dicom_seg(labels, geom, names, Path(tmp), model), suffix=".dcm")
 
 
 def write_masks(paths: CaseOutputs, labels: np.ndarray, probs: np.ndarray, geom: Geometry, binary: bool) -> None:

@@ -114,6 +114,38 @@ def test_dicom_series_to_nifti(model3d, tmp_path):
     assert dice(np.asarray(seg.dataobj), mask) > 0.6
 
 
+def test_dicom_seg_lands_every_frame_on_its_source_instance(model3d, tmp_path):
+    """--dicom-seg: a SEG in the source study, one frame per source instance holding that slice of the NIfTI mask."""
+    hd = pytest.importorskip("highdicom")
+    import pydicom
+
+    img, mask = _blob_volume((32, 30, 14), seed=11)
+    folder = synthetic.make_dicom_series(tmp_path / "dcm", img * 400, spacing=(1.1, 1.2, 2.0), origin=(-50, 20, -10))
+    _run([folder], model3d, tmp_path / "out", dicom_seg=True)
+    nifti = np.asarray(nib.load(str(tmp_path / "out" / "dcm_seg.nii.gz")).dataobj)
+    assert dice(nifti, mask) > 0.6
+    seg = hd.seg.segread(str(tmp_path / "out" / "dcm_seg.dcm"))
+    sources = [pydicom.dcmread(f) for f in sorted(folder.glob("*.dcm"))]
+    assert seg.StudyInstanceUID == sources[0].StudyInstanceUID and seg.PatientID == "SYNTH001"
+    assert seg.SeriesInstanceUID != sources[0].SeriesInstanceUID
+    assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["blob"]
+    assert seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == "medseg"
+    uids = [ds.SOPInstanceUID for ds in sources]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True)
+    assert frames.shape == (14, 30, 32)
+    for ds, frame in zip(sources, frames):  # the synthetic series numbers its slices 1..Z along the volume's z
+        assert np.array_equal(frame, nifti[:, :, int(ds.InstanceNumber) - 1].T)
+
+
+def test_dicom_seg_for_a_nifti_input_is_one_line(model3d, tmp_path):
+    img, _ = _blob_volume((20, 20, 12), seed=3)
+    nib.save(nib.Nifti1Image(img, np.eye(4)), str(tmp_path / "v.nii.gz"))
+    with pytest.raises(MedsegError, match=r"v.nii.gz: is not a DICOM series; fix: --dicom-seg applies to DICOM"):
+        _run([tmp_path / "v.nii.gz"], model3d, tmp_path / "out", dicom_seg=True)
+    assert not list((tmp_path / "out").glob("v_*"))  # nothing of the case was left behind
+
+
 def test_dicom_folder_with_several_series(model3d, tmp_path, log_lines):
     """A study folder as exported from a PACS: the scan and a 3-slice localizer side by side. The scan (the
     largest series) is segmented, the findings name both series, and the log warns which one was taken."""
