@@ -333,7 +333,8 @@ class LoadVolumed(_LoadPaird):
                 f"has {len(chans)} modalities but {self.n_channels} are expected",
                 "give one file per configured channel (data.channels) or a 4D file with that many",
             )
-        img = np.stack([c.astype(np.float32) for c in chans])
+        img = np.stack(chans, dtype=np.float32)  # cast while stacking: no float32 copy of each modality first
+        del chans
         meta = {
             "original_affine": torch.as_tensor(geom0.affine),
             "spatial_shape": np.array(geom0.shape),
@@ -346,7 +347,7 @@ class LoadVolumed(_LoadPaird):
             "geometry": geom0,
             "spacing": [float(s) for s in geom0.spacing],
             "stats": _channel_stats(img, (1, 2, 3)),
-            **({"channels_on_disk": len(chans)} if self.describe else {}),
+            **({"channels_on_disk": len(img)} if self.describe else {}),
         }
         if LABEL in d and d[LABEL] is not None:
             lp = d[LABEL]

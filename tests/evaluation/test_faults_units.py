@@ -373,3 +373,19 @@ def test_q10_q23_real_ph2_new_folder_in_pixels_as_a_test_set(tmp_path):
     assert inf.exit_code == 0, inf.output
     assert f"{cases[9]}: lesion: " in inf.output and " px² in " in inf.output and "px across" in inf.output
     assert not re.search(r"\d mm", inf.output)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_max_diameter_equals_the_farthest_pair_of_all_voxel_corners(seed):
+    """The hull taken of boundary centres, grown by a voxel, against every pair of every voxel's corners."""
+    import itertools
+
+    from medseg.inference.findings import max_diameter
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((6, 5, 4) if seed % 2 else (7, 6)) < 0.35
+    spacing = (0.7, 1.3, 2.1)[: mask.ndim]
+    offsets = np.array(list(itertools.product([-0.5, 0.5], repeat=mask.ndim)))
+    corners = (np.argwhere(mask)[:, None, :] + offsets[None]).reshape(-1, mask.ndim) * np.asarray(spacing)
+    brute = np.sqrt(((corners[:, None] - corners[None]) ** 2).sum(-1).max())
+    assert max_diameter(mask, spacing) == pytest.approx(brute, rel=1e-12)
