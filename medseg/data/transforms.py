@@ -77,6 +77,27 @@ def _nonzero(x):
     return x != 0
 
 
+class SpacingByChanneld(MapTransform):
+    """MONAI's ``Spacingd``, one channel at a time: it samples in float64, and a float64 copy of a whole
+    two-modality 512x512x300 input (1.3 GB) was the peak of a whole ``medseg infer``. Channels are resampled
+    independently either way, so the values are MONAI's own, bit for bit."""
+
+    def __init__(self, keys, pixdim, mode):
+        super().__init__(keys)
+        self.spacing = {k: Spacingd(keys=[k], pixdim=pixdim, mode=m) for k, m in zip(self.keys, mode)}
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img, spacing = d[key], self.spacing[key]
+            if img.shape[0] == 1:
+                d[key] = spacing({key: img})[key]
+                continue
+            parts = [spacing({key: img[c : c + 1]})[key] for c in range(img.shape[0])]
+            d[key] = torch.cat(parts)
+        return d
+
+
 class CropNonzerod(MapTransform):
     """Crop ``keys`` to the box of voxels that are non-zero in any image channel (plus ``margin``), before
     intensity normalisation, so "zero" means the scanner's or skull-stripping's own background.
@@ -162,9 +183,7 @@ def deterministic_transforms(cfg: Config, with_label: bool = True, for_training:
             # labels as MONAI defaults them today; left out, MONAI warns on every 3D command that the default changes
             ts.append(Orientationd(keys=keys, axcodes=p.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
         if p.spacing:
-            # float32 sampling: MONAI's default float64 copy of a two-modality 512x512x300 input is 1.3 GB by itself
-            modes = ("bilinear", "nearest")[: len(keys)]
-            ts.append(Spacingd(keys=keys, pixdim=p.spacing, mode=modes, dtype=torch.float32))
+            ts.append(SpacingByChanneld(keys=keys, pixdim=p.spacing, mode=("bilinear", "nearest")[: len(keys)]))
         if p.crop_foreground:  # same box in training, validation and inference (inference pads back)
             ts.append(CropNonzerod(keys=keys, source_key=IMAGE, margin=4))
         ts += intensity_transforms(cfg)
