@@ -32,6 +32,8 @@ from medseg.io import atomic_write
 
 FORMAT = "medseg-checkpoint"
 FORMAT_VERSION = 1
+# what only ``last.pt`` keeps, to resume a run: never in ``best.pt``, never exported
+RESUME_ONLY = ("optimizer", "scheduler", "scaler", "rng", "train_state_dict", "ema_updates", "history")
 
 
 def save_checkpoint(payload: dict, path: str | Path) -> Path:

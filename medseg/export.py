@@ -25,9 +25,8 @@ import torch
 from torch import nn
 
 from medseg import __version__
-from medseg.checkpoint import file_hash, load_checkpoint, validate_checkpoint
+from medseg.checkpoint import RESUME_ONLY, file_hash, load_checkpoint, validate_checkpoint
 from medseg.config import Config, config_from_dict
-from medseg.engine.checkpoints import RESUME_ONLY
 from medseg.errors import MedsegError, fail
 from medseg.io import atomic_write, file_ext
 from medseg.log import get_logger

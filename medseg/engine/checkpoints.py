@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medseg.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from medseg.checkpoint import RESUME_ONLY, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from medseg.engine.run_folder import CHECKPOINTS, write_history
 from medseg.errors import fail, os_reason
 
-RESUME_ONLY = ("optimizer", "scheduler", "scaler", "rng", "train_state_dict", "ema_updates", "history")
 STAMPS = ("format", "format_version", "medseg_version", "created")  # save_checkpoint writes these afresh
 
 
