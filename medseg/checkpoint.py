@@ -153,6 +153,21 @@ def validate_checkpoint(ckpt: dict, path) -> Config:
     return cfg
 
 
+def network_of(ckpt: dict, path):
+    """The network a (validated) checkpoint describes, with its weights, in evaluation mode; weights that do not
+    fit the saved model spec are one line naming the checkpoint."""
+    from medseg.models import build_model
+
+    net = build_model(ckpt["model"])
+    try:
+        net.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise fail(
+            path, f"weights do not fit the saved model ({str(exc).splitlines()[0]})", "re-export the checkpoint"
+        ) from None
+    return net.eval()
+
+
 def _refuse(path, problem: str):
     return fail(path, f"checkpoint {problem}", REPAIR)
 

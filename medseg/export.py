@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from medseg import __version__
-from medseg.checkpoint import RESUME_ONLY, file_hash, load_checkpoint, validate_checkpoint
+from medseg.checkpoint import RESUME_ONLY, file_hash, load_checkpoint, network_of, validate_checkpoint
 from medseg.config import Config, config_from_dict
 from medseg.errors import MedsegError, fail
 from medseg.io import atomic_write, file_ext
@@ -60,7 +60,7 @@ def export_model(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | No
     refuse_unexportable(ck, checkpoint)
     out = Path(out) if out else checkpoint.with_name(checkpoint.stem + FORMATS[fmt])
     refuse_overwrite(out, force)
-    net = _network(ck)
+    net = network_of(ck, checkpoint)
     example = example_input(ck, cfg)
     meta = export_metadata(ck, checkpoint, fmt)
     if fmt == "onnx":
@@ -118,21 +118,13 @@ def export_metadata(ck: dict, checkpoint: Path, fmt: str) -> dict:
 
 
 def _plain(value):
-    if isinstance(value, (np.generic,)):
+    if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (tuple, set)):
         return list(value)
     if isinstance(value, Path):
         return str(value)
     raise TypeError(type(value).__name__)
-
-
-def _network(ck: dict) -> nn.Module:
-    from medseg.models import build_model
-
-    net = build_model(ck["model"])
-    net.load_state_dict(ck["state_dict"])
-    return net.eval()
 
 
 def example_input(ck: dict, cfg: Config) -> torch.Tensor:
@@ -163,7 +155,7 @@ def _write_onnx(net: nn.Module, example: torch.Tensor, meta: dict, out: Path) ->
                 dynamo=True,
                 input_names=["image"],
                 output_names=["logits"],
-                dynamic_shapes=({**dims},),
+                dynamic_shapes=(dims,),
                 opset_version=OPSET,
                 verbose=False,
             )

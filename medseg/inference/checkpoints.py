@@ -7,13 +7,12 @@ from pathlib import Path
 
 import torch
 
-from medseg.checkpoint import file_hash, load_checkpoint, validate_checkpoint
+from medseg.checkpoint import file_hash, load_checkpoint, network_of, validate_checkpoint
 from medseg.config import Config
 from medseg.errors import MedsegError, fail
 from medseg.inference.cases import Case, case_channels, expand_inputs
 from medseg.io import IMAGE_2D_EXTS, file_ext
 from medseg.log import get_logger
-from medseg.models import build_model
 
 log = get_logger(__name__)
 
@@ -38,14 +37,7 @@ def load_models(paths: list[str | Path], device: torch.device) -> list[LoadedMod
             continue
         ck = load_checkpoint(p, map_location="cpu")
         cfg = validate_checkpoint(ck, p)
-        net = build_model(ck["model"])
-        try:
-            net.load_state_dict(ck["state_dict"])
-        except RuntimeError as exc:
-            raise fail(
-                p, f"weights do not fit the saved model ({str(exc).splitlines()[0]})", "re-export the checkpoint"
-            ) from None
-        net.to(device).eval()
+        net = network_of(ck, p).to(device)
         models.append(LoadedModel(Path(p), ck, cfg, net, file_hash(p)))
     first = models[0]
     for m in models[1:]:

@@ -123,14 +123,13 @@ class Predictor:
         acc, first, timings = None, None, {}
         for lm in self.models:
             member = self.member_prediction(lm, case, keep_probabilities=True)
-            probs, geom, facts, t = member.probs, member.geom, member.facts, member.timings
-            acc = probs if acc is None else acc + probs
-            first = first or (geom, facts)
-            for k, v in t.items():
+            acc = member.probs if acc is None else acc + member.probs
+            first = first or member
+            for k, v in member.timings.items():
                 timings[k] = round(timings.get(k, 0.0) + v, 3)
         if len(self.models) > 1:
             acc /= len(self.models)
-        return Prediction(acc, first[0], first[1], timings)
+        return Prediction(acc, first.geom, first.facts, timings)
 
     def member_prediction(self, lm: LoadedModel, case: Case, keep_probabilities: bool) -> Prediction:
         """One checkpoint on one case: probabilities on the input's own grid ``(K, *shape)``, or (volumes, without
