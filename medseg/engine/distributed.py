@@ -6,31 +6,11 @@ Launching the processes (``--nproc`` or ``torchrun``) is :mod:`medseg.engine.lau
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 
 from medseg.log import ROOT
-
-
-@dataclass
-class DistInfo:
-    """This process's place in a run: its rank, the number of processes, and its GPU on this machine."""
-
-    rank: int
-    world: int
-    local_rank: int
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-SINGLE = DistInfo(0, 1, 0)
-
-
-def backend(device: str) -> str:
-    return "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
+from medseg.parallel import DistInfo
 
 
 def silence_other_ranks(info: DistInfo) -> None:

@@ -4,7 +4,6 @@ process joins the group itself. NCCL on GPUs, gloo on CPUs; rank 0 alone writes 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -12,26 +11,20 @@ import torch
 
 from medseg.config import Config
 from medseg.engine.checks import check_config
-from medseg.engine.distributed import DistInfo, backend
 from medseg.engine.run_folder import default_run_dir, prepare_run_dir, read_history
 from medseg.engine.trainer import Trainer, TrainResult, best_summary
 from medseg.errors import MedsegError, user_errors
 from medseg.log import ROOT, StdoutHandler, get_logger, show_log_lines
+from medseg.parallel import DistInfo, backend, free_port, join_launched_group
 
 log = get_logger(__name__)
-
-
-def under_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def join_torchrun(cfg: Config, data_dir, out_dir, device: str, resume: bool, force: bool, **trainer_kw) -> TrainResult:
     """Train as one of the processes ``torchrun`` launched: rank 0 picks and prepares the run folder."""
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group(backend(device))
-    info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    info, _ = join_launched_group(device)
     box = [str(Path(out_dir) if out_dir else default_run_dir(cfg.name))]
     dist.broadcast_object_list(box, src=0)
     if info.main:
@@ -62,7 +55,7 @@ def spawn(
     log.info(f"starting {nproc} processes ({backend(device)})")
     # the processes start afresh: tell them whether this one prints its log lines (the command line does)
     shown = any(isinstance(h, StdoutHandler) for h in logging.getLogger(ROOT).handlers)
-    args = (nproc, _free_port(), cfg.to_dict(), str(data_dir), str(run_dir), device, resume, progress, shown, init)
+    args = (nproc, free_port(), cfg.to_dict(), str(data_dir), str(run_dir), device, resume, progress, shown, init)
     mp.spawn(_worker, args=args, nprocs=nproc, join=True)
     return _spawned_result(run_dir, nproc, time.time() - t0)
 
@@ -79,14 +72,6 @@ def _spawned_result(run_dir: Path, nproc: int, seconds: float) -> TrainResult:
         f"at epoch {res.best_epoch}; checkpoints in {run_dir}"
     )
     return res
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank, world, port, cfg_dict, data_dir, run_dir, device, resume, progress, shown, init=None) -> None:

@@ -15,10 +15,11 @@ from medseg.data import LABEL, load_samples
 from medseg.data.base import recipe_or_default
 from medseg.data.splits import make_split, select
 from medseg.data.transforms import train_transforms, val_transforms
-from medseg.engine.distributed import DistInfo, share_of
+from medseg.engine.distributed import share_of
 from medseg.engine.run_folder import write_run_start
 from medseg.errors import MedsegError
 from medseg.log import get_logger
+from medseg.parallel import DistInfo
 
 log = get_logger(__name__)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import AbstractContextManager
 
 import torch
 
-from medseg.engine.distributed import DistInfo
+from medseg.parallel import DistInfo, rank_threads
 from medseg.runtime import amp_dtype, configure_cpu_threads, precision_name, resolve_device
 
 
@@ -21,7 +20,7 @@ def training_device(device: str, info: DistInfo, num_workers: int) -> torch.devi
     if dev.type == "cpu":
         configure_cpu_threads(num_workers)
         if info.world > 1:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world))
+            torch.set_num_threads(rank_threads(info.world))
     return dev
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from medseg.config import Config
 from medseg.engine.fitting import SearchFit, fits_by_search
-from medseg.engine.launch import join_torchrun, spawn, under_torchrun
+from medseg.engine.launch import join_torchrun, spawn
 from medseg.engine.loading import make_loader, positive_weights
 from medseg.engine.optim import build_ema, build_optimizer, lr_lambda
 from medseg.engine.run_folder import default_run_dir, latest_run_dir, load_run_config, prepare_run_dir
 from medseg.engine.trainer import Trainer, TrainResult, as_float
 from medseg.engine.validation import Validation, validate
 from medseg.errors import MedsegError, user_errors
+from medseg.parallel import under_torchrun
 
 __all__ = [
     "TrainResult",

@@ -26,7 +26,7 @@ from medseg.config import Config
 from medseg.data import IMAGE, LABEL
 from medseg.engine import checkpoints
 from medseg.engine.checks import check_config
-from medseg.engine.distributed import SINGLE, DistInfo, barrier, silence_other_ranks, wrap_model
+from medseg.engine.distributed import barrier, silence_other_ranks, wrap_model
 from medseg.engine.loading import load_training_data, training_loader
 from medseg.engine.losses import build_loss
 from medseg.engine.optim import (
@@ -45,6 +45,7 @@ from medseg.errors import MedsegError
 from medseg.inference.predictor import roi_size
 from medseg.log import get_logger
 from medseg.models import build_model, model_spec
+from medseg.parallel import SINGLE, DistInfo
 from medseg.progress import progress_bar
 
 log = get_logger(__name__)

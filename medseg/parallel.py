@@ -1,0 +1,60 @@
+"""The facts of a multi-process run that training and batch inference share: this process's rank, the backend,
+and how the processes find each other (``torchrun``'s environment, or a local port for ``--nproc``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in a run: its rank, the number of processes, and its GPU on this machine."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = DistInfo(0, 1, 0)
+
+
+def backend(device: str) -> str:
+    """NCCL between GPUs, gloo between CPU processes."""
+    return "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
+
+
+def under_torchrun() -> bool:
+    """Whether ``torchrun`` (or another launcher that sets ``WORLD_SIZE``) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def join_launched_group(device: str) -> tuple[DistInfo, bool]:
+    """Join the process group of a ``torchrun`` launch (once); returns this process's place and whether this call
+    created the group (and so should destroy it)."""
+    import torch.distributed as dist
+
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group(backend(device))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))), created
+
+
+def free_port() -> int:
+    """A TCP port free on this machine, for the processes ``--nproc`` spawns to meet on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_threads(world: int) -> int:
+    """CPU threads for one of ``world`` processes on this machine: the cores shared evenly, so that the processes
+    do not fight over them."""
+    return max(1, (os.cpu_count() or 1) // max(1, world))
