@@ -166,41 +166,53 @@ def infer_from_cli(
     force=False,
     report=False,
     progress=True,
+    nproc=1,
 ):
     """``medseg infer``: segment, write masks and findings, optionally a PDF per case. ``options`` left unset take
-    the checkpoint's ``infer`` settings. Empty inputs and checkpoints among the inputs are refused by ``infer``."""
+    the checkpoint's ``infer`` settings. Empty inputs and checkpoints among the inputs are refused by ``infer``.
+    ``nproc`` > 1 (or ``torchrun``) shares the cases among processes; under ``torchrun`` each process writes the
+    reports of its own cases."""
     from medseg.inference.infer import infer
 
     model = ensemble_members(model)
+    kw = {"model": model, "out": out, "device": device, "options": options, "force": force, "progress": progress}
     try:
-        summary = infer(inputs, model=model, out=out, device=device, options=options, force=force, progress=progress)
+        summary = infer(inputs, nproc=nproc, **kw)
     except MedsegError as exc:  # some inputs failed: the cases that were segmented still get their reports
         done = getattr(exc, "summary", None)
         failed = write_case_reports(done, force) if report and done is not None else []
         if failed:
             raise MedsegError(
-                f"{exc}; {len(failed)} of {len(done.outputs)} reports failed too (first: {failed[0]})"
+                f"{exc}; {len(failed)} of {len(done.written_here)} reports failed too (first: {failed[0]})"
             ) from None
         raise
     failed = write_case_reports(summary, force) if report else []
-    logger.info(f"outputs in {summary.out_dir}")
+    if summary.main:
+        logger.info(
+            f"outputs in {summary.out_dir}"
+            + (f"; batch summary {summary.summary_json}" if summary.summary_json else "")
+        )
     if failed:
         raise MedsegError(
-            f"{len(failed)} of {len(summary.outputs)} reports failed (first: {failed[0]}); the other "
+            f"{len(failed)} of {len(summary.written_here)} reports failed (first: {failed[0]}); the other "
             f"cases' reports and every segmentation were written to {summary.out_dir}"
         )
     return summary
 
 
 def write_case_reports(summary, force: bool = False) -> list[str]:
-    """One PDF per segmented case. A report that fails is named with the reason in one line and the batch goes on,
-    so one odd case never costs the others their reports; returns those lines."""
+    """One PDF per case this process segmented, and per skipped case (an earlier run's) that has none yet. A report
+    that fails is named with the reason in one line and the batch goes on, so one odd case never costs the others
+    their reports; returns those lines."""
     from medseg.reporting.case_report import case_report
 
+    def pdf_of(res):
+        return summary.out_dir / f"{res['case_id']}_report.pdf"
+
     failed = []
-    for res in summary.outputs:
+    for res in summary.written_here + [s for s in summary.skipped if not pdf_of(s).exists()]:
         try:
-            pdf = case_report(res["findings_json"], out=summary.out_dir / f"{res['case_id']}_report.pdf", force=force)
+            pdf = case_report(res["findings_json"], out=pdf_of(res), force=force)
         except MedsegError as exc:
             failed.append(f"{res['case_id']}: report not written: {exc}")
         except Exception as exc:  # noqa: BLE001 - a fault in one report must not abort the others

@@ -210,7 +210,9 @@ def infer(
     dicom_seg: bool = typer.Option(
         False, "--dicom-seg", help="Also write <case>_seg.dcm, a DICOM SEG over each DICOM series input."
     ),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs of the same cases in --out."),
+    force: bool = typer.Option(
+        False, "--force", help="Redo cases whose outputs are already in --out (replacing medseg's files of them)."
+    ),
     threshold: float | None = THRESHOLD,
     keep_largest: bool | None = KEEP_LARGEST,
     min_size: float | None = MIN_SIZE,
@@ -218,9 +220,13 @@ def infer(
     overlap: float | None = typer.Option(None, "--overlap", help="Sliding-window overlap (0-1)."),
     sw_batch_size: int | None = typer.Option(None, "--sw-batch-size", help="Windows per forward pass."),
     report: bool = typer.Option(False, "--report", help="Also write a single-case PDF report per input."),
+    nproc: int = typer.Option(
+        1, "--nproc", help="Processes to share the cases among (GPUs: one per GPU; CPU: the cores split evenly)."
+    ),
     quiet: bool = QUIET,
 ):
-    """Segment new images; masks are written in each input's exact geometry, with findings JSON."""
+    """Segment new images; masks are written in each input's exact geometry, with findings JSON. Cases this model
+    already wrote into --out are skipped (--force redoes them)."""
     from medseg.api import infer_from_cli
     from medseg.inference.options import InferenceOptions
 
@@ -244,6 +250,7 @@ def infer(
             force=force,
             report=report,
             progress=not quiet,
+            nproc=nproc,
         )
     )
 

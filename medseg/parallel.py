@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from medseg.runtime import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -58,3 +60,12 @@ def rank_threads(world: int) -> int:
     """CPU threads for one of ``world`` processes on this machine: the cores shared evenly, so that the processes
     do not fight over them."""
     return max(1, (os.cpu_count() or 1) // max(1, world))
+
+
+def rank_device(device: str, info: DistInfo) -> torch.device:
+    """This process's device: with several processes on GPUs, each its own GPU (by its rank on this machine)."""
+    dev = resolve_device(device)
+    if dev.type == "cuda" and info.world > 1:
+        dev = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(dev)
+    return dev

@@ -6,17 +6,14 @@ from contextlib import AbstractContextManager
 
 import torch
 
-from medseg.parallel import DistInfo, rank_threads
-from medseg.runtime import amp_dtype, configure_cpu_threads, precision_name, resolve_device
+from medseg.parallel import DistInfo, rank_device, rank_threads
+from medseg.runtime import amp_dtype, configure_cpu_threads, precision_name
 
 
 def training_device(device: str, info: DistInfo, num_workers: int) -> torch.device:
     """The device of this process: each rank of a multi-GPU run its own GPU; on the CPU, the threads it may use
     (all cores but the loader workers', shared evenly between ranks)."""
-    dev = resolve_device(device)
-    if dev.type == "cuda" and info.world > 1:
-        dev = torch.device("cuda", info.local_rank)
-        torch.cuda.set_device(dev)
+    dev = rank_device(device, info)
     if dev.type == "cpu":
         configure_cpu_threads(num_workers)
         if info.world > 1:

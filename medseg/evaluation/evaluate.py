@@ -295,8 +295,8 @@ def _predict(models: list, dev, options, samples: list[dict], pred_dir: Path, pr
     """``(predictor, seconds spent predicting)``: each sample segmented as ``medseg infer`` does, and handed with
     its probabilities to ``on_case(sample, segmentation file, probabilities)``."""
     from medseg.inference.cases import Case
-    from medseg.inference.infer import segment_case_keeping_probabilities
     from medseg.inference.predictor import Predictor
+    from medseg.inference.segment import segment_case_keeping_probabilities
     from medseg.progress import track
 
     predictor = Predictor(models, dev, options)  # options left unset: the first checkpoint's own

@@ -66,6 +66,28 @@ class CaseOutputs:
             if t.exists():
                 raise fail(t, "already exists", "pass --force to overwrite or choose another --out")
 
+    def earlier_run(self, model_shas: list[str]) -> tuple[str, str | None]:
+        """What an earlier run left of this case in the folder: ``("new", None)`` nothing; ``("done", None)`` all of
+        its outputs, made by these very models (a re-run skips it); ``("refused", LINE)`` only some of them, or
+        another model's (only ``--force`` redoes it). The findings JSON is written last, so it marks a whole case."""
+        present = [t for t in self.targets if t.exists()]
+        if not present:
+            return "new", None
+        redo = "pass --force to redo this case, or choose another --out"
+        if not self.findings.is_file():
+            return "refused", f"{present[0]}: already exists; fix: pass --force to overwrite or choose another --out"
+        try:
+            made_by = [m["sha256_12"] for m in json.loads(self.findings.read_text())["models"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return "refused", f"{self.findings}: already exists but cannot be read ({os_reason(exc)}); fix: {redo}"
+        if made_by != list(model_shas):
+            by = ", ".join(map(str, made_by)) or "no model"
+            return "refused", f"{self.findings}: already exists, made by another model (sha256 {by}); fix: {redo}"
+        missing = [t.name for t in self.targets if t not in present]
+        if missing:
+            return "refused", f"{self.findings}: this case was segmented without {', '.join(missing)}; fix: {redo}"
+        return "done", None
+
     def failed(self, exc: OSError) -> Path:
         """The output being written when ``exc`` happened (its name is in the temporary file's name)."""
         name = Path(str(exc.filename or "")).name
@@ -230,7 +252,7 @@ def batch_write_failure(
     return fail(
         target,
         f"could not be written ({reason}); {batch}no partial file of this case was left",
-        f"{fix}, then run again (cases already written are refused unless --force)",
+        f"{fix}, then run again (cases already written are skipped)",
     )
 
 

@@ -314,14 +314,38 @@ def test_batch_continues_past_bad_file_and_never_overwrites(model2d, tmp_path):
     rng = np.random.default_rng(0)
     Image.fromarray(synthetic.lesion_2d(rng, 48, 64)[0]).save(tmp_path / "good.png")
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "out"
     with pytest.raises(MedsegError, match=r"1 of 2 inputs failed.*bad.png"):
-        _run([tmp_path / "good.png", tmp_path / "bad.png"], model2d, tmp_path / "out")
-    assert (tmp_path / "out" / "good_seg.png").exists()
-    stamp = (tmp_path / "out" / "good_seg.png").stat().st_mtime_ns
-    with pytest.raises(MedsegError, match="good_seg.png: already exists"):
-        _run([tmp_path / "good.png"], model2d, tmp_path / "out")
-    assert (tmp_path / "out" / "good_seg.png").stat().st_mtime_ns == stamp
-    _run([tmp_path / "good.png"], model2d, tmp_path / "out", force=True)
+        _run([tmp_path / "good.png", tmp_path / "bad.png"], model2d, out)
+    first = json.loads((out / "infer_summary.json").read_text())
+    assert [(c["case_id"], c["status"]) for c in first["cases"]] == [("good", "written")]
+    assert first["counts"] == {"written": 1, "skipped": 0, "failed": 1, "not_run": 0}
+    assert "bad.png: cannot be read" in first["failures"][0]
+    stamp = (out / "good_seg.png").stat().st_mtime_ns
+    again = _run([tmp_path / "good.png"], model2d, out)  # a re-run skips the case the same model already wrote
+    assert again.outputs == [] and [s["case_id"] for s in again.skipped] == ["good"]
+    assert json.loads((out / "infer_summary.json").read_text())["cases"][0]["status"] == "skipped"
+    with pytest.raises(MedsegError, match=r"good_findings.json: this case was segmented without good_prob.tif"):
+        _run([tmp_path / "good.png"], model2d, out, probabilities=True)
+    (out / "good_findings.json").unlink()  # a mask without its findings: a case cut short, or not medseg's
+    with pytest.raises(MedsegError, match="good_seg.png: already exists; fix: pass --force"):
+        _run([tmp_path / "good.png"], model2d, out)
+    assert (out / "good_seg.png").stat().st_mtime_ns == stamp
+    done = _run([tmp_path / "good.png"], model2d, out, force=True)
+    assert [o["case_id"] for o in done.outputs] == ["good"] and (out / "good_findings.json").is_file()
+
+
+def test_rerun_with_another_model_is_refused(model2d, tmp_path):
+    Image.fromarray(synthetic.lesion_2d(np.random.default_rng(0), 48, 64)[0]).save(tmp_path / "a.png")
+    _run([tmp_path / "a.png"], model2d, tmp_path / "out")
+    findings = tmp_path / "out" / "a_findings.json"
+    record = json.loads(findings.read_text())
+    record["models"][0]["sha256_12"] = "0123456789ab"  # as if another model had written it
+    findings.write_text(json.dumps(record))
+    with pytest.raises(
+        MedsegError, match=r"a_findings.json: already exists, made by another model \(sha256 0123456789ab\)"
+    ):
+        _run([tmp_path / "a.png"], model2d, tmp_path / "out")
 
 
 def test_bad_checkpoints(tmp_path):
