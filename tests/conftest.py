@@ -229,3 +229,17 @@ def _chdir_tmp(tmp_path, monkeypatch):
     repo = Path(__file__).resolve().parents[1]
     monkeypatch.setenv("MEDSEG_CONFIG_DIR", str(repo / "configs"))
     monkeypatch.chdir(tmp_path)
+
+
+def schema_valid(name: str, record) -> dict:
+    """``record`` (a dict, or the path of a JSON file) checked against medseg's published schema ``name``
+    (``findings``, ``infer_summary``); returns the record."""
+    import json
+
+    import jsonschema
+
+    from medseg import schemas
+
+    data = json.loads(Path(record).read_text()) if isinstance(record, (str, Path)) else record
+    jsonschema.validate(data, schemas.load(name), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    return data

@@ -17,7 +17,7 @@ from medseg.errors import MedsegError
 from medseg.inference.batch import balanced_shares
 from medseg.inference.cases import Case
 from medseg.inference.infer import infer
-from tests.conftest import blob_3d_config
+from tests.conftest import blob_3d_config, schema_valid
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,7 +62,7 @@ def test_two_cpu_processes_write_each_case_once_as_one_process_does(model3d, sca
     two = _batch(scans, model3d, tmp_path / "two", nproc=2)
     assert sorted(o["case_id"] for o in two.outputs) == [f"case{i}" for i in range(5)]
 
-    record = json.loads((tmp_path / "two" / "infer_summary.json").read_text())
+    record = schema_valid("infer_summary", tmp_path / "two" / "infer_summary.json")
     assert record["processes"] == 2 and record["backend"] == "gloo"
     assert record["counts"] == {"written": 5, "skipped": 0, "failed": 1, "not_run": 0}
     ranks = [c["rank"] for c in record["cases"]]
@@ -75,7 +75,7 @@ def test_two_cpu_processes_write_each_case_once_as_one_process_does(model3d, sca
         np.testing.assert_array_equal(a[name][0], b[name][0], err_msg=name)
         np.testing.assert_array_equal(a[name][1], b[name][1], err_msg=name)
     for name in ("case2_findings.json", "case4_findings.json"):  # the findings agree too, timings and paths aside
-        fa, fb = (json.loads((tmp_path / d / name).read_text()) for d in ("one", "two"))
+        fa, fb = (schema_valid("findings", tmp_path / d / name) for d in ("one", "two"))
         assert fa["classes"] == fb["classes"] and fa["geometry"] == fb["geometry"]
     assert len(one.outputs) == 5
 
@@ -83,7 +83,7 @@ def test_two_cpu_processes_write_each_case_once_as_one_process_does(model3d, sca
     again = _batch(scans, model3d, tmp_path / "two", nproc=2)  # a re-run skips every case already written
     assert again.outputs == [] and len(again.skipped) == 5
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "two").iterdir() if p.name in stamps} == stamps
-    record = json.loads((tmp_path / "two" / "infer_summary.json").read_text())
+    record = schema_valid("infer_summary", tmp_path / "two" / "infer_summary.json")
     assert record["counts"] == {"written": 0, "skipped": 5, "failed": 1, "not_run": 0}
 
 

@@ -17,7 +17,7 @@ from medseg.engine.train import train
 from medseg.errors import MedsegError
 from medseg.inference.infer import infer
 from medseg.inference.options import InferenceOptions
-from tests.conftest import blob_3d_config, dice, pdf_text
+from tests.conftest import blob_3d_config, dice, pdf_text, schema_valid
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +77,7 @@ def test_oblique_nifti_round_trip(model3d, tmp_path):
     assert np.allclose(seg.header.get_zooms(), src.header.get_zooms())
     assert dice(np.asarray(seg.dataobj), mask) > 0.7  # the blob is found where it is
     assert hashlib.sha256((tmp_path / "obl.nii.gz").read_bytes()).hexdigest() == before  # input untouched
-    f = json.loads((tmp_path / "out" / "obl_findings.json").read_text())
+    f = schema_valid("findings", tmp_path / "out" / "obl_findings.json")
     expected_ml = mask.sum() * 1.3 * 1.1 * 1.8 / 1000
     assert abs(f["classes"]["blob"]["total_ml"] - expected_ml) / expected_ml < 0.35
     centroid = (aff @ np.append(np.argwhere(mask).mean(axis=0), 1))[:3]
@@ -111,6 +111,7 @@ def test_dicom_series_to_nifti(model3d, tmp_path):
     assert np.allclose(lps_origin, ref.GetOrigin(), atol=1e-3)
     assert np.allclose(seg.header.get_zooms(), ref.GetSpacing(), atol=1e-4)
     assert res["metadata"]["modality"] == "CT"
+    assert schema_valid("findings", res["findings_json"])["dicom_series"]["files"] == 14
     assert dice(np.asarray(seg.dataobj), mask) > 0.6
 
 
@@ -268,6 +269,7 @@ def test_exif_turned_photo_is_segmented_upright(model2d, tmp_path, log_lines):
     seg = np.array(Image.open(tmp_path / "out" / "phone_seg.png"))
     assert seg.shape == (64, 48) and dice(seg > 0, mask) > 0.7
     assert res["exif_orientation"] == 8 and res["geometry"]["shape"] == [64, 48]
+    assert schema_valid("findings", res["findings_json"])["unit"] == "px2"
     assert any(line.startswith("note:") and "EXIF orientation 8 applied" in line for line in log_lines)
 
 

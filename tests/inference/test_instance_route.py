@@ -14,7 +14,7 @@ from medseg.data import synthetic
 from medseg.data.loading import LoadImage2Dd
 from medseg.errors import MedsegError
 
-from ..conftest import csv_rows, pdf_text, train_tiny
+from ..conftest import csv_rows, pdf_text, schema_valid, train_tiny
 
 INSTANCE_RUN = ["data.task=instances", "train.epochs=3", "preprocess.spatial_size=[48,48]", "model.deep_supervision=0"]
 
@@ -53,7 +53,7 @@ def test_infer_writes_a_16_bit_instance_map_objects_csv_and_findings(instance_mo
     seg = np.array(Image.open(res["segmentation"]))
     assert seg.shape == np.array(Image.open(image)).shape[:2]  # the image's own size, not the training size
     assert Image.open(res["segmentation"]).mode.startswith("I;16")
-    found = json.loads(Path(res["findings_json"]).read_text())
+    found = schema_valid("findings", res["findings_json"])
     objects = found["objects"]
     ids = sorted(int(v) for v in np.unique(seg) if v)
     assert [o["id"] for o in objects] == ids == list(range(1, len(ids) + 1))
