@@ -474,3 +474,14 @@ def compare_from_cli(
         n_boot=n_boot,
         name=f"{run_b} - {run_a}",
     )
+
+
+def export(checkpoint, fmt="onnx", out=None, force=False):
+    """``medseg export``: an ONNX or TorchScript file, or (``monai-bundle``) a MONAI bundle folder."""
+    if fmt == "monai-bundle":
+        from medseg.bundle import export_bundle
+
+        return export_bundle(checkpoint, out=out, force=force)
+    from medseg.export import export_model
+
+    return export_model(checkpoint, fmt=fmt, out=out, force=force)

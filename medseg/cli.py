@@ -430,14 +430,19 @@ def compare(
 @app.command()
 def export(
     checkpoint: Path = typer.Argument(..., help="A best.pt/last.pt written by medseg train."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx (run with onnxruntime) or torchscript."),
-    out: Path | None = typer.Option(None, "--out", help="The file to write (default: beside CHECKPOINT)."),
+    fmt: str = typer.Option(
+        "onnx", "--format", help="onnx (run with onnxruntime), torchscript, or monai-bundle (a folder, 3D models)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="The file (bundle: folder) to write (default: beside CHECKPOINT)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an earlier medseg export at --out."),
 ):
-    """Export the network with what infer needs inside it; run it with medseg infer --model FILE."""
-    from medseg.export import export_model
+    """Export the network with what infer needs inside it; run it with medseg infer --model FILE (a MONAI bundle:
+    with python -m monai.bundle run)."""
+    from medseg.api import export
 
-    res = _run(export_model, checkpoint, fmt=fmt, out=out, force=force)
+    res = _run(export, checkpoint, fmt=fmt, out=out, force=force)
     dynamic = ", ".join(res.dynamic_axes) or "none (fixed to the window size)"
     typer.echo(f"{res.path}: {res.fmt}, max |logit difference| {res.max_abs_diff:.2e}, dynamic axes: {dynamic}")
 

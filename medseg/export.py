@@ -53,7 +53,7 @@ class ExportResult:
 def export_model(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | None = None, force: bool = False):
     """Export ``checkpoint``'s network to ``out`` (default: beside it, ``model.onnx`` / ``model.ts``)."""
     if fmt not in FORMATS:
-        raise MedsegError(f"--format {fmt!r} is not known; fix: use one of {', '.join(FORMATS)}")
+        raise MedsegError(f"--format {fmt!r} is not known; fix: use one of {', '.join(FORMATS)} or monai-bundle")
     checkpoint = Path(checkpoint)
     ck = load_checkpoint(checkpoint)
     cfg = validate_checkpoint(ck, checkpoint)
@@ -190,6 +190,7 @@ def quiet():
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes a trace fixes: checked after by trying them
         yield
 
 

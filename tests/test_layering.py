@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "medseg"
 # stands for the package's own __init__.py. A new top-level module must be placed here before its tests pass.
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": ("medseg", "io", "config", "errors", "runtime", "parallel", "log", "progress", "viz", "schemas"),
-    "data and models": ("data", "models", "tasks", "checkpoint", "objects", "postprocess", "export"),
+    "data and models": ("data", "models", "tasks", "checkpoint", "objects", "postprocess", "export", "bundle"),
     "inference": ("inference",),
     "engine": ("engine",),
     "evaluation": ("evaluation",),
