@@ -276,7 +276,7 @@ def test_brats_vsd_layout_mha(brats_dir, tmp_path):
     from medseg.config import load_config
     from medseg.data.check import check_dataset
     from medseg.data.transforms import LoadVolumed
-    from medseg.inference.infer import expand_inputs
+    from medseg.inference.cases import expand_inputs
 
     root = _vsd_copy(brats_dir, tmp_path / "BRATS2015_Training")
     res = load_samples("brats", root, {"channels": ["flair", "t1c"]})
