@@ -217,18 +217,39 @@ def _annotation(ann_id: int, image_id: int, cls: int, rle, area: int, box, n_cla
 
 
 def _objects(labels: np.ndarray):
-    """(label, COCO RLE, area, [x, y, w, h]) of every object of a 2D instance map."""
-    from pycocotools import mask as mask_util
+    """(label, COCO RLE, area, [x, y, w, h]) of every object of a 2D instance map.
 
+    COCO's run lengths run down the columns. Each object is read from only the stretch of the column-major pixels
+    between its first and last pixel, and its runs are counted there: encoding a full-size mask per object cost
+    objects x pixels, over a minute for a poorly trained model's thousands of specks on a volume."""
+    flat = np.ravel(labels, order="F")  # one copy per case
+    height, width = labels.shape
     for label, window in enumerate(ndimage.find_objects(labels), start=1):
         if window is None:  # a label number with no pixels
             continue
-        mask = np.zeros(labels.shape, np.uint8, order="F")
-        mask[window] = labels[window] == label
-        rle = mask_util.encode(mask)
         ys, xs = window
+        lo, hi = xs.start * height + ys.start, (xs.stop - 1) * height + ys.stop
+        rle, area = run_lengths(flat[lo:hi] == label, lo, height, width)
         box = [float(xs.start), float(ys.start), float(xs.stop - xs.start), float(ys.stop - ys.start)]
-        yield label, rle, int(mask_util.area(rle)), box
+        yield label, rle, area, box
+
+
+def run_lengths(inside: np.ndarray, offset: int, height: int, width: int) -> tuple[dict, int]:
+    """The compressed COCO RLE and area of a mask given as ``inside``, its column-major pixels from ``offset`` on
+    (the pixels before and after are background)."""
+    from pycocotools import mask as mask_util
+
+    edges = np.flatnonzero(np.diff(inside.astype(np.int8), prepend=0, append=0))
+    starts, ends = edges[0::2] + offset, edges[1::2] + offset
+    counts = np.empty(2 * len(starts) + 1, np.int64)  # background first, then object and background in turn
+    counts[0] = starts[0]
+    counts[1::2] = ends - starts
+    counts[2:-1:2] = starts[1:] - ends[:-1]
+    counts[-1] = height * width - ends[-1]
+    if not counts[-1]:  # an object that ends on the last pixel: pycocotools writes no empty run after it
+        counts = counts[:-1]
+    rle = mask_util.frPyObjects({"size": [height, width], "counts": counts.tolist()}, height, width)
+    return rle, int((ends - starts).sum())
 
 
 def _as_2d(labels: np.ndarray) -> np.ndarray:

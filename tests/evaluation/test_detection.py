@@ -99,3 +99,25 @@ def test_lesions_are_connected_components_scored_by_their_mean_probability():
     assert case.scores == {1: pytest.approx((1.0 + 3 * 0.6) / 4), 2: pytest.approx(0.6)}
     diagonal = np.eye(3, dtype=bool)  # one lesion under full connectivity, as the lesion counts have it
     assert lesion_objects(diagonal, diagonal).gt.max() == 1
+
+
+@pytest.mark.parametrize("shape", [(37, 23), (9, 11, 7)], ids=["2d", "volume"])
+def test_objects_are_encoded_as_pycocotools_encodes_their_full_masks(shape):
+    """Run lengths counted on each object's own stretch of pixels equal pycocotools' encoding of its whole mask,
+    objects at the edges, single pixels and objects with holes included."""
+    from pycocotools import mask as mask_util
+    from scipy import ndimage
+
+    from medseg.evaluation.detection import _as_2d, _objects
+
+    rng = np.random.default_rng(0)
+    labels, n = ndimage.label(rng.random(shape) > 0.6)
+    labels[(0,) * len(shape)] = n + 1  # a one-pixel object in the first pixel
+    labels[tuple(s - 1 for s in shape)] = n + 2  # and in the last
+    flat = _as_2d(labels)
+    found = list(_objects(flat))
+    assert len(found) == n + 2 > 10
+    for label, rle, area, _box in found:
+        whole = np.asfortranarray((flat == label).astype(np.uint8))
+        assert rle == mask_util.encode(whole), label
+        assert area == int(whole.sum())
