@@ -212,7 +212,10 @@ def _spawn_batch(inputs, model, out_dir, device, options, force, nproc) -> Infer
         raise MedsegError(
             f"--nproc {nproc} needs {nproc} GPUs, {torch.cuda.device_count()} visible; fix: lower --nproc"
         )
-    _, plan = _planned(inputs, model, out_dir, torch.device("cpu"), options, force, nproc)
+    predictor, plan = _planned(inputs, model, out_dir, torch.device("cpu"), options, force, nproc)
+    if not plan.cases:  # every case already written or refused: no process to start
+        return _finish(plan, [ShareResult(0)], predictor, SINGLE, backend="none")
+    del predictor  # the processes load their own
     log.info(f"{len(plan.cases)} case(s) over {nproc} processes ({backend(device)})")
     shown = any(isinstance(h, StdoutHandler) for h in logging.getLogger(ROOT).handlers)
     try:

@@ -80,11 +80,13 @@ def test_two_cpu_processes_write_each_case_once_as_one_process_does(model3d, sca
     assert len(one.outputs) == 5
 
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "two").iterdir() if p.name.startswith("case")}
-    again = _batch(scans, model3d, tmp_path / "two", nproc=2)  # a re-run skips every case already written
-    assert again.outputs == [] and len(again.skipped) == 5
+    good = [str(scans / f"case{i}.nii.gz") for i in range(5)]
+    again = infer(good, model=[str(model3d)], out=tmp_path / "two", progress=False, nproc=2)  # a re-run skips them
+    assert again.outputs == [] and len(again.skipped) == 5 and again.failures == []
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "two").iterdir() if p.name in stamps} == stamps
     record = schema_valid("infer_summary", tmp_path / "two" / "infer_summary.json")
-    assert record["counts"] == {"written": 0, "skipped": 5, "failed": 1, "not_run": 0}
+    assert record["counts"] == {"written": 0, "skipped": 5, "failed": 0, "not_run": 0}
+    assert record["processes"] == 1 and record["backend"] == "none"  # nothing left to segment: no process started
 
 
 def test_a_case_that_crashes_costs_no_other_case(model3d, scans, tmp_path, monkeypatch):
