@@ -28,6 +28,20 @@ def run_isolated(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def read_masks(out) -> dict:
+    """Every ``*_seg.*`` mask `medseg infer` wrote into ``out``, by file name, as arrays (NIfTI or PNG)."""
+    from pathlib import Path
+
+    import nibabel as nib
+    import numpy as np
+    from PIL import Image
+
+    found = {}
+    for p in sorted(Path(out).glob("*_seg.*")):
+        found[p.name] = np.asarray(nib.load(p).dataobj) if p.name.endswith(".nii.gz") else np.array(Image.open(p))
+    return found
+
+
 def line(metric: str, value, unit: str, peer=None, **extra) -> None:
     """Print one figure per line: metric, value, unit, the peer's value, machine and date."""
     rec = {

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import line
+from _common import line, read_masks
 
 
 def photos(folder: Path, n: int) -> list[str]:
@@ -67,17 +67,6 @@ def run_infer(inputs: list[str], model: Path, out: Path) -> tuple[float, float]:
     return wall, predict
 
 
-def masks(out: Path) -> dict:
-    import nibabel as nib
-    import numpy as np
-    from PIL import Image
-
-    found = {}
-    for p in sorted(out.glob("*_seg.*")):
-        found[p.name] = np.asarray(nib.load(p).dataobj) if p.name.endswith(".nii.gz") else np.array(Image.open(p))
-    return found
-
-
 def measure(kind: str, cfg, inputs: list[str], tmp: Path, cmd: str) -> None:
     from medseg.engine.checkpoints import save_untrained
     from medseg.export import export_model
@@ -89,7 +78,7 @@ def measure(kind: str, cfg, inputs: list[str], tmp: Path, cmd: str) -> None:
     for name, model in models.items():
         out = tmp / f"out-{kind}-{name}"
         wall, predict = run_infer(inputs, model, out)
-        got = masks(out)
+        got = read_masks(out)
         reference = reference or got
         differ = sum(int((got[k] != reference[k]).sum()) for k in reference)
         total = sum(v.size for v in reference.values())

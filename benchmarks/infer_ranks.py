@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import line
+from _common import line, read_masks
 from infer_volume import make_inputs
 
 
@@ -50,13 +50,6 @@ def run_batch(scans: Path, model: Path, out: Path, nproc: int, device: str) -> f
     if done.returncode != 0:
         raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
     return seconds
-
-
-def masks(out: Path) -> dict:
-    import nibabel as nib
-    import numpy as np
-
-    return {p.name: np.asarray(nib.load(p).dataobj) for p in sorted(out.glob("*_seg.nii.gz"))}
 
 
 def stage_seconds(out: Path) -> dict:
@@ -87,7 +80,7 @@ def main() -> None:
             out = tmp / f"out{n}"
             seconds = run_batch(scans, model, out, n, a.device)
             summary = json.loads((out / "infer_summary.json").read_text())
-            got = masks(out)
+            got = read_masks(out)
             if reference is None:
                 reference, base = got, seconds
             assert list(got) == list(reference), (list(got), list(reference))

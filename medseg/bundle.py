@@ -139,11 +139,10 @@ def intensity(cfg: Config) -> list[dict]:
             {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": lo, "a_max": hi, "b_min": -1.0, "b_max": 1.0}
         ]
     if p.intensity == "imagenet":
-        from medseg.data.intensity import IMAGENET_MEAN, IMAGENET_STD
+        from medseg.data.intensity import imagenet_statistics
 
         lo, hi = (float(v) for v in p.intensity_range)
-        n = len(cfg.data.channels)
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if n == 3 else ((0.449,) * n, (0.226,) * n)
+        mean, std = imagenet_statistics(len(cfg.data.channels))
         return [
             {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0},
             {

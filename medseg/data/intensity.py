@@ -144,13 +144,21 @@ def intensity_transforms(cfg: Config) -> list:
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # RGB, of images scaled to [0, 1]
 
 
+def imagenet_statistics(n_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """ImageNet's per-channel mean and std in RGB order for 3 channels; for other counts (grey, MRI sequences), the
+    mean of the three channels' statistics on every channel."""
+    if n_channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (0.449,) * n_channels, (0.226,) * n_channels
+
+
 def imagenet_transforms(intensity_range, n_channels: int, slices: int = 1) -> list:
     """What an ImageNet-trained encoder was fed: ``intensity_range`` (8-bit by default) scaled to [0, 1], then each
     channel less ImageNet's mean and over its std, in RGB order. Other channel counts (grey, MRI sequences) get the
     mean of the three channels' statistics. In 2.5D the ``slices`` (centre, then neighbours) each bring their
     ``n_channels``, and each slice gets the same statistics."""
     lo, hi = (float(v) for v in intensity_range)
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if n_channels == 3 else ((0.449,) * n_channels, (0.226,) * n_channels)
+    mean, std = imagenet_statistics(n_channels)
     mean, std = mean * slices, std * slices
     return [
         CheckRanged(lo, hi),

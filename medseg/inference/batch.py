@@ -44,6 +44,7 @@ class BatchPlan:
 
     out_dir: Path
     models: list[str]
+    model_shas: list[str]  # their SHA-256 (12 characters), as the findings record them
     force: bool
     cases: list[Case] = field(default_factory=list)
     shares: list[list[int]] = field(default_factory=lambda: [[]])
@@ -75,24 +76,24 @@ def plan_batch(
     make_out_dir(out_dir)
     cfg = predictor.models[0].cfg
     cases, failures = expand_inputs(inputs, cfg, warn=True)
-    plan = BatchPlan(out_dir, models, force, failures=list(failures))
+    shas = [m.sha for m in predictor.models]
+    plan = BatchPlan(out_dir, models, shas, force, failures=list(failures))
     if cases and not cfg.instances and (cfg.data.spatial_dims == 3 or not cfg.binary):  # class indices: name them
         try:
             tables = write_label_tables(out_dir, list(cfg.data.labels), force)
         except OSError as exc:
             raise batch_write_failure(out_dir / "labels.ctbl", exc, out_dir, 0, len(cases)) from None
         log.info(f"class names for the viewers: {tables[0]} (3D Slicer), {tables[1]} (ITK-SNAP)")
-    shas = [m.sha for m in predictor.models]
     for case in cases:
         paths = case_outputs(predictor, case, out_dir)
-        state, line = ("new", None) if force else paths.earlier_run(shas)
+        state, detail = ("new", None) if force else paths.earlier_run(shas)
         if state == "new":
             plan.cases.append(case)
         elif state == "done":
-            plan.skipped.append(read_findings(paths.findings))
+            plan.skipped.append(detail)
         else:
-            plan.failures.append(line)
-            log.error(line)
+            plan.failures.append(detail)
+            log.error(detail)
     if plan.skipped:
         log.info(
             f"{len(plan.skipped)} case(s) already segmented in {out_dir} by this model: skipped (--force redoes them)"
@@ -184,21 +185,25 @@ def gather_shares(result: ShareResult, info: DistInfo) -> list[ShareResult]:
     return box
 
 
-def write_batch_summary(
-    plan: BatchPlan, results: list[ShareResult], models: list, world: int, backend: str
-) -> Path | None:
+def batch_failures(plan: BatchPlan, results: list[ShareResult]) -> list[str]:
+    """Every failure line of the batch: inputs that are no case or were refused, then each process's failed cases
+    and why it stopped early, if it did."""
+    return plan.failures + [f for r in results for f in [*r.failures, *([r.stopped] if r.stopped else [])]]
+
+
+def write_batch_summary(plan: BatchPlan, results: list[ShareResult], world: int, backend: str) -> Path | None:
     """``infer_summary.json``: every case of this batch with its status (written, skipped, failed lines, not run),
     which process wrote it and how long it took; it describes the folder after the latest run, so it is replaced.
     None when it cannot be written (the folder that failed the cases fails it too: their error says what to do)."""
     cases = [_case_row(res, "written", r.rank) for r in results for res in r.outputs]
     cases += [_case_row(res, "skipped", None) for res in plan.skipped]
-    failures = plan.failures + [f for r in results for f in [*r.failures, *([r.stopped] if r.stopped else [])]]
+    failures = batch_failures(plan, results)
     not_run = [c for r in results for c in r.not_run]
     summary = {
         "medseg_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "out_dir": str(plan.out_dir.resolve()),
-        "models": [{"path": str(Path(m.path).resolve()), "sha256_12": m.sha} for m in models],
+        "models": [{"path": str(Path(m).resolve()), "sha256_12": sha} for m, sha in zip(plan.models, plan.model_shas)],
         "processes": world,
         "backend": backend,
         "seconds": round(time.time() - plan.started, 2),

@@ -32,6 +32,7 @@ from medseg.inference.batch import (
     SUMMARY_NAME,
     BatchPlan,
     ShareResult,
+    batch_failures,
     gather_shares,
     plan_batch,
     read_batch_summary,
@@ -142,7 +143,7 @@ def _one_process_batch(inputs, model, out_dir, device, options, force, progress)
     dev = rank_device(device, SINGLE)
     predictor, plan = _planned(inputs, model, out_dir, dev, options, force, 1)
     result = run_share(predictor, plan, SINGLE, progress)
-    return _finish(plan, [result], predictor, SINGLE, backend="none")
+    return _finish(plan, [result], SINGLE, backend="none")
 
 
 def _share_of_process(plan: BatchPlan, info: DistInfo, dev, options, predictor=None) -> ShareResult:
@@ -158,18 +159,14 @@ def _share_of_process(plan: BatchPlan, info: DistInfo, dev, options, predictor=N
         )
 
 
-def _finish(plan: BatchPlan, results: list[ShareResult], predictor, info: DistInfo, backend: str) -> InferSummary:
+def _finish(plan: BatchPlan, results: list[ShareResult], info: DistInfo, backend: str) -> InferSummary:
     """Rank 0 writes the batch's summary; every process learns what the batch did."""
-    summary_json = None
-    if info.main:
-        models = predictor.models if predictor is not None else load_models(plan.models, torch.device("cpu"))
-        summary_json = write_batch_summary(plan, results, models, info.world, backend)
-    failures = plan.failures + [f for r in results for f in [*r.failures, *([r.stopped] if r.stopped else [])]]
+    summary_json = write_batch_summary(plan, results, info.world, backend) if info.main else None
     mine = next(r.outputs for r in results if r.rank == info.rank)
     return InferSummary(
         plan.out_dir,
         outputs=[o for r in results for o in r.outputs],
-        failures=failures,
+        failures=batch_failures(plan, results),
         stopped=[r.stopped for r in results if r.stopped],
         skipped=plan.skipped if info.main else [],
         own=mine,
@@ -198,7 +195,7 @@ def _torchrun_batch(inputs, model, out_dir, device, options, force) -> InferSumm
             raise MedsegError(box[0])
         plan = box[0]
         result = _share_of_process(plan, info, dev, options, predictor)
-        return _finish(plan, gather_shares(result, info), predictor, info, backend(device))
+        return _finish(plan, gather_shares(result, info), info, backend(device))
     finally:
         if created:
             dist.destroy_process_group()
@@ -212,10 +209,9 @@ def _spawn_batch(inputs, model, out_dir, device, options, force, nproc) -> Infer
         raise MedsegError(
             f"--nproc {nproc} needs {nproc} GPUs, {torch.cuda.device_count()} visible; fix: lower --nproc"
         )
-    predictor, plan = _planned(inputs, model, out_dir, torch.device("cpu"), options, force, nproc)
+    _, plan = _planned(inputs, model, out_dir, torch.device("cpu"), options, force, nproc)  # processes load their own
     if not plan.cases:  # every case already written or refused: no process to start
-        return _finish(plan, [ShareResult(0)], predictor, SINGLE, backend="none")
-    del predictor  # the processes load their own
+        return _finish(plan, [ShareResult(0)], SINGLE, backend="none")
     log.info(f"{len(plan.cases)} case(s) over {nproc} processes ({backend(device)})")
     shown = any(isinstance(h, StdoutHandler) for h in logging.getLogger(ROOT).handlers)
     try:
@@ -238,7 +234,7 @@ def _batch_worker(rank: int, world: int, port: int, plan: BatchPlan, device: str
     try:
         dev = rank_device(device, info)
         results = gather_shares(_share_of_process(plan, info, dev, options), info)
-        _finish(plan, results, None, info, backend(device))
+        _finish(plan, results, info, backend(device))
     finally:
         dist.destroy_process_group()
 

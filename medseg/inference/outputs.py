@@ -66,10 +66,11 @@ class CaseOutputs:
             if t.exists():
                 raise fail(t, "already exists", "pass --force to overwrite or choose another --out")
 
-    def earlier_run(self, model_shas: list[str]) -> tuple[str, str | None]:
-        """What an earlier run left of this case in the folder: ``("new", None)`` nothing; ``("done", None)`` all of
-        its outputs, made by these very models (a re-run skips it); ``("refused", LINE)`` only some of them, or
-        another model's (only ``--force`` redoes it). The findings JSON is written last, so it marks a whole case."""
+    def earlier_run(self, model_shas: list[str]) -> tuple[str, str | dict | None]:
+        """What an earlier run left of this case in the folder: ``("new", None)`` nothing; ``("done", FINDINGS)``
+        all of its outputs, made by these very models (a re-run skips it; its findings as read, with
+        ``findings_json``); ``("refused", LINE)`` only some of them, or another model's (only ``--force`` redoes
+        it). The findings JSON is written last, so it marks a whole case."""
         present = [t for t in self.targets if t.exists()]
         if not present:
             return "new", None
@@ -77,7 +78,8 @@ class CaseOutputs:
         if not self.findings.is_file():
             return "refused", f"{present[0]}: already exists; fix: pass --force to overwrite or choose another --out"
         try:
-            made_by = [m["sha256_12"] for m in json.loads(self.findings.read_text())["models"]]
+            record = json.loads(self.findings.read_text())
+            made_by = [m["sha256_12"] for m in record["models"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return "refused", f"{self.findings}: already exists but cannot be read ({os_reason(exc)}); fix: {redo}"
         if made_by != list(model_shas):
@@ -86,7 +88,7 @@ class CaseOutputs:
         missing = [t.name for t in self.targets if t not in present]
         if missing:
             return "refused", f"{self.findings}: this case was segmented without {', '.join(missing)}; fix: {redo}"
-        return "done", None
+        return "done", {**record, "findings_json": str(self.findings)}
 
     def failed(self, exc: OSError) -> Path:
         """The output being written when ``exc`` happened (its name is in the temporary file's name)."""
