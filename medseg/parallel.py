@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from medseg.runtime import resolve_device
+from medseg.runtime import resolve_device, usable_cpus
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def free_port() -> int:
 def rank_threads(world: int) -> int:
     """CPU threads for one of ``world`` processes on this machine: the cores shared evenly, so that the processes
     do not fight over them."""
-    return max(1, (os.cpu_count() or 1) // max(1, world))
+    return max(1, usable_cpus() // max(1, world))
 
 
 def rank_device(device: str, info: DistInfo) -> torch.device:

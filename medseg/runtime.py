@@ -18,9 +18,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def usable_cpus() -> int:
+    """The cores this process may use: ``OMP_NUM_THREADS`` when the user set it, else the CPUs the process is
+    pinned to (a container's or ``taskset``'s share, which ``os.cpu_count`` ignores), else every core."""
+    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if asked.isdigit() and int(asked) > 0:
+        return int(asked)
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def configure_cpu_threads(num_workers: int = 0) -> None:
-    """Use every core for intra-op parallelism unless loader workers need some."""
-    n = os.cpu_count() or 1
+    """Use every usable core for intra-op parallelism unless loader workers need some."""
+    n = usable_cpus()
     torch.set_num_threads(max(1, n - num_workers) if num_workers else n)
 
 

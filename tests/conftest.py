@@ -7,7 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from medseg.data import synthetic
+
+def _share_cores_among_workers() -> None:
+    """Under pytest-xdist each worker gets its share of the cores, before torch sizes its thread pool: workers that
+    each claim every core spin against each other, and subprocesses inherit the same share."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // workers))
+
+
+_share_cores_among_workers()
+
+from medseg.data import synthetic  # after the thread share: it imports torch
 
 SHARED = Path(os.environ.get("MEDSEG_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from medseg.engine.run_folder import write_run_start
 from medseg.errors import MedsegError
 from medseg.log import get_logger
 from medseg.parallel import DistInfo
+from medseg.runtime import usable_cpus
 
 log = get_logger(__name__)
 
@@ -84,7 +84,7 @@ def _datasets(cfg: Config, train_samples: list, val_samples: list):
         )
     # MONAI's own bar is unnamed ("Loading dataset") and redraws with carriage returns: one line instead
     log.info(f"caching {len(train_samples)} training and {len(val_samples)} validation samples...")
-    kw = {"cache_rate": 1.0, "num_workers": min(4, os.cpu_count() or 1), "progress": False}
+    kw = {"cache_rate": 1.0, "num_workers": min(4, usable_cpus()), "progress": False}
     train_ds = CaseCache(train_samples, train_transforms(cfg), **kw)
     return train_ds, CaseCache(val_samples, val_transforms(cfg), **kw) if val_samples else []
 

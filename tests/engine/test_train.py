@@ -558,6 +558,25 @@ def test_amp_dtype_per_device(monkeypatch):
     assert R.amp_dtype(torch.device("mps")) is None
 
 
+def test_threads_follow_omp_num_threads_then_the_cpus_the_process_is_pinned_to(monkeypatch):
+    import medseg.runtime as R
+    from medseg.parallel import rank_threads
+
+    monkeypatch.setattr(R.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert R.usable_cpus() == 6 and rank_threads(4) == 1 and rank_threads(2) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert R.usable_cpus() == 5 and rank_threads(2) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")  # not a count: ignored, as OpenMP ignores it
+    assert R.usable_cpus() == 6
+    before = torch.get_num_threads()
+    try:
+        R.configure_cpu_threads(num_workers=2)
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("amp", [True, False])
 def test_cpu_bfloat16_training(folder_dir, tmp_path, small_2d_overrides, monkeypatch, amp, log_lines):
     """With native bfloat16 (forced here, so the test runs on any CPU) the network computes in bfloat16, the loss and
