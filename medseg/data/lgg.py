@@ -88,29 +88,16 @@ def lgg_samples(data_dir: Path, options: dict) -> RecipeResult:
     warnings = [] if csv_path else [f"{data_dir}: no data.csv found; patient metadata unavailable"]
     samples, problems = [], []
     by_dir = _slice_files(data_dir)
-    # a mask pairs with the image of the same name in its own folder, or, in a copy flattened into images/ and
-    # masks/ folders, with the one image of that name anywhere in the tree
-    local = {d: {f.stem[: -len("_mask")].lower(): f for f in files if _is_mask(f)} for d, files in by_dir.items()}
-    anywhere: dict[str, list[Path]] = {}
-    for masks in local.values():
-        for key, f in masks.items():
-            anywhere.setdefault(key, []).append(f)
-    used: set[Path] = set()
+    masks = _MaskIndex(by_dir)
     unnamed = 0
     unmasked: list[Path] = []
     for d, files in by_dir.items():
         images = [(f, SLICE_RE.match(f.stem)) for f in files if not _is_mask(f)]
         unnamed += sum(m is None for _, m in images)
         images = [(f, m) for f, m in images if m]
-
-        def mask_of(img: Path, d=d) -> Path | None:  # this folder's masks, bound explicitly
-            key = img.stem.lower()
-            hit = local[d].get(key)
-            return hit or (anywhere[key][0] if len(anywhere.get(key, [])) == 1 else None)
-
         if not images:
             continue
-        if not any(mask_of(f) for f, _ in images):  # a folder of images without any masks (a test set, say)
+        if not any(masks.of(f, d) for f, _ in images):  # a folder of images without any masks (a test set, say)
             unmasked.append(d)
             warnings.append(
                 f"{d}: {len(images)} slice{'s' if len(images) > 1 else ''} without any mask "
@@ -118,50 +105,85 @@ def lgg_samples(data_dir: Path, options: dict) -> RecipeResult:
                 f"{images[0][0].suffix} files beside them to train on this folder"
             )
             continue
-        one_patient = len({m.group("stem") for _, m in images}) == 1
-        for img, m in sorted(images, key=lambda fm: natural_key(fm[0].stem)):
-            mask = mask_of(img)
-            if mask is None:
-                problems.append(
-                    str(
-                        fail(img, "slice has no mask", f"add {img.stem}_mask{img.suffix} beside it or remove the slice")
-                    )
-                )
-                continue
-            used.add(mask)
-            volume = d.name if one_patient else m.group("stem")
-            pid = patient_key(volume)
-            samples.append(
-                {
-                    IMAGE: str(img),
-                    LABEL: str(mask),
-                    "case_id": img.stem,
-                    "group": pid,
-                    "slice_index": int(m.group("n")),
-                    "volume_id": volume,
-                    "meta": dict(csv_rows.get(pid, {})),
-                }
-            )
+        samples += _folder_samples(d, images, masks, csv_rows, problems)
+    warnings += _leftover_warnings(samples, csv_rows, csv_path, masks, unnamed)
+    samples.sort(key=lambda s: (natural_key(s["volume_id"]), s["slice_index"]))
+    expected = _why_nothing_was_found(unmasked) if not samples and unmasked else EXPECTED
+    return RecipeResult(samples, warnings, {"csv": str(csv_path) if csv_path else None, "expected": expected}, problems)
+
+
+class _MaskIndex:
+    """Which mask pairs with a slice: the mask of the same name in its own folder, or, in a copy flattened into
+    images/ and masks/ folders, the one mask of that name anywhere in the tree. Remembers the masks it handed out."""
+
+    def __init__(self, by_dir: dict[Path, list[Path]]):
+        self.local = {d: {f.stem[: -len("_mask")].lower(): f for f in fs if _is_mask(f)} for d, fs in by_dir.items()}
+        self.anywhere: dict[str, list[Path]] = {}
+        for folder_masks in self.local.values():
+            for key, f in folder_masks.items():
+                self.anywhere.setdefault(key, []).append(f)
+        self.used: set[Path] = set()
+
+    def of(self, img: Path, folder: Path) -> Path | None:
+        key = img.stem.lower()
+        hit = self.local[folder].get(key)
+        return hit or (self.anywhere[key][0] if len(self.anywhere.get(key, [])) == 1 else None)
+
+    def unused(self) -> list[Path]:
+        return [f for folder_masks in self.local.values() for f in folder_masks.values() if f not in self.used]
+
+
+def _folder_samples(d: Path, images: list, masks: _MaskIndex, csv_rows: dict, problems: list) -> list[dict]:
+    """The samples of one folder's named slices; a slice without its mask is a problem naming the file."""
+    one_patient = len({m.group("stem") for _, m in images}) == 1
+    samples = []
+    for img, m in sorted(images, key=lambda fm: natural_key(fm[0].stem)):
+        mask = masks.of(img, d)
+        if mask is None:
+            fix = f"add {img.stem}_mask{img.suffix} beside it or remove the slice"
+            problems.append(str(fail(img, "slice has no mask", fix)))
+            continue
+        masks.used.add(mask)
+        volume = d.name if one_patient else m.group("stem")
+        pid = patient_key(volume)
+        samples.append(
+            {
+                IMAGE: str(img),
+                LABEL: str(mask),
+                "case_id": img.stem,
+                "group": pid,
+                "slice_index": int(m.group("n")),
+                "volume_id": volume,
+                "meta": dict(csv_rows.get(pid, {})),
+            }
+        )
+    return samples
+
+
+def _leftover_warnings(samples: list, csv_rows: dict, csv_path, masks: _MaskIndex, unnamed: int) -> list[str]:
+    """What was found but not used: patients data.csv lacks, masks without an image, files named otherwise."""
+    warnings = []
     if csv_path:
         for vol in sorted({s["volume_id"] for s in samples}, key=natural_key):
             if patient_key(vol) not in csv_rows:
                 warnings.append(f"{vol}: no row for {patient_key(vol)} in {csv_path.name}; metadata left empty")
-    orphans = [f for masks in local.values() for f in masks.values() if f not in used]
+    orphans = masks.unused()
     if orphans and samples:
         warnings.append(
             f"{len(orphans)} masks without an image were ignored ({orphans[0]}{', ...' if len(orphans) > 1 else ''})"
         )
     if unnamed and samples:
         warnings.append(f"{unnamed} image files not named '<patient>_<slice number>' were ignored")
-    samples.sort(key=lambda s: (natural_key(s["volume_id"]), s["slice_index"]))
-    expected = EXPECTED
-    if not samples and unmasked:  # the refusal says why nothing was found
-        more = len(unmasked) - 1
-        expected = (
-            f"{unmasked[0]}{f' and {more} more folder' + ('s' if more > 1 else '') if more else ''} "
-            f"hold{'s' if not more else ''} slices without any mask: add their <slice>_mask.tif files; {EXPECTED}"
-        )
-    return RecipeResult(samples, warnings, {"csv": str(csv_path) if csv_path else None, "expected": expected}, problems)
+    return warnings
+
+
+def _why_nothing_was_found(unmasked: list[Path]) -> str:
+    """The refusal's expectation when every folder held slices without masks."""
+    more = len(unmasked) - 1
+    return (
+        f"{unmasked[0]}{f' and {more} more folder' + ('s' if more > 1 else '') if more else ''} "
+        f"hold{'s' if not more else ''} slices without any mask: add their <slice>_mask.tif files; {EXPECTED}"
+    )
 
 
 def stack_patient(samples: list[dict]) -> tuple[np.ndarray, np.ndarray]:

@@ -227,16 +227,12 @@ def evaluate_model(
     ``options`` override the checkpoint's test-time flips and post-processing (``threshold``, ``keep_largest``,
     ``min_size``, ``fill_holes``), so a choice can be measured on held-out cases without retraining."""
     from medseg.data import get_recipe, load_samples
-    from medseg.inference.checkpoints import load_models
     from medseg.runtime import resolve_device
 
     out_dir = Path(out)
     check_out(out_dir, force)
     dev = resolve_device(device)
-    paths = [str(m) for m in model] if isinstance(model, (list, tuple)) else [str(model)]
-    if not paths:
-        raise MedsegError("no checkpoint given; fix: --model runs/NAME/best.pt (repeat --model to ensemble)")
-    models = load_models(paths, dev)
+    paths, models = _checkpoints(model, dev)
     cfg = models[0].cfg
     samples = load_samples(data, data_dir, {**cfg.data.options, "channels": cfg.data.channels}).samples
     samples, seen, test_set = _scored_samples(models, paths, samples, split, data_dir)
@@ -250,22 +246,12 @@ def evaluate_model(
     rows, cases, units = scorer.finish()
     df = pd.DataFrame(rows)
     ranks = rank_cases(df)
-    drawing = Drawing(
-        labels,
-        spacing_2d=cfg.data.pixel_spacing_mm,
-        modality=(list(cfg.data.channels) or [None])[0],  # the volume's background
-        stacked_by=recipe if volumes else None,
-        instances=cfg.instances,
-        values=cfg.value_classes,
-    )
-    draw_overlays(figures, cases, ranks, out_dir, drawing, progress)
+    draw_overlays(figures, cases, ranks, out_dir, _drawing(cfg, recipe if volumes else None), progress)
     info = {
         "mode": "model",
         **units,
-        "model": str(Path(paths[0]).resolve()),
-        "model_sha256_12": models[0].sha,
+        **_models_info(paths, models),
         "data": data,
-        "ensemble": [str(Path(p).resolve()) for p in paths] if len(paths) > 1 else None,
         "data_dir": str(data_dir),
         "split": "all" if test_set else split,
         "labels": labels,
@@ -283,12 +269,44 @@ def evaluate_model(
         "postprocess": predictor.options.post,
         "cases": cases,
         "ranked": ranks,
-        "model_card": model_card(models[0].ckpt, models[0].sha),
         "medseg_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     log.info(f"evaluated {len(cases)} {'volumes' if volumes else 'cases'} in {time.time() - t0:.0f}s")
     return _write_all(out_dir, df, info, figures, lesions, scorer.cohort if cfg.instances else None)
+
+
+def _checkpoints(model, dev) -> tuple[list[str], list]:
+    """``(paths, loaded models)`` of one checkpoint or a list of them (an ensemble)."""
+    from medseg.inference.checkpoints import load_models
+
+    paths = [str(m) for m in model] if isinstance(model, (list, tuple)) else [str(model)]
+    if not paths:
+        raise MedsegError("no checkpoint given; fix: --model runs/NAME/best.pt (repeat --model to ensemble)")
+    return paths, load_models(paths, dev)
+
+
+def _models_info(paths: list[str], models: list) -> dict:
+    """What ``metrics.json`` says of the model: its file, hash and card, and the ensemble's members."""
+    return {
+        "model": str(Path(paths[0]).resolve()),
+        "model_sha256_12": models[0].sha,
+        "ensemble": [str(Path(p).resolve()) for p in paths] if len(paths) > 1 else None,
+        "model_card": model_card(models[0].ckpt, models[0].sha),
+    }
+
+
+def _drawing(cfg, stacked_by) -> Drawing:
+    """How a model's overlays are drawn: its classes, pixel size, background modality and, for slices that stack
+    into volumes, the recipe that stacks them."""
+    return Drawing(
+        list(cfg.data.labels),
+        spacing_2d=cfg.data.pixel_spacing_mm,
+        modality=(list(cfg.data.channels) or [None])[0],  # the volume's background
+        stacked_by=stacked_by,
+        instances=cfg.instances,
+        values=cfg.value_classes,
+    )
 
 
 def _predict(models: list, dev, options, samples: list[dict], pred_dir: Path, progress: bool, on_case) -> tuple:
