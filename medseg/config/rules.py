@@ -203,7 +203,7 @@ def _check_lengths(cfg: Config, source: str) -> None:
     dims = cfg.data.spatial_dims
     per_axis = {"infer.roi_size": dims}
     if dims == 2:
-        per_axis.update({"preprocess.spatial_size": 2, "data.pixel_spacing_mm": 2})
+        per_axis.update({"preprocess.spatial_size": 2, "data.pixel_spacing_mm": 2, "train.patch_size": 2})
     else:
         per_axis.update({"train.patch_size": 3, "preprocess.spacing": 3})
     for key, n in per_axis.items():
@@ -275,7 +275,7 @@ def _check_shift_size(cfg: Config, source: str) -> None:
     if not cfg.augment.shift_range:
         return
     key = "preprocess.spatial_size" if cfg.data.spatial_dims == 2 else "train.patch_size"
-    if _get(cfg, key) is None:
+    if _get(cfg, key) is None and cfg.train.patch_size is None:
         raise fail(
             source,
             f"augment.shift_range {cfg.augment.shift_range} is a fraction of the image size, but {key} is not set",

@@ -128,9 +128,9 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | adam | sgd
     scheduler: str = "cosine"  # cosine | poly | constant
     warmup_epochs: int = 0
-    patch_size: list[int] | None = None  # 3D: random patch size
-    samples_per_volume: int = 2  # 3D: patches drawn per volume per step
-    pos_fraction: float = 0.67  # 3D: share of patches centred on foreground
+    patch_size: list[int] | None = None  # random patches of this size (3D; 2D: at the images' own or resized size)
+    samples_per_volume: int = 2  # with patch_size: patches drawn per image or volume per step
+    pos_fraction: float = 0.67  # with patch_size: share of patches centred on foreground
     pos_slice_fraction: float | None = None  # 2D: expected share of drawn samples whose mask is not empty
     val_every: int = 1
     amp: bool = True  # mixed precision: float16 on CUDA, bfloat16 on CPUs with native bfloat16, else off

@@ -177,6 +177,8 @@ def deterministic_transforms(cfg: Config, with_label: bool = True, for_training:
             if with_label:
                 ts.append(Resized(keys=LABEL, spatial_size=p.spatial_size, mode="nearest"))
         ts += intensity_transforms(cfg)
+        if for_training and with_label and cfg.train.patch_size:
+            ts += patch_sources(cfg)
     else:
         ts = [LoadVolumed(n_ch, k, keys=keys, instances=cfg.instances, values=cfg.value_classes)]
         if p.orientation:
@@ -188,13 +190,19 @@ def deterministic_transforms(cfg: Config, with_label: bool = True, for_training:
             ts.append(CropNonzerod(keys=keys, source_key=IMAGE, margin=4))
         ts += intensity_transforms(cfg)
         if for_training and with_label and cfg.train.patch_size:
-            ts.append(SpatialPadd(keys=keys, spatial_size=cfg.train.patch_size))
-            ts.append(
-                FgBgToIndicesd(keys=LABEL, fg_postfix="_fg", bg_postfix="_bg", image_key=IMAGE, image_threshold=-1e9)
-            )
+            ts += patch_sources(cfg)
     if for_training:
         ts.append(EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False))
     return Compose(ts)
+
+
+def patch_sources(cfg: Config) -> list:
+    """Before patches are drawn (and cached with the case): every image padded to at least a patch, and where its
+    foreground and background lie, so each draw picks a centre without searching the label again."""
+    return [
+        SpatialPadd(keys=[IMAGE, LABEL], spatial_size=cfg.train.patch_size),
+        FgBgToIndicesd(keys=LABEL, fg_postfix="_fg", bg_postfix="_bg", image_key=IMAGE, image_threshold=-1e9),
+    ]
 
 
 def flip_axes(cfg: Config) -> list[int]:
@@ -209,11 +217,11 @@ def flip_axes(cfg: Config) -> list[int]:
 
 
 def random_transforms(cfg: Config) -> Compose:
-    """Augmentation (and, in 3D, foreground-aware patch sampling) from ``cfg.augment``."""
+    """Foreground-aware patch sampling (with ``train.patch_size``), then augmentation from ``cfg.augment``."""
     a, dims = cfg.augment, cfg.data.spatial_dims
     keys = [IMAGE, LABEL]
     ts = []
-    if dims == 3 and cfg.train.patch_size:
+    if cfg.train.patch_size:
         pos = cfg.train.pos_fraction
         ts.append(
             RandCropByPosNegLabeld(
@@ -265,7 +273,7 @@ def random_affine(cfg: Config, keys: list[str]) -> RandAffined:
     # a range of 0 still draws a random number: pass shift and shear only when set, so that configs without them
     # draw (and augment) exactly as before
     if a.shift_range:
-        size = cfg.preprocess.spatial_size if dims == 2 else cfg.train.patch_size  # rules.py requires it
+        size = cfg.train.patch_size or cfg.preprocess.spatial_size  # what the network sees; rules.py requires one
         extra["translate_range"] = [a.shift_range * s for s in size]
     if a.shear_range:
         extra["shear_range"] = [a.shear_range] * (2 if dims == 2 else 6)  # one factor per axis pair

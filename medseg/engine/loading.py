@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from medseg.config import Config
-from medseg.data import LABEL, load_samples
+from medseg.data import IMAGE, LABEL, load_samples
 from medseg.data.base import recipe_or_default
 from medseg.data.splits import make_split, select
 from medseg.data.transforms import train_transforms, val_transforms
@@ -60,8 +60,30 @@ def load_training_data(
     t0 = time.time()
     train_ds, val_ds = _datasets(cfg, train_samples if augmented else [], val_samples)
     train_ds = train_ds if augmented else None
+    _check_batchable(cfg, train_ds, train_samples)
     log.info(f"data ready in {time.time() - t0:.1f}s")
     return TrainingData(train_ds, val_ds, train_samples, val_samples, split, n_train, t0)
+
+
+def _check_batchable(cfg: Config, train_ds, samples: list) -> None:
+    """2D images go into a batch as they are when neither ``preprocess.spatial_size`` nor ``train.patch_size`` is
+    set, so they must share one size (and be square if a quarter turn may swap their sides). Checked on the cache,
+    before the first batch would fail inside the loader's thread with PyTorch's stacking error."""
+    if cfg.data.spatial_dims != 2 or cfg.preprocess.spatial_size or cfg.train.patch_size:
+        return
+    sizes: dict[tuple, object] = {}
+    for item, sample in zip(getattr(train_ds, "_cache", None) or [], samples):
+        sizes.setdefault(tuple(int(v) for v in item[IMAGE].shape[1:]), sample[IMAGE])
+    turned = cfg.augment.rot90_prob > 0 and any(h != w for h, w in sizes)
+    if len(sizes) < 2 and not turned:
+        return
+    shown = ", ".join(f"{h}x{w} ({Path(str(f)).name})" for (h, w), f in list(sizes.items())[:3])
+    why = "differ in size" if len(sizes) > 1 else "are not square and augment.rot90_prob turns them"
+    raise MedsegError(
+        f"the training images {why}: {shown}, and neither preprocess.spatial_size nor train.patch_size is set; "
+        "fix: set preprocess.spatial_size (e.g. [256, 256]) to resize them, or train.patch_size to train on patches "
+        "at their own resolution"
+    )
 
 
 def _split(cfg: Config, samples: list, run_dir: Path, resume: bool, info: DistInfo) -> dict:

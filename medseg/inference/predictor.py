@@ -42,7 +42,7 @@ def roi_size(cfg: Config) -> list[int]:
         return list(cfg.infer.roi_size)
     if cfg.data.spatial_dims == 3:
         return list(cfg.train.patch_size or [96, 96, 96])
-    return list(cfg.preprocess.spatial_size or [256, 256])
+    return list(cfg.train.patch_size or cfg.preprocess.spatial_size or [256, 256])  # 2D: the patch, else the image
 
 
 def predict_logits(

@@ -68,6 +68,7 @@ BAD_VALUES = [
     ("q18-seed-negative", "train.seed=-1", "train.seed"),
     ("q18-spatial-size-3-values-in-2d", "preprocess.spatial_size=[48,64,8]", "needs 2 values"),
     ("q18-roi-size-3-values-in-2d", "infer.roi_size=[48,64,8]", "infer.roi_size"),
+    ("q18-patch-size-3-values-in-2d", "train.patch_size=[48,64,8]", "needs 2 values"),
     ("q18-split-seed-negative", "data.split.seed=-3", "data.split.seed"),
     ("q18-fractions-sum-1", ["data.split.val_fraction=0.6", "data.split.test_fraction=0.4"], "nothing to train on"),
     ("q18-fold-outside", ["data.split.folds=5", "data.split.fold=5"], "data.split.fold"),

@@ -170,6 +170,30 @@ def test_2d_pipeline_shapes(tmp_path):
     assert set(aug) == {IMAGE, LABEL}
 
 
+def test_2d_patches_are_drawn_at_the_images_own_resolution(tmp_path):
+    """With train.patch_size and no spatial_size a 2D image keeps its pixels: patches of the asked size are cut from
+    it, centred on foreground at pos_fraction 1; an image smaller than a patch is padded up to one."""
+    rgb = np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8)
+    mask = np.zeros((60, 90), np.uint8)
+    mask[40:44, 70:75] = 255  # one small lesion far from the centre
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    Image.fromarray(mask).save(tmp_path / "a_mask.png")
+    pair = {IMAGE: str(tmp_path / "a.png"), LABEL: str(tmp_path / "a_mask.png")}
+    sets = ["preprocess.spatial_size=null", "preprocess.intensity=zscore", "train.patch_size=[16,24]"]
+    sets += ["train.samples_per_volume=3", "train.pos_fraction=1.0", "augment.affine_prob=0", "augment.flip_prob=0"]
+    sets += ["augment.rot90_prob=0", "augment.intensity_prob=0", "augment.contrast_prob=0"]
+    patches = train_transforms(load_config("ph2", sets))(pair)
+    assert len(patches) == 3
+    for p in patches:
+        assert tuple(p[IMAGE].shape) == (3, 16, 24) and tuple(p[LABEL].shape) == (1, 16, 24)
+        assert p[LABEL][0, 8, 12] == 1  # the patch's centre is on the lesion
+    cfg = load_config("ph2", [*sets, "train.patch_size=[64,96]"])
+    padded = train_transforms(cfg)(pair)[0]
+    assert tuple(padded[IMAGE].shape) == (3, 64, 96)
+    whole = deterministic_transforms(cfg, for_training=False)(pair)
+    assert tuple(whole[IMAGE].shape) == (3, 60, 90)  # inference sees the image as it is, windows slide over it
+
+
 def _nifti(path, arr, affine=None):
     nib.save(nib.Nifti1Image(arr, np.eye(4) if affine is None else affine), str(path))
     return str(path)

@@ -536,3 +536,16 @@ def test_best_without_last_points_at_force(folder_dir, tmp_path, small_2d_overri
         train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, progress=False)
     res = train(_cfg(small_2d_overrides, "train.epochs=1"), folder_dir, run, force=True, progress=False)
     assert res.epochs_run == 1
+
+
+def test_unresized_2d_images_must_batch_or_the_line_names_the_sizes(folder_dir, tmp_path, small_2d_overrides):
+    """q18: with neither preprocess.spatial_size nor train.patch_size, 2D images go into batches as they are. The
+    folder's 48x64 images do, until a quarter turn could make some 64x48: that is refused before the first batch,
+    naming the size and the two keys that fix it, and no checkpoint is written."""
+    base = [*small_2d_overrides, "preprocess.spatial_size=null", "model.strides=[2,2]"]
+    train(_cfg(base, "augment.rot90_prob=0", "train.epochs=1"), folder_dir, tmp_path / "ok", progress=False)
+    assert (tmp_path / "ok" / "best.pt").is_file()
+    with pytest.raises(MedsegError, match=r"are not square and augment.rot90_prob turns them: 48x64 \(") as err:
+        train(_cfg(base, "augment.rot90_prob=0.5", "train.epochs=1"), folder_dir, tmp_path / "turned", progress=False)
+    assert "fix: set preprocess.spatial_size" in str(err.value) and "train.patch_size" in str(err.value)
+    assert not (tmp_path / "turned" / "best.pt").exists()

@@ -67,6 +67,23 @@ def test_infer_writes_a_16_bit_instance_map_objects_csv_and_findings(instance_mo
     assert not (tmp_path / "out" / "labels.ctbl").exists()  # ids are objects, not classes a table could name
 
 
+def test_patches_at_full_resolution_train_validate_and_segment_images_of_any_size(nuclei_dir, tmp_path):
+    """Trained on 32x32 patches cut from the images as they are (no resize), validated and applied by sliding
+    windows over each whole image: the instance map has the image's size."""
+    from medseg.inference.infer import infer
+
+    patches = ["preprocess.spatial_size=null", "train.patch_size=[32,32]", "train.val_every=1"]
+    model = train_tiny("nuclei", nuclei_dir, tmp_path / "run", *INSTANCE_RUN, *patches)
+    history = csv_rows(tmp_path / "run" / "history.csv")
+    assert all(r["val_mean_dice"] not in ("", None) for r in history)  # validated on whole images of two sizes
+    image = next((nuclei_dir / "stage1_train").glob("*/images/*.png"))
+    res = infer([str(image)], model=[str(model)], out=tmp_path / "out", progress=False).outputs[0]
+    assert np.array(Image.open(res["segmentation"])).shape == np.array(Image.open(image)).shape[:2]
+    with pytest.raises(MedsegError, match=r"training images differ in size: .* fix: set preprocess.spatial_size") as e:
+        train_tiny("nuclei", nuclei_dir, tmp_path / "run2", *INSTANCE_RUN, "preprocess.spatial_size=null")
+    assert "40x48 (" in str(e.value) and "56x40 (" in str(e.value)  # each size with a file that has it
+
+
 @pytest.mark.slow
 def test_evaluate_scores_objects_and_writes_instances_csv(instance_model, nuclei_dir, tmp_path):
     from medseg.evaluation.evaluate import evaluate_model
