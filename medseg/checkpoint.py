@@ -139,7 +139,7 @@ def validate_checkpoint(ckpt: dict, path) -> Config:
     require_keys(ckpt, path)
     _check_spacing(ckpt, path)  # before the config is built: its own check would suggest --set, not a repair
     try:
-        cfg = config_from_dict(ckpt["config"], source=str(path))
+        cfg = config_from_dict(settings_training_used(ckpt["config"]), source=str(path))
     except MedsegError as exc:  # the config's own checks; the fix is a repair here, not an override
         problem = str(exc).split("; fix:")[0].removeprefix(f"{path}: ")
         raise _refuse(
@@ -151,6 +151,16 @@ def validate_checkpoint(ckpt: dict, path) -> Config:
     _check_sizes(ckpt, cfg, size_divisor(ckpt["model"]), path)
     _check_finite_weights(ckpt["state_dict"], path)
     return cfg
+
+
+def settings_training_used(config: dict) -> dict:
+    """The checkpoint's config less what its training ignored: before 2D training drew patches, a 2D config could
+    carry a 3D ``train.patch_size`` (copied from a volume config) that nothing read; today it would be refused."""
+    data, train = config.get("data") or {}, config.get("train") or {}
+    patch = train.get("patch_size")
+    if data.get("spatial_dims", 2) == 2 and isinstance(patch, list) and len(patch) == 3:
+        return {**config, "train": {**train, "patch_size": None}}
+    return config
 
 
 def network_of(ckpt: dict, path):

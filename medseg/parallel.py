@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from medseg.runtime import resolve_device, usable_cpus
+from medseg.runtime import asked_threads, resolve_device, usable_cpus
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,10 @@ def free_port() -> int:
 
 
 def rank_threads(world: int) -> int:
-    """CPU threads for one of ``world`` processes on this machine: the cores shared evenly, so that the processes
-    do not fight over them."""
-    return max(1, usable_cpus() // max(1, world))
+    """CPU threads for one of ``world`` processes on this machine: ``OMP_NUM_THREADS`` when set (it is already one
+    process's count), else the cores shared evenly, so that the processes do not fight over them."""
+    asked = asked_threads()
+    return asked if asked is not None else max(1, usable_cpus() // max(1, world))
 
 
 def rank_device(device: str, info: DistInfo) -> torch.device:

@@ -19,20 +19,31 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def usable_cpus() -> int:
-    """The cores this process may use: ``OMP_NUM_THREADS`` when the user set it, else the CPUs the process is
-    pinned to (a container's or ``taskset``'s share, which ``os.cpu_count`` ignores), else every core."""
-    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if asked.isdigit() and int(asked) > 0:
-        return int(asked)
+    """The cores this process may use: the CPUs it is pinned to (a container's or ``taskset``'s share, which
+    ``os.cpu_count`` ignores), else every core."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
 
 
+def asked_threads() -> int | None:
+    """The compute threads the user (or ``torchrun``, which sets 1 per rank) asked of this one process through
+    ``OMP_NUM_THREADS``; None when unset or not a count, which OpenMP ignores too."""
+    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+    try:
+        n = int(asked)
+    except ValueError:
+        return None
+    return n if n > 0 else None
+
+
 def configure_cpu_threads(num_workers: int = 0) -> None:
-    """Use every usable core for intra-op parallelism unless loader workers need some."""
-    n = usable_cpus()
-    torch.set_num_threads(max(1, n - num_workers) if num_workers else n)
+    """Use ``OMP_NUM_THREADS`` threads when it is set; else every usable core, less those loader workers need."""
+    n = asked_threads()
+    if n is None:
+        cores = usable_cpus()
+        n = max(1, cores - num_workers) if num_workers else cores
+    torch.set_num_threads(n)
 
 
 @functools.cache

@@ -232,6 +232,7 @@ def validate_config(cfg: Config, source: str = "config", overridden: set[str] | 
     _check_context(cfg, source)
     _check_loss_weights(cfg, source)
     _check_shift_size(cfg, source)
+    _check_quarter_turns(cfg, source)
     _check_instances(cfg, source)
     _check_label_values(cfg, source)
 
@@ -281,6 +282,25 @@ def _check_shift_size(cfg: Config, source: str) -> None:
             f"augment.shift_range {cfg.augment.shift_range} is a fraction of the image size, but {key} is not set",
             f"set {key} (e.g. {'[256, 256]' if cfg.data.spatial_dims == 2 else '[96, 96, 96]'}) or shift_range 0",
         )
+
+
+def _check_quarter_turns(cfg: Config, source: str) -> None:
+    """A quarter turn swaps the first two sides of an image or patch: on a non-square one, a batch then holds two
+    shapes and cannot be stacked (one image per batch can)."""
+    if cfg.augment.rot90_prob <= 0:
+        return
+    key = "train.patch_size" if cfg.train.patch_size else "preprocess.spatial_size"
+    shape = cfg.train.patch_size or (cfg.preprocess.spatial_size if cfg.data.spatial_dims == 2 else None)
+    per_batch = cfg.train.batch_size * (cfg.train.samples_per_volume if cfg.train.patch_size else 1)
+    if not shape or len(shape) < 2 or shape[0] == shape[1] or per_batch < 2:
+        return
+    square = [max(shape[:2])] * 2 + list(shape[2:])
+    raise fail(
+        source,
+        f"augment.rot90_prob {cfg.augment.rot90_prob} turns the {_show(shape)} {key} a quarter turn, which swaps "
+        "its first two sides, so a batch would mix two shapes",
+        f"make it square (e.g. --set '{key}={_show(square)}') or --set augment.rot90_prob=0",
+    )
 
 
 def _check_instances(cfg: Config, source: str) -> None:

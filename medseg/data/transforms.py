@@ -154,8 +154,13 @@ class Guarded(Transform):
             ) from None
 
 
-def deterministic_transforms(cfg: Config, with_label: bool = True, for_training: bool = True) -> Compose:
-    """Load -> validate -> (2D: resize; 3D: orient, resample) -> normalise -> (3D: crop) -> plain tensors."""
+def deterministic_transforms(
+    cfg: Config, with_label: bool = True, for_training: bool = True, patches: bool = True
+) -> Compose:
+    """Load -> validate -> (2D: resize; 3D: orient, resample) -> normalise -> (3D: crop) -> plain tensors.
+
+    ``patches``: with ``train.patch_size``, pad each case to a patch and index its foreground for the draws. The
+    training cases only: validation scores whole images, unpadded, with sliding windows."""
     keys = [IMAGE, LABEL] if with_label else [IMAGE]
     n_ch, k = len(cfg.data.channels), cfg.num_classes
     p = cfg.preprocess
@@ -177,7 +182,7 @@ def deterministic_transforms(cfg: Config, with_label: bool = True, for_training:
             if with_label:
                 ts.append(Resized(keys=LABEL, spatial_size=p.spatial_size, mode="nearest"))
         ts += intensity_transforms(cfg)
-        if for_training and with_label and cfg.train.patch_size:
+        if for_training and with_label and patches and cfg.train.patch_size:
             ts += patch_sources(cfg)
     else:
         ts = [LoadVolumed(n_ch, k, keys=keys, instances=cfg.instances, values=cfg.value_classes)]
@@ -189,7 +194,7 @@ def deterministic_transforms(cfg: Config, with_label: bool = True, for_training:
         if p.crop_foreground:  # same box in training, validation and inference (inference pads back)
             ts.append(CropNonzerod(keys=keys, source_key=IMAGE, margin=4))
         ts += intensity_transforms(cfg)
-        if for_training and with_label and cfg.train.patch_size:
+        if for_training and with_label and patches and cfg.train.patch_size:
             ts += patch_sources(cfg)
     if for_training:
         ts.append(EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False))
@@ -297,4 +302,4 @@ def train_transforms(cfg: Config) -> Compose:
 
 def val_transforms(cfg: Config) -> Compose:
     """Deterministic part only; items keep ``image_meta`` (validation reads only image and label)."""
-    return Compose([Guarded(deterministic_transforms(cfg))])
+    return Compose([Guarded(deterministic_transforms(cfg, patches=False))])

@@ -67,9 +67,10 @@ def load_training_data(
 
 def _check_batchable(cfg: Config, train_ds, samples: list) -> None:
     """2D images go into a batch as they are when neither ``preprocess.spatial_size`` nor ``train.patch_size`` is
-    set, so they must share one size (and be square if a quarter turn may swap their sides). Checked on the cache,
-    before the first batch would fail inside the loader's thread with PyTorch's stacking error."""
-    if cfg.data.spatial_dims != 2 or cfg.preprocess.spatial_size or cfg.train.patch_size:
+    set, so they must share one size (and be square if a quarter turn may swap their sides), unless each batch holds
+    one. Checked on the cache (``train.cache``, the default), before the first batch would fail inside the loader's
+    thread with PyTorch's stacking error; without a cache that error is what the user sees."""
+    if cfg.data.spatial_dims != 2 or cfg.preprocess.spatial_size or cfg.train.patch_size or cfg.train.batch_size < 2:
         return
     sizes: dict[tuple, object] = {}
     for item, sample in zip(getattr(train_ds, "_cache", None) or [], samples):

@@ -72,6 +72,8 @@ BAD_VALUES = [
     ("q18-split-seed-negative", "data.split.seed=-3", "data.split.seed"),
     ("q18-fractions-sum-1", ["data.split.val_fraction=0.6", "data.split.test_fraction=0.4"], "nothing to train on"),
     ("q18-fold-outside", ["data.split.folds=5", "data.split.fold=5"], "data.split.fold"),
+    ("q18-rot90-non-square-size", "augment.rot90_prob=0.5", "[128, 128]"),
+    ("q18-rot90-non-square-patch", ["augment.rot90_prob=0.5", "train.patch_size=[64,96]"], "[96, 96]"),
 ]
 
 
@@ -87,8 +89,18 @@ def test_config_validation_refuses_out_of_range_values(override, needle):
 def test_shipped_configs_pass_validation():
     from medseg.config import validate_config
 
-    for name in ("demo", "ph2", "lgg", "brats"):
+    names = sorted(p.stem for p in (Path(__file__).parents[2] / "configs").glob("*.yaml"))
+    assert {"demo", "ph2", "lgg", "brats", "nuclei", "humanseg"} <= set(names)
+    for name in names:
         validate_config(load_config(name))
+
+
+def test_quarter_turns_of_non_square_images_pass_when_each_batch_holds_one():
+    """One image per batch stacks whatever its shape, so only batches of several non-square images are refused."""
+    cfg = load_config("demo", ["augment.rot90_prob=0.5", "train.batch_size=1"])
+    assert cfg.augment.rot90_prob == 0.5 and cfg.preprocess.spatial_size == [96, 128]
+    with pytest.raises(MedsegError, match="samples|swaps"):
+        load_config("demo", ["augment.rot90_prob=0.5", "train.batch_size=1", "train.patch_size=[64,96]"])
 
 
 TRAIN_BAD = [

@@ -18,6 +18,7 @@ from medseg.data.transforms import (
     labels_to_classes,
     random_transforms,
     train_transforms,
+    val_transforms,
 )
 from medseg.errors import MedsegError
 
@@ -192,6 +193,8 @@ def test_2d_patches_are_drawn_at_the_images_own_resolution(tmp_path):
     assert tuple(padded[IMAGE].shape) == (3, 64, 96)
     whole = deterministic_transforms(cfg, for_training=False)(pair)
     assert tuple(whole[IMAGE].shape) == (3, 60, 90)  # inference sees the image as it is, windows slide over it
+    scored = val_transforms(cfg)(pair)  # validation too: unpadded, and no foreground index kept in its cache
+    assert tuple(scored[LABEL].shape) == (1, 60, 90) and not any(k.endswith(("_fg", "_bg")) for k in scored)
 
 
 def _nifti(path, arr, affine=None):

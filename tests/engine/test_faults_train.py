@@ -549,3 +549,6 @@ def test_unresized_2d_images_must_batch_or_the_line_names_the_sizes(folder_dir, 
         train(_cfg(base, "augment.rot90_prob=0.5", "train.epochs=1"), folder_dir, tmp_path / "turned", progress=False)
     assert "fix: set preprocess.spatial_size" in str(err.value) and "train.patch_size" in str(err.value)
     assert not (tmp_path / "turned" / "best.pt").exists()
+    one = _cfg(base, "augment.rot90_prob=1", "train.batch_size=1", "train.epochs=1")  # one image stacks as it is
+    train(one, folder_dir, tmp_path / "one", progress=False)
+    assert (tmp_path / "one" / "best.pt").is_file()

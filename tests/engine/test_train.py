@@ -73,6 +73,8 @@ def test_checkpoints_with_the_keys_older_versions_wrote_still_load_and_resume(fo
     assert ck["intensity_stats"]["n_images"] == 3
     cfg = validate_checkpoint(ck, run / "best.pt")
     assert cfg.data.labels == ["background", "lesion"]
+    volume_patch = {**ck["config"], "train": {**ck["config"]["train"], "patch_size": [64, 64, 64]}}
+    assert validate_checkpoint({**ck, "config": volume_patch}, run / "best.pt").train.patch_size is None
     build_model(ck["model"]).load_state_dict(ck["state_dict"])
     res = train(_cfg(small_2d_overrides, "train.epochs=2"), folder_dir, run, resume=True, progress=False)
     assert [r["epoch"] for r in res.history] == [1, 2]
@@ -565,14 +567,19 @@ def test_threads_follow_omp_num_threads_then_the_cpus_the_process_is_pinned_to(m
     monkeypatch.setattr(R.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert R.usable_cpus() == 6 and rank_threads(4) == 1 and rank_threads(2) == 3
+    # torchrun sets OMP_NUM_THREADS=1 for each rank: it is already one process's count, never divided again,
+    # and it does not shrink the cores the cache loader's threads may use
     monkeypatch.setenv("OMP_NUM_THREADS", "5")
-    assert R.usable_cpus() == 5 and rank_threads(2) == 2
+    assert R.usable_cpus() == 6 and rank_threads(2) == 5 and rank_threads(1) == 5
     monkeypatch.setenv("OMP_NUM_THREADS", "junk")  # not a count: ignored, as OpenMP ignores it
-    assert R.usable_cpus() == 6
+    assert R.asked_threads() is None and rank_threads(2) == 3
     before = torch.get_num_threads()
     try:
         R.configure_cpu_threads(num_workers=2)
         assert torch.get_num_threads() == 4
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        R.configure_cpu_threads(num_workers=2)
+        assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
 
