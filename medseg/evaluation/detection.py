@@ -103,21 +103,24 @@ def evaluate_detections(
     cases: list[CaseObjects | EncodedCase],
     classes: list[str],
     thresholds: tuple[float, ...] = COCO_THRESHOLDS,
-    max_dets: int = 1000,
+    max_dets: int | None = None,
 ) -> DetectionResult:
     """Score every case's detections against its true objects with ``COCOeval`` (segmentation masks).
 
-    ``max_dets`` caps the detections per case and class for AP (COCO's own cap of 100 is too few for
-    microscopy, where one image may hold hundreds of nuclei); AR is reported at 100 as COCO does."""
+    ``max_dets`` caps the detections per case and class for AP; None (the default) keeps them all, so that AP,
+    the operating point and the FROC budget see every false positive (COCO's own cap of 100 is far too few for
+    microscopy, where one image may hold hundreds of nuclei). AR is reported at 100 as COCO does."""
     from pycocotools.cocoeval import COCOeval
 
+    cases = [_as_encoded(c) for c in cases]  # once: both the cap and the COCO sets read the encodings
+    most = max((len(c.detections) for c in cases), default=0)
     gt, dt = _coco_pair(cases, len(classes))
     ev = COCOeval(gt, dt, "segm")
     p = ev.params
     p.imgIds = list(range(1, len(cases) + 1))
     p.catIds = list(range(1, len(classes) + 1))
     p.iouThrs = np.asarray(thresholds, dtype=float)
-    p.maxDets = [100, max(100, int(max_dets))]
+    p.maxDets = [100, max(100, most if max_dets is None else int(max_dets))]
     p.areaRng, p.areaRngLbl = [[0, 1e12]], ["all"]
     with contextlib.redirect_stdout(io.StringIO()):  # COCOeval narrates each step on stdout
         ev.evaluate()
@@ -183,13 +186,17 @@ def encode(case: CaseObjects) -> EncodedCase:
     return EncodedCase(gt.shape[0], gt.shape[1], truths, detections)
 
 
+def _as_encoded(case: CaseObjects | EncodedCase) -> EncodedCase:
+    return case if isinstance(case, EncodedCase) else encode(case)
+
+
 def _coco_pair(cases: list, n_classes: int):
     """pycocotools ground-truth and detection sets built in memory, one image per case."""
     from pycocotools.coco import COCO
 
     images, truths, detections = [], [], []
     for image_id, case in enumerate(cases, start=1):
-        enc = case if isinstance(case, EncodedCase) else encode(case)
+        enc = _as_encoded(case)
         images.append({"id": image_id, "height": enc.height, "width": enc.width})
         for cls, rle, area, box in enc.truths:
             truths.append(_annotation(len(truths) + 1, image_id, cls, rle, area, box, n_classes))

@@ -38,6 +38,9 @@ class MaskRCNNNet(nn.Module):
     -> ``(B, 3, H, W)`` log-probabilities of background, interior and boundary otherwise."""
 
     computes_own_loss = True
+    # the classification backbone inside the FPN: where model.pretrained loads an ImageNet ResNet or MobileNetV3
+    # (torchvision's own state dict) and what freeze_encoder_epochs freezes; the FPN and heads stay trainable
+    encoder_path = "detector.backbone.body"
 
     def __init__(
         self,

