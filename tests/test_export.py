@@ -132,3 +132,19 @@ def test_export_command_prints_the_file_and_its_parity(tmp_path):
     r = CliRunner().invoke(app, ["export", str(tmp_path / "missing.pt")])
     assert r.exit_code == 2 and "missing.pt: checkpoint not found" in r.output
     assert torch.jit.load(str(tmp_path / "m.ts")) is not None
+
+
+def test_an_exported_model_gets_the_case_pdf_with_its_model_card(tmp_path):
+    """--report with an ONNX file: the PDF's model card comes from the metadata the export carries."""
+    from PIL import Image
+
+    from medseg.api import infer_from_cli
+    from tests.conftest import pdf_text
+
+    ck = save_untrained(_cfg_2d("unet", []), tmp_path / "best.pt")
+    onnx_file = export_model(ck, "onnx").path
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(tmp_path / "scan.png")
+    infer_from_cli([str(tmp_path / "scan.png")], model=[str(onnx_file)], out=tmp_path / "out", report=True)
+    text = pdf_text(tmp_path / "out" / "scan_report.pdf")
+    assert "Architecture" in text and "unet 2D, channels" in text

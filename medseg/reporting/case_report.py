@@ -12,6 +12,7 @@ from medseg.data.lookup import metadata_rows
 from medseg.errors import fail
 from medseg.inference.facts import CaseFacts
 from medseg.inference.findings import UNIT_LABELS, format_size
+from medseg.io import file_ext
 from medseg.reporting.fonts import Markup, esc, start_document
 from medseg.reporting.pdf import (
     DISCLAIMER,
@@ -276,11 +277,15 @@ def _size_histogram(sizes_by_class: dict[str, list], label: str, target: Path) -
 
 
 def _saved_model_card(f: dict) -> dict | None:
-    """The model card of the checkpoint the findings name, when that file is still on disk."""
+    """The model card of the checkpoint, or the ONNX/TorchScript export (whose metadata carries the checkpoint's
+    description), that the findings name, when that file is still on disk."""
     from medseg.checkpoint import load_checkpoint
     from medseg.evaluation.evaluate import model_card
+    from medseg.export import EXPORTED_EXTS, read_metadata
 
     m = (f.get("models") or [{}])[0]
-    if m.get("path") and Path(m["path"]).is_file():
-        return model_card(load_checkpoint(m["path"]), m.get("sha256_12", ""))
-    return None
+    path = Path(m["path"]) if m.get("path") else None
+    if path is None or not path.is_file():
+        return None
+    described = read_metadata(path) if file_ext(path) in EXPORTED_EXTS else load_checkpoint(path)
+    return model_card(described, m.get("sha256_12", ""))
