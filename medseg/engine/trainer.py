@@ -155,7 +155,7 @@ class Trainer:
     def starting_weights(self, net) -> dict | None:
         """Fill ``net`` from ``--init`` (a medseg model) or ``model.pretrained`` (encoder weights), log what
         loaded, and return the report the checkpoints keep (None: random initialisation)."""
-        from medseg.models.pretrained import find_encoder, load_init, load_pretrained
+        from medseg.models.pretrained import find_encoder, load_init, load_pretrained, other_intensity_warning
 
         pretrained = self.cfg.model.pretrained
         if self.cfg.train.freeze_encoder_epochs:
@@ -163,29 +163,15 @@ class Trainer:
         if self.init is not None:
             if pretrained:
                 log.info(f"--init {self.init} replaces model.pretrained ({pretrained})")
-            report, their_config = load_init(net, self.init)
-            self.warn_other_intensity(their_config)
+            report = load_init(net, self.init)
         elif pretrained:
             report = load_pretrained(net, pretrained, self.spec["kwargs"].get("encoder"))
-            if pretrained == "imagenet" and self.cfg.preprocess.intensity != "imagenet":
-                log.warning(
-                    f"the ImageNet encoder learnt ImageNet-normalised RGB; this run feeds it preprocess.intensity "
-                    f"{self.cfg.preprocess.intensity}; fix: --set preprocess.intensity=imagenet unless that is meant"
-                )
         else:
             return None
         log.info(f"starting weights: {report.summary()}")
+        if warning := other_intensity_warning(report, self.cfg.preprocess.intensity):
+            log.warning(warning)
         return {**report.to_dict(), "option": "--init" if self.init is not None else "model.pretrained"}
-
-    def warn_other_intensity(self, their_config: dict) -> None:
-        """A model fine-tuned on inputs normalised otherwise than it learnt starts from features that mean nothing."""
-        theirs = their_config.get("preprocess", {}).get("intensity")
-        ours = self.cfg.preprocess.intensity
-        if theirs and theirs != ours:
-            log.warning(
-                f"--init {self.init} was trained with preprocess.intensity {theirs}, this run uses {ours}; "
-                f"fix: --set preprocess.intensity={theirs} unless the change is meant"
-            )
 
     def build_optimisation(self) -> None:
         """Optimiser, weight averaging, the loader (its sampler draws from its own generator), schedule, precision."""

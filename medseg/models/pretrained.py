@@ -44,6 +44,9 @@ class WeightsReport:
     unexpected: list[str] = field(default_factory=list)  # source tensors with no place
     mismatched: list[str] = field(default_factory=list)  # same name, other shape: left as they were
     adapted: list[str] = field(default_factory=list)  # first convolutions fitted to the channel count
+    # the preprocess.intensity the weights learnt: "imagenet" for the shipped ImageNet files, a medseg
+    # checkpoint's own, None when the file does not say (a torchvision, timm or smp state dict)
+    learnt_intensity: str | None = None
 
     def summary(self) -> str:
         parts = [f"{self.loaded} of {self.total} {self.target} tensors from {Path(self.source).name}"]
@@ -51,7 +54,7 @@ class WeightsReport:
         for label, names in (
             ("adapted to the channels", self.adapted),
             ("re-initialised (shape differs)", self.mismatched),
-            ("missing from the file", self.missing),
+            ("missing from the file, kept at random initialisation", self.missing),
             ("unused", self.unexpected),
         ):
             if names:
@@ -314,18 +317,46 @@ def load_pretrained(net: nn.Module, pretrained: str, encoder: str | None) -> Wei
     """Fill ``net``'s encoder from ``pretrained`` (``imagenet`` or a file); refuses a file that fits nothing."""
     target = find_encoder(net)  # a network without one stops here, before any file is looked for
     path = imagenet_file(encoder or "") if pretrained == "imagenet" else Path(pretrained).expanduser()
-    source, _ = read_state_dict(path)
-    return _load_into(target, source, path, "encoder", "model.pretrained")
+    source, medseg = read_state_dict(path)
+    report = _load_into(target, source, path, "encoder", "model.pretrained")
+    report.learnt_intensity = "imagenet" if pretrained == "imagenet" else _intensity_of(medseg)
+    return report
 
 
-def load_init(net: nn.Module, checkpoint: Path) -> tuple[WeightsReport, dict]:
+def load_init(net: nn.Module, checkpoint: Path) -> WeightsReport:
     """Fill ``net`` from a medseg checkpoint (``--init``): everything that fits; the rest (a head for another
-    number of classes or channels) keeps its fresh initialisation. Returns the report and the checkpoint's config
-    (read once, for the caller's checks)."""
+    number of classes or channels) keeps its fresh initialisation."""
     source, medseg = read_state_dict(Path(checkpoint), "--init")
     if medseg is None:
         raise fail(checkpoint, "is not a medseg checkpoint", "give a best.pt/last.pt, or use model.pretrained")
-    return _load_into(net, source, Path(checkpoint), "model", "--init"), medseg["config"]
+    report = _load_into(net, source, Path(checkpoint), "model", "--init")
+    report.learnt_intensity = _intensity_of(medseg)
+    return report
+
+
+def other_intensity_warning(report: WeightsReport, intensity: str) -> str | None:
+    """A warning when the run normalises its inputs otherwise than the starting weights learnt: their features
+    then start from inputs they have never seen. None when they agree, or when a file cannot say and the run
+    already uses ImageNet statistics."""
+    theirs, name = report.learnt_intensity, Path(report.source).name
+    if theirs is not None and theirs != intensity:
+        return (
+            f"{name} learnt preprocess.intensity {theirs}, this run uses {intensity}; "
+            f"fix: --set preprocess.intensity={theirs} unless the change is meant"
+        )
+    if theirs is None and intensity != "imagenet":
+        return (
+            f"{name} does not say how its inputs were normalised and this run uses preprocess.intensity "
+            f"{intensity}; torchvision, timm and segmentation_models.pytorch weights are ImageNet-trained: "
+            f"fix: --set preprocess.intensity=imagenet if these are"
+        )
+    return None
+
+
+def _intensity_of(medseg: dict | None) -> str | None:
+    if medseg is None:
+        return None
+    return medseg.get("config", {}).get("preprocess", {}).get("intensity", "zscore")
 
 
 def _load_into(module: nn.Module, source: dict, path: Path, target: str, option: str) -> WeightsReport:

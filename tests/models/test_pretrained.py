@@ -236,7 +236,7 @@ def test_init_from_three_classes_leaves_the_transposed_output_layer_fresh_not_ad
     from medseg.models.pretrained import load_init
 
     three = build_model(small_spec("unet", out_channels=3))
-    report, _ = load_init(net_of("unet"), _checkpoint(tmp_path, three))
+    report = load_init(net_of("unet"), _checkpoint(tmp_path, three))
     assert report.adapted == []
     assert "model.2.0.conv.weight (16, 3, 3, 3)->(16, 1, 3, 3)" in report.mismatched  # the transposed output layer
 
@@ -245,7 +245,7 @@ def test_init_from_rgb_adapts_only_the_convolutions_that_read_the_input(tmp_path
     from medseg.models.pretrained import input_convolutions, load_init
 
     grey = net_of("unet", in_channels=1)
-    report, _ = load_init(grey, _checkpoint(tmp_path, net_of("unet")))
+    report = load_init(grey, _checkpoint(tmp_path, net_of("unet")))
     # the first residual unit's convolution and its shortcut both read the image
     assert report.adapted == ["model.0.conv.unit0.conv.weight", "model.0.residual.weight"]
     assert set(report.adapted) <= input_convolutions(grey)
@@ -280,3 +280,31 @@ def test_the_shipped_humanseg_config_is_an_imagenet_lite0_unet_and_its_documente
     validate_config(fallback)
     assert fallback.model.name == "unet" and fallback.model.pretrained is None and fallback.train.epochs == 100
     assert build_model(model_spec(fallback)) is not None
+
+
+def test_starting_weights_say_what_normalisation_they_learnt_and_a_mismatch_is_named(tmp_path):
+    """A medseg checkpoint carries its preprocess.intensity, the ImageNet files imply theirs, and a third-party
+    state dict says nothing: each case gets its own warning, or none when the run agrees."""
+    from medseg.models.pretrained import load_init, other_intensity_warning
+
+    path = tmp_path / "best.pt"
+    config = {"preprocess": {"intensity": "scale"}}
+    torch.save({"model": {"name": "unet"}, "config": config, "state_dict": net_of("unet").state_dict()}, path)
+    report = load_init(net_of("unet"), path)
+    assert report.learnt_intensity == "scale"
+    assert other_intensity_warning(report, "scale") is None
+    warning = other_intensity_warning(report, "zscore")
+    assert "best.pt learnt preprocess.intensity scale" in warning and "--set preprocess.intensity=scale" in warning
+
+    body = tmp_path / "resnet18.pth"
+    torch.save(find_encoder(net_of(encoder="resnet18")).state_dict(), body)
+    report = load_pretrained(net_of(encoder="resnet18"), str(body), "resnet18")
+    assert report.learnt_intensity is None
+    assert other_intensity_warning(report, "imagenet") is None
+    assert "--set preprocess.intensity=imagenet if these are" in other_intensity_warning(report, "zscore")
+
+    lite0()  # skips here without the pretrained extra
+    report = load_pretrained(net_of(), "imagenet", "efficientnet-lite0")
+    assert report.learnt_intensity == "imagenet"
+    assert other_intensity_warning(report, "imagenet") is None
+    assert "learnt preprocess.intensity imagenet" in other_intensity_warning(report, "zscore")
