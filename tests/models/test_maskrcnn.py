@@ -58,21 +58,27 @@ def _scenes(n: int, side: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def _train_losses(net, x: torch.Tensor, y: torch.Tensor, steps: int) -> list[float]:
+    """Mask R-CNN's own loss at each of ``steps`` AdamW steps on one batch."""
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-4)
+    net.train()
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = net(x, y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 @pytest.mark.slow
 def test_mask_rcnn_trains_on_its_own_loss_and_predicts_three_classes():
     cfg = load_config("nuclei", MRCNN)
     net = build_model(model_spec(cfg))
     assert net.computes_own_loss
     x, y = _scenes(2, 64)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-4)
-    net.train()
-    losses = []
-    for _ in range(8):
-        opt.zero_grad()
-        loss = net(x, y)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = _train_losses(net, x, y, steps=8)
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
     net.eval()
     with torch.no_grad():
@@ -97,8 +103,8 @@ def test_configs_mask_rcnn_cannot_run_are_refused_before_building(extra, message
         check_model_config(load_config("nuclei", [*MRCNN, *extra]))
 
 
-def _mask_rcnn(encoder="resnet18"):
-    return build_model(model_spec(load_config("nuclei", [*MRCNN, f"model.encoder={encoder}"])))
+def _mask_rcnn(encoder="resnet18", *overrides):
+    return build_model(model_spec(load_config("nuclei", [*MRCNN, f"model.encoder={encoder}", *overrides])))
 
 
 def test_a_torchvision_resnet_file_fills_the_mask_rcnn_backbone_and_freezing_spares_the_fpn(tmp_path):
@@ -140,7 +146,7 @@ def test_a_torchvision_mobilenet_v3_file_fills_the_mask_rcnn_backbone_by_order(t
     assert torch.equal(got, donor["features.16.0.weight"])
 
 
-def test_imagenet_fills_the_efficientnet_lite0_mask_rcnn_backbone_and_it_trains(tmp_path):
+def test_imagenet_fills_the_efficientnet_lite0_mask_rcnn_backbone_and_it_trains():
     """The Lite0 wheel's ImageNet file fills the whole backbone body with no download; the pyramid has the ResNets'
     five levels, so the default anchors fit; freezing spares the FPN; and a few steps lower its own loss."""
     pytest.importorskip("segmentation_models_pytorch", exc_type=ImportError)
@@ -160,15 +166,7 @@ def test_imagenet_fills_the_efficientnet_lite0_mask_rcnn_backbone_and_it_trains(
     assert all(p.requires_grad for p in net.detector.backbone.fpn.parameters())
     freeze_encoder(net, False)
     x, y = _scenes(2, 64)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-4)
-    net.train()
-    losses = []
-    for _ in range(6):
-        opt.zero_grad()
-        loss = net(x, y)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = _train_losses(net, x, y, steps=6)
     assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2])
 
 
@@ -182,14 +180,7 @@ def test_the_lite_backbones_are_offered_and_an_unknown_one_lists_them():
 def test_a_narrower_pyramid_and_fewer_sampled_regions_reach_every_head(encoder, first):
     """model.extra.fpn_width narrows the pyramid and the heads that read it (the CPU's main cost, with the sampled
     regions); the ResNet body keeps torchvision's layer names, so its ImageNet files still load by name."""
-    net = build_model(
-        model_spec(
-            load_config(
-                "nuclei", [*MRCNN, f"model.encoder={encoder}", "model.extra={fpn_width: 128, box_batch_size: 64}"]
-            )
-        )
-    )
-    det = net.detector
+    det = _mask_rcnn(encoder, "model.extra={fpn_width: 128, box_batch_size: 64}").detector
     assert det.backbone.out_channels == 128 and det.backbone.fpn.inner_blocks[0][0].in_channels == first
     assert det.roi_heads.box_head.fc6.in_features == 128 * 7 * 7 and det.roi_heads.mask_head[0][0].in_channels == 128
     assert det.roi_heads.fg_bg_sampler.batch_size_per_image == 64
